@@ -1,0 +1,284 @@
+"""The platform data model: users, event roles and the event data that archives carry.
+
+Datetimes of event data are naive event-local wall time (the zone is ``Event.timezone``), exactly as archives carry
+them, so a round trip never shifts a time across a DST fold.
+
+Lossless archives: every archived record has three bookkeeping columns.
+- ``extra_fields``: keys the model has no column for, and keys whose archived value differs from what the columns
+  and relations would produce (a stale nested speaker name, a float where a string is expected), kept verbatim.
+- ``absent_fields``: keys the model would produce but the source record did not carry.
+- ``archive_order``: position of the record in its source file (files are not always sorted by id).
+Records created on the platform leave all three empty and export with the standard field set.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ArchivedRecord:
+    """Columns that make a record reproduce its source archive exactly (see module docstring)."""
+
+    extra_fields: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+    absent_fields: Mapped[Optional[list[str]]] = mapped_column(JSON, nullable=True)
+    archive_order: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(255), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+ROLE_ORGANIZER = "organizer"
+ROLE_COORGANIZER = "coorganizer"
+EVENT_ROLES = (ROLE_ORGANIZER, ROLE_COORGANIZER)
+
+
+class EventRole(Base):
+    __tablename__ = "event_roles"
+    __table_args__ = (UniqueConstraint("user_id", "event_id", "role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+
+
+class Event(ArchivedRecord, Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identifier: Mapped[Optional[str]] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    latitude: Mapped[Optional[float]] = mapped_column(Float)
+    longitude: Mapped[Optional[float]] = mapped_column(Float)
+    location_name: Mapped[Optional[str]] = mapped_column(Text)
+    start_time: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    end_time: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    timezone: Mapped[Optional[str]] = mapped_column(String(64))
+    description: Mapped[Optional[str]] = mapped_column(Text)
+    background_image: Mapped[Optional[str]] = mapped_column(Text)
+    logo: Mapped[Optional[str]] = mapped_column(Text)
+    organizer_name: Mapped[Optional[str]] = mapped_column(Text)
+    organizer_description: Mapped[Optional[str]] = mapped_column(Text)
+    event_url: Mapped[Optional[str]] = mapped_column(Text)
+    ticket_url: Mapped[Optional[str]] = mapped_column(Text)
+    privacy: Mapped[Optional[str]] = mapped_column(String(32))
+    type: Mapped[Optional[str]] = mapped_column(Text)
+    topic: Mapped[Optional[str]] = mapped_column(Text)
+    sub_topic: Mapped[Optional[str]] = mapped_column(Text)
+    code_of_conduct: Mapped[Optional[str]] = mapped_column(Text)
+    email: Mapped[Optional[str]] = mapped_column(Text)
+    state: Mapped[Optional[str]] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    copyright: Mapped[Optional["EventCopyright"]] = relationship(back_populates="event", uselist=False)
+    social_links: Mapped[list["SocialLink"]] = relationship(back_populates="event")
+
+
+class EventCopyright(ArchivedRecord, Base):
+    __tablename__ = "event_copyrights"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), unique=True)
+    holder: Mapped[Optional[str]] = mapped_column(Text)
+    holder_url: Mapped[Optional[str]] = mapped_column(Text)
+    licence: Mapped[Optional[str]] = mapped_column(Text)
+    licence_url: Mapped[Optional[str]] = mapped_column(Text)
+    logo: Mapped[Optional[str]] = mapped_column(Text)
+    year: Mapped[Optional[int]] = mapped_column(Integer)
+
+    event: Mapped[Event] = relationship(back_populates="copyright")
+
+
+class SocialLink(ArchivedRecord, Base):
+    __tablename__ = "social_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    name: Mapped[Optional[str]] = mapped_column(Text)
+    link: Mapped[Optional[str]] = mapped_column(Text)
+
+    event: Mapped[Event] = relationship(back_populates="social_links")
+
+
+class Microlocation(ArchivedRecord, Base):
+    __tablename__ = "microlocations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    name: Mapped[Optional[str]] = mapped_column(Text)
+    floor: Mapped[Optional[int]] = mapped_column(Integer)
+    latitude: Mapped[Optional[float]] = mapped_column(Float)
+    longitude: Mapped[Optional[float]] = mapped_column(Float)
+    room: Mapped[Optional[str]] = mapped_column(Text)
+
+
+class Track(ArchivedRecord, Base):
+    __tablename__ = "tracks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    name: Mapped[Optional[str]] = mapped_column(Text)
+    color: Mapped[Optional[str]] = mapped_column(String(32))
+    font_color: Mapped[Optional[str]] = mapped_column(String(32))
+    description: Mapped[Optional[str]] = mapped_column(Text)
+    location: Mapped[Optional[str]] = mapped_column(Text)
+    track_image_url: Mapped[Optional[str]] = mapped_column(Text)
+
+
+class SessionType(ArchivedRecord, Base):
+    __tablename__ = "session_types"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    name: Mapped[Optional[str]] = mapped_column(Text)
+    length: Mapped[Optional[str]] = mapped_column(String(16))  # "HH:MM"
+
+
+class SessionSpeaker(Base):
+    """Session-speaker link; ``position`` keeps the order speakers are listed in on the session."""
+
+    __tablename__ = "session_speakers"
+
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True)
+    speaker_id: Mapped[int] = mapped_column(
+        ForeignKey("speakers.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Session(ArchivedRecord, Base):
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    title: Mapped[Optional[str]] = mapped_column(Text)
+    subtitle: Mapped[Optional[str]] = mapped_column(Text)
+    short_abstract: Mapped[Optional[str]] = mapped_column(Text)
+    long_abstract: Mapped[Optional[str]] = mapped_column(Text)
+    start_time: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    end_time: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    session_type_id: Mapped[Optional[int]] = mapped_column(ForeignKey("session_types.id", ondelete="SET NULL"))
+    track_id: Mapped[Optional[int]] = mapped_column(ForeignKey("tracks.id", ondelete="SET NULL"), index=True)
+    microlocation_id: Mapped[Optional[int]] = mapped_column(ForeignKey("microlocations.id", ondelete="SET NULL"))
+    comments: Mapped[Optional[str]] = mapped_column(Text)
+    language: Mapped[Optional[str]] = mapped_column(Text)
+    slides: Mapped[Optional[str]] = mapped_column(Text)
+    audio: Mapped[Optional[str]] = mapped_column(Text)
+    video: Mapped[Optional[str]] = mapped_column(Text)
+    level: Mapped[Optional[str]] = mapped_column(Text)
+    signup_url: Mapped[Optional[str]] = mapped_column(Text)
+    state: Mapped[Optional[str]] = mapped_column(String(32))
+
+
+class Speaker(ArchivedRecord, Base):
+    __tablename__ = "speakers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    name: Mapped[Optional[str]] = mapped_column(Text)
+    email: Mapped[Optional[str]] = mapped_column(Text)
+    mobile: Mapped[Optional[str]] = mapped_column(Text)
+    photo: Mapped[Optional[str]] = mapped_column(Text)
+    organisation: Mapped[Optional[str]] = mapped_column(Text)
+    position: Mapped[Optional[str]] = mapped_column(Text)  # job title, as the format names it
+    country: Mapped[Optional[str]] = mapped_column(Text)
+    short_biography: Mapped[Optional[str]] = mapped_column(Text)
+    long_biography: Mapped[Optional[str]] = mapped_column(Text)
+    website: Mapped[Optional[str]] = mapped_column(Text)
+    twitter: Mapped[Optional[str]] = mapped_column(Text)
+    facebook: Mapped[Optional[str]] = mapped_column(Text)
+    github: Mapped[Optional[str]] = mapped_column(Text)
+    linkedin: Mapped[Optional[str]] = mapped_column(Text)
+    city: Mapped[Optional[str]] = mapped_column(Text)
+    gender: Mapped[Optional[str]] = mapped_column(Text)
+
+
+class Sponsor(ArchivedRecord, Base):
+    __tablename__ = "sponsors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    name: Mapped[Optional[str]] = mapped_column(Text)
+    logo: Mapped[Optional[str]] = mapped_column(Text)
+    level: Mapped[Optional[str]] = mapped_column(Text)
+    sponsor_type: Mapped[Optional[str]] = mapped_column(Text)
+    url: Mapped[Optional[str]] = mapped_column(Text)
+    description: Mapped[Optional[str]] = mapped_column(Text)
+
+
+class CustomForm(ArchivedRecord, Base):
+    """Session and speaker form settings; both are JSON documents kept as the strings the format carries."""
+
+    __tablename__ = "custom_forms"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    session_form: Mapped[Optional[str]] = mapped_column(Text)
+    speaker_form: Mapped[Optional[str]] = mapped_column(Text)
+
+
+class DiscountCode(Base):
+    """Discount codes belong to the platform, not to the archive format (the legacy export never carried them)."""
+
+    __tablename__ = "discount_codes"
+    __table_args__ = (UniqueConstraint("event_id", "code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[Optional[int]] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    code: Mapped[str] = mapped_column(String(255))
+    value: Mapped[float] = mapped_column(Float, default=0)
+    type: Mapped[str] = mapped_column(String(16), default="amount")  # amount | percent
+    tickets_number: Mapped[Optional[int]] = mapped_column(Integer)
+    min_quantity: Mapped[int] = mapped_column(Integer, default=1)
+    max_quantity: Mapped[Optional[int]] = mapped_column(Integer)
+    valid_from: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    valid_till: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    used_for: Mapped[str] = mapped_column(String(16), default="ticket")
+
+
+class Task(Base):
+    """Owned by the api_gateway: one row per export/import job, updated from status events."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # export | import
+    event_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
+    requested_by: Mapped[int] = mapped_column(Integer, index=True)
+    requester_email: Mapped[str] = mapped_column(String(255))
+    params: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="WAITING")
+    progress: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    result: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
