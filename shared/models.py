@@ -13,8 +13,8 @@ Records created on the platform leave all three empty and export with the standa
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -31,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
@@ -41,9 +41,9 @@ class Base(DeclarativeBase):
 class ArchivedRecord:
     """Columns that make a record reproduce its source archive exactly (see module docstring)."""
 
-    extra_fields: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
-    absent_fields: Mapped[Optional[list[str]]] = mapped_column(JSON, nullable=True)
-    archive_order: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    extra_fields: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    absent_fields: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    archive_order: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class User(Base):
@@ -75,32 +75,32 @@ class Event(ArchivedRecord, Base):
     __tablename__ = "events"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    identifier: Mapped[Optional[str]] = mapped_column(String(64), unique=True)
+    identifier: Mapped[str | None] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(Text)
-    latitude: Mapped[Optional[float]] = mapped_column(Float)
-    longitude: Mapped[Optional[float]] = mapped_column(Float)
-    location_name: Mapped[Optional[str]] = mapped_column(Text)
-    start_time: Mapped[Optional[datetime]] = mapped_column(DateTime)
-    end_time: Mapped[Optional[datetime]] = mapped_column(DateTime)
-    timezone: Mapped[Optional[str]] = mapped_column(String(64))
-    description: Mapped[Optional[str]] = mapped_column(Text)
-    background_image: Mapped[Optional[str]] = mapped_column(Text)
-    logo: Mapped[Optional[str]] = mapped_column(Text)
-    organizer_name: Mapped[Optional[str]] = mapped_column(Text)
-    organizer_description: Mapped[Optional[str]] = mapped_column(Text)
-    event_url: Mapped[Optional[str]] = mapped_column(Text)
-    ticket_url: Mapped[Optional[str]] = mapped_column(Text)
-    privacy: Mapped[Optional[str]] = mapped_column(String(32))
-    type: Mapped[Optional[str]] = mapped_column(Text)
-    topic: Mapped[Optional[str]] = mapped_column(Text)
-    sub_topic: Mapped[Optional[str]] = mapped_column(Text)
-    code_of_conduct: Mapped[Optional[str]] = mapped_column(Text)
-    email: Mapped[Optional[str]] = mapped_column(Text)
-    state: Mapped[Optional[str]] = mapped_column(String(32))
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    location_name: Mapped[str | None] = mapped_column(Text)
+    start_time: Mapped[datetime | None] = mapped_column(DateTime)
+    end_time: Mapped[datetime | None] = mapped_column(DateTime)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(Text)
+    background_image: Mapped[str | None] = mapped_column(Text)
+    logo: Mapped[str | None] = mapped_column(Text)
+    organizer_name: Mapped[str | None] = mapped_column(Text)
+    organizer_description: Mapped[str | None] = mapped_column(Text)
+    event_url: Mapped[str | None] = mapped_column(Text)
+    ticket_url: Mapped[str | None] = mapped_column(Text)
+    privacy: Mapped[str | None] = mapped_column(String(32))
+    type: Mapped[str | None] = mapped_column(Text)
+    topic: Mapped[str | None] = mapped_column(Text)
+    sub_topic: Mapped[str | None] = mapped_column(Text)
+    code_of_conduct: Mapped[str | None] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
-    copyright: Mapped[Optional["EventCopyright"]] = relationship(back_populates="event", uselist=False)
-    social_links: Mapped[list["SocialLink"]] = relationship(back_populates="event")
+    copyright: Mapped[EventCopyright | None] = relationship(back_populates="event", uselist=False)
+    social_links: Mapped[list[SocialLink]] = relationship(back_populates="event")
 
 
 class EventCopyright(ArchivedRecord, Base):
@@ -108,12 +108,12 @@ class EventCopyright(ArchivedRecord, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), unique=True)
-    holder: Mapped[Optional[str]] = mapped_column(Text)
-    holder_url: Mapped[Optional[str]] = mapped_column(Text)
-    licence: Mapped[Optional[str]] = mapped_column(Text)
-    licence_url: Mapped[Optional[str]] = mapped_column(Text)
-    logo: Mapped[Optional[str]] = mapped_column(Text)
-    year: Mapped[Optional[int]] = mapped_column(Integer)
+    holder: Mapped[str | None] = mapped_column(Text)
+    holder_url: Mapped[str | None] = mapped_column(Text)
+    licence: Mapped[str | None] = mapped_column(Text)
+    licence_url: Mapped[str | None] = mapped_column(Text)
+    logo: Mapped[str | None] = mapped_column(Text)
+    year: Mapped[int | None] = mapped_column(Integer)
 
     event: Mapped[Event] = relationship(back_populates="copyright")
 
@@ -123,8 +123,8 @@ class SocialLink(ArchivedRecord, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
-    name: Mapped[Optional[str]] = mapped_column(Text)
-    link: Mapped[Optional[str]] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    link: Mapped[str | None] = mapped_column(Text)
 
     event: Mapped[Event] = relationship(back_populates="social_links")
 
@@ -134,11 +134,11 @@ class Microlocation(ArchivedRecord, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
-    name: Mapped[Optional[str]] = mapped_column(Text)
-    floor: Mapped[Optional[int]] = mapped_column(Integer)
-    latitude: Mapped[Optional[float]] = mapped_column(Float)
-    longitude: Mapped[Optional[float]] = mapped_column(Float)
-    room: Mapped[Optional[str]] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    floor: Mapped[int | None] = mapped_column(Integer)
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    room: Mapped[str | None] = mapped_column(Text)
 
 
 class Track(ArchivedRecord, Base):
@@ -146,12 +146,12 @@ class Track(ArchivedRecord, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
-    name: Mapped[Optional[str]] = mapped_column(Text)
-    color: Mapped[Optional[str]] = mapped_column(String(32))
-    font_color: Mapped[Optional[str]] = mapped_column(String(32))
-    description: Mapped[Optional[str]] = mapped_column(Text)
-    location: Mapped[Optional[str]] = mapped_column(Text)
-    track_image_url: Mapped[Optional[str]] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    color: Mapped[str | None] = mapped_column(String(32))
+    font_color: Mapped[str | None] = mapped_column(String(32))
+    description: Mapped[str | None] = mapped_column(Text)
+    location: Mapped[str | None] = mapped_column(Text)
+    track_image_url: Mapped[str | None] = mapped_column(Text)
 
 
 class SessionType(ArchivedRecord, Base):
@@ -159,8 +159,8 @@ class SessionType(ArchivedRecord, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
-    name: Mapped[Optional[str]] = mapped_column(Text)
-    length: Mapped[Optional[str]] = mapped_column(String(16))  # "HH:MM"
+    name: Mapped[str | None] = mapped_column(Text)
+    length: Mapped[str | None] = mapped_column(String(16))  # "HH:MM"
 
 
 class SessionSpeaker(Base):
@@ -180,23 +180,23 @@ class Session(ArchivedRecord, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
-    title: Mapped[Optional[str]] = mapped_column(Text)
-    subtitle: Mapped[Optional[str]] = mapped_column(Text)
-    short_abstract: Mapped[Optional[str]] = mapped_column(Text)
-    long_abstract: Mapped[Optional[str]] = mapped_column(Text)
-    start_time: Mapped[Optional[datetime]] = mapped_column(DateTime)
-    end_time: Mapped[Optional[datetime]] = mapped_column(DateTime)
-    session_type_id: Mapped[Optional[int]] = mapped_column(ForeignKey("session_types.id", ondelete="SET NULL"))
-    track_id: Mapped[Optional[int]] = mapped_column(ForeignKey("tracks.id", ondelete="SET NULL"), index=True)
-    microlocation_id: Mapped[Optional[int]] = mapped_column(ForeignKey("microlocations.id", ondelete="SET NULL"))
-    comments: Mapped[Optional[str]] = mapped_column(Text)
-    language: Mapped[Optional[str]] = mapped_column(Text)
-    slides: Mapped[Optional[str]] = mapped_column(Text)
-    audio: Mapped[Optional[str]] = mapped_column(Text)
-    video: Mapped[Optional[str]] = mapped_column(Text)
-    level: Mapped[Optional[str]] = mapped_column(Text)
-    signup_url: Mapped[Optional[str]] = mapped_column(Text)
-    state: Mapped[Optional[str]] = mapped_column(String(32))
+    title: Mapped[str | None] = mapped_column(Text)
+    subtitle: Mapped[str | None] = mapped_column(Text)
+    short_abstract: Mapped[str | None] = mapped_column(Text)
+    long_abstract: Mapped[str | None] = mapped_column(Text)
+    start_time: Mapped[datetime | None] = mapped_column(DateTime)
+    end_time: Mapped[datetime | None] = mapped_column(DateTime)
+    session_type_id: Mapped[int | None] = mapped_column(ForeignKey("session_types.id", ondelete="SET NULL"))
+    track_id: Mapped[int | None] = mapped_column(ForeignKey("tracks.id", ondelete="SET NULL"), index=True)
+    microlocation_id: Mapped[int | None] = mapped_column(ForeignKey("microlocations.id", ondelete="SET NULL"))
+    comments: Mapped[str | None] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(Text)
+    slides: Mapped[str | None] = mapped_column(Text)
+    audio: Mapped[str | None] = mapped_column(Text)
+    video: Mapped[str | None] = mapped_column(Text)
+    level: Mapped[str | None] = mapped_column(Text)
+    signup_url: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str | None] = mapped_column(String(32))
 
 
 class Speaker(ArchivedRecord, Base):
@@ -204,22 +204,22 @@ class Speaker(ArchivedRecord, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
-    name: Mapped[Optional[str]] = mapped_column(Text)
-    email: Mapped[Optional[str]] = mapped_column(Text)
-    mobile: Mapped[Optional[str]] = mapped_column(Text)
-    photo: Mapped[Optional[str]] = mapped_column(Text)
-    organisation: Mapped[Optional[str]] = mapped_column(Text)
-    position: Mapped[Optional[str]] = mapped_column(Text)  # job title, as the format names it
-    country: Mapped[Optional[str]] = mapped_column(Text)
-    short_biography: Mapped[Optional[str]] = mapped_column(Text)
-    long_biography: Mapped[Optional[str]] = mapped_column(Text)
-    website: Mapped[Optional[str]] = mapped_column(Text)
-    twitter: Mapped[Optional[str]] = mapped_column(Text)
-    facebook: Mapped[Optional[str]] = mapped_column(Text)
-    github: Mapped[Optional[str]] = mapped_column(Text)
-    linkedin: Mapped[Optional[str]] = mapped_column(Text)
-    city: Mapped[Optional[str]] = mapped_column(Text)
-    gender: Mapped[Optional[str]] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(Text)
+    mobile: Mapped[str | None] = mapped_column(Text)
+    photo: Mapped[str | None] = mapped_column(Text)
+    organisation: Mapped[str | None] = mapped_column(Text)
+    position: Mapped[str | None] = mapped_column(Text)  # job title, as the format names it
+    country: Mapped[str | None] = mapped_column(Text)
+    short_biography: Mapped[str | None] = mapped_column(Text)
+    long_biography: Mapped[str | None] = mapped_column(Text)
+    website: Mapped[str | None] = mapped_column(Text)
+    twitter: Mapped[str | None] = mapped_column(Text)
+    facebook: Mapped[str | None] = mapped_column(Text)
+    github: Mapped[str | None] = mapped_column(Text)
+    linkedin: Mapped[str | None] = mapped_column(Text)
+    city: Mapped[str | None] = mapped_column(Text)
+    gender: Mapped[str | None] = mapped_column(Text)
 
 
 class Sponsor(ArchivedRecord, Base):
@@ -227,12 +227,12 @@ class Sponsor(ArchivedRecord, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
-    name: Mapped[Optional[str]] = mapped_column(Text)
-    logo: Mapped[Optional[str]] = mapped_column(Text)
-    level: Mapped[Optional[str]] = mapped_column(Text)
-    sponsor_type: Mapped[Optional[str]] = mapped_column(Text)
-    url: Mapped[Optional[str]] = mapped_column(Text)
-    description: Mapped[Optional[str]] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    logo: Mapped[str | None] = mapped_column(Text)
+    level: Mapped[str | None] = mapped_column(Text)
+    sponsor_type: Mapped[str | None] = mapped_column(Text)
+    url: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
 
 
 class CustomForm(ArchivedRecord, Base):
@@ -242,8 +242,8 @@ class CustomForm(ArchivedRecord, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
-    session_form: Mapped[Optional[str]] = mapped_column(Text)
-    speaker_form: Mapped[Optional[str]] = mapped_column(Text)
+    session_form: Mapped[str | None] = mapped_column(Text)
+    speaker_form: Mapped[str | None] = mapped_column(Text)
 
 
 class DiscountCode(Base):
@@ -253,15 +253,15 @@ class DiscountCode(Base):
     __table_args__ = (UniqueConstraint("event_id", "code"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[Optional[int]] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
     code: Mapped[str] = mapped_column(String(255))
     value: Mapped[float] = mapped_column(Float, default=0)
     type: Mapped[str] = mapped_column(String(16), default="amount")  # amount | percent
-    tickets_number: Mapped[Optional[int]] = mapped_column(Integer)
+    tickets_number: Mapped[int | None] = mapped_column(Integer)
     min_quantity: Mapped[int] = mapped_column(Integer, default=1)
-    max_quantity: Mapped[Optional[int]] = mapped_column(Integer)
-    valid_from: Mapped[Optional[datetime]] = mapped_column(DateTime)
-    valid_till: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    max_quantity: Mapped[int | None] = mapped_column(Integer)
+    valid_from: Mapped[datetime | None] = mapped_column(DateTime)
+    valid_till: Mapped[datetime | None] = mapped_column(DateTime)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     used_for: Mapped[str] = mapped_column(String(16), default="ticket")
 
@@ -273,12 +273,12 @@ class Task(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # export | import
-    event_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
+    event_id: Mapped[int | None] = mapped_column(Integer, index=True)
     requested_by: Mapped[int] = mapped_column(Integer, index=True)
     requester_email: Mapped[str] = mapped_column(String(255))
-    params: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16), default="WAITING")
-    progress: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
-    result: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,0 +1,46 @@
+"""Health of the system as the gateway sees it: broker, database (migrations at head) and each service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kombu import Connection
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from shared.db import migration_status
+
+
+def check_broker(amqp_uri: str, timeout: float = 3.0) -> dict[str, Any]:
+    try:
+        with Connection(amqp_uri, connect_timeout=timeout) as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+        return {"ok": True}
+    except Exception as exc:  # any failure to connect is the answer, not an error of this check
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def check_database(engine: Engine) -> dict[str, Any]:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        current, head = migration_status(engine)
+    except Exception as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    at_head = current == head
+    result: dict[str, Any] = {"ok": at_head, "migrations": {"current": current, "head": head, "at_head": at_head}}
+    if not at_head:
+        result["error"] = "database schema is not at the latest migration: run 'python -m tools.cli migrate'"
+    return result
+
+
+def check_services(ping: Callable[[str], Any], names: tuple[str, ...]) -> dict[str, Any]:
+    results = {}
+    for name in names:
+        try:
+            ping(name)
+            results[name] = {"ok": True}
+        except Exception as exc:
+            results[name] = {"ok": False, "error": str(exc) or type(exc).__name__}
+    return results

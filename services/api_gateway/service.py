@@ -1,0 +1,233 @@
+"""API gateway: the HTTP API /v1, authentication, authorization per event role, and the tasks view."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import eventlet
+from nameko.events import event_handler
+from nameko.rpc import RpcProxy
+from sqlalchemy import select
+from werkzeug import Request, Response
+
+from services.api_gateway import auth, health
+from services.api_gateway.dependencies import RequestDispatcher
+from services.api_gateway.permissions import current_user, require_event_manager, visible_events
+from services.api_gateway.tasks import advance, create_task, task_view
+from shared import contracts as c
+from shared.dependencies import Config, Database
+from shared.event_stats import record_counts
+from shared.http import ApiError, http, json_response
+from shared.models import Task, User
+from shared.rpc import RpcTimeout, call
+
+HEALTH_TIMEOUT = 3.0
+SERVICES = ("storage", "exporter", "importer", "mailer")
+
+
+def _json_body(request: Request) -> Any:
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from exc
+
+
+def _export_options(body: Any) -> dict[str, bool]:
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", "The request body must be a JSON object.")
+    unknown = sorted(set(body) - set(c.MEDIA_FLAGS))
+    if unknown:
+        raise ApiError(400, "invalid_request",
+                       f"Unknown option(s) {', '.join(unknown)}; allowed: {', '.join(c.MEDIA_FLAGS)}.")
+    options = {}
+    for flag in c.MEDIA_FLAGS:
+        value = body.get(flag, False)
+        if not isinstance(value, bool):
+            raise ApiError(400, "invalid_request", f"Option '{flag}' must be true or false, not {json.dumps(value)}.")
+        options[flag] = value
+    return options
+
+
+class ApiGatewayService:
+    name = c.GATEWAY
+
+    config = Config()
+    db = Database()
+    dispatch = RequestDispatcher()
+    storage = RpcProxy("storage", expiration=10)
+    exporter = RpcProxy("exporter", expiration=HEALTH_TIMEOUT)
+    importer = RpcProxy("importer", expiration=HEALTH_TIMEOUT)
+    mailer = RpcProxy("mailer", expiration=HEALTH_TIMEOUT)
+
+    # --- authentication -------------------------------------------------------------------------------------------
+
+    @http("POST", "/v1/auth/login")
+    def login(self, request: Request) -> Response:
+        body = _json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("email"), str) \
+                or not isinstance(body.get("password"), str):
+            raise ApiError(400, "invalid_request", "Send {\"email\": ..., \"password\": ...} as JSON.")
+        with self.db() as session:
+            user = session.scalar(select(User).where(User.email == body["email"].strip().lower()))
+            if user is None or not auth.verify_password(user.password_hash, body["password"]):
+                raise ApiError(401, "invalid_credentials", "Wrong email or password.")
+            token = auth.issue_token(user.id, self.config.secret_key, self.config.jwt_ttl)
+        return json_response({"access_token": token})
+
+    def _user_id(self, request: Request) -> int:
+        return auth.user_id_from_header(request.headers.get("Authorization"), self.config.secret_key)
+
+    # --- events ---------------------------------------------------------------------------------------------------
+
+    @http("GET", "/v1/events")
+    def list_events(self, request: Request) -> Response:
+        user_id = self._user_id(request)
+        with self.db() as session:
+            events = visible_events(session, current_user(session, user_id))
+            return json_response({"data": [self._event_summary(e) for e in events]})
+
+    @http("GET", "/v1/events/<int:event_id>")
+    def get_event(self, request: Request, event_id: int) -> Response:
+        user_id = self._user_id(request)
+        with self.db() as session:
+            event = require_event_manager(session, current_user(session, user_id), event_id)
+            return json_response({**self._event_summary(event), "counts": record_counts(session, event_id)})
+
+    @staticmethod
+    def _event_summary(event: Any) -> dict[str, Any]:
+        fmt = "%Y-%m-%dT%H:%M:%S"
+        return {
+            "id": event.id,
+            "identifier": event.identifier,
+            "name": event.name,
+            "start_time": event.start_time.strftime(fmt) if event.start_time else None,
+            "end_time": event.end_time.strftime(fmt) if event.end_time else None,
+            "timezone": event.timezone,
+        }
+
+    # --- export ---------------------------------------------------------------------------------------------------
+
+    @http("POST", "/v1/events/<int:event_id>/export/json")
+    def request_export(self, request: Request, event_id: int) -> Response:
+        user_id = self._user_id(request)
+        options = _export_options(_json_body(request))
+        with self.db() as session:
+            user = current_user(session, user_id)
+            require_event_manager(session, user, event_id)
+            task = create_task(session, kind="export", event_id=event_id, user_id=user.id, email=user.email,
+                               params={"options": options})
+            payload = c.make_payload(c.EXPORT_REQUESTED, task_id=task.id, event_id=event_id,
+                                     requested_by={"id": user.id, "email": user.email}, options=options)
+            # Commit first: the exporter may answer before this request returns, and its events need the row.
+            session.commit()
+            try:
+                self.dispatch(c.EXPORT_REQUESTED, payload)
+            except Exception as exc:
+                advance(session, task.id, c.FAILURE,
+                        result={"code": "broker_unavailable", "message": "The request could not be queued."})
+                session.commit()
+                raise ApiError(503, "broker_unavailable", "The export could not be queued; try again later.") from exc
+            url = f"/v1/tasks/{task.id}"
+        return json_response({"task_url": url}, status=202, headers={"Location": url})
+
+    @http("GET", "/v1/tasks/<task_id>")
+    def get_task(self, request: Request, task_id: str) -> Response:
+        user_id = self._user_id(request)
+        with self.db() as session:
+            user = current_user(session, user_id)
+            task = session.get(Task, task_id)
+            if task is None:
+                raise ApiError(404, "task_not_found", f"Task {task_id} does not exist.")
+            if task.requested_by != user.id and not user.is_admin:
+                raise ApiError(403, "forbidden", "Only the user who started a task and admins may see it.")
+            return json_response(task_view(task))
+
+    @http("GET", "/v1/events/<int:event_id>/exports")
+    def list_exports(self, request: Request, event_id: int) -> Response:
+        user_id = self._user_id(request)
+        with self.db() as session:
+            require_event_manager(session, current_user(session, user_id), event_id)
+            tasks = session.scalars(
+                select(Task).where(Task.kind == "export", Task.event_id == event_id).order_by(Task.created_at.desc())
+            )
+            return json_response({"data": [self._export_entry(t) for t in tasks]})
+
+    @staticmethod
+    def _export_entry(task: Task) -> dict[str, Any]:
+        entry = {"task_id": task.id, "state": task.state, "created_at": task_view(task)["created_at"],
+                 "requested_by": task.requester_email, "options": (task.params or {}).get("options")}
+        if task.state == c.SUCCESS and task.result:
+            entry.update(size=task.result.get("size"), sha256=task.result.get("sha256"),
+                         download=f"/v1/events/{task.event_id}/exports/{task.id}")
+        return entry
+
+    @http("GET", "/v1/events/<int:event_id>/exports/<path:path>")
+    def download_export(self, request: Request, event_id: int, path: str) -> Response:
+        user_id = self._user_id(request)
+        task_id = path.split("/", 1)[0]
+        with self.db() as session:
+            require_event_manager(session, current_user(session, user_id), event_id)
+            task = session.get(Task, task_id)
+            if task is None or task.kind != "export" or task.event_id != event_id:
+                raise ApiError(404, "export_not_found", f"Event {event_id} has no export {task_id}.")
+            if task.state != c.SUCCESS:
+                raise ApiError(409, "export_not_ready", f"Export {task_id} is {task.state}, not SUCCESS.")
+            key = task.result["key"]
+        try:
+            if call(self.storage, "stat", key, timeout=self.config.rpc_timeout) is None:
+                raise ApiError(410, "export_gone", f"The archive of export {task_id} no longer exists.")
+            url = call(self.storage, "signed_url", key, method="GET", ttl=self.config.signed_url_ttl,
+                       filename=f"event{event_id}.zip", timeout=self.config.rpc_timeout)
+        except RpcTimeout as exc:
+            raise ApiError(503, "storage_unavailable", str(exc)) from exc
+        return Response(status=302, headers={"Location": url})
+
+    # --- health ---------------------------------------------------------------------------------------------------
+
+    @http("GET", "/health")
+    def health(self, request: Request) -> Response:
+        proxies = {"storage": self.storage, "exporter": self.exporter, "importer": self.importer,
+                   "mailer": self.mailer}
+        pool = eventlet.GreenPool()
+        broker = pool.spawn(health.check_broker, self.config.amqp_uri)
+        services = pool.spawn(health.check_services,
+                              lambda name: call(proxies[name], "health", timeout=HEALTH_TIMEOUT), SERVICES)
+        database = health.check_database(self.db.kw["bind"])
+        report = {"broker": broker.wait(), "database": database, "services": services.wait()}
+        ok = report["broker"]["ok"] and database["ok"] and all(s["ok"] for s in report["services"].values())
+        return json_response({"status": "ok" if ok else "degraded", **report}, status=200 if ok else 503)
+
+    # --- status events --------------------------------------------------------------------------------------------
+
+    @event_handler(c.EXPORTER, c.EXPORT_STARTED)
+    def on_export_started(self, payload: dict[str, Any]) -> None:
+        self._advance(payload["task_id"], c.STARTED)
+
+    @event_handler(c.EXPORTER, c.EXPORT_PROGRESS)
+    def on_export_progress(self, payload: dict[str, Any]) -> None:
+        data = c.load_payload(c.EXPORT_PROGRESS, payload)
+        self._advance(data["task_id"], c.PROGRESS,
+                      progress={"stage": data["stage"], "done": data["done"], "total": data["total"]})
+
+    @event_handler(c.EXPORTER, c.EXPORT_COMPLETED)
+    def on_export_completed(self, payload: dict[str, Any]) -> None:
+        data = c.load_payload(c.EXPORT_COMPLETED, payload)
+        result = {k: data[k] for k in ("download_url", "size", "sha256", "expires_at", "key", "warnings",
+                                        "warnings_total")}
+        self._advance(data["task_id"], c.SUCCESS, result=result)
+
+    @event_handler(c.EXPORTER, c.EXPORT_FAILED)
+    def on_export_failed(self, payload: dict[str, Any]) -> None:
+        data = c.load_payload(c.EXPORT_FAILED, payload)
+        self._advance(data["task_id"], c.FAILURE, result={"code": data["code"], "message": data["message"]})
+
+    def _advance(self, task_id: str, state: str, **values: Any) -> None:
+        with self.db() as session:
+            advance(session, task_id, state, **values)
+            session.commit()

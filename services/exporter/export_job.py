@@ -1,0 +1,109 @@
+"""One export job: stream the archive to storage over HTTP and describe the stored object.
+
+Idempotent by construction: the object key is derived from the task id, storage replaces an object atomically, so a
+redelivered request (worker killed, ack lost) rewrites the same object and reports it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.exporter.archive import EventNotFound, ExportReport, ProgressCallback, generate_archive
+from shared.config import Settings
+from shared.contracts import utc_iso
+from shared.media_fetcher import MediaFetcher
+
+SignUrl = Callable[..., str]  # storage.signed_url(key, method=..., ttl=..., filename=...)
+
+
+class ExportFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def export_key(event_id: int, task_id: str) -> str:
+    return f"exports/event{event_id}/{task_id}/event{event_id}.zip"
+
+
+def archive_filename(event_id: int) -> str:
+    return f"event{event_id}.zip"
+
+
+@dataclass
+class _Digest:
+    size: int = 0
+    sha256: Any = None
+
+    def __post_init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+
+    def wrap(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            if chunk:
+                self.size += len(chunk)
+                self.sha256.update(chunk)
+                yield chunk
+
+
+def run_export(
+    *,
+    task_id: str,
+    event_id: int,
+    options: dict[str, bool],
+    db: sessionmaker[Session],
+    sign_url: SignUrl,
+    settings: Settings,
+    on_progress: ProgressCallback,
+) -> dict[str, Any]:
+    """Run the export; returns the export_completed fields or raises ExportFailed with a user-facing message."""
+    key = export_key(event_id, task_id)
+    fetcher = MediaFetcher(allow_hosts=settings.media_allow_hosts, max_bytes=settings.media_max_bytes,
+                           timeout=settings.media_timeout)
+    report = ExportReport()
+    digest = _Digest()
+    chunks = generate_archive(db, event_id, options, fetcher=fetcher, root_url=settings.gateway_url + "/",
+                              report=report, on_progress=on_progress)
+    try:
+        first = next(chunks)  # surfaces "event not found" before any upload starts
+    except EventNotFound as exc:
+        raise ExportFailed("event_not_found", str(exc)) from exc
+
+    def body() -> Iterator[bytes]:
+        yield first
+        yield from chunks
+
+    upload_url = sign_url(key, method="PUT", ttl=3600)
+    try:
+        response = requests.put(upload_url, data=digest.wrap(body()), timeout=(10, 300),
+                                headers={"Content-Type": "application/zip"})
+    except requests.RequestException as exc:
+        raise ExportFailed("storage_unavailable", f"could not upload the archive to storage: {exc}") from exc
+    if response.status_code != 201:
+        raise ExportFailed("storage_error", f"storage refused the archive: HTTP {response.status_code} "
+                                            f"{response.text[:300]}")
+    stored = response.json()
+    sha256 = digest.sha256.hexdigest()
+    if stored.get("sha256") != sha256 or stored.get("size") != digest.size:
+        raise ExportFailed("storage_error", "storage recorded different bytes than were sent")
+
+    ttl = settings.signed_url_ttl
+    expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
+    download_url = sign_url(key, method="GET", ttl=ttl, filename=archive_filename(event_id))
+    return {
+        "key": key,
+        "size": digest.size,
+        "sha256": sha256,
+        "download_url": download_url,
+        "expires_at": utc_iso(expires_at),
+        "warnings": report.warnings,
+        "warnings_total": report.warnings_total,
+    }

@@ -1,0 +1,66 @@
+"""Exporter: takes export requests from its durable queue and streams archives to storage."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from nameko.events import EventDispatcher, event_handler
+from nameko.rpc import RpcProxy, rpc
+
+from services.exporter.export_job import ExportFailed, run_export
+from shared import contracts as c
+from shared.dependencies import Config, Database
+from shared.rpc import RpcTimeout, call
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL = 1.0  # seconds between export_progress events: enough for a progress bar, cheap for the broker
+
+
+class ExporterService:
+    name = c.EXPORTER
+
+    config = Config()
+    db = Database()
+    storage = RpcProxy("storage", expiration=30)
+    dispatch = EventDispatcher()
+
+    @event_handler(c.GATEWAY, c.EXPORT_REQUESTED)
+    def handle_export_requested(self, payload: dict[str, Any]) -> None:
+        request = c.load_payload(c.EXPORT_REQUESTED, payload)
+        ids = {"task_id": request["task_id"], "event_id": request["event_id"], "requested_by": request["requested_by"]}
+        self._emit(c.EXPORT_STARTED, ids)
+        last = [0.0]
+
+        def on_progress(stage: str, done: int, total: int | None) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL:
+                last[0] = now
+                self._emit(c.EXPORT_PROGRESS, ids, stage=stage, done=done, total=total)
+
+        def sign_url(key: str, **kwargs: Any) -> str:
+            return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
+
+        try:
+            result = run_export(task_id=request["task_id"], event_id=request["event_id"], options=request["options"],
+                                db=self.db, sign_url=sign_url, settings=self.config, on_progress=on_progress)
+        except ExportFailed as exc:
+            self._emit(c.EXPORT_FAILED, ids, code=exc.code, message=exc.message)
+            return
+        except RpcTimeout as exc:
+            self._emit(c.EXPORT_FAILED, ids, code="storage_unavailable", message=str(exc))
+            return
+        except Exception:
+            log.exception("export %s failed", request["task_id"])
+            self._emit(c.EXPORT_FAILED, ids, code="internal_error",
+                       message="The export failed because of an internal error; the operators have the details.")
+            return
+        self._emit(c.EXPORT_COMPLETED, ids, **result)
+
+    @rpc
+    def health(self) -> dict[str, str]:
+        return {"service": self.name, "status": "ok"}
+
+    def _emit(self, event_type: str, ids: dict[str, Any], **fields: Any) -> None:
+        self.dispatch(event_type, c.make_payload(event_type, **ids, **fields))

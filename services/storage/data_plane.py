@@ -1,0 +1,178 @@
+"""The storage HTTP data plane as plain functions over a backend and a Werkzeug request (no nameko, no broker).
+
+``service.py`` wires these to ``@http`` entrypoints; tests can call them with ``werkzeug.test`` requests.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Mapping
+from urllib.parse import quote
+
+from werkzeug.http import http_date
+from werkzeug.wrappers import Request, Response
+
+from services.storage.local_backend import (
+    CHUNK_SIZE,
+    InvalidKey,
+    LocalBackend,
+    ObjectNotFound,
+    ObjectTooLarge,
+    validate_key,
+)
+from shared.http import ApiError, json_response
+from shared.signing import BadSignature, LinkExpired, signed_query, verify_query
+
+SIGNABLE_METHODS = ("GET", "PUT")
+
+LINK_EXPIRED_MESSAGE = "This link has expired. Request a new download link."
+INVALID_SIGNATURE_MESSAGE = (
+    "This link is invalid: its signature does not match (it may have been altered or cut short). Request a new link."
+)
+
+
+def signed_url(
+    base_url: str,
+    secret: str,
+    key: str,
+    method: str = "GET",
+    ttl: int = 3600,
+    filename: str | None = None,
+    now: float | None = None,
+) -> str:
+    """Absolute ``<base_url>/objects/<key>?expires=..[&filename=..]&signature=..`` valid for ``ttl`` seconds."""
+    validate_key(key)
+    method = "GET" if method.upper() == "HEAD" else method.upper()
+    if method not in SIGNABLE_METHODS:
+        raise ValueError(f"cannot sign method {method!r}; use one of {', '.join(SIGNABLE_METHODS)}")
+    if isinstance(ttl, bool) or int(ttl) <= 0:
+        raise ValueError("ttl must be a positive number of seconds")
+    expires = int(time.time() if now is None else now) + int(ttl)
+    query = signed_query(secret, method, key, expires, filename)
+    return f"{base_url.rstrip('/')}/objects/{quote(key, safe='/')}?{query}"
+
+
+def check_link(secret: str, method: str, key: str, args: Mapping[str, str], now: float | None = None) -> None:
+    """Raise a 403 ``ApiError`` unless the query carries a valid, unexpired signature for this method and key."""
+    try:
+        verify_query(secret, method, key, args, now=now)
+    except LinkExpired:
+        raise ApiError(403, "link_expired", LINK_EXPIRED_MESSAGE) from None
+    except BadSignature:
+        raise ApiError(403, "invalid_signature", INVALID_SIGNATURE_MESSAGE) from None
+
+
+def _body_chunks(request: Request) -> Iterator[bytes]:
+    # ``request.stream`` is the server's de-chunked input (shared.http marks eventlet's input as terminated);
+    # reading it in bounded chunks keeps memory flat whatever the body size.
+    stream = request.stream
+    expected = request.content_length
+    received = 0
+    while True:
+        try:
+            chunk = stream.read(CHUNK_SIZE)
+        except (OSError, ValueError) as exc:  # broken chunked framing, connection lost
+            raise ApiError(400, "incomplete_body", "The upload was interrupted before it was complete.") from exc
+        if not chunk:
+            break
+        received += len(chunk)
+        yield chunk
+    if expected is not None and received != expected:
+        # A short Content-Length body means the client went away: never store a truncated object.
+        raise ApiError(400, "incomplete_body", f"Expected {expected} bytes, received {received}.")
+
+
+def receive_object(backend: LocalBackend, key: str, request: Request, max_size: int | None = None) -> Response:
+    """Stream the request body into ``key``; answers 201 ``{"key", "size", "sha256"}``."""
+    try:
+        info = backend.put_stream(key, _body_chunks(request), content_type=request.mimetype or None, max_size=max_size)
+    except InvalidKey as exc:
+        raise ApiError(400, "invalid_key", str(exc)) from None
+    except ObjectTooLarge as exc:
+        raise ApiError(413, "too_large", str(exc)) from None
+    return json_response(
+        {"key": info.key, "size": info.size, "sha256": info.sha256},
+        status=201,
+        headers={"ETag": f'"{info.sha256}"'},
+    )
+
+
+def resolve_range(request: Request, size: int, etag: str) -> tuple[int, int] | None:
+    """The single byte range ``[start, stop)`` to send, ``None`` for the whole object, or a 416 ``ApiError``.
+
+    Multi-range, other units, malformed headers and a stale ``If-Range`` fall back to the whole object, as RFC 9110
+    allows. A suffix longer than the object means the whole object.
+    """
+    rng = request.range
+    if rng is None or rng.units != "bytes" or len(rng.ranges) != 1:
+        return None
+    if "If-Range" in request.headers and request.if_range.etag != etag:
+        return None
+    start, stop = rng.ranges[0]
+    if start < 0:  # suffix: the last -start bytes
+        if size == 0:
+            raise _unsatisfiable(size)
+        return max(0, size + start), size
+    if start >= size:
+        raise _unsatisfiable(size)
+    return start, size if stop is None else min(stop, size)
+
+
+def _unsatisfiable(size: int) -> ApiError:
+    return ApiError(
+        416,
+        "range_not_satisfiable",
+        f"The requested range is outside the object ({size} bytes).",
+        headers={"Content-Range": f"bytes */{size}"},
+    )
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII ``filename`` and, when needed, the RFC 6266 UTF-8 ``filename*``."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable()).strip() or "download"
+    fallback = "".join(ch if ch.isascii() and ch not in '"\\' else "_" for ch in name)
+    # A plain token goes unquoted: the format's clients expect exactly "attachment; filename=event1.zip".
+    token = re.fullmatch(r"[A-Za-z0-9._-]+", fallback) is not None
+    value = f"attachment; filename={fallback}" if token else f'attachment; filename="{fallback}"'
+    if fallback != name:
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return value
+
+
+def serve_object(backend: LocalBackend, key: str, request: Request) -> Response:
+    """GET/HEAD of ``key``: streamed body, single-range support, ETag = sha256, download as attachment."""
+    try:
+        reader = backend.open(key)
+    except InvalidKey as exc:
+        raise ApiError(400, "invalid_key", str(exc)) from None
+    except ObjectNotFound:
+        raise ApiError(404, "not_found", "No object exists at this address (it may have been deleted).") from None
+    info = reader.info
+    try:
+        span = resolve_range(request, info.size, info.sha256)
+    except ApiError:
+        reader.close()
+        raise
+    start, stop = span if span is not None else (0, info.size)
+    headers = {
+        "Content-Length": str(stop - start),
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{info.sha256}"',
+        "Last-Modified": http_date(info.created_at),
+        "Content-Disposition": content_disposition(request.args.get("filename") or key),
+        "X-Content-Type-Options": "nosniff",  # user-supplied bytes: the browser must not reinterpret them
+        "Cache-Control": "private, no-transform",
+    }
+    if span is not None:
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
+    # direct_passthrough: Werkzeug hands our iterator to the server untouched, which streams it after the worker
+    # returns and closes it (and the file) at the end, on HEAD and when the client disconnects.
+    return Response(
+        reader.iter_range(start, stop),
+        status=206 if span is not None else 200,
+        headers=headers,
+        content_type=info.content_type,
+        direct_passthrough=True,
+    )

@@ -1,0 +1,139 @@
+"""Versioned event contracts between services (documented in docs/events.md).
+
+Every payload is plain JSON (no kombu ``__type__`` markers: other languages subscribe too) and carries
+``schema_version``, ``task_id``, ``event_id``, ``requested_by`` and a UTC ``occurred_at``. Producers validate with
+``make_payload`` before publishing, so a producer bug fails loudly at the source instead of in every consumer.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+SCHEMA_VERSION = 1
+
+# Source service names, as nameko routes on them (the exchange is "<service>.events").
+GATEWAY = "api_gateway"
+EXPORTER = "exporter"
+
+EXPORT_REQUESTED = "export_requested"
+EXPORT_STARTED = "export_started"
+EXPORT_PROGRESS = "export_progress"
+EXPORT_COMPLETED = "export_completed"
+EXPORT_FAILED = "export_failed"
+
+# Task states seen by HTTP clients; a terminal state never changes again.
+WAITING, STARTED, PROGRESS, SUCCESS, FAILURE = "WAITING", "STARTED", "PROGRESS", "SUCCESS", "FAILURE"
+TERMINAL_STATES = (SUCCESS, FAILURE)
+
+MEDIA_FLAGS = ("image", "video", "document", "audio")
+
+
+def handler_queue(source_service: str, event_type: str, service_name: str, method_name: str) -> str:
+    """The durable queue nameko declares for an ``@event_handler`` (SERVICE_POOL, reliable delivery).
+
+    The gateway declares request queues itself before accepting requests, so a request made while a worker has
+    never run is kept, not dropped (PLATFORM_NOTES 2).
+    """
+    return f"evt-{source_service}-{event_type}--{service_name}.{method_name}"
+
+
+EXPORT_REQUEST_QUEUE = handler_queue(GATEWAY, EXPORT_REQUESTED, EXPORTER, "handle_export_requested")
+
+
+class Requester(Schema):
+    id = fields.Integer(required=True)
+    email = fields.String(required=True)
+
+
+class Envelope(Schema):
+    schema_version = fields.Integer(required=True, validate=validate.Equal(SCHEMA_VERSION))
+    task_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    event_id = fields.Integer(required=True, allow_none=True)
+    requested_by = fields.Nested(Requester, required=True)
+    occurred_at = fields.String(required=True)
+
+
+class ExportOptions(Schema):
+    image = fields.Boolean(load_default=False)
+    video = fields.Boolean(load_default=False)
+    document = fields.Boolean(load_default=False)
+    audio = fields.Boolean(load_default=False)
+
+
+class ExportRequested(Envelope):
+    options = fields.Nested(ExportOptions, required=True)
+
+
+class ExportStarted(Envelope):
+    pass
+
+
+class ExportProgress(Envelope):
+    stage = fields.String(required=True)
+    done = fields.Integer(required=True)
+    total = fields.Integer(required=True, allow_none=True)
+
+
+class Warning_(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    file = fields.String(allow_none=True)
+    record_id = fields.Raw(allow_none=True)
+    field = fields.String(allow_none=True)
+    url = fields.String(allow_none=True)
+
+
+class ExportCompleted(Envelope):
+    key = fields.String(required=True)
+    size = fields.Integer(required=True)
+    sha256 = fields.String(required=True, validate=validate.Length(equal=64))
+    download_url = fields.String(required=True)
+    expires_at = fields.String(required=True)
+    warnings = fields.List(fields.Nested(Warning_), required=True)
+    warnings_total = fields.Integer(required=True)
+
+
+class ExportFailed(Envelope):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+SCHEMAS: dict[str, type[Schema]] = {
+    EXPORT_REQUESTED: ExportRequested,
+    EXPORT_STARTED: ExportStarted,
+    EXPORT_PROGRESS: ExportProgress,
+    EXPORT_COMPLETED: ExportCompleted,
+    EXPORT_FAILED: ExportFailed,
+}
+
+
+def utc_iso(moment: datetime | None = None) -> str:
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def make_payload(event_type: str, *, task_id: str, event_id: int | None, requested_by: dict[str, Any],
+                 **fields_: Any) -> dict[str, Any]:
+    """Build and validate a payload for ``event_type``; raises ValidationError on a contract breach."""
+    payload = {
+        "schema_version": SCHEMA_VERSION,
+        "task_id": task_id,
+        "event_id": event_id,
+        "requested_by": {"id": requested_by["id"], "email": requested_by["email"]},
+        "occurred_at": utc_iso(),
+        **fields_,
+    }
+    errors = SCHEMAS[event_type]().validate(payload)
+    if errors:
+        raise ValidationError(errors)
+    return payload
+
+
+def load_payload(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Validate an incoming payload; unknown keys are ignored so producers can add fields compatibly."""
+    from marshmallow import EXCLUDE
+
+    return SCHEMAS[event_type](unknown=EXCLUDE).load(payload)

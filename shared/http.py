@@ -1,0 +1,114 @@
+"""Helpers for nameko ``@http`` entrypoints on Werkzeug 3 (used by the gateway and the storage data plane).
+
+``http`` replaces ``nameko.web.handlers.http``: every error leaves as JSON ``{"error": {"code", "message"}}`` with a
+meaningful status instead of nameko's plain-text 400/500 (PLATFORM_NOTES 9), and request bodies sent with
+``Transfer-Encoding: chunked`` are readable as a stream (see ``_mark_input_terminated``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from nameko.exceptions import BadRequest
+from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer, WsgiApp
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+
+_log = logging.getLogger(__name__)
+
+JSON_MIMETYPE = "application/json"
+
+
+class ApiError(Exception):
+    """An error meant for the HTTP client: its status, a stable machine-readable code and a human message."""
+
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+    def __repr__(self) -> str:
+        return f"ApiError({self.status}, {self.code!r}, {self.message!r})"
+
+
+def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(json.dumps(data), status=status, headers=dict(headers or {}), mimetype=JSON_MIMETYPE)
+
+
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    return json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+def _http_exception_response(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    # Keep headers the exception carries (Allow on 405, WWW-Authenticate on 401...), not its HTML body.
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    code = (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+    return error_response(status, code, exc.description or exc.name or "Error", headers)
+
+
+def _mark_input_terminated(request: Request) -> None:
+    # eventlet.wsgi de-chunks and length-limits its own input but does not set ``wsgi.input_terminated``; Werkzeug 3
+    # then hands out an *empty* ``request.stream`` for chunked bodies (no Content-Length), silently dropping uploads.
+    environ = request.environ
+    if "eventlet.input" in environ and environ.get("wsgi.input") is environ["eventlet.input"]:
+        environ.setdefault("wsgi.input_terminated", True)
+
+
+class JsonWsgiApp(WsgiApp):
+    """Routing errors (unknown path 404, wrong method 405) answer in the same JSON shape as handler errors."""
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        request = Request(environ, shallow=True)
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            provider, values = adapter.match()
+            request.path_values = values
+            rv = provider.handle_request(request)
+        except HTTPException as exc:
+            rv = _http_exception_response(exc)
+        return rv(environ, start_response)
+
+
+class JsonWebServer(WebServer):
+    def get_wsgi_app(self) -> JsonWsgiApp:
+        return JsonWsgiApp(self)
+
+
+class HttpEntrypoint(HttpRequestHandler):
+    # A distinct shared server class: a container must use either this ``http`` or nameko's, not both
+    # (two servers would try to bind WEB_SERVER_ADDRESS).
+    server = JsonWebServer()
+
+    def __init__(self, method: str, url: str, expected_exceptions: Any = (), **kwargs: Any) -> None:
+        if not isinstance(expected_exceptions, tuple):
+            expected_exceptions = (expected_exceptions,)
+        # Client errors are not service faults: keep them out of nameko's error log.
+        expected_exceptions = (ApiError, HTTPException, *expected_exceptions)
+        super().__init__(method, url, expected_exceptions=expected_exceptions, **kwargs)
+
+    def handle_request(self, request: Request) -> Response:
+        _mark_input_terminated(request)
+        return super().handle_request(request)
+
+    def response_from_exception(self, exc: BaseException) -> Response:
+        if isinstance(exc, ApiError):
+            return error_response(exc.status, exc.code, exc.message, exc.headers)
+        if isinstance(exc, HTTPException):
+            return _http_exception_response(exc)
+        if isinstance(exc, BadRequest):  # the URL's values do not fit the entrypoint's signature
+            return error_response(400, "bad_request", "The request does not match this endpoint.")
+        if isinstance(exc, self.expected_exceptions):
+            return error_response(400, "bad_request", str(exc) or type(exc).__name__)
+        # Never leak a stack trace or internals to the client; the log has the details.
+        _log.error("unhandled error in %s %s", self.method, self.url, exc_info=exc)
+        return error_response(500, "internal_error", "Internal server error.")
+
+
+http = HttpEntrypoint.decorator

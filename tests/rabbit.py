@@ -1,0 +1,34 @@
+"""Throwaway RabbitMQ vhosts through the management API (enabled by tools/ensure_services.sh)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from urllib.parse import quote
+
+import requests
+
+MGMT_URL = os.environ.get("RABBITMQ_MGMT_URL", "http://127.0.0.1:15672")
+AUTH = ("guest", "guest")
+AMQP_HOST = os.environ.get("RABBITMQ_AMQP_HOST", "guest:guest@127.0.0.1:5672")
+
+
+def create_vhost() -> str:
+    name = f"nameko_test_{uuid.uuid4().hex[:10]}"
+    requests.put(f"{MGMT_URL}/api/vhosts/{quote(name, safe='')}", auth=AUTH, timeout=10).raise_for_status()
+    requests.put(f"{MGMT_URL}/api/permissions/{quote(name, safe='')}/guest", auth=AUTH, timeout=10,
+                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+    return name
+
+
+def delete_vhost(name: str) -> None:
+    requests.delete(f"{MGMT_URL}/api/vhosts/{quote(name, safe='')}", auth=AUTH, timeout=10)
+
+
+def amqp_uri(vhost: str) -> str:
+    return f"amqp://{AMQP_HOST}/{quote(vhost, safe='')}"
+
+
+def queue_info(vhost: str, queue: str) -> dict | None:
+    r = requests.get(f"{MGMT_URL}/api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}", auth=AUTH, timeout=10)
+    return r.json() if r.status_code == 200 else None

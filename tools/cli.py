@@ -1,0 +1,120 @@
+"""Operator commands: ``python -m tools.cli <command>`` (run ``--help`` for the list)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sqlalchemy import select
+
+from shared.config import load_settings
+from shared.db import make_engine, make_session_factory, upgrade_to_head
+from shared.models import EVENT_ROLES, EventRole, User
+
+
+def _session():  # noqa: ANN202
+    return make_session_factory(make_engine(load_settings().database_url))()
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    upgrade_to_head(load_settings().database_url)
+    print("database at the latest migration")
+    return 0
+
+
+def cmd_create_user(args: argparse.Namespace) -> int:
+    from services.api_gateway.auth import hash_password
+
+    email = args.email.strip().lower()
+    with _session() as session:
+        user = session.scalar(select(User).where(User.email == email))
+        if user is not None and not args.update:
+            print(f"user {email} already exists (use --update to change the password or admin flag)", file=sys.stderr)
+            return 1
+        if user is None:
+            user = User(email=email, password_hash="")
+            session.add(user)
+        user.password_hash = hash_password(args.password)
+        user.is_admin = args.admin
+        session.commit()
+        print(f"user {user.id} {email}{' (admin)' if user.is_admin else ''}")
+    return 0
+
+
+def _user_id(session, email: str | None) -> int | None:  # noqa: ANN001
+    if email is None:
+        return None
+    user_id = session.scalar(select(User.id).where(User.email == email.strip().lower()))
+    if user_id is None:
+        raise SystemExit(f"no user {email}: create it first with 'python -m tools.cli create-user'")
+    return user_id
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    with _session() as session:
+        session.add(EventRole(user_id=_user_id(session, args.email), event_id=args.event_id, role=args.role))
+        session.commit()
+    print(f"{args.email} is now {args.role} of event {args.event_id}")
+    return 0
+
+
+def cmd_load_event(args: argparse.Namespace) -> int:
+    from shared.archive.loader import load_legacy_event
+
+    with _session() as session:
+        result = load_legacy_event(session, Path(args.path), keep_ids=args.keep_ids,
+                                   owner_user_id=_user_id(session, args.owner))
+        session.commit()
+    print(f"event {result.event_id} loaded: " + ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())))
+    return 0
+
+
+def cmd_demo_event(args: argparse.Namespace) -> int:
+    from tools.synthetic import create_synthetic_event
+
+    with _session() as session:
+        event_id = create_synthetic_event(session, sessions=args.sessions, owner_user_id=_user_id(session, args.owner))
+        session.commit()
+    print(f"event {event_id} created with {args.sessions} sessions")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.cli", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="upgrade the platform database to the latest migration").set_defaults(
+        func=cmd_migrate)
+
+    p = sub.add_parser("create-user", help="create a user (or update one with --update)")
+    p.add_argument("--email", required=True)
+    p.add_argument("--password", required=True)
+    p.add_argument("--admin", action="store_true", help="global admin: may see and export every event")
+    p.add_argument("--update", action="store_true")
+    p.set_defaults(func=cmd_create_user)
+
+    p = sub.add_parser("grant", help="make a user organizer or co-organizer of an event")
+    p.add_argument("--email", required=True)
+    p.add_argument("--event-id", type=int, required=True)
+    p.add_argument("--role", choices=EVENT_ROLES, default="organizer")
+    p.set_defaults(func=cmd_grant)
+
+    p = sub.add_parser("load-event", help="load an Open Event archive (folder or zip) into the database")
+    p.add_argument("path")
+    p.add_argument("--owner", help="email of the user who becomes the event's organizer")
+    p.add_argument("--keep-ids", action="store_true",
+                   help="keep the archive's ids (fails if they are taken); default: new ids")
+    p.set_defaults(func=cmd_load_event)
+
+    p = sub.add_parser("demo-event", help="create a synthetic event (for trying the system and for benchmarks)")
+    p.add_argument("--sessions", type=int, default=100)
+    p.add_argument("--owner", help="email of the user who becomes the event's organizer")
+    p.set_defaults(func=cmd_demo_event)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
