@@ -31,6 +31,7 @@ class Settings:
     media_max_bytes: int
     media_timeout: float
     jwt_ttl: int
+    stale_task_seconds: int
 
 
 def load_settings() -> Settings:
@@ -49,4 +50,6 @@ def load_settings() -> Settings:
         media_max_bytes=int(_env("MEDIA_MAX_BYTES", str(50 * 1024 * 1024))),
         media_timeout=float(_env("MEDIA_TIMEOUT", "20")),
         jwt_ttl=int(_env("JWT_TTL", "86400")),
+        # A working exporter reports progress every few seconds; ten silent minutes means it is gone.
+        stale_task_seconds=int(_env("STALE_TASK_SECONDS", "600")),
     )

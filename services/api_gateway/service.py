@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import eventlet
 from nameko.events import event_handler
+from nameko.timer import timer
 from nameko.rpc import RpcProxy
 from sqlalchemy import select
 from werkzeug import Request, Response
@@ -14,12 +16,12 @@ from werkzeug import Request, Response
 from services.api_gateway import auth, health
 from services.api_gateway.dependencies import RequestDispatcher
 from services.api_gateway.permissions import current_user, require_event_manager, visible_events
-from services.api_gateway.tasks import advance, create_task, task_view
+from services.api_gateway.tasks import advance, create_task, fail_stale, task_view
 from shared import contracts as c
 from shared.dependencies import Config, Database
 from shared.event_stats import record_counts
 from shared.http import ApiError, http, json_response
-from shared.models import Task, User
+from shared.models import Task, User, utcnow
 from shared.rpc import RpcTimeout, call
 
 HEALTH_TIMEOUT = 3.0
@@ -226,6 +228,12 @@ class ApiGatewayService:
     def on_export_failed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.EXPORT_FAILED, payload)
         self._advance(data["task_id"], c.FAILURE, result={"code": data["code"], "message": data["message"]})
+
+    @timer(interval=60)
+    def fail_stale_tasks(self) -> None:
+        with self.db() as session:
+            fail_stale(session, utcnow() - timedelta(seconds=self.config.stale_task_seconds))
+            session.commit()
 
     def _advance(self, task_id: str, state: str, **values: Any) -> None:
         with self.db() as session:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
@@ -41,6 +42,20 @@ def advance(session: Session, task_id: str, state: str, *, progress: dict[str, A
         update(Task).where(Task.id == task_id, Task.state.in_(_ALLOWED_FROM[state])).values(**values)
     ).rowcount
     return bool(changed)
+
+
+def fail_stale(session: Session, older_than: datetime) -> int:
+    """End tasks whose worker took them and then went silent (killed for good): never STARTED forever.
+
+    Only STARTED/PROGRESS tasks qualify: a WAITING request sits safely in its durable queue, however long the worker
+    is down. Exports report progress at least every few seconds while they work.
+    """
+    return session.execute(
+        update(Task)
+        .where(Task.state.in_((STARTED, PROGRESS)), Task.updated_at < older_than)
+        .values(state=FAILURE, updated_at=utcnow(),
+                result={"code": "worker_lost", "message": "The worker handling this task stopped responding."})
+    ).rowcount
 
 
 def task_view(task: Task) -> dict[str, Any]:

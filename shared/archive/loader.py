@@ -191,6 +191,8 @@ def _to_int(value: Any) -> int | None:
 
 def _to_float(value: Any) -> float | None:
     if type(value) is float:
+        if value == 0.0:
+            return 0.0  # SQLite stores -0.0 as 0; the sign survives through extras instead
         return value if math.isfinite(value) else None
     if type(value) is int and abs(value) < 2**53:  # larger ints would not survive the float round trip anyway
         return float(value)

@@ -1,0 +1,91 @@
+"""Gateway logic without a broker: task state machine, option parsing, tokens, event contracts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from marshmallow import ValidationError
+
+from services.api_gateway import auth
+from services.api_gateway.service import _export_options
+from services.api_gateway.tasks import advance, create_task, fail_stale
+from shared import contracts as c
+from shared.db import make_engine, make_session_factory
+from shared.http import ApiError
+from shared.models import Task, utcnow
+
+
+@pytest.fixture
+def db(database_url):
+    factory = make_session_factory(make_engine(database_url))
+    with factory() as session:
+        yield session
+
+
+def _task(db) -> str:
+    task = create_task(db, kind="export", event_id=1, user_id=1, email="a@example.org", params={})
+    db.commit()
+    return task.id
+
+
+def test_states_only_move_forward(db):
+    task_id = _task(db)
+    assert advance(db, task_id, c.PROGRESS, progress={"stage": "sessions", "done": 1, "total": 2})
+    assert not advance(db, task_id, c.STARTED)  # a late "started" does not undo progress
+    assert advance(db, task_id, c.SUCCESS, result={"size": 1})
+    db.commit()
+    for state in (c.STARTED, c.PROGRESS, c.FAILURE, c.SUCCESS):
+        assert not advance(db, task_id, state, result={"size": 2})
+    db.commit()
+    db.expire_all()
+    task = db.get(Task, task_id)
+    assert (task.state, task.result) == (c.SUCCESS, {"size": 1})
+
+
+def test_stale_started_tasks_fail_but_waiting_ones_wait(db):
+    waiting, started = _task(db), _task(db)
+    advance(db, started, c.STARTED)
+    db.commit()
+    assert fail_stale(db, utcnow() - timedelta(minutes=5)) == 0
+    assert fail_stale(db, utcnow() + timedelta(seconds=1)) == 1
+    db.commit()
+    db.expire_all()
+    assert db.get(Task, waiting).state == c.WAITING
+    assert db.get(Task, started).result["code"] == "worker_lost"
+
+
+def test_export_options():
+    assert _export_options(None) == {"image": False, "video": False, "document": False, "audio": False}
+    assert _export_options({"image": True})["image"] is True
+    for bad in ({"image": "true"}, {"image": 0}, {"other": True}, [], "x", 3):
+        with pytest.raises(ApiError) as err:
+            _export_options(bad)
+        assert err.value.status == 400
+
+
+def test_tokens_roundtrip_and_refuse_tampering():
+    token = auth.issue_token(42, "secret", ttl=60)
+    assert auth.user_id_from_header(f"Bearer {token}", "secret") == 42
+    assert auth.user_id_from_header(f"JWT {token}", "secret") == 42
+    for header in (None, "", "Basic abc", f"Bearer {token}x", f"Token {token}"):
+        with pytest.raises(ApiError) as err:
+            auth.user_id_from_header(header, "secret")
+        assert err.value.status == 401
+    with pytest.raises(ApiError):
+        auth.user_id_from_header(f"Bearer {token}", "other secret")
+    expired = auth.issue_token(42, "secret", ttl=-1)
+    with pytest.raises(ApiError) as err:
+        auth.user_id_from_header(f"Bearer {expired}", "secret")
+    assert err.value.code == "token_expired"
+
+
+def test_payloads_are_validated_at_the_source():
+    who = {"id": 1, "email": "a@example.org"}
+    payload = c.make_payload(c.EXPORT_PROGRESS, task_id="t", event_id=1, requested_by=who, stage="x", done=1,
+                             total=None)
+    assert payload["schema_version"] == c.SCHEMA_VERSION and payload["occurred_at"].endswith("Z")
+    with pytest.raises(ValidationError):
+        c.make_payload(c.EXPORT_PROGRESS, task_id="t", event_id=1, requested_by=who, stage="x")
+    # consumers ignore fields added later by producers
+    assert c.load_payload(c.EXPORT_STARTED, {**payload, "future_field": 1})["task_id"] == "t"
