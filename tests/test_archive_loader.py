@@ -25,8 +25,12 @@ EXPORTED = ("event",) + ARRAY_FILES
 # Keys whose values hold ids of another file (how the test undoes a remapping, independently of the loader).
 REFERENCES = {
     "event": {"social_links": "social_links"},
-    "sessions": {"track": "tracks", "session_type": "session_types", "microlocation": "microlocations",
-                 "speakers": "speakers"},
+    "sessions": {
+        "track": "tracks",
+        "session_type": "session_types",
+        "microlocation": "microlocations",
+        "speakers": "speakers",
+    },
     "speakers": {"sessions": "sessions"},
     "tracks": {"sessions": "sessions"},
 }
@@ -96,9 +100,18 @@ def unmapped_export(db, result, file: str) -> str:
 # ------------------------------------------------------------------------------------------------ round trips
 
 LOADABLE = [
-    "legacy/FOSSASIA16", "legacy/OTS16", "legacy/EhealthAfrica", "legacy/FOSSASIA10", "legacy/FOSSASIA14",
-    "legacy/FOSSASIA10.zip", "early_2016/ots16", "early_2016/fossasia16", "early_2016/EventBriteInfo_LoklakScraper",
-    "dasherized/PyCon17", "dasherized/OSCAL2017.zip", "dasherized/FOSSASIASummit2018",
+    "legacy/FOSSASIA16",
+    "legacy/OTS16",
+    "legacy/EhealthAfrica",
+    "legacy/FOSSASIA10",
+    "legacy/FOSSASIA14",
+    "legacy/FOSSASIA10.zip",
+    "early_2016/ots16",
+    "early_2016/fossasia16",
+    "early_2016/EventBriteInfo_LoklakScraper",
+    "dasherized/PyCon17",
+    "dasherized/OSCAL2017.zip",
+    "dasherized/FOSSASIASummit2018",
 ]
 
 
@@ -235,8 +248,8 @@ def test_odd_values_store_what_columns_can_hold(tmp_path, sqlite_factory):
         result = load_legacy_event(db, folder)
         conn = db.connection()
         micro = {
-            r.name: r for r in conn.execute(sa.text("SELECT * FROM microlocations WHERE event_id = :e"),
-                                             {"e": result.event_id})
+            r.name: r
+            for r in conn.execute(sa.text("SELECT * FROM microlocations WHERE event_id = :e"), {"e": result.event_id})
         }
         assert micro["R"].floor is None and json.loads(micro["R"].extra_fields) == {"floor": "2"}
         assert micro["Odd numbers"].floor is None  # true is not an integer
@@ -262,8 +275,11 @@ def test_records_made_on_the_platform_keep_null_bookkeeping(samples_dir, sqlite_
         conn = db.connection()
         # Types and sponsors match their derived form exactly: SQL NULL, not JSON null.
         nulls = conn.execute(
-            sa.text("SELECT COUNT(*) FROM session_types WHERE event_id = :e AND extra_fields IS NULL "
-                    "AND absent_fields IS NULL"), {"e": result.event_id}
+            sa.text(
+                "SELECT COUNT(*) FROM session_types WHERE event_id = :e AND extra_fields IS NULL "
+                "AND absent_fields IS NULL"
+            ),
+            {"e": result.event_id},
         ).scalar()
         assert nulls == result.counts["session_types"] == 29
         db.rollback()
@@ -340,3 +356,17 @@ def test_owner_role_and_caller_owned_transaction(samples_dir, sqlite_factory):
         assert roles == ["organizer"]
         db.rollback()  # nothing was committed by the loader
         assert db.execute(sa.text("SELECT COUNT(*) FROM events")).scalar() == 0
+
+
+def test_identifier_is_kept_unless_taken(tmp_path, session_factory):
+    folder = tmp_path / "ident"
+    write_archive(folder, {"event": {"id": 3, "name": "E", "identifier": "e2016"}})
+    with session_factory() as db:
+        first = load_legacy_event(db, folder, keep_ids=False)
+        second = load_legacy_event(db, folder, keep_ids=False)
+        identifiers = dict(db.execute(sa.text("SELECT id, identifier FROM events")).all())
+        assert identifiers == {first.event_id: "e2016", second.event_id: None}
+        # Both still export the archive's identifier (the second through its extras).
+        for result in (first, second):
+            assert json.loads(export_text(db, result.event_id, "event"))["identifier"] == "e2016"
+        db.rollback()

@@ -28,8 +28,13 @@ def populate(conn) -> int:
         sa.insert(Session.__table__),
         [
             # Reverse archive order so that file order differs from id order.
-            {"event_id": event_id, "title": f"S{i}", "long_abstract": ABSTRACT, "archive_order": SESSIONS - i,
-             "track_id": track_ids[i % len(track_ids)]}
+            {
+                "event_id": event_id,
+                "title": f"S{i}",
+                "long_abstract": ABSTRACT,
+                "archive_order": SESSIONS - i,
+                "track_id": track_ids[i % len(track_ids)],
+            }
             for i in range(SESSIONS)
         ],
     )

@@ -88,10 +88,14 @@ def test_fossasia16_speakers_hand_edited_matches_at_json_level(samples_dir, sess
     assert golden.count('"website"') == produced.count('"website"') + 2  # the two duplicated keys
     # Undo the visible hand edits and the bytes agree.
     unedited = (
-        golden.replace('},\n', '}, \n').replace('}, \n\n', '}, \n').replace('},  \n', '}, \n')
-        .replace('        "website": "http://vfossa.vn", \n', '')
-        .replace('        "website": "http://newpalmyra.org", \n\t"website": "http://rejon.org",\n',
-                 '        "website": "http://rejon.org", \n')
+        golden.replace("},\n", "}, \n")
+        .replace("}, \n\n", "}, \n")
+        .replace("},  \n", "}, \n")
+        .replace('        "website": "http://vfossa.vn", \n', "")
+        .replace(
+            '        "website": "http://newpalmyra.org", \n\t"website": "http://rejon.org",\n',
+            '        "website": "http://rejon.org", \n',
+        )
     )
     assert produced == unedited
 
@@ -184,7 +188,12 @@ def test_native_event_follows_the_format(session_factory):
         assert set(event) == set(LEADING_FIELDS["event"]) | {"email", "identifier", "state"}
         assert event["start_time"] == "2024-05-01T09:00:00" and event["end_time"] == "2024-05-02T18:00:30"
         assert event["copyright"] == {
-            "holder": "Org", "holder_url": None, "licence": "CC-BY", "licence_url": None, "logo": None, "year": 2024
+            "holder": "Org",
+            "holder_url": None,
+            "licence": "CC-BY",
+            "licence_url": None,
+            "logo": None,
+            "year": 2024,
         }
         assert list(event["copyright"]) == sorted(event["copyright"])
         assert [list(link) for link in event["social_links"]] == [["id", "link", "name"]] * 2
@@ -196,9 +205,25 @@ def test_native_event_follows_the_format(session_factory):
         for record in sessions:
             assert_format_order("sessions", record)
             assert set(record) == {
-                "id", "title", "subtitle", "short_abstract", "long_abstract", "start_time", "end_time",
-                "session_type", "track", "comments", "language", "slides", "audio", "video", "microlocation",
-                "level", "signup_url", "speakers", "state",
+                "id",
+                "title",
+                "subtitle",
+                "short_abstract",
+                "long_abstract",
+                "start_time",
+                "end_time",
+                "session_type",
+                "track",
+                "comments",
+                "language",
+                "slides",
+                "audio",
+                "video",
+                "microlocation",
+                "level",
+                "signup_url",
+                "speakers",
+                "state",
             }
         full, bare = sessions[1], sessions[2]
         assert full["start_time"] == "2024-05-01T10:00:00"

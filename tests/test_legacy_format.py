@@ -37,7 +37,15 @@ def py2_dumps(value):
 
 def test_files_and_leading_fields():
     assert FILES == (
-        "event", "microlocations", "sessions", "speakers", "sponsors", "tracks", "session_types", "forms", "meta"
+        "event",
+        "microlocations",
+        "sessions",
+        "speakers",
+        "sponsors",
+        "tracks",
+        "session_types",
+        "forms",
+        "meta",
     )
     assert ARRAY_FILES == FILES[1:-1]
     assert LEADING_FIELDS["sessions"][:3] == ("id", "title", "subtitle")
@@ -56,13 +64,18 @@ def test_order_record_leading_then_alphabetical():
 
 def test_order_record_missing_leading_fields_are_skipped():
     assert list(order_record("tracks", {"sessions": [], "name": "x", "id": 1, "color": "#fff"})) == [
-        "id", "name", "color", "sessions",
+        "id",
+        "name",
+        "color",
+        "sessions",
     ]
 
 
 def test_order_record_forms_all_alphabetical():
     assert list(order_record("forms", {"speaker_form": "{}", "id": 1, "session_form": "{}"})) == [
-        "id", "session_form", "speaker_form",
+        "id",
+        "session_form",
+        "speaker_form",
     ]
 
 
@@ -230,9 +243,14 @@ def test_media_paths_follow_the_table():
     assert media_path("sessions", "video", session) == "/videos/session_9"
     assert media_path("sessions", "title", session) is None
     assert {(m.file, m.field, m.flag) for m in MEDIA_FIELDS} == {
-        ("event", "logo", "image"), ("event", "background_image", "image"), ("speakers", "photo", "image"),
-        ("sponsors", "logo", "image"), ("tracks", "track_image_url", "image"), ("sessions", "slides", "document"),
-        ("sessions", "audio", "audio"), ("sessions", "video", "video"),
+        ("event", "logo", "image"),
+        ("event", "background_image", "image"),
+        ("speakers", "photo", "image"),
+        ("sponsors", "logo", "image"),
+        ("tracks", "track_image_url", "image"),
+        ("sessions", "slides", "document"),
+        ("sessions", "audio", "audio"),
+        ("sessions", "video", "video"),
     }
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import eventlet
 from nameko.events import event_handler
-from nameko.timer import timer
 from nameko.rpc import RpcProxy
+from nameko.timer import timer
 from sqlalchemy import select
 from werkzeug import Request, Response
 

@@ -65,8 +65,13 @@ LOADED_ARRAYS = ("microlocations", "sessions", "speakers", "sponsors", "tracks",
 _ID_KEYS: dict[str, dict[str, str]] = {
     "event": {"social_links": "social_links"},
     "sessions": {
-        "track": "tracks", "session_type": "session_types", "microlocation": "microlocations", "speakers": "speakers",
-        "track_id": "tracks", "session_type_id": "session_types", "microlocation_id": "microlocations",
+        "track": "tracks",
+        "session_type": "session_types",
+        "microlocation": "microlocations",
+        "speakers": "speakers",
+        "track_id": "tracks",
+        "session_type_id": "session_types",
+        "microlocation_id": "microlocations",
     },
     "speakers": {"sessions": "sessions"},
     "tracks": {"sessions": "sessions"},
@@ -128,8 +133,14 @@ def _zip_reader(path: Path) -> Callable[[str], bytes | None]:
             return None
         if info.file_size > MAX_MEMBER_BYTES:
             raise LoadError(f"member too large ({info.file_size} bytes)", file=name)
-        with archive.open(info) as fh:
-            return fh.read(MAX_MEMBER_BYTES + 1)
+        try:
+            with archive.open(info) as fh:
+                data = fh.read(MAX_MEMBER_BYTES + 1)
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+            raise LoadError(f"unreadable zip member: {exc}", file=name) from None
+        if len(data) > MAX_MEMBER_BYTES:  # the header lied about the size
+            raise LoadError("member too large", file=name)
+        return data
 
     return read
 
@@ -446,19 +457,24 @@ def load_legacy_data(
     id_map: dict[str, dict[int, int]] = {}
     counts: dict[str, int] = {}
 
-    # Event first: on SQLite the first write takes the database lock, so the id allocations below cannot race.
+    # Event first: on SQLite the first write takes the database lock, so the reads below (id allocation,
+    # identifier check) cannot race another import.
     events = TABLES["event"]
-    event_ids, id_map["event"] = _Ids(conn, events, "event", keep_ids).assign([event_src])
-    event_id = event_ids[0]
     event_row = _coerce_row(events, COLUMNS["event"][1:], event_src)
+    identifier = event_row.pop("identifier")
     if event_row["name"] is None:
         event_row["name"] = ""  # NOT NULL column; the source value is kept through extras
-    if event_row["identifier"] is not None and conn.execute(
-        sa.select(events.c.id).where(events.c.identifier == event_row["identifier"])
-    ).first():
-        event_row["identifier"] = None  # identifiers are unique: a re-import must not collide
-    event_row["id"] = event_id
-    _insert(conn, events, [{**event_row, "extra_fields": None, "absent_fields": None, "archive_order": None}])
+    src_event_id = _valid_id(event_src.get("id"))
+    if keep_ids and src_event_id is not None:
+        _Ids(conn, events, "event", keep_ids).assign([event_src])  # raises if taken, moves the PG sequence
+        event_id = src_event_id
+        conn.execute(sa.insert(events).values(id=event_id, **event_row))
+    else:
+        event_id = conn.execute(sa.insert(events).values(**event_row).returning(events.c.id)).scalar_one()
+    id_map["event"] = {src_event_id: event_id} if src_event_id is not None else {}
+    if identifier is not None and conn.execute(sa.select(events.c.id).where(events.c.identifier == identifier)).first():
+        identifier = None  # identifiers are unique: a re-import must not collide
+    event_row.update(id=event_id, identifier=identifier)
     counts["event"] = 1
 
     # Ids of every file, then the maps used to rewrite relations.
@@ -569,11 +585,12 @@ def load_legacy_data(
         counts[file] = len(rows[file])
     _insert(conn, SESSION_SPEAKERS, links)
     counts["session_speakers"] = len(links)
-    if event_extras or event_absent:
+    if event_extras or event_absent or identifier is not None:
         conn.execute(
             sa.update(events)
             .where(events.c.id == event_id)
             .values(
+                identifier=identifier,
                 extra_fields=sa.bindparam("x", event_extras, type_=sa.JSON(none_as_null=True)),
                 absent_fields=sa.bindparam("a", event_absent, type_=sa.JSON(none_as_null=True)),
             )
