@@ -24,6 +24,7 @@ class Settings:
     secret_key: str = field(repr=False)
     gateway_url: str
     storage_url: str
+    storage_internal_url: str
     storage_dir: Path
     signed_url_ttl: int
     rpc_timeout: float
@@ -43,6 +44,8 @@ def load_settings() -> Settings:
         secret_key=_env("SECRET_KEY", "dev-only-secret-change-me"),
         gateway_url=_env("GATEWAY_URL", "http://127.0.0.1:8000").rstrip("/"),
         storage_url=_env("STORAGE_URL", "http://127.0.0.1:8001").rstrip("/"),
+        # Where services reach the storage data plane when that differs from the public URL (containers).
+        storage_internal_url=_env("STORAGE_INTERNAL_URL", _env("STORAGE_URL", "http://127.0.0.1:8001")).rstrip("/"),
         storage_dir=Path(_env("STORAGE_DIR", str(var_dir / "storage"))).resolve(),
         signed_url_ttl=int(_env("SIGNED_URL_TTL", "86400")),
         rpc_timeout=float(_env("RPC_TIMEOUT", "10")),

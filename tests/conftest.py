@@ -59,3 +59,13 @@ def database_url(request) -> str:
     url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
     upgrade_to_head(url)
     return url
+
+
+@pytest.fixture(scope="module")
+def rabbit_vhost_uri():
+    """``amqp://.../<vhost>`` of a fresh vhost, deleted (with its queues and exchanges) after the module."""
+    from tests.rabbit import amqp_uri, create_vhost, delete_vhost
+
+    vhost = create_vhost()
+    yield amqp_uri(vhost)
+    delete_vhost(vhost)

@@ -22,14 +22,13 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from services.storage import data_plane
 from services.storage.service import StorageService
 from tests.conftest import free_port
-from tests.conftest_rabbit import rabbit_vhost_uri  # noqa: F401  (fixture)
 
 SECRET = "storage-test-secret"
 MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def storage(rabbit_vhost_uri, tmp_path_factory):  # noqa: F811
+def storage(rabbit_vhost_uri, tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("var")
     port = free_port()
     env = {
@@ -115,7 +114,7 @@ def test_chunked_put_then_get_round_trip(storage, rpc):
     assert got.headers["Content-Length"] == str(len(data))
     assert got.headers["Accept-Ranges"] == "bytes"
     assert got.headers["Content-Type"] == "application/zip"
-    assert got.headers["Content-Disposition"] == 'attachment; filename="archive.zip"'
+    assert got.headers["Content-Disposition"] == 'attachment; filename=archive.zip'
     assert tmp_files(storage) == []
 
 

@@ -81,7 +81,8 @@ def run_export(
         yield first
         yield from chunks
 
-    upload_url = sign_url(key, method="PUT", ttl=3600)
+    # Signed links carry the public base URL; the upload goes to storage over the internal network.
+    upload_url = settings.storage_internal_url + sign_url(key, method="PUT", ttl=3600)[len(settings.storage_url):]
     try:
         response = requests.put(upload_url, data=digest.wrap(body()), timeout=(10, 300),
                                 headers={"Content-Type": "application/zip"})
