@@ -262,7 +262,7 @@ def run_floor(factory, event_id: int, root_url: str) -> FloorRun:
     size = 0
     started = time.perf_counter()
     for chunk in generate_archive(factory, event_id, dict(NO_MEDIA), fetcher=MediaFetcher(), root_url=root_url,
-                                  report=report):
+                                  exported_at=datetime.now(UTC), report=report):
         size += len(chunk)
         digest.update(chunk)
     seconds = time.perf_counter() - started

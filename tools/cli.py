@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from sqlalchemy import select
@@ -11,6 +12,9 @@ from sqlalchemy import select
 from shared.config import load_settings
 from shared.db import make_engine, make_session_factory, upgrade_to_head
 from shared.models import EVENT_ROLES, EventRole, User
+
+# eventlet (imported lazily via nameko by some commands) announces its deprecation; operators need not see it.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 
 def _session():  # noqa: ANN202

@@ -61,6 +61,7 @@ def generate_archive(
     *,
     fetcher: MediaFetcher,
     root_url: str,
+    exported_at: datetime,
     report: ExportReport,
     on_progress: ProgressCallback = lambda stage, done, total: None,
 ) -> Iterator[bytes]:
@@ -72,7 +73,9 @@ def generate_archive(
             raise EventNotFound(f"Event {event_id} does not exist (deleted after the export was requested?)") from exc
         counts = record_counts(session, event_id)
 
-    zipper = ZipStream(date_time=datetime.now().timetuple()[:6])
+    # Timestamps come from the request, not the clock: a redelivered request that runs twice at once (lost heartbeat)
+    # then writes the same bytes to the same key, so the digest the task reports always matches the stored object.
+    zipper = ZipStream(date_time=exported_at.timetuple()[:6])
     failed_media: set[tuple[str, Any, str]] = set()
 
     enabled = [m for m in legacy.MEDIA_FIELDS if options.get(m.flag)]
@@ -108,7 +111,7 @@ def generate_archive(
         "root_url": root_url,
         "format_version": FORMAT_VERSION,
         "generator": GENERATOR,
-        "exported_at": utc_iso(),
+        "exported_at": utc_iso(exported_at),
         "files": report.files,
     }
     with zipper.member("meta") as handle:

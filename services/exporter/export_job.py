@@ -59,6 +59,7 @@ def run_export(
     task_id: str,
     event_id: int,
     options: dict[str, bool],
+    requested_at: datetime,
     db: sessionmaker[Session],
     sign_url: SignUrl,
     settings: Settings,
@@ -71,7 +72,7 @@ def run_export(
     report = ExportReport()
     digest = _Digest()
     chunks = generate_archive(db, event_id, options, fetcher=fetcher, root_url=settings.gateway_url + "/",
-                              report=report, on_progress=on_progress)
+                              exported_at=requested_at, report=report, on_progress=on_progress)
     try:
         first = next(chunks)  # surfaces "event not found" before any upload starts
     except EventNotFound as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from nameko.events import EventDispatcher, event_handler
@@ -43,8 +44,10 @@ class ExporterService:
             return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
 
         try:
+            requested_at = datetime.strptime(request["occurred_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
             result = run_export(task_id=request["task_id"], event_id=request["event_id"], options=request["options"],
-                                db=self.db, sign_url=sign_url, settings=self.config, on_progress=on_progress)
+                                requested_at=requested_at, db=self.db, sign_url=sign_url, settings=self.config,
+                                on_progress=on_progress)
         except ExportFailed as exc:
             self._emit(c.EXPORT_FAILED, ids, code=exc.code, message=exc.message)
             return
