@@ -234,3 +234,35 @@ def test_health_reports_broker_database_and_services(system):
     assert report["status"] == "ok"
     assert report["database"]["migrations"]["at_head"] is True
     assert set(report["services"]) == {"storage", "exporter", "importer", "mailer"}
+
+
+def test_documented_subscriber_example_receives_export_completed(system):
+    """examples/export_subscriber.py, as docs/events.md tells people to run it, hears about a finished export."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.rabbit import queue_info
+    from tools.stack import NAMEKO_CONFIG, REPO
+
+    log = system.env.var_dir / "log" / "export_subscriber.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "nameko", "run", "--config", str(NAMEKO_CONFIG),
+                                 "examples.export_subscriber"], cwd=REPO, env={**os.environ, **system.env.env},
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        queue = "evt-exporter-export_completed--export_subscriber.on_export_completed"
+        deadline = time.monotonic() + 30
+        while queue_info(system.env.vhost, queue) is None:
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+        organizer = system.client("organizer")
+        task_url = export(organizer, system.event_id)
+        sha256 = organizer.wait_task(task_url)["result"]["sha256"]
+        while sha256 not in log.read_text():
+            assert time.monotonic() < deadline + 30, log.read_text()
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(15)
