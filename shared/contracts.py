@@ -17,12 +17,23 @@ SCHEMA_VERSION = 1
 # Source service names, as nameko routes on them (the exchange is "<service>.events").
 GATEWAY = "api_gateway"
 EXPORTER = "exporter"
+IMPORTER = "importer"
+MAILER = "mailer"
 
 EXPORT_REQUESTED = "export_requested"
 EXPORT_STARTED = "export_started"
 EXPORT_PROGRESS = "export_progress"
 EXPORT_COMPLETED = "export_completed"
 EXPORT_FAILED = "export_failed"
+
+IMPORT_REQUESTED = "import_requested"
+IMPORT_STARTED = "import_started"
+IMPORT_PROGRESS = "import_progress"
+IMPORT_COMPLETED = "import_completed"
+IMPORT_FAILED = "import_failed"
+
+MAIL_SENT = "mail_sent"
+MAIL_FAILED = "mail_failed"
 
 # Task states seen by HTTP clients; a terminal state never changes again.
 WAITING, STARTED, PROGRESS, SUCCESS, FAILURE = "WAITING", "STARTED", "PROGRESS", "SUCCESS", "FAILURE"
@@ -41,6 +52,7 @@ def handler_queue(source_service: str, event_type: str, service_name: str, metho
 
 
 EXPORT_REQUEST_QUEUE = handler_queue(GATEWAY, EXPORT_REQUESTED, EXPORTER, "handle_export_requested")
+IMPORT_REQUEST_QUEUE = handler_queue(GATEWAY, IMPORT_REQUESTED, IMPORTER, "handle_import_requested")
 
 
 class Requester(Schema):
@@ -101,12 +113,64 @@ class ExportFailed(Envelope):
     message = fields.String(required=True)
 
 
+class ImportRequested(Envelope):
+    key = fields.String(required=True)  # storage object key of the uploaded archive
+    filename = fields.String(required=True)  # as uploaded, for messages only
+    size = fields.Integer(required=True)
+
+
+class ImportStarted(Envelope):
+    pass
+
+
+class ImportProgress(ExportProgress):
+    pass
+
+
+class ImportCompleted(Envelope):
+    id = fields.Integer(required=True)  # the new event's id
+    event_name = fields.String(required=True)
+    url = fields.String(required=True)  # the event in the API: <gateway>/v1/events/<id>
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    warnings = fields.List(fields.Nested(Warning_), required=True)
+    warnings_total = fields.Integer(required=True)
+
+
+class ImportFailed(Envelope):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    file = fields.String(allow_none=True, load_default=None)
+    record_id = fields.Raw(allow_none=True, load_default=None)
+    field = fields.String(allow_none=True, load_default=None)
+
+
+class MailSent(Envelope):
+    kind = fields.String(required=True)  # the event that caused the mail, e.g. "export_completed"
+    recipient = fields.String(required=True)
+    subject = fields.String(required=True)
+    message_id = fields.String(required=True)
+
+
+class MailFailed(Envelope):
+    kind = fields.String(required=True)
+    recipient = fields.String(required=True)
+    reason = fields.String(required=True)
+    attempts = fields.Integer(required=True)
+
+
 SCHEMAS: dict[str, type[Schema]] = {
     EXPORT_REQUESTED: ExportRequested,
     EXPORT_STARTED: ExportStarted,
     EXPORT_PROGRESS: ExportProgress,
     EXPORT_COMPLETED: ExportCompleted,
     EXPORT_FAILED: ExportFailed,
+    IMPORT_REQUESTED: ImportRequested,
+    IMPORT_STARTED: ImportStarted,
+    IMPORT_PROGRESS: ImportProgress,
+    IMPORT_COMPLETED: ImportCompleted,
+    IMPORT_FAILED: ImportFailed,
+    MAIL_SENT: MailSent,
+    MAIL_FAILED: MailFailed,
 }
 
 
