@@ -200,7 +200,8 @@ class ApiGatewayService:
         broker = pool.spawn(health.check_broker, self.config.amqp_uri)
         services = pool.spawn(health.check_services,
                               lambda name: call(proxies[name], "health", timeout=HEALTH_TIMEOUT), SERVICES)
-        database = health.check_database(self.db.kw["bind"])
+        with self.db() as session:
+            database = health.check_database(session.get_bind())
         report = {"broker": broker.wait(), "database": database, "services": services.wait()}
         ok = report["broker"]["ok"] and database["ok"] and all(s["ok"] for s in report["services"].values())
         return json_response({"status": "ok" if ok else "degraded", **report}, status=200 if ok else 503)
