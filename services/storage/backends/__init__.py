@@ -1,0 +1,10 @@
+"""Object backends behind one interface (``base.ObjectBackend``).
+
+Backend modules import their client libraries (boto3, google-cloud-storage, dropbox) themselves, so importing this
+package costs nothing and a process that never uses S3 never imports boto3 (which must come after
+``eventlet.monkey_patch()``: PLATFORM_NOTES 12).
+"""
+
+from services.storage.backends.base import BackendError, ObjectBackend
+
+__all__ = ["BackendError", "ObjectBackend"]
