@@ -1,0 +1,656 @@
+"""The import side of the Open Event archive: open an uploaded archive safely, read any variant, validate it
+completely, then hand out its records (as often as needed) in the legacy shape, and tell where its media are.
+
+Typical use by the importer::
+
+    with open_archive(path) as archive:           # safe-zip checks; ArchiveError on anything hostile
+        counts = validate_archive(archive)        # every file parsed and checked; nothing written yet
+        event = archive.event()
+        for file in ARRAY_FILES:
+            for record in archive.records(file):  # streamed again from the zip, legacy-shaped
+                ...
+                ref = archive.media_ref(record.get("photo"))   # none / url / member / absent
+
+Memory stays bounded: records are streamed with ijson, and the archive keeps only per-file id sets (plus small
+maps for the rare repairs). Reading happens in up to three passes over each member: an index pass (ids,
+duplicates), the validation pass and the importer's own pass; each re-reads the member from the zip on disk.
+
+Repairs (each one reported in ``warnings``): an exact copy of an earlier record is skipped (``duplicate_record``);
+a relation to a record whose file is absent, or (hand-made variants only) that its file lacks, is rebuilt from the
+session's nested snapshot (``synthesized_records``); in hand-made variants, different records sharing an id get
+fresh ids (``id_reassigned``) and references are resolved by name/title, then by back reference; a dangling entry of a
+speaker's or track's ``sessions`` is reported (``dangling_reference``) and, outside legacy, dropped. In legacy and
+raw-column archives a shared id or a session relation to a missing record is an error.
+
+Error codes besides those of the modules below: ``missing_file`` (no event file), ``ambiguous_layout`` (several
+top-level folders with an event), ``not_found`` (no such media member). Other warning codes: ``empty_relation``,
+``id_out_of_range``, ``unknown_timezone``, ``offset_without_timezone``, ``social_links_conflict``,
+``checksum_mismatch`` and ``count_mismatch`` (our exporter's ``meta`` lists sha256 and counts per file).
+
+How each variant is detected and normalized: ``shared/archive/variants.py``. Limits and their error codes:
+``shared/archive/safezip.py`` and ``shared/archive/jsonstream.py``. Validation rules: ``shared/archive/checks.py``.
+Media classification and content sniffing: ``shared/archive/media.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from shared.archive.checks import INT32_MAX, SINGULAR, check_event, check_record, type_name, valid_id
+from shared.archive.jsonstream import iter_array, load_object
+from shared.archive.legacy import ARRAY_FILES, media_fields, nested_session_type_length
+from shared.archive.media import SNIFF_BYTES, MediaRef, is_http_url, media_kind, path_candidates, sniff
+from shared.archive.safezip import ArchiveError, ArchiveLimits, Source, issue, open_source
+from shared.archive.variants import (
+    DATA_FILES,
+    FLAT_RELATIONS,
+    LIST_RELATIONS,
+    RENAMES,
+    SINGLE_RELATIONS,
+    Normalizer,
+    coerce_id,
+    detect_variant,
+    length_text,
+)
+
+__all__ = [
+    "ArchiveError",
+    "ArchiveLimits",
+    "EventArchive",
+    "MediaRef",
+    "ProgressCallback",
+    "open_archive",
+    "validate_archive",
+]
+
+ProgressCallback = Callable[[str, int, int | None], None]
+MAX_WARNINGS = 200  # listed; the rest are counted in warnings_total
+PROGRESS_EVERY = 1000
+# Targets of references before the files that refer to them.
+_INDEX_ORDER = ("microlocations", "tracks", "session_types", "speakers", "sponsors", "forms", "sessions")
+_LABEL = {"sessions": "title"}  # what identifies a record to a human, besides its id (default: name)
+_LOOKUP = {"tracks": ("name",), "microlocations": ("name",), "session_types": ("name", "length")}
+
+
+def _no_progress(stage: str, done: int, total: int | None) -> None:
+    pass
+
+
+@dataclass
+class _Occurrence:
+    """One of several different records sharing an id (only kept for duplicated ids)."""
+
+    position: int
+    id: int  # the id it is handed out with (a fresh one for all but the first)
+    digest: str
+    label: Any
+    links: frozenset[int]  # ids in its relation list (a session's speakers, a speaker's or track's sessions)
+
+
+@dataclass
+class _FileIndex:
+    file: str
+    member: str | None
+    read: int = 0  # records in the member
+    max_id: int = 0
+    ids: set[int] = field(default_factory=set)
+    duplicated: set[int] = field(default_factory=set)
+    dropped: set[int] = field(default_factory=set)  # positions of exact copies of an earlier record
+    rekey: dict[int, int] = field(default_factory=dict)  # position -> fresh id
+    groups: dict[int, list[_Occurrence]] = field(default_factory=dict)
+    lookup: dict[int, dict[str, Any]] = field(default_factory=dict)  # raw-column nesting
+    synthesized: dict[int, dict[str, Any]] = field(default_factory=dict)
+    digest: str | None = None
+
+    @property
+    def count(self) -> int:
+        return self.read - len(self.dropped) + len(self.synthesized)
+
+
+class EventArchive:
+    """An opened archive (zip file or folder). Use as a context manager; see the module docstring."""
+
+    variant: str  # "legacy" | "early_2016" | "dasherized" | "raw_column"
+    warnings: list[dict[str, Any]]  # non-fatal findings, shaped like ArchiveError.to_dict(); at most MAX_WARNINGS
+    warnings_total: int
+
+    def __init__(self, source: Source, path: Path, limits: ArchiveLimits) -> None:
+        self._source = source
+        self.path = path
+        self.limits = limits
+        self.warnings = []
+        self.warnings_total = 0
+        self._index: dict[str, _FileIndex] | None = None
+        self._counts: dict[str, int] | None = None
+        self._digests: dict[str, str] = {}
+        self._locate()
+        self._load_event()
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> EventArchive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._source.close()
+
+    # ------------------------------------------------------------------------------------------------- opening
+
+    def _locate(self) -> None:
+        names = self._source.members
+        prefix = ""
+        if not any(name in names for name in DATA_FILES["event"]):
+            # Many real zips were packed with one top-level folder (macOS adds __MACOSX/ beside it).
+            tops = sorted(
+                {
+                    name.split("/", 1)[0]
+                    for name in names
+                    if "/" in name and name.split("/", 1)[1] in DATA_FILES["event"] and not name.startswith("__MACOSX/")
+                }
+            )
+            if len(tops) > 1:
+                raise ArchiveError("ambiguous_layout", f"several folders hold an event file: {', '.join(tops[:5])}")
+            if not tops:
+                raise ArchiveError(
+                    "missing_file", "missing (neither at the archive's root nor in a single top-level folder)",
+                    file="event",
+                )
+            prefix = tops[0] + "/"
+        self._prefix = prefix
+        self._data: dict[str, str] = {}
+        for canonical, candidates in DATA_FILES.items():
+            for candidate in candidates:
+                if prefix + candidate in names:
+                    self._data[canonical] = prefix + candidate
+                    break
+        data_members = set(self._data.values())
+        self._media_names = {n for n in names if n.startswith(prefix) and n not in data_members}
+        self._root_names = {n[len(prefix) :] for n in names if n.startswith(prefix) and "/" not in n[len(prefix) :]}
+
+    def _load_object(self, file: str) -> dict[str, Any]:
+        member = self._source.members[self._data[file]]
+        if member.size > self.limits.max_object_bytes:
+            raise ArchiveError("member_too_large", f"larger than {self.limits.max_object_bytes} bytes", file=file)
+        hasher = hashlib.sha256()
+        with closing(self._source.open(member.name, label=file, hasher=hasher)) as stream:
+            value = load_object(stream, file, self.limits)
+        self._digests[file] = hasher.hexdigest()
+        return value
+
+    def _load_event(self) -> None:
+        raw = self._load_object("event")
+        present = {k: v[len(self._prefix) :] for k, v in self._data.items()}
+        self.variant = detect_variant(raw, present["event"], present, self._root_names)
+        self._norm = Normalizer(self.variant)
+        self._event = self._norm.event(raw)
+        self._meta = self._norm.meta(self._load_object("meta")) if "meta" in self._data else None
+        self._links_file: list[Any] | None = None
+        if "social_links" in self._data:
+            # Older archives kept the event's social links in a file of their own.
+            member = self._source.members[self._data["social_links"]]
+            if member.size > self.limits.max_object_bytes:
+                raise ArchiveError(
+                    "member_too_large", f"larger than {self.limits.max_object_bytes} bytes", file="social_links"
+                )
+            links = []
+            for item in self._stream("social_links"):
+                if isinstance(item, dict) and not self._norm.identity:
+                    item = self._norm.rename(item, RENAMES["social_links"])
+                    if "id" in item and not self._norm.strict:
+                        item["id"] = coerce_id(item["id"])
+                links.append(item)
+            self._links_file = links
+            if not isinstance(self._event.get("social_links"), list):
+                self._event["social_links"] = copy.deepcopy(links)
+
+    def _stream(self, file: str, hasher: Any = None) -> Iterator[Any]:
+        with closing(self._source.open(self._data[file], label=file, hasher=hasher)) as stream:
+            yield from iter_array(stream, file, self.limits)
+
+    # ----------------------------------------------------------------------------------------------- warnings
+
+    def _warn(
+        self, code: str, detail: str, *, file: str | None = None, record_id: Any = None, field: str | None = None
+    ) -> None:
+        self.warnings_total += 1
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(issue(code, detail, file=file, record_id=record_id, field=field))
+
+    def _file_warn(self, file: str) -> Callable[..., None]:
+        def warn(code: str, detail: str, *, record_id: Any = None, field: str | None = None, **_: Any) -> None:
+            self._warn(code, detail, file=file, record_id=record_id, field=field)
+
+        return warn
+
+    # -------------------------------------------------------------------------------------------- public reads
+
+    @property
+    def files(self) -> dict[str, str]:
+        """Canonical file name -> member name, for the data files present."""
+        return dict(self._data)
+
+    def event(self) -> dict[str, Any]:
+        """The event record in the legacy shape (a copy; social links merged in for older archives)."""
+        return copy.deepcopy(self._event)
+
+    def meta(self) -> dict[str, Any] | None:
+        return copy.deepcopy(self._meta)
+
+    def records(self, file: str) -> Iterator[dict[str, Any]]:
+        """Records of an array file in the legacy shape, streamed from the archive anew on every call.
+
+        Legacy archives yield each record exactly as parsed. Nothing is yielded for an absent file, except
+        records rebuilt from the sessions' relation snapshots (see ``warnings``). Call ``validate_archive``
+        first: records of an archive that does not validate may be malformed.
+        """
+        if file not in ARRAY_FILES:
+            raise ValueError(f"{file!r} is not an array file of the archive")
+        return (record for _, record in self._iter(file, None))
+
+    def count(self, file: str) -> int:
+        """How many records ``records(file)`` yields."""
+        return self._ensure_index()[file].count
+
+    # ------------------------------------------------------------------------------------------------ indexing
+
+    def _ensure_index(self, progress: ProgressCallback = _no_progress) -> dict[str, _FileIndex]:
+        if self._index is None:
+            self._index = self._build_index(progress)
+        return self._index
+
+    def _build_index(self, progress: ProgressCallback) -> dict[str, _FileIndex]:
+        index: dict[str, _FileIndex] = {}
+        raw_column = self.variant == "raw_column"
+        for file in _INDEX_ORDER:
+            entry = index[file] = _FileIndex(file, self._data.get(file))
+            if entry.member is None:
+                continue
+            hasher = hashlib.sha256()
+            stage = f"index:{file}"
+            progress(stage, 0, None)
+            for position, raw in enumerate(self._stream(file, hasher)):
+                if not isinstance(raw, dict):
+                    raise ArchiveError(
+                        "wrong_type", f"expected a JSON object, found {type_name(raw)}", file=file, position=position
+                    )
+                record = self._norm.record(file, raw)
+                record_id = valid_id(record.get("id"))
+                if record_id is not None:
+                    if record_id in entry.ids:
+                        entry.duplicated.add(record_id)
+                    else:
+                        entry.ids.add(record_id)
+                        entry.max_id = max(entry.max_id, record_id)
+                    if raw_column and file in _LOOKUP:
+                        entry.lookup[record_id] = {key: record.get(key) for key in _LOOKUP[file]}
+                if file == "sessions":
+                    self._collect_missing(record, index)
+                entry.read = position + 1
+                if entry.read % PROGRESS_EVERY == 0:
+                    progress(stage, entry.read, None)
+            entry.digest = hasher.hexdigest()
+            progress(stage, entry.read, entry.read)
+        for entry in index.values():
+            for record_id in entry.synthesized:
+                entry.ids.add(record_id)
+                entry.max_id = max(entry.max_id, record_id)
+            if entry.synthesized:
+                self._warn(
+                    "synthesized_records",
+                    f"{len(entry.synthesized)} record(s) rebuilt from the sessions' relations "
+                    f"({'the file is absent' if entry.member is None else 'ids missing from the file'})",
+                    file=entry.file,
+                )
+        for file in _INDEX_ORDER:
+            if index[file].duplicated:
+                self._resolve_duplicates(index[file])
+        return index
+
+    def _collect_missing(self, session: Mapping[str, Any], index: Mapping[str, _FileIndex]) -> None:
+        # A relation to a record its file does not hold: rebuilt from the nested snapshot when the file is absent
+        # (optional files), or in the hand-made variants. Strict variants leave it to validation (an error).
+        for key, target in SINGLE_RELATIONS["sessions"].items():
+            ref = session.get(key)
+            if isinstance(ref, dict):
+                self._missing(index[target], ref)
+        speakers = session.get("speakers")
+        if isinstance(speakers, list):
+            for item in speakers:
+                if isinstance(item, dict):
+                    self._missing(index["speakers"], item)
+
+    def _missing(self, entry: _FileIndex, ref: Mapping[str, Any]) -> None:
+        ref_id = valid_id(ref.get("id"))
+        if ref_id is None or ref_id in entry.ids or ref_id in entry.synthesized:
+            return
+        if entry.member is not None and self._norm.strict:
+            return
+        record: dict[str, Any] = {"id": ref_id}
+        record.update((k, copy.deepcopy(v)) for k, v in ref.items() if k != "id")
+        if entry.file == "session_types" and "length" in record:
+            record["length"] = length_text(record["length"])
+        if entry.file == "speakers" and not isinstance(record.get("name"), str):
+            record["name"] = ""
+        entry.synthesized[ref_id] = record
+
+    def _resolve_duplicates(self, entry: _FileIndex) -> None:
+        """Exact copies are dropped; different records sharing an id are an error in strict variants, else the
+        later ones get fresh ids and references are resolved by name/title and back references."""
+        file = entry.file
+        label_key = _LABEL.get(file, "name")
+        link_keys = list(LIST_RELATIONS.get(file, {}))
+        groups: dict[int, list[_Occurrence]] = {}
+        for position, raw in enumerate(self._stream(file)):
+            record = self._norm.record(file, raw)
+            record_id = valid_id(record.get("id"))
+            if record_id not in entry.duplicated:
+                continue
+            text = json.dumps(record, sort_keys=True, ensure_ascii=False, default=repr)
+            links = frozenset(
+                valid_id(item.get("id"))
+                for key in link_keys
+                if isinstance(record.get(key), list)
+                for item in record[key]
+                if isinstance(item, dict) and valid_id(item.get("id")) is not None
+            )
+            occurrence = _Occurrence(
+                position, record_id, hashlib.sha256(text.encode()).hexdigest(), record.get(label_key), links
+            )
+            groups.setdefault(record_id, []).append(occurrence)
+        next_id = entry.max_id
+        for record_id, occurrences in groups.items():
+            distinct: list[_Occurrence] = []
+            for occurrence in occurrences:
+                if any(o.digest == occurrence.digest for o in distinct):
+                    entry.dropped.add(occurrence.position)
+                    self._warn(
+                        "duplicate_record",
+                        f"record #{occurrence.position + 1} is an exact copy of an earlier record; skipped",
+                        file=file, record_id=record_id, field="id",
+                    )
+                else:
+                    distinct.append(occurrence)
+            if len(distinct) < 2:
+                continue
+            if self._norm.strict:
+                raise ArchiveError(
+                    "duplicate_id", f"{len(distinct)} different records have this id", file=file,
+                    record_id=record_id, field="id",
+                )
+            for occurrence in distinct[1:]:
+                next_id += 1
+                if next_id > INT32_MAX:
+                    raise ArchiveError("duplicate_id", "no id left for a duplicated record", file=file,
+                                       record_id=record_id, field="id")
+                occurrence.id = next_id
+                entry.rekey[occurrence.position] = next_id
+                entry.ids.add(next_id)
+                self._warn(
+                    "id_reassigned",
+                    f"record #{occurrence.position + 1} reuses this id; it gets id {next_id}",
+                    file=file, record_id=record_id, field="id",
+                )
+            entry.groups[record_id] = distinct
+        entry.max_id = next_id
+
+    # ---------------------------------------------------------------------------------------------- iteration
+
+    def known(self, file: str, record_id: int) -> bool:
+        return record_id in self._ensure_index()[file].ids
+
+    def _iter(self, file: str, warn: Callable[..., None] | None) -> Iterator[tuple[int | None, dict[str, Any]]]:
+        index = self._ensure_index()
+        entry = index[file]
+        warn_ = warn or _silent
+        rewrite = self._rewrites(file, index)
+        if entry.member is not None:
+            dropped, rekey = entry.dropped, entry.rekey
+            for position, raw in enumerate(self._stream(file)):
+                if dropped and position in dropped:
+                    continue
+                record = self._norm.record(file, raw, warn_)
+                source_id = record.get("id") if isinstance(record, dict) else None
+                if rekey and position in rekey:
+                    record["id"] = rekey[position]
+                if rewrite and isinstance(record, dict):
+                    self._link(file, record, source_id, index, warn_)
+                yield position, record
+        for record in entry.synthesized.values():
+            yield None, copy.deepcopy(record)
+
+    def _rewrites(self, file: str, index: Mapping[str, _FileIndex]) -> bool:
+        # Legacy records are never touched (the round trip needs them byte for byte).
+        if self.variant == "raw_column":
+            return file in FLAT_RELATIONS
+        if self._norm.strict:
+            return False
+        return file in SINGLE_RELATIONS or file in LIST_RELATIONS
+
+    def _link(
+        self,
+        file: str,
+        record: dict[str, Any],
+        source_id: Any,
+        index: Mapping[str, _FileIndex],
+        warn: Callable[..., None],
+    ) -> None:
+        """References of one record: flat columns nested, duplicated ids resolved, dangling back references dropped."""
+        if self.variant == "raw_column":
+            for column, key in FLAT_RELATIONS.get(file, {}).items():
+                if column in record:
+                    value = record[column]
+                    if value is None or valid_id(value) is not None:
+                        del record[column]
+                        record[key] = self._nested(key, value, index)
+            if file == "sessions" and "speakers" not in record:
+                record["speakers"] = []  # the raw-column export carried no session-speaker links
+            return
+        record_label = source_id if isinstance(source_id, (int, str)) else None
+        for key, target in SINGLE_RELATIONS.get(file, {}).items():
+            ref = record.get(key)
+            if isinstance(ref, dict):
+                ref_id = valid_id(ref.get("id"))
+                if ref_id is not None and ref_id in index[target].groups:
+                    chosen = self._choose(index[target], ref_id, ref, file, source_id, key)
+                    if chosen != ref_id:
+                        record[key] = {**ref, "id": chosen}
+        for key, target in LIST_RELATIONS.get(file, {}).items():
+            items = record.get(key)
+            if not isinstance(items, list):
+                continue
+            back = file != "sessions"
+            kept: list[Any] = []
+            changed = False
+            for item in items:
+                if isinstance(item, dict):
+                    ref_id = valid_id(item.get("id"))
+                    if ref_id is not None and ref_id in index[target].groups:
+                        chosen = self._choose(index[target], ref_id, item, file, source_id, key)
+                        if chosen != ref_id:
+                            item, changed = {**item, "id": chosen}, True
+                    elif back and type(item.get("id")) is int and (ref_id is None or ref_id not in index[target].ids):
+                        warn("dangling_reference",
+                             f"{key} lists {SINGULAR[target]} {item['id']}, which does not exist; dropped",
+                             record_id=record_label, field=key)
+                        changed = True
+                        continue
+                kept.append(item)
+            if changed:
+                record[key] = kept
+
+    def _choose(
+        self, entry: _FileIndex, ref_id: int, ref: Mapping[str, Any], file: str, source_id: Any, key: str
+    ) -> int:
+        """Which of several records sharing ``ref_id`` a reference means: the one whose name/title matches,
+        then the one that lists the referring record back."""
+        group = entry.groups[ref_id]
+        label = ref.get(_LABEL.get(entry.file, "name"))
+        candidates = group
+        if label is not None:
+            matching = [o for o in candidates if o.label == label]
+            if matching:
+                candidates = matching
+        referrer = valid_id(source_id)
+        if len(candidates) > 1 and referrer is not None:
+            listing = [o for o in candidates if referrer in o.links]
+            if listing:
+                candidates = listing
+        if len(candidates) == 1:
+            return candidates[0].id
+        raise ArchiveError(
+            "duplicate_id",
+            f"{key} refers to {SINGULAR[entry.file]} {ref_id}, but {len(group)} different records have that id "
+            "and nothing tells which one is meant",
+            file=file, record_id=source_id if isinstance(source_id, (int, str)) else None, field=key,
+        )
+
+    def _nested(self, key: str, value: Any, index: Mapping[str, _FileIndex]) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        target = SINGLE_RELATIONS["sessions"][key]
+        snapshot = index[target].lookup.get(value, {})
+        if key == "session_type":
+            length = snapshot.get("length")
+            return {
+                "id": value,
+                "length": nested_session_type_length(length) if isinstance(length, str) else length,
+                "name": snapshot.get("name"),
+            }
+        return {"id": value, "name": snapshot.get("name")}
+
+    # ---------------------------------------------------------------------------------------------- validation
+
+    def validate(self, on_progress: ProgressCallback | None = None) -> dict[str, int]:
+        """See ``validate_archive``."""
+        if self._counts is not None:
+            return dict(self._counts)
+        progress = on_progress or _no_progress
+        index = self._ensure_index(progress)
+        check_event(self._event, self._warn)
+        links = self._event.get("social_links")
+        counts: dict[str, int] = {"event": 1, "social_links": len(links) if isinstance(links, list) else 0}
+        if self._links_file is not None and isinstance(links, list) and links != self._links_file:
+            self._warn("social_links_conflict", "the event's social_links differ from the social_links file; "
+                       "the event's are used", file="social_links")
+        for file in _INDEX_ORDER:  # a record's own faults before faults in references to it
+            stage, total = f"validate:{file}", index[file].count
+            progress(stage, 0, total)
+            warn = self._file_warn(file)
+            done = 0
+            for position, record in self._iter(file, warn):
+                check_record(file, record, position, self, warn)
+                done += 1
+                if done % PROGRESS_EVERY == 0:
+                    progress(stage, done, total)
+            counts[file] = done
+            progress(stage, done, total)
+        if self._norm.offset_without_zone:
+            self._warn("offset_without_timezone", "date-times carry UTC offsets but the event has no known time "
+                       "zone; their wall time was kept as written", file="event", field="timezone")
+        self._check_meta(index)
+        self._counts = {name: counts[name] for name in ("event", "social_links", *ARRAY_FILES)}
+        return dict(self._counts)
+
+    def _check_meta(self, index: Mapping[str, _FileIndex]) -> None:
+        # Archives from our own exporter list each file's sha256 and record count in meta: verify them.
+        files = self._meta.get("files") if isinstance(self._meta, dict) else None
+        if not isinstance(files, dict):
+            return
+        for name, info in files.items():
+            if not isinstance(info, dict):
+                continue
+            digest = self._digests.get(name) or (index[name].digest if name in index else None)
+            expected = info.get("sha256")
+            if digest is not None and isinstance(expected, str) and expected != digest:
+                self._warn("checksum_mismatch", "differs from the sha256 recorded in meta (edited after export?)",
+                           file=name)
+            read = 1 if name == "event" else index[name].read if name in index else None
+            if read is not None and isinstance(info.get("count"), int) and info["count"] != read:
+                self._warn("count_mismatch", f"holds {read} records, meta says {info['count']}", file=name)
+
+    # --------------------------------------------------------------------------------------------------- media
+
+    def media_member(self, path: str) -> str | None:
+        """The member a zip-relative media value (``/images/speakers/X_1.jpg``) names, or None if not present."""
+        if not isinstance(path, str) or not path.strip() or is_http_url(path.strip()):
+            return None
+        candidates, _ = path_candidates(path)
+        for candidate in candidates:
+            name = self._prefix + candidate
+            if name in self._media_names:
+                return name
+        return None
+
+    def media_ref(self, value: Any) -> MediaRef:
+        """What a media field's value refers to: ``none``, ``url`` (keep), ``member`` (re-host) or ``absent``."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return MediaRef("none", value)
+        if not isinstance(value, str):
+            return MediaRef("absent", value, reason=f"{type_name(value)}, not a path or URL")
+        if is_http_url(value.strip()):
+            return MediaRef("url", value)
+        candidates, reason = path_candidates(value)
+        if reason is not None:
+            return MediaRef("absent", value, reason=reason)
+        member = self.media_member(value)
+        if member is None:
+            return MediaRef("absent", value, reason="not in the archive")
+        return MediaRef("member", value, member=member)
+
+    def media_refs(self, file: str, record: Mapping[str, Any]) -> dict[str, MediaRef]:
+        """``media_ref`` of each media field of a record (``file`` is ``event`` or an array file)."""
+        return {media.field: self.media_ref(record.get(media.field)) for media in media_fields(file)}
+
+    def open_media(self, member: str) -> BinaryIO:
+        """A media member's bytes (buffered), with the size and ratio limits enforced while reading."""
+        if member not in self._media_names:
+            raise ArchiveError("not_found", f"no media member {member!r} in the archive")
+        return io.BufferedReader(self._source.open(member))
+
+    def sniff_media(self, member: str, field: str) -> str | None:
+        """None if the member's content plausibly is what ``field`` holds (image, document, audio, video),
+        else a human reason (``an XML document, not audio (an error page saved as media?)``)."""
+        kind = media_kind(field)
+        with self.open_media(member) as stream:
+            head = stream.read(SNIFF_BYTES)
+        return sniff(head, kind)
+
+
+def _silent(*_args: Any, **_kwargs: Any) -> None:
+    pass
+
+
+def open_archive(path: Path | str, limits: ArchiveLimits = ArchiveLimits()) -> EventArchive:
+    """Open a zip file or a folder: safe-zip checks, layout, event file, variant. Raises ``ArchiveError``."""
+    path = Path(path)
+    source = open_source(path, limits)
+    try:
+        return EventArchive(source, path, limits)
+    except BaseException:
+        source.close()
+        raise
+
+
+def validate_archive(
+    archive: EventArchive, on_progress: ProgressCallback | None = None
+) -> dict[str, int]:
+    """Full validation pass: every file parsed, types, required fields, duplicate ids, every relation resolved.
+
+    Returns the number of records ``records()`` will yield per file (plus ``event`` and ``social_links``).
+    Raises ``ArchiveError`` (with file, record_id, field) at the first problem. ``on_progress(stage, done,
+    total)`` is called every few hundred records (stages ``index:<file>`` then ``validate:<file>``): a
+    cooperative caller can yield there.
+    """
+    return archive.validate(on_progress)
+
