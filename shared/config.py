@@ -33,6 +33,7 @@ class Settings:
     media_timeout: float
     jwt_ttl: int
     stale_task_seconds: int
+    import_max_bytes: int
 
 
 def load_settings() -> Settings:
@@ -55,4 +56,6 @@ def load_settings() -> Settings:
         jwt_ttl=int(_env("JWT_TTL", "86400")),
         # A working exporter reports progress every few seconds; ten silent minutes means it is gone.
         stale_task_seconds=int(_env("STALE_TASK_SECONDS", "600")),
+        # Largest archive upload the gateway accepts (streamed: memory does not grow with it).
+        import_max_bytes=int(_env("IMPORT_MAX_BYTES", str(512 * 1024 * 1024))),
     )

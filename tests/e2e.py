@@ -46,6 +46,8 @@ def make_env(tmp: Path, vhost: str, database_url: str | None = None, **extra: st
         "STORAGE_DIR": str(var_dir / "storage"),
         "SECRET_KEY": "test-secret-" + vhost,
         "RPC_TIMEOUT": "5",
+        # Nothing listens there: a test's mails never land in a developer's `make run` sink on 8025.
+        "SMTP_PORT": str(free_port()),
         **extra,
     }
     return Env(var_dir=var_dir, vhost=vhost, database_url=database_url, env=env)

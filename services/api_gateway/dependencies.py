@@ -9,7 +9,16 @@ from nameko.standalone.events import get_event_exchange
 from shared import contracts as c
 
 # event type -> the durable queue of the worker that handles it (see shared.contracts.handler_queue)
-REQUEST_QUEUES = {c.EXPORT_REQUESTED: c.EXPORT_REQUEST_QUEUE}
+REQUEST_QUEUES = {c.EXPORT_REQUESTED: c.EXPORT_REQUEST_QUEUE, c.IMPORT_REQUESTED: c.IMPORT_REQUEST_QUEUE}
+
+# (source service, event type) -> the mailer's handler queue: completion events the exporter or importer publish
+# before the mailer ever ran must wait for it too (method names as in services/mailer/service.py).
+MAIL_QUEUES = {
+    (c.EXPORTER, c.EXPORT_COMPLETED): c.handler_queue(c.EXPORTER, c.EXPORT_COMPLETED, c.MAILER, "on_export_completed"),
+    (c.EXPORTER, c.EXPORT_FAILED): c.handler_queue(c.EXPORTER, c.EXPORT_FAILED, c.MAILER, "on_export_failed"),
+    (c.IMPORTER, c.IMPORT_COMPLETED): c.handler_queue(c.IMPORTER, c.IMPORT_COMPLETED, c.MAILER, "on_import_completed"),
+    (c.IMPORTER, c.IMPORT_FAILED): c.handler_queue(c.IMPORTER, c.IMPORT_FAILED, c.MAILER, "on_import_failed"),
+}
 
 
 class RequestDispatcher(EventDispatcher):
@@ -28,5 +37,11 @@ class RequestDispatcher(EventDispatcher):
         for event_type, queue_name in REQUEST_QUEUES.items():
             self.declare.append(
                 Queue(queue_name, exchange=exchange, routing_key=event_type, durable=True, auto_delete=False)
+            )
+        for (source, event_type), queue_name in MAIL_QUEUES.items():
+            # The other services' exchanges, declared with nameko's own arguments so their declarations agree.
+            source_exchange = get_event_exchange(source, self.container.config)
+            self.declare.append(
+                Queue(queue_name, exchange=source_exchange, routing_key=event_type, durable=True, auto_delete=False)
             )
         super().setup()

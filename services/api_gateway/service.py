@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -10,10 +11,10 @@ import eventlet
 from nameko.events import event_handler
 from nameko.rpc import RpcProxy
 from nameko.timer import timer
-from sqlalchemy import select
+from sqlalchemy import select, update
 from werkzeug import Request, Response
 
-from services.api_gateway import auth, health
+from services.api_gateway import auth, health, imports, mails, uploads
 from services.api_gateway.dependencies import RequestDispatcher
 from services.api_gateway.permissions import current_user, require_event_manager, visible_events
 from services.api_gateway.tasks import advance, create_task, fail_stale, task_view
@@ -190,6 +191,69 @@ class ApiGatewayService:
             raise ApiError(503, "storage_unavailable", str(exc)) from exc
         return Response(status=302, headers={"Location": url})
 
+    # --- import ---------------------------------------------------------------------------------------------------
+
+    @http("POST", "/v1/events/import/json")
+    def request_import(self, request: Request) -> Response:
+        user_id = self._user_id(request)
+        with self.db() as session:  # not held open during the upload
+            user = current_user(session, user_id)
+            requester = {"id": user.id, "email": user.email}
+        task_id = str(uuid.uuid4())
+
+        def sign_url(key: str, **kwargs: Any) -> str:
+            return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
+
+        upload = uploads.receive_archive(request, max_bytes=self.config.import_max_bytes,
+                                         store=imports.storage_writer(sign_url, self.config, task_id))
+        with self.db() as session:
+            create_task(session, kind="import", event_id=None, user_id=requester["id"], email=requester["email"],
+                        params=imports.task_params(upload), task_id=task_id)
+            payload = c.make_payload(c.IMPORT_REQUESTED, task_id=task_id, event_id=None, requested_by=requester,
+                                     key=upload.key, filename=upload.filename, size=upload.size)
+            session.commit()  # the importer may answer before this request returns
+            try:
+                self.dispatch(c.IMPORT_REQUESTED, payload)
+            except Exception as exc:
+                advance(session, task_id, c.FAILURE,
+                        result={"code": "broker_unavailable", "message": "The request could not be queued."})
+                session.commit()
+                raise ApiError(503, "broker_unavailable", "The import could not be queued; try again later.") from exc
+        url = f"/v1/tasks/{task_id}"
+        return json_response({"task_url": url}, status=202, headers={"Location": url})
+
+    @http("GET", "/v1/import-jobs")
+    def list_imports(self, request: Request) -> Response:
+        user_id = self._user_id(request)
+        with self.db() as session:
+            user = current_user(session, user_id)
+            tasks = session.scalars(select(Task).where(Task.kind == "import", Task.requested_by == user.id)
+                                    .order_by(Task.created_at.desc()))
+            return json_response({"data": [imports.import_entry(t) for t in tasks]})
+
+    @http("GET", "/media/<path:key>")
+    def media(self, request: Request, key: str) -> Response:
+        """Media re-hosted by imports: public (as the URLs they replace were), redirected to a fresh signed link."""
+        imports.check_media_key(key)
+        try:
+            url = call(self.storage, "signed_url", key, method="GET", ttl=imports.MEDIA_LINK_TTL,
+                       timeout=self.config.rpc_timeout)
+        except RpcTimeout as exc:
+            raise ApiError(503, "storage_unavailable", str(exc)) from exc
+        return Response(status=302, headers={"Location": url,
+                                             "Cache-Control": f"public, max-age={imports.MEDIA_REDIRECT_MAX_AGE}"})
+
+    # --- admin ----------------------------------------------------------------------------------------------------
+
+    @http("GET", "/v1/admin/mails")
+    def list_mails(self, request: Request) -> Response:
+        """The mailer's recent deliveries and their states (admins only; no message bodies or links)."""
+        user_id = self._user_id(request)
+        with self.db() as session:
+            mails.require_admin(current_user(session, user_id))
+            limit = mails.parse_limit(request.args.get("limit"))
+            return json_response({"data": mails.recent_deliveries(session, limit)})
+
     # --- health ---------------------------------------------------------------------------------------------------
 
     @http("GET", "/health")
@@ -229,6 +293,29 @@ class ApiGatewayService:
     def on_export_failed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.EXPORT_FAILED, payload)
         self._advance(data["task_id"], c.FAILURE, result={"code": data["code"], "message": data["message"]})
+
+    @event_handler(c.IMPORTER, c.IMPORT_STARTED)
+    def on_import_started(self, payload: dict[str, Any]) -> None:
+        self._advance(payload["task_id"], c.STARTED)
+
+    @event_handler(c.IMPORTER, c.IMPORT_PROGRESS)
+    def on_import_progress(self, payload: dict[str, Any]) -> None:
+        data = c.load_payload(c.IMPORT_PROGRESS, payload)
+        self._advance(data["task_id"], c.PROGRESS,
+                      progress={"stage": data["stage"], "done": data["done"], "total": data["total"]})
+
+    @event_handler(c.IMPORTER, c.IMPORT_COMPLETED)
+    def on_import_completed(self, payload: dict[str, Any]) -> None:
+        data = c.load_payload(c.IMPORT_COMPLETED, payload)
+        with self.db() as session:
+            if advance(session, data["task_id"], c.SUCCESS, result=imports.completed_result(data)):
+                session.execute(update(Task).where(Task.id == data["task_id"]).values(event_id=data["id"]))
+            session.commit()
+
+    @event_handler(c.IMPORTER, c.IMPORT_FAILED)
+    def on_import_failed(self, payload: dict[str, Any]) -> None:
+        data = c.load_payload(c.IMPORT_FAILED, payload)
+        self._advance(data["task_id"], c.FAILURE, result=imports.failed_result(data))
 
     @timer(interval=60)
     def fail_stale_tasks(self) -> None:

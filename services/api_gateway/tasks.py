@@ -22,9 +22,10 @@ _ALLOWED_FROM = {
 
 
 def create_task(session: Session, *, kind: str, event_id: int | None, user_id: int, email: str,
-                params: dict[str, Any]) -> Task:
-    task = Task(id=str(uuid.uuid4()), kind=kind, event_id=event_id, requested_by=user_id, requester_email=email,
-                params=params, state=WAITING)
+                params: dict[str, Any], task_id: str | None = None) -> Task:
+    # Imports choose their id before the task row exists: the uploaded archive's storage key is derived from it.
+    task = Task(id=task_id or str(uuid.uuid4()), kind=kind, event_id=event_id, requested_by=user_id,
+                requester_email=email, params=params, state=WAITING)
     session.add(task)
     session.flush()
     return task

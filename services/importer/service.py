@@ -1,13 +1,80 @@
-"""Importer: turns archives into events (issue: import). For now it answers health checks only."""
+"""Importer: takes import requests from its durable queue and turns uploaded archives into events (import_job.py)."""
 
 from __future__ import annotations
 
-from nameko.rpc import rpc
+import logging
+import time
+from typing import Any
+
+import eventlet
+from nameko.events import EventDispatcher, event_handler
+from nameko.rpc import RpcProxy, rpc
+
+from services.importer.import_job import ImportFailed, ImportJob, find_completed, run_import
+from shared import contracts as c
+from shared.dependencies import Config, Database
+from shared.rpc import RpcTimeout, call
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL = 1.0  # seconds between import_progress events: enough for a progress bar, cheap for the broker
+MEDIA_CONCURRENCY = 8  # parallel media uploads per import
 
 
 class ImporterService:
-    name = "importer"
+    name = c.IMPORTER
+
+    config = Config()
+    db = Database()
+    storage = RpcProxy("storage", expiration=30)
+    dispatch = EventDispatcher()
+
+    @event_handler(c.GATEWAY, c.IMPORT_REQUESTED)
+    def handle_import_requested(self, payload: dict[str, Any]) -> None:
+        request = c.load_payload(c.IMPORT_REQUESTED, payload)
+        ids = {"task_id": request["task_id"], "event_id": None, "requested_by": request["requested_by"]}
+        # Redelivered after the commit (worker killed before its ack): report the event created then, nothing else.
+        done = find_completed(self.db, self.config, request["task_id"])
+        if done is not None:
+            self._emit(c.IMPORT_COMPLETED, {**ids, "event_id": done["id"]}, **done)
+            return
+        self._emit(c.IMPORT_STARTED, ids)
+        last = [0.0]
+
+        def on_progress(stage: str, done: int, total: int | None) -> None:
+            eventlet.sleep(0)  # called between chunks of CPU-bound work: heartbeats get their turn
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL:
+                last[0] = now
+                self._emit(c.IMPORT_PROGRESS, ids, stage=stage, done=done, total=total)
+
+        def sign_url(key: str, **kwargs: Any) -> str:
+            return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
+
+        def delete_key(key: str) -> Any:
+            return call(self.storage, "delete", key, timeout=self.config.rpc_timeout)
+
+        job = ImportJob(task_id=request["task_id"], key=request["key"], requester_id=request["requested_by"]["id"],
+                        db=self.db, settings=self.config, sign_url=sign_url, delete_key=delete_key,
+                        on_progress=on_progress, map_fn=eventlet.GreenPool(MEDIA_CONCURRENCY).imap,
+                        pause=eventlet.sleep)
+        try:
+            result = run_import(job)
+        except ImportFailed as exc:
+            self._emit(c.IMPORT_FAILED, ids, **exc.fields())
+            return
+        except RpcTimeout as exc:
+            self._emit(c.IMPORT_FAILED, ids, code="storage_unavailable", message=str(exc))
+            return
+        except Exception:
+            log.exception("import %s failed", request["task_id"])
+            self._emit(c.IMPORT_FAILED, ids, code="internal_error",
+                       message="The import failed because of an internal error; the operators have the details.")
+            return
+        self._emit(c.IMPORT_COMPLETED, {**ids, "event_id": result["id"]}, **result)
 
     @rpc
     def health(self) -> dict[str, str]:
         return {"service": self.name, "status": "ok"}
+
+    def _emit(self, event_type: str, ids: dict[str, Any], **fields: Any) -> None:
+        self.dispatch(event_type, c.make_payload(event_type, **ids, **fields))

@@ -1,13 +1,77 @@
-"""Mailer: tells requesters their job is done (issue: mailer). For now it answers health checks only."""
+"""Mailer: tells the requester about every finished export or import, exactly once (logic in postman.py)."""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+import eventlet
+from marshmallow import ValidationError
+from nameko.events import EventDispatcher, event_handler
 from nameko.rpc import rpc
+from nameko.timer import timer
+from sqlalchemy.exc import SQLAlchemyError
+
+from services.mailer.dependencies import MailConfig, Smtp
+from services.mailer.postman import Postman
+from shared import contracts as c
+from shared.dependencies import Config, Database
+
+log = logging.getLogger(__name__)
+DB_ERROR_PAUSE = 2.0  # seconds before a message is requeued because the database is unavailable
 
 
 class MailerService:
-    name = "mailer"
+    name = c.MAILER
+
+    config = Config()
+    mail_config = MailConfig()
+    db = Database()
+    smtp = Smtp()
+    dispatch = EventDispatcher()
+
+    # requeue_on_error: an event that could not even be recorded (database down) goes back to the queue instead of
+    # being acked and lost; everything past recording is handled inside the postman.
+    @event_handler(c.EXPORTER, c.EXPORT_COMPLETED, requeue_on_error=True)
+    def on_export_completed(self, payload: dict[str, Any]) -> None:
+        self._notify(c.EXPORT_COMPLETED, payload)
+
+    @event_handler(c.EXPORTER, c.EXPORT_FAILED, requeue_on_error=True)
+    def on_export_failed(self, payload: dict[str, Any]) -> None:
+        self._notify(c.EXPORT_FAILED, payload)
+
+    @event_handler(c.IMPORTER, c.IMPORT_COMPLETED, requeue_on_error=True)
+    def on_import_completed(self, payload: dict[str, Any]) -> None:
+        self._notify(c.IMPORT_COMPLETED, payload)
+
+    @event_handler(c.IMPORTER, c.IMPORT_FAILED, requeue_on_error=True)
+    def on_import_failed(self, payload: dict[str, Any]) -> None:
+        self._notify(c.IMPORT_FAILED, payload)
+
+    @timer(interval=1)
+    def retry_due(self) -> None:
+        self._postman().run_due()
+
+    @timer(interval=15)
+    def announce_missed(self) -> None:
+        self._postman().announce_missed()
 
     @rpc
     def health(self) -> dict[str, str]:
         return {"service": self.name, "status": "ok"}
+
+    def _postman(self) -> Postman:
+        return Postman(db=self.db, transport=self.smtp, settings=self.mail_config,
+                       gateway_url=self.config.gateway_url, publish=self.dispatch)
+
+    def _notify(self, kind: str, payload: dict[str, Any]) -> None:
+        try:
+            self._postman().notify(kind, payload)
+        except ValidationError as exc:  # a producer bug: redelivering it would fail the same way
+            log.error("dropped %s that breaks the contract: %s", kind, exc.messages)
+        except SQLAlchemyError:
+            log.exception("database unavailable; %s goes back to the queue", kind)
+            eventlet.sleep(DB_ERROR_PAUSE)  # no hot redelivery loop while the database is down
+            raise
+        except Exception:  # a bug: log it, but do not redeliver the same poison message forever
+            log.exception("could not handle %s", kind)

@@ -7,6 +7,10 @@ whose value differs or that have no column go verbatim to ``extra_fields``, deri
 source records.
 
 Everything is written on the caller's connection inside its transaction; the caller commits or rolls back.
+
+Sources stream: ``load_event`` reads a ``RecordSource`` (the importer's archive reader, or parsed files through
+``ParsedSource``) twice, first into a compact ``SourceIndex`` (ids, the names nested snapshots show, relations), then
+record by record into batched Core inserts. Memory holds the index and one batch, never a whole file.
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ from __future__ import annotations
 import json
 import math
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -327,7 +331,59 @@ def remap_source(file: str, record: Mapping[str, Any], id_map: Mapping[str, Mapp
     return out
 
 
+# ------------------------------------------------------------------------------------------------------ sources
+
+
+class RecordSource(Protocol):
+    """What the loader reads: the event object and, per array file, its records.
+
+    ``records`` must give the same records each time it is called: the loader reads every file twice (an index of
+    ids and names first, then the rows), so a streaming source never has to hold a whole file in memory.
+    """
+
+    def event(self) -> dict[str, Any]: ...
+
+    def records(self, file: str) -> Iterable[Any]: ...
+
+
+class ParsedSource:
+    """A source over already parsed files under canonical names (what ``read_legacy_source`` returns)."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = data
+
+    def event(self) -> dict[str, Any]:
+        event = self.data.get("event")
+        if not isinstance(event, dict):
+            raise LoadError("expected a JSON object", file="event")
+        event = dict(event)
+        if "social_links" not in event and isinstance(self.data.get("social_links"), list):
+            event["social_links"] = self.data["social_links"]  # 2016 archives kept them in a separate file
+        return event
+
+    def records(self, file: str) -> Iterable[Any]:
+        value = self.data.get(file)
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise LoadError("expected a JSON array", file=file)
+        return value
+
+
 # ------------------------------------------------------------------------------------------------------ the loader
+
+ProgressCallback = Callable[[str, int, int], None]
+BATCH_ROWS = 1000  # rows per executemany: few round trips, small enough to keep memory flat
+# Parents before children (sessions reference tracks, types, rooms; links reference sessions and speakers).
+WRITE_ORDER = ("forms", "microlocations", "sponsors", "speakers", "tracks", "session_types", "sessions")
+# Columns of other records that a record's derived form shows (nested snapshots), per file.
+_INDEXED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "tracks": ("name",),
+    "session_types": ("name", "length"),
+    "microlocations": ("name",),
+    "speakers": ("name", "organisation"),
+    "sessions": ("title",),
+}
 
 
 def _connection(db: OrmSession | Connection) -> Connection:
@@ -335,6 +391,7 @@ def _connection(db: OrmSession | Connection) -> Connection:
 
 
 def _insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """One executemany (on PostgreSQL SQLAlchemy turns it into multi-row INSERTs)."""
     if not rows:
         return
     stmt = sa.insert(table)
@@ -347,6 +404,300 @@ def _insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -
     conn.execute(stmt, list(rows))
 
 
+@dataclass
+class SourceIndex:
+    """Per record of every array file, only what other records' derived forms need: ids, names, relations.
+
+    Compact (ids, and the titles and names that snapshots show): some 300 bytes per record, ~25 MB for an event of
+    50,000 sessions and 25,000 speakers, where the records themselves would take well over ten times that.
+    """
+
+    src_ids: dict[str, list[int | None]] = field(default_factory=dict)
+    columns: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    # per session: (track, session_type, microlocation) archive ids, and its speakers' archive ids in order
+    session_refs: list[tuple[int | None, int | None, int | None]] = field(default_factory=list)
+    session_speakers: list[tuple[int, ...]] = field(default_factory=list)
+
+    def count(self, file: str) -> int:
+        return len(self.src_ids.get(file, ()))
+
+
+def _relation_id(record: Mapping[str, Any], key: str) -> int | None:
+    ref = record.get(key)
+    return _valid_id(ref.get("id")) if isinstance(ref, dict) else _valid_id(record.get(f"{key}_id"))
+
+
+def index_source(source: RecordSource, visit: Callable[[str, Any], None] | None = None) -> SourceIndex:
+    """Read every array file once and keep what the write pass needs; raises LoadError on a non-object record.
+
+    ``visit(file, record)`` sees every record on the way (the importer plans media there: no extra read).
+    """
+    index = SourceIndex()
+    for file in LOADED_ARRAYS:
+        ids: list[int | None] = []
+        index.src_ids[file] = ids
+        names = _INDEXED_COLUMNS.get(file)
+        values: list[tuple[Any, ...]] = []
+        index.columns[file] = values
+        table = TABLES[file]
+        for position, record in enumerate(source.records(file)):
+            if not isinstance(record, dict):
+                raise LoadError(f"record {position} is not a JSON object", file=file)
+            if visit is not None:
+                visit(file, record)
+            ids.append(_valid_id(record.get("id")))
+            if names:
+                row = _coerce_row(table, names, record)
+                values.append(tuple(row[name] for name in names))
+            if file == "sessions":
+                index.session_refs.append(tuple(_relation_id(record, key) for key, _ in _SESSION_RELATIONS))
+                speakers = record.get("speakers")
+                refs = (_valid_id(s.get("id")) if isinstance(s, dict) else None
+                        for s in (speakers if isinstance(speakers, list) else ()))
+                index.session_speakers.append(tuple(ref for ref in refs if ref is not None))
+    return index
+
+
+def load_legacy_event(
+    db_session: OrmSession | Connection,
+    source: Path | str,
+    *,
+    keep_ids: bool = True,
+    owner_user_id: int | None = None,
+) -> LoadResult:
+    """Load a legacy archive folder or zip as one new event, in the caller's transaction (the caller commits)."""
+    return load_legacy_data(db_session, read_legacy_source(source), keep_ids=keep_ids, owner_user_id=owner_user_id)
+
+
+def load_legacy_data(
+    db_session: OrmSession | Connection,
+    data: Mapping[str, Any],
+    *,
+    keep_ids: bool = True,
+    owner_user_id: int | None = None,
+) -> LoadResult:
+    """Like ``load_legacy_event`` for already parsed files (canonical names, as ``read_legacy_source`` returns)."""
+    return load_event(db_session, ParsedSource(data), keep_ids=keep_ids, owner_user_id=owner_user_id)
+
+
+def load_event(
+    db_session: OrmSession | Connection,
+    source: RecordSource,
+    *,
+    keep_ids: bool = True,
+    owner_user_id: int | None = None,
+    index: SourceIndex | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> LoadResult:
+    """Write ``source`` as one new event on the caller's connection, inside its transaction (the caller commits).
+
+    Records stream from the source in batches of ``BATCH_ROWS`` (Core executemany), so memory holds the compact
+    ``index`` (built here unless given) and one batch, never a whole file. ``on_progress("database", done, total)``
+    is called after every batch.
+    """
+    conn = _connection(db_session)
+    event_src = source.event()
+    if not isinstance(event_src, dict):
+        raise LoadError("expected a JSON object", file="event")
+    event_src = dict(event_src)
+    event_src.pop("creator", None)  # a user of the source server, not event data (the reference dropped it too)
+    raw_links = event_src.get("social_links")
+    link_records = [x for x in raw_links if isinstance(x, dict)] if isinstance(raw_links, list) else []
+    if index is None:
+        index = index_source(source)  # before any write: structural errors leave the database untouched
+
+    id_map: dict[str, dict[int, int]] = {}
+    counts: dict[str, int] = {}
+
+    # Event first: on SQLite the first write takes the database lock (unless the caller began IMMEDIATE), so the
+    # reads below (id allocation, identifier check) cannot race another import.
+    events = TABLES["event"]
+    event_row = _coerce_row(events, COLUMNS["event"][1:], event_src)
+    identifier = event_row.pop("identifier")
+    if event_row["name"] is None:
+        event_row["name"] = ""  # NOT NULL column; the source value is kept through extras
+    src_event_id = _valid_id(event_src.get("id"))
+    if keep_ids and src_event_id is not None:
+        _Ids(conn, events, "event", keep_ids).assign([src_event_id])  # raises if taken, moves the PG sequence
+        event_id = src_event_id
+        conn.execute(sa.insert(events).values(id=event_id, **event_row))
+    else:
+        event_id = conn.execute(sa.insert(events).values(**event_row).returning(events.c.id)).scalar_one()
+    id_map["event"] = {src_event_id: event_id} if src_event_id is not None else {}
+    if identifier is not None and conn.execute(sa.select(events.c.id).where(events.c.identifier == identifier)).first():
+        identifier = None  # identifiers are unique: a re-import must not collide
+    event_row.update(id=event_id, identifier=identifier)
+    counts["event"] = 1
+
+    # Ids of every file, then the maps used to rewrite relations.
+    db_ids: dict[str, list[int]] = {}
+    db_ids["social_links"], id_map["social_links"] = _Ids(conn, SOCIAL_LINKS, "social_links", keep_ids).assign(
+        [_valid_id(record.get("id")) for record in link_records]
+    )
+    for file in LOADED_ARRAYS:
+        db_ids[file], id_map[file] = _Ids(conn, TABLES[file], file, keep_ids).assign(index.src_ids[file])
+    # Kept ids map to themselves; only remapped or duplicated ids need the source rewritten before comparing.
+    remap = any(old != new for mapping in id_map.values() for old, new in mapping.items())
+
+    relations = _Relations(index, db_ids, id_map)
+    total = sum(index.count(file) for file in LOADED_ARRAYS) + relations.link_count
+    done = 0
+
+    def progress(step: int) -> None:
+        nonlocal done
+        done += step
+        if on_progress is not None:
+            on_progress("database", done, total)
+
+    # Event: social links and copyright are compared as part of the event record.
+    link_rows = []
+    for position, (record, db_id) in enumerate(zip(link_records, db_ids["social_links"], strict=True)):
+        row = _coerce_row(SOCIAL_LINKS, ("name", "link"), record)
+        row.update(id=db_id, event_id=event_id, archive_order=position, extra_fields=None, absent_fields=None)
+        link_rows.append(row)
+    copyright_src = event_src.get("copyright")
+    copyright_row = None
+    if isinstance(copyright_src, dict):
+        copyright_row = _coerce_row(COPYRIGHTS, COPYRIGHT_COLUMNS, copyright_src)
+        copyright_row["event_id"] = event_id
+    event_derived = derive_record(
+        "event",
+        event_row,
+        {
+            "social_links": [nested_social_link(r["id"], r["link"], r["name"]) for r in link_rows],
+            "copyright": nested_copyright(copyright_row),
+        },
+    )
+    event_source = remap_source("event", event_src, id_map) if remap else event_src
+    event_extras, event_absent = bookkeeping(event_derived, event_source)
+    if copyright_row is not None:
+        _insert(conn, COPYRIGHTS, [copyright_row])
+    _insert(conn, SOCIAL_LINKS, link_rows)
+    counts["social_links"] = len(link_rows)
+
+    # Every array file, streamed a second time: the row, its derived record and the differences, in batches.
+    for file in WRITE_ORDER:
+        table, ids, names = TABLES[file], db_ids[file], COLUMNS[file][1:]
+        batch: list[dict[str, Any]] = []
+        written = 0
+        for position, record in enumerate(source.records(file)):
+            if position >= len(ids) or not isinstance(record, dict):
+                raise LoadError("the file changed while it was being read", file=file)
+            row = _coerce_row(table, names, record)
+            row.update(id=ids[position], event_id=event_id, archive_order=position)
+            if file == "sessions":
+                row.update(relations.session_columns(position))
+            derived = derive_record(file, row, relations.of(file, position, row))
+            compared = remap_source(file, record, id_map) if remap else record
+            row["extra_fields"], row["absent_fields"] = bookkeeping(derived, compared)
+            batch.append(row)
+            if len(batch) >= BATCH_ROWS:
+                _insert(conn, table, batch)
+                written += len(batch)
+                progress(len(batch))
+                batch = []
+        _insert(conn, table, batch)
+        written += len(batch)
+        progress(len(batch))
+        if written != len(ids):
+            raise LoadError("the file changed while it was being read", file=file)
+        counts[file] = written
+    links: list[dict[str, int]] = []
+    for link in relations.links():
+        links.append(link)
+        if len(links) >= BATCH_ROWS:
+            _insert(conn, SESSION_SPEAKERS, links)
+            progress(len(links))
+            links = []
+    _insert(conn, SESSION_SPEAKERS, links)
+    progress(len(links))
+    counts["session_speakers"] = relations.link_count
+
+    if event_extras or event_absent or identifier is not None:
+        conn.execute(
+            sa.update(events)
+            .where(events.c.id == event_id)
+            .values(
+                identifier=identifier,
+                extra_fields=sa.bindparam("x", event_extras, type_=sa.JSON(none_as_null=True)),
+                absent_fields=sa.bindparam("a", event_absent, type_=sa.JSON(none_as_null=True)),
+            )
+        )
+    if owner_user_id is not None:
+        conn.execute(
+            sa.insert(EventRole.__table__).values(user_id=owner_user_id, event_id=event_id, role=ROLE_ORGANIZER)
+        )
+    return LoadResult(event_id=event_id, id_map=id_map, counts=counts)
+
+
+class _Relations:
+    """Relations resolved through the id maps, and the nested snapshots the exporter will derive from them.
+
+    Kept lean for large events: what a session links to is resolved again whenever it is asked for, and the
+    sessions of a speaker or track are kept as positions in the sessions file, not as snapshot objects.
+    """
+
+    def __init__(self, index: SourceIndex, db_ids: Mapping[str, list[int]], id_map: Mapping[str, dict[int, int]]):
+        def by_db_id(file: str) -> dict[int, tuple[Any, ...]]:
+            return dict(zip(db_ids[file], index.columns[file], strict=True))
+
+        self.index, self.id_map = index, id_map
+        self.tracks, self.types = by_db_id("tracks"), by_db_id("session_types")
+        self.micros, self.speakers = by_db_id("microlocations"), by_db_id("speakers")
+        self.session_ids = db_ids["sessions"]
+        self._targets = [id_map[target] for _, target in _SESSION_RELATIONS]
+        self.speaker_sessions: dict[int, list[int]] = {}
+        self.track_sessions: dict[int, list[int]] = {}
+        self.link_count = 0
+        for position in range(len(self.session_ids)):
+            for speaker_id in self.speakers_of(position):
+                self.speaker_sessions.setdefault(speaker_id, []).append(position)
+                self.link_count += 1
+            track_id = self.session_columns(position)["track_id"]
+            if track_id is not None:
+                self.track_sessions.setdefault(track_id, []).append(position)
+
+    def session_columns(self, position: int) -> dict[str, int | None]:
+        track, stype, micro = (None if ref is None else mapping.get(ref)
+                               for ref, mapping in zip(self.index.session_refs[position], self._targets, strict=True))
+        return {"track_id": track, "session_type_id": stype, "microlocation_id": micro}
+
+    def speakers_of(self, position: int) -> list[int]:
+        """Database ids of the session's speakers, in its order, each once; unknown ones dropped."""
+        speakers = self.id_map["speakers"]
+        linked: list[int] = []
+        for ref in self.index.session_speakers[position]:
+            speaker_id = speakers.get(ref)
+            if speaker_id is not None and speaker_id not in linked:
+                linked.append(speaker_id)
+        return linked
+
+    def links(self) -> Iterator[dict[str, int]]:
+        for position, session_id in enumerate(self.session_ids):
+            for order, speaker_id in enumerate(self.speakers_of(position)):
+                yield {"session_id": session_id, "speaker_id": speaker_id, "position": order}
+
+    def _sessions(self, positions: list[int] | None) -> list[dict[str, Any]]:
+        titles = self.index.columns["sessions"]
+        return [nested_session(self.session_ids[p], titles[p][0]) for p in positions or ()]
+
+    def of(self, file: str, position: int, row: Mapping[str, Any]) -> dict[str, Any] | None:
+        if file == "sessions":
+            track, stype, micro = (self.tracks.get(row["track_id"]), self.types.get(row["session_type_id"]),
+                                   self.micros.get(row["microlocation_id"]))
+            return {
+                "track": nested_track(row["track_id"], track[0]) if track else None,
+                "session_type": nested_session_type(row["session_type_id"], *stype) if stype else None,
+                "microlocation": nested_microlocation(row["microlocation_id"], micro[0]) if micro else None,
+                "speakers": [nested_speaker(s, *self.speakers[s]) for s in self.speakers_of(position)],
+            }
+        if file == "speakers":
+            return {"sessions": self._sessions(self.speaker_sessions.get(row["id"]))}
+        if file == "tracks":
+            return {"sessions": self._sessions(self.track_sessions.get(row["id"]))}
+        return None
+
+
 class _Ids:
     """Database ids of one file's records: the archive ids when kept, fresh ones otherwise."""
 
@@ -354,12 +705,11 @@ class _Ids:
         self.conn, self.table, self.file, self.keep_ids = conn, table, file, keep_ids
         self.is_pg = conn.dialect.name == "postgresql"
 
-    def assign(self, records: Sequence[Mapping[str, Any]]) -> tuple[list[int], dict[int, int]]:
+    def assign(self, src_ids: Sequence[int | None]) -> tuple[list[int], dict[int, int]]:
         """One database id per record, and the map archive id -> database id (first record wins on duplicates)."""
         wanted: list[int | None] = []
         mapping: dict[int, int] = {}
-        for record in records:
-            src = _valid_id(record.get("id"))
+        for src in src_ids:
             if self.keep_ids and src is not None and src not in mapping:
                 mapping[src] = src
                 wanted.append(src)
@@ -371,8 +721,7 @@ class _Ids:
             self._reserve(explicit[-1])
         fresh = iter(self._fresh(sum(1 for w in wanted if w is None), explicit[-1] if explicit else 0))
         ids = [w if w is not None else next(fresh) for w in wanted]
-        for record, db_id in zip(records, ids, strict=True):
-            src = _valid_id(record.get("id"))
+        for src, db_id in zip(src_ids, ids, strict=True):
             if src is not None and src not in mapping:
                 mapping[src] = db_id
         return ids, mapping
@@ -409,194 +758,3 @@ class _Ids:
         # SQLite (and others): ids after the current maximum; our writes hold the database lock from the first insert.
         start = max(top, floor) + 1
         return list(range(start, start + count))
-
-
-def _records(data: Mapping[str, Any], file: str) -> list[dict[str, Any]]:
-    value = data.get(file)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise LoadError("expected a JSON array", file=file)
-    for index, record in enumerate(value):
-        if not isinstance(record, dict):
-            raise LoadError(f"record {index} is not a JSON object", file=file)
-    return value
-
-
-def load_legacy_event(
-    db_session: OrmSession | Connection,
-    source: Path | str,
-    *,
-    keep_ids: bool = True,
-    owner_user_id: int | None = None,
-) -> LoadResult:
-    """Load a legacy archive folder or zip as one new event, in the caller's transaction (the caller commits)."""
-    return load_legacy_data(db_session, read_legacy_source(source), keep_ids=keep_ids, owner_user_id=owner_user_id)
-
-
-def load_legacy_data(
-    db_session: OrmSession | Connection,
-    data: Mapping[str, Any],
-    *,
-    keep_ids: bool = True,
-    owner_user_id: int | None = None,
-) -> LoadResult:
-    """Like ``load_legacy_event`` for already parsed files (canonical names, as ``read_legacy_source`` returns)."""
-    conn = _connection(db_session)
-    event_src = data.get("event")
-    if not isinstance(event_src, dict):
-        raise LoadError("expected a JSON object", file="event")
-    event_src = dict(event_src)
-    event_src.pop("creator", None)  # a user of the source server, not event data (the reference dropped it too)
-    if "social_links" not in event_src and isinstance(data.get("social_links"), list):
-        event_src["social_links"] = data["social_links"]  # 2016 archives kept them in a separate file
-    arrays = {file: _records(data, file) for file in LOADED_ARRAYS}
-    raw_links = event_src.get("social_links")
-    link_records = [x for x in raw_links if isinstance(x, dict)] if isinstance(raw_links, list) else []
-
-    id_map: dict[str, dict[int, int]] = {}
-    counts: dict[str, int] = {}
-
-    # Event first: on SQLite the first write takes the database lock, so the reads below (id allocation,
-    # identifier check) cannot race another import.
-    events = TABLES["event"]
-    event_row = _coerce_row(events, COLUMNS["event"][1:], event_src)
-    identifier = event_row.pop("identifier")
-    if event_row["name"] is None:
-        event_row["name"] = ""  # NOT NULL column; the source value is kept through extras
-    src_event_id = _valid_id(event_src.get("id"))
-    if keep_ids and src_event_id is not None:
-        _Ids(conn, events, "event", keep_ids).assign([event_src])  # raises if taken, moves the PG sequence
-        event_id = src_event_id
-        conn.execute(sa.insert(events).values(id=event_id, **event_row))
-    else:
-        event_id = conn.execute(sa.insert(events).values(**event_row).returning(events.c.id)).scalar_one()
-    id_map["event"] = {src_event_id: event_id} if src_event_id is not None else {}
-    if identifier is not None and conn.execute(sa.select(events.c.id).where(events.c.identifier == identifier)).first():
-        identifier = None  # identifiers are unique: a re-import must not collide
-    event_row.update(id=event_id, identifier=identifier)
-    counts["event"] = 1
-
-    # Ids of every file, then the maps used to rewrite relations.
-    db_ids: dict[str, list[int]] = {}
-    db_ids["social_links"], id_map["social_links"] = _Ids(conn, SOCIAL_LINKS, "social_links", keep_ids).assign(
-        link_records
-    )
-    for file in LOADED_ARRAYS:
-        db_ids[file], id_map[file] = _Ids(conn, TABLES[file], file, keep_ids).assign(arrays[file])
-
-    # Column values of every record (what the database will hold).
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for file in LOADED_ARRAYS:
-        table = TABLES[file]
-        rows[file] = []
-        for index, (record, db_id) in enumerate(zip(arrays[file], db_ids[file], strict=True)):
-            row = _coerce_row(table, COLUMNS[file][1:], record)
-            row.update(id=db_id, event_id=event_id, archive_order=index)
-            rows[file].append(row)
-
-    # Relations of sessions, resolved through the id maps.
-    links: list[dict[str, int]] = []
-    session_speakers: dict[int, list[int]] = {}
-    for record, row in zip(arrays["sessions"], rows["sessions"], strict=True):
-        for key, target in _SESSION_RELATIONS:
-            ref = record.get(key)
-            src_id = _valid_id(ref.get("id")) if isinstance(ref, dict) else _valid_id(record.get(f"{key}_id"))
-            row[f"{key}_id"] = id_map[target].get(src_id) if src_id is not None else None
-        linked: list[int] = []
-        speakers = record.get("speakers")
-        for item in speakers if isinstance(speakers, list) else ():
-            src_id = _valid_id(item.get("id")) if isinstance(item, dict) else None
-            speaker_id = id_map["speakers"].get(src_id) if src_id is not None else None
-            if speaker_id is not None and speaker_id not in linked:
-                links.append({"session_id": row["id"], "speaker_id": speaker_id, "position": len(linked)})
-                linked.append(speaker_id)
-        session_speakers[row["id"]] = linked
-
-    # Derive what the exporter will produce and keep the differences.
-    by_id = {file: {row["id"]: row for row in rows[file]} for file in ("tracks", "session_types", "microlocations")}
-    speaker_rows = {row["id"]: row for row in rows["speakers"]}
-    speaker_sessions: dict[int, list[dict[str, Any]]] = {}
-    track_sessions: dict[int, list[dict[str, Any]]] = {}
-    for row in rows["sessions"]:  # file order == archive_order order, as the exporter sorts them
-        entry = nested_session(row["id"], row["title"])
-        for speaker_id in session_speakers[row["id"]]:
-            speaker_sessions.setdefault(speaker_id, []).append(entry)
-        if row["track_id"] is not None:
-            track_sessions.setdefault(row["track_id"], []).append(entry)
-
-    def relations(file: str, row: Mapping[str, Any]) -> dict[str, Any] | None:
-        if file == "sessions":
-            track = by_id["tracks"].get(row["track_id"])
-            stype = by_id["session_types"].get(row["session_type_id"])
-            micro = by_id["microlocations"].get(row["microlocation_id"])
-            return {
-                "track": nested_track(track["id"], track["name"]) if track else None,
-                "session_type": nested_session_type(stype["id"], stype["name"], stype["length"]) if stype else None,
-                "microlocation": nested_microlocation(micro["id"], micro["name"]) if micro else None,
-                "speakers": [
-                    nested_speaker(s, speaker_rows[s]["name"], speaker_rows[s]["organisation"])
-                    for s in session_speakers[row["id"]]
-                ],
-            }
-        if file == "speakers":
-            return {"sessions": speaker_sessions.get(row["id"], [])}
-        if file == "tracks":
-            return {"sessions": track_sessions.get(row["id"], [])}
-        return None
-
-    # Kept ids map to themselves; only remapped or duplicated ids need the source rewritten before comparing.
-    remap = any(old != new for mapping in id_map.values() for old, new in mapping.items())
-    for file in LOADED_ARRAYS:
-        for record, row in zip(arrays[file], rows[file], strict=True):
-            derived = derive_record(file, row, relations(file, row))
-            source = remap_source(file, record, id_map) if remap else record
-            row["extra_fields"], row["absent_fields"] = bookkeeping(derived, source)
-
-    # Event: social links and copyright are compared as part of the event record.
-    link_rows = []
-    for index, (record, db_id) in enumerate(zip(link_records, db_ids["social_links"], strict=True)):
-        row = _coerce_row(SOCIAL_LINKS, ("name", "link"), record)
-        row.update(id=db_id, event_id=event_id, archive_order=index, extra_fields=None, absent_fields=None)
-        link_rows.append(row)
-    copyright_src = event_src.get("copyright")
-    copyright_row = None
-    if isinstance(copyright_src, dict):
-        copyright_row = _coerce_row(COPYRIGHTS, COPYRIGHT_COLUMNS, copyright_src)
-        copyright_row["event_id"] = event_id
-    event_derived = derive_record(
-        "event",
-        event_row,
-        {
-            "social_links": [nested_social_link(r["id"], r["link"], r["name"]) for r in link_rows],
-            "copyright": nested_copyright(copyright_row),
-        },
-    )
-    event_source = remap_source("event", event_src, id_map) if remap else event_src
-    event_extras, event_absent = bookkeeping(event_derived, event_source)
-
-    # Write, parents before children.
-    if copyright_row is not None:
-        _insert(conn, COPYRIGHTS, [copyright_row])
-    _insert(conn, SOCIAL_LINKS, link_rows)
-    counts["social_links"] = len(link_rows)
-    for file in ("forms", "microlocations", "sponsors", "speakers", "tracks", "session_types", "sessions"):
-        _insert(conn, TABLES[file], rows[file])
-        counts[file] = len(rows[file])
-    _insert(conn, SESSION_SPEAKERS, links)
-    counts["session_speakers"] = len(links)
-    if event_extras or event_absent or identifier is not None:
-        conn.execute(
-            sa.update(events)
-            .where(events.c.id == event_id)
-            .values(
-                identifier=identifier,
-                extra_fields=sa.bindparam("x", event_extras, type_=sa.JSON(none_as_null=True)),
-                absent_fields=sa.bindparam("a", event_absent, type_=sa.JSON(none_as_null=True)),
-            )
-        )
-    if owner_user_id is not None:
-        conn.execute(
-            sa.insert(EventRole.__table__).values(user_id=owner_user_id, event_id=event_id, role=ROLE_ORGANIZER)
-        )
-    return LoadResult(event_id=event_id, id_map=id_map, counts=counts)

@@ -1,0 +1,304 @@
+"""Import benchmark: archives uploaded to the real services, from the POST to the task's SUCCESS.
+
+    python -m bench.import_bench [--sizes 5000,50000] [--repeats 3] [--database-url URL] [--no-sample]
+
+One throwaway RabbitMQ vhost, one temporary var directory and one fresh database (SQLite by default; see
+``bench/export_bench.py`` for ``--database-url``). The five services run as ``nameko run`` processes.
+
+Cases:
+
+* ``FOSSASIA16``: the real sample (493 sessions, 187 speakers, ~200 media files re-hosted), zipped from
+  ``../shared/samples`` (or ``SAMPLES_DIR``); target: under 2 s end to end. Best of ``--repeats``.
+* ``synthetic N``: an event of N sessions made by ``tools/synthetic.py`` and exported in-process with the exporter's
+  ``generate_archive`` (no media) into a zip, then imported; one run each (the large one holds ~N rows per file
+  inside one transaction).
+
+Each import is uploaded with a streamed, chunked multipart body (as a browser or ``curl -F`` would, without
+``Content-Length``); the time runs from the POST to the first SUCCESS seen (polled every 20 ms). The importer's RSS
+(process tree) is sampled every 20 ms on an OS thread; its RSS right before the POST is the baseline. The gateway's
+peak is sampled as well (the upload streams through it). Afterwards the new event's record counts are checked
+through ``GET /v1/events/{id}``.
+
+Results: a table on stdout and ``var/bench/import.json``.
+"""
+
+import eventlet
+
+eventlet.monkey_patch()  # first: nameko clients, and anything importing ssl (PLATFORM_NOTES 8, 12)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import zipfile  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bench.export_bench import (  # noqa: E402
+    MB,
+    Client,
+    RssSampler,
+    create_user,
+    fresh_database,
+    log,
+    stack_env,
+    tree_cpu,
+    tree_rss,
+)
+from services.exporter.archive import ExportReport, generate_archive  # noqa: E402
+from shared.archive import legacy  # noqa: E402
+from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
+from shared.media_fetcher import MediaFetcher  # noqa: E402
+from tests.rabbit import create_vhost, delete_vhost  # noqa: E402
+from tools.stack import REPO, Stack  # noqa: E402
+from tools.synthetic import create_synthetic_event  # noqa: E402
+
+SAMPLES_DIR = Path(os.environ.get("SAMPLES_DIR", REPO.parent / "shared" / "samples")).resolve()
+SAMPLE = SAMPLES_DIR / "open_event" / "legacy" / "FOSSASIA16"
+DEFAULT_SIZES = (5000, 50000)
+POLL_SECONDS = 0.02
+IMPORT_TIMEOUT = 900.0
+SAMPLE_TARGET_SECONDS = 2.0
+JSON_OUT = REPO / "var" / "bench" / "import.json"
+BOUNDARY = "import-bench-boundary-7f3a"
+NO_MEDIA = dict.fromkeys(legacy.MEDIA_FLAGS, False)
+
+
+# ------------------------------------------------------------------------------------------------------- archives
+
+
+def zip_folder(folder: Path, target: Path) -> Path:
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder).as_posix())
+    return target
+
+
+def synthetic_archive(factory, sessions: int, owner: int, target: Path) -> tuple[Path, int]:
+    """A synthetic event in the database, exported in-process (the exporter's generator) to ``target``."""
+    with factory() as session:
+        event_id = create_synthetic_event(session, sessions=sessions, owner_user_id=owner)
+        session.commit()
+    with target.open("wb") as out:
+        for chunk in generate_archive(factory, event_id, dict(NO_MEDIA), fetcher=MediaFetcher(),
+                                      root_url="http://bench.invalid/", exported_at=datetime.now(UTC),
+                                      report=ExportReport()):
+            out.write(chunk)
+    return target, event_id
+
+
+def multipart_body(path: Path, filename: str) -> Iterator[bytes]:
+    """A multipart/form-data body streamed from disk (requests sends it chunked, without Content-Length)."""
+    yield (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+           f"Content-Type: application/zip\r\n\r\n").encode()
+    with path.open("rb") as f:
+        while chunk := f.read(256 * 1024):
+            yield chunk
+    yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+# ----------------------------------------------------------------------------------------------------------- runs
+
+
+@dataclass
+class Run:
+    seconds: float
+    event_id: int
+    counts: dict[str, int]
+    warnings_total: int
+    importer_rss_before: int
+    importer_rss_peak: int
+    gateway_rss_peak: int
+    states_seen: list[str]
+    cpu_seconds: dict[str, float]
+
+
+def run_import(client: Client, stack: Stack, path: Path) -> Run:
+    pids = {name: proc.pid for name, proc in stack.processes.items()}
+    cpu_before = {name: tree_cpu(pid) for name, pid in pids.items()}
+    rss_before = tree_rss(pids["importer"])
+    states: list[str] = []
+    with RssSampler(pids["importer"]) as importer, RssSampler(pids["api_gateway"]) as gateway:
+        started = time.perf_counter()
+        r = client.http.post(client.base_url + "/v1/events/import/json", data=multipart_body(path, path.name),
+                             headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}, timeout=600)
+        if r.status_code != 202:
+            raise RuntimeError(f"import refused: {r.status_code} {r.text[:300]}")
+        task_url = r.json()["task_url"]
+        while True:
+            task = client.get(task_url).json()
+            if not states or states[-1] != task["state"]:
+                states.append(task["state"])
+            if task["state"] == "SUCCESS":
+                seconds = time.perf_counter() - started
+                break
+            if task["state"] == "FAILURE":
+                raise RuntimeError(f"import failed: {task.get('result')}")
+            if time.perf_counter() - started > IMPORT_TIMEOUT:
+                raise RuntimeError(f"import still {task['state']} after {IMPORT_TIMEOUT:.0f} s")
+            time.sleep(POLL_SECONDS)
+    cpu = {name: round(tree_cpu(pid) - cpu_before[name], 3) for name, pid in pids.items()}
+    result = task["result"]
+    return Run(seconds, result["id"], result["counts"], result["warnings_total"], rss_before,
+               max(importer.peak, rss_before), gateway.peak, states, cpu)
+
+
+def verify(client: Client, run: Run, expected: dict[str, int]) -> None:
+    counts = client.get(f"/v1/events/{run.event_id}").json()["counts"]
+    wrong = {k: (counts.get(k), v) for k, v in expected.items() if counts.get(k) != v}
+    if wrong:
+        raise AssertionError(f"event {run.event_id} has wrong counts (got, expected): {wrong}")
+
+
+@dataclass
+class CaseResult:
+    case: str
+    sessions: int
+    archive_bytes: int
+    best_seconds: float
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def worst_rss(self) -> tuple[int, int]:
+        run = max(self.runs, key=lambda r: r["importer_rss_peak"] - r["importer_rss_before"])
+        return run["importer_rss_before"], run["importer_rss_peak"]
+
+
+def bench_case(case: str, sessions: int, path: Path, repeats: int, client: Client, stack: Stack,
+               expected: dict[str, int]) -> CaseResult:
+    runs = []
+    for i in range(repeats):
+        run = run_import(client, stack, path)
+        verify(client, run, expected)
+        runs.append(run)
+        log(f"  {case}, run {i + 1}/{repeats}: {run.seconds:.3f} s, importer RSS {run.importer_rss_before / MB:.0f}"
+            f" -> {run.importer_rss_peak / MB:.0f} MB, gateway peak {run.gateway_rss_peak / MB:.0f} MB, "
+            f"states {run.states_seen}, CPU s {run.cpu_seconds}")
+    return CaseResult(case, sessions, path.stat().st_size, min(r.seconds for r in runs), [asdict(r) for r in runs])
+
+
+# ---------------------------------------------------------------------------------------------------------- report
+
+
+def table(results: list[CaseResult]) -> str:
+    header = ("case", "sessions", "archive MB", "e2e s (best)", "runs", "importer RSS before MB",
+              "importer peak MB", "rise MB", "gateway peak MB")
+    rows = []
+    for r in results:
+        before, peak = r.worst_rss
+        rows.append((r.case, f"{r.sessions:,}", f"{r.archive_bytes / MB:.2f}", f"{r.best_seconds:.3f}",
+                     str(len(r.runs)), f"{before / MB:.1f}", f"{peak / MB:.1f}", f"{(peak - before) / MB:+.1f}",
+                     f"{max(x['gateway_rss_peak'] for x in r.runs) / MB:.1f}"))
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    lines = [" | ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)),
+             "-|-".join("-" * w for w in widths)]
+    lines += [" | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.import_bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)),
+                        help="comma-separated session counts of synthetic events (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the sample, best taken (default %(default)s)")
+    parser.add_argument("--database-url", default=None, help="PostgreSQL server URL or a new SQLite file")
+    parser.add_argument("--no-sample", action="store_true", help="skip the FOSSASIA16 case")
+    parser.add_argument("--json", type=Path, default=JSON_OUT, help="results file (default var/bench/import.json)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
+    args = parser.parse_args(argv)
+    try:
+        args.sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    except ValueError:
+        parser.error("--sizes: comma-separated integers")
+    if args.repeats < 1 or any(n < 1 for n in args.sizes):
+        parser.error("sizes and repeats must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="import_bench_"))
+    var_dir = work / "var"
+    var_dir.mkdir()
+    db = fresh_database(var_dir, args.database_url)
+    vhost = create_vhost()
+    env = stack_env(var_dir, db.url, vhost)
+    stack = Stack(env=env, log_dir=var_dir / "log")
+    engine = None
+    results: list[CaseResult] = []
+    try:
+        log(f"work dir {work}, database {db.kind}, vhost {vhost}")
+        upgrade_to_head(db.url)
+        engine = make_engine(db.url)
+        factory = make_session_factory(engine)
+        owner = create_user(factory)
+        archives: list[tuple[str, int, Path, int, dict[str, int]]] = []
+        if not args.no_sample:
+            if not SAMPLE.is_dir():
+                raise SystemExit(f"sample not found at {SAMPLE} (set SAMPLES_DIR, or pass --no-sample)")
+            sessions = len(json.loads((SAMPLE / "sessions").read_text()))
+            expected = {"sessions": sessions, "speakers": len(json.loads((SAMPLE / "speakers").read_text()))}
+            archives.append(("FOSSASIA16", sessions, zip_folder(SAMPLE, work / "FOSSASIA16.zip"), args.repeats,
+                             expected))
+        for n in args.sizes:
+            started = time.perf_counter()
+            path, _ = synthetic_archive(factory, n, owner, work / f"synthetic{n}.zip")
+            with zipfile.ZipFile(path) as z:
+                files = json.loads(z.read("meta"))["files"]
+            expected = {name: files[name]["count"] for name in ("sessions", "speakers", "tracks", "microlocations")}
+            log(f"  synthetic {n:,}: {path.stat().st_size / MB:.1f} MB archive made in "
+                f"{time.perf_counter() - started:.1f} s")
+            archives.append((f"synthetic {n:,}", n, path, 1, expected))
+        stack.start_all()
+        stack.wait_healthy(timeout=90)
+        log("stack healthy")
+        client = Client(env["GATEWAY_URL"])  # logs in as the user create_user made
+        for case, sessions, path, repeats, expected in archives:
+            results.append(bench_case(case, sessions, path, repeats, client, stack, expected))
+    except BaseException:
+        for name in stack.processes:
+            log(f"--- {name} log tail ---{stack._log_tail(name)}")
+        raise
+    finally:
+        stack.stop_all()
+        delete_vhost(vhost)
+        if engine is not None:
+            engine.dispose()
+        if db.drop is not None:
+            db.drop()
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print(table(results))
+    print(f"(time: POST of a chunked multipart upload to the first SUCCESS seen, polled every "
+          f"{POLL_SECONDS * 1000:.0f} ms; RSS: process trees sampled every 20 ms, the run with the largest rise "
+          f"shown; database: {db.kind})")
+    for r in results:
+        if r.case == "FOSSASIA16":
+            ok = r.best_seconds < SAMPLE_TARGET_SECONDS
+            print(f"FOSSASIA16: {r.best_seconds:.3f} s ({'meets' if ok else 'misses'} the target "
+                  f"< {SAMPLE_TARGET_SECONDS:.0f} s)")
+    out = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "database": db.kind,
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "results": [asdict(r) for r in results],
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
