@@ -1,13 +1,15 @@
 """Mail end to end: the real services on a throwaway vhost, a real SMTP server (aiosmtpd) and plain HTTP.
 
-The stack runs with a short retry window (MAIL_RETRY_SECONDS=10, base 0.5 s) and SMTP_TIMEOUT=3 s, so a claim left by a
-killed mailer runs out after 11 s. Import mails are unit-tested in test_mailer_templates.py / test_mailer_delivery.py;
-the import end-to-end mail tests come with the importer.
+The stack (all five services) runs with a short retry window (MAIL_RETRY_SECONDS=10, base 0.5 s) and SMTP_TIMEOUT=3 s,
+so a claim left by a killed mailer runs out after 11 s. Import mails come from real imports uploaded through the
+gateway (a sample zipped on the fly, a broken archive built here); redelivery is simulated by publishing an event
+again into the stack's vhost.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 import time
 import uuid
@@ -25,6 +27,8 @@ from services.api_gateway.dependencies import MAIL_QUEUES
 from shared import contracts as c
 from shared import models as m
 from tests.e2e import Client, Env, make_env, start_stack
+from tests.hostile_archives import base_files, encode, write_zip
+from tests.import_helpers import submit_ok, zip_folder
 from tests.rabbit import create_vhost, delete_vhost, queue_info
 from tests.smtp_server import SmtpServer
 from tests.test_export_e2e import PASSWORD, add_users, export
@@ -32,7 +36,9 @@ from tools.synthetic import create_synthetic_event
 
 NAME = "Tom & Jerry's <Open> \"Conf\""
 EXPORT_QUEUE = MAIL_QUEUES[(c.EXPORTER, c.EXPORT_COMPLETED)]
-SERVICES = ("storage", "exporter", "mailer", "api_gateway")
+IMPORT_QUEUE = MAIL_QUEUES[(c.IMPORTER, c.IMPORT_COMPLETED)]
+IMPORT_FAILED_QUEUE = MAIL_QUEUES[(c.IMPORTER, c.IMPORT_FAILED)]
+SERVICES = ("storage", "exporter", "importer", "mailer", "api_gateway")
 MAIL_ENV = {"SMTP_TIMEOUT": "3", "MAIL_RETRY_SECONDS": "10", "MAIL_RETRY_BASE": "0.5",
             "MAIL_FROM": "Event Platform <platform@example.org>", "MAIL_REPLY_TO": "help@example.org"}
 
@@ -125,8 +131,28 @@ def completed_payload(system: System, email: str = "organizer@example.org") -> d
                           expires_at="2030-01-01T00:00:00Z", warnings=[], warnings_total=0)
 
 
+def import_completed_payload(system: System) -> dict:
+    event_id = system.event_id
+    return c.make_payload(c.IMPORT_COMPLETED, task_id=str(uuid.uuid4()), event_id=event_id,
+                          requested_by={"id": system.users["organizer"], "email": "organizer@example.org"},
+                          id=event_id, event_name=NAME, url=f"{system.url}/v1/events/{event_id}",
+                          counts={"event": 1, "sessions": 20}, warnings=[], warnings_total=0)
+
+
 def plain(msg) -> str:
     return msg.get_body(("plain",)).get_content()
+
+
+def parts(msg) -> tuple[str, str]:
+    """The plain-text and the HTML part of a notification (both must be there)."""
+    assert msg.get_content_type() == "multipart/alternative"
+    text, page = plain(msg), msg.get_body(("html",)).get_content()
+    return text.replace("\r\n", "\n"), page.replace("\r\n", "\n")  # (sent with SMTP line endings)
+
+
+def wait_handled(system: System, queue: str, before: int, count: int = 1) -> None:
+    """Until the mailer has acknowledged ``count`` more deliveries on ``queue`` than ``before``."""
+    wait_until(f"{count} deliveries handled on {queue}", lambda: acked(system.env.vhost, queue) >= before + count)
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +170,6 @@ def system(tmp_path_factory):
             session.get(m.Event, event_id).name = NAME
             session.commit()
         tap = EventTap(env.env["AMQP_URI"])
-        # Mail needs no importer: leave it out, so these tests depend only on what they exercise.
         stack = start_stack(env, services=SERVICES)
         stack.wait_healthy(timeout=90, required=SERVICES)
         yield System(env=env, stack=stack, smtp=smtp, tap=tap, event_id=event_id, users=users)
@@ -242,21 +267,139 @@ def test_an_export_failure_mail_names_the_problem(system_ok):
     assert "Traceback" not in text
 
 
+# --- import mails, from real imports -------------------------------------------------------------------------------
+
+def unknown_track_archive(tmp_path) -> bytes:
+    """A valid legacy archive but for session 1, whose track (99) is not in ``tracks``."""
+    files = base_files()
+    files["sessions"][0]["track"] = {"id": 99, "name": "Ghost"}
+    return write_zip(tmp_path / "ghost_track.zip", encode(files)).read_bytes()
+
+
+def test_an_imported_sample_gives_one_mail_with_link_counts_and_warnings(system_ok, samples_dir):
+    system = system_ok
+    folder = samples_dir / "open_event" / "legacy" / "OTS16"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} absent")
+    organizer = system.client("organizer")
+    before = acked(system.env.vhost, IMPORT_QUEUE)
+    task_url = submit_ok(organizer, zip_folder(folder), "OTS16.zip")
+    task = organizer.wait_task(task_url, timeout=180)
+    assert task["state"] == "SUCCESS", task
+    result, task_id = task["result"], task["id"]
+
+    [mail] = system.smtp.wait_messages(task_id)
+    assert result["event_name"] == "Open Tech Summit"
+    assert mail["Subject"] == f"Event {result['event_name']} has been imported"
+    assert mail["To"] == "organizer@example.org"
+    assert mail["Message-ID"].strip().startswith(f"<{c.IMPORT_COMPLETED}.{task_id}@")
+    text, page = parts(mail)
+    # The event's link, in both parts.
+    assert result["url"] == f"{system.url}/v1/events/{result['id']}"
+    assert re.findall(r"https?://\S+/v1/events/\S+", text) == [result["url"]]
+    assert f'<a href="{html.escape(result["url"])}">' in page
+    # Its record counts: every one the importer reports, as the API reports them too.
+    counts = result["counts"]
+    assert counts["sessions"] > 0 and counts["speakers"] > 0
+    api_counts = organizer.get(f"/v1/events/{result['id']}").json()["counts"]
+    assert {k: counts[k] for k in api_counts} == api_counts
+    for key, value in counts.items():
+        label = key.replace("_", " ")
+        assert f"\n  {label}: {value}\n" in text, (label, value)
+        assert f"<tr><td>{html.escape(label)}</td><td>{value}</td></tr>" in page, (label, value)
+    # Its warnings: how many, and the fake audio file (an XML error page saved as session_44.mp3) by record.
+    fake = next(w for w in result["warnings"] if str(w.get("url", "")).endswith("session_44.mp3"))
+    assert fake["code"] == "media_invalid" and fake["file"] == "sessions" and fake["field"] == "audio"
+    assert f"{result['warnings_total']} warning(s)" in text and f"{result['warnings_total']} warning(s)" in page
+    line = next(x for x in text.splitlines() if "session_44.mp3" in x)
+    assert f"file sessions, record {fake['record_id']}, field audio: " in line
+    assert "session_44.mp3" in page
+    assert "Traceback" not in text
+
+    sent = system.tap.wait(c.MAIL_SENT, task_id)
+    assert (sent["kind"], sent["event_id"], sent["recipient"]) == (c.IMPORT_COMPLETED, result["id"],
+                                                                   "organizer@example.org")
+    wait_handled(system, IMPORT_QUEUE, before)
+    assert len(system.smtp.messages(task_id)) == 1  # exactly one, and no failure mail beside it
+    row = delivery(system.env, task_id, c.IMPORT_COMPLETED)
+    assert (row.state, row.attempts, row.event_id) == ("sent", 1, result["id"])
+    assert delivery(system.env, task_id, c.IMPORT_FAILED) is None
+
+
+def _assert_failure_mail(system: System, task: dict, before: int) -> str:
+    """The one ``Import of event failed`` mail of a failed import task; returns its plain text."""
+    task_id, result = task["id"], task["result"]
+    [mail] = system.smtp.wait_messages(task_id)
+    assert mail["Subject"] == "Import of event failed"
+    assert mail["To"] == "organizer@example.org"
+    assert mail["Message-ID"].strip().startswith(f"<{c.IMPORT_FAILED}.{task_id}@")
+    text, page = parts(mail)
+    assert "nothing was imported" in text and "nothing was imported" in page
+    assert result["message"] in text and html.escape(result["message"]) in page
+    for part in (text, page):  # a message for people: no stack trace, no source paths
+        assert "Traceback" not in part
+        assert not re.search(r'File "[^"]+", line \d+', part)
+        assert ".py" not in part
+    assert system.tap.wait(c.MAIL_SENT, task_id)["kind"] == c.IMPORT_FAILED
+    wait_handled(system, IMPORT_FAILED_QUEUE, before)
+    assert len(system.smtp.messages(task_id)) == 1
+    row = delivery(system.env, task_id, c.IMPORT_FAILED)
+    assert (row.state, row.attempts) == ("sent", 1)
+    assert delivery(system.env, task_id, c.IMPORT_COMPLETED) is None
+    return text
+
+
+def test_an_import_failing_on_a_record_mails_the_file_and_record(system_ok, tmp_path):
+    system = system_ok
+    organizer = system.client("organizer")
+    before = acked(system.env.vhost, IMPORT_FAILED_QUEUE)
+    task = organizer.wait_task(submit_ok(organizer, unknown_track_archive(tmp_path), "ghost_track.zip"))
+    assert task["state"] == "FAILURE", task
+    result = task["result"]
+    assert (result["code"], result["file"], result["record_id"]) == ("unknown_reference", "sessions", 1), result
+    text = _assert_failure_mail(system, task, before)
+    assert "File sessions, ID 1: track 99 does not exist" in text
+    assert "Where: File sessions, record 1" in text
+
+
+def test_an_import_of_invalid_json_mails_the_file(system_ok, samples_dir):
+    system = system_ok
+    folder = samples_dir / "open_event" / "legacy" / "FOSSASIA11"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} absent")
+    organizer = system.client("organizer")
+    before = acked(system.env.vhost, IMPORT_FAILED_QUEUE)
+    task = organizer.wait_task(submit_ok(organizer, zip_folder(folder), "FOSSASIA11.zip"), timeout=120)
+    assert task["state"] == "FAILURE", task
+    result = task["result"]
+    assert result["code"] == "invalid_json" and result["file"], result
+    text = _assert_failure_mail(system, task, before)
+    assert f"Where: File {result['file']}" in text
+    assert f"File {result['file']}" in result["message"]
+
+
 # --- exactly once --------------------------------------------------------------------------------------------------
 
-def test_a_redelivered_event_gives_one_mail(system_ok):
+@pytest.mark.parametrize(("source", "kind", "make"), [
+    (c.EXPORTER, c.EXPORT_COMPLETED, completed_payload),
+    (c.IMPORTER, c.IMPORT_COMPLETED, import_completed_payload),
+], ids=["export", "import"])
+def test_a_redelivered_event_gives_one_mail(system_ok, source, kind, make):
     system = system_ok
-    payload = completed_payload(system)
+    queue = MAIL_QUEUES[(source, kind)]
+    payload = make(system)
     task_id = payload["task_id"]
-    before = acked(system.env.vhost, EXPORT_QUEUE)
-    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, payload, times=2)  # two deliveries at once
-    system.smtp.wait_messages(task_id)
-    wait_until("both deliveries handled", lambda: acked(system.env.vhost, EXPORT_QUEUE) >= before + 2)
-    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, payload)  # and once more, after the mail went out
-    wait_until("third delivery handled", lambda: acked(system.env.vhost, EXPORT_QUEUE) >= before + 3)
+    before = acked(system.env.vhost, queue)
+    system.publish(source, kind, payload, times=2)  # two deliveries at once
+    [mail] = system.smtp.wait_messages(task_id)
+    assert mail["Message-ID"].strip().startswith(f"<{kind}.{task_id}@")
+    wait_handled(system, queue, before, 2)
+    system.publish(source, kind, payload)  # and once more, after the mail went out
+    wait_handled(system, queue, before, 3)
     assert len(system.smtp.messages(task_id)) == 1
-    row = delivery(system.env, task_id)
+    row = delivery(system.env, task_id, kind)
     assert (row.state, row.attempts) == ("sent", 1)
+    assert system.tap.wait(c.MAIL_SENT, task_id)["kind"] == kind
 
 
 def test_a_mailer_killed_during_data_never_sends_a_second_mail(system_ok):
