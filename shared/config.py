@@ -34,6 +34,12 @@ class Settings:
     jwt_ttl: int
     stale_task_seconds: int
     import_max_bytes: int
+    upload_max_bytes: int
+    upload_image_max_bytes: int
+
+
+def _upload_max_bytes() -> int:
+    return int(_env("UPLOAD_MAX_BYTES", str(100 * 1024 * 1024)))
 
 
 def load_settings() -> Settings:
@@ -58,4 +64,8 @@ def load_settings() -> Settings:
         stale_task_seconds=int(_env("STALE_TASK_SECONDS", "600")),
         # Largest archive upload the gateway accepts (streamed: memory does not grow with it).
         import_max_bytes=int(_env("IMPORT_MAX_BYTES", str(512 * 1024 * 1024))),
+        # The upload API, per file: UPLOAD_MAX_BYTES for /v1/upload/file; UPLOAD_IMAGE_MAX_BYTES for /v1/upload/image,
+        # by default 20 MiB or UPLOAD_MAX_BYTES when that is lower.
+        upload_max_bytes=_upload_max_bytes(),
+        upload_image_max_bytes=int(_env("UPLOAD_IMAGE_MAX_BYTES", str(min(20 * 1024 * 1024, _upload_max_bytes())))),
     )

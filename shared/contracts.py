@@ -19,6 +19,7 @@ GATEWAY = "api_gateway"
 EXPORTER = "exporter"
 IMPORTER = "importer"
 MAILER = "mailer"
+STORAGE = "storage"
 
 EXPORT_REQUESTED = "export_requested"
 EXPORT_STARTED = "export_started"
@@ -34,6 +35,9 @@ IMPORT_FAILED = "import_failed"
 
 MAIL_SENT = "mail_sent"
 MAIL_FAILED = "mail_failed"
+
+OBJECT_STORED = "object_stored"
+OBJECT_EXPIRED = "object_expired"
 
 # Task states seen by HTTP clients; a terminal state never changes again.
 WAITING, STARTED, PROGRESS, SUCCESS, FAILURE = "WAITING", "STARTED", "PROGRESS", "SUCCESS", "FAILURE"
@@ -77,6 +81,8 @@ class ExportOptions(Schema):
 
 class ExportRequested(Envelope):
     options = fields.Nested(ExportOptions, required=True)
+    # The storage backend record (its storage_backend_id) to store the archive in; absent or null: the default.
+    storage = fields.String(allow_none=True, load_default=None, validate=validate.Length(min=1, max=64))
 
 
 class ExportStarted(Envelope):
@@ -158,6 +164,32 @@ class MailFailed(Envelope):
     attempts = fields.Integer(required=True)
 
 
+class StorageEnvelope(Schema):
+    """Storage events describe objects, not jobs: the task, event and requester are known only for some keys."""
+
+    schema_version = fields.Integer(required=True, validate=validate.Equal(SCHEMA_VERSION))
+    task_id = fields.String(required=True, allow_none=True)  # from the key's layout: exports/event<E>/<task>/...
+    event_id = fields.Integer(required=True, allow_none=True)
+    requested_by = fields.Nested(Requester, required=True, allow_none=True)  # storage does not know: null
+    occurred_at = fields.String(required=True)
+    key = fields.String(required=True)
+    backend = fields.String(required=True)  # storage_backend_id of the record, or "default"
+    backend_kind = fields.String(required=True)  # local | s3 | gcs | dropbox | seafile
+    size = fields.Integer(required=True)
+    sha256 = fields.String(required=True, validate=validate.Length(equal=64))
+    expires_at = fields.String(required=True, allow_none=True)  # null: kept until deleted on request
+
+
+class ObjectStored(StorageEnvelope):
+    content_type = fields.String(required=True)
+    created_at = fields.String(required=True)
+
+
+class ObjectExpired(StorageEnvelope):
+    reason = fields.String(required=True, validate=validate.OneOf(("expired", "deleted")))
+    deleted_at = fields.String(required=True)
+
+
 SCHEMAS: dict[str, type[Schema]] = {
     EXPORT_REQUESTED: ExportRequested,
     EXPORT_STARTED: ExportStarted,
@@ -171,6 +203,8 @@ SCHEMAS: dict[str, type[Schema]] = {
     IMPORT_FAILED: ImportFailed,
     MAIL_SENT: MailSent,
     MAIL_FAILED: MailFailed,
+    OBJECT_STORED: ObjectStored,
+    OBJECT_EXPIRED: ObjectExpired,
 }
 
 
@@ -187,6 +221,23 @@ def make_payload(event_type: str, *, task_id: str, event_id: int | None, request
         "task_id": task_id,
         "event_id": event_id,
         "requested_by": {"id": requested_by["id"], "email": requested_by["email"]},
+        "occurred_at": utc_iso(),
+        **fields_,
+    }
+    errors = SCHEMAS[event_type]().validate(payload)
+    if errors:
+        raise ValidationError(errors)
+    return payload
+
+
+def make_storage_payload(event_type: str, *, task_id: str | None = None, event_id: int | None = None,
+                         requested_by: dict[str, Any] | None = None, **fields_: Any) -> dict[str, Any]:
+    """``make_payload`` for the storage events, whose task, event and requester may be unknown (null)."""
+    payload = {
+        "schema_version": SCHEMA_VERSION,
+        "task_id": task_id,
+        "event_id": event_id,
+        "requested_by": None if requested_by is None else {"id": requested_by["id"], "email": requested_by["email"]},
         "occurred_at": utc_iso(),
         **fields_,
     }

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -331,3 +332,51 @@ class MailDelivery(Base):
     message: Mapped[str | None] = mapped_column(Text)  # the rendered RFC 5322 message; holds the signed link
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)  # pending: next try; sending: lease end
     announced_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)  # mail event published
+
+
+class StorageBackendRecord(Base):
+    """Owned by storage: a place exports can go to (besides the configured default), managed by admins.
+
+    ``token`` and the secret-looking keys of ``config`` are write-only: the API never returns them. Records are never
+    deleted, only deactivated (``active``): objects stored in them stay readable and keep expiring.
+    """
+
+    __tablename__ = "storage_backends"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    storage_backend: Mapped[str] = mapped_column(String(16))  # local | s3 | gcs | dropbox | seafile
+    storage_backend_id: Mapped[str] = mapped_column(String(64), unique=True)  # the identifier clients name
+    token: Mapped[str | None] = mapped_column(Text)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    keep_days: Mapped[int] = mapped_column(Integer, default=0)  # 0: objects are kept
+    description: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class StorageObject(Base):
+    """Owned by storage: which backend each object lives in, and when it expires (the retention sweeper's queue).
+
+    ``backend`` is a ``storage_backend_id`` or ``default`` (the backend configured by environment). A deleted object
+    keeps its row (``deleted_at``, ``deleted_reason``) so that links to it can say why it is gone. ``claim`` and
+    ``claimed_until`` let several sweepers share the work; ``announce`` is the storage event still to be published
+    for this row (an outbox of one).
+    """
+
+    __tablename__ = "storage_objects"
+    __table_args__ = (Index("ix_storage_objects_due", "deleted_at", "expires_at"),)
+
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    backend: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
+    deleted_reason: Mapped[str | None] = mapped_column(String(16))  # expired | deleted
+    claim: Mapped[str | None] = mapped_column(String(36))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
+    announce: Mapped[str | None] = mapped_column(String(32), index=True)  # object_stored | object_expired
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,7 +1,8 @@
 """HMAC-SHA256 signed, expiring URLs for the storage data plane.
 
-A link carries ``?expires=<unix seconds>[&filename=<name>]&signature=<64 hex>``. The signature covers the HTTP method,
-the object key, the expiry and the download filename, so none of them can be changed without invalidating it.
+A link carries ``?expires=<unix seconds>[&filename=<name>][&<extra>=<value>...]&signature=<64 hex>``. The signature
+covers the HTTP method, the object key, the expiry, the download filename and the extra parameters the verifier names
+(the storage backend an upload goes to, ...), so none of them can be changed, added or dropped without invalidating it.
 """
 
 from __future__ import annotations
@@ -45,10 +46,14 @@ def _subkey(secret: str | bytes) -> bytes:
     return hmac.new(raw, b"portability/signed-url/v1", hashlib.sha256).digest()
 
 
-def sign(secret: str | bytes, method: str, key: str, expires: int, filename: str | None = None) -> str:
-    """Return the hex HMAC-SHA256 over (method, key, expires, filename)."""
+def sign(secret: str | bytes, method: str, key: str, expires: int, filename: str | None = None,
+         extra: Mapping[str, str] | None = None) -> str:
+    """Return the hex HMAC-SHA256 over (method, key, expires, filename[, extra parameters])."""
     # JSON of a list is an unambiguous encoding: no separator inside a key or filename can shift field boundaries.
-    message = json.dumps(["v1", _method(method), key, int(expires), filename], separators=(",", ":"))
+    fields: list = ["v1", _method(method), key, int(expires), filename]
+    if extra:  # links without extra parameters keep the signature they always had
+        fields.append(sorted(extra.items()))
+    message = json.dumps(fields, separators=(",", ":"))
     return hmac.new(_subkey(secret), message.encode(), hashlib.sha256).hexdigest()
 
 
@@ -60,6 +65,7 @@ def verify(
     filename: str | None,
     signature: str | None,
     now: float | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> None:
     """Raise ``BadSignature`` or ``LinkExpired`` unless the signature is valid and unexpired.
 
@@ -73,22 +79,30 @@ def verify(
         expires = int(expires)
     if not isinstance(expires, int) or isinstance(expires, bool) or expires < 0:
         raise BadSignature("missing or malformed expiry")
-    expected = sign(secret, method, key, expires, filename)
+    expected = sign(secret, method, key, expires, filename, extra)
     if not hmac.compare_digest(expected, signature.lower()):
         raise BadSignature("signature does not match")
     if (time.time() if now is None else now) >= expires:
         raise LinkExpired("link expired")
 
 
-def signed_query(secret: str | bytes, method: str, key: str, expires: int, filename: str | None = None) -> str:
+def signed_query(secret: str | bytes, method: str, key: str, expires: int, filename: str | None = None,
+                 extra: Mapping[str, str] | None = None) -> str:
     """The query string (without ``?``) of a signed link."""
     params: dict[str, str] = {"expires": str(int(expires))}
     if filename is not None:
         params["filename"] = filename
-    params["signature"] = sign(secret, method, key, expires, filename)
+    params.update(extra or {})
+    params["signature"] = sign(secret, method, key, expires, filename, extra)
     return urlencode(params)
 
 
-def verify_query(secret: str | bytes, method: str, key: str, args: Mapping[str, str], now: float | None = None) -> None:
-    """``verify`` with the parameters taken from a parsed query string (e.g. Werkzeug's ``request.args``)."""
-    verify(secret, method, key, args.get("expires"), args.get("filename"), args.get("signature"), now=now)
+def verify_query(secret: str | bytes, method: str, key: str, args: Mapping[str, str], now: float | None = None,
+                 extra_names: tuple[str, ...] = ()) -> None:
+    """``verify`` with the parameters taken from a parsed query string (e.g. Werkzeug's ``request.args``).
+
+    ``extra_names``: the extra parameters the link may carry; those present are part of what the signature covers.
+    """
+    extra = {name: args[name] for name in extra_names if args.get(name) is not None}
+    verify(secret, method, key, args.get("expires"), args.get("filename"), args.get("signature"), now=now,
+           extra=extra)

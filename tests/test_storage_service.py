@@ -21,6 +21,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.storage import data_plane
 from services.storage.service import StorageService
+from shared.db import upgrade_to_head
 from tests.conftest import free_port
 
 SECRET = "storage-test-secret"
@@ -31,8 +32,11 @@ MiB = 1024 * 1024
 def storage(rabbit_vhost_uri, tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("var")
     port = free_port()
+    database_url = f"sqlite:///{var_dir / 'platform.db'}"
+    upgrade_to_head(database_url)  # storage keeps its object index and backend records there
     env = {
         "VAR_DIR": str(var_dir),
+        "DATABASE_URL": database_url,
         "STORAGE_DIR": str(var_dir / "storage"),
         "STORAGE_URL": f"http://127.0.0.1:{port}",
         "SECRET_KEY": SECRET,
@@ -382,8 +386,13 @@ def test_stat_and_delete(storage, rpc):
     assert rpc.delete("rpc/obj.txt") is True
     assert rpc.stat("rpc/obj.txt") is None
     assert rpc.delete("rpc/obj.txt") is False
-    assert_error(requests.get(url, timeout=10), 404, "not_found")
-    assert requests.head(url, timeout=10).status_code == 404
+    # The object index remembers it: a link to a deleted object says so (410), not just "not found".
+    message = assert_error(requests.get(url, timeout=10), 410, "gone")
+    assert "deleted on request" in message
+    assert requests.head(url, timeout=10).status_code == 410
+    with pytest.raises(RemoteError) as gone:
+        rpc.signed_url("rpc/obj.txt")
+    assert gone.value.exc_type == "ObjectGone"
     with pytest.raises(RemoteError) as info:
         rpc.stat("/absolute")
     assert info.value.exc_type == "InvalidKey"

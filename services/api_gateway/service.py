@@ -9,12 +9,13 @@ from typing import Any
 
 import eventlet
 from nameko.events import event_handler
+from nameko.exceptions import RemoteError
 from nameko.rpc import RpcProxy
 from nameko.timer import timer
 from sqlalchemy import select, update
 from werkzeug import Request, Response
 
-from services.api_gateway import auth, health, imports, mails, uploads
+from services.api_gateway import auth, health, imports, mails, media_uploads, storage_admin, uploads
 from services.api_gateway.dependencies import RequestDispatcher
 from services.api_gateway.permissions import current_user, require_event_manager, visible_events
 from services.api_gateway.tasks import advance, create_task, fail_stale, task_view
@@ -119,14 +120,18 @@ class ApiGatewayService:
     @http("POST", "/v1/events/<int:event_id>/export/json")
     def request_export(self, request: Request, event_id: int) -> Response:
         user_id = self._user_id(request)
-        options = _export_options(_json_body(request))
+        body, storage = storage_admin.export_storage(_json_body(request))
+        options = _export_options(body)
         with self.db() as session:
             user = current_user(session, user_id)
             require_event_manager(session, user, event_id)
+            if storage is not None:  # a named backend must exist and be active
+                storage_admin.check_export_storage(self._storage_call, storage)
             task = create_task(session, kind="export", event_id=event_id, user_id=user.id, email=user.email,
-                               params={"options": options})
+                               params={"options": options, **({"storage": storage} if storage else {})})
             payload = c.make_payload(c.EXPORT_REQUESTED, task_id=task.id, event_id=event_id,
-                                     requested_by={"id": user.id, "email": user.email}, options=options)
+                                     requested_by={"id": user.id, "email": user.email}, options=options,
+                                     **({"storage": storage} if storage else {}))
             # Commit first: the exporter may answer before this request returns, and its events need the row.
             session.commit()
             try:
@@ -182,14 +187,30 @@ class ApiGatewayService:
             if task.state != c.SUCCESS:
                 raise ApiError(409, "export_not_ready", f"Export {task_id} is {task.state}, not SUCCESS.")
             key = task.result["key"]
-        try:
-            if call(self.storage, "stat", key, timeout=self.config.rpc_timeout) is None:
-                raise ApiError(410, "export_gone", f"The archive of export {task_id} no longer exists.")
-            url = call(self.storage, "signed_url", key, method="GET", ttl=self.config.signed_url_ttl,
-                       filename=f"event{event_id}.zip", timeout=self.config.rpc_timeout)
-        except RpcTimeout as exc:
-            raise ApiError(503, "storage_unavailable", str(exc)) from exc
+        # 410 with the reason once the archive expired or was deleted; else the backend's own presigned URL where
+        # it can sign (S3, GCS), or the storage data plane's.
+        url = storage_admin.signed_download(self._storage_call, task_id, key, self.config.signed_url_ttl,
+                                            f"event{event_id}.zip")
         return Response(status=302, headers={"Location": url})
+
+    @http("DELETE", "/v1/events/<int:event_id>/exports/<path:path>")
+    def delete_export(self, request: Request, event_id: int, path: str) -> Response:
+        """Remove an export's archive now (organizers and admins); its links then answer 410."""
+        user_id = self._user_id(request)
+        task_id = path.split("/", 1)[0]
+        with self.db() as session:
+            storage_admin.require_export_deleter(session, current_user(session, user_id), event_id)
+            task = session.get(Task, task_id)
+            if task is None or task.kind != "export" or task.event_id != event_id:
+                raise ApiError(404, "export_not_found", f"Event {event_id} has no export {task_id}.")
+            if task.state != c.SUCCESS:
+                raise ApiError(409, "export_not_ready", f"Export {task_id} is {task.state}: it has no archive.")
+            key = task.result["key"]
+        storage_admin.delete_archive(self._storage_call, key)
+        return Response(status=204)
+
+    def _storage_call(self, rpc_method: str, /, *args: Any, **kwargs: Any) -> Any:
+        return call(self.storage, rpc_method, *args, timeout=self.config.rpc_timeout, **kwargs)
 
     # --- import ---------------------------------------------------------------------------------------------------
 
@@ -231,15 +252,52 @@ class ApiGatewayService:
                                     .order_by(Task.created_at.desc()))
             return json_response({"data": [imports.import_entry(t) for t in tasks]})
 
+    # --- upload API -----------------------------------------------------------------------------------------------
+
+    @http("POST", "/v1/upload/file")
+    def upload_file(self, request: Request) -> Response:
+        return self._upload(request, "file")
+
+    @http("POST", "/v1/upload/files")  # the Open Event Server's path for the same endpoint
+    def upload_files(self, request: Request) -> Response:
+        return self._upload(request, "file")
+
+    @http("POST", "/v1/upload/image")
+    def upload_image(self, request: Request) -> Response:
+        return self._upload(request, "image")
+
+    def _upload(self, request: Request, kind: media_uploads.Kind) -> Response:
+        """Files in ``file`` or ``files[]`` streamed to storage; answers their public ``/media/`` URLs."""
+        user_id = self._user_id(request)
+        force_local = media_uploads.parse_force_local(request.args.get("force_local"))
+        with self.db() as session:  # not held open during the upload
+            user_id = current_user(session, user_id).id
+
+        def sign_url(key: str, **kwargs: Any) -> str:
+            return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
+
+        def delete(key: str) -> object:
+            return call(self.storage, "delete", key, timeout=self.config.rpc_timeout)
+
+        multiple, stored = media_uploads.receive_uploads(
+            request, kind=kind, max_bytes=media_uploads.max_bytes_for(kind, self.config), user_id=user_id,
+            put=media_uploads.storage_put(sign_url, self.config, force_local=force_local), delete=delete)
+        return json_response(media_uploads.response_body(self.config.gateway_url, multiple, stored))
+
     @http("GET", "/media/<path:key>")
     def media(self, request: Request, key: str) -> Response:
-        """Media re-hosted by imports: public (as the URLs they replace were), redirected to a fresh signed link."""
-        imports.check_media_key(key)
+        """Media re-hosted by imports and files of the upload API: public (as the URLs they replace were),
+        redirected to a fresh signed link."""
+        media_uploads.check_public_key(key)
         try:
             url = call(self.storage, "signed_url", key, method="GET", ttl=imports.MEDIA_LINK_TTL,
                        timeout=self.config.rpc_timeout)
         except RpcTimeout as exc:
             raise ApiError(503, "storage_unavailable", str(exc)) from exc
+        except RemoteError as exc:
+            if exc.exc_type in ("ObjectGone", "ObjectNotFound"):
+                raise ApiError(410, "media_gone", f"This file is no longer available ({exc.value}).") from None
+            raise
         return Response(status=302, headers={"Location": url,
                                              "Cache-Control": f"public, max-age={imports.MEDIA_REDIRECT_MAX_AGE}"})
 
@@ -253,6 +311,42 @@ class ApiGatewayService:
             mails.require_admin(current_user(session, user_id))
             limit = mails.parse_limit(request.args.get("limit"))
             return json_response({"data": mails.recent_deliveries(session, limit)})
+
+    @http("GET", "/v1/admin/storage-backends")
+    def list_storage_backends(self, request: Request) -> Response:
+        """Backend records (admins only); tokens and secrets are never returned, only whether they are set."""
+        self._require_admin(request)
+        return json_response(storage_admin.call_storage(self._storage_call, "list_backends"))
+
+    @http("POST", "/v1/admin/storage-backends")
+    def create_storage_backend(self, request: Request) -> Response:
+        self._require_admin(request)
+        record = storage_admin.call_storage(self._storage_call, "create_backend", _json_body(request))
+        url = f"/v1/admin/storage-backends/{record['storage_backend_id']}"
+        return json_response(record, status=201, headers={"Location": url})
+
+    @http("GET", "/v1/admin/storage-backends/<identifier>")
+    def get_storage_backend(self, request: Request, identifier: str) -> Response:
+        self._require_admin(request)
+        return json_response(storage_admin.describe(self._storage_call, identifier))
+
+    @http("PATCH", "/v1/admin/storage-backends/<identifier>")
+    def update_storage_backend(self, request: Request, identifier: str) -> Response:
+        """Change keep_days, description, active, token or config keys (merged: secrets not sent are kept)."""
+        self._require_admin(request)
+        return json_response(storage_admin.call_storage(self._storage_call, "update_backend", identifier,
+                                                        _json_body(request)))
+
+    @http("DELETE", "/v1/admin/storage-backends/<identifier>")
+    def deactivate_storage_backend(self, request: Request, identifier: str) -> Response:
+        """Deactivate (records are never removed: objects stored there stay readable and keep expiring)."""
+        self._require_admin(request)
+        return json_response(storage_admin.call_storage(self._storage_call, "deactivate_backend", identifier))
+
+    def _require_admin(self, request: Request) -> None:
+        user_id = self._user_id(request)
+        with self.db() as session:
+            storage_admin.require_admin(current_user(session, user_id))
 
     # --- health ---------------------------------------------------------------------------------------------------
 

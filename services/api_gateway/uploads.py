@@ -4,6 +4,10 @@ The multipart body is parsed incrementally (Werkzeug's sans-IO ``MultipartDecode
 socket, and the file part's bytes are handed, chunk by chunk, to a ``store`` callable (a chunked HTTP PUT to the storage
 data plane in the gateway). ``request.files`` is never touched: it would spool the whole upload first. The size limit
 is enforced while streaming, so an oversized upload is cut off at the limit, and storage discards the partial object.
+
+The pieces are shared by the archive import (``receive_archive``) and the upload API (``media_uploads``):
+``file_parts`` yields the file parts of a request one after the other, each with its data as a bounded stream;
+``store_guarded`` runs a store callable over such a stream; ``put_to_storage`` is the chunked PUT on a signed link.
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import Any, TypeVar
 
+import requests
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 from werkzeug.wrappers import Request
 
+from shared.config import Settings
 from shared.http import ApiError
+from shared.rpc import RpcTimeout
 
 CHUNK_SIZE = 64 * 1024
 MAX_HEADER_BYTES = 64 * 1024  # preamble and part headers: anything larger is not a browser's or curl's upload
@@ -29,6 +36,8 @@ ALLOWED_EXTENSIONS = (".zip",)
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file, for the Content-Length pre-check
 
 Store = Callable[[str, Iterator[bytes]], dict[str, Any]]  # (filename, chunks) -> {"key", "size", "sha256"}
+SignUrl = Callable[..., str]  # storage.signed_url(key, method=..., ttl=..., ...) with a deadline
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -39,8 +48,17 @@ class Upload:
     sha256: str
 
 
-def too_large(max_bytes: int) -> ApiError:
-    return ApiError(413, "too_large", f"The archive is larger than the limit of {max_bytes} bytes.")
+@dataclass(frozen=True)
+class FilePart:
+    """A file part of a multipart body: its field, the name the client sent, and its data (read it once, in order)."""
+
+    field: str
+    filename: str
+    chunks: Iterator[bytes]
+
+
+def too_large(max_bytes: int, what: str = "The archive") -> ApiError:
+    return ApiError(413, "too_large", f"{what} is larger than the limit of {max_bytes} bytes.")
 
 
 def safe_filename(filename: str) -> str:
@@ -62,23 +80,27 @@ def import_key(task_id: str, filename: str) -> str:
     return f"imports/{task_id}/{safe_filename(filename)}"
 
 
-def check_request(request: Request, max_bytes: int) -> bytes:
-    """The multipart boundary of the request, or a 400/413 before a byte of the body is read."""
+def check_request(request: Request, max_bytes: int, *, hint: str = "the archive in the field 'file'",
+                  too_large_error: ApiError | None = None) -> bytes:
+    """The multipart boundary of the request, or a 400/413 before a byte of the body is read.
+
+    ``hint`` completes "Send ... as multipart/form-data"; ``too_large_error`` replaces the default 413 when the
+    Content-Length already exceeds ``max_bytes`` plus the multipart overhead.
+    """
     if request.mimetype != "multipart/form-data":
-        raise ApiError(400, "not_multipart",
-                       "Send the archive as multipart/form-data with the zip file in the field 'file'.")
+        raise ApiError(400, "not_multipart", f"Send {hint} as multipart/form-data.")
     boundary = request.mimetype_params.get("boundary", "")
     if not boundary or len(boundary) > 200:
         raise ApiError(400, "not_multipart", "The multipart/form-data request has no valid boundary.")
     if request.content_length is not None:
         if request.content_length == 0:
-            raise ApiError(400, "empty_body", "The request body is empty: attach the archive in the field 'file'.")
+            raise ApiError(400, "empty_body", f"The request body is empty: attach {hint}.")
         if request.content_length > max_bytes + MULTIPART_OVERHEAD:
-            raise too_large(max_bytes)
+            raise too_large_error or too_large(max_bytes)
     return boundary.encode("latin-1")
 
 
-def _events(request: Request, boundary: bytes) -> Iterator[Any]:
+def _events(request: Request, boundary: bytes, hint: str) -> Iterator[Any]:
     """Multipart events as the body arrives; bounded buffering outside file data."""
     decoder = MultipartDecoder(boundary, max_form_memory_size=None, max_parts=MAX_PARTS)
     stream = request.stream
@@ -101,7 +123,7 @@ def _events(request: Request, boundary: bytes) -> Iterator[Any]:
             except (OSError, ValueError, ClientDisconnected) as exc:
                 raise ApiError(400, "incomplete_body", "The upload was interrupted before it was complete.") from exc
             if not chunk and received == 0:  # chunked, or no Content-Length: nothing came at all
-                raise ApiError(400, "empty_body", "The request body is empty: attach the archive in the field 'file'.")
+                raise ApiError(400, "empty_body", f"The request body is empty: attach {hint}.")
             received += len(chunk)
             decoder.receive_data(chunk or None)
             continue
@@ -126,51 +148,104 @@ def _part_data(events: Iterator[Any], limit: int, on_limit: Callable[[], ApiErro
     raise ApiError(400, "incomplete_body", "The upload ended before the file was complete.")
 
 
+def file_parts(request: Request, *, fields: tuple[str, ...], max_bytes: int, hint: str,
+               max_body: int | None = None, what: str = "The file") -> Iterator[FilePart]:
+    """The file parts of a multipart request named one of ``fields``, in body order, as they arrive.
+
+    Each part's ``chunks`` must be consumed (or abandoned by stopping the iteration) before the next part is asked
+    for; more than ``max_bytes`` in one part raises ``too_large`` (413, "``what`` is larger..."). Other parts, and
+    fields of the right name without a file name, are read and dropped (bounded). ``max_body`` bounds the whole
+    body for the Content-Length pre-check (default ``max_bytes``); ``hint`` says what to send, for 400 messages.
+    """
+    max_body = max_bytes if max_body is None else max_body
+    body_error = too_large(max_bytes, what) if max_body == max_bytes else \
+        ApiError(413, "too_large", f"The request is larger than the limit of {max_body} bytes.")
+    events = _events(request, check_request(request, max_body, hint=hint, too_large_error=body_error), hint)
+    for event in events:
+        if isinstance(event, Epilogue):
+            return
+        if isinstance(event, File) and event.name in fields:
+            chunks = _part_data(events, max_bytes, lambda: too_large(max_bytes, what))
+            yield FilePart(field=event.name, filename=event.filename or "", chunks=chunks)
+            for _ in chunks:  # whatever the consumer left of this part
+                pass
+        elif isinstance(event, Field | File):
+            oversized = ApiError(400, "invalid_request",
+                                 f"Unexpected large field '{event.name}': send only {hint}.")
+            for _ in _part_data(events, MAX_FIELD_BYTES, lambda error=oversized: error):
+                pass
+
+
 def receive_archive(request: Request, *, max_bytes: int, store: Store, field_name: str = "file") -> Upload:
     """Stream the ``field_name`` file of a multipart request into ``store``; 400/413 ``ApiError`` on bad input.
 
     The file must be a non-empty ``.zip`` of at most ``max_bytes``. Other parts are read and dropped (bounded).
     """
-    events = _events(request, check_request(request, max_bytes))
-    for event in events:
-        if isinstance(event, Epilogue):
-            break
-        if isinstance(event, File) and event.name == field_name:
-            return _store_file(event, events, max_bytes, store)
-        if isinstance(event, Field | File):
-            oversized = ApiError(400, "invalid_request",
-                                 f"Unexpected large field '{event.name}': send only the field '{field_name}'.")
-            for _ in _part_data(events, MAX_FIELD_BYTES, lambda error=oversized: error):
-                pass
+    hint = f"the archive in the field '{field_name}'"
+    for part in file_parts(request, fields=(field_name,), max_bytes=max_bytes, hint=hint, what="The archive"):
+        return _store_file(part, store)
     raise ApiError(400, "missing_file", f"No file in the field '{field_name}': attach the archive as "
                                         f"'{field_name}' (multipart/form-data).")
 
 
-def _store_file(part: File, events: Iterator[Any], max_bytes: int, store: Store) -> Upload:
-    filename = part.filename or ""
+def _store_file(part: FilePart, store: Store) -> Upload:
+    filename = part.filename
     if not filename.lower().endswith(ALLOWED_EXTENSIONS):
         raise ApiError(400, "invalid_file_type",
                        f"'{filename[:200]}' is not a .zip archive: upload an Open Event archive as a .zip file.")
-    chunks = _part_data(events, max_bytes, lambda: too_large(max_bytes))
-    first = next(chunks, None)  # an empty file is refused before anything reaches storage
+    first = next(part.chunks, None)  # an empty file is refused before anything reaches storage
     if first is None:
         raise ApiError(400, "empty_file", f"The file '{filename[:200]}' is empty.")
+    stored = store_guarded(chain([first], part.chunks), lambda chunks: store(filename, chunks))
+    return Upload(filename=filename, key=stored["key"], size=stored["size"], sha256=stored["sha256"])
+
+
+def store_guarded(chunks: Iterator[bytes], store: Callable[[Iterator[bytes]], T]) -> T:
+    """``store(chunks)``, re-raising the ``ApiError`` (413, 400) the chunks raised even if ``store`` wrapped it."""
     failure: list[ApiError] = []
 
     def guarded() -> Iterator[bytes]:
         # The HTTP client may wrap or swallow an exception raised inside its body iterator: remember ours.
         try:
-            yield from chain([first], chunks)
+            yield from chunks
         except ApiError as exc:
             failure.append(exc)
             raise
 
     try:
-        stored = store(filename, guarded())
+        result = store(guarded())
     except Exception:
         if failure:
             raise failure[0] from None
         raise
     if failure:
         raise failure[0]
-    return Upload(filename=filename, key=stored["key"], size=stored["size"], sha256=stored["sha256"])
+    return result
+
+
+def put_to_storage(sign_url: SignUrl, settings: Settings, key: str, chunks: Iterator[bytes], *, content_type: str,
+                   what: str = "the archive", link_ttl: int = 3600, **sign_kwargs: Any) -> dict[str, Any]:
+    """Stream ``chunks`` to storage under ``key`` with a chunked HTTP PUT on a signed link: ``{"size", "sha256"}``.
+
+    ``sign_kwargs`` go to the ``signed_url`` RPC as they are (the upload API's ``backend``). Storage down or refusing
+    is a 503 ``ApiError`` naming ``what``.
+    """
+    try:
+        url = sign_url(key, method="PUT", ttl=link_ttl, **sign_kwargs)
+    except RpcTimeout as exc:
+        raise ApiError(503, "storage_unavailable", "Storage is not answering; try the upload again later.") from exc
+    # Signed links carry the public base URL; the upload goes to storage over the internal network (a link a
+    # backend presigned for itself, S3 or GCS, is used as it is).
+    if url.startswith(settings.storage_url + "/"):
+        url = settings.storage_internal_url + url[len(settings.storage_url):]
+    with requests.Session() as http:
+        http.trust_env = False  # an internal hop: never through a proxy from the environment
+        try:
+            response = http.put(url, data=chunks, headers={"Content-Type": content_type}, timeout=(10, 300))
+        except requests.RequestException as exc:
+            raise ApiError(503, "storage_unavailable", f"{what[:1].upper()}{what[1:]} could not be stored; "
+                                                       "try again later.") from exc
+    if response.status_code != 201:
+        raise ApiError(503, "storage_error", f"Storage refused {what} (HTTP {response.status_code}).")
+    stored = response.json()
+    return {"size": stored["size"], "sha256": stored["sha256"]}

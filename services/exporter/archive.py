@@ -182,7 +182,8 @@ def _copy_media(fetcher: MediaFetcher, url: str, zip_path: str, zipper: ZipStrea
                 _yield_hub()
         size = spool.tell()
         spool.seek(0)
-        with zipper.member(zip_path.lstrip("/"), large=size > 2**31) as handle:
+        # Media are compressed formats already (JPEG, PNG, MP3, MP4, PDF): deflating them again burns CPU for ~0%.
+        with zipper.member(zip_path.lstrip("/"), large=size > 2**31, deflate=False) as handle:
             while chunk := spool.read(CHUNK_BYTES):
                 handle.write(chunk)
                 if zipper.pending >= CHUNK_BYTES:

@@ -20,7 +20,7 @@ from shared.config import Settings
 from shared.contracts import utc_iso
 from shared.media_fetcher import MediaFetcher
 
-SignUrl = Callable[..., str]  # storage.signed_url(key, method=..., ttl=..., filename=...)
+SignUrl = Callable[..., str]  # storage.signed_url(key, method=..., ttl=..., filename=..., backend=..., retention=...)
 
 
 class ExportFailed(Exception):
@@ -64,8 +64,14 @@ def run_export(
     sign_url: SignUrl,
     settings: Settings,
     on_progress: ProgressCallback,
+    storage: str | None = None,
 ) -> dict[str, Any]:
-    """Run the export; returns the export_completed fields or raises ExportFailed with a user-facing message."""
+    """Run the export; returns the export_completed fields or raises ExportFailed with a user-facing message.
+
+    ``storage``: the backend record to store the archive in (``None``: the default backend). The archive follows
+    that backend's keep days; the download link is the backend's own presigned URL where it can sign (S3, GCS),
+    else the storage data plane's.
+    """
     key = export_key(event_id, task_id)
     fetcher = MediaFetcher(allow_hosts=settings.media_allow_hosts, max_bytes=settings.media_max_bytes,
                            timeout=settings.media_timeout)
@@ -83,7 +89,8 @@ def run_export(
         yield from chunks
 
     # Signed links carry the public base URL; the upload goes to storage over the internal network.
-    upload_url = settings.storage_internal_url + sign_url(key, method="PUT", ttl=3600)[len(settings.storage_url):]
+    upload_link = sign_url(key, method="PUT", ttl=3600, backend=storage, retention=True)
+    upload_url = settings.storage_internal_url + upload_link[len(settings.storage_url):]
     try:
         response = requests.put(upload_url, data=digest.wrap(body()), timeout=(10, 300),
                                 headers={"Content-Type": "application/zip"})

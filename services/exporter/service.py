@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nameko.events import EventDispatcher, event_handler
+from nameko.exceptions import RemoteError
 from nameko.rpc import RpcProxy, rpc
 
 from services.exporter.export_job import ExportFailed, run_export
@@ -16,6 +17,8 @@ from shared.dependencies import Config, Database
 from shared.rpc import RpcTimeout, call
 
 log = logging.getLogger(__name__)
+# Storage refusals that are the export's outcome, not a fault of the exporter (their messages are for people).
+STORAGE_REFUSALS = ("UnknownBackend", "InactiveBackend", "BackendError", "ObjectGone")
 PROGRESS_INTERVAL = 1.0  # seconds between export_progress events: enough for a progress bar, cheap for the broker
 
 
@@ -41,13 +44,18 @@ class ExporterService:
                 self._emit(c.EXPORT_PROGRESS, ids, stage=stage, done=done, total=total)
 
         def sign_url(key: str, **kwargs: Any) -> str:
-            return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
+            try:
+                return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
+            except RemoteError as exc:
+                if exc.exc_type in STORAGE_REFUSALS:
+                    raise ExportFailed("storage_error", str(exc.value)) from None
+                raise
 
         try:
             requested_at = datetime.strptime(request["occurred_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
             result = run_export(task_id=request["task_id"], event_id=request["event_id"], options=request["options"],
                                 requested_at=requested_at, db=self.db, sign_url=sign_url, settings=self.config,
-                                on_progress=on_progress)
+                                on_progress=on_progress, storage=request.get("storage"))
         except ExportFailed as exc:
             self._emit(c.EXPORT_FAILED, ids, code=exc.code, message=exc.message)
             return

@@ -44,10 +44,10 @@ class ZipStream:
         return data
 
     @contextmanager
-    def member(self, name: str, *, large: bool = False) -> Iterator[IO[bytes]]:
+    def member(self, name: str, *, large: bool = False, deflate: bool = True) -> Iterator[IO[bytes]]:
         """An open member; ``large`` allows more than 4 GiB (adds zip64 fields some old readers dislike)."""
         info = zipfile.ZipInfo(name, date_time=self._date_time)
-        info.compress_type = zipfile.ZIP_DEFLATED
+        info.compress_type = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
         info.external_attr = 0o644 << 16
         with self._zip.open(info, "w", force_zip64=large) as handle:
             yield handle

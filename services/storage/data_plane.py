@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Mapping
+from typing import Protocol
 from urllib.parse import quote
 
 from werkzeug.http import http_date
@@ -16,20 +17,38 @@ from werkzeug.wrappers import Request, Response
 from services.storage.local_backend import (
     CHUNK_SIZE,
     InvalidKey,
-    LocalBackend,
+    ObjectInfo,
     ObjectNotFound,
     ObjectTooLarge,
+    StorageError,
     validate_key,
 )
 from shared.http import ApiError, json_response
 from shared.signing import BadSignature, LinkExpired, signed_query, verify_query
 
 SIGNABLE_METHODS = ("GET", "PUT")
+# Query parameters a link may carry besides expires/filename, covered by its signature (see services/storage/objects).
+SIGNED_EXTRA = ("backend", "retention")
 
 LINK_EXPIRED_MESSAGE = "This link has expired. Request a new download link."
 INVALID_SIGNATURE_MESSAGE = (
     "This link is invalid: its signature does not match (it may have been altered or cut short). Request a new link."
 )
+
+
+class Backend(Protocol):
+    """What the data plane needs of a backend: ``LocalBackend`` and every ``backends.base.ObjectBackend``."""
+
+    def put_stream(self, key: str, chunks: Iterator[bytes], content_type: str | None = None,
+                   max_size: int | None = None) -> ObjectInfo: ...
+
+    def open(self, key: str):  # noqa: ANN201 - an ObjectReader or BackendObjectReader
+        ...
+
+
+def _backend_failure(exc: StorageError) -> ApiError:
+    # BackendError messages name backend, operation and key, never credentials or signed URLs (backends/README.md).
+    return ApiError(502, "backend_error", f"The storage backend failed: {exc}")
 
 
 def signed_url(
@@ -40,8 +59,9 @@ def signed_url(
     ttl: int = 3600,
     filename: str | None = None,
     now: float | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> str:
-    """Absolute ``<base_url>/objects/<key>?expires=..[&filename=..]&signature=..`` valid for ``ttl`` seconds."""
+    """Absolute ``<base_url>/objects/<key>?expires=..[&filename=..][&backend=..]&signature=..`` valid ``ttl`` s."""
     validate_key(key)
     method = "GET" if method.upper() == "HEAD" else method.upper()
     if method not in SIGNABLE_METHODS:
@@ -49,14 +69,17 @@ def signed_url(
     if isinstance(ttl, bool) or int(ttl) <= 0:
         raise ValueError("ttl must be a positive number of seconds")
     expires = int(time.time() if now is None else now) + int(ttl)
-    query = signed_query(secret, method, key, expires, filename)
+    unknown = set(extra or {}) - set(SIGNED_EXTRA)
+    if unknown:
+        raise ValueError(f"cannot sign parameter(s) {', '.join(sorted(unknown))}")
+    query = signed_query(secret, method, key, expires, filename, extra)
     return f"{base_url.rstrip('/')}/objects/{quote(key, safe='/')}?{query}"
 
 
 def check_link(secret: str, method: str, key: str, args: Mapping[str, str], now: float | None = None) -> None:
     """Raise a 403 ``ApiError`` unless the query carries a valid, unexpired signature for this method and key."""
     try:
-        verify_query(secret, method, key, args, now=now)
+        verify_query(secret, method, key, args, now=now, extra_names=SIGNED_EXTRA)
     except LinkExpired:
         raise ApiError(403, "link_expired", LINK_EXPIRED_MESSAGE) from None
     except BadSignature:
@@ -83,14 +106,25 @@ def _body_chunks(request: Request) -> Iterator[bytes]:
         raise ApiError(400, "incomplete_body", f"Expected {expected} bytes, received {received}.")
 
 
-def receive_object(backend: LocalBackend, key: str, request: Request, max_size: int | None = None) -> Response:
-    """Stream the request body into ``key``; answers 201 ``{"key", "size", "sha256"}``."""
+def store_object(backend: Backend, key: str, request: Request, max_size: int | None = None) -> ObjectInfo:
+    """Stream the request body into ``key`` of ``backend``."""
     try:
-        info = backend.put_stream(key, _body_chunks(request), content_type=request.mimetype or None, max_size=max_size)
+        return backend.put_stream(key, _body_chunks(request), content_type=request.mimetype or None,
+                                  max_size=max_size)
     except InvalidKey as exc:
         raise ApiError(400, "invalid_key", str(exc)) from None
     except ObjectTooLarge as exc:
         raise ApiError(413, "too_large", str(exc)) from None
+    except StorageError as exc:
+        raise _backend_failure(exc) from None
+
+
+def receive_object(backend: Backend, key: str, request: Request, max_size: int | None = None) -> Response:
+    """Stream the request body into ``key``; answers 201 ``{"key", "size", "sha256"}``."""
+    return stored_response(store_object(backend, key, request, max_size))
+
+
+def stored_response(info: ObjectInfo) -> Response:
     return json_response(
         {"key": info.key, "size": info.size, "sha256": info.sha256},
         status=201,
@@ -141,7 +175,7 @@ def content_disposition(filename: str) -> str:
     return value
 
 
-def serve_object(backend: LocalBackend, key: str, request: Request) -> Response:
+def serve_object(backend: Backend, key: str, request: Request) -> Response:
     """GET/HEAD of ``key``: streamed body, single-range support, ETag = sha256, download as attachment."""
     try:
         reader = backend.open(key)
@@ -149,6 +183,8 @@ def serve_object(backend: LocalBackend, key: str, request: Request) -> Response:
         raise ApiError(400, "invalid_key", str(exc)) from None
     except ObjectNotFound:
         raise ApiError(404, "not_found", "No object exists at this address (it may have been deleted).") from None
+    except StorageError as exc:
+        raise _backend_failure(exc) from None
     info = reader.info
     try:
         span = resolve_range(request, info.size, info.sha256)
@@ -167,10 +203,20 @@ def serve_object(backend: LocalBackend, key: str, request: Request) -> Response:
     }
     if span is not None:
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
+    if request.method == "HEAD":
+        reader.close()
+        body: Iterator[bytes] = iter(())  # no download from a remote backend for a body nobody reads
+    else:
+        try:
+            body = reader.iter_range(start, stop)  # remote backends start their download here
+        except ObjectNotFound:
+            raise ApiError(404, "not_found", "No object exists at this address (it may have been deleted).") from None
+        except StorageError as exc:
+            raise _backend_failure(exc) from None
     # direct_passthrough: Werkzeug hands our iterator to the server untouched, which streams it after the worker
     # returns and closes it (and the file) at the end, on HEAD and when the client disconnects.
     return Response(
-        reader.iter_range(start, stop),
+        body,
         status=206 if span is not None else 200,
         headers=headers,
         content_type=info.content_type,

@@ -1,4 +1,4 @@
-"""nameko dependency providers of the storage service: its settings and its backend, built once per container."""
+"""nameko dependency providers of the storage service: its settings and its backends, built once per container."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ from typing import Any
 
 from nameko.extensions import DependencyProvider
 
-from services.storage.local_backend import LocalBackend
+from services.storage.backends.base import ObjectBackend
+from services.storage.registry import Registry
+from services.storage.settings import load_storage_settings
 from shared.config import Settings, load_settings
+from shared.db import make_engine, make_session_factory
 
 
 class AppSettings(DependencyProvider):
@@ -20,13 +23,30 @@ class AppSettings(DependencyProvider):
         return self.settings
 
 
-class StorageBackend(DependencyProvider):
-    """The object backend (local filesystem under ``STORAGE_DIR``); one instance shared by all workers."""
+class BackendRegistry(DependencyProvider):
+    """Every backend: the default one (``STORAGE_BACKEND``, ``StorageSettings``) and the backend records in the
+    database; one registry per container, shared by all workers."""
 
     def setup(self) -> None:
-        self.backend = LocalBackend(load_settings().storage_dir)
-        # Uploads cut short by a crash (kill -9) cannot clean up after themselves: sweep the old ones on start.
-        self.backend.purge_temp_files()
+        settings = load_settings()
+        self.storage_settings = load_storage_settings()
+        # Records are looked up on the workers' own sessions; this pool only serves the few lookups outside them.
+        self.engine = make_engine(settings.database_url, pool_size=2)
+        self.registry = Registry(self.storage_settings, settings.storage_dir, make_session_factory(self.engine))
 
-    def get_dependency(self, worker_ctx: Any) -> LocalBackend:
-        return self.backend
+    def stop(self) -> None:
+        self.engine.dispose()
+
+    def get_dependency(self, worker_ctx: Any) -> Registry:
+        return self.registry
+
+
+class StorageBackend(DependencyProvider):
+    """The default backend alone (local filesystem under ``STORAGE_DIR`` unless ``STORAGE_BACKEND`` says otherwise),
+    for entrypoints that only ever use it; the service's ``BackendRegistry`` builds it."""
+
+    def get_dependency(self, worker_ctx: Any) -> ObjectBackend:
+        for dependency in self.container.dependencies:
+            if isinstance(dependency, BackendRegistry):
+                return dependency.registry.default_backend
+        raise RuntimeError("StorageBackend needs a BackendRegistry dependency on the same service")

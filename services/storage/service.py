@@ -1,59 +1,134 @@
-"""The ``storage`` service: RPC control plane (signed URLs, stat, delete, health) and the HTTP data plane.
+"""The ``storage`` service: RPC control plane (signed URLs, stat, delete, backend records, health), the HTTP data
+plane, and the retention sweeper.
 
-Bytes only ever move over HTTP (``/objects/<key>``); RPC carries keys, URLs and small JSON.
+Bytes only ever move over HTTP (``/objects/<key>``, or a backend's own presigned URL); RPC carries keys, URLs and
+small JSON. The work is done in plain modules: ``objects`` (links, store, serve, delete over every backend),
+``backend_records`` (the admin API's records), ``retention`` (the sweeper), ``registry`` (the backends).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from nameko.events import EventDispatcher
 from nameko.rpc import rpc
+from nameko.timer import timer
 from werkzeug.wrappers import Request, Response
 
-from services.storage import data_plane
-from services.storage.dependencies import AppSettings, StorageBackend
+from services.storage import backend_records, data_plane, objects, retention
+from services.storage.backend_config import InvalidBackendConfig
+from services.storage.backend_records import BackendExists
+from services.storage.backends.base import BackendError
+from services.storage.dependencies import AppSettings, BackendRegistry, StorageBackend
 from services.storage.local_backend import InvalidKey
+from services.storage.object_index import ObjectGone
+from services.storage.registry import BackendSpec, InactiveBackend, UnknownBackend, check_buildable
+from services.storage.settings import load_storage_settings
+from shared.dependencies import Database
 from shared.http import http, json_response
+
+# Read when the module loads: nameko's timer takes its interval at class definition (STORAGE_SWEEP_INTERVAL).
+SWEEP_INTERVAL = load_storage_settings().sweep_interval
+RECORD_ERRORS = (InvalidBackendConfig, UnknownBackend, BackendExists)
 
 
 class StorageService:
     name = "storage"
 
     settings = AppSettings()
-    backend = StorageBackend()
+    registry = BackendRegistry()
+    backend = StorageBackend()  # the default backend alone
+    db = Database()
+    dispatch = EventDispatcher()
 
     # -- control plane (RPC) ---------------------------------------------------------------------------------------
 
-    @rpc(expected_exceptions=(InvalidKey, ValueError))
-    def signed_url(self, key: str, method: str = "GET", ttl: int | None = None, filename: str | None = None) -> str:
-        ttl = self.settings.signed_url_ttl if ttl is None else ttl
-        return data_plane.signed_url(
-            self.settings.storage_url, self.settings.secret_key, key, method=method, ttl=ttl, filename=filename
-        )
+    @rpc(expected_exceptions=(InvalidKey, ValueError, UnknownBackend, InactiveBackend, ObjectGone, BackendError))
+    def signed_url(self, key: str, method: str = "GET", ttl: int | None = None, filename: str | None = None,
+                   backend: str | None = None, retention: bool = False) -> str:
+        """A link for ``key``. PUT: to the data plane, storing into ``backend`` (a record's ``storage_backend_id``,
+        ``"local"`` for the filesystem under STORAGE_DIR, ``None`` for the default; it must be active), following
+        its keep days if ``retention``. GET: presigned by the object's backend where it can, else the data plane's.
+        ``ObjectGone`` once the object expired or was deleted."""
+        return objects.signed_url(self.registry, self.db, self.settings, key, method=method, ttl=ttl,
+                                  filename=filename, storage=backend, retention=retention)
 
-    @rpc(expected_exceptions=InvalidKey)
+    @rpc(expected_exceptions=(InvalidKey, BackendError))
     def stat(self, key: str) -> dict | None:
-        info = self.backend.stat(key)
-        return None if info is None else info.to_dict()
+        return objects.stat(self.registry, self.db, key)
 
-    @rpc(expected_exceptions=InvalidKey)
+    @rpc(expected_exceptions=(InvalidKey, BackendError))
     def delete(self, key: str) -> bool:
-        return self.backend.delete(key)
+        """Delete on request: links to the object then answer 410 and ``storage.object_expired`` says so."""
+        return objects.delete(self.registry, self.db, self._publish, key)
 
     @rpc
     def health(self) -> dict:
         backend = self.backend
-        return {"status": "ok", "service": self.name, "backend": backend.name, "free_bytes": backend.free_bytes()}
+        free = getattr(backend, "free_bytes", None)
+        return {"status": "ok", "service": self.name, "backend": backend.name,
+                "free_bytes": free() if free is not None else None}
+
+    # -- backend records (the gateway's admin API) -----------------------------------------------------------------
+
+    @rpc
+    def list_backends(self) -> dict[str, Any]:
+        spec = self.registry.default_spec
+        with self.db() as session:
+            return {"data": backend_records.list_records(session),
+                    "default": {"storage_backend": spec.kind, "keep_days": spec.keep_days}}
+
+    @rpc
+    def describe_backend(self, identifier: str) -> dict[str, Any] | None:
+        """The public view of a record (``None`` if unknown); ``default`` and ``local`` describe the built-ins."""
+        spec = self.registry.spec(identifier) if identifier in ("default", "local") else None
+        if spec is not None:
+            return {"storage_backend": spec.kind, "storage_backend_id": identifier, "active": True,
+                    "keep_days": spec.keep_days, "builtin": True}
+        with self.db() as session:
+            return backend_records.describe(session, identifier)
+
+    @rpc(expected_exceptions=RECORD_ERRORS)
+    def create_backend(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self.db() as session:
+            return backend_records.create(session, body, self._check_spec)
+
+    @rpc(expected_exceptions=RECORD_ERRORS)
+    def update_backend(self, identifier: str, body: dict[str, Any]) -> dict[str, Any]:
+        with self.db() as session:
+            return backend_records.update(session, identifier, body, self._check_spec)
+
+    @rpc(expected_exceptions=RECORD_ERRORS)
+    def deactivate_backend(self, identifier: str) -> dict[str, Any]:
+        with self.db() as session:
+            return backend_records.deactivate(session, identifier)
+
+    def _check_spec(self, spec: BackendSpec) -> None:
+        check_buildable(spec, self.registry.storage_dir)
+
+    # -- retention ---------------------------------------------------------------------------------------------------
+
+    @timer(interval=SWEEP_INTERVAL)
+    def sweep_expired(self) -> None:
+        """Delete expired objects (several instances may sweep at once) and publish storage events still due."""
+        settings = self.registry.settings
+        retention.sweep(self.db, self.registry, self._publish, batch=settings.sweep_batch,
+                        claim_seconds=settings.claim_seconds)
+
+    def _publish(self, event_type: str, payload: dict[str, Any]) -> None:
+        self.dispatch(event_type, payload)
 
     # -- data plane (HTTP) -----------------------------------------------------------------------------------------
 
     @http("PUT", "/objects/<path:key>")
     def put_object(self, request: Request, key: str) -> Response:
         data_plane.check_link(self.settings.secret_key, "PUT", key, request.args)
-        return data_plane.receive_object(self.backend, key, request)
+        return objects.store(self.registry, self.db, self._publish, key, request)
 
     @http("GET,HEAD", "/objects/<path:key>")
     def get_object(self, request: Request, key: str) -> Response:
         data_plane.check_link(self.settings.secret_key, "GET", key, request.args)
-        return data_plane.serve_object(self.backend, key, request)
+        return objects.serve(self.registry, self.db, key, request)
 
     @http("GET", "/health")
     def http_health(self, request: Request) -> Response:

@@ -13,9 +13,10 @@ the storage data plane proxies the bytes. fake-gcs-server serves signed URLs but
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -66,6 +67,9 @@ class GcsConfig:
     api_endpoint: str | None = None  # None: Google; fake-gcs-server: http://127.0.0.1:PORT
     public_endpoint: str | None = None  # host of signed URLs; default: api_endpoint, else Google's
     signing_credentials_file: str | None = None  # a key that can sign when the API credentials cannot
+    # A service-account key given inline (backend records) instead of credentials_file; with ``anonymous`` it only
+    # signs URLs.
+    credentials_json: str | None = field(default=None, repr=False)
     prefix: str = ""
     chunk_size: int = 8 * MiB
     connect_timeout: float = 10.0
@@ -133,6 +137,8 @@ class GcsBackend(ObjectBackend):
         self._public = (config.public_endpoint or config.api_endpoint or DEFAULT_ENDPOINT).rstrip("/")
         if config.signing_credentials_file:
             self._signer: Any = service_account.Credentials.from_service_account_file(config.signing_credentials_file)
+        elif config.anonymous and config.credentials_json:
+            self._signer = service_account.Credentials.from_service_account_info(json.loads(config.credentials_json))
         elif isinstance(credentials, google.auth.credentials.Signing) and not config.anonymous:
             self._signer = credentials
         else:
@@ -142,6 +148,10 @@ class GcsBackend(ObjectBackend):
     def _credentials(config: GcsConfig) -> google.auth.credentials.Credentials:
         if config.anonymous:
             return google.auth.credentials.AnonymousCredentials()
+        if config.credentials_json:
+            return service_account.Credentials.from_service_account_info(
+                json.loads(config.credentials_json), scopes=_SCOPES
+            )
         if config.credentials_file:
             return service_account.Credentials.from_service_account_file(config.credentials_file, scopes=_SCOPES)
         credentials, _ = google.auth.default(scopes=_SCOPES)

@@ -1,0 +1,172 @@
+"""Backend records (``storage_backends``): create, change, deactivate, list; the admin API reaches these over RPC.
+
+Tokens and secret config values are write-only: ``public_view`` is the only shape a record leaves the service in,
+with ``token_set`` and ``secrets_set`` instead of the values. Records are never deleted (objects may live in them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.storage.backend_config import (
+    TOKEN_FIELD,
+    InvalidBackendConfig,
+    check_identifier,
+    check_kind,
+    normalize,
+    public_config,
+)
+from services.storage.registry import BackendSpec, UnknownBackend
+from shared.models import StorageBackendRecord, StorageObject, utcnow
+
+CREATE_FIELDS = ("storage_backend", "storage_backend_id", "token", "config", "keep_days", "description", "active")
+UPDATE_FIELDS = ("token", "config", "keep_days", "description", "active")
+MAX_KEEP_DAYS = 36500
+MAX_DESCRIPTION = 2000
+_FMT = "%Y-%m-%dT%H:%M:%SZ"
+
+CheckSpec = Callable[[BackendSpec], None]  # raises InvalidBackendConfig if the client library refuses the spec
+
+
+class BackendExists(Exception):
+    """A record with this identifier exists already."""
+
+
+def _check_fields(body: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidBackendConfig("The request body must be a JSON object.")
+    unknown = sorted(map(str, set(body) - set(allowed)))
+    if unknown:
+        fixed = [k for k in unknown if k in ("storage_backend", "storage_backend_id")]
+        if fixed:
+            raise InvalidBackendConfig(f"{', '.join(fixed)} cannot be changed; create another backend instead.")
+        raise InvalidBackendConfig(f"Unknown field(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}.")
+    if "keep_days" in body:
+        days = body["keep_days"]
+        if not isinstance(days, int) or isinstance(days, bool) or not 0 <= days <= MAX_KEEP_DAYS:
+            raise InvalidBackendConfig(f"keep_days must be a whole number from 0 (keep) to {MAX_KEEP_DAYS}.")
+    if body.get("description") is not None:
+        if not isinstance(body["description"], str) or len(body["description"]) > MAX_DESCRIPTION:
+            raise InvalidBackendConfig(f"description must be a string of at most {MAX_DESCRIPTION} characters.")
+    if "active" in body and not isinstance(body["active"], bool):
+        raise InvalidBackendConfig("active must be true or false.")
+    if body.get("token") is not None and not isinstance(body["token"], str | dict):
+        raise InvalidBackendConfig("token must be a string.")
+    return body
+
+
+def _find(session: Session, identifier: str, lock: bool = False) -> StorageBackendRecord:
+    query = select(StorageBackendRecord).where(StorageBackendRecord.storage_backend_id == identifier)
+    record = session.scalar(query.with_for_update() if lock else query)
+    if record is None:
+        raise UnknownBackend(f"There is no storage backend {identifier!r}.")
+    return record
+
+
+def public_view(record: StorageBackendRecord, objects: int | None = None) -> dict[str, Any]:
+    config, secrets = public_config(record.storage_backend, dict(record.config or {}))
+    view = {
+        "storage_backend": record.storage_backend,
+        "storage_backend_id": record.storage_backend_id,
+        "config": config,
+        "token_set": bool(record.token),
+        "secrets_set": secrets,
+        "keep_days": record.keep_days,
+        "description": record.description,
+        "active": record.active,
+        "created_at": record.created_at.strftime(_FMT),
+        "updated_at": record.updated_at.strftime(_FMT),
+    }
+    if objects is not None:
+        view["objects"] = objects
+    return view
+
+
+def _object_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(StorageObject.backend, func.count()).where(StorageObject.deleted_at.is_(None))
+        .group_by(StorageObject.backend)
+    )
+    return {backend: count for backend, count in rows}
+
+
+def list_records(session: Session) -> list[dict[str, Any]]:
+    counts = _object_counts(session)
+    records = session.scalars(select(StorageBackendRecord).order_by(StorageBackendRecord.id))
+    return [public_view(r, counts.get(r.storage_backend_id, 0)) for r in records]
+
+
+def describe(session: Session, identifier: str) -> dict[str, Any] | None:
+    try:
+        record = _find(session, identifier)
+    except UnknownBackend:
+        return None
+    return public_view(record, _object_counts(session).get(identifier, 0))
+
+
+def create(session: Session, body: Any, check: CheckSpec) -> dict[str, Any]:
+    body = _check_fields(body, CREATE_FIELDS)
+    kind = check_kind(body.get("storage_backend"))
+    identifier = check_identifier(body.get("storage_backend_id"))
+    config, token = normalize(kind, body.get("config"), body.get("token"))
+    record = StorageBackendRecord(
+        storage_backend=kind, storage_backend_id=identifier, token=token, config=config,
+        keep_days=body.get("keep_days", 0), description=body.get("description"), active=body.get("active", True),
+        created_at=utcnow(), updated_at=utcnow(),
+    )
+    check(BackendSpec.from_record(record))
+    if session.scalar(select(StorageBackendRecord.id).where(StorageBackendRecord.storage_backend_id == identifier)):
+        raise BackendExists(f"A storage backend {identifier!r} exists already.")
+    session.add(record)
+    try:
+        session.commit()
+    except IntegrityError:  # created concurrently
+        session.rollback()
+        raise BackendExists(f"A storage backend {identifier!r} exists already.") from None
+    return public_view(record, 0)
+
+
+def update(session: Session, identifier: str, body: Any, check: CheckSpec) -> dict[str, Any]:
+    """Change a record. ``config`` is merged into the stored one (``null`` removes a key), so secrets that are not
+    sent again are kept; ``token: null`` clears the token."""
+    body = _check_fields(body, UPDATE_FIELDS)
+    record = _find(session, identifier, lock=True)
+    kind = record.storage_backend
+    changes = body.get("config", {})
+    if changes is None:
+        changes = {}
+    if not isinstance(changes, dict):
+        raise InvalidBackendConfig("config must be a JSON object (keys to change; null removes a key).")
+    merged = {**(record.config or {}), **changes}
+    merged = {k: v for k, v in merged.items() if v is not None}
+    token_field = TOKEN_FIELD.get(kind)
+    if "token" in body:
+        token = body["token"]
+    elif token_field is not None and token_field in merged:
+        token = merged.pop(token_field)
+    else:
+        token = record.token
+    config, token = normalize(kind, merged, token)
+    record.config = config
+    record.token = token
+    for name in ("keep_days", "description", "active"):
+        if name in body:
+            setattr(record, name, body[name])
+    record.updated_at = utcnow()
+    check(BackendSpec.from_record(record))
+    session.commit()
+    return public_view(record, _object_counts(session).get(identifier, 0))
+
+
+def deactivate(session: Session, identifier: str) -> dict[str, Any]:
+    record = _find(session, identifier, lock=True)
+    if record.active:
+        record.active = False
+        record.updated_at = utcnow()
+        session.commit()
+    return public_view(record, _object_counts(session).get(identifier, 0))

@@ -1,0 +1,150 @@
+"""The object index (``storage_objects``): which backend each object lives in, its size and sha256, when it expires.
+
+Written when an object is stored, read to find an object's backend, marked (not removed) when an object is deleted so
+that a link to it can say why it is gone. Plain functions over a SQLAlchemy session; times are naive UTC as in the
+rest of the data model.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from services.storage.local_backend import DEFAULT_CONTENT_TYPE, ObjectInfo
+from services.storage.registry import BackendSpec
+from shared import contracts as c
+from shared.models import StorageObject
+
+EXPIRED, DELETED = "expired", "deleted"
+# Keys whose layout names their task (and event): storage events carry them for subscribers.
+_EXPORT_KEY = re.compile(r"exports/event([0-9]{1,18})/([A-Za-z0-9-]{1,64})/")
+_IMPORT_KEY = re.compile(r"imports/([A-Za-z0-9-]{1,64})/")
+_FMT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+class ObjectGone(Exception):
+    """The object existed and was deleted (expired, or on request); the message says which and when (a clause:
+    ``it expired on ... and was deleted on ...``)."""
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.strftime(_FMT)
+
+
+def expiry(created_at: datetime, keep_days: int, retention: bool) -> datetime | None:
+    """When an object stored at ``created_at`` expires: its backend's keep days, if the writer asked for retention."""
+    if not retention or keep_days <= 0:
+        return None
+    return created_at + timedelta(days=keep_days)
+
+
+def lookup(session: Session, key: str) -> StorageObject | None:
+    return session.get(StorageObject, key)
+
+
+def record_stored(session: Session, key: str, spec: BackendSpec, info: ObjectInfo, retention: bool,
+                  now: datetime) -> tuple[StorageObject, str | None]:
+    """Insert or replace the row of ``key`` (flushed, not committed).
+
+    Returns the row and, when the previous version of the key still lives in *another* backend, that backend's
+    identifier (its bytes are now orphaned: the caller deletes them).
+    """
+    row = session.get(StorageObject, key, with_for_update=True)
+    previous = None
+    if row is None:
+        row = StorageObject(key=key)
+        session.add(row)
+    elif row.deleted_at is None and row.backend != spec.identifier:
+        previous = row.backend
+    row.backend = spec.identifier
+    row.size = info.size
+    row.sha256 = info.sha256
+    row.content_type = info.content_type or DEFAULT_CONTENT_TYPE
+    row.created_at = now
+    row.expires_at = expiry(now, spec.keep_days, retention)
+    row.deleted_at = row.deleted_reason = None
+    row.claim = row.claimed_until = None
+    row.announce = c.OBJECT_STORED
+    row.updated_at = now
+    session.flush()
+    return row, previous
+
+
+def mark_deleted(session: Session, key: str, reason: str, now: datetime, claim: str | None = None) -> bool:
+    """Mark the object deleted (and its ``object_expired`` event due); ``False`` if it already was.
+
+    With ``claim``, only if that sweeper's claim still holds (a new version stored meanwhile clears it).
+    """
+    conditions = [StorageObject.key == key, StorageObject.deleted_at.is_(None)]
+    if claim is not None:
+        conditions.append(StorageObject.claim == claim)
+    changed = session.execute(
+        update(StorageObject).where(*conditions).values(
+            deleted_at=now, deleted_reason=reason, announce=c.OBJECT_EXPIRED, claim=None, claimed_until=None,
+            updated_at=now,
+        )
+    ).rowcount
+    return bool(changed)
+
+
+def gone_reason(row: StorageObject) -> str:
+    """Why a deleted object is gone, as a clause: ``it expired on ... and was deleted on ...``."""
+    when = iso(row.deleted_at)
+    if row.deleted_reason == EXPIRED:
+        return f"it expired on {iso(row.expires_at) or when} and was deleted on {when}"
+    return f"it was deleted on request on {when}"
+
+
+def key_context(key: str) -> dict[str, Any]:
+    """``task_id`` and ``event_id`` when the key's layout names them (exports and imports), else ``None``."""
+    match = _EXPORT_KEY.match(key)
+    if match:
+        return {"task_id": match.group(2), "event_id": int(match.group(1))}
+    match = _IMPORT_KEY.match(key)
+    if match:
+        return {"task_id": match.group(1), "event_id": None}
+    return {"task_id": None, "event_id": None}
+
+
+def event_payload(row: StorageObject, kind: str) -> tuple[str, dict[str, Any]]:
+    """The storage event ``row.announce`` names, built from the row (so a re-publication says the same)."""
+    common = {
+        **key_context(row.key),
+        "key": row.key,
+        "backend": row.backend,
+        "backend_kind": kind,
+        "size": row.size,
+        "sha256": row.sha256,
+        "expires_at": iso(row.expires_at),
+    }
+    if row.announce == c.OBJECT_STORED:
+        payload = c.make_storage_payload(c.OBJECT_STORED, **common, content_type=row.content_type
+                                         or DEFAULT_CONTENT_TYPE, created_at=iso(row.created_at))
+        return c.OBJECT_STORED, payload
+    payload = c.make_storage_payload(c.OBJECT_EXPIRED, **common, reason=row.deleted_reason or DELETED,
+                                     deleted_at=iso(row.deleted_at))
+    return c.OBJECT_EXPIRED, payload
+
+
+def clear_announce(session: Session, row: StorageObject) -> None:
+    """The event was published: clear it, unless the row changed meanwhile (then that change's event is due)."""
+    session.execute(
+        update(StorageObject)
+        .where(StorageObject.key == row.key, StorageObject.announce == row.announce,
+               StorageObject.updated_at == row.updated_at)
+        .values(announce=None)
+    )
+
+
+def pending_announcements(session: Session, older_than: datetime, limit: int) -> list[StorageObject]:
+    """Rows whose event was not published (the publisher died or the broker was down) for a while."""
+    return list(session.scalars(
+        select(StorageObject)
+        .where(StorageObject.announce.is_not(None), StorageObject.updated_at < older_than)
+        .order_by(StorageObject.updated_at)
+        .limit(limit)
+    ))

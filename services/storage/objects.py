@@ -1,0 +1,155 @@
+"""What the storage entrypoints do with objects, over every backend: sign links, store, serve, stat, delete.
+
+Plain functions over the registry, a session factory and a publish callable; ``service.py`` wires them to RPC and
+HTTP entrypoints.
+
+- Uploads always go through the data plane (``PUT /objects/<key>``): the signed link names the backend
+  (``backend=<storage_backend_id>``, absent for the default) and whether the object follows its backend's keep days
+  (``retention=1``); both are covered by the signature.
+- Downloads: a backend that can sign (S3, GCS with a signing key) gets a presigned URL of its own; the others (local,
+  Dropbox, Seafile) are served by the data plane, which proxies ``open_range``. Either way Range works and the file
+  is named as asked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.wrappers import Request, Response
+
+from services.storage import data_plane, object_index
+from services.storage.backends.base import ObjectBackend, StorageError
+from services.storage.local_backend import validate_key
+from services.storage.object_index import ObjectGone
+from services.storage.registry import MAX_PRESIGN_SECONDS, InactiveBackend, Registry, UnknownBackend
+from services.storage.retention import announce
+from shared.config import Settings
+from shared.http import ApiError
+from shared.models import StorageObject, utcnow
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, dict[str, Any]], None]
+BACKEND_PARAM, RETENTION_PARAM = "backend", "retention"
+
+
+def _locate(registry: Registry, session: Session, key: str) -> tuple[StorageObject | None, ObjectBackend]:
+    """The index row of ``key`` (``None`` for objects stored before the index) and the backend it lives in.
+
+    Raises ``ObjectGone`` for a deleted object.
+    """
+    row = object_index.lookup(session, validate_key(key))
+    if row is None:
+        return None, registry.default_backend
+    if row.deleted_at is not None:
+        raise ObjectGone(object_index.gone_reason(row))
+    return row, registry.resolve(row.backend, session)[1]
+
+
+def signed_url(registry: Registry, db: sessionmaker[Session], settings: Settings, key: str, *, method: str = "GET",
+               ttl: int | None = None, filename: str | None = None, storage: str | None = None,
+               retention: bool = False) -> str:
+    ttl = settings.signed_url_ttl if ttl is None else ttl
+    method = method.upper()
+    extra: dict[str, str] = {}
+    if method == "PUT":
+        with db() as session:
+            spec = registry.writable(storage, session)
+        if spec.identifier != registry.default_spec.identifier:
+            extra[BACKEND_PARAM] = spec.identifier
+        if retention:
+            extra[RETENTION_PARAM] = "1"
+    elif method in ("GET", "HEAD"):
+        with db() as session:
+            row, backend = _locate(registry, session, key)
+        if row is not None and not isinstance(ttl, bool) and 0 < int(ttl) <= MAX_PRESIGN_SECONDS:
+            presigned = backend.presigned_get(key, int(ttl), filename)
+            if presigned is not None:
+                return presigned
+    return data_plane.signed_url(settings.storage_url, settings.secret_key, key, method=method, ttl=ttl,
+                                 filename=filename, extra=extra)
+
+
+def store(registry: Registry, db: sessionmaker[Session], publish: Publish, key: str, request: Request,
+          max_size: int | None = None) -> Response:
+    """``PUT``: stream the body into the backend the (verified) link names, index it, announce ``object_stored``."""
+    identifier = request.args.get(BACKEND_PARAM)
+    try:
+        with db() as session:
+            spec = registry.writable(identifier, session)
+    except (UnknownBackend, InactiveBackend) as exc:
+        raise ApiError(409, "storage_unavailable", str(exc)) from None
+    backend = registry.backend(spec)
+    info = data_plane.store_object(backend, key, request, max_size=max_size)
+    previous = None
+    for attempt in range(2):
+        with db() as session:
+            try:
+                _, previous = object_index.record_stored(session, key, spec, info,
+                                                         request.args.get(RETENTION_PARAM) == "1", utcnow())
+                session.commit()
+                break
+            except IntegrityError:  # the same key stored concurrently for the first time: the row exists now
+                session.rollback()
+                if attempt:
+                    raise
+    if previous is not None:
+        _delete_orphan(registry, previous, key)
+    announce(db, registry, publish, key)
+    return data_plane.stored_response(info)
+
+
+def _delete_orphan(registry: Registry, identifier: str, key: str) -> None:
+    """The key moved to another backend: its previous bytes must not linger where nothing points at them."""
+    try:
+        registry.resolve(identifier)[1].delete(key)
+    except (StorageError, UnknownBackend) as exc:
+        log.warning("could not delete the previous version of %s from %s: %s", key, identifier, exc)
+
+
+def serve(registry: Registry, db: sessionmaker[Session], key: str, request: Request) -> Response:
+    """``GET``/``HEAD`` through the data plane, from whichever backend holds the object; 410 once it is gone."""
+    try:
+        with db() as session:
+            _, backend = _locate(registry, session, key)
+    except ObjectGone as exc:
+        raise ApiError(410, "gone", f"This file is no longer available: {exc}.") from None
+    except UnknownBackend as exc:
+        raise ApiError(502, "backend_error", str(exc)) from None
+    return data_plane.serve_object(backend, key, request)
+
+
+def stat(registry: Registry, db: sessionmaker[Session], key: str) -> dict[str, Any] | None:
+    try:
+        with db() as session:
+            row, backend = _locate(registry, session, key)
+    except ObjectGone:
+        return None
+    info = backend.stat(key)
+    if info is None:
+        return None
+    result = info.to_dict()
+    if row is not None:
+        result.update(backend=row.backend, expires_at=object_index.iso(row.expires_at))
+    return result
+
+
+def delete(registry: Registry, db: sessionmaker[Session], publish: Publish, key: str) -> bool:
+    """Delete on request: the bytes go, the index row stays (marked) so links can answer 410; ``True`` if there
+    was an object."""
+    with db() as session:
+        row = object_index.lookup(session, validate_key(key))
+        if row is None:
+            return registry.default_backend.delete(key)
+        if row.deleted_at is not None:
+            return False
+        existed = registry.resolve(row.backend, session)[1].delete(key)
+        marked = object_index.mark_deleted(session, key, object_index.DELETED, utcnow())
+        session.commit()
+    if marked:
+        announce(db, registry, publish, key)
+    return existed or marked

@@ -1,0 +1,131 @@
+"""Retention: delete expired objects, and publish the storage events still due.
+
+Safe with several storage instances sweeping at once: each sweep *claims* due rows before touching them, with a
+conditional UPDATE (``... WHERE claimed_until IS NULL OR claimed_until < now``) that only one sweeper can win per
+row; on PostgreSQL the candidates are read with ``SELECT ... FOR UPDATE SKIP LOCKED`` as well, so concurrent
+sweepers pick different rows instead of waiting for each other. A claim is a lease (``claim_seconds``): rows of a
+sweeper that died are taken over when it runs out. A row is marked deleted only if its sweeper's claim still holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.storage import object_index
+from services.storage.backends.base import StorageError
+from services.storage.registry import Registry, UnknownBackend
+from shared.models import StorageObject, utcnow
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, dict[str, Any]], None]
+ANNOUNCE_GRACE = timedelta(seconds=30)  # the inline publication gets this long before the sweeper repeats it
+RETRY_AFTER = timedelta(minutes=5)  # a backend that failed to delete is asked again after this
+
+
+@dataclass
+class SweepReport:
+    claimed: int = 0
+    deleted: int = 0
+    failed: int = 0
+    announced: int = 0
+
+
+def claim_due(session: Session, now: datetime, batch: int, lease: timedelta, claim: str) -> list[str]:
+    """Claim up to ``batch`` expired, undeleted, unclaimed objects for ``claim``; commits; returns their keys."""
+    free = or_(StorageObject.claimed_until.is_(None), StorageObject.claimed_until < now)
+    due = (StorageObject.deleted_at.is_(None), StorageObject.expires_at.is_not(None),
+           StorageObject.expires_at <= now, free)
+    # FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite renders no locking clause (it has one writer at a time anyway).
+    candidates = session.scalars(
+        select(StorageObject.key).where(*due).order_by(StorageObject.expires_at).limit(batch)
+        .with_for_update(skip_locked=True)
+    ).all()
+    claimed = []
+    for key in candidates:
+        won = session.execute(
+            update(StorageObject).where(StorageObject.key == key, *due)
+            .values(claim=claim, claimed_until=now + lease)
+        ).rowcount
+        if won:
+            claimed.append(key)
+    session.commit()
+    return claimed
+
+
+def _publish(session: Session, registry: Registry, publish: Publish, row: StorageObject) -> bool:
+    spec = registry.spec(row.backend, session)
+    event_type, payload = object_index.event_payload(row, spec.kind if spec else "unknown")
+    try:
+        publish(event_type, payload)
+    except Exception:  # the broker is away: the row keeps its announcement for the next sweep
+        log.warning("could not publish %s for %s; will retry", event_type, row.key, exc_info=True)
+        return False
+    object_index.clear_announce(session, row)
+    session.commit()
+    return True
+
+
+def announce(db: sessionmaker[Session], registry: Registry, publish: Publish, key: str) -> None:
+    """Publish the event due for ``key`` right after the change that made it due (committed already)."""
+    with db() as session:
+        row = session.get(StorageObject, key)
+        if row is not None and row.announce is not None:
+            _publish(session, registry, publish, row)
+
+
+def sweep(db: sessionmaker[Session], registry: Registry, publish: Publish, *, batch: int, claim_seconds: int,
+          now: datetime | None = None) -> SweepReport:
+    """One retention pass: delete what expired, then publish events left unpublished."""
+    report = SweepReport()
+    claim = str(uuid.uuid4())
+    now = now or utcnow()
+    with db() as session:
+        keys = claim_due(session, now, batch, timedelta(seconds=claim_seconds), claim)
+    report.claimed = len(keys)
+    for key in keys:
+        with db() as session:
+            row = session.get(StorageObject, key)
+            if row is None or row.claim != claim:
+                continue  # stored again meanwhile: the new version has its own expiry
+            try:
+                _, backend = registry.resolve(row.backend, session)
+                backend.delete(key)
+            except (StorageError, UnknownBackend) as exc:
+                # BackendError messages carry no secrets (backends/README.md).
+                log.warning("retention: could not delete %s from %s: %s", key, row.backend, exc)
+                session.execute(update(StorageObject).where(StorageObject.key == key, StorageObject.claim == claim)
+                                .values(claimed_until=utcnow() + RETRY_AFTER))
+                session.commit()
+                report.failed += 1
+                continue
+            if not object_index.mark_deleted(session, key, object_index.EXPIRED, utcnow(), claim=claim):
+                session.rollback()
+                continue
+            session.commit()
+            report.deleted += 1
+            row = session.get(StorageObject, key, populate_existing=True)
+            if row is not None and _publish(session, registry, publish, row):
+                report.announced += 1
+    report.announced += publish_pending(db, registry, publish, batch=batch)
+    if report.claimed or report.announced:
+        log.info("retention: %s", report)
+    return report
+
+
+def publish_pending(db: sessionmaker[Session], registry: Registry, publish: Publish, *, batch: int) -> int:
+    """Publish events whose inline publication did not happen (process died, broker down); at least once."""
+    published = 0
+    with db() as session:
+        for row in object_index.pending_announcements(session, utcnow() - ANNOUNCE_GRACE, batch):
+            if _publish(session, registry, publish, row):
+                published += 1
+    return published
