@@ -130,7 +130,8 @@ class ImportStarted(Envelope):
 
 
 class ImportProgress(ExportProgress):
-    pass
+    # download | index | validate | media | database; ``stage`` is then the archive file where one applies
+    phase = fields.String(load_default=None)
 
 
 class ImportCompleted(Envelope):

@@ -89,3 +89,13 @@ def test_payloads_are_validated_at_the_source():
         c.make_payload(c.EXPORT_PROGRESS, task_id="t", event_id=1, requested_by=who, stage="x")
     # consumers ignore fields added later by producers
     assert c.load_payload(c.EXPORT_STARTED, {**payload, "future_field": 1})["task_id"] == "t"
+
+
+def test_import_progress_names_the_file_and_the_phase():
+    who = {"id": 1, "email": "a@example.org"}
+    payload = c.make_payload(c.IMPORT_PROGRESS, task_id="t", event_id=None, requested_by=who, stage="sessions",
+                             done=54, total=108, phase="validate")
+    assert c.load_payload(c.IMPORT_PROGRESS, payload)["phase"] == "validate"
+    with pytest.raises(ValidationError):
+        c.make_payload(c.IMPORT_PROGRESS, task_id="t", event_id=None, requested_by=who, stage="sessions", done=1,
+                       total=2, phase=3)

@@ -395,8 +395,8 @@ class ApiGatewayService:
     @event_handler(c.IMPORTER, c.IMPORT_PROGRESS)
     def on_import_progress(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.IMPORT_PROGRESS, payload)
-        self._advance(data["task_id"], c.PROGRESS,
-                      progress={"stage": data["stage"], "done": data["done"], "total": data["total"]})
+        self._advance(data["task_id"], c.PROGRESS, progress={"stage": data["stage"], "done": data["done"],
+                                                             "total": data["total"], "phase": data["phase"]})
 
     @event_handler(c.IMPORTER, c.IMPORT_COMPLETED)
     def on_import_completed(self, payload: dict[str, Any]) -> None:

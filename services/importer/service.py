@@ -45,7 +45,9 @@ class ImporterService:
             now = time.monotonic()
             if now - last[0] >= PROGRESS_INTERVAL:
                 last[0] = now
-                self._emit(c.IMPORT_PROGRESS, ids, stage=stage, done=done, total=total)
+                # The reader names passes "validate:sessions"; clients see the file as the stage, the pass as phase.
+                phase, _, file = stage.rpartition(":")
+                self._emit(c.IMPORT_PROGRESS, ids, stage=file, done=done, total=total, phase=phase or file)
 
         def sign_url(key: str, **kwargs: Any) -> str:
             return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
