@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(table(runs))
     print(f"(export s: POST to first SUCCESS seen, polled every {POLL_SECONDS * 1000:.0f} ms, media fetched from a "
-          f"local server and deflated on the way; MB/s: archive bytes over that time; RSS: process tree, sampled "
+          f"local server and stored uncompressed; MB/s: archive bytes over that time; RSS: process tree, sampled "
           f"every 20 ms; limit {RSS_LIMIT / MB:.0f} MB; MB = MiB)")
     over = [f"{r.backend}: {name} {peak / MB:.0f} MB" for r in runs
             for name, peak in (("storage", r.storage_rss_peak), ("exporter", r.exporter_rss_peak)) if peak >= RSS_LIMIT]
