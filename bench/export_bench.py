@@ -420,6 +420,20 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def tear_down(stack: Stack, vhost: str, engine, db: Database, work: Path, *, keep: bool) -> None:
+    """Stop the services and remove what the run made (the vhost, a fresh PostgreSQL database, the work dir)."""
+    stack.stop_all()
+    delete_vhost(vhost)
+    if engine is not None:
+        engine.dispose()
+    if db.drop is not None:
+        db.drop()
+    if keep:
+        log(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.export_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)),
@@ -473,16 +487,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"--- {name} log tail ---{stack._log_tail(name)}")
         raise
     finally:
-        stack.stop_all()
-        delete_vhost(vhost)
-        if engine is not None:
-            engine.dispose()
-        if db.drop is not None:
-            db.drop()
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        tear_down(stack, vhost, engine, db, work, keep=args.keep)
 
     repeats_note = ", ".join(f"{r.sessions:,}: best of {r.repeats}" for r in results)
     print(table(results))

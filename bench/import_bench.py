@@ -30,7 +30,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
-import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -49,6 +48,7 @@ from bench.export_bench import (  # noqa: E402
     fresh_database,
     log,
     stack_env,
+    tear_down,
     tree_cpu,
     tree_rss,
 )
@@ -56,7 +56,7 @@ from services.exporter.archive import ExportReport, generate_archive  # noqa: E4
 from shared.archive import legacy  # noqa: E402
 from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
 from shared.media_fetcher import MediaFetcher  # noqa: E402
-from tests.rabbit import create_vhost, delete_vhost  # noqa: E402
+from tests.rabbit import create_vhost  # noqa: E402
 from tools.stack import REPO, Stack  # noqa: E402
 from tools.synthetic import create_synthetic_event  # noqa: E402
 
@@ -268,16 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"--- {name} log tail ---{stack._log_tail(name)}")
         raise
     finally:
-        stack.stop_all()
-        delete_vhost(vhost)
-        if engine is not None:
-            engine.dispose()
-        if db.drop is not None:
-            db.drop()
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        tear_down(stack, vhost, engine, db, work, keep=args.keep)
 
     print(table(results))
     print(f"(time: POST of a chunked multipart upload to the first SUCCESS seen, polled every "
