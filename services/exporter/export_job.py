@@ -65,12 +65,14 @@ def run_export(
     settings: Settings,
     on_progress: ProgressCallback,
     storage: str | None = None,
+    before_upload: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Run the export; returns the export_completed fields or raises ExportFailed with a user-facing message.
 
     ``storage``: the backend record to store the archive in (``None``: the default backend). The archive follows
     that backend's keep days; the download link is the backend's own presigned URL where it can sign (S3, GCS),
-    else the storage data plane's.
+    else the storage data plane's. ``before_upload`` runs just before the upload starts (the service checks there
+    that this run still holds the task's lease).
     """
     key = export_key(event_id, task_id)
     fetcher = MediaFetcher(allow_hosts=settings.media_allow_hosts, max_bytes=settings.media_max_bytes,
@@ -88,6 +90,7 @@ def run_export(
         yield first
         yield from chunks
 
+    before_upload()
     # Signed links carry the public base URL; the upload goes to storage over the internal network.
     upload_link = sign_url(key, method="PUT", ttl=3600, backend=storage, retention=True)
     upload_url = settings.storage_internal_url + upload_link[len(settings.storage_url):]

@@ -1,4 +1,10 @@
-"""Importer: takes import requests from its durable queue and turns uploaded archives into events (import_job.py)."""
+"""Importer: takes import requests from its durable queue and turns uploaded archives into events (import_job.py).
+
+Each delivery first takes the task's lease (shared/jobs/lease.py): a redelivery while a run is alive waits for it
+and then does nothing; a task whose worker was lost more than ``JOB_MAX_DELIVERIES`` times ends FAILURE
+``too_many_deliveries`` and its request goes to ``importer.dead_letter``. Only the lease holder publishes an outcome,
+and a failure is published only if the event was not committed (the terminal state agrees with the database).
+"""
 
 from __future__ import annotations
 
@@ -13,11 +19,19 @@ from nameko.rpc import RpcProxy, rpc
 from services.importer.import_job import ImportFailed, ImportJob, find_completed, run_import
 from shared import contracts as c
 from shared.dependencies import Config, Database
+from shared.jobs.dead_letter import DeadLetters
+from shared.jobs.lease import DONE, EXHAUSTED, Lease, LeaseLost
+from shared.jobs.retry import retry_within
 from shared.rpc import RpcTimeout, call
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 1.0  # seconds between import_progress events: enough for a progress bar, cheap for the broker
 MEDIA_CONCURRENCY = 8  # parallel media uploads per import
+
+
+def storage_down(exc: BaseException) -> bool:
+    """Errors that mean storage is briefly unreachable (restarting): worth another try within the window."""
+    return isinstance(exc, RpcTimeout) or (isinstance(exc, ImportFailed) and exc.code == "storage_unavailable")
 
 
 class ImporterService:
@@ -27,21 +41,54 @@ class ImporterService:
     db = Database()
     storage = RpcProxy("storage", expiration=30)
     dispatch = EventDispatcher()
+    dead_letters = DeadLetters()
 
     @event_handler(c.GATEWAY, c.IMPORT_REQUESTED)
     def handle_import_requested(self, payload: dict[str, Any]) -> None:
         request = c.load_payload(c.IMPORT_REQUESTED, payload)
-        ids = {"task_id": request["task_id"], "event_id": None, "requested_by": request["requested_by"]}
-        # Redelivered after the commit (worker killed before its ack): report the event created then, nothing else.
-        done = find_completed(self.db, self.config, request["task_id"])
-        if done is not None:
-            self._emit(c.IMPORT_COMPLETED, {**ids, "event_id": done["id"]}, **done)
-            return
-        self._emit(c.IMPORT_STARTED, ids)
+        task_id = request["task_id"]
+        ids = {"task_id": task_id, "event_id": None, "requested_by": request["requested_by"]}
+        lease = Lease(self.db, task_id, "import", ttl=self.config.job_lease_seconds, pause=eventlet.sleep)
+        claim = lease.acquire(self.config.job_max_deliveries)
+        if claim == DONE:
+            return  # another delivery finished the task and published its outcome
+        with lease.keep(eventlet.spawn):
+            # Committed by a run that died before publishing: report the event created then, nothing else.
+            done = find_completed(self.db, self.config, task_id)
+            if done is not None:
+                self._emit(c.IMPORT_COMPLETED, {**ids, "event_id": done["id"]}, **done)
+                lease.finish()
+                return
+            if claim == EXHAUSTED:
+                self._give_up(lease, ids, payload)
+                return
+            self._emit(c.IMPORT_STARTED, ids)
+            try:
+                result = self._run(request, ids, lease)
+            except LeaseLost:
+                log.warning("import %s: another run took over; this one stands down", task_id)
+                return
+            except ImportFailed as exc:
+                self._fail(lease, ids, **exc.fields())
+                return
+            except RpcTimeout as exc:
+                self._fail(lease, ids, code="storage_unavailable", message=str(exc))
+                return
+            except Exception:
+                log.exception("import %s failed", task_id)
+                self._fail(lease, ids, code="internal_error",
+                           message="The import failed because of an internal error; the operators have the details.")
+                return
+            self._emit(c.IMPORT_COMPLETED, {**ids, "event_id": result["id"]}, **result)
+            lease.finish()
+
+    def _run(self, request: dict[str, Any], ids: dict[str, Any], lease: Lease) -> dict[str, Any]:
         last = [0.0]
 
         def on_progress(stage: str, done: int, total: int | None) -> None:
             eventlet.sleep(0)  # called between chunks of CPU-bound work: heartbeats get their turn
+            if lease.lost:
+                raise LeaseLost(f"import {request['task_id']}: the lease was taken over")
             now = time.monotonic()
             if now - last[0] >= PROGRESS_INTERVAL:
                 last[0] = now
@@ -58,21 +105,33 @@ class ImporterService:
         job = ImportJob(task_id=request["task_id"], key=request["key"], requester_id=request["requested_by"]["id"],
                         db=self.db, settings=self.config, sign_url=sign_url, delete_key=delete_key,
                         on_progress=on_progress, map_fn=eventlet.GreenPool(MEDIA_CONCURRENCY).imap,
-                        pause=eventlet.sleep)
-        try:
-            result = run_import(job)
-        except ImportFailed as exc:
-            self._emit(c.IMPORT_FAILED, ids, **exc.fields())
+                        pause=eventlet.sleep, lease=lease)
+        # Storage restarting: the request is safe on its queue, so try again for a while before failing it.
+        return retry_within(lambda: run_import(job), window=self.config.storage_retry_seconds,
+                            transient=storage_down, pause=eventlet.sleep, what=f"import {request['task_id']}")
+
+    def _fail(self, lease: Lease, ids: dict[str, Any], **fields: Any) -> None:
+        """Publish a failure only as the lease holder, and only if no run committed the event meanwhile."""
+        if not lease.holds():
+            log.warning("import %s failed (%s) after another run took over: not reported", ids["task_id"],
+                        fields.get("code"))
             return
-        except RpcTimeout as exc:
-            self._emit(c.IMPORT_FAILED, ids, code="storage_unavailable", message=str(exc))
-            return
-        except Exception:
-            log.exception("import %s failed", request["task_id"])
-            self._emit(c.IMPORT_FAILED, ids, code="internal_error",
-                       message="The import failed because of an internal error; the operators have the details.")
-            return
-        self._emit(c.IMPORT_COMPLETED, {**ids, "event_id": result["id"]}, **result)
+        done = find_completed(self.db, self.config, ids["task_id"])
+        if done is not None:
+            self._emit(c.IMPORT_COMPLETED, {**ids, "event_id": done["id"]}, **done)
+        else:
+            self._emit(c.IMPORT_FAILED, ids, **fields)
+        lease.finish()
+
+    def _give_up(self, lease: Lease, ids: dict[str, Any], payload: dict[str, Any]) -> None:
+        deliveries = lease.deliveries - 1
+        log.error("import %s: its worker was lost %d times; giving up (request dead-lettered)", ids["task_id"],
+                  deliveries)
+        self.dead_letters(payload, reason="too_many_deliveries", routing_key=c.IMPORT_REQUESTED,
+                          task_id=ids["task_id"])
+        self._fail(lease, ids, code="too_many_deliveries",
+                   message=f"The import was abandoned: its worker stopped {deliveries} times while working on it "
+                           "(the archive may be too demanding). The request was set aside for the operators.")
 
     @rpc
     def health(self) -> dict[str, str]:

@@ -1,0 +1,43 @@
+"""Retry a step whose dependency is briefly down (storage restarting), with backoff, within a time window.
+
+The request is still on its durable queue while a job waits, so waiting is cheaper than failing it for good: only
+once the window (``STORAGE_RETRY_SECONDS``) is spent does the job end FAILURE with the dependency's error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BASE_DELAY = 1.0  # seconds before the first retry; doubled each time
+MAX_DELAY = 15.0
+
+
+def retry_within(step: Callable[[], T], *, window: float, transient: Callable[[BaseException], bool],
+                 pause: Callable[[float], None] = time.sleep, what: str = "step") -> T:
+    """Run ``step``; while it raises what ``transient`` accepts and the window allows, wait and run it again.
+
+    Waits 1 s, 2 s, 4 s... (at most 15 s); the last wait is cut to end at the window, and the error raised after
+    the window is the step's own. ``pause`` must be green in a service (``eventlet.sleep``).
+    """
+    deadline = time.monotonic() + window
+    delay = BASE_DELAY
+    attempt = 1
+    while True:
+        try:
+            return step()
+        except Exception as exc:
+            left = deadline - time.monotonic()
+            if not transient(exc) or left <= 0:
+                raise
+            wait = min(delay, left)
+            log.warning("%s failed (attempt %d: %s); retrying in %.1f s (%.0f s left)", what, attempt, exc, wait,
+                        left)
+            pause(wait)
+            delay = min(delay * 2, MAX_DELAY)
+            attempt += 1
