@@ -54,7 +54,8 @@ class ExporterService:
         lease = Lease(self.db, task_id, "export", ttl=self.config.job_lease_seconds, pause=eventlet.sleep)
         claim = lease.acquire(self.config.job_max_deliveries)
         if claim == DONE:
-            return  # another delivery finished the task and published its outcome
+            log.info("export %s: already finished by another delivery; nothing to do", task_id)
+            return  # that delivery published the outcome
         with lease.keep(eventlet.spawn):
             if claim == EXHAUSTED:
                 deliveries = lease.deliveries - 1

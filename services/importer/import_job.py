@@ -306,6 +306,8 @@ def _write(job: ImportJob, source: _Source, index: SourceIndex, variant: str, wa
                 conn.execute(sa.insert(ImportedEvent).values(
                     task_id=job.task_id, event_id=result.event_id, variant=variant, counts=counts,
                     warnings=warnings[:MAX_WARNINGS]))
+                if job.lease is not None:
+                    job.lease.check(conn)  # renewed at the commit: the lock kept the keeper from renewing meanwhile
                 session.commit()
                 return result
             except LoadError as exc:

@@ -51,7 +51,8 @@ class ImporterService:
         lease = Lease(self.db, task_id, "import", ttl=self.config.job_lease_seconds, pause=eventlet.sleep)
         claim = lease.acquire(self.config.job_max_deliveries)
         if claim == DONE:
-            return  # another delivery finished the task and published its outcome
+            log.info("import %s: already finished by another delivery; nothing to do", task_id)
+            return  # that delivery published the outcome
         with lease.keep(eventlet.spawn):
             # Committed by a run that died before publishing: report the event created then, nothing else.
             done = find_completed(self.db, self.config, task_id)
