@@ -99,12 +99,16 @@ class Lease:
                 return DONE
             if row.owner != self.owner and row.expires_at > now:
                 return None  # a live run holds it
-            deliveries = row.deliveries + (0 if row.owner == self.owner else 1)
-            # Conditional on what was read: of two runs taking over at once, one wins.
+            mine = row.owner == self.owner
+            deliveries = row.deliveries + (0 if mine else 1)
+            # Conditional on what was read, and on the expiry again (on PostgreSQL the holder's write transaction
+            # may have renewed it while this statement waited for the row): of two runs taking over, one wins.
+            condition = [_LEASES.c.task_id == self.task_id, _LEASES.c.owner == row.owner,
+                         _LEASES.c.state == RUNNING, _LEASES.c.deliveries == row.deliveries]
+            if not mine:
+                condition.append(_LEASES.c.expires_at <= now)
             won = conn.execute(
-                sa.update(_LEASES)
-                .where(_LEASES.c.task_id == self.task_id, _LEASES.c.owner == row.owner,
-                       _LEASES.c.state == RUNNING, _LEASES.c.deliveries == row.deliveries)
+                sa.update(_LEASES).where(*condition)
                 .values(owner=self.owner, deliveries=deliveries, expires_at=self._expiry(now), updated_at=now)
             ).rowcount
             if not won:
