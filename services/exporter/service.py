@@ -23,7 +23,7 @@ from shared import contracts as c
 from shared.dependencies import Config, Database
 from shared.jobs.dead_letter import DeadLetters
 from shared.jobs.lease import DONE, EXHAUSTED, Lease, LeaseLost
-from shared.jobs.retry import retry_within
+from shared.jobs.retry import RetryWindow
 from shared.rpc import RpcTimeout, call
 
 log = logging.getLogger(__name__)
@@ -98,13 +98,21 @@ class ExporterService:
                 last[0] = now
                 self._emit(c.EXPORT_PROGRESS, ids, stage=stage, done=done, total=total)
 
+        # Storage restarting: the request is safe on its queue, so try again for a while before failing it. A link
+        # is asked for again in place; an upload cut off half-way reruns the export (the object key is the task's,
+        # so the rerun replaces the same object). Both share one window.
+        window = RetryWindow(self.config.storage_retry_seconds, pause=eventlet.sleep)
+
         def sign_url(key: str, **kwargs: Any) -> str:
-            try:
-                return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
-            except RemoteError as exc:
-                if exc.exc_type in STORAGE_REFUSALS:
-                    raise ExportFailed("storage_error", str(exc.value)) from None
-                raise
+            def ask() -> str:
+                try:
+                    return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
+                except RemoteError as exc:
+                    if exc.exc_type in STORAGE_REFUSALS:
+                        raise ExportFailed("storage_error", str(exc.value)) from None
+                    raise
+
+            return window.run(ask, transient=storage_down, what=f"export {request['task_id']}: signed_url")
 
         requested_at = datetime.strptime(request["occurred_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
@@ -113,10 +121,7 @@ class ExporterService:
                               requested_at=requested_at, db=self.db, sign_url=sign_url, settings=self.config,
                               on_progress=on_progress, storage=request.get("storage"), before_upload=lease.check)
 
-        # Storage restarting: the request is safe on its queue, so export again for a while before failing it (the
-        # object key is the task's: a rerun replaces the same object).
-        return retry_within(export, window=self.config.storage_retry_seconds, transient=storage_down,
-                            pause=eventlet.sleep, what=f"export {request['task_id']}")
+        return window.run(export, transient=storage_down, what=f"export {request['task_id']}")
 
     def _finish(self, lease: Lease, event_type: str, ids: dict[str, Any], **fields: Any) -> None:
         """Publish the outcome only as the lease holder: a run that was taken over leaves it to its successor."""

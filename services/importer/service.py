@@ -21,7 +21,7 @@ from shared import contracts as c
 from shared.dependencies import Config, Database
 from shared.jobs.dead_letter import DeadLetters
 from shared.jobs.lease import DONE, EXHAUSTED, Lease, LeaseLost
-from shared.jobs.retry import retry_within
+from shared.jobs.retry import RetryWindow
 from shared.rpc import RpcTimeout, call
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,14 @@ class ImporterService:
                 phase, _, file = stage.rpartition(":")
                 self._emit(c.IMPORT_PROGRESS, ids, stage=file, done=done, total=total, phase=phase or file)
 
+        # Storage restarting: the request is safe on its queue, so try again for a while before failing it. A link
+        # is asked for again in place; a download or media upload cut off reruns the import (nothing is written
+        # before the last step). Both share one window.
+        window = RetryWindow(self.config.storage_retry_seconds, pause=eventlet.sleep)
+
         def sign_url(key: str, **kwargs: Any) -> str:
-            return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
+            return window.run(lambda: call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs),
+                              transient=storage_down, what=f"import {request['task_id']}: signed_url")
 
         def delete_key(key: str) -> Any:
             return call(self.storage, "delete", key, timeout=self.config.rpc_timeout)
@@ -107,9 +113,7 @@ class ImporterService:
                         db=self.db, settings=self.config, sign_url=sign_url, delete_key=delete_key,
                         on_progress=on_progress, map_fn=eventlet.GreenPool(MEDIA_CONCURRENCY).imap,
                         pause=eventlet.sleep, lease=lease)
-        # Storage restarting: the request is safe on its queue, so try again for a while before failing it.
-        return retry_within(lambda: run_import(job), window=self.config.storage_retry_seconds,
-                            transient=storage_down, pause=eventlet.sleep, what=f"import {request['task_id']}")
+        return window.run(lambda: run_import(job), transient=storage_down, what=f"import {request['task_id']}")
 
     def _fail(self, lease: Lease, ids: dict[str, Any], **fields: Any) -> None:
         """Publish a failure only as the lease holder, and only if no run committed the event meanwhile."""
