@@ -119,3 +119,20 @@ def test_errors_that_are_not_transient_are_not_retried():
     with pytest.raises(ValueError):
         retry_within(step, window=60, transient=lambda e: isinstance(e, ConnectionError), pause=lambda s: None)
     assert calls == [1]
+
+
+def test_a_lease_held_by_a_dead_process_of_this_host_is_taken_over_at_once(db):
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # gone, and reaped: its pid names no process now
+    host = Lease(db, "t3", "import", ttl=600).owner.split(":")[0]
+    dead = Lease(db, "t3", "import", ttl=600, owner=f"{host}:{child.pid}:abc")
+    assert dead.acquire(max_deliveries=3) == ACQUIRED
+    alive = Lease(db, "t4", "import", ttl=600, owner=f"{host}:1:abc")  # pid 1 exists: alive, expiry decides
+    assert alive.acquire(max_deliveries=3) == ACQUIRED
+    assert Lease(db, "t3", "import", ttl=600).acquire(max_deliveries=3) == ACQUIRED  # no wait for 600 s
+    waited = []
+    late = Lease(db, "t4", "import", ttl=600, pause=lambda s: (waited.append(s), alive.finish()))
+    assert late.acquire(max_deliveries=3) == DONE and waited

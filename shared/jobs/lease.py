@@ -6,9 +6,9 @@ delivered again. Each run therefore takes the task's lease (a ``job_leases`` row
 - no row: the run inserts it and works (delivery 1);
 - held by a live run (not expired): the run waits, polling, until the holder finishes (then it acks and does
   nothing: the holder published the outcome) or its lease expires;
-- expired (the holder died: ``kill -9``, a lost machine, a hub blocked for longer than the lease): the run takes it
-  over and counts one more delivery; past ``max_deliveries`` it gets ``EXHAUSTED`` and must end the task FAILURE
-  instead of working (a poison message);
+- expired (the holder died: ``kill -9``, a lost machine, a hub blocked for longer than the lease), or held by a
+  process of this host that no longer exists: the run takes it over and counts one more delivery; past
+  ``max_deliveries`` it gets ``EXHAUSTED`` and must end the task FAILURE instead of working (a poison message);
 - finished (``done``): the run acks and does nothing.
 
 The holder renews the lease from a green thread while working (``keep``), checks it inside its write transaction
@@ -51,6 +51,22 @@ _LEASES = JobLease.__table__
 def new_owner() -> str:
     """This run's name in the lease: host, process and a random part (two runs of one process differ)."""
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """Whether ``owner`` ran in a process of this host that no longer exists (``kill -9``, a crash): then its lease
+    need not run out first. Anything uncertain (another host, a reused pid) counts as alive: the expiry decides."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname()[:32] or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 class LeaseLost(Exception):
@@ -97,15 +113,16 @@ class Lease:
                 return ACQUIRED
             if row.state == FINISHED:
                 return DONE
-            if row.owner != self.owner and row.expires_at > now:
-                return None  # a live run holds it
             mine = row.owner == self.owner
+            dead = not mine and owner_is_dead(row.owner)
+            if not mine and not dead and row.expires_at > now:
+                return None  # a live run holds it
             deliveries = row.deliveries + (0 if mine else 1)
             # Conditional on what was read, and on the expiry again (on PostgreSQL the holder's write transaction
             # may have renewed it while this statement waited for the row): of two runs taking over, one wins.
             condition = [_LEASES.c.task_id == self.task_id, _LEASES.c.owner == row.owner,
                          _LEASES.c.state == RUNNING, _LEASES.c.deliveries == row.deliveries]
-            if not mine:
+            if not mine and not dead:
                 condition.append(_LEASES.c.expires_at <= now)
             won = conn.execute(
                 sa.update(_LEASES).where(*condition)
