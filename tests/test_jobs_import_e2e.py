@@ -35,9 +35,9 @@ NOT_EVENT_DATA = ("tasks", "mail_deliveries", "storage_objects", "storage_backen
 
 
 class System:
-    def __init__(self, tmp: Path, **env: str) -> None:
+    def __init__(self, tmp: Path, database_url: str | None = None, **env: str) -> None:
         self.vhost = create_vhost()
-        self.env = make_env(tmp, self.vhost, **env)
+        self.env = make_env(tmp, self.vhost, database_url, **env)
         add_users(self.env, {"alice": False})
         self.stack = start_stack(self.env)
         self.tap = EventTap(self.env.env["AMQP_URI"], IMPORTER)
@@ -196,6 +196,15 @@ def test_redelivery_while_the_first_run_is_alive_does_not_run_again(tuned_system
     assert len(system.tap.of(task_id, "import_completed")) == 1
     assert system.tap.of(task_id, "import_failed") == []
     assert system.wait_mail(task_id) == ["import_completed"]
+
+
+def test_redelivery_while_the_first_run_is_alive_does_not_run_again_on_postgresql(postgres_url, tmp_path):
+    # The same on PostgreSQL, where the lease row's lock (not SQLite's database lock) fences the write.
+    system = System(tmp_path, database_url=postgres_url, JOB_LEASE_SECONDS="6")
+    try:
+        test_redelivery_while_the_first_run_is_alive_does_not_run_again(system, tmp_path)
+    finally:
+        system.close()
 
 
 def test_request_whose_worker_keeps_dying_ends_failure_and_is_dead_lettered(tuned_system, tmp_path):
