@@ -189,6 +189,56 @@ def test_a_permanent_refusal_fails_at_once(make_postman, db, smtp):
     assert postman.run_due() == 0
 
 
+def test_a_permanent_refusal_after_data_fails_with_the_reply_and_is_announced(make_postman, db, smtp):
+    clock = Clock()
+    postman, published = make_postman(clock)
+    smtp.set_mode("data_554")  # envelope accepted, message body refused with the final reply
+    task = new_task()
+    postman.notify(c.EXPORT_COMPLETED, completed(task))
+    r = row(db, task)
+    assert (r.state, r.attempts, r.sent_at) == ("failed", 1, None)
+    assert "554 5.7.1 Message rejected as spam" in r.last_error
+    [(event_type, payload)] = published
+    assert event_type == c.MAIL_FAILED and "554" in payload["reason"] and payload["attempts"] == 1
+    assert not payload["reason"].startswith("delivery uncertain")  # a definite answer, not the DATA-crash window
+    assert smtp.messages(task) == []
+    clock.advance(3600)
+    assert postman.run_due() == 0  # final: never tried again
+
+
+def test_a_temporary_refusal_after_data_is_retried_until_accepted(make_postman, db, smtp):
+    clock = Clock()
+    postman, published = make_postman(clock, retry_base=10.0)
+    smtp.set_mode("data_451")
+    task = new_task()
+    postman.notify(c.EXPORT_COMPLETED, completed(task))
+    r = row(db, task)
+    assert (r.state, r.attempts) == ("pending", 1)  # not sent, not uncertain: the server said it did not take it
+    assert "451 4.7.1 Message deferred" in r.last_error
+    assert r.next_attempt_at == clock.now + timedelta(seconds=10)
+    assert published == []
+    smtp.set_mode("accept")
+    clock.advance(10)
+    assert postman.run_due() == 1
+    assert len(smtp.wait_messages(task)) == 1
+    r = row(db, task)
+    assert (r.state, r.attempts, r.last_error) == ("sent", 2, None)
+    assert [e for e, _ in published] == [c.MAIL_SENT]
+
+
+def test_a_refused_sender_is_retried_or_failed_by_its_code(make_postman, db, smtp):
+    postman, published = make_postman()
+    smtp.set_mode("mail_451")
+    later = new_task()
+    postman.notify(c.EXPORT_COMPLETED, completed(later))
+    smtp.set_mode("mail_553")
+    never = new_task()
+    postman.notify(c.EXPORT_COMPLETED, completed(never))
+    assert (row(db, later).state, "451" in row(db, later).last_error) == ("pending", True)
+    assert (row(db, never).state, "553" in row(db, never).last_error) == ("failed", True)
+    assert [(e, p["task_id"]) for e, p in published] == [(c.MAIL_FAILED, never)]
+
+
 def test_an_invalid_recipient_is_refused_without_talking_to_the_server(make_postman, db, smtp):
     postman, published = make_postman()
     task = new_task()

@@ -72,6 +72,21 @@ def _by_code(code: int, reason: str) -> DeliveryError:
     return PermanentFailure(reason) if 500 <= code < 600 else TemporaryFailure(reason)
 
 
+def _check_final_reply(code: int, text: bytes | str) -> None:
+    """The server's reply after the message body: 250 is delivery; anything else says what happened.
+
+    A definite 4xx/5xx means the server did NOT take the message (RFC 5321 4.2.5), so it is safe to retry a 4xx and
+    a 5xx is final: neither is "uncertain". A reply that is no SMTP answer at all leaves the outcome unknown.
+    """
+    if code == 250:
+        return
+    reason = f"message refused after DATA: {code} {_decode(text)}".rstrip()
+    if 400 <= code < 600:
+        raise _by_code(code, reason)
+    raise OutcomeUnknown(f"unexpected reply after DATA ({code} {_decode(text)}); the mail may have been delivered, "
+                         "so it is not sent again")
+
+
 class SmtpTransport:
     """Sends one message per SMTP session according to MailSettings (security mode, credentials, timeout)."""
 
@@ -101,12 +116,15 @@ class SmtpTransport:
             if not before_data():
                 raise Aborted("another mailer instance took over this delivery")
             try:
-                smtp.data(message.encode("ascii"))
-            except smtplib.SMTPResponseException as exc:  # an explicit reply: the server did not take it
-                raise _by_code(exc.smtp_code, _reason(exc)) from exc
+                # data() raises only when DATA itself is refused; the final reply to the message is *returned*
+                # (PLATFORM_NOTES 17), so a 451/554 refusal of the message would otherwise pass for success.
+                code, text = smtp.data(message.encode("ascii"))
+            except smtplib.SMTPResponseException as exc:  # DATA refused (not 354): nothing was transmitted
+                raise _by_code(exc.smtp_code, f"DATA refused: {_reason(exc)}") from exc
             except (OSError, smtplib.SMTPException) as exc:
                 raise OutcomeUnknown(f"connection lost during DATA ({_reason(exc)}); the mail may have been "
                                      "delivered, so it is not sent again") from exc
+            _check_final_reply(code, text)
         finally:
             try:
                 smtp.quit()
@@ -119,6 +137,8 @@ class SmtpTransport:
             smtp.ehlo_or_helo_if_needed()
             if s.smtp_user:
                 smtp.login(s.smtp_user, s.smtp_password or "")
+            # mail() and rcpt() return the reply instead of raising: check each one. One recipient per session,
+            # so a refused RCPT refuses the whole mail (there is no partial delivery to account for).
             code, text = smtp.mail(sender)
             if code != 250:
                 raise smtplib.SMTPSenderRefused(code, text, sender)
@@ -132,7 +152,9 @@ class SmtpTransport:
         except smtplib.SMTPRecipientsRefused as exc:
             code = next(iter(exc.recipients.values()))[0]
             raise _by_code(code, _reason(exc)) from exc
-        except smtplib.SMTPResponseException as exc:
+        except smtplib.SMTPSenderRefused as exc:
+            raise _by_code(exc.smtp_code, f"sender refused: {_reason(exc)}") from exc
+        except smtplib.SMTPResponseException as exc:  # EHLO/HELO refused
             raise _by_code(exc.smtp_code, _reason(exc)) from exc
         except (OSError, smtplib.SMTPException) as exc:  # disconnects, timeouts: nothing was delivered yet
             raise TemporaryFailure(_reason(exc)) from exc
