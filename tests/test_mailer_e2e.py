@@ -490,6 +490,108 @@ def test_a_permanent_refusal_fails_at_once(system_ok):
     assert "550" in system.tap.wait(c.MAIL_FAILED, payload["task_id"])["reason"]
 
 
+def admin_entry(system: System, task_id: str) -> dict:
+    """The task's line of the admin mail log, as an admin sees it over HTTP."""
+    entries = system.client("admin").get("/v1/admin/mails?limit=500").json()["data"]
+    return next(e for e in entries if e["task_id"] == task_id)
+
+
+def test_a_message_refused_after_data_with_554_ends_failed_never_sent(system_ok):
+    system = system_ok
+    system.smtp.set_mode("data_554")
+    payload = completed_payload(system)
+    task_id = payload["task_id"]
+    since = len(system.smtp.log_lines())
+    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, payload)
+    row = wait_delivery(system.env, task_id, lambda r: r.state not in ("pending", "sending", "transmitting"))
+    assert (row.state, row.attempts, row.sent_at) == ("failed", 1, None)
+    assert "554 5.7.1 Message rejected as spam" in row.last_error
+    system.smtp.wait_log(f"DATA refused 554 <{c.EXPORT_COMPLETED}.{task_id}", since=since)
+    failed = system.tap.wait(c.MAIL_FAILED, task_id)
+    assert "554" in failed["reason"] and failed["attempts"] == 1
+    assert not any(t == c.MAIL_SENT and p["task_id"] == task_id for t, p in system.tap.seen)
+    entry = admin_entry(system, task_id)
+    assert (entry["state"], entry["attempts"], entry["next_retry_at"]) == ("failed", 1, None)
+    assert "554 5.7.1 Message rejected as spam" in entry["last_error"]
+    assert system.smtp.messages(task_id) == []
+
+
+def test_a_message_deferred_after_data_with_451_is_retried_then_delivered(system_ok):
+    system = system_ok
+    system.smtp.set_mode("data_451")
+    payload = completed_payload(system)
+    task_id = payload["task_id"]
+    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, payload)
+    row = wait_delivery(system.env, task_id, lambda r: r.state == "pending" and r.attempts >= 1)
+    assert "451 4.7.1 Message deferred" in row.last_error
+    entry = admin_entry(system, task_id)
+    assert entry["state"] in ("pending", "sending", "transmitting") and "451" in entry["last_error"]
+    assert entry["state"] != "pending" or entry["next_retry_at"] is not None
+    system.smtp.set_mode("accept")
+    row = wait_delivery(system.env, task_id, lambda r: r.state == "sent")
+    assert row.attempts >= 2 and row.last_error is None
+    assert len(system.smtp.wait_messages(task_id)) == 1
+    system.tap.wait(c.MAIL_SENT, task_id)
+
+
+def health(system: System) -> tuple[int, dict]:
+    r = requests.get(system.url + "/health", timeout=30)
+    return r.status_code, r.json()
+
+
+def test_health_shows_a_mail_path_that_delivers_nothing(system_ok):
+    system = system_ok
+    barrier = completed_payload(system)  # a delivered mail first: what came before does not count
+    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, barrier)
+    wait_delivery(system.env, barrier["task_id"], lambda r: r.state == "sent")
+    assert health(system)[0] == 200
+
+    system.smtp.set_mode("data_554")
+    spam = completed_payload(system)
+    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, spam)
+    wait_delivery(system.env, spam["task_id"], lambda r: r.state == "failed")
+    system.smtp.set_mode("data_451")
+    deferred = completed_payload(system)
+    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, deferred)
+    wait_delivery(system.env, deferred["task_id"], lambda r: r.attempts >= 1 and r.last_error is not None)
+
+    status, report = health(system)
+    assert status == 503 and report["status"] == "degraded", report
+    mailer = report["services"]["mailer"]
+    assert mailer["ok"] is True and mailer["status"] == "degraded"  # running, but delivering nothing
+    assert "delivery attempt(s) failed since the last delivered mail" in mailer["reason"]
+    assert any(line.startswith("mailer: ") and "failed since the last delivered mail" in line
+               for line in report["reasons"])
+    delivery = mailer["delivery"]
+    assert delivery["smtp"]["ok"] is True and delivery["failed_attempts_since_last_success"] >= 2
+    assert delivery["last_success"]["task_id"] == barrier["task_id"]
+    assert delivery["last_failure"]["reason"].startswith("message refused after DATA: ")
+    assert all(report["services"][name]["ok"] for name in ("storage", "exporter", "importer"))
+
+    system.smtp.set_mode("accept")  # mail goes out again: healthy again
+    again = completed_payload(system)
+    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, again)
+    wait_delivery(system.env, again["task_id"], lambda r: r.state == "sent")
+    wait_delivery(system.env, deferred["task_id"], lambda r: r.state in ("sent", "failed"))
+    status, report = health(system)
+    assert status == 200 and report["status"] == "ok" and "reasons" not in report, report
+    assert report["services"]["mailer"]["delivery"]["failed_attempts_since_last_success"] == 0
+
+
+def test_health_shows_a_mail_server_that_is_down(system_ok):
+    system = system_ok
+    system.smtp.stop()
+    try:
+        status, report = health(system)
+    finally:
+        system.smtp.start()
+    assert status == 503, report
+    mailer = report["services"]["mailer"]
+    assert mailer["ok"] is True and mailer["status"] == "degraded"
+    assert "does not answer a probe" in mailer["reason"] and "refused the connection" in mailer["reason"]
+    assert health(system)[0] == 200
+
+
 def test_an_invalid_recipient_is_refused_up_front(system_ok):
     system = system_ok
     since = len(system.smtp.log_lines())

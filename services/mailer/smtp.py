@@ -93,17 +93,43 @@ class SmtpTransport:
     def __init__(self, settings: MailSettings) -> None:
         self.settings = settings
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self, timeout: float | None = None) -> smtplib.SMTP:
         s = self.settings
+        timeout = s.smtp_timeout if timeout is None else timeout
         # The local hostname without a DNS lookup: socket.getfqdn() can stall for seconds on a resolver timeout.
         local = socket.gethostname() or "localhost"
         if s.smtp_security == "tls":
-            return smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, local_hostname=local, timeout=s.smtp_timeout,
+            return smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, local_hostname=local, timeout=timeout,
                                     context=ssl.create_default_context())
-        smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, local_hostname=local, timeout=s.smtp_timeout)
+        smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, local_hostname=local, timeout=timeout)
         if s.smtp_security == "starttls":
             smtp.starttls(context=ssl.create_default_context())
         return smtp
+
+    def probe(self, timeout: float) -> str | None:
+        """Open a session as a delivery would (TLS, AUTH), say EHLO and NOOP, quit; None if all went well, else why.
+
+        Sends no mail: a server that refuses only messages (after DATA) shows in the delivery outcomes instead.
+        """
+        try:
+            smtp = self._connect(timeout)
+        except (OSError, smtplib.SMTPException) as exc:
+            return _reason(exc)
+        try:
+            smtp.ehlo_or_helo_if_needed()
+            if self.settings.smtp_user:
+                smtp.login(self.settings.smtp_user, self.settings.smtp_password or "")
+            code, text = smtp.noop()
+            if code != 250:
+                return f"NOOP answered {code} {_decode(text)}".rstrip()
+        except (OSError, smtplib.SMTPException) as exc:
+            return _reason(exc)
+        finally:
+            try:
+                smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                smtp.close()
+        return None
 
     def send(self, *, sender: str, recipient: str, message: str, before_data: Callable[[], bool]) -> None:
         """Deliver ``message`` or raise a DeliveryError subclass saying what is known about the outcome."""
