@@ -40,7 +40,8 @@ IMPORT_QUEUE = MAIL_QUEUES[(c.IMPORTER, c.IMPORT_COMPLETED)]
 IMPORT_FAILED_QUEUE = MAIL_QUEUES[(c.IMPORTER, c.IMPORT_FAILED)]
 SERVICES = ("storage", "exporter", "importer", "mailer", "api_gateway")
 MAIL_ENV = {"SMTP_TIMEOUT": "3", "MAIL_RETRY_SECONDS": "10", "MAIL_RETRY_BASE": "0.5",
-            "MAIL_FROM": "Event Platform <platform@example.org>", "MAIL_REPLY_TO": "help@example.org"}
+            "MAIL_FROM": "Event Platform <platform@example.org>", "MAIL_REPLY_TO": "help@example.org",
+            "EVENT_URL_TEMPLATE": "https://frontend.example/e/{id}"}
 
 
 class EventTap:
@@ -208,13 +209,15 @@ def test_export_mail_link_downloads_the_archive_without_credentials(system_ok, f
     system = system_ok
     task_id, result = finished_export
     [mail] = system.smtp.wait_messages(task_id)
-    assert mail["Subject"] == f"Event {NAME} has been exported"
+    assert mail["Subject"] == f"Event {NAME} (#{system.event_id}) has been exported"
     assert mail["To"] == "organizer@example.org"
     assert mail["Reply-To"] == "help@example.org"
     text, html = plain(mail), mail.get_body(("html",)).get_content()
-    links = re.findall(r"https?://\S+/objects/\S+", text)
+    # The only links of the mail, in either part, are the download link: nothing that needs a token.
+    links = [u for u in re.findall(r"https?://\S+", text) if u.rstrip(").") != system.url]
     assert links == [result["download_url"]]
-    assert f"/v1/events/{system.event_id}/exports/{task_id}" in text  # how to get a fresh link
+    assert [h.replace("&amp;", "&") for h in re.findall(r'href="([^"]*)"', html)] == links
+    assert f"GET /v1/events/{system.event_id}/exports/{task_id}" in text  # how to get a fresh link, named
     assert "Tom &amp; Jerry&#x27;s &lt;Open&gt; &quot;Conf&quot;" in html and "<Open>" not in html
 
     r = requests.get(links[0], timeout=30)  # plain HTTP, no credentials, no session
@@ -290,14 +293,15 @@ def test_an_imported_sample_gives_one_mail_with_link_counts_and_warnings(system_
 
     [mail] = system.smtp.wait_messages(task_id)
     assert result["event_name"] == "Open Tech Summit"
-    assert mail["Subject"] == f"Event {result['event_name']} has been imported"
+    assert mail["Subject"] == f"Event {result['event_name']} (#{result['id']}) has been imported"
     assert mail["To"] == "organizer@example.org"
     assert mail["Message-ID"].strip().startswith(f"<{c.IMPORT_COMPLETED}.{task_id}@")
     text, page = parts(mail)
-    # The event's link, in both parts.
+    # The event's link (EVENT_URL_TEMPLATE: the frontend), in both parts; not the API's, which needs a token.
     assert result["url"] == f"{system.url}/v1/events/{result['id']}"
-    assert re.findall(r"https?://\S+/v1/events/\S+", text) == [result["url"]]
-    assert f'<a href="{html.escape(result["url"])}">' in page
+    frontend = f"https://frontend.example/e/{result['id']}"
+    assert re.findall(r"https?://\S+", text) == [frontend]
+    assert re.findall(r'href="([^"]*)"', page) == [frontend]
     # Its record counts: every one the importer reports, as the API reports them too.
     counts = result["counts"]
     assert counts["sessions"] > 0 and counts["speakers"] > 0
@@ -326,15 +330,16 @@ def test_an_imported_sample_gives_one_mail_with_link_counts_and_warnings(system_
     assert delivery(system.env, task_id, c.IMPORT_FAILED) is None
 
 
-def _assert_failure_mail(system: System, task: dict, before: int) -> str:
+def _assert_failure_mail(system: System, task: dict, before: int, filename: str) -> str:
     """The one ``Import of event failed`` mail of a failed import task; returns its plain text."""
     task_id, result = task["id"], task["result"]
     [mail] = system.smtp.wait_messages(task_id)
-    assert mail["Subject"] == "Import of event failed"
+    assert mail["Subject"] == f"Import of event failed: {filename}"
     assert mail["To"] == "organizer@example.org"
     assert mail["Message-ID"].strip().startswith(f"<{c.IMPORT_FAILED}.{task_id}@")
     text, page = parts(mail)
-    assert "nothing was imported" in text and "nothing was imported" in page
+    assert f'The import of your archive "{filename}" failed; nothing was imported.' in text
+    assert "nothing was imported" in page and filename in page
     assert result["message"] in text and html.escape(result["message"]) in page
     for part in (text, page):  # a message for people: no stack trace, no source paths
         assert "Traceback" not in part
@@ -357,7 +362,7 @@ def test_an_import_failing_on_a_record_mails_the_file_and_record(system_ok, tmp_
     assert task["state"] == "FAILURE", task
     result = task["result"]
     assert (result["code"], result["file"], result["record_id"]) == ("unknown_reference", "sessions", 1), result
-    text = _assert_failure_mail(system, task, before)
+    text = _assert_failure_mail(system, task, before, "ghost_track.zip")
     assert "File sessions, ID 1: track 99 does not exist" in text
     assert "Where: File sessions, record 1" in text
 
@@ -373,7 +378,7 @@ def test_an_import_of_invalid_json_mails_the_file(system_ok, samples_dir):
     assert task["state"] == "FAILURE", task
     result = task["result"]
     assert result["code"] == "invalid_json" and result["file"], result
-    text = _assert_failure_mail(system, task, before)
+    text = _assert_failure_mail(system, task, before, "FOSSASIA11.zip")
     assert f"Where: File {result['file']}" in text
     assert f"File {result['file']}" in result["message"]
 
