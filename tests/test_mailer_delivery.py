@@ -96,7 +96,7 @@ def test_a_finished_export_is_mailed_once_and_announced_once(make_postman, db, s
     postman.notify(c.EXPORT_COMPLETED, completed(task))
     postman.notify(c.EXPORT_COMPLETED, completed(task))  # the same event delivered again
     [mail] = smtp.wait_messages(task)
-    assert mail["Subject"] == "Event Delivery Test Conf has been exported"
+    assert mail["Subject"] == "Event Delivery Test Conf (#1) has been exported"
     assert mail["To"] == WHO["email"] and mail["From"] == "Platform <platform@example.org>"
     r = row(db, task)
     assert (r.state, r.attempts, r.announced_at is not None) == ("sent", 1, True)
