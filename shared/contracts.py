@@ -112,6 +112,7 @@ class ExportCompleted(Envelope):
     expires_at = fields.String(required=True)
     warnings = fields.List(fields.Nested(Warning_), required=True)
     warnings_total = fields.Integer(required=True)
+    retention = fields.Dict(load_default=None, allow_none=True)  # {"backend", "delete_at"}: see docs/events.md
 
 
 class ExportFailed(Envelope):
@@ -149,6 +150,7 @@ class ImportFailed(Envelope):
     file = fields.String(allow_none=True, load_default=None)
     record_id = fields.Raw(allow_none=True, load_default=None)
     field = fields.String(allow_none=True, load_default=None)
+    filename = fields.String(allow_none=True, load_default=None)  # the uploaded file, as in import_requested
 
 
 class MailSent(Envelope):

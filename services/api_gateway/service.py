@@ -361,8 +361,9 @@ class ApiGatewayService:
         with self.db() as session:
             database = health.check_database(session.get_bind())
         report = {"broker": broker.wait(), "database": database, "services": services.wait()}
-        ok = report["broker"]["ok"] and database["ok"] and all(s["ok"] for s in report["services"].values())
-        return json_response({"status": "ok" if ok else "degraded", **report}, status=200 if ok else 503)
+        reasons = health.problems(report)
+        body = {"status": "degraded" if reasons else "ok", **({"reasons": reasons} if reasons else {}), **report}
+        return json_response(body, status=503 if reasons else 200)
 
     # --- status events --------------------------------------------------------------------------------------------
 

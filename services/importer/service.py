@@ -62,14 +62,15 @@ class ImporterService:
         try:
             result = run_import(job)
         except ImportFailed as exc:
-            self._emit(c.IMPORT_FAILED, ids, **exc.fields())
+            self._emit(c.IMPORT_FAILED, ids, filename=request["filename"], **exc.fields())
             return
         except RpcTimeout as exc:
-            self._emit(c.IMPORT_FAILED, ids, code="storage_unavailable", message=str(exc))
+            self._emit(c.IMPORT_FAILED, ids, filename=request["filename"], code="storage_unavailable",
+                       message=str(exc))
             return
         except Exception:
             log.exception("import %s failed", request["task_id"])
-            self._emit(c.IMPORT_FAILED, ids, code="internal_error",
+            self._emit(c.IMPORT_FAILED, ids, filename=request["filename"], code="internal_error",
                        message="The import failed because of an internal error; the operators have the details.")
             return
         self._emit(c.IMPORT_COMPLETED, {**ids, "event_id": result["id"]}, **result)
