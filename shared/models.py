@@ -50,12 +50,25 @@ class ArchivedRecord:
 
 class User(Base):
     __tablename__ = "users"
+    # Ids are never reused (SQLite would otherwise hand a deleted user's id to the next one, and its tokens with it).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(255), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class LoginThrottle(Base):
+    """Owned by the gateway: failed logins per account and per client address in the current window, shared by
+    every gateway instance. ``key`` is ``<scope>:<sha256 of the subject>`` (scope ``account`` or ``address``)."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
 ROLE_ORGANIZER = "organizer"

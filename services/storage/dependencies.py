@@ -9,15 +9,17 @@ from nameko.extensions import DependencyProvider
 from services.storage.backends.base import ObjectBackend
 from services.storage.registry import Registry
 from services.storage.settings import load_storage_settings
-from shared.config import Settings, load_settings
+from shared.config import Settings, check_service_secrets, load_settings
 from shared.db import make_engine, make_session_factory
 
 
 class AppSettings(DependencyProvider):
-    """``shared.config.Settings`` read from the environment when the container starts."""
+    """``shared.config.Settings`` read from the environment when the container starts (refused if the secret is
+    weak: storage links are signed with a key derived from it)."""
 
     def setup(self) -> None:
         self.settings = load_settings()
+        check_service_secrets(self.settings, self.container.service_name)
 
     def get_dependency(self, worker_ctx: Any) -> Settings:
         return self.settings
