@@ -31,6 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from shared.secretbox import EncryptedText, SecretsJSON
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
@@ -359,8 +361,9 @@ class StorageBackendRecord(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     storage_backend: Mapped[str] = mapped_column(String(16))  # local | s3 | gcs | dropbox | seafile
     storage_backend_id: Mapped[str] = mapped_column(String(64), unique=True)  # the identifier clients name
-    token: Mapped[str | None] = mapped_column(Text)
-    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Encrypted at rest (shared/secretbox.py): the token whole, the config's secret-named values one by one.
+    token: Mapped[str | None] = mapped_column(EncryptedText)
+    config: Mapped[dict[str, Any]] = mapped_column(SecretsJSON, default=dict)
     keep_days: Mapped[int] = mapped_column(Integer, default=0)  # 0: objects are kept
     description: Mapped[str | None] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(Boolean, default=True)

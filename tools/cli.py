@@ -77,6 +77,15 @@ def cmd_delete_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reseal_secrets(_args: argparse.Namespace) -> int:
+    from services.storage.backend_records import reseal_all
+
+    with _session() as session:
+        count = reseal_all(session)
+    print(f"{count} storage backend record(s) encrypted with the first key of SECRETS_ENCRYPTION_KEYS")
+    return 0
+
+
 def _user_id(session, email: str | None) -> int | None:  # noqa: ANN001
     if email is None:
         return None
@@ -137,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("delete-user", help="delete a user and its event roles (its tokens stop working)")
     p.add_argument("--email", required=True)
     p.set_defaults(func=cmd_delete_user)
+
+    sub.add_parser("reseal-secrets", help="re-encrypt storage backend secrets with the newest key (after adding "
+                   "one to SECRETS_ENCRYPTION_KEYS, or for rows stored in plain text)").set_defaults(
+        func=cmd_reseal_secrets)
 
     p = sub.add_parser("grant", help="make a user organizer or co-organizer of an event")
     p.add_argument("--email", required=True)

@@ -6,6 +6,7 @@ from typing import Any
 
 from nameko.extensions import DependencyProvider
 
+from services.storage import backend_records
 from services.storage.backends.base import ObjectBackend
 from services.storage.registry import Registry
 from services.storage.settings import load_storage_settings
@@ -34,7 +35,10 @@ class BackendRegistry(DependencyProvider):
         self.storage_settings = load_storage_settings()
         # Records are looked up on the workers' own sessions; this pool only serves the few lookups outside them.
         self.engine = make_engine(settings.database_url, pool_size=2)
-        self.registry = Registry(self.storage_settings, settings.storage_dir, make_session_factory(self.engine))
+        factory = make_session_factory(self.engine)
+        with factory() as session:  # plain rows from before encryption, or rows under a key being rotated out
+            backend_records.reseal_all(session)
+        self.registry = Registry(self.storage_settings, settings.storage_dir, factory)
 
     def stop(self) -> None:
         self.engine.dispose()
