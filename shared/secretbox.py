@@ -4,8 +4,9 @@
 (``Fernet.generate_key()``) or any passphrase of at least 32 bytes (a key is derived from it). Values are encrypted
 with the first key and decrypted with whichever key fits, so rotating is: put a new key first, keep the old ones,
 re-encrypt (the storage service does it at start-up, or ``python -m tools.cli reseal-secrets``), then drop the old
-ones. Unset, the key is derived from ``SECRET_KEY`` (label ``secrets-at-rest/v1``): to rotate ``SECRET_KEY``, list
-the old ``SECRET_KEY`` here until the rows were re-encrypted.
+ones. Unset, the key is derived from ``SECRET_KEY`` (label ``secrets-at-rest/v1``), exactly as a passphrase entry
+would be: to rotate ``SECRET_KEY``, set ``SECRETS_ENCRYPTION_KEYS=<new SECRET_KEY>,<old SECRET_KEY>`` until the rows
+were re-encrypted.
 
 Stored form: ``enc:v1:<Fernet token>``. A value without that prefix is a row written before encryption existed; it is
 read as plain text and encrypted on the next write (``reseal``).
@@ -46,7 +47,11 @@ def _fernet_key(entry: str) -> bytes:
         pass
     if len(entry.encode()) < MIN_PASSPHRASE_BYTES:
         raise SecretsKeyError(f"{KEYS_VAR}: each entry must be a Fernet key or at least {MIN_PASSPHRASE_BYTES} bytes")
-    return base64.urlsafe_b64encode(derive_key(entry, "secrets-at-rest/v1"))
+    return _derived(entry)
+
+
+def _derived(passphrase: str) -> bytes:
+    return base64.urlsafe_b64encode(derive_key(passphrase, "secrets-at-rest/v1"))
 
 
 def keys_from_env(environ: Mapping[str, str] | None = None) -> list[bytes]:
@@ -54,8 +59,8 @@ def keys_from_env(environ: Mapping[str, str] | None = None) -> list[bytes]:
 
     environ = os.environ if environ is None else environ
     entries = [e.strip() for e in environ.get(KEYS_VAR, "").split(",") if e.strip()]
-    if not entries:
-        entries = [environ.get("SECRET_KEY") or DEV_SECRET_KEY]
+    if not entries:  # SECRET_KEY's strength is checked where services start (shared.config.check_service_secrets)
+        return [_derived(environ.get("SECRET_KEY") or DEV_SECRET_KEY)]
     return [_fernet_key(e) for e in entries]
 
 

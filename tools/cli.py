@@ -78,8 +78,18 @@ def cmd_delete_user(args: argparse.Namespace) -> int:
 
 
 def cmd_reseal_secrets(_args: argparse.Namespace) -> int:
-    from services.storage.backend_records import reseal_all
+    import os
 
+    from services.storage.backend_records import reseal_all
+    from shared.config import SECRET_FILE_NAME
+
+    if not os.environ.get("SECRETS_ENCRYPTION_KEYS") and not os.environ.get("SECRET_KEY"):
+        # The key must be the storage service's: with `make run` that is the SECRET_KEY kept in var/.
+        path = load_settings().var_dir / SECRET_FILE_NAME
+        if not path.exists():
+            print("set SECRETS_ENCRYPTION_KEYS or SECRET_KEY to the storage service's values", file=sys.stderr)
+            return 1
+        os.environ["SECRET_KEY"] = path.read_text().strip()
     with _session() as session:
         count = reseal_all(session)
     print(f"{count} storage backend record(s) encrypted with the first key of SECRETS_ENCRYPTION_KEYS")
