@@ -11,6 +11,7 @@ import os
 import sqlite3
 import stat
 import sys
+from datetime import timedelta
 
 import jwt
 import pytest
@@ -20,6 +21,7 @@ from cryptography.fernet import Fernet
 
 from services.api_gateway import auth, login
 from services.storage import backend_records
+from shared import models as m
 from shared import secretbox
 from shared.config import (
     DEV_SECRET_KEY,
@@ -139,6 +141,35 @@ def test_unknown_emails_run_the_same_password_hash_as_wrong_passwords(sqlite_url
         assert len(calls) == 1, (email, calls)
         costs[email] = calls[0]
     assert costs["known@example.org"] == costs["nobody@example.org"]  # same KDF parameters, so the same work
+
+
+def test_login_limits_on_both_databases(database_url):
+    factory = make_session_factory(make_engine(database_url))
+    with factory() as session:
+        session.add(User(email="u@example.org", password_hash=auth.hash_password("right")))
+        session.commit()
+    limits = login.Limits(per_account=2, per_address=4, window=600)
+
+    def attempt(email: str, password: str, address: str) -> ApiError | str:
+        with factory() as session:
+            try:
+                return login.log_in(session, email, password, address, limits, b"k" * 32, 60)
+            except ApiError as exc:
+                return exc
+
+    assert attempt("u@example.org", "wrong", "192.0.2.1").status == 401
+    assert isinstance(attempt("u@example.org", "right", "192.0.2.1"), str)  # success clears the account counter
+    for _ in range(2):
+        assert attempt("u@example.org", "wrong", "192.0.2.1").status == 401
+    locked = attempt("u@example.org", "right", "192.0.2.2")
+    assert locked.status == 429 and 0 < int(locked.headers["Retry-After"]) <= 600
+    assert attempt("x@example.org", "wrong", "192.0.2.1").status == 401  # the address's fourth failure
+    assert attempt("y@example.org", "wrong", "192.0.2.1").status == 429
+    # The window ends: everything is allowed again (the rows are moved back in time rather than waiting).
+    with factory() as session:
+        session.execute(sa.update(m.LoginThrottle).values(window_start=m.utcnow() - timedelta(seconds=601)))
+        session.commit()
+    assert isinstance(attempt("u@example.org", "right", "192.0.2.1"), str)
 
 
 def test_client_address_trusts_forwarded_for_only_from_trusted_proxies():
