@@ -12,6 +12,7 @@ from services.storage.registry import Registry
 from services.storage.settings import load_storage_settings
 from shared.config import Settings, check_service_secrets, load_settings
 from shared.db import make_engine, make_session_factory
+from shared.secretbox import current_box
 
 
 class AppSettings(DependencyProvider):
@@ -36,6 +37,7 @@ class BackendRegistry(DependencyProvider):
         # Records are looked up on the workers' own sessions; this pool only serves the few lookups outside them.
         self.engine = make_engine(settings.database_url, pool_size=2)
         factory = make_session_factory(self.engine)
+        current_box()  # an unusable SECRETS_ENCRYPTION_KEYS entry fails the start, not the first admin request
         with factory() as session:  # plain rows from before encryption, or rows under a key being rotated out
             backend_records.reseal_all(session)
         self.registry = Registry(self.storage_settings, settings.storage_dir, factory)
