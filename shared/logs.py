@@ -36,7 +36,10 @@ class Hygiene(logging.Filter):
         if record.exc_info and isinstance(record.msg, str) and record.msg.startswith(_EXPECTED_PREFIX):
             record.exc_info = None
             record.exc_text = None
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call (args not matching msg): leave it to the handler's error reporting
+            return True
         cleaned = strip_queries(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
