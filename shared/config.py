@@ -2,13 +2,29 @@
 
 Everything lives under ``VAR_DIR`` (``./var`` by default): the SQLite database and local storage. PostgreSQL,
 another broker or a public URL are one variable away.
+
+Secrets: ``SECRET_KEY`` is the root secret. Access tokens and storage links are signed with keys derived from it
+under distinct labels (``TOKEN_SECRET_KEY`` / ``LINK_SECRET_KEY`` override each), so a token never verifies as a link
+and a leaked link key cannot mint tokens. Services refuse to start (``check_service_secrets``) when the secret is the
+built-in development value or shorter than ``MIN_SECRET_BYTES``, unless ``DEV_MODE=1`` says this is a developer's
+machine.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from shared.signing import derive_key
+
+DEV_SECRET_KEY = "dev-only-secret-change-me"
+MIN_SECRET_BYTES = 32
+TOKEN_KEY_LABEL = "access-tokens/v1"
+LINK_KEY_LABEL = "storage-links/v1"
+SECRET_FILE_NAME = "secret_key"
 
 
 def _env(name: str, default: str) -> str:
@@ -22,6 +38,9 @@ class Settings:
     database_url: str
     amqp_uri: str
     secret_key: str = field(repr=False)
+    token_key: bytes = field(repr=False)  # signs access tokens (JWT HS256)
+    link_key: bytes = field(repr=False)  # signs storage data-plane links
+    dev_mode: bool
     gateway_url: str
     storage_url: str
     storage_internal_url: str
@@ -36,19 +55,96 @@ class Settings:
     import_max_bytes: int
     upload_max_bytes: int
     upload_image_max_bytes: int
+    login_max_failures_per_account: int
+    login_max_failures_per_address: int
+    login_failure_window: int
+    trusted_proxies: tuple[str, ...]
 
 
 def _upload_max_bytes() -> int:
     return int(_env("UPLOAD_MAX_BYTES", str(100 * 1024 * 1024)))
 
 
+def _flag(name: str) -> bool:
+    return _env(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _subkey(secret: str, override_var: str, label: str) -> bytes:
+    override = _env(override_var, "")
+    return override.encode() if override else derive_key(secret, label)
+
+
+class InsecureSecret(RuntimeError):
+    """The configured secrets must not be used outside development mode."""
+
+
+def secret_problems(settings: Settings) -> list[str]:
+    """What is wrong with the configured secrets (empty: fine for production)."""
+    problems = []
+    if settings.secret_key == DEV_SECRET_KEY:
+        problems.append("SECRET_KEY is not set (the built-in development value is public)")
+    elif len(settings.secret_key.encode()) < MIN_SECRET_BYTES:
+        problems.append(f"SECRET_KEY is shorter than {MIN_SECRET_BYTES} bytes")
+    for name in ("TOKEN_SECRET_KEY", "LINK_SECRET_KEY"):
+        value = _env(name, "")
+        if value and len(value.encode()) < MIN_SECRET_BYTES:
+            problems.append(f"{name} is shorter than {MIN_SECRET_BYTES} bytes")
+    return problems
+
+
+def check_service_secrets(settings: Settings, service: str) -> None:
+    """Refuse to run a service with a guessable secret; in development mode, say so loudly and go on.
+
+    With the public default anyone can forge an admin token or a storage link, so this is a start-up failure, not a
+    warning. The message goes to stderr as well as into the exception, so it is the last thing on the console.
+    """
+    problems = secret_problems(settings)
+    if not problems:
+        return
+    detail = "; ".join(problems)
+    if settings.dev_mode:
+        print(f"WARNING [{service}]: {detail}. Running anyway because DEV_MODE=1: never do this in production.",
+              file=sys.stderr, flush=True)
+        return
+    message = (f"{service} refuses to start: {detail}. Set SECRET_KEY to a random value of at least "
+               f"{MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`), or set DEV_MODE=1 on a development machine.")
+    print(f"ERROR: {message}", file=sys.stderr, flush=True)
+    raise InsecureSecret(message)
+
+
+def ensure_local_secret(var_dir: Path) -> dict[str, str]:
+    """For the single-machine run command: ``{"SECRET_KEY": ...}`` from the environment, else from
+    ``<var_dir>/secret_key``, generated (random, mode 0600) on first start and reused afterwards."""
+    if _env("SECRET_KEY", ""):
+        return {"SECRET_KEY": os.environ["SECRET_KEY"]}
+    path = var_dir / SECRET_FILE_NAME
+    if path.exists():
+        secret = path.read_text().strip()
+        if len(secret.encode()) >= MIN_SECRET_BYTES:
+            print(f"SECRET_KEY: using the one generated earlier in {path}", flush=True)
+            return {"SECRET_KEY": secret}
+    var_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32)
+    # Created with 0600 from the start: no window in which another local user could read it.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+    os.chmod(path, 0o600)
+    print(f"SECRET_KEY: generated a random one in {path} (mode 0600); it is reused on the next start", flush=True)
+    return {"SECRET_KEY": secret}
+
+
 def load_settings() -> Settings:
     var_dir = Path(_env("VAR_DIR", "var")).resolve()
+    secret_key = _env("SECRET_KEY", DEV_SECRET_KEY)
     return Settings(
         var_dir=var_dir,
         database_url=_env("DATABASE_URL", f"sqlite:///{var_dir / 'platform.db'}"),
         amqp_uri=_env("AMQP_URI", "amqp://guest:guest@localhost:5672/"),
-        secret_key=_env("SECRET_KEY", "dev-only-secret-change-me"),
+        secret_key=secret_key,
+        token_key=_subkey(secret_key, "TOKEN_SECRET_KEY", TOKEN_KEY_LABEL),
+        link_key=_subkey(secret_key, "LINK_SECRET_KEY", LINK_KEY_LABEL),
+        dev_mode=_flag("DEV_MODE"),
         gateway_url=_env("GATEWAY_URL", "http://127.0.0.1:8000").rstrip("/"),
         storage_url=_env("STORAGE_URL", "http://127.0.0.1:8001").rstrip("/"),
         # Where services reach the storage data plane when that differs from the public URL (containers).
@@ -68,4 +164,10 @@ def load_settings() -> Settings:
         # by default 20 MiB or UPLOAD_MAX_BYTES when that is lower.
         upload_max_bytes=_upload_max_bytes(),
         upload_image_max_bytes=int(_env("UPLOAD_IMAGE_MAX_BYTES", str(min(20 * 1024 * 1024, _upload_max_bytes())))),
+        # Failed logins allowed per window before 429 (0: no limit), per account and per client address.
+        login_max_failures_per_account=int(_env("LOGIN_MAX_FAILURES_PER_ACCOUNT", "10")),
+        login_max_failures_per_address=int(_env("LOGIN_MAX_FAILURES_PER_ADDRESS", "50")),
+        login_failure_window=int(_env("LOGIN_FAILURE_WINDOW", "900")),
+        # Reverse proxies (IPs or CIDRs) whose X-Forwarded-For names the client; empty: the peer is the client.
+        trusted_proxies=tuple(p.strip() for p in _env("TRUSTED_PROXIES", "").split(",") if p.strip()),
     )

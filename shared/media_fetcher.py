@@ -19,6 +19,7 @@ It uses urllib3 directly (no proxies, no environment, no cookies), which works u
 from __future__ import annotations
 
 import ipaddress
+import logging
 import posixpath
 import re
 import socket
@@ -60,6 +61,8 @@ _SNIFF_BYTES = 512
 _HTML_PREFIXES = (b"<!doctype html", b"<html")
 _EXTENSION_RE = re.compile(r"\.[a-z0-9]{1,8}")
 _NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+_POOL_REPR_RE = re.compile(r"HTTPS?Connection(?:Pool)?\(host=[^)]*\):\s*")
+_log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -261,20 +264,26 @@ def _hard_deadline(seconds: float, url: str) -> Iterator[None]:
         timer.cancel()
 
 
+def _reason(exc: BaseException) -> str:
+    # urllib3 names the pool it failed in, and our pools are keyed by the validated IP: never show it (messages end
+    # up in export warnings that organizers read).
+    return _POOL_REPR_RE.sub("", str(exc)) or type(exc).__name__
+
+
 def _translate(exc: BaseException, url: str) -> MediaFetchError:
     """Map urllib3/socket failures to MediaFetchError codes."""
     if isinstance(exc, MaxRetryError) and exc.reason is not None:
         exc = exc.reason
     if isinstance(exc, SSLError):
-        return MediaFetchError(f"TLS failure: {exc}", "tls_error", url)
+        return MediaFetchError(f"TLS failure: {_reason(exc)}", "tls_error", url)
     # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: test it first.
     if isinstance(exc, NewConnectionError):
-        return MediaFetchError(f"connection failed: {exc}", "connection_failed", url)
+        return MediaFetchError(f"connection failed: {_reason(exc)}", "connection_failed", url)
     if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError):
-        return MediaFetchError(f"timed out: {exc}", "timeout", url)
+        return MediaFetchError(f"timed out: {_reason(exc)}", "timeout", url)
     if isinstance(exc, DecodeError):
-        return MediaFetchError(f"undecodable response body: {exc}", "connection_failed", url)
-    return MediaFetchError(f"connection failed: {exc}", "connection_failed", url)
+        return MediaFetchError(f"undecodable response body: {_reason(exc)}", "connection_failed", url)
+    return MediaFetchError(f"connection failed: {_reason(exc)}", "connection_failed", url)
 
 
 class FetchedMedia:
@@ -464,8 +473,11 @@ class MediaFetcher:
         for ip in addresses:
             # Refuse if any answer is non-public: a name mixing public and internal answers is suspect.
             if not self.is_allowed_address(target.host, target.port, ip):
+                # What a name resolves to inside our network is for operators, not for the organizer who sees the
+                # message in the export's warnings.
+                _log.info("media fetch refused: %s resolves to %s (not public, not allow-listed)", target.host, ip)
                 raise MediaFetchError(
-                    f"{target.host} resolves to {ip}, which is not a public address and is not allow-listed",
+                    "the host resolves to a private address; media are only fetched from public addresses",
                     "address_not_allowed",
                     target.url,
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,8 @@ def make_env(tmp: Path, vhost: str, database_url: str | None = None, **extra: st
         "GATEWAY_URL": f"http://127.0.0.1:{free_port()}",
         "STORAGE_URL": f"http://127.0.0.1:{free_port()}",
         "STORAGE_DIR": str(var_dir / "storage"),
-        "SECRET_KEY": "test-secret-" + vhost,
+        # Services refuse secrets under 32 bytes; this one is unique per stack and well above that.
+        "SECRET_KEY": f"test-secret-{vhost}-{uuid.uuid4().hex}",
         "RPC_TIMEOUT": "5",
         # Nothing listens there: a test's mails never land in a developer's `make run` sink on 8025.
         "SMTP_PORT": str(free_port()),

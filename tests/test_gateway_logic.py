@@ -13,7 +13,7 @@ from services.api_gateway.tasks import advance, create_task, fail_stale
 from shared import contracts as c
 from shared.db import make_engine, make_session_factory
 from shared.http import ApiError
-from shared.models import Task, utcnow
+from shared.models import Task, User, utcnow
 
 
 @pytest.fixture
@@ -65,18 +65,20 @@ def test_export_options():
 
 
 def test_tokens_roundtrip_and_refuse_tampering():
-    token = auth.issue_token(42, "secret", ttl=60)
-    assert auth.user_id_from_header(f"Bearer {token}", "secret") == 42
-    assert auth.user_id_from_header(f"JWT {token}", "secret") == 42
+    key, other = b"k" * 32, b"o" * 32
+    user = User(id=42, email="a@example.org", password_hash="scrypt:1:8:1$salt$hash")
+    token = auth.issue_token(user, key, ttl=60)
+    assert auth.read_token(f"Bearer {token}", key).user_id == 42
+    assert auth.read_token(f"JWT {token}", key).user_id == 42
     for header in (None, "", "Basic abc", f"Bearer {token}x", f"Token {token}"):
         with pytest.raises(ApiError) as err:
-            auth.user_id_from_header(header, "secret")
+            auth.read_token(header, key)
         assert err.value.status == 401
     with pytest.raises(ApiError):
-        auth.user_id_from_header(f"Bearer {token}", "other secret")
-    expired = auth.issue_token(42, "secret", ttl=-1)
+        auth.read_token(f"Bearer {token}", other)
+    expired = auth.issue_token(user, key, ttl=-1)
     with pytest.raises(ApiError) as err:
-        auth.user_id_from_header(f"Bearer {expired}", "secret")
+        auth.read_token(f"Bearer {expired}", key)
     assert err.value.code == "token_expired"
 
 

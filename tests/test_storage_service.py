@@ -21,10 +21,13 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.storage import data_plane
 from services.storage.service import StorageService
+from shared.config import LINK_KEY_LABEL
 from shared.db import upgrade_to_head
+from shared.signing import derive_key
 from tests.conftest import free_port
 
-SECRET = "storage-test-secret"
+SECRET = "storage-test-secret-0123456789abcdef"  # services refuse secrets under 32 bytes
+LINK_KEY = derive_key(SECRET, LINK_KEY_LABEL)  # what storage signs its links with
 MiB = 1024 * 1024
 
 
@@ -341,7 +344,7 @@ def test_tampered_links_are_refused(storage, range_url):
 
 def test_expired_links_say_so(storage, rpc):
     put(storage, "expiry/obj", b"x")
-    past = data_plane.signed_url(storage["base"], SECRET, "expiry/obj", ttl=10, now=time.time() - 60)
+    past = data_plane.signed_url(storage["base"], LINK_KEY, "expiry/obj", ttl=10, now=time.time() - 60)
     message = assert_error(requests.get(past, timeout=10), 403, "link_expired")
     assert message == "This link has expired. Request a new download link."
 

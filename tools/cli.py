@@ -46,6 +46,56 @@ def cmd_create_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_set_password(args: argparse.Namespace) -> int:
+    """A new password: the hash gets a new salt, so every token issued before stops working."""
+    from services.api_gateway.auth import hash_password
+
+    email = args.email.strip().lower()
+    with _session() as session:
+        user = session.scalar(select(User).where(User.email == email))
+        if user is None:
+            print(f"no user {email}", file=sys.stderr)
+            return 1
+        user.password_hash = hash_password(args.password)
+        session.commit()
+    print(f"password of {email} changed; tokens issued before no longer work")
+    return 0
+
+
+def cmd_delete_user(args: argparse.Namespace) -> int:
+    email = args.email.strip().lower()
+    with _session() as session:
+        user = session.scalar(select(User).where(User.email == email))
+        if user is None:
+            print(f"no user {email}", file=sys.stderr)
+            return 1
+        session.query(EventRole).filter(EventRole.user_id == user.id).delete()
+        session.delete(user)
+        session.commit()
+    # Ids are never reused (users.id AUTOINCREMENT): the deleted user's tokens never match anyone again.
+    print(f"user {user.id} {email} deleted")
+    return 0
+
+
+def cmd_reseal_secrets(_args: argparse.Namespace) -> int:
+    import os
+
+    from services.storage.backend_records import reseal_all
+    from shared.config import SECRET_FILE_NAME
+
+    if not os.environ.get("SECRETS_ENCRYPTION_KEYS") and not os.environ.get("SECRET_KEY"):
+        # The key must be the storage service's: with `make run` that is the SECRET_KEY kept in var/.
+        path = load_settings().var_dir / SECRET_FILE_NAME
+        if not path.exists():
+            print("set SECRETS_ENCRYPTION_KEYS or SECRET_KEY to the storage service's values", file=sys.stderr)
+            return 1
+        os.environ["SECRET_KEY"] = path.read_text().strip()
+    with _session() as session:
+        count = reseal_all(session)
+    print(f"{count} storage backend record(s) encrypted with the first key of SECRETS_ENCRYPTION_KEYS")
+    return 0
+
+
 def _user_id(session, email: str | None) -> int | None:  # noqa: ANN001
     if email is None:
         return None
@@ -97,6 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--admin", action="store_true", help="global admin: may see and export every event")
     p.add_argument("--update", action="store_true")
     p.set_defaults(func=cmd_create_user)
+
+    p = sub.add_parser("set-password", help="change a user's password (its existing tokens stop working)")
+    p.add_argument("--email", required=True)
+    p.add_argument("--password", required=True)
+    p.set_defaults(func=cmd_set_password)
+
+    p = sub.add_parser("delete-user", help="delete a user and its event roles (its tokens stop working)")
+    p.add_argument("--email", required=True)
+    p.set_defaults(func=cmd_delete_user)
+
+    sub.add_parser("reseal-secrets", help="re-encrypt storage backend secrets with the newest key (after adding "
+                   "one to SECRETS_ENCRYPTION_KEYS, or for rows stored in plain text)").set_defaults(
+        func=cmd_reseal_secrets)
 
     p = sub.add_parser("grant", help="make a user organizer or co-organizer of an event")
     p.add_argument("--email", required=True)

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from shared.config import load_settings
+from shared.config import ensure_local_secret, load_settings
 from shared.db import upgrade_to_head
 from tools.stack import Stack, default_env
 
@@ -19,6 +19,8 @@ def main() -> int:
     var_dir = settings.var_dir
     var_dir.mkdir(parents=True, exist_ok=True)
     env = default_env(var_dir)
+    # Services refuse the public default secret: use SECRET_KEY if set, else a random one kept in var/secret_key.
+    env.update(ensure_local_secret(var_dir))
     os.environ.update(env)
     upgrade_to_head(load_settings().database_url)
 

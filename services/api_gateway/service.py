@@ -15,7 +15,7 @@ from nameko.timer import timer
 from sqlalchemy import select, update
 from werkzeug import Request, Response
 
-from services.api_gateway import auth, health, imports, mails, media_uploads, storage_admin, uploads
+from services.api_gateway import auth, health, imports, login, mails, media_uploads, storage_admin, uploads
 from services.api_gateway.dependencies import RequestDispatcher
 from services.api_gateway.permissions import current_user, require_event_manager, visible_events
 from services.api_gateway.tasks import advance, create_task, fail_stale, task_view
@@ -23,7 +23,7 @@ from shared import contracts as c
 from shared.dependencies import Config, Database
 from shared.event_stats import record_counts
 from shared.http import ApiError, http, json_response
-from shared.models import Task, User, utcnow
+from shared.models import Task, utcnow
 from shared.rpc import RpcTimeout, call
 
 HEALTH_TIMEOUT = 3.0
@@ -77,15 +77,18 @@ class ApiGatewayService:
         if not isinstance(body, dict) or not isinstance(body.get("email"), str) \
                 or not isinstance(body.get("password"), str):
             raise ApiError(400, "invalid_request", "Send {\"email\": ..., \"password\": ...} as JSON.")
+        cfg = self.config
+        address = login.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                                       cfg.trusted_proxies)
+        limits = login.Limits(cfg.login_max_failures_per_account, cfg.login_max_failures_per_address,
+                              cfg.login_failure_window)
         with self.db() as session:
-            user = session.scalar(select(User).where(User.email == body["email"].strip().lower()))
-            if user is None or not auth.verify_password(user.password_hash, body["password"]):
-                raise ApiError(401, "invalid_credentials", "Wrong email or password.")
-            token = auth.issue_token(user.id, self.config.secret_key, self.config.jwt_ttl)
+            token = login.log_in(session, body["email"], body["password"], address, limits, cfg.token_key, cfg.jwt_ttl)
         return json_response({"access_token": token})
 
     def _user_id(self, request: Request) -> int:
-        return auth.user_id_from_header(request.headers.get("Authorization"), self.config.secret_key)
+        with self.db() as session:
+            return auth.authenticate(session, request.headers.get("Authorization"), self.config.token_key)
 
     # --- events ---------------------------------------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ def _backend_failure(exc: StorageError) -> ApiError:
 
 def signed_url(
     base_url: str,
-    secret: str,
+    secret: str | bytes,
     key: str,
     method: str = "GET",
     ttl: int = 3600,
@@ -76,7 +76,8 @@ def signed_url(
     return f"{base_url.rstrip('/')}/objects/{quote(key, safe='/')}?{query}"
 
 
-def check_link(secret: str, method: str, key: str, args: Mapping[str, str], now: float | None = None) -> None:
+def check_link(secret: str | bytes, method: str, key: str, args: Mapping[str, str],
+               now: float | None = None) -> None:
     """Raise a 403 ``ApiError`` unless the query carries a valid, unexpired signature for this method and key."""
     try:
         verify_query(secret, method, key, args, now=now, extra_names=SIGNED_EXTRA)

@@ -70,7 +70,7 @@ def signed_url(registry: Registry, db: sessionmaker[Session], settings: Settings
             presigned = backend.presigned_get(key, int(ttl), filename)
             if presigned is not None:
                 return presigned
-    return data_plane.signed_url(settings.storage_url, settings.secret_key, key, method=method, ttl=ttl,
+    return data_plane.signed_url(settings.storage_url, settings.link_key, key, method=method, ttl=ttl,
                                  filename=filename, extra=extra)
 
 

@@ -122,12 +122,12 @@ class StorageService:
 
     @http("PUT", "/objects/<path:key>")
     def put_object(self, request: Request, key: str) -> Response:
-        data_plane.check_link(self.settings.secret_key, "PUT", key, request.args)
+        data_plane.check_link(self.settings.link_key, "PUT", key, request.args)
         return objects.store(self.registry, self.db, self._publish, key, request)
 
     @http("GET,HEAD", "/objects/<path:key>")
     def get_object(self, request: Request, key: str) -> Response:
-        data_plane.check_link(self.settings.secret_key, "GET", key, request.args)
+        data_plane.check_link(self.settings.link_key, "GET", key, request.args)
         return objects.serve(self.registry, self.db, key, request)
 
     @http("GET", "/health")
