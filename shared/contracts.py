@@ -39,9 +39,14 @@ MAIL_FAILED = "mail_failed"
 OBJECT_STORED = "object_stored"
 OBJECT_EXPIRED = "object_expired"
 
-# Task states seen by HTTP clients; a terminal state never changes again.
-WAITING, STARTED, PROGRESS, SUCCESS, FAILURE = "WAITING", "STARTED", "PROGRESS", "SUCCESS", "FAILURE"
+# Task states seen by HTTP clients, as the Open Event Server's contract has them (its frontend polls while WAITING
+# and takes anything else but SUCCESS for a failure); a terminal state never changes again.
+WAITING, SUCCESS, FAILURE = "WAITING", "SUCCESS", "FAILURE"
 TERMINAL_STATES = (SUCCESS, FAILURE)
+# The finer phase of a task, a separate field: queued (in the worker's queue), started (taken), progress (reporting
+# ``progress``). It only moves forward, in this order.
+QUEUED, STARTED, IN_PROGRESS = "queued", "started", "progress"
+STATUSES = (QUEUED, STARTED, IN_PROGRESS)
 
 MEDIA_FLAGS = ("image", "video", "document", "audio")
 

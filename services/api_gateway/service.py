@@ -18,7 +18,7 @@ from werkzeug import Request, Response
 from services.api_gateway import auth, health, imports, mails, media_uploads, storage_admin, uploads
 from services.api_gateway.dependencies import RequestDispatcher
 from services.api_gateway.permissions import current_user, require_event_manager, visible_events
-from services.api_gateway.tasks import advance, create_task, fail_stale, task_view
+from services.api_gateway.tasks import create_task, fail_stale, finish, set_status, task_view
 from shared import contracts as c
 from shared.dependencies import Config, Database
 from shared.event_stats import record_counts
@@ -137,8 +137,8 @@ class ApiGatewayService:
             try:
                 self.dispatch(c.EXPORT_REQUESTED, payload)
             except Exception as exc:
-                advance(session, task.id, c.FAILURE,
-                        result={"code": "broker_unavailable", "message": "The request could not be queued."})
+                finish(session, task.id, c.FAILURE,
+                       {"code": "broker_unavailable", "message": "The request could not be queued."})
                 session.commit()
                 raise ApiError(503, "broker_unavailable", "The export could not be queued; try again later.") from exc
             url = f"/v1/tasks/{task.id}"
@@ -236,8 +236,8 @@ class ApiGatewayService:
             try:
                 self.dispatch(c.IMPORT_REQUESTED, payload)
             except Exception as exc:
-                advance(session, task_id, c.FAILURE,
-                        result={"code": "broker_unavailable", "message": "The request could not be queued."})
+                finish(session, task_id, c.FAILURE,
+                       {"code": "broker_unavailable", "message": "The request could not be queued."})
                 session.commit()
                 raise ApiError(503, "broker_unavailable", "The import could not be queued; try again later.") from exc
         url = f"/v1/tasks/{task_id}"
@@ -368,48 +368,48 @@ class ApiGatewayService:
 
     @event_handler(c.EXPORTER, c.EXPORT_STARTED)
     def on_export_started(self, payload: dict[str, Any]) -> None:
-        self._advance(payload["task_id"], c.STARTED)
+        self._set_status(payload["task_id"], c.STARTED)
 
     @event_handler(c.EXPORTER, c.EXPORT_PROGRESS)
     def on_export_progress(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.EXPORT_PROGRESS, payload)
-        self._advance(data["task_id"], c.PROGRESS,
-                      progress={"stage": data["stage"], "done": data["done"], "total": data["total"]})
+        self._set_status(data["task_id"], c.IN_PROGRESS,
+                         progress={"stage": data["stage"], "done": data["done"], "total": data["total"]})
 
     @event_handler(c.EXPORTER, c.EXPORT_COMPLETED)
     def on_export_completed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.EXPORT_COMPLETED, payload)
         result = {k: data[k] for k in ("download_url", "size", "sha256", "expires_at", "key", "warnings",
                                         "warnings_total")}
-        self._advance(data["task_id"], c.SUCCESS, result=result)
+        self._finish(data["task_id"], c.SUCCESS, result)
 
     @event_handler(c.EXPORTER, c.EXPORT_FAILED)
     def on_export_failed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.EXPORT_FAILED, payload)
-        self._advance(data["task_id"], c.FAILURE, result={"code": data["code"], "message": data["message"]})
+        self._finish(data["task_id"], c.FAILURE, {"code": data["code"], "message": data["message"]})
 
     @event_handler(c.IMPORTER, c.IMPORT_STARTED)
     def on_import_started(self, payload: dict[str, Any]) -> None:
-        self._advance(payload["task_id"], c.STARTED)
+        self._set_status(payload["task_id"], c.STARTED)
 
     @event_handler(c.IMPORTER, c.IMPORT_PROGRESS)
     def on_import_progress(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.IMPORT_PROGRESS, payload)
-        self._advance(data["task_id"], c.PROGRESS, progress={"stage": data["stage"], "done": data["done"],
-                                                             "total": data["total"], "phase": data["phase"]})
+        self._set_status(data["task_id"], c.IN_PROGRESS, progress={"stage": data["stage"], "done": data["done"],
+                                                                   "total": data["total"], "phase": data["phase"]})
 
     @event_handler(c.IMPORTER, c.IMPORT_COMPLETED)
     def on_import_completed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.IMPORT_COMPLETED, payload)
         with self.db() as session:
-            if advance(session, data["task_id"], c.SUCCESS, result=imports.completed_result(data)):
+            if finish(session, data["task_id"], c.SUCCESS, imports.completed_result(data)):
                 session.execute(update(Task).where(Task.id == data["task_id"]).values(event_id=data["id"]))
             session.commit()
 
     @event_handler(c.IMPORTER, c.IMPORT_FAILED)
     def on_import_failed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.IMPORT_FAILED, payload)
-        self._advance(data["task_id"], c.FAILURE, result=imports.failed_result(data))
+        self._finish(data["task_id"], c.FAILURE, imports.failed_result(data))
 
     @timer(interval=60)
     def fail_stale_tasks(self) -> None:
@@ -417,7 +417,12 @@ class ApiGatewayService:
             fail_stale(session, utcnow() - timedelta(seconds=self.config.stale_task_seconds))
             session.commit()
 
-    def _advance(self, task_id: str, state: str, **values: Any) -> None:
+    def _set_status(self, task_id: str, status: str, **values: Any) -> None:
         with self.db() as session:
-            advance(session, task_id, state, **values)
+            set_status(session, task_id, status, **values)
+            session.commit()
+
+    def _finish(self, task_id: str, state: str, result: dict[str, Any]) -> None:
+        with self.db() as session:
+            finish(session, task_id, state, result)
             session.commit()
