@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.cors import parse_origins
+
 
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name)
@@ -36,6 +38,7 @@ class Settings:
     import_max_bytes: int
     upload_max_bytes: int
     upload_image_max_bytes: int
+    cors_origins: tuple[str, ...] = ()  # CORS_ORIGINS, normalized (shared.cors); empty: CORS off
 
 
 def _upload_max_bytes() -> int:
@@ -68,4 +71,7 @@ def load_settings() -> Settings:
         # by default 20 MiB or UPLOAD_MAX_BYTES when that is lower.
         upload_max_bytes=_upload_max_bytes(),
         upload_image_max_bytes=int(_env("UPLOAD_IMAGE_MAX_BYTES", str(min(20 * 1024 * 1024, _upload_max_bytes())))),
+        # Browser origins allowed to call the API and download archives by XHR (comma separated; "*": any, never
+        # with credentials); a malformed entry stops the service at start-up.
+        cors_origins=parse_origins(_env("CORS_ORIGINS", "")),
     )
