@@ -109,6 +109,13 @@ class Warning_(Schema):
     url = fields.String(allow_none=True)
 
 
+class Retention(Schema):
+    """Where an archive is kept and until when: apart from its signed link's ``expires_at``."""
+
+    backend = fields.String(required=True)  # the backend record's storage_backend_id; "default" for the default
+    delete_at = fields.String(required=True, allow_none=True)  # UTC ISO-8601; null: kept until deleted on request
+
+
 class ExportCompleted(Envelope):
     key = fields.String(required=True)
     size = fields.Integer(required=True)
@@ -117,6 +124,8 @@ class ExportCompleted(Envelope):
     expires_at = fields.String(required=True)
     warnings = fields.List(fields.Nested(Warning_), required=True)
     warnings_total = fields.Integer(required=True)
+    # Added within schema version 1: the exporter always sends it; consumers of older events get None.
+    retention = fields.Nested(Retention, load_default=None)
 
 
 class ExportFailed(Envelope):

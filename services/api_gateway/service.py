@@ -18,7 +18,15 @@ from werkzeug import Request, Response
 from services.api_gateway import auth, health, imports, mails, media_uploads, storage_admin, uploads
 from services.api_gateway.dependencies import RequestDispatcher
 from services.api_gateway.permissions import current_user, require_event_manager, visible_events
-from services.api_gateway.tasks import create_task, fail_stale, finish, set_status, task_view
+from services.api_gateway.tasks import (
+    archive_gone,
+    create_task,
+    export_entry,
+    fail_stale,
+    finish,
+    set_status,
+    task_view,
+)
 from shared import contracts as c
 from shared.dependencies import Config, Database
 from shared.event_stats import record_counts
@@ -164,16 +172,7 @@ class ApiGatewayService:
             tasks = session.scalars(
                 select(Task).where(Task.kind == "export", Task.event_id == event_id).order_by(Task.created_at.desc())
             )
-            return json_response({"data": [self._export_entry(t) for t in tasks]})
-
-    @staticmethod
-    def _export_entry(task: Task) -> dict[str, Any]:
-        entry = {"task_id": task.id, "state": task.state, "created_at": task_view(task)["created_at"],
-                 "requested_by": task.requester_email, "options": (task.params or {}).get("options")}
-        if task.state == c.SUCCESS and task.result:
-            entry.update(size=task.result.get("size"), sha256=task.result.get("sha256"),
-                         download=f"/v1/events/{task.event_id}/exports/{task.id}")
-        return entry
+            return json_response({"data": [export_entry(t) for t in tasks]})
 
     @http("GET", "/v1/events/<int:event_id>/exports/<path:path>")
     def download_export(self, request: Request, event_id: int, path: str) -> Response:
@@ -207,6 +206,9 @@ class ApiGatewayService:
                 raise ApiError(409, "export_not_ready", f"Export {task_id} is {task.state}: it has no archive.")
             key = task.result["key"]
         storage_admin.delete_archive(self._storage_call, key)
+        with self.db() as session:  # at once, not only when storage's object_expired event arrives
+            archive_gone(session, task_id, key, "deleted", c.utc_iso())
+            session.commit()
         return Response(status=204)
 
     def _storage_call(self, rpc_method: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -301,6 +303,14 @@ class ApiGatewayService:
         return Response(status=302, headers={"Location": url,
                                              "Cache-Control": f"public, max-age={imports.MEDIA_REDIRECT_MAX_AGE}"})
 
+    @http("GET", "/v1/storage-backends")
+    def storage_backend_choices(self, request: Request) -> Response:
+        """Any logged-in user: the backends an export may name in ``storage`` (identifiers and descriptions only)."""
+        user_id = self._user_id(request)
+        with self.db() as session:
+            current_user(session, user_id)
+        return json_response({"data": storage_admin.call_storage(self._storage_call, "backend_choices")})
+
     # --- admin ----------------------------------------------------------------------------------------------------
 
     @http("GET", "/v1/admin/mails")
@@ -380,7 +390,7 @@ class ApiGatewayService:
     def on_export_completed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.EXPORT_COMPLETED, payload)
         result = {k: data[k] for k in ("download_url", "size", "sha256", "expires_at", "key", "warnings",
-                                        "warnings_total")}
+                                        "warnings_total", "retention")}
         self._finish(data["task_id"], c.SUCCESS, result)
 
     @event_handler(c.EXPORTER, c.EXPORT_FAILED)
@@ -410,6 +420,17 @@ class ApiGatewayService:
     def on_import_failed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.IMPORT_FAILED, payload)
         self._finish(data["task_id"], c.FAILURE, imports.failed_result(data))
+
+    @event_handler(c.STORAGE, c.OBJECT_EXPIRED)
+    def on_object_expired(self, payload: dict[str, Any]) -> None:
+        """An export's archive was deleted or expired: its task and history stop offering the link."""
+        data = c.load_payload(c.OBJECT_EXPIRED, payload)
+        if data["task_id"] is None:
+            return
+        when = data["deleted_at"] if data["reason"] == "deleted" else (data["expires_at"] or data["deleted_at"])
+        with self.db() as session:
+            archive_gone(session, data["task_id"], data["key"], data["reason"], when)
+            session.commit()
 
     @timer(interval=60)
     def fail_stale_tasks(self) -> None:

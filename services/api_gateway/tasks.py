@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from shared.contracts import FAILURE, IN_PROGRESS, QUEUED, STARTED, TERMINAL_STATES, WAITING
+from shared.contracts import FAILURE, IN_PROGRESS, QUEUED, STARTED, SUCCESS, TERMINAL_STATES, WAITING
 from shared.models import Task, utcnow
 
 # Status events travel on separate queues, so they may arrive out of order: a phase only moves forward, and only
@@ -92,3 +92,49 @@ def task_view(task: Task) -> dict[str, Any]:
 
 def _iso(naive_utc: Any) -> str:
     return naive_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- exports whose archive is gone ------------------------------------------------------------------------------
+
+GONE_FIELDS = {"deleted": "deleted_at", "expired": "expired_at"}
+
+
+def archive_gone(session: Session, task_id: str, key: str, reason: str, when: str) -> bool:
+    """Record on a successful export that its archive was deleted (``reason="deleted"``) or expired at ``when``.
+
+    The state stays SUCCESS (the export did succeed) but the result loses its ``download_url`` and gains
+    ``deleted_at`` or ``expired_at``, so clients stop offering a link that answers 410. Only the archive the task
+    itself stored (same ``key``) counts; the first report wins. Returns whether the row changed.
+    """
+    task = session.get(Task, task_id, with_for_update=True)
+    if task is None or task.kind != "export" or task.state != SUCCESS or not task.result:
+        return False
+    result = dict(task.result)
+    if result.get("key") != key or any(name in result for name in GONE_FIELDS.values()):
+        return False
+    result.pop("download_url", None)
+    result[GONE_FIELDS[reason]] = when
+    task.result = result  # a new dict: the JSON column sees the change
+    task.updated_at = utcnow()
+    session.flush()
+    return True
+
+
+def export_entry(task: Task) -> dict[str, Any]:
+    """One line of ``GET /v1/events/{id}/exports``: the archive's size, digest, retention and download path, or
+    when it was deleted / expired instead of the path."""
+    view = task_view(task)
+    entry: dict[str, Any] = {"task_id": task.id, "state": task.state, "status": task.status,
+                             "created_at": view["created_at"], "requested_by": task.requester_email,
+                             "options": (task.params or {}).get("options")}
+    if "progress" in view:
+        entry["progress"] = view["progress"]
+    result = task.result or {}
+    if task.state == SUCCESS and result:
+        entry.update(size=result.get("size"), sha256=result.get("sha256"), retention=result.get("retention"))
+        gone = {name: result[name] for name in GONE_FIELDS.values() if name in result}
+        if gone:
+            entry.update(gone)
+        else:
+            entry["download"] = f"/v1/events/{task.event_id}/exports/{task.id}"
+    return entry

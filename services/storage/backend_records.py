@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.storage.backend_config import (
+    DEFAULT_ID,
     TOKEN_FIELD,
     InvalidBackendConfig,
     check_identifier,
@@ -99,6 +100,22 @@ def list_records(session: Session) -> list[dict[str, Any]]:
     counts = _object_counts(session)
     records = session.scalars(select(StorageBackendRecord).order_by(StorageBackendRecord.id))
     return [public_view(r, counts.get(r.storage_backend_id, 0)) for r in records]
+
+
+DEFAULT_DESCRIPTION = "The platform's default storage."
+
+
+def choices(session: Session, default: BackendSpec) -> list[dict[str, Any]]:
+    """What an organizer may name in an export's ``storage`` option: the default backend, then the active records.
+
+    Identifiers, kinds, descriptions and keep days only: never a token, a config value or an object count.
+    """
+    records = session.scalars(select(StorageBackendRecord).where(StorageBackendRecord.active.is_(True))
+                              .order_by(StorageBackendRecord.storage_backend_id))
+    return [{"storage_backend_id": DEFAULT_ID, "storage_backend": default.kind, "description": DEFAULT_DESCRIPTION,
+             "keep_days": default.keep_days, "default": True}] + [
+        {"storage_backend_id": r.storage_backend_id, "storage_backend": r.storage_backend,
+         "description": r.description, "keep_days": r.keep_days, "default": False} for r in records]
 
 
 def describe(session: Session, identifier: str) -> dict[str, Any] | None:

@@ -79,6 +79,12 @@ class StorageService:
                     "default": {"storage_backend": spec.kind, "keep_days": spec.keep_days}}
 
     @rpc
+    def backend_choices(self) -> list[dict[str, Any]]:
+        """The backends an export may name (the default and the active records), without config or secrets."""
+        with self.db() as session:
+            return backend_records.choices(session, self.registry.default_spec)
+
+    @rpc
     def describe_backend(self, identifier: str) -> dict[str, Any] | None:
         """The public view of a record (``None`` if unknown); ``default`` and ``local`` describe the built-ins."""
         spec = self.registry.spec(identifier) if identifier in ("default", "local") else None
