@@ -39,6 +39,7 @@ class Settings:
     upload_max_bytes: int
     upload_image_max_bytes: int
     cors_origins: tuple[str, ...] = ()  # CORS_ORIGINS, normalized (shared.cors); empty: CORS off
+    storage_probe_timeout: float = 8.0  # STORAGE_PROBE_TIMEOUT: the check of a backend record, all steps together
 
 
 def _upload_max_bytes() -> int:
@@ -74,4 +75,5 @@ def load_settings() -> Settings:
         # Browser origins allowed to call the API and download archives by XHR (comma separated; "*": any, never
         # with credentials); a malformed entry stops the service at start-up.
         cors_origins=parse_origins(_env("CORS_ORIGINS", "")),
+        storage_probe_timeout=float(_env("STORAGE_PROBE_TIMEOUT", "8")),
     )

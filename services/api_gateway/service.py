@@ -214,6 +214,11 @@ class ApiGatewayService:
     def _storage_call(self, rpc_method: str, /, *args: Any, **kwargs: Any) -> Any:
         return call(self.storage, rpc_method, *args, timeout=self.config.rpc_timeout, **kwargs)
 
+    def _storage_check_call(self, rpc_method: str, /, *args: Any) -> Any:
+        # Creating or changing a backend record probes the backend first (STORAGE_PROBE_TIMEOUT on top).
+        return call(self.storage, rpc_method, *args,
+                    timeout=self.config.rpc_timeout + self.config.storage_probe_timeout)
+
     # --- import ---------------------------------------------------------------------------------------------------
 
     @http("POST", "/v1/events/import/json")
@@ -331,7 +336,7 @@ class ApiGatewayService:
     @http("POST", "/v1/admin/storage-backends")
     def create_storage_backend(self, request: Request) -> Response:
         self._require_admin(request)
-        record = storage_admin.call_storage(self._storage_call, "create_backend", _json_body(request))
+        record = storage_admin.call_storage(self._storage_check_call, "create_backend", _json_body(request))
         url = f"/v1/admin/storage-backends/{record['storage_backend_id']}"
         return json_response(record, status=201, headers={"Location": url})
 
@@ -344,7 +349,7 @@ class ApiGatewayService:
     def update_storage_backend(self, request: Request, identifier: str) -> Response:
         """Change keep_days, description, active, token or config keys (merged: secrets not sent are kept)."""
         self._require_admin(request)
-        return json_response(storage_admin.call_storage(self._storage_call, "update_backend", identifier,
+        return json_response(storage_admin.call_storage(self._storage_check_call, "update_backend", identifier,
                                                         _json_body(request)))
 
     @http("DELETE", "/v1/admin/storage-backends/<identifier>")

@@ -49,8 +49,20 @@ __all__ = [
 ]
 
 
+# What went wrong, where a backend can tell (``BackendError.reason``): the record check names it to the admin.
+UNREACHABLE, CREDENTIALS, BUCKET_MISSING = "unreachable", "credentials", "bucket_missing"
+
+
 class BackendError(StorageError):
-    """The backend refused, failed or could not be reached. The message is safe to log and to show an operator."""
+    """The backend refused, failed or could not be reached. The message is safe to log and to show an operator.
+
+    ``reason``: ``UNREACHABLE`` (no connection to the endpoint), ``CREDENTIALS`` (refused the credentials),
+    ``BUCKET_MISSING`` (the bucket or container does not exist), or ``None`` when the backend cannot tell.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ObjectBackend(abc.ABC):
