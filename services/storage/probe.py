@@ -44,9 +44,11 @@ def check_backend(backend: ObjectBackend, identifier: str, kind: str, timeout: f
     """Put, stat and delete a probe object in ``backend``; ``BackendCheckFailed`` naming the step and the cause."""
     key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
     body = f"storage backend check of {identifier}\n".encode()
-    step, stored = "store", False
+    step, stored = "find the bucket for", False
     try:
         with eventlet.Timeout(timeout):
+            backend.check_container()
+            step = "store"
             info = backend.put_stream(key, iter([body]), content_type="text/plain")
             stored = True
             step = "read back"

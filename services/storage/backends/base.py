@@ -96,6 +96,10 @@ class ObjectBackend(abc.ABC):
     def presigned_get(self, key: str, ttl: int, filename: str | None = None) -> str | None:
         """A URL served by the backend, valid ``ttl`` seconds, downloading as ``filename``; ``None`` if unsupported."""
 
+    def check_container(self) -> None:  # noqa: B027 - optional: most backends' put fails clearly by itself
+        """Raise ``BackendError`` if the bucket (or folder, library...) objects go to does not exist; backends
+        whose put would fail clearly anyway need not check."""
+
     def open(self, key: str) -> BackendObjectReader:
         """``stat`` + ``open_range`` behind the ``ObjectReader`` shape the data plane uses for the local backend.
 

@@ -329,6 +329,20 @@ class S3Backend(ObjectBackend):
 
     # -- housekeeping ------------------------------------------------------------------------------------------------
 
+    def check_container(self) -> None:
+        """``BackendError`` (reason ``BUCKET_MISSING``) if the bucket does not exist. Some servers (SeaweedFS)
+        create a bucket on the first PUT into it, so a put alone would not tell. A 403 is left to the put: a
+        write-only policy may lack ListBucket, which HeadBucket needs."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if self._status(exc) == 404 or self._code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                raise BackendError(f"s3: bucket {self.bucket!r} does not exist", BUCKET_MISSING) from None
+            if self._status(exc) != 403:
+                raise self._error("head bucket", "", exc) from None
+        except BotoCoreError as exc:
+            raise self._error("head bucket", "", exc) from None
+
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (local stacks and tests; production buckets are provisioned)."""
         try:
