@@ -582,6 +582,16 @@ def test_backend_records_are_checked_against_the_server(system, remotes, request
     assert wrong_secret not in system.log_text()
 
 
+def test_dropbox_records_with_a_wrong_token_are_refused(system, remotes, request):
+    remote = backend_of(request, remotes, "dropbox")
+    identifier = f"dropbox-{uuid.uuid4().hex[:8]}"
+    r = system.client("admin").post("/v1/admin/storage-backends", json={
+        **remote.body, "storage_backend": "dropbox", "storage_backend_id": identifier, "token": "rt-wrong"})
+    assert "credentials were refused" in assert_error(r, 400, "storage_backend_check_failed")
+    assert_error(system.client("admin").get(f"/v1/admin/storage-backends/{identifier}"), 404,
+                 "storage_backend_not_found")
+
+
 # -- what organizers see of backends and stored exports (issue 8, items 14, 15, 16) ------------------------------------
 
 
