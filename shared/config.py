@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.cors import parse_origins
 from shared.signing import derive_key
 
 DEV_SECRET_KEY = "dev-only-secret-change-me"
@@ -59,6 +60,8 @@ class Settings:
     login_max_failures_per_address: int
     login_failure_window: int
     trusted_proxies: tuple[str, ...]
+    cors_origins: tuple[str, ...] = ()  # CORS_ORIGINS, normalized (shared.cors); empty: CORS off
+    storage_probe_timeout: float = 8.0  # STORAGE_PROBE_TIMEOUT: the check of a backend record, all steps together
 
 
 def _upload_max_bytes() -> int:
@@ -170,4 +173,8 @@ def load_settings() -> Settings:
         login_failure_window=int(_env("LOGIN_FAILURE_WINDOW", "900")),
         # Reverse proxies (IPs or CIDRs) whose X-Forwarded-For names the client; empty: the peer is the client.
         trusted_proxies=tuple(p.strip() for p in _env("TRUSTED_PROXIES", "").split(",") if p.strip()),
+        # Browser origins allowed to call the API and download archives by XHR (comma separated; "*": any, never
+        # with credentials); a malformed entry stops the service at start-up.
+        cors_origins=parse_origins(_env("CORS_ORIGINS", "")),
+        storage_probe_timeout=float(_env("STORAGE_PROBE_TIMEOUT", "8")),
     )

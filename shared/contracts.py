@@ -39,9 +39,14 @@ MAIL_FAILED = "mail_failed"
 OBJECT_STORED = "object_stored"
 OBJECT_EXPIRED = "object_expired"
 
-# Task states seen by HTTP clients; a terminal state never changes again.
-WAITING, STARTED, PROGRESS, SUCCESS, FAILURE = "WAITING", "STARTED", "PROGRESS", "SUCCESS", "FAILURE"
+# Task states seen by HTTP clients, as the Open Event Server's contract has them (its frontend polls while WAITING
+# and takes anything else but SUCCESS for a failure); a terminal state never changes again.
+WAITING, SUCCESS, FAILURE = "WAITING", "SUCCESS", "FAILURE"
 TERMINAL_STATES = (SUCCESS, FAILURE)
+# The finer phase of a task, a separate field: queued (in the worker's queue), started (taken), progress (reporting
+# ``progress``). It only moves forward, in this order.
+QUEUED, STARTED, IN_PROGRESS = "queued", "started", "progress"
+STATUSES = (QUEUED, STARTED, IN_PROGRESS)
 
 MEDIA_FLAGS = ("image", "video", "document", "audio")
 
@@ -104,6 +109,13 @@ class Warning_(Schema):
     url = fields.String(allow_none=True)
 
 
+class Retention(Schema):
+    """Where an archive is kept and until when: apart from its signed link's ``expires_at``."""
+
+    backend = fields.String(required=True)  # the backend record's storage_backend_id; "default" for the default
+    delete_at = fields.String(required=True, allow_none=True)  # UTC ISO-8601; null: kept until deleted on request
+
+
 class ExportCompleted(Envelope):
     key = fields.String(required=True)
     size = fields.Integer(required=True)
@@ -112,7 +124,8 @@ class ExportCompleted(Envelope):
     expires_at = fields.String(required=True)
     warnings = fields.List(fields.Nested(Warning_), required=True)
     warnings_total = fields.Integer(required=True)
-    retention = fields.Dict(load_default=None, allow_none=True)  # {"backend", "delete_at"}: see docs/events.md
+    # Added within schema version 1: the exporter always sends it; consumers of older events get None.
+    retention = fields.Nested(Retention, load_default=None)
 
 
 class ExportFailed(Envelope):

@@ -18,6 +18,9 @@ from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
+from shared import cors
+from shared.config import load_settings
+
 _log = logging.getLogger(__name__)
 
 JSON_MIMETYPE = "application/json"
@@ -77,8 +80,9 @@ class JsonWsgiApp(WsgiApp):
 
 
 class JsonWebServer(WebServer):
-    def get_wsgi_app(self) -> JsonWsgiApp:
-        return JsonWsgiApp(self)
+    def get_wsgi_app(self) -> Any:
+        # CORS (CORS_ORIGINS) around the whole app, so that error answers carry its headers too.
+        return cors.wrap(JsonWsgiApp(self), load_settings().cors_origins)
 
 
 class HttpEntrypoint(HttpRequestHandler):

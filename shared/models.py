@@ -294,7 +294,8 @@ class Task(Base):
     requested_by: Mapped[int] = mapped_column(Integer, index=True)
     requester_email: Mapped[str] = mapped_column(String(255))
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(16), default="WAITING")
+    state: Mapped[str] = mapped_column(String(16), default="WAITING")  # WAITING | SUCCESS | FAILURE
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | started | progress: only forward
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -179,3 +179,39 @@ def test_exporter_killed_mid_export_gets_the_request_again(system, media):
     assert len(json.loads(archive.read("sessions"))) == 12
     # Terminal means terminal: later polls see the very same result.
     assert client.get(task_url).json() == task
+
+
+def test_task_contract_is_what_the_open_event_frontend_polls(system, media):
+    """The frontend keeps polling while ``state`` is WAITING and takes any other non-SUCCESS state as a failure: a
+    task underway is WAITING, its phase is in ``status`` (only forward) with ``progress``."""
+    env, _stack, event_id = system
+    client = _client(env)
+    media.parked.clear()
+    media.release.clear()
+    media.hold.set()
+    try:
+        task_url = export(client, event_id, {"image": True})
+        assert media.parked.wait(30), "the exporter never started fetching media"
+        # The exporter is now parked in its media pass; its started event may still be on its way.
+        task = client.wait_task(task_url, timeout=30,
+                                until=lambda t: t["state"] != "WAITING" or t.get("status") in ("started", "progress"))
+        assert task["state"] == "WAITING", task
+        assert task["status"] in ("started", "progress"), task
+        if task["status"] == "progress":
+            assert set(task["progress"]) == {"stage", "done", "total"}, task
+        jobs = client.get(f"/v1/events/{event_id}/exports").json()["data"]
+        assert [(j["state"], j["status"]) for j in jobs if task_url.endswith(j["task_id"])] == [
+            ("WAITING", task["status"])]
+    finally:
+        media.hold.clear()
+        media.release.set()
+    # The frontend's loop, literally: poll while WAITING, then it must be SUCCESS.
+    seen = set()
+    deadline = time.monotonic() + 60
+    while (task := client.get(task_url).json())["state"] == "WAITING":
+        seen.add(task["status"])
+        assert time.monotonic() < deadline, task
+        time.sleep(0.05)
+    assert task["state"] == "SUCCESS", task
+    assert "progress" not in task and task["result"]["download_url"]
+    assert seen <= {"started", "progress"}, seen

@@ -111,7 +111,8 @@ def test_chunked_put_then_get_round_trip(storage, rpc):
     assert "Content-Length" not in response.request.headers
     assert response.status_code == 201, response.text
     sha = hashlib.sha256(data).hexdigest()
-    assert response.json() == {"key": key, "size": len(data), "sha256": sha}
+    # where the object lives and when it expires (null: kept): the writer learns its retention
+    assert response.json() == {"key": key, "size": len(data), "sha256": sha, "backend": "default", "expires_at": None}
 
     got = requests.get(rpc.signed_url(key), timeout=30)
     assert got.status_code == 200

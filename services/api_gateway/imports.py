@@ -41,13 +41,15 @@ def task_params(upload: Upload) -> dict[str, Any]:
 
 
 def import_entry(task: Task) -> dict[str, Any]:
-    """One line of ``GET /v1/import-jobs``."""
+    """One line of ``GET /v1/import-jobs``: the task's ``state``/``status``/``progress``/``result`` as in its own view
+    (README, "Task contract"), with the upload's name and size."""
     view = task_view(task)
     params = task.params or {}
-    return {
+    entry = {
         "task_id": task.id,
         "task_url": f"/v1/tasks/{task.id}",
-        "state": task.state,
+        "state": view["state"],
+        "status": view["status"],
         "filename": params.get("filename"),
         "size": params.get("size"),
         "created_at": view["created_at"],
@@ -55,6 +57,9 @@ def import_entry(task: Task) -> dict[str, Any]:
         "event_id": task.event_id if task.state == SUCCESS else None,
         "result": view.get("result"),
     }
+    if "progress" in view:
+        entry["progress"] = view["progress"]
+    return entry
 
 
 def completed_result(data: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,15 @@ from werkzeug import Request, Response
 from services.api_gateway import auth, health, imports, login, mails, media_uploads, storage_admin, uploads
 from services.api_gateway.dependencies import RequestDispatcher
 from services.api_gateway.permissions import current_user, require_event_manager, visible_events
-from services.api_gateway.tasks import advance, create_task, fail_stale, task_view
+from services.api_gateway.tasks import (
+    archive_gone,
+    create_task,
+    export_entry,
+    fail_stale,
+    finish,
+    set_status,
+    task_view,
+)
 from shared import contracts as c
 from shared.dependencies import Config, Database
 from shared.event_stats import record_counts
@@ -140,8 +148,8 @@ class ApiGatewayService:
             try:
                 self.dispatch(c.EXPORT_REQUESTED, payload)
             except Exception as exc:
-                advance(session, task.id, c.FAILURE,
-                        result={"code": "broker_unavailable", "message": "The request could not be queued."})
+                finish(session, task.id, c.FAILURE,
+                       {"code": "broker_unavailable", "message": "The request could not be queued."})
                 session.commit()
                 raise ApiError(503, "broker_unavailable", "The export could not be queued; try again later.") from exc
             url = f"/v1/tasks/{task.id}"
@@ -167,16 +175,7 @@ class ApiGatewayService:
             tasks = session.scalars(
                 select(Task).where(Task.kind == "export", Task.event_id == event_id).order_by(Task.created_at.desc())
             )
-            return json_response({"data": [self._export_entry(t) for t in tasks]})
-
-    @staticmethod
-    def _export_entry(task: Task) -> dict[str, Any]:
-        entry = {"task_id": task.id, "state": task.state, "created_at": task_view(task)["created_at"],
-                 "requested_by": task.requester_email, "options": (task.params or {}).get("options")}
-        if task.state == c.SUCCESS and task.result:
-            entry.update(size=task.result.get("size"), sha256=task.result.get("sha256"),
-                         download=f"/v1/events/{task.event_id}/exports/{task.id}")
-        return entry
+            return json_response({"data": [export_entry(t) for t in tasks]})
 
     @http("GET", "/v1/events/<int:event_id>/exports/<path:path>")
     def download_export(self, request: Request, event_id: int, path: str) -> Response:
@@ -210,10 +209,18 @@ class ApiGatewayService:
                 raise ApiError(409, "export_not_ready", f"Export {task_id} is {task.state}: it has no archive.")
             key = task.result["key"]
         storage_admin.delete_archive(self._storage_call, key)
+        with self.db() as session:  # at once, not only when storage's object_expired event arrives
+            archive_gone(session, task_id, key, "deleted", c.utc_iso())
+            session.commit()
         return Response(status=204)
 
     def _storage_call(self, rpc_method: str, /, *args: Any, **kwargs: Any) -> Any:
         return call(self.storage, rpc_method, *args, timeout=self.config.rpc_timeout, **kwargs)
+
+    def _storage_check_call(self, rpc_method: str, /, *args: Any) -> Any:
+        # Creating or changing a backend record probes the backend first (STORAGE_PROBE_TIMEOUT on top).
+        return call(self.storage, rpc_method, *args,
+                    timeout=self.config.rpc_timeout + self.config.storage_probe_timeout)
 
     # --- import ---------------------------------------------------------------------------------------------------
 
@@ -239,8 +246,8 @@ class ApiGatewayService:
             try:
                 self.dispatch(c.IMPORT_REQUESTED, payload)
             except Exception as exc:
-                advance(session, task_id, c.FAILURE,
-                        result={"code": "broker_unavailable", "message": "The request could not be queued."})
+                finish(session, task_id, c.FAILURE,
+                       {"code": "broker_unavailable", "message": "The request could not be queued."})
                 session.commit()
                 raise ApiError(503, "broker_unavailable", "The import could not be queued; try again later.") from exc
         url = f"/v1/tasks/{task_id}"
@@ -304,6 +311,14 @@ class ApiGatewayService:
         return Response(status=302, headers={"Location": url,
                                              "Cache-Control": f"public, max-age={imports.MEDIA_REDIRECT_MAX_AGE}"})
 
+    @http("GET", "/v1/storage-backends")
+    def storage_backend_choices(self, request: Request) -> Response:
+        """Any logged-in user: the backends an export may name in ``storage`` (identifiers and descriptions only)."""
+        user_id = self._user_id(request)
+        with self.db() as session:
+            current_user(session, user_id)
+        return json_response({"data": storage_admin.call_storage(self._storage_call, "backend_choices")})
+
     # --- admin ----------------------------------------------------------------------------------------------------
 
     @http("GET", "/v1/admin/mails")
@@ -324,7 +339,7 @@ class ApiGatewayService:
     @http("POST", "/v1/admin/storage-backends")
     def create_storage_backend(self, request: Request) -> Response:
         self._require_admin(request)
-        record = storage_admin.call_storage(self._storage_call, "create_backend", _json_body(request))
+        record = storage_admin.call_storage(self._storage_check_call, "create_backend", _json_body(request))
         url = f"/v1/admin/storage-backends/{record['storage_backend_id']}"
         return json_response(record, status=201, headers={"Location": url})
 
@@ -337,7 +352,7 @@ class ApiGatewayService:
     def update_storage_backend(self, request: Request, identifier: str) -> Response:
         """Change keep_days, description, active, token or config keys (merged: secrets not sent are kept)."""
         self._require_admin(request)
-        return json_response(storage_admin.call_storage(self._storage_call, "update_backend", identifier,
+        return json_response(storage_admin.call_storage(self._storage_check_call, "update_backend", identifier,
                                                         _json_body(request)))
 
     @http("DELETE", "/v1/admin/storage-backends/<identifier>")
@@ -372,48 +387,59 @@ class ApiGatewayService:
 
     @event_handler(c.EXPORTER, c.EXPORT_STARTED)
     def on_export_started(self, payload: dict[str, Any]) -> None:
-        self._advance(payload["task_id"], c.STARTED)
+        self._set_status(payload["task_id"], c.STARTED)
 
     @event_handler(c.EXPORTER, c.EXPORT_PROGRESS)
     def on_export_progress(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.EXPORT_PROGRESS, payload)
-        self._advance(data["task_id"], c.PROGRESS,
-                      progress={"stage": data["stage"], "done": data["done"], "total": data["total"]})
+        self._set_status(data["task_id"], c.IN_PROGRESS,
+                         progress={"stage": data["stage"], "done": data["done"], "total": data["total"]})
 
     @event_handler(c.EXPORTER, c.EXPORT_COMPLETED)
     def on_export_completed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.EXPORT_COMPLETED, payload)
         result = {k: data[k] for k in ("download_url", "size", "sha256", "expires_at", "key", "warnings",
-                                        "warnings_total")}
-        self._advance(data["task_id"], c.SUCCESS, result=result)
+                                        "warnings_total", "retention")}
+        self._finish(data["task_id"], c.SUCCESS, result)
 
     @event_handler(c.EXPORTER, c.EXPORT_FAILED)
     def on_export_failed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.EXPORT_FAILED, payload)
-        self._advance(data["task_id"], c.FAILURE, result={"code": data["code"], "message": data["message"]})
+        self._finish(data["task_id"], c.FAILURE, {"code": data["code"], "message": data["message"]})
 
     @event_handler(c.IMPORTER, c.IMPORT_STARTED)
     def on_import_started(self, payload: dict[str, Any]) -> None:
-        self._advance(payload["task_id"], c.STARTED)
+        self._set_status(payload["task_id"], c.STARTED)
 
     @event_handler(c.IMPORTER, c.IMPORT_PROGRESS)
     def on_import_progress(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.IMPORT_PROGRESS, payload)
-        self._advance(data["task_id"], c.PROGRESS, progress={"stage": data["stage"], "done": data["done"],
-                                                             "total": data["total"], "phase": data["phase"]})
+        self._set_status(data["task_id"], c.IN_PROGRESS, progress={"stage": data["stage"], "done": data["done"],
+                                                                   "total": data["total"], "phase": data["phase"]})
 
     @event_handler(c.IMPORTER, c.IMPORT_COMPLETED)
     def on_import_completed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.IMPORT_COMPLETED, payload)
         with self.db() as session:
-            if advance(session, data["task_id"], c.SUCCESS, result=imports.completed_result(data)):
+            if finish(session, data["task_id"], c.SUCCESS, imports.completed_result(data)):
                 session.execute(update(Task).where(Task.id == data["task_id"]).values(event_id=data["id"]))
             session.commit()
 
     @event_handler(c.IMPORTER, c.IMPORT_FAILED)
     def on_import_failed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.IMPORT_FAILED, payload)
-        self._advance(data["task_id"], c.FAILURE, result=imports.failed_result(data))
+        self._finish(data["task_id"], c.FAILURE, imports.failed_result(data))
+
+    @event_handler(c.STORAGE, c.OBJECT_EXPIRED)
+    def on_object_expired(self, payload: dict[str, Any]) -> None:
+        """An export's archive was deleted or expired: its task and history stop offering the link."""
+        data = c.load_payload(c.OBJECT_EXPIRED, payload)
+        if data["task_id"] is None:
+            return
+        when = data["deleted_at"] if data["reason"] == "deleted" else (data["expires_at"] or data["deleted_at"])
+        with self.db() as session:
+            archive_gone(session, data["task_id"], data["key"], data["reason"], when)
+            session.commit()
 
     @timer(interval=60)
     def fail_stale_tasks(self) -> None:
@@ -421,7 +447,12 @@ class ApiGatewayService:
             fail_stale(session, utcnow() - timedelta(seconds=self.config.stale_task_seconds))
             session.commit()
 
-    def _advance(self, task_id: str, state: str, **values: Any) -> None:
+    def _set_status(self, task_id: str, status: str, **values: Any) -> None:
         with self.db() as session:
-            advance(session, task_id, state, **values)
+            set_status(session, task_id, status, **values)
+            session.commit()
+
+    def _finish(self, task_id: str, state: str, result: dict[str, Any]) -> None:
+        with self.db() as session:
+            finish(session, task_id, state, result)
             session.commit()

@@ -115,4 +115,6 @@ def run_export(
         "expires_at": utc_iso(expires_at),
         "warnings": report.warnings,
         "warnings_total": report.warnings_total,
+        # The archive's own lifetime, as storage recorded it (its backend's keep days), not the link's.
+        "retention": {"backend": stored.get("backend") or "default", "delete_at": stored.get("expires_at")},
     }

@@ -125,9 +125,10 @@ def receive_object(backend: Backend, key: str, request: Request, max_size: int |
     return stored_response(store_object(backend, key, request, max_size))
 
 
-def stored_response(info: ObjectInfo) -> Response:
+def stored_response(info: ObjectInfo, **extra: object) -> Response:
+    """201 ``{"key", "size", "sha256", **extra}`` (storage adds where the object lives and when it expires)."""
     return json_response(
-        {"key": info.key, "size": info.size, "sha256": info.sha256},
+        {"key": info.key, "size": info.size, "sha256": info.sha256, **extra},
         status=201,
         headers={"ETag": f'"{info.sha256}"'},
     )

@@ -89,8 +89,9 @@ def store(registry: Registry, db: sessionmaker[Session], publish: Publish, key: 
     for attempt in range(2):
         with db() as session:
             try:
-                _, previous = object_index.record_stored(session, key, spec, info,
-                                                         request.args.get(RETENTION_PARAM) == "1", utcnow())
+                row, previous = object_index.record_stored(session, key, spec, info,
+                                                           request.args.get(RETENTION_PARAM) == "1", utcnow())
+                expires_at = object_index.iso(row.expires_at)
                 session.commit()
                 break
             except IntegrityError:  # the same key stored concurrently for the first time: the row exists now
@@ -100,7 +101,8 @@ def store(registry: Registry, db: sessionmaker[Session], publish: Publish, key: 
     if previous is not None:
         _delete_orphan(registry, previous, key)
     announce(db, registry, publish, key)
-    return data_plane.stored_response(info)
+    # The writer learns the object's own retention: which backend keeps it and until when (null: until deleted).
+    return data_plane.stored_response(info, backend=spec.identifier, expires_at=expires_at)
 
 
 def _delete_orphan(registry: Registry, identifier: str, key: str) -> None:

@@ -22,14 +22,15 @@ from services.storage.backends.base import BackendError
 from services.storage.dependencies import AppSettings, BackendRegistry, StorageBackend
 from services.storage.local_backend import InvalidKey
 from services.storage.object_index import ObjectGone
-from services.storage.registry import BackendSpec, InactiveBackend, UnknownBackend, check_buildable
+from services.storage.probe import BackendCheckFailed, check_backend
+from services.storage.registry import BackendSpec, InactiveBackend, UnknownBackend, build_backend, check_buildable
 from services.storage.settings import load_storage_settings
 from shared.dependencies import Database
 from shared.http import http, json_response
 
 # Read when the module loads: nameko's timer takes its interval at class definition (STORAGE_SWEEP_INTERVAL).
 SWEEP_INTERVAL = load_storage_settings().sweep_interval
-RECORD_ERRORS = (InvalidBackendConfig, UnknownBackend, BackendExists)
+RECORD_ERRORS = (InvalidBackendConfig, BackendCheckFailed, UnknownBackend, BackendExists)
 
 
 class StorageService:
@@ -79,6 +80,12 @@ class StorageService:
                     "default": {"storage_backend": spec.kind, "keep_days": spec.keep_days}}
 
     @rpc
+    def backend_choices(self) -> list[dict[str, Any]]:
+        """The backends an export may name (the default and the active records), without config or secrets."""
+        with self.db() as session:
+            return backend_records.choices(session, self.registry.default_spec)
+
+    @rpc
     def describe_backend(self, identifier: str) -> dict[str, Any] | None:
         """The public view of a record (``None`` if unknown); ``default`` and ``local`` describe the built-ins."""
         spec = self.registry.spec(identifier) if identifier in ("default", "local") else None
@@ -103,8 +110,11 @@ class StorageService:
         with self.db() as session:
             return backend_records.deactivate(session, identifier)
 
-    def _check_spec(self, spec: BackendSpec) -> None:
+    def _check_spec(self, spec: BackendSpec, probe: bool) -> None:
         check_buildable(spec, self.registry.storage_dir)
+        if probe:  # a fresh backend, not the registry's cache: the record is not saved yet
+            check_backend(build_backend(spec, self.registry.storage_dir), spec.identifier, spec.kind,
+                          self.settings.storage_probe_timeout)
 
     # -- retention ---------------------------------------------------------------------------------------------------
 
