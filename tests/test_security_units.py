@@ -248,7 +248,7 @@ def test_backend_secrets_are_encrypted_rotatable_and_plain_rows_get_resealed(tmp
     body = {"storage_backend": "seafile", "storage_backend_id": "team", "token": "TOKEN-PLAIN-1",
             "config": {"server_url": "https://seafile.example.org", "repo_id": "r1"}}
     with factory() as session:
-        backend_records.create(session, body, lambda spec: None)
+        backend_records.create(session, body, lambda spec, active: None)
         session.add(StorageBackendRecord(storage_backend="dropbox", storage_backend_id="box", token="REFRESH-PLAIN",
                                          config={"app_key": "k1", "app_secret": "APP-SECRET-PLAIN"},
                                          keep_days=0, active=True))
