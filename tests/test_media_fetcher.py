@@ -223,14 +223,14 @@ def loopback_fetcher(**kwargs) -> MediaFetcher:
     return MediaFetcher(allow_hosts=["127.0.0.1"], **kwargs)
 
 
-def read_all(fetcher: MediaFetcher, url: str, chunk_size: int = 65536) -> tuple[bytes, str]:
-    with fetcher.open(url) as media:
+def read_all(fetcher: MediaFetcher, url: str, chunk_size: int = 65536, kind: str | None = None) -> tuple[bytes, str]:
+    with fetcher.open(url, kind=kind) as media:
         return b"".join(media.iter_chunks(chunk_size)), media.content_type
 
 
-def refusal(fetcher: MediaFetcher, url: str) -> MediaFetchError:
+def refusal(fetcher: MediaFetcher, url: str, kind: str | None = None) -> MediaFetchError:
     with pytest.raises(MediaFetchError) as info:
-        read_all(fetcher, url)
+        read_all(fetcher, url, kind=kind)
     return info.value
 
 
@@ -260,10 +260,12 @@ def test_small_body_and_missing_content_type(server):
     assert read_all(loopback_fetcher(), server.url("/tiny")) == (b"GIF89a", "application/octet-stream")
 
 
-def test_svg_is_not_mistaken_for_a_page(server):
+def test_svg_is_not_mistaken_for_a_page_but_is_no_image(server):
     svg = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>'
     server.routes["/logo.svg"] = body(svg, "image/svg+xml")
     assert read_all(loopback_fetcher(), server.url("/logo.svg")) == (svg, "image/svg+xml")
+    refused = refusal(loopback_fetcher(), server.url("/logo.svg"), kind="image")
+    assert refused.code == "bad_content_type" and "SVG" in refused.message
 
 
 @pytest.mark.parametrize("entry", ["127.0.0.1", "127.0.0.0/8", "127.0.0.1:{port}", "localhost"])
