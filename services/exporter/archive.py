@@ -1,9 +1,9 @@
 """Turn one event into an Open Event legacy archive, produced as a stream of zip bytes.
 
-Order of work: media members first (``media.py``: fetched concurrently under one deadline; only the zip path of
-each fetched item is remembered for the JSON pass, which points records at it), then the JSON files in format order,
-then ``meta`` with per-file sha256 and record counts. Memory stays flat: records stream from the database one at a
-time and each is serialized, deflated and handed on before the next is read.
+Order of work: media members first (``media.py``: fetched concurrently under one deadline, each written as it
+arrives; only the zip path of each fetched item is remembered for the JSON pass, which points records at it), then
+the JSON files in format order, then ``meta`` with per-file sha256 and record counts. Memory stays flat: records
+stream from the database one at a time and each is serialized, deflated and handed on before the next is read.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import eventlet
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.exporter.media import Fetched, MediaItem, MediaSource, fetch_in_order, media_items
+from services.exporter.media import Fetched, MediaItem, MediaSource, fetch_concurrently, media_items
 from services.exporter.zipstream import HashingWriter, ZipStream
 from shared.archive import legacy, records
 from shared.contracts import utc_iso
@@ -80,7 +80,8 @@ def generate_archive(
         counts = record_counts(session, event_id)
 
     # Timestamps come from the request, not the clock: a redelivered request that runs twice at once (lost heartbeat)
-    # then writes the same bytes to the same key, so the digest the task reports always matches the stored object.
+    # then writes the same bytes to the same key, so the digest the task reports always matches the stored object
+    # (with media, only as far as both runs fetch the same files: media members are in order of arrival).
     zipper = ZipStream(date_time=exported_at.timetuple()[:6])
     included: dict[tuple[str, Any, str], str] = {}  # (file, record id, field) -> zip path of the fetched media
 
@@ -148,32 +149,40 @@ def _localize(file: str, record: dict[str, Any], enabled: list, included: dict) 
 
 
 def _write_media(db, event_id, event, enabled, zipper, source, report, included, on_progress):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + source.deadline_seconds  # one deadline for the whole media pass
-    done = 0
+    # Every slot's items are listed first (no read transaction held while fetching), then fetched in one pass.
+    items: list[MediaItem] = []
+    problems: list[tuple[int, dict[str, Any]]] = []  # (position in record order, warning)
     for media in enabled:
-        with db() as session:  # the slot's items are listed first: no read transaction held while fetching
+        with db() as session:
             rows = [event] if media.file == "event" else records.iter_records(session, event_id, media.file)
-            items = []
             for found in media_items(media.file, media, rows):
                 if isinstance(found, MediaItem):
                     items.append(found)
                     continue
                 record, value = found
-                report.warn(code="media_not_url", message=f"{media.field} is not an http(s) URL; kept as is",
-                            file=media.file, record_id=record.get("id"), field=media.field, url=value)
-        for fetched in fetch_in_order(items, source, deadline):
-            item = fetched.item
-            try:
-                if fetched.error is not None:
-                    report.warn(code=fetched.error.code, message=str(fetched.error), file=item.file,
-                                record_id=item.record_id, field=item.field, url=item.url)
-                else:
-                    yield from _copy_media(fetched, zipper)
-                    included[item.key] = fetched.path
-            finally:
-                fetched.close()
-            done += 1
-            on_progress("media", done, None)
+                problems.append((len(items), dict(
+                    code="media_not_url", message=f"{media.field} is not an http(s) URL; kept as is",
+                    file=media.file, record_id=record.get("id"), field=media.field, url=value)))
+    position = {id(item): n for n, item in enumerate(items)}
+    deadline = time.monotonic() + source.deadline_seconds  # one deadline for the whole media pass
+    done = 0
+    on_progress("media", 0, len(items))
+    for fetched in fetch_concurrently(items, source, deadline):
+        item = fetched.item
+        try:
+            if fetched.error is not None:
+                problems.append((position[id(item)], dict(
+                    code=fetched.error.code, message=str(fetched.error), file=item.file, record_id=item.record_id,
+                    field=item.field, url=item.url)))
+            else:
+                yield from _copy_media(fetched, zipper)
+                included[item.key] = fetched.path
+        finally:
+            fetched.close()
+        done += 1
+        on_progress("media", done, len(items))
+    for _, warning in sorted(problems, key=lambda problem: problem[0]):  # stable: record order, whatever finished first
+        report.warn(**warning)
 
 
 def _copy_media(fetched: Fetched, zipper: ZipStream) -> Iterator[bytes]:

@@ -8,22 +8,25 @@
 - **Other URLs** go through the guarded fetcher (``shared.media_fetcher``).
 - Either way the body must be media of the slot's kind (``shared.media_types``): an XML error page is not audio, SVG
   is not an image. A URL without an extension gets the detected format's (``/images/speakers/X_1`` + ``.jpg``).
-- Up to ``MEDIA_CONCURRENCY`` fetches run at once (a green pool), results are taken in record order, so the archive
-  is laid out the same way whatever finishes first. One deadline bounds the whole media pass (``MEDIA_DEADLINE``):
-  what is not fetched by then becomes a ``media_deadline`` warning and the export goes on without it.
+- Up to ``MEDIA_CONCURRENCY`` fetches run at once (a green pool), across all media slots of the export; each file
+  goes into the zip as soon as it has arrived (media members are in completion order; readers look members up by
+  name), so a slow host holds one slot and not the pass. One deadline bounds the whole media pass
+  (``MEDIA_DEADLINE``): what is not fetched by then becomes a ``media_deadline`` warning, the record keeps its URL
+  and the export goes on. Warnings are reported in record order.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urlsplit
 
 import eventlet
+from eventlet.queue import LightQueue
+from greenlet import GreenletExit
 
 from shared import public_media
 from shared.archive import legacy
@@ -32,7 +35,6 @@ from shared.config import Settings
 from shared.media_fetcher import FetchedMedia, MediaFetcher, MediaFetchError
 
 SPOOL_IN_MEMORY = 1024 * 1024  # a fetched file up to this size stays in memory; larger ones go to a temp file
-LOOKAHEAD = 4  # results held ahead of the one being written, per concurrent fetch: a slow head does not stall all
 STORAGE_LINK_TTL = 600
 
 # key -> a data-plane link for it; raises MediaFetchError (media_missing, media_gone) when there is no such object.
@@ -141,29 +143,46 @@ def media_items(file: str, media: legacy.MediaField, records: Iterable[dict[str,
                         record_name=record.get("name"))
 
 
-def fetch_in_order(items: list[MediaItem], source: MediaSource, deadline: float) -> Iterator[Fetched]:
-    """Fetch ``items`` with up to ``source.concurrency`` at once; yield their outcomes in the items' order.
+def fetch_concurrently(items: list[MediaItem], source: MediaSource, deadline: float) -> Iterator[Fetched]:
+    """Fetch ``items`` with up to ``source.concurrency`` at once; yield each outcome as soon as it is there.
 
-    The caller closes each ``Fetched``. If the caller stops early (the export failed), fetches still running are
-    killed and results not taken are dropped with their spools.
+    Completion order, so that one slow host holds one slot, not the whole pass; only finished files wait, one at a
+    time, for the zip. The caller closes each ``Fetched``. If the caller stops early (the export failed), the
+    fetches still running are killed and finished ones not taken are closed.
     """
     size = max(1, source.concurrency)
     pool = eventlet.GreenPool(size)
-    window: deque[Any] = deque()
+    finished: LightQueue = LightQueue()
+    running: set[Any] = set()
     todo = iter(items)
+
+    def run(item: MediaItem) -> None:
+        try:
+            finished.put(fetch_one(source, item, deadline))
+        except GreenletExit:
+            raise
+        except BaseException as exc:  # storage down, a bug: the consumer re-raises it and the export fails
+            finished.put(exc)
+        finally:
+            running.discard(eventlet.getcurrent())
+
     try:
         while True:
-            while len(window) < size * LOOKAHEAD:
-                item = next(todo, None)
-                if item is None:
-                    break
-                window.append(pool.spawn(fetch_one, source, item, deadline))  # waits for a free slot
-            if not window:
+            while len(running) < size and (item := next(todo, None)) is not None:
+                running.add(pool.spawn(run, item))
+            if not running and finished.empty():
                 return
-            yield window.popleft().wait()
+            outcome = finished.get()
+            if isinstance(outcome, BaseException):
+                raise outcome
+            yield outcome
     finally:
-        for thread in window:
+        for thread in list(running):
             thread.kill()
+        while not finished.empty():
+            outcome = finished.get_nowait()
+            if isinstance(outcome, Fetched):
+                outcome.close()
 
 
 def fetch_one(source: MediaSource, item: MediaItem, deadline: float) -> Fetched:
