@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 
 import eventlet
 from eventlet.queue import LightQueue
-from greenlet import GreenletExit
 
 from shared import public_media
 from shared.archive import legacy
@@ -101,9 +100,10 @@ class MediaSource:
                    concurrency=settings.media_concurrency, deadline_seconds=settings.media_deadline)
 
     def open(self, url: str, kind: str, deadline: float) -> FetchedMedia:
-        key = public_media.key_of_url(url, self.gateway_url) if self.read_platform and self.gateway_url else None
-        if key is not None and self.read_platform is not None:
-            return self.read_platform(key, kind, deadline)
+        if self.read_platform is not None:
+            key = public_media.key_of_url(url, self.gateway_url)
+            if key is not None:
+                return self.read_platform(key, kind, deadline)
         return self.fetcher.open(url, kind=kind, deadline=deadline)
 
 
@@ -157,14 +157,15 @@ def fetch_concurrently(items: list[MediaItem], source: MediaSource, deadline: fl
     todo = iter(items)
 
     def run(item: MediaItem) -> None:
+        # Every fetch puts exactly one outcome, so the consumer never waits for a thread that is gone.
+        outcome: Fetched | BaseException = RuntimeError(f"the fetch of {item.url} ended without an outcome")
         try:
-            finished.put(fetch_one(source, item, deadline))
-        except GreenletExit:
-            raise
-        except BaseException as exc:  # storage down, a bug: the consumer re-raises it and the export fails
-            finished.put(exc)
+            outcome = fetch_one(source, item, deadline)
+        except Exception as exc:  # storage down, a bug: the consumer re-raises it and the export fails
+            outcome = exc
         finally:
             running.discard(eventlet.getcurrent())
+            finished.put(outcome)
 
     try:
         while True:

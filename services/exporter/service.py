@@ -59,9 +59,11 @@ class ExporterService:
                 return call(self.storage, "signed_url", key, method="GET", ttl=STORAGE_LINK_TTL, must_exist=True,
                             data_plane_only=True, timeout=self.config.rpc_timeout)
             except RemoteError as exc:
-                if exc.exc_type in ("ObjectNotFound", "ObjectGone", "InvalidKey"):
+                if exc.exc_type in ("ObjectNotFound", "InvalidKey"):
                     raise MediaFetchError(f"no such media on this platform: {exc.value}", "media_missing",
                                           key) from None
+                if exc.exc_type == "ObjectGone":
+                    raise MediaFetchError(f"this media was deleted: {exc.value}", "media_gone", key) from None
                 if exc.exc_type in STORAGE_REFUSALS:
                     raise ExportFailed("storage_error", str(exc.value)) from None
                 raise
