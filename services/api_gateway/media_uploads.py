@@ -34,7 +34,7 @@ from services.api_gateway.uploads import SignUrl, file_parts, put_to_storage, st
 from shared import public_media
 from shared.config import Settings
 from shared.http import ApiError
-from shared.media_types import SNIFF_BYTES, identify, sniff
+from shared.media_types import SNIFF_BYTES, extension_for, identify, sniff
 
 _log = logging.getLogger(__name__)
 
@@ -47,17 +47,17 @@ MAX_STEM = 100
 MAX_EXTENSION = 16
 LOCAL_BACKEND = "local"
 
-# identify() description -> (Content-Type, extension) of the images the image endpoint accepts.
-IMAGE_TYPES: dict[str, tuple[str, str]] = {
-    "JPEG image": ("image/jpeg", "jpg"),
-    "PNG image": ("image/png", "png"),
-    "GIF image": ("image/gif", "gif"),
-    "WebP image": ("image/webp", "webp"),
+# identify() description -> Content-Type of the images the image endpoint accepts (their extension: extension_for).
+IMAGE_TYPES: dict[str, str] = {
+    "JPEG image": "image/jpeg",
+    "PNG image": "image/png",
+    "GIF image": "image/gif",
+    "WebP image": "image/webp",
 }
 ACCEPTED_IMAGES = "a JPEG, PNG, GIF or WebP image"
 # Files are always served as attachments; these contents keep their type, everything else is application/octet-stream.
 FILE_CONTENT_TYPES: dict[str, str] = {
-    **{description: mime for description, (mime, _) in IMAGE_TYPES.items()},
+    **IMAGE_TYPES,
     "PDF document": "application/pdf",
 }
 OCTET_STREAM = "application/octet-stream"
@@ -163,8 +163,7 @@ def classify(head: bytes, kind: Kind, raw_name: str) -> tuple[str, str | None]:
         return FILE_CONTENT_TYPES.get(description, OCTET_STREAM), None
     refusal = sniff(head, "image")  # SVG and script-bearing images are refused here as by the importer and exporter
     if description in IMAGE_TYPES and _image_header_ok(description, head) and refusal is None:
-        mime, ext = IMAGE_TYPES[description]
-        return mime, ext
+        return IMAGE_TYPES[description], extension_for(head, "image").lstrip(".")
     name = shown_name(raw_name)
     if description in IMAGE_TYPES and refusal is not None and "script" in refusal:
         message = f"The file '{name}' is {refusal}: upload {ACCEPTED_IMAGES} without markup."
