@@ -93,8 +93,7 @@ class MediaSource:
 
     @classmethod
     def from_settings(cls, settings: Settings, media_link: MediaLink | None) -> MediaSource:
-        fetcher = MediaFetcher(allow_hosts=settings.media_allow_hosts, max_bytes=settings.media_max_bytes,
-                               timeout=settings.media_timeout)
+        fetcher = MediaFetcher.from_settings(settings)
         reader = platform_reader(settings, media_link) if media_link is not None else None
         return cls(fetcher=fetcher, gateway_url=settings.gateway_url, read_platform=reader,
                    concurrency=settings.media_concurrency, deadline_seconds=settings.media_deadline)
