@@ -51,6 +51,8 @@ class Settings:
     media_allow_hosts: tuple[str, ...]
     media_max_bytes: int
     media_timeout: float
+    media_deadline: float
+    media_concurrency: int
     jwt_ttl: int
     stale_task_seconds: int
     import_max_bytes: int
@@ -158,6 +160,10 @@ def load_settings() -> Settings:
         media_allow_hosts=tuple(h for h in _env("MEDIA_ALLOW_HOSTS", "").split(",") if h),
         media_max_bytes=int(_env("MEDIA_MAX_BYTES", str(50 * 1024 * 1024))),
         media_timeout=float(_env("MEDIA_TIMEOUT", "20")),
+        # One export's whole media pass (a slow host must not hold a worker for 6 x MEDIA_TIMEOUT per item), and how
+        # many media it fetches at once.
+        media_deadline=float(_env("MEDIA_DEADLINE", "600")),
+        media_concurrency=max(1, int(_env("MEDIA_CONCURRENCY", "4"))),
         jwt_ttl=int(_env("JWT_TTL", "86400")),
         # A working exporter reports progress every few seconds; ten silent minutes means it is gone.
         stale_task_seconds=int(_env("STALE_TASK_SECONDS", "600")),

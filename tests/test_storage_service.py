@@ -262,7 +262,7 @@ def test_single_ranges(range_url, header, start, stop):
     assert response.headers["ETag"] == f'"{hashlib.sha256(RANGE_DATA).hexdigest()}"'
 
 
-@pytest.mark.parametrize("header", ["bytes=1000-", "bytes=5000-6000"])
+@pytest.mark.parametrize("header", ["bytes=1000-", "bytes=5000-6000", "bytes=-0", "bytes=-000"])
 def test_unsatisfiable_range(range_url, header):
     response = requests.get(range_url, headers={"Range": header}, timeout=10)
     assert_error(response, 416, "range_not_satisfiable")
@@ -371,6 +371,18 @@ def test_signed_url_rejects_bad_arguments(rpc):
         with pytest.raises(RemoteError) as info:
             rpc.signed_url(**kwargs)
         assert info.value.exc_type in ("InvalidKey", "ValueError")
+
+
+def test_get_links_for_objects_that_must_exist(storage, rpc):
+    # Services ask with must_exist (the gateway's /media/, the exporter reading platform media): no link to nothing.
+    with pytest.raises(RemoteError) as info:
+        rpc.signed_url("never/stored.png", must_exist=True)
+    assert info.value.exc_type == "ObjectNotFound"
+    assert rpc.signed_url("never/stored.png").startswith(storage["base"])  # without it: a link that will 404
+    put(storage, "exists/photo.png", b"\x89PNG\r\n\x1a\n")
+    url = rpc.signed_url("exists/photo.png", must_exist=True, data_plane_only=True)
+    assert url.startswith(storage["base"] + "/objects/exists/photo.png?")
+    assert requests.get(url, timeout=10).content == b"\x89PNG\r\n\x1a\n"
 
 
 # -- RPC control plane ------------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ Plain functions; ``service.py`` wires them to entrypoints.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +12,6 @@ from services.api_gateway.tasks import task_view
 from services.api_gateway.uploads import SignUrl, Store, Upload, import_key, put_to_storage
 from shared.config import Settings
 from shared.contracts import SUCCESS
-from shared.http import ApiError
 from shared.models import Task
 
 UPLOAD_LINK_TTL = 3600
@@ -21,7 +19,6 @@ UPLOAD_LINK_TTL = 3600
 # storage link, so stored event records never hold a link that expires or dies with a SECRET_KEY rotation.
 MEDIA_LINK_TTL = 3600
 MEDIA_REDIRECT_MAX_AGE = 300
-_MEDIA_KEY = re.compile(r"imports/[0-9a-f-]{36}/media/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
 
 
 def storage_writer(sign_url: SignUrl, settings: Settings, task_id: str) -> Store:
@@ -69,9 +66,3 @@ def completed_result(data: dict[str, Any]) -> dict[str, Any]:
 def failed_result(data: dict[str, Any]) -> dict[str, Any]:
     return {k: data.get(k) for k in ("code", "message", "file", "record_id", "field")}
 
-
-def check_media_key(key: str) -> str:
-    """Only media re-hosted by imports are public through ``/media/``; anything else is a 404."""
-    if not _MEDIA_KEY.fullmatch(key) or ".." in key or "/./" in key:
-        raise ApiError(404, "not_found", "No media exists at this address.")
-    return key

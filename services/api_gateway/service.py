@@ -300,12 +300,15 @@ class ApiGatewayService:
         redirected to a fresh signed link."""
         media_uploads.check_public_key(key)
         try:
-            url = call(self.storage, "signed_url", key, method="GET", ttl=imports.MEDIA_LINK_TTL,
+            # must_exist: storage answers from its object index, so a key nothing was stored at is a 404 here.
+            url = call(self.storage, "signed_url", key, method="GET", ttl=imports.MEDIA_LINK_TTL, must_exist=True,
                        timeout=self.config.rpc_timeout)
         except RpcTimeout as exc:
             raise ApiError(503, "storage_unavailable", str(exc)) from exc
         except RemoteError as exc:
-            if exc.exc_type in ("ObjectGone", "ObjectNotFound"):
+            if exc.exc_type == "ObjectNotFound":
+                raise ApiError(404, "not_found", "No media exists at this address.") from None
+            if exc.exc_type == "ObjectGone":
                 raise ApiError(410, "media_gone", f"This file is no longer available ({exc.value}).") from None
             raise
         return Response(status=302, headers={"Location": url,

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
+from shared import public_media
 from shared.archive import legacy
 from shared.archive.media import MediaRef
 
@@ -64,7 +65,7 @@ class MediaPlan:
     references: int = 0
 
     def url(self, member: str) -> str:
-        return f"{self.gateway_url}/media/{self.uploads[member]}"
+        return public_media.public_url(self.gateway_url, self.uploads[member])
 
     def new_value(self, value: Any, field_name: str) -> Any:
         ref = self.archive.media_ref(value)

@@ -27,6 +27,8 @@ from shared.http import ApiError, json_response
 from shared.signing import BadSignature, LinkExpired, signed_query, verify_query
 
 SIGNABLE_METHODS = ("GET", "PUT")
+# "bytes=-0" is a valid suffix range of zero bytes (RFC 9110 14.1.1), never satisfiable; Werkzeug parses it as no range.
+_ZERO_SUFFIX = re.compile(r"\s*bytes\s*=\s*-\s*0+\s*", re.IGNORECASE)
 # Query parameters a link may carry besides expires/filename, covered by its signature (see services/storage/objects).
 SIGNED_EXTRA = ("backend", "retention")
 
@@ -138,13 +140,16 @@ def resolve_range(request: Request, size: int, etag: str) -> tuple[int, int] | N
     """The single byte range ``[start, stop)`` to send, ``None`` for the whole object, or a 416 ``ApiError``.
 
     Multi-range, other units, malformed headers and a stale ``If-Range`` fall back to the whole object, as RFC 9110
-    allows. A suffix longer than the object means the whole object.
+    allows. A suffix longer than the object means the whole object; a zero-length suffix (``bytes=-0``) is a 416.
     """
     rng = request.range
-    if rng is None or rng.units != "bytes" or len(rng.ranges) != 1:
+    zero_suffix = rng is None and _ZERO_SUFFIX.fullmatch(request.headers.get("Range", "")) is not None
+    if not zero_suffix and (rng is None or rng.units != "bytes" or len(rng.ranges) != 1):
         return None
     if "If-Range" in request.headers and request.if_range.etag != etag:
         return None
+    if rng is None:  # only "bytes=-0" gets here without a parsed range
+        raise _unsatisfiable(size)
     start, stop = rng.ranges[0]
     if start < 0:  # suffix: the last -start bytes
         if size == 0:

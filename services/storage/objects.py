@@ -23,7 +23,7 @@ from werkzeug.wrappers import Request, Response
 
 from services.storage import data_plane, object_index
 from services.storage.backends.base import ObjectBackend, StorageError
-from services.storage.local_backend import validate_key
+from services.storage.local_backend import ObjectNotFound, validate_key
 from services.storage.object_index import ObjectGone
 from services.storage.registry import MAX_PRESIGN_SECONDS, InactiveBackend, Registry, UnknownBackend
 from services.storage.retention import announce
@@ -52,7 +52,14 @@ def _locate(registry: Registry, session: Session, key: str) -> tuple[StorageObje
 
 def signed_url(registry: Registry, db: sessionmaker[Session], settings: Settings, key: str, *, method: str = "GET",
                ttl: int | None = None, filename: str | None = None, storage: str | None = None,
-               retention: bool = False) -> str:
+               retention: bool = False, must_exist: bool = False, data_plane_only: bool = False) -> str:
+    """A link for ``key`` (see ``StorageService.signed_url``).
+
+    GET with ``must_exist``: ``ObjectNotFound`` unless the object is there (in the index, or, for objects stored
+    before the index, in the default backend), so a public address of a missing object is a 404, not a redirect.
+    ``data_plane_only``: always the data plane's link, never a backend's presigned URL (services read platform
+    objects through the data plane, which every service can reach).
+    """
     ttl = settings.signed_url_ttl if ttl is None else ttl
     method = method.upper()
     extra: dict[str, str] = {}
@@ -66,7 +73,10 @@ def signed_url(registry: Registry, db: sessionmaker[Session], settings: Settings
     elif method in ("GET", "HEAD"):
         with db() as session:
             row, backend = _locate(registry, session, key)
-        if row is not None and not isinstance(ttl, bool) and 0 < int(ttl) <= MAX_PRESIGN_SECONDS:
+        if must_exist and row is None and backend.stat(key) is None:
+            raise ObjectNotFound(f"no object is stored at {key}")
+        presignable = row is not None and not isinstance(ttl, bool) and 0 < int(ttl) <= MAX_PRESIGN_SECONDS
+        if presignable and not data_plane_only:
             presigned = backend.presigned_get(key, int(ttl), filename)
             if presigned is not None:
                 return presigned

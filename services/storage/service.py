@@ -20,7 +20,7 @@ from services.storage.backend_config import InvalidBackendConfig
 from services.storage.backend_records import BackendExists
 from services.storage.backends.base import BackendError
 from services.storage.dependencies import AppSettings, BackendRegistry, StorageBackend
-from services.storage.local_backend import InvalidKey
+from services.storage.local_backend import InvalidKey, ObjectNotFound
 from services.storage.object_index import ObjectGone
 from services.storage.probe import BackendCheckFailed, check_backend
 from services.storage.registry import BackendSpec, InactiveBackend, UnknownBackend, build_backend, check_buildable
@@ -44,15 +44,19 @@ class StorageService:
 
     # -- control plane (RPC) ---------------------------------------------------------------------------------------
 
-    @rpc(expected_exceptions=(InvalidKey, ValueError, UnknownBackend, InactiveBackend, ObjectGone, BackendError))
+    @rpc(expected_exceptions=(InvalidKey, ValueError, UnknownBackend, InactiveBackend, ObjectGone, ObjectNotFound,
+                              BackendError))
     def signed_url(self, key: str, method: str = "GET", ttl: int | None = None, filename: str | None = None,
-                   backend: str | None = None, retention: bool = False) -> str:
+                   backend: str | None = None, retention: bool = False, must_exist: bool = False,
+                   data_plane_only: bool = False) -> str:
         """A link for ``key``. PUT: to the data plane, storing into ``backend`` (a record's ``storage_backend_id``,
         ``"local"`` for the filesystem under STORAGE_DIR, ``None`` for the default; it must be active), following
-        its keep days if ``retention``. GET: presigned by the object's backend where it can, else the data plane's.
-        ``ObjectGone`` once the object expired or was deleted."""
+        its keep days if ``retention``. GET: presigned by the object's backend where it can, else the data plane's;
+        ``data_plane_only`` always gives the data plane's (for services reading platform objects). ``ObjectGone``
+        once the object expired or was deleted; with ``must_exist``, ``ObjectNotFound`` if it never existed."""
         return objects.signed_url(self.registry, self.db, self.settings, key, method=method, ttl=ttl,
-                                  filename=filename, storage=backend, retention=retention)
+                                  filename=filename, storage=backend, retention=retention, must_exist=must_exist,
+                                  data_plane_only=data_plane_only)
 
     @rpc(expected_exceptions=(InvalidKey, BackendError))
     def stat(self, key: str) -> dict | None:
