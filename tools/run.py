@@ -97,8 +97,9 @@ def main() -> int:
     mail_dir = prepare_maildir(var_dir / "mail")
 
     stop_requests: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, _frame: stop_requests.append(signum))
-    signal.signal(signal.SIGTERM, lambda signum, _frame: stop_requests.append(signum))
+    # Ctrl-C, a plain kill, and a closed terminal (SIGHUP reaches only the foreground group, not the services).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda signum, _frame: stop_requests.append(signum))
 
     supervisor = supervise(env, mail_dir)
     http = requests.Session()

@@ -74,7 +74,7 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         # stdout/stderr: the console; stdin: nothing (a background group reading the terminal would be stopped).
         child.proc = subprocess.Popen(child.argv, env=child.env, cwd=child.cwd, stdin=subprocess.DEVNULL,
-                                      process_group=0)
+                                      process_group=0, preexec_fn=_die_with_parent)
         child.started_at = self.clock()
         child.restart_at = None
 
@@ -121,6 +121,16 @@ class Supervisor:
         for child in self.children.values():
             if child.proc is not None and child.proc.poll() is None:
                 _signal_group(child.proc, signal.SIGKILL)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the run command dies, even by SIGKILL (Linux), so that no service
+    outlives it unnoticed (they are out of reach of the terminal's signals)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
