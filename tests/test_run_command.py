@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import smtplib
+import socket
 import stat
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ import psutil
 import pytest
 import requests
 
-from tests.conftest import free_port
+from tests.conftest import REPO, free_port
 from tests.rabbit import amqp_uri, create_vhost, delete_vhost
 from tests.run_command import RunCommand, clean_env, repo_copy, wait_gone
 
@@ -121,3 +123,21 @@ def test_ctrl_c_stops_everything_in_under_10_s_without_traceback(run):
     console = run.command.output[before:]
     assert "Traceback" not in console, console
     assert "run: stopped in" in console, console
+
+
+def test_a_busy_port_is_named_and_nothing_starts(tmp_path):
+    vhost = create_vhost()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = clean_env(VAR_DIR=str(tmp_path / "var"), AMQP_URI=amqp_uri(vhost), GATEWAY_URL=f"http://127.0.0.1:{port}",
+                        STORAGE_URL=f"http://127.0.0.1:{free_port()}", SMTP_PORT=str(free_port()))
+        try:
+            done = subprocess.run([sys.executable, "-m", "tools.run"], cwd=REPO, env=env, capture_output=True,
+                                  text=True, timeout=120, start_new_session=True)
+        finally:
+            delete_vhost(vhost)
+    assert done.returncode == 1
+    assert f"port {port} is in use (GATEWAY_URL=http://127.0.0.1:{port})" in done.stderr, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr

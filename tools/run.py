@@ -92,21 +92,21 @@ def main() -> int:
     if busy:
         say("cannot start: " + "; ".join(busy) + ". Is another `make run` running? Stop it, or set the variable.")
         return 1
-    os.environ.update(env)
-    upgrade_to_head(load_settings().database_url)
-    mail_dir = prepare_maildir(var_dir / "mail")
-
     stop_requests: list[int] = []
     # Ctrl-C, a plain kill, and a closed terminal (SIGHUP reaches only the foreground group, not the services).
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda signum, _frame: stop_requests.append(signum))
+    os.environ.update(env)
+    upgrade_to_head(load_settings().database_url)
+    mail_dir = prepare_maildir(var_dir / "mail")
 
     supervisor = supervise(env, mail_dir)
     http = requests.Session()
     http.trust_env = False  # our own loopback address: never through a proxy from the environment
     status = 0
     try:
-        supervisor.start_all()
+        if not stop_requests:  # not interrupted during the migrations
+            supervisor.start_all()
         deadline, ready = time.monotonic() + READY_TIMEOUT, False
         while not stop_requests:
             supervisor.poll()
