@@ -136,6 +136,14 @@ def test_export_options_must_be_booleans(system, body):
     assert_error(r, 400, "invalid_request")
 
 
+def test_unknown_export_option_names_every_allowed_one(system):
+    r = system.client("organizer").post(f"/v1/events/{system.event_id}/export/json", json={"pdf": True})
+    assert_error(r, 400, "invalid_request")
+    message = r.json()["error"]["message"]
+    assert "pdf" in message
+    assert message.endswith("allowed: image, video, document, audio, storage."), message
+
+
 def test_export_rejects_malformed_json(system):
     r = system.client("organizer").post(f"/v1/events/{system.event_id}/export/json", data="{",
                                          headers={"Content-Type": "application/json"})

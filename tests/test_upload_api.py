@@ -291,6 +291,15 @@ def test_force_local(system):
                  "invalid_parameter")
 
 
+@pytest.mark.parametrize("value", ["1", "yes", "0", "no", "", "TRUE", " true"])
+def test_force_local_accepts_true_or_false_only(system, value):
+    """The README: `?force_local=true`, `invalid_parameter` when it is not true/false; nothing is stored then."""
+    before = system.upload_keys()
+    r = system.client().post(FILE_PATH, params={"force_local": value}, files={"file": ("a.txt", b"abc")})
+    assert_error(r, 400, "invalid_parameter")
+    assert system.upload_keys() == before
+
+
 def test_request_errors(system):
     alice = system.client()
     before = system.upload_keys()

@@ -62,8 +62,6 @@ FILE_CONTENT_TYPES: dict[str, str] = {
 }
 OCTET_STREAM = "application/octet-stream"
 
-_TRUE = ("true", "1", "yes")
-_FALSE = ("false", "0", "no", "")
 
 PutObject = Callable[[str, Iterator[bytes], str], dict[str, Any]]  # (key, chunks, content type) -> {"size", "sha256"}
 DeleteObject = Callable[[str], object]
@@ -81,12 +79,11 @@ class StoredUpload:
 # --- request parameters and names ------------------------------------------------------------------------------------
 
 def parse_force_local(value: str | None) -> bool:
-    """``?force_local=true`` (also ``1``/``yes``); absent or ``false`` means the default backend."""
-    text = (value or "").strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
+    """``?force_local=true`` or ``false``, nothing else (as the README says); absent means ``false``."""
+    if value is None or value == "false":
         return False
+    if value == "true":
+        return True
     raise ApiError(400, "invalid_parameter", f"force_local must be true or false, not '{(value or '')[:50]}'.")
 
 

@@ -54,9 +54,9 @@ def _export_options(body: Any) -> dict[str, bool]:
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "The request body must be a JSON object.")
     unknown = sorted(set(body) - set(c.MEDIA_FLAGS))
-    if unknown:
+    if unknown:  # "storage" was taken out before (storage_admin.export_storage) but is an option all the same
         raise ApiError(400, "invalid_request",
-                       f"Unknown option(s) {', '.join(unknown)}; allowed: {', '.join(c.MEDIA_FLAGS)}.")
+                       f"Unknown option(s) {', '.join(unknown)}; allowed: {', '.join((*c.MEDIA_FLAGS, 'storage'))}.")
     options = {}
     for flag in c.MEDIA_FLAGS:
         value = body.get(flag, False)
