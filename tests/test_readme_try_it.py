@@ -107,7 +107,8 @@ def test_readme_try_it_block_works_as_written(run):
     # The export mail, in the Maildir the README points at, with a link that works without credentials.
     mail = _wait_for_mail(repo / "var" / "mail" / "new", "has been exported", timeout=60)
     text = mail.get_body(("plain",)).get_content()
-    links = re.findall(r"https?://\S+", text)
+    # As a mail client's autolinker reads them: a closing bracket or a sentence's full stop is not part of a URL.
+    links = [link.rstrip(".,;:") for link in re.findall(r"https?://[^\s<>()\"']+", text)]
     anonymous = requests.Session()
     anonymous.trust_env = False  # no credentials, no proxy: a browser on this machine
     downloads = [anonymous.get(link, timeout=30) for link in links]
