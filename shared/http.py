@@ -3,6 +3,10 @@
 ``http`` replaces ``nameko.web.handlers.http``: every error leaves as JSON ``{"error": {"code", "message"}}`` with a
 meaningful status instead of nameko's plain-text 400/500 (PLATFORM_NOTES 9), and request bodies sent with
 ``Transfer-Encoding: chunked`` are readable as a stream (see ``_mark_input_terminated``).
+
+Slow clients cannot hold worker slots (``shared.http_server``): a route's body is read whole, with a cap and a
+deadline, before its worker starts, unless the route is declared ``stream=True`` (uploads), in which case it waits
+for a slot of the stream pool and must keep a minimum rate.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from typing import Any
 
 from nameko.exceptions import BadRequest
 from nameko.web.handlers import HttpRequestHandler
-from nameko.web.server import WebServer, WsgiApp
+from nameko.web.server import WsgiApp
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
+
+from shared import http_server
+from shared.http_server import BodyTooLarge, GuardedWebServer, RequestTooSlow, ServerBusy
 
 _log = logging.getLogger(__name__)
 
@@ -73,10 +80,11 @@ class JsonWsgiApp(WsgiApp):
             rv = provider.handle_request(request)
         except HTTPException as exc:
             rv = _http_exception_response(exc)
+        http_server.close_unless_body_done(environ)
         return rv(environ, start_response)
 
 
-class JsonWebServer(WebServer):
+class JsonWebServer(GuardedWebServer):
     def get_wsgi_app(self) -> JsonWsgiApp:
         return JsonWsgiApp(self)
 
@@ -86,16 +94,42 @@ class HttpEntrypoint(HttpRequestHandler):
     # (two servers would try to bind WEB_SERVER_ADDRESS).
     server = JsonWebServer()
 
-    def __init__(self, method: str, url: str, expected_exceptions: Any = (), **kwargs: Any) -> None:
+    def __init__(self, method: str, url: str, expected_exceptions: Any = (), stream: bool = False,
+                 **kwargs: Any) -> None:
         if not isinstance(expected_exceptions, tuple):
             expected_exceptions = (expected_exceptions,)
         # Client errors are not service faults: keep them out of nameko's error log.
         expected_exceptions = (ApiError, HTTPException, *expected_exceptions)
+        self.stream = stream
         super().__init__(method, url, expected_exceptions=expected_exceptions, **kwargs)
 
     def handle_request(self, request: Request) -> Response:
-        _mark_input_terminated(request)
-        return super().handle_request(request)
+        # Runs in the connection's greenthread: whatever a slow client makes us wait for here holds no worker slot.
+        environ = request.environ
+        if "eventlet.input" not in environ:  # not under our server (werkzeug.test): nothing to guard
+            _mark_input_terminated(request)
+            return super().handle_request(request)
+        limits = self.server.limits
+        try:
+            if not self.stream:
+                http_server.buffer_body(environ, limits)
+                return super().handle_request(request)
+            http_server.await_body_start(environ, limits)
+            self.server.acquire_stream_slot()
+        except RequestTooSlow as exc:
+            return error_response(408, exc.code, exc.message)
+        except BodyTooLarge as exc:
+            return error_response(413, "too_large", str(exc))
+        except ServerBusy:
+            return error_response(503, "server_busy", "Too many uploads are under way; try again shortly.",
+                                  {"Retry-After": "5"})
+        try:
+            http_server.guard_stream(environ, limits, lambda: ApiError(
+                408, "upload_too_slow",
+                f"The upload is arriving too slowly (under {limits.min_upload_rate} bytes/s)."))
+            return super().handle_request(request)
+        finally:
+            self.server.release_stream_slot()
 
     def response_from_exception(self, exc: BaseException) -> Response:
         if isinstance(exc, ApiError):

@@ -214,7 +214,7 @@ class ApiGatewayService:
 
     # --- import ---------------------------------------------------------------------------------------------------
 
-    @http("POST", "/v1/events/import/json")
+    @http("POST", "/v1/events/import/json", stream=True)
     def request_import(self, request: Request) -> Response:
         user_id = self._user_id(request)
         with self.db() as session:  # not held open during the upload
@@ -254,15 +254,15 @@ class ApiGatewayService:
 
     # --- upload API -----------------------------------------------------------------------------------------------
 
-    @http("POST", "/v1/upload/file")
+    @http("POST", "/v1/upload/file", stream=True)
     def upload_file(self, request: Request) -> Response:
         return self._upload(request, "file")
 
-    @http("POST", "/v1/upload/files")  # the Open Event Server's path for the same endpoint
+    @http("POST", "/v1/upload/files", stream=True)  # the Open Event Server's path for the same endpoint
     def upload_files(self, request: Request) -> Response:
         return self._upload(request, "file")
 
-    @http("POST", "/v1/upload/image")
+    @http("POST", "/v1/upload/image", stream=True)
     def upload_image(self, request: Request) -> Response:
         return self._upload(request, "image")
 

@@ -120,7 +120,7 @@ class StorageService:
 
     # -- data plane (HTTP) -----------------------------------------------------------------------------------------
 
-    @http("PUT", "/objects/<path:key>")
+    @http("PUT", "/objects/<path:key>", stream=True)
     def put_object(self, request: Request, key: str) -> Response:
         data_plane.check_link(self.settings.secret_key, "PUT", key, request.args)
         return objects.store(self.registry, self.db, self._publish, key, request)
