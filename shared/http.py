@@ -28,6 +28,8 @@ from shared.http_server import BodyTooLarge, GuardedWebServer, RequestTooSlow, S
 _log = logging.getLogger(__name__)
 
 JSON_MIMETYPE = "application/json"
+MAX_JSON_DEPTH = 32  # request bodies are small objects; deeper nesting is an attack, not data
+MAX_DB_INT = 2**63 - 1  # the largest id any database column can hold (BIGINT)
 
 
 class ApiError(Exception):
@@ -42,6 +44,50 @@ class ApiError(Exception):
 
     def __repr__(self) -> str:
         return f"ApiError({self.status}, {self.code!r}, {self.message!r})"
+
+
+def _reject_bad_text(value: Any, path: str, depth: int) -> None:
+    """Nesting deeper than ``MAX_JSON_DEPTH`` and strings with lone surrogates (which no database or UTF-8
+    encoder takes) are refused, naming where."""
+    if depth > MAX_JSON_DEPTH:
+        raise ApiError(400, "too_deep", f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels (at {path}).")
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ApiError(400, "invalid_text", f"The string at {path} holds a lone surrogate "
+                                                    f"(\\u{ord(value[exc.start]):04x}), which is not text.") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_bad_text(key, f"{path} (a key)", depth + 1)
+            _reject_bad_text(item, f"{path}.{key if key.isascii() and key.isprintable() else '?'}", depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _reject_bad_text(item, f"{path}[{i}]", depth + 1)
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON (``None`` when empty), or a precise 400: ``invalid_encoding`` (not UTF-8),
+    ``invalid_json``, ``too_deep``, ``invalid_text`` (a lone surrogate)."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_encoding",
+                       f"The request body is not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 3]!r}).")\
+            from None
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ApiError(400, "too_deep", f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels.") from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
+    _reject_bad_text(value, "$", 0)
+    return value
 
 
 def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -89,6 +135,7 @@ class JsonWebServer(GuardedWebServer):
         return JsonWsgiApp(self)
 
 
+
 class HttpEntrypoint(HttpRequestHandler):
     # A distinct shared server class: a container must use either this ``http`` or nameko's, not both
     # (two servers would try to bind WEB_SERVER_ADDRESS).
@@ -106,6 +153,11 @@ class HttpEntrypoint(HttpRequestHandler):
     def handle_request(self, request: Request) -> Response:
         # Runs in the connection's greenthread: whatever a slow client makes us wait for here holds no worker slot.
         environ = request.environ
+        for value in request.path_values.values():
+            # <int:...> matches any digits; an id no database column can hold names nothing (not an overflow).
+            if isinstance(value, int) and value > MAX_DB_INT:
+                http_server.close_unless_body_done(environ)
+                return error_response(404, "not_found", f"Nothing exists at this address (no id is {value}).")
         if "eventlet.input" not in environ:  # not under our server (werkzeug.test): nothing to guard
             _mark_input_terminated(request)
             return super().handle_request(request)

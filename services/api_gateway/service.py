@@ -22,7 +22,7 @@ from services.api_gateway.tasks import advance, create_task, fail_stale, task_vi
 from shared import contracts as c
 from shared.dependencies import Config, Database
 from shared.event_stats import record_counts
-from shared.http import ApiError, http, json_response
+from shared.http import ApiError, http, json_response, parse_json
 from shared.models import Task, User, utcnow
 from shared.rpc import RpcTimeout, call
 
@@ -31,13 +31,7 @@ SERVICES = ("storage", "exporter", "importer", "mailer")
 
 
 def _json_body(request: Request) -> Any:
-    raw = request.get_data(cache=False)
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from exc
+    return parse_json(request.get_data(cache=False))
 
 
 def _export_options(body: Any) -> dict[str, bool]:

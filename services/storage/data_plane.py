@@ -84,6 +84,10 @@ def check_link(secret: str, method: str, key: str, args: Mapping[str, str], now:
         raise ApiError(403, "link_expired", LINK_EXPIRED_MESSAGE) from None
     except BadSignature:
         raise ApiError(403, "invalid_signature", INVALID_SIGNATURE_MESSAGE) from None
+    try:  # a genuine link for a key no backend may hold (signed by mistake, or with a leaked secret)
+        validate_key(key)
+    except InvalidKey as exc:
+        raise ApiError(400, "invalid_key", str(exc)) from None
 
 
 def _body_chunks(request: Request) -> Iterator[bytes]:
