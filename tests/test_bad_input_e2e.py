@@ -2,7 +2,9 @@
 FAILURE naming file, record and field; never ``internal_error``, never a 500, and the database is unchanged.
 
 Table-driven: ``HTTP_CASES`` are requests to the gateway and the storage data plane, ``ARCHIVE_CASES`` archives
-uploaded for import. The stack's logs must not show an unhandled error for any of them either.
+uploaded for import (cases that already answered precisely before, a 20-digit task id, a negative ``sub``, a PUT
+to an invalid key, a surrogate in an export option's name, are left out). The stack's logs must not show an
+unhandled error for any of them either.
 """
 
 from __future__ import annotations
@@ -125,25 +127,20 @@ HTTP_CASES = [
              "invalid_encoding"),
     HttpCase("login: nested 100,000 deep", _post_raw("/v1/auth/login", NESTED), 400, "too_deep"),
     HttpCase("export: nested 100,000 deep", _post_raw("/v1/events/{event}/export/json", NESTED), 400, "too_deep"),
-    HttpCase("export: lone surrogate in an option name",
-             _post_raw("/v1/events/{event}/export/json", b'{"\\ud800": true}'), 400, "invalid_text"),
     HttpCase("admin: lone surrogate in a backend record",
              _post_raw("/v1/admin/storage-backends",
-                       b'{"storage_backend": "local", "storage_backend_id": "x\\udfff", "description": "\\udc00"}',
+                       b'{"storage_backend": "local", "storage_backend_id": "okid", "description": "\\udc00"}',
                        "admin"), 400, "invalid_text"),
     HttpCase("admin: raw surrogate bytes in a backend record",
              _post_raw("/v1/admin/storage-backends",
-                       b'{"storage_backend": "local", "storage_backend_id": "b\xed\xa0\x80"}', "admin"),
+                       b'{"storage_backend": "local", "storage_backend_id": "rawid", "description": "\xed\xa0\x80"}',
+                       "admin"),
              400, "invalid_encoding"),
     HttpCase("event: 20-digit id", _get(f"/v1/events/{HUGE_ID}"), 404, "not_found"),
     HttpCase("exports: 20-digit event id", _get(f"/v1/events/{HUGE_ID}/exports"), 404, "not_found"),
     HttpCase("download: 20-digit event id", _get(f"/v1/events/{HUGE_ID}/exports/abc"), 404, "not_found"),
     HttpCase("export: 20-digit event id", _post_raw(f"/v1/events/{HUGE_ID}/export/json", b"{}"), 404, "not_found"),
-    HttpCase("task: 20-digit id", _get(f"/v1/tasks/{HUGE_ID}"), 404, "task_not_found"),
-    HttpCase("task: raw surrogate bytes in the path", _get("/v1/tasks/%ED%A0%80"), 404,
-             ("task_not_found", "not_found")),
     HttpCase("token: 30-digit sub", _get("/v1/events", lambda s: _token(s, "1" * 30)), 401, "invalid_token"),
-    HttpCase("token: negative sub", _get("/v1/events", lambda s: _token(s, "-5")), 401, "invalid_token"),
     HttpCase("token: zero-padded 30-digit sub", _get("/v1/events", lambda s: _token(s, "0" * 29 + "1" * 30)),
              401, "invalid_token"),
     # (keys a client would normalise on the way, "a/../b", "a/./b", reach storage as another key: 403 there.)
@@ -153,8 +150,6 @@ HTTP_CASES = [
     HttpCase("storage GET: signed link, NUL in key", _storage("GET", "exports/a\x00b"), 400, "invalid_key"),
     HttpCase("storage GET: signed link, 5000-char key", _storage("GET", "exports/" + "a" * 5000), 400,
              "invalid_key"),
-    HttpCase("storage PUT: signed link, '..' in key", _storage("PUT", "exports/x..y"), 400, "invalid_key"),
-    HttpCase("storage PUT: signed link, space in key", _storage("PUT", "exports/a b"), 400, "invalid_key"),
 ]
 
 
