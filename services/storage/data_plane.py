@@ -28,7 +28,7 @@ from shared.signing import BadSignature, LinkExpired, signed_query, verify_query
 
 SIGNABLE_METHODS = ("GET", "PUT")
 # Query parameters a link may carry besides expires/filename, covered by its signature (see services/storage/objects).
-SIGNED_EXTRA = ("backend", "retention")
+SIGNED_EXTRA = ("backend", "retention", "owner", "keep")
 
 LINK_EXPIRED_MESSAGE = "This link has expired. Request a new download link."
 INVALID_SIGNATURE_MESSAGE = (

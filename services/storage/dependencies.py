@@ -6,6 +6,7 @@ from typing import Any
 
 from nameko.extensions import DependencyProvider
 
+from services.storage import retention
 from services.storage.backends.base import ObjectBackend
 from services.storage.registry import Registry
 from services.storage.settings import load_storage_settings
@@ -33,6 +34,10 @@ class BackendRegistry(DependencyProvider):
         # Records are looked up on the workers' own sessions; this pool only serves the few lookups outside them.
         self.engine = make_engine(settings.database_url, pool_size=2)
         self.registry = Registry(self.storage_settings, settings.storage_dir, make_session_factory(self.engine))
+
+    def start(self) -> None:
+        # Parts of uploads cut short by a crash (kill -9) cannot clean up after themselves; the sweeper repeats this.
+        retention.purge_partial_uploads(self.registry.storage_dir, self.storage_settings.tmp_max_age)
 
     def stop(self) -> None:
         self.engine.dispose()
