@@ -142,12 +142,13 @@ class HttpEntrypoint(HttpRequestHandler):
     server = JsonWebServer()
 
     def __init__(self, method: str, url: str, expected_exceptions: Any = (), stream: bool = False,
-                 **kwargs: Any) -> None:
+                 paced: bool = True, **kwargs: Any) -> None:
         if not isinstance(expected_exceptions, tuple):
             expected_exceptions = (expected_exceptions,)
         # Client errors are not service faults: keep them out of nameko's error log.
         expected_exceptions = (ApiError, HTTPException, *expected_exceptions)
-        self.stream = stream
+        self.stream = stream  # the handler reads the body as it arrives (uploads): see shared.http_server
+        self.paced = paced  # False: a stream from our own services, bounded by silence only
         super().__init__(method, url, expected_exceptions=expected_exceptions, **kwargs)
 
     def handle_request(self, request: Request) -> Response:
@@ -167,7 +168,7 @@ class HttpEntrypoint(HttpRequestHandler):
                 http_server.buffer_body(environ, limits)
                 return super().handle_request(request)
             http_server.await_body_start(environ, limits)
-            self.server.acquire_stream_slot()
+            self.server.acquire_stream_slot(self.paced)
         except RequestTooSlow as exc:
             return error_response(408, exc.code, exc.message)
         except BodyTooLarge as exc:
@@ -176,9 +177,13 @@ class HttpEntrypoint(HttpRequestHandler):
             return error_response(503, "server_busy", "Too many uploads are under way; try again shortly.",
                                   {"Retry-After": "5"})
         try:
-            http_server.guard_stream(environ, limits, lambda: ApiError(
-                408, "upload_too_slow",
-                f"The upload is arriving too slowly (under {limits.min_upload_rate} bytes/s)."))
+            if self.paced:
+                too_slow = ApiError(408, "upload_too_slow",
+                                    f"The upload is arriving too slowly (under {limits.min_upload_rate} bytes/s).")
+            else:
+                too_slow = ApiError(408, "upload_stalled",
+                                    f"No byte of the upload arrived for {limits.stream_idle_timeout:g} s.")
+            http_server.guard_stream(environ, limits, lambda: too_slow, self.paced)
             return super().handle_request(request)
         finally:
             self.server.release_stream_slot()

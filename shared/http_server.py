@@ -17,6 +17,9 @@ service down. Here:
   ``HTTP_MIN_RATE_WINDOW``) has ``HTTP_MIN_RATE_WINDOW + n / HTTP_MIN_UPLOAD_RATE`` seconds, else ``408
   upload_too_slow``.
 - Any single socket read or write waits at most ``HTTP_SOCKET_TIMEOUT`` (slow readers of downloads).
+- Streams from our own services (storage PUTs on signed links: the exporter pauses while it fetches a slow media
+  file; the gateway relays user uploads it already paces) are declared ``paced=False``: no minimum rate, but at
+  most ``HTTP_STREAM_IDLE_TIMEOUT`` without a byte (``408 upload_stalled``), and a longer wait for a slot.
 - A connection whose request body was not read to its end is closed after the answer, never drained.
 """
 
@@ -51,6 +54,7 @@ class HttpLimits:
     min_rate_window: float
     stream_slots: int | None  # None: max_workers - RESERVED_WORKERS (at least 1)
     stream_queue_timeout: float
+    stream_idle_timeout: float  # unpaced streams: longest silence
 
     def slots_for(self, max_workers: int) -> int:
         if self.stream_slots is not None:
@@ -75,6 +79,8 @@ def load_limits(environ: Mapping[str, str] | None = None) -> HttpLimits:
         min_rate_window=float(get("HTTP_MIN_RATE_WINDOW", "30")),
         stream_slots=int(slots) if slots else None,
         stream_queue_timeout=float(get("HTTP_STREAM_QUEUE_TIMEOUT", "60")),
+        # The exporter's own read timeout on its PUT is 300 s: storage waits as long for it.
+        stream_idle_timeout=float(get("HTTP_STREAM_IDLE_TIMEOUT", "300")),
     )
 
 
@@ -157,9 +163,12 @@ class GuardedWebServer(WebServer):
         server.socket_timeout = self.limits.socket_timeout  # applied to each accepted socket by WebServer.run
         return server
 
-    def acquire_stream_slot(self) -> None:
+    def acquire_stream_slot(self, paced: bool = True) -> None:
         assert self._stream_slots is not None
-        if not self._stream_slots.acquire(timeout=self.limits.stream_queue_timeout):
+        # Our own services' streams wait as long as they would wait for a silent peer; clients get an answer sooner.
+        timeout = self.limits.stream_queue_timeout if paced else max(self.limits.stream_queue_timeout,
+                                                                     self.limits.stream_idle_timeout)
+        if not self._stream_slots.acquire(timeout=timeout):
             raise ServerBusy
 
     def release_stream_slot(self) -> None:
@@ -225,16 +234,26 @@ class RateGuardedInput:
     error mapping passes it through as a 408).
     """
 
-    def __init__(self, environ: dict[str, Any], limits: HttpLimits, too_slow: Any) -> None:
+    def __init__(self, environ: dict[str, Any], limits: HttpLimits, too_slow: Any, paced: bool = True) -> None:
         self._environ = environ
         self._inp = environ["wsgi.input"]
         self._rate = limits.min_upload_rate
         self._window = limits.min_rate_window
         self._piece = max(1, int(limits.min_upload_rate * limits.min_rate_window))
         self._too_slow = too_slow
+        self._paced = paced
+        if not paced:  # only silence is bounded: the socket's own timeout, longer than a client's
+            self._inp.get_socket().settimeout(limits.stream_idle_timeout)
 
     def read(self, size: int | None = -1) -> bytes:
         want = self._piece if size is None or size < 0 else min(size, self._piece)
+        if not self._paced:
+            try:
+                data = self._inp.read(want)
+            except TimeoutError:
+                raise self._too_slow() from None
+            self._note_end(data)
+            return data
         try:
             with eventlet.Timeout(self._window + want / self._rate):
                 data = self._inp.read(want)
@@ -268,10 +287,10 @@ class RateGuardedInput:
         return line
 
 
-def guard_stream(environ: dict[str, Any], limits: HttpLimits, too_slow: Any) -> None:
+def guard_stream(environ: dict[str, Any], limits: HttpLimits, too_slow: Any, paced: bool = True) -> None:
     if environ.get(BODY_DONE):
         return
-    environ["wsgi.input"] = RateGuardedInput(environ, limits, too_slow)
+    environ["wsgi.input"] = RateGuardedInput(environ, limits, too_slow, paced)
     environ["wsgi.input_terminated"] = True  # eventlet's input de-chunks and stops at Content-Length itself
 
 

@@ -3,7 +3,8 @@
 Fifty connections that stall (headers sent and then nothing, bodies dripped a byte at a time, sockets that never send
 a request line) must not take the API down: ``/health``, a login and a storage download still answer within 1 s
 while they are held, and each stalled request is cut off by the documented deadlines (``HTTP_HEADER_TIMEOUT``,
-``HTTP_BODY_TIMEOUT``, ``HTTP_MIN_UPLOAD_RATE``), set short here so the test is quick.
+``HTTP_BODY_TIMEOUT``, ``HTTP_MIN_UPLOAD_RATE``, ``HTTP_STREAM_IDLE_TIMEOUT``), set short here so the test is
+quick.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ HEADER_TIMEOUT = 3
 BODY_TIMEOUT = 3
 MIN_RATE = 4096  # bytes/s, averaged over the grace window below
 RATE_WINDOW = 3
+STREAM_IDLE = 3  # storage PUTs (our own services' streams): no minimum rate, a bound on silence
 
 
 @dataclass
@@ -53,7 +55,7 @@ def system(tmp_path_factory):
     vhost = create_vhost()
     env = make_env(tmp_path_factory.mktemp("http_limits"), vhost, HTTP_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
                    HTTP_BODY_TIMEOUT=str(BODY_TIMEOUT), HTTP_MIN_UPLOAD_RATE=str(MIN_RATE),
-                   HTTP_MIN_RATE_WINDOW=str(RATE_WINDOW))
+                   HTTP_MIN_RATE_WINDOW=str(RATE_WINDOW), HTTP_STREAM_IDLE_TIMEOUT=str(STREAM_IDLE))
     add_users(env, {"alice": False})
     stack = start_stack(env)
     token = Client.login(env.env["GATEWAY_URL"], "alice@example.org", PASSWORD).http.headers["Authorization"]
@@ -215,21 +217,25 @@ def test_stalled_requests_are_cut_off_by_their_deadlines(system, server):
         data = _answer(sock, start + BODY_TIMEOUT + margin)
         assert data.startswith(b"HTTP/1.1 408"), data[:300]
         assert b'"request_timeout"' in data
-    # A streamed upload dripping below the minimum rate: 408 once the window has shown it too slow.
     if server == "gateway":
+        # A client's upload dripping below the minimum rate: 408 once the window has shown it too slow.
         url, headers = base + "/v1/upload/file", {"Authorization": system.token,
                                                   "Content-Type": "multipart/form-data; boundary=x",
                                                   "Content-Length": str(1024 * 1024)}
-        method = "POST"
+        with _one("drip", system, base, "POST", url, headers) as sock:
+            sock.sendall(b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\n\r\n")
+            start = time.monotonic()
+            data = _answer(sock, start + BODY_TIMEOUT + 2 * RATE_WINDOW + margin)
+            assert data.startswith(b"HTTP/1.1 408"), data[:300]
+            assert b'"upload_too_slow"' in data
     else:
-        url, headers, method = system.signed("exports/slow.zip", "PUT"), {"Content-Length": str(1024 * 1024)}, "PUT"
-    with _one("drip", system, base, method, url, headers) as sock:
-        sock.sendall(b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\n\r\n"
-                     if server == "gateway" else b"z")
-        start = time.monotonic()
-        data = _answer(sock, start + BODY_TIMEOUT + 2 * RATE_WINDOW + margin)
-        assert data.startswith(b"HTTP/1.1 408"), data[:300]
-        assert b'"upload_too_slow"' in data
-    if server == "storage":  # the cut-off upload left no object behind
+        # A storage PUT that falls silent: 408 after the stream idle timeout, and no object is left behind.
+        url = system.signed("exports/slow.zip", "PUT")
+        with _one("headers_only", system, base, "PUT", url, {"Content-Length": str(1024 * 1024)}) as sock:
+            sock.sendall(b"z" * 1000)
+            start = time.monotonic()
+            data = _answer(sock, start + STREAM_IDLE + margin)
+            assert data.startswith(b"HTTP/1.1 408"), data[:300]
+            assert b'"upload_stalled"' in data
         r = requests.get(system.signed("exports/slow.zip", "GET"), timeout=10)
         assert r.status_code == 404, r.text

@@ -1,6 +1,6 @@
 """Per-user quotas and the lifetime of uploaded import archives (issue 9 item 6).
 
-- **Jobs in flight** (``QUOTA_JOBS_IN_FLIGHT``, default 10; 0: no limit): exports and imports a user requested that
+- **Jobs in flight** (``QUOTA_JOBS_IN_FLIGHT``, default 100; 0: no limit): exports and imports a user requested that
   have not ended (``WAITING`` or underway). One more is ``429 too_many_jobs`` with ``Retry-After``.
 - **Stored bytes** (``QUOTA_STORED_BYTES``, default 5 GiB; 0: no limit): what a user holds in storage through the
   upload API and import archives (storage counts the objects signed with ``owner``). An upload that would go past
@@ -48,7 +48,7 @@ def load_quota_settings(environ: Mapping[str, str] | None = None) -> QuotaSettin
     if keep_days <= 0:
         raise ValueError("IMPORT_ARCHIVE_KEEP_DAYS must be positive")
     return QuotaSettings(
-        jobs_in_flight=max(0, int(get("QUOTA_JOBS_IN_FLIGHT", "10"))),
+        jobs_in_flight=max(0, int(get("QUOTA_JOBS_IN_FLIGHT", "100"))),
         stored_bytes=max(0, int(get("QUOTA_STORED_BYTES", str(5 * 1024**3)))),
         import_archive_keep_seconds=max(1, int(keep_days * 86400)),
     )

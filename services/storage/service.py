@@ -142,7 +142,8 @@ class StorageService:
 
     # -- data plane (HTTP) -----------------------------------------------------------------------------------------
 
-    @http("PUT", "/objects/<path:key>", stream=True)
+    # Writers hold signed links (the exporter, the gateway relaying uploads it paces itself): bounded by silence.
+    @http("PUT", "/objects/<path:key>", stream=True, paced=False)
     def put_object(self, request: Request, key: str) -> Response:
         data_plane.check_link(self.settings.secret_key, "PUT", key, request.args)
         return objects.store(self.registry, self.db, self._publish, key, request)
