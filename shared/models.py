@@ -382,7 +382,8 @@ class StorageObject(Base):
     """
 
     __tablename__ = "storage_objects"
-    __table_args__ = (Index("ix_storage_objects_due", "deleted_at", "expires_at"),)
+    __table_args__ = (Index("ix_storage_objects_due", "deleted_at", "expires_at"),
+                      Index("ix_storage_objects_owner", "owner_id", "deleted_at"))
 
     key: Mapped[str] = mapped_column(String(512), primary_key=True)
     backend: Mapped[str] = mapped_column(String(64), index=True)
@@ -397,3 +398,5 @@ class StorageObject(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
     announce: Mapped[str | None] = mapped_column(String(32), index=True)  # object_stored | object_expired
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # The user whose quota the object counts against (uploads and import archives); None for everything else.
+    owner_id: Mapped[int | None] = mapped_column(Integer)

@@ -5,7 +5,7 @@ Plain functions; ``service.py`` wires them to entrypoints.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from services.api_gateway.tasks import task_view
@@ -21,16 +21,30 @@ MEDIA_LINK_TTL = 3600
 MEDIA_REDIRECT_MAX_AGE = 300
 
 
-def storage_writer(sign_url: SignUrl, settings: Settings, task_id: str) -> Store:
-    """A ``Store`` that streams the upload to storage with a chunked HTTP PUT on a signed link."""
+def storage_writer(sign_url: SignUrl, settings: Settings, task_id: str,
+                   meter: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None,
+                   **sign_kwargs: Any) -> Store:
+    """A ``Store`` that streams the upload to storage with a chunked HTTP PUT on a signed link.
+
+    ``meter`` sees every chunk on the way (the byte quota); ``sign_kwargs`` go to the signed-URL RPC (``owner``,
+    ``keep_seconds``)."""
 
     def store(filename: str, chunks: Iterator[bytes]) -> dict[str, Any]:
         key = import_key(task_id, filename)
-        stored = put_to_storage(sign_url, settings, key, chunks, content_type="application/zip",
-                                what="the archive", link_ttl=UPLOAD_LINK_TTL)
+        stored = put_to_storage(sign_url, settings, key, meter(chunks) if meter else chunks,
+                                content_type="application/zip", what="the archive", link_ttl=UPLOAD_LINK_TTL,
+                                **sign_kwargs)
         return {"key": key, **stored}
 
     return store
+
+
+def archive_key(task: Task | None) -> str | None:
+    """Where an import task's uploaded archive is stored (``None`` for other tasks)."""
+    if task is None or task.kind != "import":
+        return None
+    key = (task.params or {}).get("key")
+    return key if isinstance(key, str) else None
 
 
 def task_params(upload: Upload) -> dict[str, Any]:

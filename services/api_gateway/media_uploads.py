@@ -239,14 +239,18 @@ def _store_part(raw_name: str, chunks: Iterator[bytes], *, kind: Kind, user_id: 
                         content_type=content_type)
 
 
-def storage_put(sign_url: SignUrl, settings: Settings, *, force_local: bool) -> PutObject:
+def storage_put(sign_url: SignUrl, settings: Settings, *, force_local: bool, owner: int | None = None,
+                meter: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None) -> PutObject:
     """A ``PutObject`` streaming to storage; ``force_local`` asks storage for its local backend (``backend="local"``
-    on the signed-URL RPC) instead of the default one."""
+    on the signed-URL RPC) instead of the default one. Files count against user ``owner``'s byte quota, which
+    ``meter`` enforces on every chunk (one meter for all files of a request)."""
     sign_kwargs: dict[str, Any] = {"backend": LOCAL_BACKEND} if force_local else {}
+    if owner is not None:
+        sign_kwargs["owner"] = owner
 
     def put(key: str, chunks: Iterator[bytes], content_type: str) -> dict[str, Any]:
-        return put_to_storage(sign_url, settings, key, chunks, content_type=content_type, what="the file",
-                              link_ttl=UPLOAD_LINK_TTL, **sign_kwargs)
+        return put_to_storage(sign_url, settings, key, meter(chunks) if meter else chunks,
+                              content_type=content_type, what="the file", link_ttl=UPLOAD_LINK_TTL, **sign_kwargs)
 
     return put
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -15,8 +16,8 @@ from nameko.timer import timer
 from sqlalchemy import select, update
 from werkzeug import Request, Response
 
-from services.api_gateway import auth, health, imports, login, mails, media_uploads, storage_admin, uploads
-from services.api_gateway.dependencies import RequestDispatcher
+from services.api_gateway import auth, health, imports, login, mails, media_uploads, quotas, storage_admin, uploads
+from services.api_gateway.dependencies import Quotas, RequestDispatcher
 from services.api_gateway.permissions import current_user, require_event_manager, visible_events
 from services.api_gateway.tasks import (
     archive_gone,
@@ -30,22 +31,18 @@ from services.api_gateway.tasks import (
 from shared import contracts as c
 from shared.dependencies import Config, Database
 from shared.event_stats import record_counts
-from shared.http import ApiError, http, json_response
+from shared.http import ApiError, http, json_response, parse_json
 from shared.models import Task, utcnow
 from shared.rpc import RpcTimeout, call
+
+log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT = 3.0
 SERVICES = ("storage", "exporter", "importer", "mailer")
 
 
 def _json_body(request: Request) -> Any:
-    raw = request.get_data(cache=False)
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from exc
+    return parse_json(request.get_data(cache=False))
 
 
 def _export_options(body: Any) -> dict[str, bool]:
@@ -70,6 +67,7 @@ class ApiGatewayService:
     name = c.GATEWAY
 
     config = Config()
+    quota = Quotas()
     db = Database()
     dispatch = RequestDispatcher()
     storage = RpcProxy("storage", expiration=10)
@@ -136,6 +134,7 @@ class ApiGatewayService:
         with self.db() as session:
             user = current_user(session, user_id)
             require_event_manager(session, user, event_id)
+            quotas.check_jobs_in_flight(session, user.id, self.quota.jobs_in_flight)
             if storage is not None:  # a named backend must exist and be active
                 storage_admin.check_export_storage(self._storage_call, storage)
             task = create_task(session, kind="export", event_id=event_id, user_id=user.id, email=user.email,
@@ -224,19 +223,25 @@ class ApiGatewayService:
 
     # --- import ---------------------------------------------------------------------------------------------------
 
-    @http("POST", "/v1/events/import/json")
+    @http("POST", "/v1/events/import/json", stream=True)
     def request_import(self, request: Request) -> Response:
         user_id = self._user_id(request)
         with self.db() as session:  # not held open during the upload
             user = current_user(session, user_id)
             requester = {"id": user.id, "email": user.email}
+            quotas.check_jobs_in_flight(session, user.id, self.quota.jobs_in_flight)
+        budget = self._byte_budget(requester["id"])
+        budget.check_start(request.content_length)
         task_id = str(uuid.uuid4())
 
         def sign_url(key: str, **kwargs: Any) -> str:
             return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
 
-        upload = uploads.receive_archive(request, max_bytes=self.config.import_max_bytes,
-                                         store=imports.storage_writer(sign_url, self.config, task_id))
+        # Counted against the uploader's byte quota; expires IMPORT_ARCHIVE_KEEP_DAYS after the upload unless the
+        # end of the import (below) restarts the clock.
+        store = imports.storage_writer(sign_url, self.config, task_id, meter=budget.meter, owner=requester["id"],
+                                       keep_seconds=self.quota.import_archive_keep_seconds)
+        upload = uploads.receive_archive(request, max_bytes=self.config.import_max_bytes, store=store)
         with self.db() as session:
             create_task(session, kind="import", event_id=None, user_id=requester["id"], email=requester["email"],
                         params=imports.task_params(upload), task_id=task_id)
@@ -264,15 +269,15 @@ class ApiGatewayService:
 
     # --- upload API -----------------------------------------------------------------------------------------------
 
-    @http("POST", "/v1/upload/file")
+    @http("POST", "/v1/upload/file", stream=True)
     def upload_file(self, request: Request) -> Response:
         return self._upload(request, "file")
 
-    @http("POST", "/v1/upload/files")  # the Open Event Server's path for the same endpoint
+    @http("POST", "/v1/upload/files", stream=True)  # the Open Event Server's path for the same endpoint
     def upload_files(self, request: Request) -> Response:
         return self._upload(request, "file")
 
-    @http("POST", "/v1/upload/image")
+    @http("POST", "/v1/upload/image", stream=True)
     def upload_image(self, request: Request) -> Response:
         return self._upload(request, "image")
 
@@ -282,6 +287,8 @@ class ApiGatewayService:
         force_local = media_uploads.parse_force_local(request.args.get("force_local"))
         with self.db() as session:  # not held open during the upload
             user_id = current_user(session, user_id).id
+        budget = self._byte_budget(user_id)
+        budget.check_start(request.content_length)
 
         def sign_url(key: str, **kwargs: Any) -> str:
             return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
@@ -291,8 +298,18 @@ class ApiGatewayService:
 
         multiple, stored = media_uploads.receive_uploads(
             request, kind=kind, max_bytes=media_uploads.max_bytes_for(kind, self.config), user_id=user_id,
-            put=media_uploads.storage_put(sign_url, self.config, force_local=force_local), delete=delete)
+            put=media_uploads.storage_put(sign_url, self.config, force_local=force_local, owner=user_id,
+                                          meter=budget.meter), delete=delete)
         return json_response(media_uploads.response_body(self.config.gateway_url, multiple, stored))
+
+    def _byte_budget(self, user_id: int) -> quotas.ByteBudget:
+        def stored_bytes(owner: int) -> int:
+            try:
+                return call(self.storage, "stored_bytes", owner, timeout=self.config.rpc_timeout)
+            except RpcTimeout as exc:
+                raise ApiError(503, "storage_unavailable", "Storage is not answering; try again later.") from exc
+
+        return quotas.budget_for(stored_bytes, user_id, self.quota)
 
     @http("GET", "/media/<path:key>")
     def media(self, request: Request, key: str) -> Response:
@@ -427,11 +444,13 @@ class ApiGatewayService:
             if finish(session, data["task_id"], c.SUCCESS, imports.completed_result(data)):
                 session.execute(update(Task).where(Task.id == data["task_id"]).values(event_id=data["id"]))
             session.commit()
+        self._expire_import_archive(data["task_id"])
 
     @event_handler(c.IMPORTER, c.IMPORT_FAILED)
     def on_import_failed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.IMPORT_FAILED, payload)
         self._finish(data["task_id"], c.FAILURE, imports.failed_result(data))
+        self._expire_import_archive(data["task_id"])
 
     @event_handler(c.STORAGE, c.OBJECT_EXPIRED)
     def on_object_expired(self, payload: dict[str, Any]) -> None:
@@ -443,6 +462,18 @@ class ApiGatewayService:
         with self.db() as session:
             archive_gone(session, data["task_id"], data["key"], data["reason"], when)
             session.commit()
+
+    def _expire_import_archive(self, task_id: str) -> None:
+        """The import ended: its archive goes IMPORT_ARCHIVE_KEEP_DAYS from now (re-hosted media stay)."""
+        with self.db() as session:
+            key = imports.archive_key(session.get(Task, task_id))
+        if key is None:
+            return
+        try:
+            call(self.storage, "expire_after", key, self.quota.import_archive_keep_seconds,
+                 timeout=self.config.rpc_timeout)
+        except Exception:  # the expiry set at upload still applies: the archive goes at most a little later
+            log.warning("could not restart the expiry of import archive %s", key, exc_info=True)
 
     @timer(interval=60)
     def fail_stale_tasks(self) -> None:

@@ -4,7 +4,7 @@ Order, and why:
 1. A request whose task already has an ``ImportedEvent`` row was done before (redelivered after the commit): report
    that event again, write nothing.
 2. The archive is downloaded into a scratch directory of its own (``VAR_DIR/scratch/<task_id>-<random>``, removed at
-   the end), so concurrent imports never see each other's files.
+   the end, or by ``scratch.sweep`` after a crash), so concurrent imports never see each other's files.
 3. The reader validates every file and record before anything is written (it raises ``ArchiveError``).
 4. Media inside the archive are re-hosted (``media.py``) before the transaction, so the write lock is held only for
    the inserts; if the write then fails they are deleted again (best effort).
@@ -17,8 +17,6 @@ Order, and why:
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -32,6 +30,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.importer import media
+from services.importer.scratch import job_scratch
 from shared.archive.loader import LoadError, LoadResult, SourceIndex, index_source, load_event
 from shared.archive.reader import ArchiveError, ArchiveLimits, EventArchive, open_archive, validate_archive
 from shared.config import Settings
@@ -130,22 +129,23 @@ def run_import(job: ImportJob) -> dict[str, Any]:
     done = find_completed(job.db, job.settings, job.task_id)
     if done is not None:
         return done
-    scratch_root = job.settings.var_dir / "scratch"
-    scratch_root.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f"{job.task_id}-", dir=scratch_root))
     stages = _Stages()
     try:
-        path = _download(job, scratch / "archive.zip")
-        stages.done("download")
-        try:
-            limits = job.limits or replace(ArchiveLimits(), max_archive_bytes=job.settings.import_max_bytes)
-            with open_archive(path, limits) as archive:
-                return _import_archive(job, archive, stages)
-        except ArchiveError as exc:
-            raise ImportFailed(**exc.to_dict()) from exc
+        with job_scratch(scratch_root(job.settings), job.task_id) as scratch:
+            path = _download(job, scratch / "archive.zip")
+            stages.done("download")
+            try:
+                limits = job.limits or replace(ArchiveLimits(), max_archive_bytes=job.settings.import_max_bytes)
+                with open_archive(path, limits) as archive:
+                    return _import_archive(job, archive, stages)
+            except ArchiveError as exc:
+                raise ImportFailed(**exc.to_dict()) from exc
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
         log.info("import %s: %s", job.task_id, stages)
+
+
+def scratch_root(settings: Settings) -> Path:
+    return settings.var_dir / "scratch"
 
 
 def _download(job: ImportJob, target: Path) -> Path:

@@ -3,21 +3,38 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
 import eventlet
 from nameko.events import EventDispatcher, event_handler
+from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
+from nameko.timer import timer
 
-from services.importer.import_job import ImportFailed, ImportJob, find_completed, run_import
+from services.importer import scratch
+from services.importer.import_job import ImportFailed, ImportJob, find_completed, run_import, scratch_root
 from shared import contracts as c
+from shared.config import load_settings
 from shared.dependencies import Config, Database
 from shared.rpc import RpcTimeout, call
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 1.0  # seconds between import_progress events: enough for a progress bar, cheap for the broker
 MEDIA_CONCURRENCY = 8  # parallel media uploads per import
+# Read when the module loads: nameko's timer takes its interval at class definition.
+SCRATCH_SWEEP_INTERVAL = max(1.0, float(os.environ.get("IMPORTER_SCRATCH_SWEEP_INTERVAL") or 600))
+
+
+class ScratchSweeper(DependencyProvider):
+    """Removes the scratch directories a crashed import left behind, when the importer starts."""
+
+    def start(self) -> None:
+        scratch.sweep(scratch_root(load_settings()))
+
+    def get_dependency(self, worker_ctx: Any) -> None:
+        return None
 
 
 class ImporterService:
@@ -27,6 +44,12 @@ class ImporterService:
     db = Database()
     storage = RpcProxy("storage", expiration=30)
     dispatch = EventDispatcher()
+    scratch_sweeper = ScratchSweeper()
+
+    @timer(interval=SCRATCH_SWEEP_INTERVAL)
+    def sweep_scratch(self) -> None:
+        """Scratch directories of imports that died with their process (no live job holds their lock)."""
+        scratch.sweep(scratch_root(self.config))
 
     @event_handler(c.GATEWAY, c.IMPORT_REQUESTED)
     def handle_import_requested(self, payload: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ SIGNABLE_METHODS = ("GET", "PUT")
 # "bytes=-0" is a valid suffix range of zero bytes (RFC 9110 14.1.1), never satisfiable; Werkzeug parses it as no range.
 _ZERO_SUFFIX = re.compile(r"\s*bytes\s*=\s*-\s*0+\s*", re.IGNORECASE)
 # Query parameters a link may carry besides expires/filename, covered by its signature (see services/storage/objects).
-SIGNED_EXTRA = ("backend", "retention")
+SIGNED_EXTRA = ("backend", "retention", "owner", "keep")
 
 LINK_EXPIRED_MESSAGE = "This link has expired. Request a new download link."
 INVALID_SIGNATURE_MESSAGE = (
@@ -87,6 +87,10 @@ def check_link(secret: str | bytes, method: str, key: str, args: Mapping[str, st
         raise ApiError(403, "link_expired", LINK_EXPIRED_MESSAGE) from None
     except BadSignature:
         raise ApiError(403, "invalid_signature", INVALID_SIGNATURE_MESSAGE) from None
+    try:  # a genuine link for a key no backend may hold (signed by mistake, or with a leaked secret)
+        validate_key(key)
+    except InvalidKey as exc:
+        raise ApiError(400, "invalid_key", str(exc)) from None
 
 
 def _body_chunks(request: Request) -> Iterator[bytes]:

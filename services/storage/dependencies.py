@@ -6,7 +6,7 @@ from typing import Any
 
 from nameko.extensions import DependencyProvider
 
-from services.storage import backend_records
+from services.storage import backend_records, retention
 from services.storage.backends.base import ObjectBackend
 from services.storage.registry import Registry
 from services.storage.settings import load_storage_settings
@@ -41,6 +41,10 @@ class BackendRegistry(DependencyProvider):
         with factory() as session:  # plain rows from before encryption, or rows under a key being rotated out
             backend_records.reseal_all(session)
         self.registry = Registry(self.storage_settings, settings.storage_dir, factory)
+
+    def start(self) -> None:
+        # Parts of uploads cut short by a crash (kill -9) cannot clean up after themselves; the sweeper repeats this.
+        retention.purge_partial_uploads(self.registry.storage_dir, self.storage_settings.tmp_max_age)
 
     def stop(self) -> None:
         self.engine.dispose()

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[str, dict[str, Any]], None]
 BACKEND_PARAM, RETENTION_PARAM = "backend", "retention"
+OWNER_PARAM, KEEP_PARAM = "owner", "keep"  # signed like the others: a client can neither drop nor change them
 
 
 def _locate(registry: Registry, session: Session, key: str) -> tuple[StorageObject | None, ObjectBackend]:
@@ -52,7 +53,8 @@ def _locate(registry: Registry, session: Session, key: str) -> tuple[StorageObje
 
 def signed_url(registry: Registry, db: sessionmaker[Session], settings: Settings, key: str, *, method: str = "GET",
                ttl: int | None = None, filename: str | None = None, storage: str | None = None,
-               retention: bool = False, must_exist: bool = False, data_plane_only: bool = False) -> str:
+               retention: bool = False, must_exist: bool = False, data_plane_only: bool = False,
+               owner: int | None = None, keep_seconds: int | None = None) -> str:
     """A link for ``key`` (see ``StorageService.signed_url``).
 
     GET with ``must_exist``: ``ObjectNotFound`` unless the object is there (in the index, or, for objects stored
@@ -70,6 +72,12 @@ def signed_url(registry: Registry, db: sessionmaker[Session], settings: Settings
             extra[BACKEND_PARAM] = spec.identifier
         if retention:
             extra[RETENTION_PARAM] = "1"
+        if owner is not None:
+            extra[OWNER_PARAM] = str(int(owner))
+        if keep_seconds is not None:
+            if isinstance(keep_seconds, bool) or int(keep_seconds) <= 0:
+                raise ValueError("keep_seconds must be a positive number of seconds")
+            extra[KEEP_PARAM] = str(int(keep_seconds))
     elif method in ("GET", "HEAD"):
         with db() as session:
             row, backend = _locate(registry, session, key)
@@ -99,8 +107,9 @@ def store(registry: Registry, db: sessionmaker[Session], publish: Publish, key: 
     for attempt in range(2):
         with db() as session:
             try:
-                row, previous = object_index.record_stored(session, key, spec, info,
-                                                           request.args.get(RETENTION_PARAM) == "1", utcnow())
+                row, previous = object_index.record_stored(
+                    session, key, spec, info, request.args.get(RETENTION_PARAM) == "1", utcnow(),
+                    owner=_int_param(request, OWNER_PARAM), keep_seconds=_int_param(request, KEEP_PARAM))
                 expires_at = object_index.iso(row.expires_at)
                 session.commit()
                 break
@@ -113,6 +122,11 @@ def store(registry: Registry, db: sessionmaker[Session], publish: Publish, key: 
     announce(db, registry, publish, key)
     # The writer learns the object's own retention: which backend keeps it and until when (null: until deleted).
     return data_plane.stored_response(info, backend=spec.identifier, expires_at=expires_at)
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    value = request.args.get(name)  # covered by the link's signature: we wrote it
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def _delete_orphan(registry: Registry, identifier: str, key: str) -> None:

@@ -15,7 +15,7 @@ from nameko.rpc import rpc
 from nameko.timer import timer
 from werkzeug.wrappers import Request, Response
 
-from services.storage import backend_records, data_plane, objects, retention
+from services.storage import backend_records, data_plane, object_index, objects, retention
 from services.storage.backend_config import InvalidBackendConfig
 from services.storage.backend_records import BackendExists
 from services.storage.backends.base import BackendError
@@ -27,6 +27,7 @@ from services.storage.registry import BackendSpec, InactiveBackend, UnknownBacke
 from services.storage.settings import load_storage_settings
 from shared.dependencies import Database
 from shared.http import http, json_response
+from shared.models import utcnow
 
 # Read when the module loads: nameko's timer takes its interval at class definition (STORAGE_SWEEP_INTERVAL).
 SWEEP_INTERVAL = load_storage_settings().sweep_interval
@@ -48,15 +49,32 @@ class StorageService:
                               BackendError))
     def signed_url(self, key: str, method: str = "GET", ttl: int | None = None, filename: str | None = None,
                    backend: str | None = None, retention: bool = False, must_exist: bool = False,
-                   data_plane_only: bool = False) -> str:
+                   data_plane_only: bool = False, owner: int | None = None, keep_seconds: int | None = None) -> str:
         """A link for ``key``. PUT: to the data plane, storing into ``backend`` (a record's ``storage_backend_id``,
         ``"local"`` for the filesystem under STORAGE_DIR, ``None`` for the default; it must be active), following
-        its keep days if ``retention``. GET: presigned by the object's backend where it can, else the data plane's;
+        its keep days if ``retention`` (or expiring ``keep_seconds`` after it is stored), counted against the byte
+        quota of user ``owner``. GET: presigned by the object's backend where it can, else the data plane's;
         ``data_plane_only`` always gives the data plane's (for services reading platform objects). ``ObjectGone``
         once the object expired or was deleted; with ``must_exist``, ``ObjectNotFound`` if it never existed."""
         return objects.signed_url(self.registry, self.db, self.settings, key, method=method, ttl=ttl,
                                   filename=filename, storage=backend, retention=retention, must_exist=must_exist,
-                                  data_plane_only=data_plane_only)
+                                  data_plane_only=data_plane_only, owner=owner, keep_seconds=keep_seconds)
+
+    @rpc
+    def stored_bytes(self, owner: int) -> int:
+        """Bytes user ``owner`` holds in storage now (uploads and import archives: the gateway's byte quota)."""
+        with self.db() as session:
+            return object_index.stored_bytes(session, owner)
+
+    @rpc(expected_exceptions=ValueError)
+    def expire_after(self, key: str, seconds: int) -> bool:
+        """``key`` expires ``seconds`` from now (an import archive once its import ended); ``False`` if gone."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds <= 0:
+            raise ValueError("seconds must be a positive integer")
+        with self.db() as session:
+            changed = object_index.expire_after(session, key, seconds, utcnow())
+            session.commit()
+            return changed
 
     @rpc(expected_exceptions=(InvalidKey, BackendError))
     def stat(self, key: str) -> dict | None:
@@ -124,17 +142,20 @@ class StorageService:
 
     @timer(interval=SWEEP_INTERVAL)
     def sweep_expired(self) -> None:
-        """Delete expired objects (several instances may sweep at once) and publish storage events still due."""
+        """Delete expired objects (several instances may sweep at once), publish storage events still due, and remove
+        the parts of uploads a crash left behind."""
         settings = self.registry.settings
         retention.sweep(self.db, self.registry, self._publish, batch=settings.sweep_batch,
                         claim_seconds=settings.claim_seconds)
+        retention.purge_partial_uploads(self.registry.storage_dir, settings.tmp_max_age)
 
     def _publish(self, event_type: str, payload: dict[str, Any]) -> None:
         self.dispatch(event_type, payload)
 
     # -- data plane (HTTP) -----------------------------------------------------------------------------------------
 
-    @http("PUT", "/objects/<path:key>")
+    # Writers hold signed links (the exporter, the gateway relaying uploads it paces itself): bounded by silence.
+    @http("PUT", "/objects/<path:key>", stream=True, paced=False)
     def put_object(self, request: Request, key: str) -> Response:
         data_plane.check_link(self.settings.link_key, "PUT", key, request.args)
         return objects.store(self.registry, self.db, self._publish, key, request)

@@ -260,7 +260,10 @@ class Normalizer:
             except ValueError:
                 return None
             if tz is not None:
-                parsed = aware.astimezone(tz).replace(tzinfo=None)
+                try:
+                    parsed = aware.astimezone(tz).replace(tzinfo=None)
+                except OverflowError:  # beyond year 9999 (or before 1) in that zone: left for the checks to refuse
+                    return None
             else:
                 self.offset_without_zone = True  # keep the wall time as written
         return format_datetime(parsed)
