@@ -12,7 +12,9 @@ from typing import Any
 import requests
 from sqlalchemy.orm import Session
 
+from shared.config import LINK_KEY_LABEL
 from shared.db import make_engine, make_session_factory, upgrade_to_head
+from shared.signing import derive_key
 from tests.conftest import free_port
 from tests.rabbit import amqp_uri
 from tools.stack import Stack
@@ -31,6 +33,11 @@ class Env:
 
     def db(self) -> Session:
         return make_session_factory(make_engine(self.database_url))()
+
+    @property
+    def link_key(self) -> bytes:
+        """The key storage links are signed with (derived from SECRET_KEY, as the services derive it)."""
+        return derive_key(self.env["SECRET_KEY"], LINK_KEY_LABEL)
 
 
 def make_env(tmp: Path, vhost: str, database_url: str | None = None, **extra: str) -> Env:

@@ -51,8 +51,8 @@ class System:
         return self.env.env["STORAGE_URL"]
 
     @property
-    def secret(self) -> str:
-        return self.env.env["SECRET_KEY"]
+    def secret(self) -> bytes:
+        return self.env.link_key
 
     def log_text(self) -> str:
         return "".join(p.read_text(errors="replace") for p in (self.env.var_dir / "log").glob("*.log"))

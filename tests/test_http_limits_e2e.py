@@ -23,6 +23,7 @@ import requests
 from services.storage.data_plane import signed_url
 from tests.e2e import Client, Env, make_env, start_stack
 from tests.rabbit import create_vhost, delete_vhost
+from tests.smtp_server import SmtpServer
 from tests.test_export_e2e import PASSWORD, add_users
 
 STALLED = 50
@@ -47,13 +48,17 @@ class System:
         return self.env.env["STORAGE_URL"]
 
     def signed(self, key: str, method: str) -> str:
-        return signed_url(self.storage, self.env.env["SECRET_KEY"], key, method=method, ttl=600)
+        return signed_url(self.storage, self.env.link_key, key, method=method, ttl=600)
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
     vhost = create_vhost()
-    env = make_env(tmp_path_factory.mktemp("http_limits"), vhost, HTTP_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
+    # A mail server that accepts: /health is 200 only when mail is delivered too.
+    smtp = SmtpServer(tmp_path_factory.mktemp("smtp"))
+    smtp.start()
+    env = make_env(tmp_path_factory.mktemp("http_limits"), vhost, SMTP_PORT=str(smtp.port),
+                   HTTP_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
                    HTTP_BODY_TIMEOUT=str(BODY_TIMEOUT), HTTP_MIN_UPLOAD_RATE=str(MIN_RATE),
                    HTTP_MIN_RATE_WINDOW=str(RATE_WINDOW), HTTP_STREAM_IDLE_TIMEOUT=str(STREAM_IDLE))
     add_users(env, {"alice": False})
@@ -64,6 +69,7 @@ def system(tmp_path_factory):
     assert r.status_code == 201, r.text
     yield system
     stack.stop_all()
+    smtp.stop()
     delete_vhost(vhost)
 
 

@@ -195,7 +195,7 @@ def test_crash_leftovers_are_removed_at_start_up_and_by_the_sweepers(system):
     _wait(lambda: not part.exists() and not scratch.exists(), 30, "leftovers removed by the sweepers")
     # A real crash: storage killed while an upload streams into it.
     key = f"exports/crash-{uuid.uuid4()}.zip"
-    url = signed_url(system.env.env["STORAGE_URL"], system.env.env["SECRET_KEY"], key, method="PUT", ttl=600)
+    url = signed_url(system.env.env["STORAGE_URL"], system.env.link_key, key, method="PUT", ttl=600)
     parts = urlsplit(url)
     sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
     try:
