@@ -102,6 +102,9 @@ class Warning_(Schema):
     record_id = fields.Raw(allow_none=True)
     field = fields.String(allow_none=True)
     url = fields.String(allow_none=True)
+    # relation_conflict: the id the archive gave and the record linked instead (or the same id, when kept)
+    given = fields.Raw(allow_none=True)
+    chosen = fields.Raw(allow_none=True)
 
 
 class ExportCompleted(Envelope):

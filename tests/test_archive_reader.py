@@ -118,7 +118,8 @@ def test_sample_opens_and_validates(samples_dir, name):
         links = archive.event().get("social_links") or []
         assert counts["social_links"] == len(links)
         for warning in archive.warnings:
-            assert set(warning) == {"code", "message", "file", "record_id", "field"}
+            extra = {"given", "chosen"} if warning["code"] == "relation_conflict" else set()
+            assert set(warning) == {"code", "message", "file", "record_id", "field", *extra}
 
 
 @pytest.mark.parametrize("name", INVALID)

@@ -48,6 +48,7 @@ from shared.archive.checks import INT32_MAX, SINGULAR, check_event, check_record
 from shared.archive.jsonstream import iter_array, load_object
 from shared.archive.legacy import ARRAY_FILES, media_fields, nested_session_type_length
 from shared.archive.media import SNIFF_BYTES, MediaRef, is_http_url, media_kind, path_candidates, sniff
+from shared.archive.relations import Evidence, judge
 from shared.archive.safezip import ArchiveError, ArchiveLimits, Source, issue, open_source
 from shared.archive.variants import (
     DATA_FILES,
@@ -78,6 +79,9 @@ PROGRESS_EVERY = 1000
 _INDEX_ORDER = ("microlocations", "tracks", "session_types", "speakers", "sponsors", "forms", "sessions")
 _LABEL = {"sessions": "title"}  # what identifies a record to a human, besides its id (default: name)
 _LOOKUP = {"tracks": ("name",), "microlocations": ("name",), "session_types": ("name", "length")}
+# Files whose records sessions refer to by id and name (hand-made variants check the two agree; relations.py).
+_EVIDENCE = ("microlocations", "tracks", "session_types", "speakers")
+_BACK_LISTS = ("speakers", "tracks")  # ...and which of them list their sessions
 
 
 def _no_progress(stage: str, done: int, total: int | None) -> None:
@@ -109,6 +113,9 @@ class _FileIndex:
     lookup: dict[int, dict[str, Any]] = field(default_factory=dict)  # raw-column nesting
     synthesized: dict[int, dict[str, Any]] = field(default_factory=dict)
     digest: str | None = None
+    evidence: Evidence | None = None  # names and back references (hand-made variants)
+    relinks: dict[int, dict[tuple[str, int], int]] = field(default_factory=dict)  # sessions: position -> new ids
+    linked: dict[int, set[int]] = field(default_factory=dict)  # sessions: id -> ids of speakers/tracks it links
 
     @property
     def count(self) -> int:
@@ -221,11 +228,12 @@ class EventArchive:
     # ----------------------------------------------------------------------------------------------- warnings
 
     def _warn(
-        self, code: str, detail: str, *, file: str | None = None, record_id: Any = None, field: str | None = None
+        self, code: str, detail: str, *, file: str | None = None, record_id: Any = None, field: str | None = None,
+        **extra: Any,
     ) -> None:
         self.warnings_total += 1
         if len(self.warnings) < MAX_WARNINGS:
-            self.warnings.append(issue(code, detail, file=file, record_id=record_id, field=field))
+            self.warnings.append({**issue(code, detail, file=file, record_id=record_id, field=field), **extra})
 
     def _file_warn(self, file: str) -> Callable[..., None]:
         def warn(code: str, detail: str, *, record_id: Any = None, field: str | None = None, **_: Any) -> None:
@@ -272,8 +280,11 @@ class EventArchive:
     def _build_index(self, progress: ProgressCallback) -> dict[str, _FileIndex]:
         index: dict[str, _FileIndex] = {}
         raw_column = self.variant == "raw_column"
+        relate = not self._norm.strict
         for file in _INDEX_ORDER:
             entry = index[file] = _FileIndex(file, self._data.get(file))
+            if relate and file in _EVIDENCE:
+                entry.evidence = Evidence(SINGULAR[file])
             if entry.member is None:
                 continue
             hasher = hashlib.sha256()
@@ -286,7 +297,12 @@ class EventArchive:
                     )
                 record = self._norm.record(file, raw)
                 record_id = valid_id(record.get("id"))
+                if relate and file == "sessions" and record_id not in entry.ids:
+                    self._relate(position, record, index)
                 if record_id is not None:
+                    if entry.evidence is not None:
+                        entry.evidence.add(record_id, record.get("name"),
+                                           record.get("sessions") if file in _BACK_LISTS else None)
                     if record_id in entry.ids:
                         entry.duplicated.add(record_id)
                     else:
@@ -301,6 +317,8 @@ class EventArchive:
                     progress(stage, entry.read, None)
             entry.digest = hasher.hexdigest()
             progress(stage, entry.read, entry.read)
+        if relate:
+            self._unlinked_back_references(index)
         for entry in index.values():
             for record_id in entry.synthesized:
                 entry.ids.add(record_id)
@@ -316,6 +334,76 @@ class EventArchive:
             if index[file].duplicated:
                 self._resolve_duplicates(index[file])
         return index
+
+    def _relate(self, position: int, session: dict[str, Any], index: Mapping[str, _FileIndex]) -> None:
+        """Hand-made variants: each nested reference of a session checked against the names and back references of
+        the records it names (``relations.judge``); conclusive contradictions are relinked, the rest reported."""
+        session_id = valid_id(session.get("id"))
+        fixes: dict[tuple[str, int], int] = {}
+        for key, target in SINGLE_RELATIONS["sessions"].items():
+            ref = session.get(key)
+            if isinstance(ref, dict):
+                chosen = self._judge(index[target], ref, session_id, key)
+                if chosen is not None:
+                    fixes[key, -1] = chosen
+                    session[key] = ref = {**ref, "id": chosen}
+                linked = valid_id(ref.get("id"))
+                if target in _BACK_LISTS and session_id is not None and linked is not None:
+                    index[target].linked.setdefault(session_id, set()).add(linked)
+        speakers = session.get("speakers")
+        if isinstance(speakers, list):
+            for n, item in enumerate(speakers):
+                if not isinstance(item, dict):
+                    continue
+                chosen = self._judge(index["speakers"], item, session_id, "speakers")
+                if chosen is not None:
+                    fixes["speakers", n] = chosen
+                    speakers[n] = item = {**item, "id": chosen}
+                linked = valid_id(item.get("id"))
+                if session_id is not None and linked is not None:
+                    index["speakers"].linked.setdefault(session_id, set()).add(linked)
+        if fixes:
+            index["sessions"].relinks[position] = fixes
+
+    def _judge(self, entry: _FileIndex, ref: Mapping[str, Any], session_id: int | None, key: str) -> int | None:
+        """The id a reference must be relinked to, or None to keep it (a warning says why, when it matters)."""
+        ref_id = valid_id(ref.get("id"))
+        evidence = entry.evidence
+        if ref_id is None or evidence is None or entry.member is None or ref_id in entry.duplicated:
+            return None  # an absent file is rebuilt from the snapshots; shared ids are resolved by _choose
+        verdict = judge(evidence, ref_id, ref_id in entry.ids, ref.get("name"), session_id, key)
+        if verdict is None:
+            return None
+        self._warn("relation_conflict", verdict.detail, file="sessions", record_id=session_id, field=key,
+                   given=ref_id, chosen=verdict.chosen)
+        return verdict.chosen if verdict.chosen != ref_id else None
+
+    def _unlinked_back_references(self, index: Mapping[str, _FileIndex]) -> None:
+        """Speakers and tracks listing a session that names others: the session's own relations are imported."""
+        sessions = index["sessions"]
+        for file in _BACK_LISTS:
+            entry = index[file]
+            if entry.evidence is None:
+                continue
+            stray: dict[int, list[int]] = {}
+            for session_id, listers in entry.evidence.listed_by.items():
+                if session_id not in sessions.ids or session_id in sessions.duplicated:
+                    continue  # a dangling entry (reported on its own), or an ambiguous shared id
+                linked = entry.linked.get(session_id, set())
+                for record_id in listers:
+                    if record_id not in linked and record_id not in entry.duplicated:
+                        stray.setdefault(record_id, []).append(session_id)
+            for record_id in sorted(stray):
+                ids = sorted(stray[record_id])
+                shown = "; ".join(f"session {i} ({_linked_text(file, entry.linked.get(i))})" for i in ids[:5])
+                more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
+                self._warn(
+                    "relation_conflict",
+                    f"sessions lists {shown}{more}, which do{'es' if len(ids) == 1 else ''} not name "
+                    f"this {SINGULAR[file]}; the sessions' own {'speakers' if file == 'speakers' else 'tracks'} "
+                    "are imported",
+                    file=file, record_id=record_id, field="sessions", given=ids[:10], chosen=None,
+                )
 
     def _collect_missing(self, session: Mapping[str, Any], index: Mapping[str, _FileIndex]) -> None:
         # A relation to a record its file does not hold: rebuilt from the nested snapshot when the file is absent
@@ -424,6 +512,9 @@ class EventArchive:
                 if rekey and position in rekey:
                     record["id"] = rekey[position]
                 if rewrite and isinstance(record, dict):
+                    fixes = entry.relinks.get(position) if entry.relinks else None
+                    if fixes:
+                        _apply_relinks(record, fixes)
                     self._link(file, record, source_id, index, warn_)
                 yield position, record
         for record in entry.synthesized.values():
@@ -629,6 +720,23 @@ class EventArchive:
 
 def _silent(*_args: Any, **_kwargs: Any) -> None:
     pass
+
+
+def _linked_text(file: str, ids: set[int] | None) -> str:
+    if not ids:
+        return f"no {'speakers' if file == 'speakers' else 'track'}"
+    shown = sorted(ids)
+    noun = "speaker" if file == "speakers" else "track"
+    return f"{noun}{'s' if len(shown) > 1 else ''} " + ", ".join(str(i) for i in shown[:5])
+
+
+def _apply_relinks(session: dict[str, Any], fixes: Mapping[tuple[str, int], int]) -> None:
+    for (key, n), chosen in fixes.items():
+        if n < 0:
+            session[key] = {**session[key], "id": chosen}
+        else:
+            items = session[key] = list(session[key])
+            items[n] = {**items[n], "id": chosen}
 
 
 def open_archive(path: Path | str, limits: ArchiveLimits = ArchiveLimits()) -> EventArchive:
