@@ -41,6 +41,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -58,7 +59,9 @@ from shared.archive.variants import (
     SINGLE_RELATIONS,
     Normalizer,
     coerce_id,
+    decide_length,
     detect_variant,
+    length_readings,
     length_text,
 )
 
@@ -116,6 +119,11 @@ class _FileIndex:
     evidence: Evidence | None = None  # names and back references (hand-made variants)
     relinks: dict[int, dict[tuple[str, int], int]] = field(default_factory=dict)  # sessions: position -> new ids
     linked: dict[int, set[int]] = field(default_factory=dict)  # sessions: id -> ids of speakers/tracks it links
+    # session types of hand-made variants: numeric lengths, the durations of the sessions using each type, and the
+    # "HH:MM" decided from both (id -> value)
+    numeric_lengths: dict[int, Any] = field(default_factory=dict)
+    durations: dict[int, dict[int, int]] = field(default_factory=dict)
+    lengths: dict[int, str | None] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -299,6 +307,10 @@ class EventArchive:
                 record_id = valid_id(record.get("id"))
                 if relate and file == "sessions" and record_id not in entry.ids:
                     self._relate(position, record, index)
+                    self._duration(record, index["session_types"])
+                if relate and file == "session_types" and record_id is not None and record_id not in entry.ids:
+                    if length_readings(record.get("length")) is not None:
+                        entry.numeric_lengths[record_id] = record["length"]
                 if record_id is not None:
                     if entry.evidence is not None:
                         entry.evidence.add(record_id, record.get("name"),
@@ -319,6 +331,7 @@ class EventArchive:
             progress(stage, entry.read, entry.read)
         if relate:
             self._unlinked_back_references(index)
+            self._decide_lengths(index["session_types"])
         for entry in index.values():
             for record_id in entry.synthesized:
                 entry.ids.add(record_id)
@@ -405,6 +418,55 @@ class EventArchive:
                     file=file, record_id=record_id, field="sessions", given=ids[:10], chosen=None,
                 )
 
+    @staticmethod
+    def _duration(session: Mapping[str, Any], types: _FileIndex) -> None:
+        ref = session.get("session_type")
+        type_id = valid_id(ref.get("id")) if isinstance(ref, dict) else None
+        start, end = session.get("start_time"), session.get("end_time")
+        if type_id is None or not isinstance(start, str) or not isinstance(end, str):
+            return
+        try:
+            seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+        except ValueError:
+            return
+        if 0 < seconds < 7 * 86400:
+            counts = types.durations.setdefault(type_id, {})
+            minutes = round(seconds / 60)
+            counts[minutes] = counts.get(minutes, 0) + 1
+
+    def _decide_lengths(self, types: _FileIndex) -> None:
+        """Numeric session type lengths (``0.5``: HH.MM or decimal hours?) read the way their sessions last; rebuilt
+        session types get the same canonical ``"HH:MM"``. Reported once per file and kind of decision."""
+        decided: dict[str, list[str]] = {"decimal": [], "default": []}
+        for type_id, value in types.numeric_lengths.items():
+            text, how = decide_length(value, types.durations.get(type_id, {}))
+            types.lengths[type_id] = text
+            if how in decided:
+                decided[how].append(self._length_note(type_id, value, text, types))
+        for type_id, record in types.synthesized.items():
+            value = record.get("length")
+            if isinstance(value, str) and length_readings(value) is None:
+                continue  # "00:30" already
+            text, how = decide_length(value, types.durations.get(type_id, {}))
+            record["length"] = text  # one form for every rebuilt record: "HH:MM", or null when unreadable
+            if how in decided:
+                decided[how].append(self._length_note(type_id, value, text, types))
+        if decided["decimal"]:
+            self._warn("length_decimal_hours", f"{_count(decided['decimal'], 'numeric length')} read as decimal "
+                       f"hours, as the sessions of the type last: {_listing(decided['decimal'])}",
+                       file="session_types", field="length")
+        if decided["default"]:
+            self._warn("length_ambiguous", f"{_count(decided['default'], 'numeric length')} read as HH.MM (the "
+                       "legacy reading; 0.3 is 30 minutes): the sessions' durations confirm neither reading: "
+                       f"{_listing(decided['default'])}", file="session_types", field="length")
+
+    @staticmethod
+    def _length_note(type_id: int, value: Any, text: str | None, types: _FileIndex) -> str:
+        durations = types.durations.get(type_id)
+        lasting = ", ".join(f"{m} min" for m in sorted(durations, key=lambda m: -durations[m])[:3]) if durations \
+            else "no timed sessions"
+        return f"session type {type_id}: {value!r} -> {text} ({lasting})"
+
     def _collect_missing(self, session: Mapping[str, Any], index: Mapping[str, _FileIndex]) -> None:
         # A relation to a record its file does not hold: rebuilt from the nested snapshot when the file is absent
         # (optional files), or in the hand-made variants. Strict variants leave it to validation (an error).
@@ -426,8 +488,8 @@ class EventArchive:
             return
         record: dict[str, Any] = {"id": ref_id}
         record.update((k, copy.deepcopy(v)) for k, v in ref.items() if k != "id")
-        if entry.file == "session_types" and "length" in record:
-            record["length"] = length_text(record["length"])
+        if entry.file == "session_types" and "length" in record and self._norm.strict:
+            record["length"] = length_text(record["length"])  # hand-made variants: _decide_lengths
         if entry.file == "speakers" and not isinstance(record.get("name"), str):
             record["name"] = ""
         entry.synthesized[ref_id] = record
@@ -509,6 +571,8 @@ class EventArchive:
                     continue
                 record = self._norm.record(file, raw, warn_)
                 source_id = record.get("id") if isinstance(record, dict) else None
+                if entry.lengths and isinstance(record, dict) and source_id in entry.lengths:
+                    record["length"] = entry.lengths[source_id]
                 if rekey and position in rekey:
                     record["id"] = rekey[position]
                 if rewrite and isinstance(record, dict):
@@ -720,6 +784,14 @@ class EventArchive:
 
 def _silent(*_args: Any, **_kwargs: Any) -> None:
     pass
+
+
+def _count(items: list[Any], noun: str) -> str:
+    return f"{len(items)} {noun}{'s' if len(items) != 1 else ''}"
+
+
+def _listing(notes: list[str], shown: int = 10) -> str:
+    return "; ".join(notes[:shown]) + (f"; and {len(notes) - shown} more" if len(notes) > shown else "")
 
 
 def _linked_text(file: str, ids: set[int] | None) -> str:

@@ -17,6 +17,7 @@ file that was left out), so the reader repairs them and says so in warnings.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
@@ -225,6 +226,57 @@ def length_text(value: Any) -> Any:
     return text if nested_session_type_length(text) == float(value) else value
 
 
+_DOTTED_LENGTH = re.compile(r"^\s*\d{1,4}\.\d{1,2}\s*$")
+
+
+def length_readings(value: Any) -> dict[str, int] | None:
+    """The minutes a numeric session length (``0.5``, or the text ``"00.50"``) means read as ``HH.MM`` (the legacy
+    server's reading: ``0.3`` is 30 minutes) and read as decimal hours (``0.5`` is 30 minutes); a reading that does
+    not fit (``0.75`` as HH.MM) is left out. None for anything else (``"00:30"`` is not ambiguous)."""
+    if type(value) in (int, float):
+        number = float(value)
+    elif type(value) is str and _DOTTED_LENGTH.match(value):
+        number = float(value)
+    else:
+        return None
+    if not math.isfinite(number) or number < 0 or number >= 10000:
+        return None
+    readings: dict[str, int] = {}
+    hours = int(number)
+    minutes = round((number - hours) * 100)
+    if minutes < 60 and abs(hours + minutes / 100 - number) < 1e-9:
+        readings["hhmm"] = hours * 60 + minutes
+    decimal = number * 60
+    if abs(decimal - round(decimal)) < 1e-6:
+        readings["decimal"] = round(decimal)
+    return readings or None
+
+
+def minutes_text(minutes: int) -> str:
+    """``90`` -> ``"01:30"``: the canonical ``session_types.length``."""
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def decide_length(value: Any, durations: Mapping[int, int]) -> tuple[str | None, str]:
+    """A numeric length as ``"HH:MM"``, disambiguated by ``durations`` (minutes -> how many sessions of the type last
+    that long), and how: ``same`` (both readings agree), ``hhmm`` or ``decimal`` (the sessions say so, or only that
+    reading fits), ``default`` (neither or both match: HH.MM, the documented reading), ``unreadable`` (None)."""
+    readings = length_readings(value)
+    if readings is None:
+        return None, "unreadable"
+    hhmm, decimal = readings.get("hhmm"), readings.get("decimal")
+    if hhmm is None:
+        return minutes_text(decimal), "decimal"  # type: ignore[arg-type]
+    if decimal is None or decimal == hhmm:
+        return minutes_text(hhmm), "same"
+    by_hhmm, by_decimal = durations.get(hhmm, 0), durations.get(decimal, 0)
+    if by_decimal > by_hhmm:
+        return minutes_text(decimal), "decimal"
+    if by_hhmm > by_decimal:
+        return minutes_text(hhmm), "hhmm"
+    return minutes_text(hhmm), "default"
+
+
 class Normalizer:
     """Turns one variant's records into the legacy shape (legacy keys, nested relations, naive local datetimes).
 
@@ -354,7 +406,8 @@ class Normalizer:
                                 continue
                     kept.append(item)
                 record[key] = kept
-        if file == "session_types" and "length" in record:
+        if file == "session_types" and "length" in record and self.strict:
+            # Hand-made variants: the archive reads numeric lengths with the sessions' durations (decide_length).
             record["length"] = length_text(record["length"])
         self._datetimes(record)
         return record
