@@ -68,6 +68,8 @@ class MediaPlan:
 
     def new_value(self, value: Any, field_name: str) -> Any:
         ref = self.archive.media_ref(value)
+        if ref.kind == "none" and isinstance(value, str) and value.strip():
+            return None  # the text "null": no media
         if ref.kind in ("none", "url"):
             return value  # absolute URLs stay as they are: remote media are never fetched
         if ref.kind == "member" and ref.member in self.uploads and (ref.member, field_name) not in self.rejected:

@@ -76,6 +76,7 @@ __all__ = [
 ]
 
 ProgressCallback = Callable[[str, int, int | None], None]
+_NO_MEDIA = frozenset({"null", "none", "undefined"})  # what hand-made files write for "no media"; never a path
 MAX_WARNINGS = 200  # listed; the rest are counted in warnings_total
 PROGRESS_EVERY = 1000
 # Targets of references before the files that refer to them.
@@ -692,6 +693,10 @@ class EventArchive:
             return dict(self._counts)
         progress = on_progress or _no_progress
         index = self._ensure_index(progress)
+        if self._norm.zone_renamed is not None:
+            written, renamed = self._norm.zone_renamed
+            self._warn("timezone_normalized", f"timezone {written[:64]!r} is read as {renamed!r}", file="event",
+                       record_id=_label(self._event), field="timezone")
         check_event(self._event, self._warn)
         links = self._event.get("social_links")
         counts: dict[str, int] = {"event": 1, "social_links": len(links) if isinstance(links, list) else 0}
@@ -749,7 +754,7 @@ class EventArchive:
 
     def media_ref(self, value: Any) -> MediaRef:
         """What a media field's value refers to: ``none``, ``url`` (keep), ``member`` (re-host) or ``absent``."""
-        if value is None or (isinstance(value, str) and not value.strip()):
+        if value is None or (isinstance(value, str) and (not value.strip() or value.strip().casefold() in _NO_MEDIA)):
             return MediaRef("none", value)
         if not isinstance(value, str):
             return MediaRef("absent", value, reason=f"{type_name(value)}, not a path or URL")
@@ -784,6 +789,11 @@ class EventArchive:
 
 def _silent(*_args: Any, **_kwargs: Any) -> None:
     pass
+
+
+def _label(record: Mapping[str, Any]) -> Any:
+    value = record.get("id")
+    return value if type(value) is int or (isinstance(value, str) and len(value) <= 64) else None
 
 
 def _count(items: list[Any], noun: str) -> str:

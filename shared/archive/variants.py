@@ -21,8 +21,9 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import TZPATH, ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from shared.archive.legacy import format_datetime, nested_session_type_length
 
@@ -198,6 +199,76 @@ def zone(name: Any) -> ZoneInfo | None:
         return None
 
 
+def _zone_tables() -> tuple[frozenset[str], dict[str, str]]:
+    """(canonical zone names, link name -> target) from the system's tz database: ``zone.tab`` lists the zone of
+    every country (so ``Europe/Oslo`` stays canonical even where tzdata made it a link), ``tzdata.zi`` the links
+    (``US/Pacific`` -> ``America/Los_Angeles``). Empty when the files are not there: names are then only tidied."""
+    for root in TZPATH:
+        base = Path(root)
+        try:
+            tab = (base / "zone.tab").read_text(encoding="utf-8")
+            zi = (base / "tzdata.zi").read_text(encoding="utf-8")
+        except OSError:
+            continue
+        canonical = {line.split("\t")[2] for line in tab.splitlines()
+                     if line and not line.startswith("#") and line.count("\t") >= 2}
+        links = {}
+        for line in zi.splitlines():
+            if line.startswith("L "):
+                parts = line.split()
+                if len(parts) == 3:
+                    links[parts[2]] = parts[1]
+        return frozenset(canonical), links
+    return frozenset(), {}
+
+
+_ZONE_TABLES: tuple[frozenset[str], dict[str, str]] | None = None
+_ZONE_NAMES: dict[str, list[str]] | None = None  # casefolded -> available names
+_UTC_OFFSET = re.compile(r"^(?:UTC|GMT)?\s*([+-])\s*(\d{1,2})(?::?00)?$", re.IGNORECASE)
+
+
+def canonical_zone(name: Any) -> str | None:
+    """The canonical IANA name for a time zone written loosely (``"US / Pacific"``, ``"asia/singapore"``), as a
+    deprecated alias (``"US/Pacific"`` -> ``"America/Los_Angeles"``) or as a whole-hour UTC offset (``"UTC+07:00"``
+    -> ``"Etc/GMT-7"``); None when the name already is canonical or has no single obvious canonical form (never a
+    guess between candidates, never a spelling correction)."""
+    global _ZONE_TABLES, _ZONE_NAMES
+    if not isinstance(name, str) or not name.strip() or len(name) > 64:
+        return None
+    if _ZONE_TABLES is None:
+        _ZONE_TABLES = _zone_tables()
+    canonical, links = _ZONE_TABLES
+    text = re.sub(r"\s*/\s*", "/", name.strip())
+    offset = _UTC_OFFSET.match(text)
+    if offset and zone(text) is None:
+        hours = int(offset.group(2))
+        if hours == 0:
+            found = "UTC"
+        elif hours <= 12:
+            found = f"Etc/GMT{'-' if offset.group(1) == '+' else '+'}{hours}"  # POSIX signs are inverted
+        else:
+            return None
+    else:
+        text = re.sub(r"\s+", "_", text)
+        if zone(text) is not None:
+            found = text
+        else:
+            if _ZONE_NAMES is None:
+                names: dict[str, list[str]] = {}
+                for known in available_timezones():
+                    names.setdefault(known.casefold(), []).append(known)
+                _ZONE_NAMES = names
+            matches = _ZONE_NAMES.get(text.casefold(), [])
+            if len(matches) != 1:
+                return None
+            found = matches[0]
+    if canonical and found not in canonical and found != "UTC" and not found.startswith("Etc/"):
+        target = links.get(found)
+        if target is not None and target in canonical:
+            found = target
+    return found if found != name else None
+
+
 def _offset(text: str) -> timezone:
     if text == "Z":
         return UTC
@@ -291,6 +362,7 @@ class Normalizer:
         self.strict = variant in STRICT_VARIANTS
         self.tz: ZoneInfo | None = None
         self.offset_without_zone = False  # an offset had to be dropped because the event has no known zone
+        self.zone_renamed: tuple[str, str] | None = None  # (as written, canonical) when the event's zone was tidied
 
     # ------------------------------------------------------------------------------------------------- values
 
@@ -364,6 +436,12 @@ class Normalizer:
                 for link in links:
                     if isinstance(link, dict) and "id" in link:
                         link["id"] = coerce_id(link["id"])
+        if not self.strict:
+            written = event.get("timezone")
+            renamed = canonical_zone(written)
+            if renamed is not None:
+                self.zone_renamed = (written, renamed)
+                event["timezone"] = renamed
         self.tz = zone(event.get("timezone"))
         self._datetimes(event)
         return event
