@@ -45,11 +45,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from shared.archive.checks import INT32_MAX, SINGULAR, check_event, check_record, type_name, valid_id
+from shared.archive.checks import (
+    INT32_MAX,
+    SINGULAR,
+    check_event,
+    check_fields,
+    check_record,
+    type_name,
+    valid_id,
+)
 from shared.archive.jsonstream import iter_array, load_object
 from shared.archive.legacy import ARRAY_FILES, media_fields, nested_session_type_length
 from shared.archive.media import SNIFF_BYTES, MediaRef, is_http_url, media_kind, path_candidates, sniff
 from shared.archive.relations import Evidence, judge
+from shared.archive.repairs import repair
 from shared.archive.safezip import ArchiveError, ArchiveLimits, Source, issue, open_source
 from shared.archive.variants import (
     DATA_FILES,
@@ -78,6 +87,13 @@ __all__ = [
 ProgressCallback = Callable[[str, int, int | None], None]
 _NO_MEDIA = frozenset({"null", "none", "undefined"})  # what hand-made files write for "no media"; never a path
 MAX_WARNINGS = 200  # listed; the rest are counted in warnings_total
+MAX_ERRORS = 100  # problems listed in a failure (errors); the rest are counted in errors_total
+# Errors that make a file unreadable as a whole, as opposed to hostile input (limits) which always fails at once.
+_BROKEN = frozenset({"invalid_json", "wrong_top_level_type"})
+# Files a hand-made archive can do without when they are broken: nothing refers to them, or the sessions' snapshots
+# rebuild what they refer to (as for absent files). A broken sessions or speakers file fails: too much would be lost.
+IGNORABLE_WHEN_BROKEN = frozenset({"microlocations", "tracks", "session_types", "sponsors", "forms", "meta",
+                                   "social_links"})
 PROGRESS_EVERY = 1000
 # Targets of references before the files that refer to them.
 _INDEX_ORDER = ("microlocations", "tracks", "session_types", "speakers", "sponsors", "forms", "sessions")
@@ -138,12 +154,19 @@ class EventArchive:
     warnings: list[dict[str, Any]]  # non-fatal findings, shaped like ArchiveError.to_dict(); at most MAX_WARNINGS
     warnings_total: int
 
-    def __init__(self, source: Source, path: Path, limits: ArchiveLimits) -> None:
+    def __init__(self, source: Source, path: Path, limits: ArchiveLimits, strict: bool = False) -> None:
         self._source = source
         self.path = path
         self.limits = limits
+        self.strict_requested = strict
         self.warnings = []
         self.warnings_total = 0
+        self.errors: list[dict[str, Any]] = []  # problems found so far (at most MAX_ERRORS); raised by validate()
+        self.errors_total = 0
+        self._first_error: ArchiveError | None = None
+        self._failure: ArchiveError | None = None
+        self._ignored: set[str] = set()  # broken files treated as absent
+        self._validating = False
         self._index: dict[str, _FileIndex] | None = None
         self._counts: dict[str, int] | None = None
         self._digests: dict[str, str] = {}
@@ -209,26 +232,39 @@ class EventArchive:
         present = {k: v[len(self._prefix) :] for k, v in self._data.items()}
         self.variant = detect_variant(raw, present["event"], present, self._root_names)
         self._norm = Normalizer(self.variant)
+        # Hand-made variants are repaired and their unusable records skipped, unless the import asks for strict.
+        self.lenient = not self._norm.strict and not self.strict_requested
         self._event = self._norm.event(raw)
-        self._meta = self._norm.meta(self._load_object("meta")) if "meta" in self._data else None
+        self._meta = None
+        if "meta" in self._data:
+            try:
+                self._meta = self._norm.meta(self._load_object("meta"))
+            except ArchiveError as exc:
+                self._broken_file("meta", exc)
         self._links_file: list[Any] | None = None
         if "social_links" in self._data:
-            # Older archives kept the event's social links in a file of their own.
-            member = self._source.members[self._data["social_links"]]
-            if member.size > self.limits.max_object_bytes:
-                raise ArchiveError(
-                    "member_too_large", f"larger than {self.limits.max_object_bytes} bytes", file="social_links"
-                )
-            links = []
-            for item in self._stream("social_links"):
-                if isinstance(item, dict) and not self._norm.identity:
-                    item = self._norm.rename(item, RENAMES["social_links"])
-                    if "id" in item and not self._norm.strict:
-                        item["id"] = coerce_id(item["id"])
-                links.append(item)
-            self._links_file = links
-            if not isinstance(self._event.get("social_links"), list):
-                self._event["social_links"] = copy.deepcopy(links)
+            try:
+                self._load_links_file()
+            except ArchiveError as exc:
+                self._broken_file("social_links", exc)
+
+    def _load_links_file(self) -> None:
+        """Older archives kept the event's social links in a file of their own."""
+        member = self._source.members[self._data["social_links"]]
+        if member.size > self.limits.max_object_bytes:
+            raise ArchiveError(
+                "member_too_large", f"larger than {self.limits.max_object_bytes} bytes", file="social_links"
+            )
+        links = []
+        for item in self._stream("social_links"):
+            if isinstance(item, dict) and not self._norm.identity:
+                item = self._norm.rename(item, RENAMES["social_links"])
+                if "id" in item and not self._norm.strict:
+                    item["id"] = coerce_id(item["id"])
+            links.append(item)
+        self._links_file = links
+        if not isinstance(self._event.get("social_links"), list):
+            self._event["social_links"] = copy.deepcopy(links)
 
     def _stream(self, file: str, hasher: Any = None) -> Iterator[Any]:
         with closing(self._source.open(self._data[file], label=file, hasher=hasher)) as stream:
@@ -243,6 +279,41 @@ class EventArchive:
         self.warnings_total += 1
         if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append({**issue(code, detail, file=file, record_id=record_id, field=field), **extra})
+
+    def _fail(self, error: ArchiveError) -> None:
+        """A problem that fails the import: recorded, so that validation goes on and the failure lists them all."""
+        if self._first_error is None:
+            self._first_error = error
+        self.errors_total += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(error.to_dict())
+
+    def _broken_file(self, file: str, error: ArchiveError) -> None:
+        """A file that cannot be parsed as a whole: ignored with a warning when the import can do without it (hand-made
+        variants, see IGNORABLE_WHEN_BROKEN), a problem otherwise; treated as absent from now on either way."""
+        if error.code not in _BROKEN:
+            raise error  # limits and unreadable zips: hostile or damaged input fails at once
+        self._data.pop(file, None)
+        self._ignored.add(file)
+        if self.lenient and file in IGNORABLE_WHEN_BROKEN:
+            rebuilt = " (what the sessions refer to in it is rebuilt from their snapshots)" if file in (
+                "microlocations", "tracks", "session_types") else ""
+            self._warn("file_ignored", f"{error.detail}; the file is ignored as if it were absent{rebuilt}", file=file)
+        else:
+            self._fail(error)
+
+    def _skip(self, entry: _FileIndex, position: int, problem: ArchiveError, record: Any = None) -> None:
+        """A record that cannot be used: left out with a warning (lenient), else a problem of the import."""
+        entry.dropped.add(position)
+        if not self.lenient:
+            self._fail(problem)
+            record_id = valid_id(record.get("id")) if isinstance(record, dict) else None
+            if record_id is not None:
+                entry.ids.add(record_id)  # it exists, broken: references to it are not reported on top
+            return
+        where = "" if problem.record_id is not None else f"record #{position + 1}: "
+        self._warn("record_skipped", f"{where}{problem.detail}; the record is skipped", file=entry.file,
+                   record_id=problem.record_id, field=problem.field)
 
     def _file_warn(self, file: str) -> Callable[..., None]:
         def warn(code: str, detail: str, *, record_id: Any = None, field: str | None = None, **_: Any) -> None:
@@ -288,7 +359,6 @@ class EventArchive:
 
     def _build_index(self, progress: ProgressCallback) -> dict[str, _FileIndex]:
         index: dict[str, _FileIndex] = {}
-        raw_column = self.variant == "raw_column"
         relate = not self._norm.strict
         for file in _INDEX_ORDER:
             entry = index[file] = _FileIndex(file, self._data.get(file))
@@ -296,40 +366,13 @@ class EventArchive:
                 entry.evidence = Evidence(SINGULAR[file])
             if entry.member is None:
                 continue
-            hasher = hashlib.sha256()
-            stage = f"index:{file}"
-            progress(stage, 0, None)
-            for position, raw in enumerate(self._stream(file, hasher)):
-                if not isinstance(raw, dict):
-                    raise ArchiveError(
-                        "wrong_type", f"expected a JSON object, found {type_name(raw)}", file=file, position=position
-                    )
-                record = self._norm.record(file, raw)
-                record_id = valid_id(record.get("id"))
-                if relate and file == "sessions" and record_id not in entry.ids:
-                    self._relate(position, record, index)
-                    self._duration(record, index["session_types"])
-                if relate and file == "session_types" and record_id is not None and record_id not in entry.ids:
-                    if length_readings(record.get("length")) is not None:
-                        entry.numeric_lengths[record_id] = record["length"]
-                if record_id is not None:
-                    if entry.evidence is not None:
-                        entry.evidence.add(record_id, record.get("name"),
-                                           record.get("sessions") if file in _BACK_LISTS else None)
-                    if record_id in entry.ids:
-                        entry.duplicated.add(record_id)
-                    else:
-                        entry.ids.add(record_id)
-                        entry.max_id = max(entry.max_id, record_id)
-                    if raw_column and file in _LOOKUP:
-                        entry.lookup[record_id] = {key: record.get(key) for key in _LOOKUP[file]}
-                if file == "sessions":
-                    self._collect_missing(record, index)
-                entry.read = position + 1
-                if entry.read % PROGRESS_EVERY == 0:
-                    progress(stage, entry.read, None)
-            entry.digest = hasher.hexdigest()
-            progress(stage, entry.read, entry.read)
+            try:
+                self._index_file(entry, index, progress)
+            except ArchiveError as exc:
+                self._broken_file(file, exc)  # re-raises what is not a broken file
+                entry = index[file] = _FileIndex(file, None)
+                if relate and file in _EVIDENCE:
+                    entry.evidence = Evidence(SINGULAR[file])
         if relate:
             self._unlinked_back_references(index)
             self._decide_lengths(index["session_types"])
@@ -348,6 +391,53 @@ class EventArchive:
             if index[file].duplicated:
                 self._resolve_duplicates(index[file])
         return index
+
+    def _index_file(self, entry: _FileIndex, index: dict[str, _FileIndex], progress: ProgressCallback) -> None:
+        file = entry.file
+        raw_column = self.variant == "raw_column"
+        relate = not self._norm.strict
+        hasher = hashlib.sha256()
+        stage = f"index:{file}"
+        progress(stage, 0, None)
+        for position, raw in enumerate(self._stream(file, hasher)):
+            entry.read = position + 1
+            if not isinstance(raw, dict):
+                self._skip(entry, position, ArchiveError(
+                    "wrong_type", f"expected a JSON object, found {type_name(raw)}", file=file, position=position
+                ))
+                continue
+            record = self._norm.record(file, raw)
+            if self.lenient:
+                repair(file, record, _silent)
+            try:
+                check_fields(file, record, position)
+            except ArchiveError as problem:
+                self._skip(entry, position, problem, record)
+                continue
+            record_id = valid_id(record.get("id"))
+            if relate and file == "sessions" and record_id not in entry.ids:
+                self._relate(position, record, index)
+                self._duration(record, index["session_types"])
+            if relate and file == "session_types" and record_id is not None and record_id not in entry.ids:
+                if length_readings(record.get("length")) is not None:
+                    entry.numeric_lengths[record_id] = record["length"]
+            if record_id is not None:
+                if entry.evidence is not None:
+                    entry.evidence.add(record_id, record.get("name"),
+                                       record.get("sessions") if file in _BACK_LISTS else None)
+                if record_id in entry.ids:
+                    entry.duplicated.add(record_id)
+                else:
+                    entry.ids.add(record_id)
+                    entry.max_id = max(entry.max_id, record_id)
+                if raw_column and file in _LOOKUP:
+                    entry.lookup[record_id] = {key: record.get(key) for key in _LOOKUP[file]}
+            if file == "sessions":
+                self._collect_missing(record, index)
+            if entry.read % PROGRESS_EVERY == 0:
+                progress(stage, entry.read, None)
+        entry.digest = hasher.hexdigest()
+        progress(stage, entry.read, entry.read)
 
     def _relate(self, position: int, session: dict[str, Any], index: Mapping[str, _FileIndex]) -> None:
         """Hand-made variants: each nested reference of a session checked against the names and back references of
@@ -502,7 +592,10 @@ class EventArchive:
         label_key = _LABEL.get(file, "name")
         link_keys = list(LIST_RELATIONS.get(file, {}))
         groups: dict[int, list[_Occurrence]] = {}
+        skipped = set(entry.dropped)
         for position, raw in enumerate(self._stream(file)):
+            if position in skipped:
+                continue
             record = self._norm.record(file, raw)
             record_id = valid_id(record.get("id"))
             if record_id not in entry.duplicated:
@@ -535,10 +628,11 @@ class EventArchive:
             if len(distinct) < 2:
                 continue
             if self._norm.strict:
-                raise ArchiveError(
+                self._fail(ArchiveError(
                     "duplicate_id", f"{len(distinct)} different records have this id", file=file,
                     record_id=record_id, field="id",
-                )
+                ))
+                continue
             for occurrence in distinct[1:]:
                 next_id += 1
                 if next_id > INT32_MAX:
@@ -571,6 +665,8 @@ class EventArchive:
                 if dropped and position in dropped:
                     continue
                 record = self._norm.record(file, raw, warn_)
+                if self.lenient:
+                    repair(file, record, warn_)
                 source_id = record.get("id") if isinstance(record, dict) else None
                 if entry.lengths and isinstance(record, dict) and source_id in entry.lengths:
                     record["length"] = entry.lengths[source_id]
@@ -664,12 +760,16 @@ class EventArchive:
                 candidates = listing
         if len(candidates) == 1:
             return candidates[0].id
-        raise ArchiveError(
-            "duplicate_id",
-            f"{key} refers to {SINGULAR[entry.file]} {ref_id}, but {len(group)} different records have that id "
-            "and nothing tells which one is meant",
-            file=file, record_id=source_id if isinstance(source_id, (int, str)) else None, field=key,
-        )
+        if self._validating:  # reported once, by the validation pass
+            detail = (f"{key} refers to {SINGULAR[entry.file]} {ref_id}, but {len(group)} different records have "
+                      "that id and nothing tells which one is meant")
+            record_id = source_id if isinstance(source_id, (int, str)) else None
+            if self.lenient:
+                self._warn("relation_conflict", f"{detail}: kept the first of them", file=file, record_id=record_id,
+                           field=key, given=ref_id, chosen=group[0].id)
+            else:
+                self._fail(ArchiveError("duplicate_id", detail, file=file, record_id=record_id, field=key))
+        return group[0].id
 
     def _nested(self, key: str, value: Any, index: Mapping[str, _FileIndex]) -> dict[str, Any] | None:
         if value is None:
@@ -689,15 +789,34 @@ class EventArchive:
 
     def validate(self, on_progress: ProgressCallback | None = None) -> dict[str, int]:
         """See ``validate_archive``."""
+        if self._failure is not None:
+            raise self._failure
         if self._counts is not None:
             return dict(self._counts)
         progress = on_progress or _no_progress
         index = self._ensure_index(progress)
+        self._validating = True
+        try:
+            counts = self._validate(index, progress)
+        finally:
+            self._validating = False
+        if self._first_error is not None:
+            failure = self._first_error
+            failure.errors, failure.errors_total = list(self.errors), self.errors_total
+            self._failure = failure
+            raise failure
+        self._counts = counts
+        return dict(counts)
+
+    def _validate(self, index: Mapping[str, _FileIndex], progress: ProgressCallback) -> dict[str, int]:
         if self._norm.zone_renamed is not None:
             written, renamed = self._norm.zone_renamed
             self._warn("timezone_normalized", f"timezone {written[:64]!r} is read as {renamed!r}", file="event",
                        record_id=_label(self._event), field="timezone")
-        check_event(self._event, self._warn)
+        try:
+            check_event(self._event, self._warn)  # the event record is never repaired
+        except ArchiveError as exc:
+            self._fail(exc)
         links = self._event.get("social_links")
         counts: dict[str, int] = {"event": 1, "social_links": len(links) if isinstance(links, list) else 0}
         if self._links_file is not None and isinstance(links, list) and links != self._links_file:
@@ -709,7 +828,10 @@ class EventArchive:
             warn = self._file_warn(file)
             done = 0
             for position, record in self._iter(file, warn):
-                check_record(file, record, position, self, warn)
+                try:
+                    check_record(file, record, position, self, warn)
+                except ArchiveError as exc:
+                    self._fail(exc)
                 done += 1
                 if done % PROGRESS_EVERY == 0:
                     progress(stage, done, total)
@@ -719,8 +841,7 @@ class EventArchive:
             self._warn("offset_without_timezone", "date-times carry UTC offsets but the event has no known time "
                        "zone; their wall time was kept as written", file="event", field="timezone")
         self._check_meta(index)
-        self._counts = {name: counts[name] for name in ("event", "social_links", *ARRAY_FILES)}
-        return dict(self._counts)
+        return {name: counts[name] for name in ("event", "social_links", *ARRAY_FILES)}
 
     def _check_meta(self, index: Mapping[str, _FileIndex]) -> None:
         # Archives from our own exporter list each file's sha256 and record count in meta: verify them.
@@ -728,7 +849,7 @@ class EventArchive:
         if not isinstance(files, dict):
             return
         for name, info in files.items():
-            if not isinstance(info, dict):
+            if not isinstance(info, dict) or name in self._ignored:
                 continue
             digest = self._digests.get(name) or (index[name].digest if name in index else None)
             expected = info.get("sha256")
@@ -821,12 +942,15 @@ def _apply_relinks(session: dict[str, Any], fixes: Mapping[tuple[str, int], int]
             items[n] = {**items[n], "id": chosen}
 
 
-def open_archive(path: Path | str, limits: ArchiveLimits = ArchiveLimits()) -> EventArchive:
-    """Open a zip file or a folder: safe-zip checks, layout, event file, variant. Raises ``ArchiveError``."""
+def open_archive(path: Path | str, limits: ArchiveLimits = ArchiveLimits(), *, strict: bool = False) -> EventArchive:
+    """Open a zip file or a folder: safe-zip checks, layout, event file, variant. Raises ``ArchiveError``.
+
+    ``strict``: no repairs, no skipped records or ignored files in hand-made variants either; each such problem
+    fails the validation instead (legacy and raw-column archives are always read strictly)."""
     path = Path(path)
     source = open_source(path, limits)
     try:
-        return EventArchive(source, path, limits)
+        return EventArchive(source, path, limits, strict)
     except BaseException:
         source.close()
         raise
@@ -838,7 +962,9 @@ def validate_archive(
     """Full validation pass: every file parsed, types, required fields, duplicate ids, every relation resolved.
 
     Returns the number of records ``records()`` will yield per file (plus ``event`` and ``social_links``).
-    Raises ``ArchiveError`` (with file, record_id, field) at the first problem. ``on_progress(stage, done,
+    Raises ``ArchiveError`` (with file, record_id, field of the first problem) once the whole archive has been
+    checked, with every problem found in ``errors`` (at most MAX_ERRORS) and ``errors_total``; limits and
+    unreadable data (hostile input) still stop at once. ``on_progress(stage, done,
     total)`` is called every few hundred records (stages ``index:<file>`` then ``validate:<file>``): a
     cooperative caller can yield there.
     """
