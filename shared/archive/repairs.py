@@ -62,7 +62,10 @@ def repair(file: str, record: dict[str, Any], warn: Warn) -> None:
             drop(key, f"{key} is {type_name(items)}, not an array; left empty")
             record[key] = []
             continue
-        kept = [item for item in items if isinstance(item, dict) and valid_id(item.get("id")) is not None]
+        # Back references (a speaker's or track's sessions) keep any integer: an unknown one is reported as dangling.
+        back = file != "sessions"
+        kept = [item for item in items if isinstance(item, dict) and (
+            type(item.get("id")) is int if back else valid_id(item.get("id")) is not None)]
         if len(kept) != len(items):
             bad = len(items) - len(kept)
             drop(key, f"{bad} entr{'y' if bad == 1 else 'ies'} of {key} name{'s' if bad == 1 else ''} no record "
