@@ -36,8 +36,9 @@ def storage_writer(sign_url: SignUrl, settings: Settings, task_id: str) -> Store
     return store
 
 
-def task_params(upload: Upload) -> dict[str, Any]:
-    return {"filename": upload.filename, "key": upload.key, "size": upload.size, "sha256": upload.sha256}
+def task_params(upload: Upload, strict: bool = False) -> dict[str, Any]:
+    return {"filename": upload.filename, "key": upload.key, "size": upload.size, "sha256": upload.sha256,
+            "strict": strict}
 
 
 def import_entry(task: Task) -> dict[str, Any]:
@@ -62,7 +63,20 @@ def completed_result(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def failed_result(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: data.get(k) for k in ("code", "message", "file", "record_id", "field")}
+    """The first problem at the top level (for older clients), and every problem found."""
+    first = {k: data.get(k) for k in ("code", "message", "file", "record_id", "field")}
+    errors = data.get("errors") or [first]
+    return {**first, "errors": errors, "errors_total": data.get("errors_total") or len(errors)}
+
+
+def parse_strict(value: str | None) -> bool:
+    """``?strict=true`` on an import; absent or ``false``: hand-made archives are repaired where they can be."""
+    text = (value or "false").strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ApiError(400, "invalid_parameter", f"strict must be true or false, not '{(value or '')[:50]}'.")
 
 
 def check_media_key(key: str) -> str:

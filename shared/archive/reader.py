@@ -87,6 +87,7 @@ __all__ = [
 ProgressCallback = Callable[[str, int, int | None], None]
 _NO_MEDIA = frozenset({"null", "none", "undefined"})  # what hand-made files write for "no media"; never a path
 MAX_WARNINGS = 200  # listed; the rest are counted in warnings_total
+PER_KIND = 20  # warnings listed per code and file; the repeats are summed up in one "more_warnings" line
 MAX_ERRORS = 100  # problems listed in a failure (errors); the rest are counted in errors_total
 # Errors that make a file unreadable as a whole, as opposed to hostile input (limits) which always fails at once.
 _BROKEN = frozenset({"invalid_json", "wrong_top_level_type"})
@@ -166,6 +167,7 @@ class EventArchive:
         self._first_error: ArchiveError | None = None
         self._failure: ArchiveError | None = None
         self._ignored: set[str] = set()  # broken files treated as absent
+        self._kinds: dict[tuple[str, str | None], int] = {}  # warnings per (code, file), for PER_KIND
         self._validating = False
         self._index: dict[str, _FileIndex] | None = None
         self._counts: dict[str, int] | None = None
@@ -277,8 +279,19 @@ class EventArchive:
         **extra: Any,
     ) -> None:
         self.warnings_total += 1
-        if len(self.warnings) < MAX_WARNINGS:
+        kind = (code, file)
+        seen = self._kinds[kind] = self._kinds.get(kind, 0) + 1
+        if seen <= PER_KIND and len(self.warnings) < MAX_WARNINGS:
             self.warnings.append({**issue(code, detail, file=file, record_id=record_id, field=field), **extra})
+
+    def _summarize_warnings(self) -> None:
+        """One line for the repeats of each kind of warning beyond PER_KIND (they stay counted in warnings_total)."""
+        for (code, file), seen in self._kinds.items():
+            if seen > PER_KIND and len(self.warnings) < MAX_WARNINGS:
+                self.warnings.append(issue(
+                    "more_warnings", f"{seen - PER_KIND} more {code} warnings like the ones above are not listed "
+                    f"({seen} in all)", file=file))
+        self._kinds = {}
 
     def _fail(self, error: ArchiveError) -> None:
         """A problem that fails the import: recorded, so that validation goes on and the failure lists them all."""
@@ -800,6 +813,7 @@ class EventArchive:
             counts = self._validate(index, progress)
         finally:
             self._validating = False
+            self._summarize_warnings()
         if self._first_error is not None:
             failure = self._first_error
             failure.errors, failure.errors_total = list(self.errors), self.errors_total
@@ -954,6 +968,23 @@ def open_archive(path: Path | str, limits: ArchiveLimits = ArchiveLimits(), *, s
     except BaseException:
         source.close()
         raise
+
+
+def limit_repeats(warnings: list[dict[str, Any]], per_kind: int = PER_KIND) -> list[dict[str, Any]]:
+    """The first ``per_kind`` warnings of each code and file, then one ``more_warnings`` line per kind for the rest
+    (what the archive does with its own warnings, for lists made elsewhere: the importer's media warnings)."""
+    seen: dict[tuple[Any, Any], int] = {}
+    kept = []
+    for warning in warnings:
+        kind = (warning.get("code"), warning.get("file"))
+        seen[kind] = seen.get(kind, 0) + 1
+        if seen[kind] <= per_kind:
+            kept.append(warning)
+    for (code, file), count in seen.items():
+        if count > per_kind:
+            kept.append(issue("more_warnings", f"{count - per_kind} more {code} warnings like the ones above are "
+                              f"not listed ({count} in all)", file=file))
+    return kept
 
 
 def validate_archive(
