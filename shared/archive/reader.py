@@ -22,6 +22,15 @@ fresh ids (``id_reassigned``) and references are resolved by name/title, then by
 speaker's or track's ``sessions`` is reported (``dangling_reference``) and, outside legacy, dropped. In legacy and
 raw-column archives a shared id or a session relation to a missing record is an error.
 
+Hand-made variants also get: nested references checked against names and back references (``relations.py``,
+``relation_conflict``), unusable values left empty (``repairs.py``, ``invalid_value``), records that cannot be
+used skipped (``record_skipped``), broken optional files treated as absent (``file_ignored``, IGNORABLE_WHEN_BROKEN),
+numeric session type lengths read by their sessions' durations (``length_decimal_hours``, ``length_ambiguous``) and
+loose time zone names canonicalized (``timezone_normalized``). ``open_archive(..., strict=True)`` turns all of that
+but the relation checks into problems. Problems do not stop validation: it goes on and raises the first one at the
+end, with every problem found in ``errors`` (MAX_ERRORS listed) and ``errors_total``. Warnings are listed at most
+PER_KIND times per code and file, then summed up in one ``more_warnings`` line.
+
 Error codes besides those of the modules below: ``missing_file`` (no event file), ``ambiguous_layout`` (several
 top-level folders with an event), ``not_found`` (no such media member). Other warning codes: ``empty_relation``,
 ``id_out_of_range``, ``unknown_timezone``, ``offset_without_timezone``, ``social_links_conflict``,
