@@ -30,7 +30,7 @@ SAMPLE_ROOT = SAMPLES_DIR / "open_event"
 HAND_MADE = sorted(p.relative_to(SAMPLE_ROOT).as_posix() for group in ("early_2016", "dasherized")
                    for p in ((SAMPLE_ROOT / group).iterdir() if (SAMPLE_ROOT / group).is_dir() else ())
                    if p.is_dir() or p.suffix == ".zip")
-REPEATS = 20  # no warning code listed more often than this for one file: then one line sums up the rest
+REPEATS = 50  # reader.PER_KIND: no warning code listed more often for one file; then one line sums up the rest
 
 
 @pytest.fixture(scope="module")
