@@ -48,7 +48,9 @@ def test_unrepairable_records_are_skipped_and_named(tmp_path):
 
 
 def test_strict_fails_listing_every_problem(tmp_path):
-    with _open(tmp_path, messy(), "strict.zip", strict=True) as archive, pytest.raises(ArchiveError) as caught:
+    members = messy()
+    members["sessions.json"][0]["track"] = "Main"  # a second problem in the same record
+    with _open(tmp_path, members, "strict.zip", strict=True) as archive, pytest.raises(ArchiveError) as caught:
         validate_archive(archive)
     error = caught.value
     found = [(e["code"], e["file"], e["record_id"], e["field"]) for e in error.errors]
@@ -57,9 +59,11 @@ def test_strict_fails_listing_every_problem(tmp_path):
         ("missing_field", "speakers", 3, "name"),
         ("wrong_type", "sponsors", None, None),
         ("invalid_datetime", "sessions", 1, "start_time"),
+        ("wrong_type", "sessions", 1, "track"),
         ("wrong_type", "sessions", 2, "speakers"),
     ]
-    assert error.errors_total == 5
+    assert error.errors[4]["message"] == "File sessions, ID 1: track is a string, which names no record"
+    assert error.errors_total == 6
     assert error.to_dict() == error.errors[0]  # the first problem stays the error itself
 
 

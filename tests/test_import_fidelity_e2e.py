@@ -168,8 +168,8 @@ def test_strict_import_fails_listing_every_problem_and_writes_nothing(system):
     result = task["result"]
     problems = {(e["code"], e["file"], e["record_id"]) for e in result["errors"]}
     assert {("invalid_json", "forms", None), ("missing_field", "speakers", 4), ("missing_field", "sessions", 3),
-            ("invalid_datetime", "sessions", 4)} <= problems, problems
-    assert result["errors_total"] == len(result["errors"]) >= 4
+            ("invalid_datetime", "sessions", 4), ("wrong_type", "sessions", 4)} <= problems, problems
+    assert result["errors_total"] == len(result["errors"]) >= 5
     first = result["errors"][0]
     assert {k: result[k] for k in first} == first  # the first problem stays at the top level
     assert row_counts(system.env.database_url, exclude=NOT_EVENT_DATA) == before

@@ -324,11 +324,16 @@ class EventArchive:
         else:
             self._fail(error)
 
-    def _skip(self, entry: _FileIndex, position: int, problem: ArchiveError, record: Any = None) -> None:
-        """A record that cannot be used: left out with a warning (lenient), else a problem of the import."""
+    def _skip(self, entry: _FileIndex, position: int, problems: ArchiveError | list[ArchiveError],
+              record: Any = None) -> None:
+        """A record that cannot be used: left out with a warning (lenient), else problems of the import."""
         entry.dropped.add(position)
+        if isinstance(problems, ArchiveError):
+            problems = [problems]
+        problem = problems[0]
         if not self.lenient:
-            self._fail(problem)
+            for each in problems:
+                self._fail(each)
             record_id = valid_id(record.get("id")) if isinstance(record, dict) else None
             if record_id is not None:
                 entry.ids.add(record_id)  # it exists, broken: references to it are not reported on top
@@ -429,12 +434,17 @@ class EventArchive:
                 ))
                 continue
             record = self._norm.record(file, raw)
+            problems: list[ArchiveError] = []
             if self.lenient:
                 repair(file, record, _silent)
+            else:  # every unusable value of the record, not only the first (it is skipped if there is one)
+                repair(file, record, _problems(file, position, problems))
             try:
                 check_fields(file, record, position)
             except ArchiveError as problem:
-                self._skip(entry, position, problem, record)
+                problems.append(problem)
+            if problems:
+                self._skip(entry, position, problems, record)
                 continue
             record_id = valid_id(record.get("id"))
             if relate and file == "sessions" and record_id not in entry.ids:
@@ -954,6 +964,16 @@ def _linked_text(file: str, ids: set[int] | None) -> str:
     shown = sorted(ids)
     noun = "speaker" if file == "speakers" else "track"
     return f"{noun}{'s' if len(shown) > 1 else ''} " + ", ".join(str(i) for i in shown[:5])
+
+
+def _problems(file: str, position: int, into: list[ArchiveError]) -> Callable[..., None]:
+    """A ``repair`` warn that collects what it would repair as errors (strict reading)."""
+    def collect(_code: str, detail: str, *, record_id: Any = None, field: str | None = None,
+                problem: str | None = None, check: str = "wrong_type", **_: Any) -> None:
+        into.append(ArchiveError(check, problem or detail, file=file, record_id=record_id, field=field,
+                                 position=position))
+
+    return collect
 
 
 def _apply_relinks(session: dict[str, Any], fixes: Mapping[tuple[str, int], int]) -> None:

@@ -5,7 +5,8 @@ Applied by the reader to the early 2016 and dasherized variants unless the impor
 raw-column archives (written by a server) and the event record are never repaired. What cannot be repaired (no
 usable id, a missing or non-text name or title, a record that is not an object) is skipped by the reader instead.
 
-Warning code: ``invalid_value`` (file, record, field, and what was found).
+Warning code: ``invalid_value`` (file, record, field, and what was found). A strict reader runs the same function to
+find every such problem of a record at once (``warn`` then gets ``problem`` and ``check``, the error code).
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ def repair(file: str, record: dict[str, Any], warn: Warn) -> None:
     """Drop (set to null, or leave out of a list) each value of ``record`` that the checks would refuse."""
     label = record_label(record)
 
-    def drop(key: str, detail: str) -> None:
-        warn("invalid_value", detail, record_id=label, field=key)
+    def drop(key: str, detail: str, check: str = "wrong_type") -> None:
+        # ``problem`` and ``check`` (the code check_record would use) let a strict reader report it as an error.
+        problem, _, _fix = detail.rpartition("; ")
+        warn("invalid_value", detail, record_id=label, field=key, problem=problem, check=check)
 
     for key in DATETIMES.get(file, ()):
         value = record.get(key)
         if value is not None and (not isinstance(value, str) or not is_datetime(value)):
-            drop(key, f"{key} is not a date-time ({_shown(value)}); left empty")
+            drop(key, f"{key} is not a date-time ({_shown(value)}); left empty",
+                 "invalid_datetime" if isinstance(value, str) else "wrong_type")
             record[key] = None
     for media in media_fields(file):
         value = record.get(media.field)
