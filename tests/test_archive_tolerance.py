@@ -140,3 +140,18 @@ def test_records_sharing_an_id_that_nothing_tells_apart(tmp_path):
             pytest.raises(ArchiveError) as caught:
         validate_archive(archive)
     assert [e["code"] for e in caught.value.errors] == ["duplicate_id", "duplicate_id"]
+
+
+def test_a_session_keeps_a_skipped_speaker_rebuilt_from_its_snapshot(tmp_path):
+    files = base_files()
+    files["speakers"][1]["name"] = 42  # Bob cannot be used; session 2 still names him
+    files["sponsors"][0]["id"] = 1.0  # a float id is still an id
+    with _open(tmp_path, hand_made(files), "rebuilt.zip") as archive:
+        counts = validate_archive(archive)
+        assert counts["sponsors"] == 1 and next(archive.records("sponsors"))["id"] == 1
+        speakers = {r["id"]: r for r in archive.records("speakers")}
+        assert speakers[2]["name"] == "Bob Babbage" and "email" not in speakers[2]
+        messages = [w["message"] for w in archive.warnings if w["file"] == "speakers"]
+        assert "File speakers, ID 2: name must be a string, not a number; the record is skipped" in messages
+        assert ("File speakers: 1 record(s) rebuilt from the sessions' relations (ids missing from the file, "
+                "or skipped): id 2") in messages

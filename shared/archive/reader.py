@@ -151,6 +151,7 @@ class _FileIndex:
     numeric_lengths: dict[int, Any] = field(default_factory=dict)
     durations: dict[int, dict[int, int]] = field(default_factory=dict)
     lengths: dict[int, str | None] = field(default_factory=dict)
+    skipped_ids: set[int] = field(default_factory=set)  # ids of records skipped as unusable (lenient)
 
     @property
     def count(self) -> int:
@@ -338,6 +339,9 @@ class EventArchive:
             if record_id is not None:
                 entry.ids.add(record_id)  # it exists, broken: references to it are not reported on top
             return
+        record_id = valid_id(record.get("id")) if isinstance(record, dict) else None
+        if record_id is not None:
+            entry.skipped_ids.add(record_id)
         where = "" if problem.record_id is not None else f"record #{position + 1}: "
         self._warn("record_skipped", f"{where}{problem.detail}; the record is skipped", file=entry.file,
                    record_id=problem.record_id, field=problem.field)
@@ -408,10 +412,14 @@ class EventArchive:
                 entry.ids.add(record_id)
                 entry.max_id = max(entry.max_id, record_id)
             if entry.synthesized:
+                ids = sorted(entry.synthesized)
+                why = ("the file is absent or ignored" if entry.member is None
+                       else "ids missing from the file, or skipped" if entry.skipped_ids & set(ids)
+                       else "ids missing from the file")
+                shown = ", ".join(str(i) for i in ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
                 self._warn(
                     "synthesized_records",
-                    f"{len(entry.synthesized)} record(s) rebuilt from the sessions' relations "
-                    f"({'the file is absent' if entry.member is None else 'ids missing from the file'})",
+                    f"{len(ids)} record(s) rebuilt from the sessions' relations ({why}): id {shown}",
                     file=entry.file,
                 )
         for file in _INDEX_ORDER:

@@ -279,8 +279,11 @@ def _offset(text: str) -> timezone:
 
 
 def coerce_id(value: Any) -> Any:
-    """``"12"`` -> ``12`` (hand-made files quote ids); anything else unchanged."""
+    """``"12"`` -> ``12`` (hand-made files quote ids), ``12.0`` -> ``12`` (or wrote them as floats); anything else
+    unchanged."""
     if type(value) is str and _ID_TEXT.match(value):
+        return int(value)
+    if type(value) is float and value.is_integer() and 0 < value < 2**53:
         return int(value)
     return value
 
