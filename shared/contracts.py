@@ -107,6 +107,9 @@ class Warning_(Schema):
     record_id = fields.Raw(allow_none=True)
     field = fields.String(allow_none=True)
     url = fields.String(allow_none=True)
+    # relation_conflict: the id the archive gave and the record linked instead (or the same id, when kept)
+    given = fields.Raw(allow_none=True)
+    chosen = fields.Raw(allow_none=True)
 
 
 class Retention(Schema):
@@ -137,6 +140,8 @@ class ImportRequested(Envelope):
     key = fields.String(required=True)  # storage object key of the uploaded archive
     filename = fields.String(required=True)  # as uploaded, for messages only
     size = fields.Integer(required=True)
+    # ?strict=true: no repairs, skipped records or ignored files in hand-made archives; each is a problem instead
+    strict = fields.Boolean(load_default=False)
 
 
 class ImportStarted(Envelope):
@@ -157,13 +162,24 @@ class ImportCompleted(Envelope):
     warnings_total = fields.Integer(required=True)
 
 
-class ImportFailed(Envelope):
+class Problem(Schema):
     code = fields.String(required=True)
     message = fields.String(required=True)
     file = fields.String(allow_none=True, load_default=None)
     record_id = fields.Raw(allow_none=True, load_default=None)
     field = fields.String(allow_none=True, load_default=None)
     filename = fields.String(allow_none=True, load_default=None)  # the uploaded file, as in import_requested
+
+
+class ImportFailed(Envelope):
+    # The first problem at the top level (as before), then every problem found: at most 100 listed, all counted.
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    file = fields.String(allow_none=True, load_default=None)
+    record_id = fields.Raw(allow_none=True, load_default=None)
+    field = fields.String(allow_none=True, load_default=None)
+    errors = fields.List(fields.Nested(Problem), load_default=None)
+    errors_total = fields.Integer(load_default=None)
 
 
 class MailSent(Envelope):

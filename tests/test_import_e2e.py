@@ -137,7 +137,8 @@ def test_sample_imports_with_exactly_its_records(name, system, sample_imports):
         assert task["state"] == "FAILURE", task
         assert result["code"] == "invalid_json"
         assert result["file"] in invalid_json_files(SAMPLE_ROOT / name) and result["file"] in result["message"], result
-        assert set(result) == {"code", "message", "file", "record_id", "field"}
+        assert set(result) == {"code", "message", "file", "record_id", "field", "errors", "errors_total"}
+        assert result["errors"][0] == {k: result[k] for k in ("code", "message", "file", "record_id", "field")}
         return
     assert task["state"] == "SUCCESS", task
     assert set(result) == {"id", "event_name", "url", "counts", "warnings", "warnings_total"}

@@ -12,6 +12,7 @@ from services.api_gateway.tasks import task_view
 from services.api_gateway.uploads import SignUrl, Store, Upload, import_key, put_to_storage
 from shared.config import Settings
 from shared.contracts import SUCCESS
+from shared.http import ApiError
 from shared.models import Task
 
 UPLOAD_LINK_TTL = 3600
@@ -47,8 +48,9 @@ def archive_key(task: Task | None) -> str | None:
     return key if isinstance(key, str) else None
 
 
-def task_params(upload: Upload) -> dict[str, Any]:
-    return {"filename": upload.filename, "key": upload.key, "size": upload.size, "sha256": upload.sha256}
+def task_params(upload: Upload, strict: bool = False) -> dict[str, Any]:
+    return {"filename": upload.filename, "key": upload.key, "size": upload.size, "sha256": upload.sha256,
+            "strict": strict}
 
 
 def import_entry(task: Task) -> dict[str, Any]:
@@ -78,5 +80,19 @@ def completed_result(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def failed_result(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: data.get(k) for k in ("code", "message", "file", "record_id", "field")}
+    """The first problem at the top level (for older clients), and every problem found."""
+    first = {k: data.get(k) for k in ("code", "message", "file", "record_id", "field")}
+    errors = data.get("errors") or [first]
+    return {**first, "errors": errors, "errors_total": data.get("errors_total") or len(errors)}
+
+
+def parse_strict(value: str | None) -> bool:
+    """``?strict=true`` on an import; absent or ``false``: hand-made archives are repaired where they can be."""
+    text = (value or "false").strip().lower()
+    # Exactly true or false, as for the other boolean query parameters (force_local).
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    raise ApiError(400, "invalid_parameter", f"strict must be true or false, not '{(value or '')[:50]}'.")
 

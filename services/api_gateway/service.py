@@ -226,6 +226,7 @@ class ApiGatewayService:
     @http("POST", "/v1/events/import/json", stream=True)
     def request_import(self, request: Request) -> Response:
         user_id = self._user_id(request)
+        strict = imports.parse_strict(request.args.get("strict"))  # before the upload: a typo costs no transfer
         with self.db() as session:  # not held open during the upload
             user = current_user(session, user_id)
             requester = {"id": user.id, "email": user.email}
@@ -244,9 +245,9 @@ class ApiGatewayService:
         upload = uploads.receive_archive(request, max_bytes=self.config.import_max_bytes, store=store)
         with self.db() as session:
             create_task(session, kind="import", event_id=None, user_id=requester["id"], email=requester["email"],
-                        params=imports.task_params(upload), task_id=task_id)
+                        params=imports.task_params(upload, strict), task_id=task_id)
             payload = c.make_payload(c.IMPORT_REQUESTED, task_id=task_id, event_id=None, requested_by=requester,
-                                     key=upload.key, filename=upload.filename, size=upload.size)
+                                     key=upload.key, filename=upload.filename, size=upload.size, strict=strict)
             session.commit()  # the importer may answer before this request returns
             try:
                 self.dispatch(c.IMPORT_REQUESTED, payload)

@@ -32,7 +32,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.importer import media
 from services.importer.scratch import job_scratch
 from shared.archive.loader import LoadError, LoadResult, SourceIndex, index_source, load_event
-from shared.archive.reader import ArchiveError, ArchiveLimits, EventArchive, open_archive, validate_archive
+from shared.archive.reader import (
+    ArchiveError,
+    ArchiveLimits,
+    EventArchive,
+    limit_repeats,
+    open_archive,
+    validate_archive,
+)
 from shared.config import Settings
 from shared.models import Event, ImportedEvent
 
@@ -53,19 +60,31 @@ _WARNINGS_TOTAL = "warnings_total"  # kept inside ImportedEvent.counts (no colum
 
 
 class ImportFailed(Exception):
-    """The import cannot be done; the fields of ``import_failed`` (code, message, file, record_id, field)."""
+    """The import cannot be done; the fields of ``import_failed``: the first problem (code, message, file,
+    record_id, field) and every problem found (``errors``, at most the reader's cap; ``errors_total``)."""
 
     def __init__(self, code: str, message: str, *, file: str | None = None, record_id: Any = None,
-                 field: str | None = None) -> None:
+                 field: str | None = None, errors: list[dict[str, Any]] | None = None,
+                 errors_total: int | None = None) -> None:
         super().__init__(message)
         self.code, self.message, self.file, self.record_id, self.field = code, message, file, record_id, field
+        self.errors, self.errors_total = errors, errors_total
+
+    @classmethod
+    def from_archive(cls, exc: ArchiveError) -> ImportFailed:
+        return cls(**exc.to_dict(), errors=exc.errors or None, errors_total=exc.errors_total or None)
 
     def fields(self) -> dict[str, Any]:
-        record_id = self.record_id
-        if record_id is not None and not isinstance(record_id, int | str):
-            record_id = str(record_id)
-        return {"code": self.code, "message": self.message, "file": self.file, "record_id": record_id,
-                "field": self.field}
+        first = {"code": self.code, "message": self.message, "file": self.file,
+                 "record_id": _plain_id(self.record_id), "field": self.field}
+        errors = [{**e, "record_id": _plain_id(e.get("record_id"))} for e in self.errors] if self.errors else [first]
+        return {**first, "errors": errors, "errors_total": self.errors_total or len(errors)}
+
+
+def _plain_id(record_id: Any) -> Any:
+    if record_id is not None and not isinstance(record_id, int | str):
+        return str(record_id)
+    return record_id
 
 
 @dataclass
@@ -83,6 +102,7 @@ class ImportJob:
     map_fn: MapFn = map  # concurrent map for media uploads (a green pool's imap in the service)
     pause: Callable[[float], None] = time.sleep  # eventlet.sleep in the service: waits must not block the hub
     limits: ArchiveLimits | None = None  # default: ArchiveLimits with the upload limit of the settings
+    strict: bool = False  # ?strict=true: every repair, skipped record or ignored file is a problem instead
 
 
 def internal_url(settings: Settings, url: str) -> str:
@@ -136,10 +156,10 @@ def run_import(job: ImportJob) -> dict[str, Any]:
             stages.done("download")
             try:
                 limits = job.limits or replace(ArchiveLimits(), max_archive_bytes=job.settings.import_max_bytes)
-                with open_archive(path, limits) as archive:
+                with open_archive(path, limits, strict=job.strict) as archive:
                     return _import_archive(job, archive, stages)
             except ArchiveError as exc:
-                raise ImportFailed(**exc.to_dict()) from exc
+                raise ImportFailed.from_archive(exc) from exc
     finally:
         log.info("import %s: %s", job.task_id, stages)
 
@@ -229,7 +249,7 @@ def _import_archive(job: ImportJob, archive: EventArchive, stages: _Stages) -> d
     except LoadError as exc:
         raise ImportFailed("invalid_archive", str(exc), file=exc.file, record_id=exc.record_id) from exc
     plan = planner.plan
-    warnings = [*archive.warnings, *plan.warnings][:MAX_WARNINGS]
+    warnings = [*archive.warnings, *limit_repeats(plan.warnings)][:MAX_WARNINGS]
     warnings_total = archive.warnings_total + len(plan.warnings)
     stages.done("index")
 

@@ -81,7 +81,7 @@ class ImporterService:
         job = ImportJob(task_id=request["task_id"], key=request["key"], requester_id=request["requested_by"]["id"],
                         db=self.db, settings=self.config, sign_url=sign_url, delete_key=delete_key,
                         on_progress=on_progress, map_fn=eventlet.GreenPool(MEDIA_CONCURRENCY).imap,
-                        pause=eventlet.sleep)
+                        pause=eventlet.sleep, strict=request["strict"])
         try:
             result = run_import(job)
         except ImportFailed as exc:

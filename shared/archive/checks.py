@@ -226,3 +226,13 @@ def check_record(file: str, record: Any, position: int | None, ctx: Known, warn:
                 continue
             raise _error("unknown_reference", f"{SINGULAR[target]} {value} does not exist", file, record, key,
                          position)
+
+
+def check_fields(file: str, record: Any, position: int | None) -> None:
+    """The checks of ``check_record`` that need nothing but the record itself (id, names, date-times, media, length
+    type): what the reader can judge while indexing, before any reference is known."""
+    if not isinstance(record, dict):
+        raise ArchiveError("wrong_type", f"expected a JSON object, found {type_name(record)}", file=file,
+                           position=position)
+    check_id(file, record, position)
+    _check_common(file, record, position)
