@@ -168,7 +168,6 @@ class Problem(Schema):
     file = fields.String(allow_none=True, load_default=None)
     record_id = fields.Raw(allow_none=True, load_default=None)
     field = fields.String(allow_none=True, load_default=None)
-    filename = fields.String(allow_none=True, load_default=None)  # the uploaded file, as in import_requested
 
 
 class ImportFailed(Envelope):
@@ -180,6 +179,7 @@ class ImportFailed(Envelope):
     field = fields.String(allow_none=True, load_default=None)
     errors = fields.List(fields.Nested(Problem), load_default=None)
     errors_total = fields.Integer(load_default=None)
+    filename = fields.String(allow_none=True, load_default=None)  # the uploaded file, as in import_requested
 
 
 class MailSent(Envelope):

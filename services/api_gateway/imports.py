@@ -88,7 +88,7 @@ def failed_result(data: dict[str, Any]) -> dict[str, Any]:
 
 def parse_strict(value: str | None) -> bool:
     """``?strict=true`` on an import; absent or ``false``: hand-made archives are repaired where they can be."""
-    text = (value or "false").strip().lower()
+    text = "false" if value is None else value
     # Exactly true or false, as for the other boolean query parameters (force_local).
     if text == "true":
         return True
