@@ -287,8 +287,10 @@ def run_e2e(client: Client, stack: Stack, event_id: int) -> tuple[E2ERun, dict[s
             polls += 1
             r.raise_for_status()
             task = r.json()
-            if not states or states[-1] != task["state"]:
-                states.append(task["state"])
+            # state is WAITING until the end; the phase (queued, started, progress) is in status
+            phase = task["state"] if task["state"] != "WAITING" else f"WAITING/{task.get('status')}"
+            if not states or states[-1] != phase:
+                states.append(phase)
             if task["state"] == "SUCCESS":
                 seconds = time.perf_counter() - started
                 break

@@ -135,8 +135,10 @@ def run_import(client: Client, stack: Stack, path: Path) -> Run:
         task_url = r.json()["task_url"]
         while True:
             task = client.get(task_url).json()
-            if not states or states[-1] != task["state"]:
-                states.append(task["state"])
+            # state is WAITING until the end; the phase (queued, started, progress) is in status
+            phase = task["state"] if task["state"] != "WAITING" else f"WAITING/{task.get('status')}"
+            if not states or states[-1] != phase:
+                states.append(phase)
             if task["state"] == "SUCCESS":
                 seconds = time.perf_counter() - started
                 break

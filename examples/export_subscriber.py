@@ -27,5 +27,8 @@ class ExportSubscriber:
     def on_export_completed(self, payload: dict) -> None:
         # Delivery is at least once: a real handler keys its side effects on payload["task_id"].
         done = load_payload(EXPORT_COMPLETED, payload)
-        log.info("event %s exported by %s: %d bytes, sha256 %s, download %s (until %s)", done["event_id"],
+        log.info("event %s exported by %s: %d bytes, sha256 %s, download %s (link until %s)", done["event_id"],
                  done["requested_by"]["email"], done["size"], done["sha256"], done["download_url"], done["expires_at"])
+        retention = done["retention"]  # the archive itself: None only from exporters older than this field
+        if retention is not None:
+            log.info("  kept in backend %s until %s", retention["backend"], retention["delete_at"] or "deleted")

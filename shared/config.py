@@ -2,13 +2,30 @@
 
 Everything lives under ``VAR_DIR`` (``./var`` by default): the SQLite database and local storage. PostgreSQL,
 another broker or a public URL are one variable away.
+
+Secrets: ``SECRET_KEY`` is the root secret. Access tokens and storage links are signed with keys derived from it
+under distinct labels (``TOKEN_SECRET_KEY`` / ``LINK_SECRET_KEY`` override each), so a token never verifies as a link
+and a leaked link key cannot mint tokens. Services refuse to start (``check_service_secrets``) when the secret is the
+built-in development value or shorter than ``MIN_SECRET_BYTES``, unless ``DEV_MODE=1`` says this is a developer's
+machine.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from shared.cors import parse_origins
+from shared.signing import derive_key
+
+DEV_SECRET_KEY = "dev-only-secret-change-me"
+MIN_SECRET_BYTES = 32
+TOKEN_KEY_LABEL = "access-tokens/v1"
+LINK_KEY_LABEL = "storage-links/v1"
+SECRET_FILE_NAME = "secret_key"
 
 
 def _env(name: str, default: str) -> str:
@@ -22,6 +39,9 @@ class Settings:
     database_url: str
     amqp_uri: str
     secret_key: str = field(repr=False)
+    token_key: bytes = field(repr=False)  # signs access tokens (JWT HS256)
+    link_key: bytes = field(repr=False)  # signs storage data-plane links
+    dev_mode: bool
     gateway_url: str
     storage_url: str
     storage_internal_url: str
@@ -31,11 +51,19 @@ class Settings:
     media_allow_hosts: tuple[str, ...]
     media_max_bytes: int
     media_timeout: float
+    media_deadline: float
+    media_concurrency: int
     jwt_ttl: int
     stale_task_seconds: int
     import_max_bytes: int
     upload_max_bytes: int
     upload_image_max_bytes: int
+    login_max_failures_per_account: int
+    login_max_failures_per_address: int
+    login_failure_window: int
+    trusted_proxies: tuple[str, ...]
+    cors_origins: tuple[str, ...] = ()  # CORS_ORIGINS, normalized (shared.cors); empty: CORS off
+    storage_probe_timeout: float = 8.0  # STORAGE_PROBE_TIMEOUT: the check of a backend record, all steps together
     # Jobs (shared/jobs): lease lifetime, deliveries before a request counts as poison, storage outage tolerated.
     job_lease_seconds: float = 60.0
     job_max_deliveries: int = 5
@@ -57,13 +85,86 @@ IMPORT_LIMIT_VARIABLES = {
 }
 
 
+def _flag(name: str) -> bool:
+    return _env(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _subkey(secret: str, override_var: str, label: str) -> bytes:
+    override = _env(override_var, "")
+    return override.encode() if override else derive_key(secret, label)
+
+
+class InsecureSecret(RuntimeError):
+    """The configured secrets must not be used outside development mode."""
+
+
+def secret_problems(settings: Settings) -> list[str]:
+    """What is wrong with the configured secrets (empty: fine for production)."""
+    problems = []
+    if settings.secret_key == DEV_SECRET_KEY:
+        problems.append("SECRET_KEY is not set (the built-in development value is public)")
+    elif len(settings.secret_key.encode()) < MIN_SECRET_BYTES:
+        problems.append(f"SECRET_KEY is shorter than {MIN_SECRET_BYTES} bytes")
+    for name in ("TOKEN_SECRET_KEY", "LINK_SECRET_KEY"):
+        value = _env(name, "")
+        if value and len(value.encode()) < MIN_SECRET_BYTES:
+            problems.append(f"{name} is shorter than {MIN_SECRET_BYTES} bytes")
+    return problems
+
+
+def check_service_secrets(settings: Settings, service: str) -> None:
+    """Refuse to run a service with a guessable secret; in development mode, say so loudly and go on.
+
+    With the public default anyone can forge an admin token or a storage link, so this is a start-up failure, not a
+    warning. The message goes to stderr as well as into the exception, so it is the last thing on the console.
+    """
+    problems = secret_problems(settings)
+    if not problems:
+        return
+    detail = "; ".join(problems)
+    if settings.dev_mode:
+        print(f"WARNING [{service}]: {detail}. Running anyway because DEV_MODE=1: never do this in production.",
+              file=sys.stderr, flush=True)
+        return
+    message = (f"{service} refuses to start: {detail}. Set SECRET_KEY to a random value of at least "
+               f"{MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`), or set DEV_MODE=1 on a development machine.")
+    print(f"ERROR: {message}", file=sys.stderr, flush=True)
+    raise InsecureSecret(message)
+
+
+def ensure_local_secret(var_dir: Path) -> dict[str, str]:
+    """For the single-machine run command: ``{"SECRET_KEY": ...}`` from the environment, else from
+    ``<var_dir>/secret_key``, generated (random, mode 0600) on first start and reused afterwards."""
+    if _env("SECRET_KEY", ""):
+        return {"SECRET_KEY": os.environ["SECRET_KEY"]}
+    path = var_dir / SECRET_FILE_NAME
+    if path.exists():
+        secret = path.read_text().strip()
+        if len(secret.encode()) >= MIN_SECRET_BYTES:
+            print(f"SECRET_KEY: using the one generated earlier in {path}", flush=True)
+            return {"SECRET_KEY": secret}
+    var_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32)
+    # Created with 0600 from the start: no window in which another local user could read it.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+    os.chmod(path, 0o600)
+    print(f"SECRET_KEY: generated a random one in {path} (mode 0600); it is reused on the next start", flush=True)
+    return {"SECRET_KEY": secret}
+
+
 def load_settings() -> Settings:
     var_dir = Path(_env("VAR_DIR", "var")).resolve()
+    secret_key = _env("SECRET_KEY", DEV_SECRET_KEY)
     return Settings(
         var_dir=var_dir,
         database_url=_env("DATABASE_URL", f"sqlite:///{var_dir / 'platform.db'}"),
         amqp_uri=_env("AMQP_URI", "amqp://guest:guest@localhost:5672/"),
-        secret_key=_env("SECRET_KEY", "dev-only-secret-change-me"),
+        secret_key=secret_key,
+        token_key=_subkey(secret_key, "TOKEN_SECRET_KEY", TOKEN_KEY_LABEL),
+        link_key=_subkey(secret_key, "LINK_SECRET_KEY", LINK_KEY_LABEL),
+        dev_mode=_flag("DEV_MODE"),
         gateway_url=_env("GATEWAY_URL", "http://127.0.0.1:8000").rstrip("/"),
         storage_url=_env("STORAGE_URL", "http://127.0.0.1:8001").rstrip("/"),
         # Where services reach the storage data plane when that differs from the public URL (containers).
@@ -74,6 +175,10 @@ def load_settings() -> Settings:
         media_allow_hosts=tuple(h for h in _env("MEDIA_ALLOW_HOSTS", "").split(",") if h),
         media_max_bytes=int(_env("MEDIA_MAX_BYTES", str(50 * 1024 * 1024))),
         media_timeout=float(_env("MEDIA_TIMEOUT", "20")),
+        # One export's whole media pass (a slow host must not hold a worker for 6 x MEDIA_TIMEOUT per item), and how
+        # many media it fetches at once.
+        media_deadline=float(_env("MEDIA_DEADLINE", "600")),
+        media_concurrency=max(1, int(_env("MEDIA_CONCURRENCY", "4"))),
         jwt_ttl=int(_env("JWT_TTL", "86400")),
         # A working exporter reports progress every few seconds; ten silent minutes means it is gone.
         stale_task_seconds=int(_env("STALE_TASK_SECONDS", "600")),
@@ -88,4 +193,14 @@ def load_settings() -> Settings:
         storage_retry_seconds=float(_env("STORAGE_RETRY_SECONDS", "120")),
         import_limits={name: int(os.environ[var]) for var, name in IMPORT_LIMIT_VARIABLES.items()
                        if os.environ.get(var)},
+        # Failed logins allowed per window before 429 (0: no limit), per account and per client address.
+        login_max_failures_per_account=int(_env("LOGIN_MAX_FAILURES_PER_ACCOUNT", "10")),
+        login_max_failures_per_address=int(_env("LOGIN_MAX_FAILURES_PER_ADDRESS", "50")),
+        login_failure_window=int(_env("LOGIN_FAILURE_WINDOW", "900")),
+        # Reverse proxies (IPs or CIDRs) whose X-Forwarded-For names the client; empty: the peer is the client.
+        trusted_proxies=tuple(p.strip() for p in _env("TRUSTED_PROXIES", "").split(",") if p.strip()),
+        # Browser origins allowed to call the API and download archives by XHR (comma separated; "*": any, never
+        # with credentials); a malformed entry stops the service at start-up.
+        cors_origins=parse_origins(_env("CORS_ORIGINS", "")),
+        storage_probe_timeout=float(_env("STORAGE_PROBE_TIMEOUT", "8")),
     )

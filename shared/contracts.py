@@ -39,9 +39,14 @@ MAIL_FAILED = "mail_failed"
 OBJECT_STORED = "object_stored"
 OBJECT_EXPIRED = "object_expired"
 
-# Task states seen by HTTP clients; a terminal state never changes again.
-WAITING, STARTED, PROGRESS, SUCCESS, FAILURE = "WAITING", "STARTED", "PROGRESS", "SUCCESS", "FAILURE"
+# Task states seen by HTTP clients, as the Open Event Server's contract has them (its frontend polls while WAITING
+# and takes anything else but SUCCESS for a failure); a terminal state never changes again.
+WAITING, SUCCESS, FAILURE = "WAITING", "SUCCESS", "FAILURE"
 TERMINAL_STATES = (SUCCESS, FAILURE)
+# The finer phase of a task, a separate field: queued (in the worker's queue), started (taken), progress (reporting
+# ``progress``). It only moves forward, in this order.
+QUEUED, STARTED, IN_PROGRESS = "queued", "started", "progress"
+STATUSES = (QUEUED, STARTED, IN_PROGRESS)
 
 MEDIA_FLAGS = ("image", "video", "document", "audio")
 
@@ -102,6 +107,16 @@ class Warning_(Schema):
     record_id = fields.Raw(allow_none=True)
     field = fields.String(allow_none=True)
     url = fields.String(allow_none=True)
+    # relation_conflict: the id the archive gave and the record linked instead (or the same id, when kept)
+    given = fields.Raw(allow_none=True)
+    chosen = fields.Raw(allow_none=True)
+
+
+class Retention(Schema):
+    """Where an archive is kept and until when: apart from its signed link's ``expires_at``."""
+
+    backend = fields.String(required=True)  # the backend record's storage_backend_id; "default" for the default
+    delete_at = fields.String(required=True, allow_none=True)  # UTC ISO-8601; null: kept until deleted on request
 
 
 class ExportCompleted(Envelope):
@@ -112,6 +127,8 @@ class ExportCompleted(Envelope):
     expires_at = fields.String(required=True)
     warnings = fields.List(fields.Nested(Warning_), required=True)
     warnings_total = fields.Integer(required=True)
+    # Added within schema version 1: the exporter always sends it; consumers of older events get None.
+    retention = fields.Nested(Retention, load_default=None)
 
 
 class ExportFailed(Envelope):
@@ -123,6 +140,8 @@ class ImportRequested(Envelope):
     key = fields.String(required=True)  # storage object key of the uploaded archive
     filename = fields.String(required=True)  # as uploaded, for messages only
     size = fields.Integer(required=True)
+    # ?strict=true: no repairs, skipped records or ignored files in hand-made archives; each is a problem instead
+    strict = fields.Boolean(load_default=False)
 
 
 class ImportStarted(Envelope):
@@ -143,12 +162,24 @@ class ImportCompleted(Envelope):
     warnings_total = fields.Integer(required=True)
 
 
-class ImportFailed(Envelope):
+class Problem(Schema):
     code = fields.String(required=True)
     message = fields.String(required=True)
     file = fields.String(allow_none=True, load_default=None)
     record_id = fields.Raw(allow_none=True, load_default=None)
     field = fields.String(allow_none=True, load_default=None)
+
+
+class ImportFailed(Envelope):
+    # The first problem at the top level (as before), then every problem found: at most 100 listed, all counted.
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    file = fields.String(allow_none=True, load_default=None)
+    record_id = fields.Raw(allow_none=True, load_default=None)
+    field = fields.String(allow_none=True, load_default=None)
+    errors = fields.List(fields.Nested(Problem), load_default=None)
+    errors_total = fields.Integer(load_default=None)
+    filename = fields.String(allow_none=True, load_default=None)  # the uploaded file, as in import_requested
 
 
 class MailSent(Envelope):

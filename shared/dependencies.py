@@ -5,15 +5,16 @@ from __future__ import annotations
 from nameko.extensions import DependencyProvider
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.config import Settings, load_settings
+from shared.config import Settings, check_service_secrets, load_settings
 from shared.db import make_engine, make_session_factory
 
 
 class Config(DependencyProvider):
-    """The service's Settings, read from the environment once at container start."""
+    """The service's Settings, read from the environment once at container start (refused if the secret is weak)."""
 
     def setup(self) -> None:
         self.settings = load_settings()
+        check_service_secrets(self.settings, self.container.service_name)
 
     def get_dependency(self, worker_ctx) -> Settings:  # noqa: ANN001
         return self.settings

@@ -3,6 +3,10 @@
 ``http`` replaces ``nameko.web.handlers.http``: every error leaves as JSON ``{"error": {"code", "message"}}`` with a
 meaningful status instead of nameko's plain-text 400/500 (PLATFORM_NOTES 9), and request bodies sent with
 ``Transfer-Encoding: chunked`` are readable as a stream (see ``_mark_input_terminated``).
+
+Slow clients cannot hold worker slots (``shared.http_server``): a route's body is read whole, with a cap and a
+deadline, before its worker starts, unless the route is declared ``stream=True`` (uploads), in which case it waits
+for a slot of the stream pool and must keep a minimum rate.
 """
 
 from __future__ import annotations
@@ -14,13 +18,19 @@ from typing import Any
 
 from nameko.exceptions import BadRequest
 from nameko.web.handlers import HttpRequestHandler
-from nameko.web.server import WebServer, WsgiApp
+from nameko.web.server import WsgiApp
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
+
+from shared import cors, http_server
+from shared.config import load_settings
+from shared.http_server import BodyTooLarge, GuardedWebServer, RequestTooSlow, ServerBusy
 
 _log = logging.getLogger(__name__)
 
 JSON_MIMETYPE = "application/json"
+MAX_JSON_DEPTH = 32  # request bodies are small objects; deeper nesting is an attack, not data
+MAX_DB_INT = 2**63 - 1  # the largest id any database column can hold (BIGINT)
 
 
 class ApiError(Exception):
@@ -35,6 +45,50 @@ class ApiError(Exception):
 
     def __repr__(self) -> str:
         return f"ApiError({self.status}, {self.code!r}, {self.message!r})"
+
+
+def _reject_bad_text(value: Any, path: str, depth: int) -> None:
+    """Nesting deeper than ``MAX_JSON_DEPTH`` and strings with lone surrogates (which no database or UTF-8
+    encoder takes) are refused, naming where."""
+    if depth > MAX_JSON_DEPTH:
+        raise ApiError(400, "too_deep", f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels (at {path}).")
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ApiError(400, "invalid_text", f"The string at {path} holds a lone surrogate "
+                                                    f"(\\u{ord(value[exc.start]):04x}), which is not text.") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_bad_text(key, f"{path} (a key)", depth + 1)
+            _reject_bad_text(item, f"{path}.{key if key.isascii() and key.isprintable() else '?'}", depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _reject_bad_text(item, f"{path}[{i}]", depth + 1)
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON (``None`` when empty), or a precise 400: ``invalid_encoding`` (not UTF-8),
+    ``invalid_json``, ``too_deep``, ``invalid_text`` (a lone surrogate)."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_encoding",
+                       f"The request body is not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 3]!r}).")\
+            from None
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ApiError(400, "too_deep", f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels.") from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
+    _reject_bad_text(value, "$", 0)
+    return value
 
 
 def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -73,12 +127,16 @@ class JsonWsgiApp(WsgiApp):
             rv = provider.handle_request(request)
         except HTTPException as exc:
             rv = _http_exception_response(exc)
+        http_server.close_unless_body_done(environ)
         return rv(environ, start_response)
 
 
-class JsonWebServer(WebServer):
-    def get_wsgi_app(self) -> JsonWsgiApp:
-        return JsonWsgiApp(self)
+class JsonWebServer(GuardedWebServer):
+    def get_wsgi_app(self) -> Any:
+        # CORS (CORS_ORIGINS) around the whole app, so that error answers carry its headers too.
+        return cors.wrap(JsonWsgiApp(self), load_settings().cors_origins)
+
+
 
 
 class HttpEntrypoint(HttpRequestHandler):
@@ -86,16 +144,52 @@ class HttpEntrypoint(HttpRequestHandler):
     # (two servers would try to bind WEB_SERVER_ADDRESS).
     server = JsonWebServer()
 
-    def __init__(self, method: str, url: str, expected_exceptions: Any = (), **kwargs: Any) -> None:
+    def __init__(self, method: str, url: str, expected_exceptions: Any = (), stream: bool = False,
+                 paced: bool = True, **kwargs: Any) -> None:
         if not isinstance(expected_exceptions, tuple):
             expected_exceptions = (expected_exceptions,)
         # Client errors are not service faults: keep them out of nameko's error log.
         expected_exceptions = (ApiError, HTTPException, *expected_exceptions)
+        self.stream = stream  # the handler reads the body as it arrives (uploads): see shared.http_server
+        self.paced = paced  # False: a stream from our own services, bounded by silence only
         super().__init__(method, url, expected_exceptions=expected_exceptions, **kwargs)
 
     def handle_request(self, request: Request) -> Response:
-        _mark_input_terminated(request)
-        return super().handle_request(request)
+        # Runs in the connection's greenthread: whatever a slow client makes us wait for here holds no worker slot.
+        environ = request.environ
+        for value in request.path_values.values():
+            # <int:...> matches any digits; an id no database column can hold names nothing (not an overflow).
+            if isinstance(value, int) and value > MAX_DB_INT:
+                http_server.close_unless_body_done(environ)
+                return error_response(404, "not_found", f"Nothing exists at this address (no id is {value}).")
+        if "eventlet.input" not in environ:  # not under our server (werkzeug.test): nothing to guard
+            _mark_input_terminated(request)
+            return super().handle_request(request)
+        limits = self.server.limits
+        try:
+            if not self.stream:
+                http_server.buffer_body(environ, limits)
+                return super().handle_request(request)
+            http_server.await_body_start(environ, limits)
+            self.server.acquire_stream_slot(self.paced)
+        except RequestTooSlow as exc:
+            return error_response(408, exc.code, exc.message)
+        except BodyTooLarge as exc:
+            return error_response(413, "too_large", str(exc))
+        except ServerBusy:
+            return error_response(503, "server_busy", "Too many uploads are under way; try again shortly.",
+                                  {"Retry-After": "5"})
+        try:
+            if self.paced:
+                too_slow = ApiError(408, "upload_too_slow",
+                                    f"The upload is arriving too slowly (under {limits.min_upload_rate} bytes/s).")
+            else:
+                too_slow = ApiError(408, "upload_stalled",
+                                    f"No byte of the upload arrived for {limits.stream_idle_timeout:g} s.")
+            http_server.guard_stream(environ, limits, lambda: too_slow, self.paced)
+            return super().handle_request(request)
+        finally:
+            self.server.release_stream_slot()
 
     def response_from_exception(self, exc: BaseException) -> Response:
         if isinstance(exc, ApiError):

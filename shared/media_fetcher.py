@@ -10,8 +10,11 @@ file on disk. Every fetch therefore goes through :class:`MediaFetcher`, which
   connect (rebinding) cannot redirect the request. For https the TLS handshake still sends SNI for, and verifies the
   certificate against, the URL's hostname;
 * follows redirects itself, re-validating every hop;
-* bounds connect and read waits and the whole fetch (an overall deadline), the response size (by Content-Length and
-  while streaming), and refuses non-2xx answers and HTML/XML pages served in place of media.
+* bounds connect and read waits and the whole fetch (an overall deadline, which a caller may shorten), the response
+  size (by Content-Length and while streaming), and refuses non-2xx answers;
+* judges the body by its first bytes (``shared.media_types``): HTML, XML and JSON are never media, and with a
+  ``kind`` the content must be an image, document, audio or video format (SVG and script-bearing files are not
+  images). ``FetchedMedia.extension`` then gives the detected format's extension.
 
 It uses urllib3 directly (no proxies, no environment, no cookies), which works under eventlet monkey patching.
 """
@@ -19,6 +22,7 @@ It uses urllib3 directly (no proxies, no environment, no cookies), which works u
 from __future__ import annotations
 
 import ipaddress
+import logging
 import posixpath
 import re
 import socket
@@ -44,6 +48,8 @@ from urllib3.exceptions import (
 )
 from urllib3.util import Timeout
 
+from shared.media_types import SNIFF_BYTES, extension_for, is_never_media, sniff
+
 if TYPE_CHECKING:
     from shared.config import Settings
 
@@ -53,13 +59,14 @@ DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Error pages saved as "media" were the reference server's failure mode: never accept documents as media.
-REFUSED_CONTENT_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/xml", "application/xml"})
+REFUSED_CONTENT_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/xml", "application/xml",
+                                   "application/json"})
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 USER_AGENT = "event-portability-media-fetcher/1"
-_SNIFF_BYTES = 512
-_HTML_PREFIXES = (b"<!doctype html", b"<html")
 _EXTENSION_RE = re.compile(r"\.[a-z0-9]{1,8}")
 _NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+_POOL_REPR_RE = re.compile(r"HTTPS?Connection(?:Pool)?\(host=[^)]*\):\s*")
+_log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -261,20 +268,26 @@ def _hard_deadline(seconds: float, url: str) -> Iterator[None]:
         timer.cancel()
 
 
+def _reason(exc: BaseException) -> str:
+    # urllib3 names the pool it failed in, and our pools are keyed by the validated IP: never show it (messages end
+    # up in export warnings that organizers read).
+    return _POOL_REPR_RE.sub("", str(exc)) or type(exc).__name__
+
+
 def _translate(exc: BaseException, url: str) -> MediaFetchError:
     """Map urllib3/socket failures to MediaFetchError codes."""
     if isinstance(exc, MaxRetryError) and exc.reason is not None:
         exc = exc.reason
     if isinstance(exc, SSLError):
-        return MediaFetchError(f"TLS failure: {exc}", "tls_error", url)
+        return MediaFetchError(f"TLS failure: {_reason(exc)}", "tls_error", url)
     # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: test it first.
     if isinstance(exc, NewConnectionError):
-        return MediaFetchError(f"connection failed: {exc}", "connection_failed", url)
+        return MediaFetchError(f"connection failed: {_reason(exc)}", "connection_failed", url)
     if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError):
-        return MediaFetchError(f"timed out: {exc}", "timeout", url)
+        return MediaFetchError(f"timed out: {_reason(exc)}", "timeout", url)
     if isinstance(exc, DecodeError):
-        return MediaFetchError(f"undecodable response body: {exc}", "connection_failed", url)
-    return MediaFetchError(f"connection failed: {exc}", "connection_failed", url)
+        return MediaFetchError(f"undecodable response body: {_reason(exc)}", "connection_failed", url)
+    return MediaFetchError(f"connection failed: {_reason(exc)}", "connection_failed", url)
 
 
 class FetchedMedia:
@@ -291,6 +304,7 @@ class FetchedMedia:
         max_bytes: int,
         read_timeout: float,
         deadline: float,
+        kind: str | None = None,
     ) -> None:
         self._response = response
         self._pool = pool
@@ -300,6 +314,8 @@ class FetchedMedia:
         self._max_bytes = max_bytes
         self._read_timeout = read_timeout
         self._deadline = deadline
+        self.kind = kind
+        self.extension = ""  # of the detected format (".jpg"), known once the first chunk has been yielded
         self._consumed = False
         self._closed = False
 
@@ -346,9 +362,9 @@ class FetchedMedia:
                         f"media body exceeds the {self._max_bytes}-byte limit", "too_large", self.final_url
                     )
                 if not sniffed:
-                    # Hold back the first bytes until there are enough to recognise an HTML page.
+                    # Hold back the first bytes until there are enough to judge the content.
                     head += chunk
-                    if len(head) < _SNIFF_BYTES:
+                    if len(head) < SNIFF_BYTES:
                         continue
                     self._sniff(head)
                     sniffed = True
@@ -379,11 +395,12 @@ class FetchedMedia:
                 raise _translate(exc, self.final_url) from exc
 
     def _sniff(self, head: bytes | bytearray) -> None:
-        start = bytes(head[:_SNIFF_BYTES]).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-        if start.startswith(_HTML_PREFIXES):
-            raise MediaFetchError(
-                f"response declared {self.content_type} but contains an HTML page", "bad_content_type", self.final_url
-            )
+        start = bytes(head[:SNIFF_BYTES])
+        reason = is_never_media(start) if self.kind is None else sniff(start, self.kind)
+        if reason is not None:
+            raise MediaFetchError(f"response declared {self.content_type} but contains {reason}",
+                                  "bad_content_type", self.final_url)
+        self.extension = extension_for(start, self.kind)
 
 
 def _split(data: bytes, size: int) -> Iterator[bytes]:
@@ -429,12 +446,18 @@ class MediaFetcher:
             allow_hosts=settings.media_allow_hosts, max_bytes=settings.media_max_bytes, timeout=settings.media_timeout
         )
 
-    def open(self, url: str) -> FetchedMedia:
+    def open(self, url: str, *, kind: str | None = None, deadline: float | None = None) -> FetchedMedia:
         """Open ``url`` (following up to ``max_redirects`` validated redirects) and return the streaming response.
 
-        Raises MediaFetchError; nothing is sent to a destination that failed validation.
+        ``kind`` (image, document, audio, video): the body must be media of that kind, else ``bad_content_type``
+        while reading. ``deadline`` (``time.monotonic()`` seconds) ends the fetch earlier than ``total_timeout``
+        would (an export's media deadline). Raises MediaFetchError; nothing is sent to a destination that failed
+        validation.
         """
-        deadline = time.monotonic() + self.total_timeout
+        own = time.monotonic() + self.total_timeout
+        deadline = own if deadline is None else min(own, deadline)
+        if deadline <= time.monotonic():
+            raise MediaFetchError("media fetch exceeded its overall deadline", "timeout", url)
         current = url
         for _hop in range(self.max_redirects + 1):
             target = _parse_target(current)
@@ -449,7 +472,7 @@ class MediaFetcher:
                 current = urljoin(target.url, location)
                 continue
             try:
-                return self._accept(target, response, pool, deadline)
+                return self._accept(target, response, pool, deadline, kind)
             except BaseException:
                 _discard(response, pool)
                 raise
@@ -464,8 +487,11 @@ class MediaFetcher:
         for ip in addresses:
             # Refuse if any answer is non-public: a name mixing public and internal answers is suspect.
             if not self.is_allowed_address(target.host, target.port, ip):
+                # What a name resolves to inside our network is for operators, not for the organizer who sees the
+                # message in the export's warnings.
+                _log.info("media fetch refused: %s resolves to %s (not public, not allow-listed)", target.host, ip)
                 raise MediaFetchError(
-                    f"{target.host} resolves to {ip}, which is not a public address and is not allow-listed",
+                    "the host resolves to a private address; media are only fetched from public addresses",
                     "address_not_allowed",
                     target.url,
                 )
@@ -560,7 +586,7 @@ class MediaFetcher:
         raise MediaFetchError("media fetch exceeded its overall deadline", "timeout", target.url)
 
     def _accept(
-        self, target: _Target, response: HTTPResponse, pool: HTTPConnectionPool, deadline: float
+        self, target: _Target, response: HTTPResponse, pool: HTTPConnectionPool, deadline: float, kind: str | None
     ) -> FetchedMedia:
         status = response.status
         if not 200 <= status < 300:
@@ -588,6 +614,7 @@ class MediaFetcher:
             max_bytes=self.max_bytes,
             read_timeout=self.timeout,
             deadline=deadline,
+            kind=kind,
         )
 
 

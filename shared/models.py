@@ -31,6 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from shared.secretbox import EncryptedText, SecretsJSON
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
@@ -50,12 +52,25 @@ class ArchivedRecord:
 
 class User(Base):
     __tablename__ = "users"
+    # Ids are never reused (SQLite would otherwise hand a deleted user's id to the next one, and its tokens with it).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(255), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class LoginThrottle(Base):
+    """Owned by the gateway: failed logins per account and per client address in the current window, shared by
+    every gateway instance. ``key`` is ``<scope>:<sha256 of the subject>`` (scope ``account`` or ``address``)."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
 ROLE_ORGANIZER = "organizer"
@@ -279,7 +294,8 @@ class Task(Base):
     requested_by: Mapped[int] = mapped_column(Integer, index=True)
     requester_email: Mapped[str] = mapped_column(String(255))
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(16), default="WAITING")
+    state: Mapped[str] = mapped_column(String(16), default="WAITING")  # WAITING | SUCCESS | FAILURE
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | started | progress: only forward
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -366,8 +382,9 @@ class StorageBackendRecord(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     storage_backend: Mapped[str] = mapped_column(String(16))  # local | s3 | gcs | dropbox | seafile
     storage_backend_id: Mapped[str] = mapped_column(String(64), unique=True)  # the identifier clients name
-    token: Mapped[str | None] = mapped_column(Text)
-    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Encrypted at rest (shared/secretbox.py): the token whole, the config's secret-named values one by one.
+    token: Mapped[str | None] = mapped_column(EncryptedText)
+    config: Mapped[dict[str, Any]] = mapped_column(SecretsJSON, default=dict)
     keep_days: Mapped[int] = mapped_column(Integer, default=0)  # 0: objects are kept
     description: Mapped[str | None] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -385,7 +402,8 @@ class StorageObject(Base):
     """
 
     __tablename__ = "storage_objects"
-    __table_args__ = (Index("ix_storage_objects_due", "deleted_at", "expires_at"),)
+    __table_args__ = (Index("ix_storage_objects_due", "deleted_at", "expires_at"),
+                      Index("ix_storage_objects_owner", "owner_id", "deleted_at"))
 
     key: Mapped[str] = mapped_column(String(512), primary_key=True)
     backend: Mapped[str] = mapped_column(String(64), index=True)
@@ -400,3 +418,5 @@ class StorageObject(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
     announce: Mapped[str | None] = mapped_column(String(32), index=True)  # object_stored | object_expired
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # The user whose quota the object counts against (uploads and import archives); None for everything else.
+    owner_id: Mapped[int | None] = mapped_column(Integer)

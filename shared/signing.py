@@ -38,8 +38,17 @@ def _method(method: str) -> str:
     return _METHOD_ALIASES.get(method, method)
 
 
+def derive_key(secret: str | bytes, label: str) -> bytes:
+    """A 32-byte key for one purpose (``label``), derived from a root secret (HMAC-SHA256 as a PRF, as in HKDF's
+    expand step). Keys for different labels are independent: knowing one tells nothing about the root or the others."""
+    raw = secret.encode() if isinstance(secret, str) else secret
+    if not raw:
+        raise ValueError("an empty secret cannot derive keys")
+    return hmac.new(raw, b"portability/key/" + label.encode(), hashlib.sha256).digest()
+
+
 def _subkey(secret: str | bytes) -> bytes:
-    # Domain separation: SECRET_KEY may also sign other things (JWTs); a URL signature must never be valid elsewhere.
+    # Domain separation: whatever key is passed (the settings' link key), a URL signature is never valid elsewhere.
     raw = secret.encode() if isinstance(secret, str) else secret
     if not raw:
         raise ValueError("an empty secret cannot sign URLs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,9 @@ from typing import Any
 import requests
 from sqlalchemy.orm import Session
 
+from shared.config import LINK_KEY_LABEL
 from shared.db import make_engine, make_session_factory, upgrade_to_head
+from shared.signing import derive_key
 from tests.conftest import free_port
 from tests.rabbit import amqp_uri
 from tools.stack import Stack
@@ -31,6 +34,11 @@ class Env:
     def db(self) -> Session:
         return make_session_factory(make_engine(self.database_url))()
 
+    @property
+    def link_key(self) -> bytes:
+        """The key storage links are signed with (derived from SECRET_KEY, as the services derive it)."""
+        return derive_key(self.env["SECRET_KEY"], LINK_KEY_LABEL)
+
 
 def make_env(tmp: Path, vhost: str, database_url: str | None = None, **extra: str) -> Env:
     var_dir = tmp / "var"
@@ -44,7 +52,8 @@ def make_env(tmp: Path, vhost: str, database_url: str | None = None, **extra: st
         "GATEWAY_URL": f"http://127.0.0.1:{free_port()}",
         "STORAGE_URL": f"http://127.0.0.1:{free_port()}",
         "STORAGE_DIR": str(var_dir / "storage"),
-        "SECRET_KEY": "test-secret-" + vhost,
+        # Services refuse secrets under 32 bytes; this one is unique per stack and well above that.
+        "SECRET_KEY": f"test-secret-{vhost}-{uuid.uuid4().hex}",
         "RPC_TIMEOUT": "5",
         # Nothing listens there: a test's mails never land in a developer's `make run` sink on 8025.
         "SMTP_PORT": str(free_port()),

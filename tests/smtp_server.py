@@ -5,6 +5,9 @@ stop the server ("down") and start it again on the same port. The test steers it
 
 - ``accept``      store the message, answer 250
 - ``451`` / ``550`` refuse every recipient (temporary / permanent)
+- ``mail_451`` / ``mail_553`` refuse the sender at MAIL FROM (temporary / permanent)
+- ``data_451`` / ``data_554`` take the message body, then refuse it with the final reply after DATA (nothing stored)
+- ``noop_421``    answer 421 (service not available) to NOOP, as a server that is shutting down does
 - ``stall_rcpt``  hold RCPT TO until the mode changes (nothing stored: a sender killed now delivered nothing)
 - ``stall_data``  store the message at end of DATA, then hold the 250 until the mode changes (like a server that
                   committed the mail but whose reply never arrived)
@@ -29,7 +32,8 @@ import time
 from email.message import EmailMessage
 from pathlib import Path
 
-MODES = ("accept", "451", "550", "stall_rcpt", "stall_data")
+MODES = ("accept", "451", "550", "mail_451", "mail_553", "data_451", "data_554", "noop_421", "stall_rcpt",
+         "stall_data")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -162,6 +166,22 @@ class _Handler:
         with open(self.root / "events.log", "a") as f:
             f.write(f"{time.time():.3f} {line}\n")
 
+    async def handle_NOOP(self, server, session, envelope, arg):  # noqa: ANN001, ANN201, N802
+        mode = self.mode()
+        self.log(f"NOOP mode={mode}")
+        return "421 4.3.2 Service shutting down" if mode == "noop_421" else "250 OK"
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: ANN001, ANN201, N802
+        mode = self.mode()
+        self.log(f"MAIL {address} mode={mode}")
+        if mode == "mail_451":
+            return "451 4.3.2 Sender temporarily rejected, try again later"
+        if mode == "mail_553":
+            return "553 5.7.1 Sender address rejected: not allowed to relay"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201, N802
         import asyncio
 
@@ -183,6 +203,12 @@ class _Handler:
 
         message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         msg_id = str(message["Message-ID"] or "").strip()  # (a folded header keeps its leading space)
+        mode = self.mode()
+        if mode in ("data_451", "data_554"):
+            self.log(f"DATA refused {mode[5:]} {msg_id}")
+            if mode == "data_451":
+                return "451 4.7.1 Message deferred: please try again later"
+            return "554 5.7.1 Message rejected as spam"
         self.box.add(envelope.original_content)  # Maildir: written to tmp/, renamed into new/ (atomic)
         self.log(f"DATA stored {msg_id}")
         if self.mode() == "stall_data":

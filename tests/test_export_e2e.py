@@ -136,6 +136,14 @@ def test_export_options_must_be_booleans(system, body):
     assert_error(r, 400, "invalid_request")
 
 
+def test_unknown_export_option_names_every_allowed_one(system):
+    r = system.client("organizer").post(f"/v1/events/{system.event_id}/export/json", json={"pdf": True})
+    assert_error(r, 400, "invalid_request")
+    message = r.json()["error"]["message"]
+    assert "pdf" in message
+    assert message.endswith("allowed: image, video, document, audio, storage."), message
+
+
 def test_export_rejects_malformed_json(system):
     r = system.client("organizer").post(f"/v1/events/{system.event_id}/export/json", data="{",
                                          headers={"Content-Type": "application/json"})
@@ -231,9 +239,13 @@ def test_tampered_download_links_are_refused(system):
 
 def test_health_reports_broker_database_and_services(system):
     report = requests.get(system.url + "/health", timeout=30).json()
-    assert report["status"] == "ok"
+    assert report["broker"]["ok"] and report["database"]["ok"]
     assert report["database"]["migrations"]["at_head"] is True
     assert set(report["services"]) == {"storage", "exporter", "importer", "mailer"}
+    assert all(service["ok"] for service in report["services"].values())
+    # This stack has no mail server (tests/e2e.py points SMTP_PORT at nothing): mail delivery is its only problem.
+    assert report["status"] == "degraded"
+    assert [r.split(":")[0] for r in report["reasons"]] == ["mailer"]
 
 
 def test_documented_subscriber_example_receives_export_completed(system):

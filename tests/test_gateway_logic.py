@@ -9,11 +9,11 @@ from marshmallow import ValidationError
 
 from services.api_gateway import auth
 from services.api_gateway.service import _export_options
-from services.api_gateway.tasks import advance, create_task, fail_stale
+from services.api_gateway.tasks import create_task, fail_stale, finish, set_status, task_view
 from shared import contracts as c
 from shared.db import make_engine, make_session_factory
 from shared.http import ApiError
-from shared.models import Task, utcnow
+from shared.models import Task, User, utcnow
 
 
 @pytest.fixture
@@ -31,21 +31,30 @@ def _task(db) -> str:
 
 def test_states_only_move_forward(db):
     task_id = _task(db)
-    assert advance(db, task_id, c.PROGRESS, progress={"stage": "sessions", "done": 1, "total": 2})
-    assert not advance(db, task_id, c.STARTED)  # a late "started" does not undo progress
-    assert advance(db, task_id, c.SUCCESS, result={"size": 1})
+    assert set_status(db, task_id, c.IN_PROGRESS, progress={"stage": "sessions", "done": 1, "total": 2})
+    assert not set_status(db, task_id, c.STARTED)  # a late "started" does not undo progress
     db.commit()
-    for state in (c.STARTED, c.PROGRESS, c.FAILURE, c.SUCCESS):
-        assert not advance(db, task_id, state, result={"size": 2})
+    db.expire_all()
+    view = task_view(db.get(Task, task_id))
+    # Underway is WAITING for HTTP clients (the Open Event frontend polls only while WAITING); the phase is apart.
+    assert (view["state"], view["status"], view["progress"]) == (c.WAITING, c.IN_PROGRESS,
+                                                                 {"stage": "sessions", "done": 1, "total": 2})
+    assert finish(db, task_id, c.SUCCESS, {"size": 1})
+    db.commit()
+    for state in (c.FAILURE, c.SUCCESS):
+        assert not finish(db, task_id, state, {"size": 2})
+    for status in (c.STARTED, c.IN_PROGRESS):
+        assert not set_status(db, task_id, status, progress={"stage": "late", "done": 0, "total": 0})
     db.commit()
     db.expire_all()
     task = db.get(Task, task_id)
     assert (task.state, task.result) == (c.SUCCESS, {"size": 1})
+    assert "progress" not in task_view(task) and task_view(task)["result"] == {"size": 1}
 
 
 def test_stale_started_tasks_fail_but_waiting_ones_wait(db):
     waiting, started = _task(db), _task(db)
-    advance(db, started, c.STARTED)
+    set_status(db, started, c.STARTED)
     db.commit()
     assert fail_stale(db, utcnow() - timedelta(minutes=5)) == 0
     assert fail_stale(db, utcnow() + timedelta(seconds=1)) == 1
@@ -65,18 +74,20 @@ def test_export_options():
 
 
 def test_tokens_roundtrip_and_refuse_tampering():
-    token = auth.issue_token(42, "secret", ttl=60)
-    assert auth.user_id_from_header(f"Bearer {token}", "secret") == 42
-    assert auth.user_id_from_header(f"JWT {token}", "secret") == 42
+    key, other = b"k" * 32, b"o" * 32
+    user = User(id=42, email="a@example.org", password_hash="scrypt:1:8:1$salt$hash")
+    token = auth.issue_token(user, key, ttl=60)
+    assert auth.read_token(f"Bearer {token}", key).user_id == 42
+    assert auth.read_token(f"JWT {token}", key).user_id == 42
     for header in (None, "", "Basic abc", f"Bearer {token}x", f"Token {token}"):
         with pytest.raises(ApiError) as err:
-            auth.user_id_from_header(header, "secret")
+            auth.read_token(header, key)
         assert err.value.status == 401
     with pytest.raises(ApiError):
-        auth.user_id_from_header(f"Bearer {token}", "other secret")
-    expired = auth.issue_token(42, "secret", ttl=-1)
+        auth.read_token(f"Bearer {token}", other)
+    expired = auth.issue_token(user, key, ttl=-1)
     with pytest.raises(ApiError) as err:
-        auth.user_id_from_header(f"Bearer {expired}", "secret")
+        auth.read_token(f"Bearer {expired}", key)
     assert err.value.code == "token_expired"
 
 

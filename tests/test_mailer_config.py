@@ -12,7 +12,7 @@ from services.mailer.settings import load_mail_settings
 from shared import contracts as c
 
 MAIL_VARS = ("SMTP_HOST", "SMTP_PORT", "SMTP_SECURITY", "SMTP_USER", "SMTP_PASSWORD", "MAIL_FROM", "MAIL_REPLY_TO",
-             "SMTP_TIMEOUT", "MAIL_RETRY_SECONDS", "MAIL_RETRY_BASE")
+             "SMTP_TIMEOUT", "MAIL_RETRY_SECONDS", "MAIL_RETRY_BASE", "MAIL_HEALTH_FAILURES", "EVENT_URL_TEMPLATE")
 
 
 @pytest.fixture
@@ -28,6 +28,7 @@ def test_defaults_point_at_the_run_commands_mail_sink(clean_env):
     assert (s.smtp_user, s.smtp_password, s.reply_to) == (None, None, None)
     assert (s.retry_seconds, s.retry_base, s.smtp_timeout) == (3600, 10, 30)
     assert s.sender_address == "platform@localhost" and s.domain == "localhost"
+    assert (s.health_failures, s.event_url_template) == (2, None)
 
 
 def test_everything_is_configurable_and_the_password_never_shows(clean_env):
@@ -44,7 +45,19 @@ def test_everything_is_configurable_and_the_password_never_shows(clean_env):
     assert s.smtp_password == "s3cret-pass" and "s3cret" not in repr(s)
 
 
-@pytest.mark.parametrize(("name", "value"), [("SMTP_SECURITY", "ssl3"), ("MAIL_FROM", "nobody")])
+def test_event_url_template_and_health_threshold(clean_env):
+    clean_env.setenv("EVENT_URL_TEMPLATE", "https://frontend.example/e/{identifier}?n={id}")
+    clean_env.setenv("MAIL_HEALTH_FAILURES", "5")
+    s = load_mail_settings()
+    assert (s.event_url_template, s.health_failures) == ("https://frontend.example/e/{identifier}?n={id}", 5)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("SMTP_SECURITY", "ssl3"), ("MAIL_FROM", "nobody"),
+    ("EVENT_URL_TEMPLATE", "https://frontend.example/e/{slug}"),  # only {id} and {identifier}
+    ("EVENT_URL_TEMPLATE", "javascript:alert({id})"),
+    ("EVENT_URL_TEMPLATE", "https://frontend.example/e/{id"),
+])
 def test_bad_settings_stop_the_mailer_at_start(clean_env, name, value):
     clean_env.setenv(name, value)
     with pytest.raises(ValueError, match=name):

@@ -13,7 +13,7 @@ import eventlet
 import pytest
 from sqlalchemy import select
 
-from services.mailer import outbox
+from services.mailer import delivery_health, outbox
 from services.mailer.postman import Postman
 from services.mailer.settings import MailSettings
 from services.mailer.smtp import SmtpTransport
@@ -96,7 +96,7 @@ def test_a_finished_export_is_mailed_once_and_announced_once(make_postman, db, s
     postman.notify(c.EXPORT_COMPLETED, completed(task))
     postman.notify(c.EXPORT_COMPLETED, completed(task))  # the same event delivered again
     [mail] = smtp.wait_messages(task)
-    assert mail["Subject"] == "Event Delivery Test Conf has been exported"
+    assert mail["Subject"] == "Event Delivery Test Conf (#1) has been exported"
     assert mail["To"] == WHO["email"] and mail["From"] == "Platform <platform@example.org>"
     r = row(db, task)
     assert (r.state, r.attempts, r.announced_at is not None) == ("sent", 1, True)
@@ -187,6 +187,56 @@ def test_a_permanent_refusal_fails_at_once(make_postman, db, smtp):
     assert [e for e, _ in published] == [c.MAIL_FAILED]
     clock.advance(3600)
     assert postman.run_due() == 0
+
+
+def test_a_permanent_refusal_after_data_fails_with_the_reply_and_is_announced(make_postman, db, smtp):
+    clock = Clock()
+    postman, published = make_postman(clock)
+    smtp.set_mode("data_554")  # envelope accepted, message body refused with the final reply
+    task = new_task()
+    postman.notify(c.EXPORT_COMPLETED, completed(task))
+    r = row(db, task)
+    assert (r.state, r.attempts, r.sent_at) == ("failed", 1, None)
+    assert "554 5.7.1 Message rejected as spam" in r.last_error
+    [(event_type, payload)] = published
+    assert event_type == c.MAIL_FAILED and "554" in payload["reason"] and payload["attempts"] == 1
+    assert not payload["reason"].startswith("delivery uncertain")  # a definite answer, not the DATA-crash window
+    assert smtp.messages(task) == []
+    clock.advance(3600)
+    assert postman.run_due() == 0  # final: never tried again
+
+
+def test_a_temporary_refusal_after_data_is_retried_until_accepted(make_postman, db, smtp):
+    clock = Clock()
+    postman, published = make_postman(clock, retry_base=10.0)
+    smtp.set_mode("data_451")
+    task = new_task()
+    postman.notify(c.EXPORT_COMPLETED, completed(task))
+    r = row(db, task)
+    assert (r.state, r.attempts) == ("pending", 1)  # not sent, not uncertain: the server said it did not take it
+    assert "451 4.7.1 Message deferred" in r.last_error
+    assert r.next_attempt_at == clock.now + timedelta(seconds=10)
+    assert published == []
+    smtp.set_mode("accept")
+    clock.advance(10)
+    assert postman.run_due() == 1
+    assert len(smtp.wait_messages(task)) == 1
+    r = row(db, task)
+    assert (r.state, r.attempts, r.last_error) == ("sent", 2, None)
+    assert [e for e, _ in published] == [c.MAIL_SENT]
+
+
+def test_a_refused_sender_is_retried_or_failed_by_its_code(make_postman, db, smtp):
+    postman, published = make_postman()
+    smtp.set_mode("mail_451")
+    later = new_task()
+    postman.notify(c.EXPORT_COMPLETED, completed(later))
+    smtp.set_mode("mail_553")
+    never = new_task()
+    postman.notify(c.EXPORT_COMPLETED, completed(never))
+    assert (row(db, later).state, "451" in row(db, later).last_error) == ("pending", True)
+    assert (row(db, never).state, "553" in row(db, never).last_error) == ("failed", True)
+    assert [(e, p["task_id"]) for e, p in published] == [(c.MAIL_FAILED, never)]
 
 
 def test_an_invalid_recipient_is_refused_without_talking_to_the_server(make_postman, db, smtp):
@@ -304,3 +354,72 @@ def test_import_mails_go_out_too(make_postman, db, smtp):
 def test_backoff_doubles_and_is_capped():
     assert [outbox.backoff(n, 10) for n in (1, 2, 3, 4)] == [10, 20, 40, 80]
     assert outbox.backoff(30, 10) == outbox.MAX_BACKOFF
+
+
+# --- is mail being delivered? (the mailer's health report) ---------------------------------------------------------
+
+def health(postman: Postman) -> dict:
+    return delivery_health.report(postman.db, postman.transport, postman.settings)
+
+
+def test_health_is_ok_while_mail_is_delivered(make_postman, smtp):
+    postman, _ = make_postman()
+    assert health(postman)["ok"] is True  # nothing sent yet, the server answers the probe
+    task = new_task()
+    postman.notify(c.EXPORT_COMPLETED, completed(task))
+    report = health(postman)
+    assert report["ok"] is True and report["reason"] is None and report["smtp"]["ok"] is True
+    assert report["last_success"]["task_id"] == task and report["last_failure"] is None
+    assert report["failed_attempts_since_last_success"] == 0
+
+
+def test_health_is_degraded_when_the_server_refuses_every_message(make_postman, db, smtp):
+    clock = Clock()
+    postman, _ = make_postman(clock)  # MAIL_HEALTH_FAILURES: 2
+    postman.notify(c.EXPORT_COMPLETED, completed(new_task()))  # one delivered mail first
+    smtp.set_mode("data_554")
+    refused = new_task()
+    postman.notify(c.EXPORT_COMPLETED, completed(refused))
+    report = health(postman)
+    assert report["ok"] is True and report["failed_attempts_since_last_success"] == 1  # one refusal: not yet
+    assert report["last_failure"]["task_id"] == refused and "554" in report["last_failure"]["reason"]
+    smtp.set_mode("data_451")
+    deferred = new_task()
+    clock.advance(1)
+    postman.notify(c.EXPORT_COMPLETED, completed(deferred))
+    report = health(postman)
+    assert report["ok"] is False and report["smtp"]["ok"] is True  # the server answers, it just delivers nothing
+    assert report["failed_attempts_since_last_success"] == 2 and report["pending_retries"] == 1
+    assert "2 delivery attempt(s) failed since the last delivered mail" in report["reason"]
+    assert "451 4.7.1 Message deferred" in report["reason"]
+    assert (report["last_failure"]["task_id"], report["last_failure"]["state"]) == (deferred, "pending")
+    smtp.set_mode("accept")  # the retry goes through: healthy again
+    clock.advance(10)
+    postman.run_due()
+    report = health(postman)
+    assert report["ok"] is True and report["last_success"]["task_id"] == deferred
+    assert report["failed_attempts_since_last_success"] == 0 and report["pending_retries"] == 0
+
+
+def test_health_is_degraded_when_the_server_does_not_answer_a_probe(make_postman, smtp):
+    postman, _ = make_postman()
+    smtp.set_mode("noop_421")
+    since = len(smtp.log_lines())
+    report = health(postman)
+    assert report["ok"] is False and report["smtp"]["error"] == "NOOP answered 421 4.3.2 Service shutting down"
+    assert "does not answer a probe" in report["reason"]
+    assert [line.split()[1] for line in smtp.log_lines()[since:]] == ["NOOP"]  # a probe sends no mail
+    smtp.stop()
+    try:
+        report = health(postman)
+    finally:
+        smtp.start()
+    assert report["ok"] is False and "refused the connection" in report["smtp"]["error"]
+
+
+def test_addresses_refused_up_front_do_not_make_the_mail_path_look_broken(make_postman, smtp):
+    postman, _ = make_postman()
+    for _ in range(3):
+        postman.notify(c.EXPORT_COMPLETED, completed(new_task(), email="not an address"))
+    report = health(postman)
+    assert report["ok"] is True and report["failed_attempts_since_last_success"] == 0

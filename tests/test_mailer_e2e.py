@@ -40,7 +40,8 @@ IMPORT_QUEUE = MAIL_QUEUES[(c.IMPORTER, c.IMPORT_COMPLETED)]
 IMPORT_FAILED_QUEUE = MAIL_QUEUES[(c.IMPORTER, c.IMPORT_FAILED)]
 SERVICES = ("storage", "exporter", "importer", "mailer", "api_gateway")
 MAIL_ENV = {"SMTP_TIMEOUT": "3", "MAIL_RETRY_SECONDS": "10", "MAIL_RETRY_BASE": "0.5",
-            "MAIL_FROM": "Event Platform <platform@example.org>", "MAIL_REPLY_TO": "help@example.org"}
+            "MAIL_FROM": "Event Platform <platform@example.org>", "MAIL_REPLY_TO": "help@example.org",
+            "EVENT_URL_TEMPLATE": "https://frontend.example/e/{id}"}
 
 
 class EventTap:
@@ -208,13 +209,15 @@ def test_export_mail_link_downloads_the_archive_without_credentials(system_ok, f
     system = system_ok
     task_id, result = finished_export
     [mail] = system.smtp.wait_messages(task_id)
-    assert mail["Subject"] == f"Event {NAME} has been exported"
+    assert mail["Subject"] == f"Event {NAME} (#{system.event_id}) has been exported"
     assert mail["To"] == "organizer@example.org"
     assert mail["Reply-To"] == "help@example.org"
     text, html = plain(mail), mail.get_body(("html",)).get_content()
-    links = re.findall(r"https?://\S+/objects/\S+", text)
+    # The only links of the mail, in either part, are the download link: nothing that needs a token.
+    links = [u for u in re.findall(r"https?://\S+", text) if u.rstrip(").") != system.url]
     assert links == [result["download_url"]]
-    assert f"/v1/events/{system.event_id}/exports/{task_id}" in text  # how to get a fresh link
+    assert [h.replace("&amp;", "&") for h in re.findall(r'href="([^"]*)"', html)] == links
+    assert f"GET /v1/events/{system.event_id}/exports/{task_id}" in text  # how to get a fresh link, named
     assert "Tom &amp; Jerry&#x27;s &lt;Open&gt; &quot;Conf&quot;" in html and "<Open>" not in html
 
     r = requests.get(links[0], timeout=30)  # plain HTTP, no credentials, no session
@@ -290,14 +293,15 @@ def test_an_imported_sample_gives_one_mail_with_link_counts_and_warnings(system_
 
     [mail] = system.smtp.wait_messages(task_id)
     assert result["event_name"] == "Open Tech Summit"
-    assert mail["Subject"] == f"Event {result['event_name']} has been imported"
+    assert mail["Subject"] == f"Event {result['event_name']} (#{result['id']}) has been imported"
     assert mail["To"] == "organizer@example.org"
     assert mail["Message-ID"].strip().startswith(f"<{c.IMPORT_COMPLETED}.{task_id}@")
     text, page = parts(mail)
-    # The event's link, in both parts.
+    # The event's link (EVENT_URL_TEMPLATE: the frontend), in both parts; not the API's, which needs a token.
     assert result["url"] == f"{system.url}/v1/events/{result['id']}"
-    assert re.findall(r"https?://\S+/v1/events/\S+", text) == [result["url"]]
-    assert f'<a href="{html.escape(result["url"])}">' in page
+    frontend = f"https://frontend.example/e/{result['id']}"
+    assert re.findall(r"https?://\S+", text) == [frontend]
+    assert re.findall(r'href="([^"]*)"', page) == [frontend]
     # Its record counts: every one the importer reports, as the API reports them too.
     counts = result["counts"]
     assert counts["sessions"] > 0 and counts["speakers"] > 0
@@ -326,15 +330,16 @@ def test_an_imported_sample_gives_one_mail_with_link_counts_and_warnings(system_
     assert delivery(system.env, task_id, c.IMPORT_FAILED) is None
 
 
-def _assert_failure_mail(system: System, task: dict, before: int) -> str:
+def _assert_failure_mail(system: System, task: dict, before: int, filename: str) -> str:
     """The one ``Import of event failed`` mail of a failed import task; returns its plain text."""
     task_id, result = task["id"], task["result"]
     [mail] = system.smtp.wait_messages(task_id)
-    assert mail["Subject"] == "Import of event failed"
+    assert mail["Subject"] == f"Import of event failed: {filename}"
     assert mail["To"] == "organizer@example.org"
     assert mail["Message-ID"].strip().startswith(f"<{c.IMPORT_FAILED}.{task_id}@")
     text, page = parts(mail)
-    assert "nothing was imported" in text and "nothing was imported" in page
+    assert f'The import of your archive "{filename}" failed; nothing was imported.' in text
+    assert "nothing was imported" in page and filename in page
     assert result["message"] in text and html.escape(result["message"]) in page
     for part in (text, page):  # a message for people: no stack trace, no source paths
         assert "Traceback" not in part
@@ -357,7 +362,7 @@ def test_an_import_failing_on_a_record_mails_the_file_and_record(system_ok, tmp_
     assert task["state"] == "FAILURE", task
     result = task["result"]
     assert (result["code"], result["file"], result["record_id"]) == ("unknown_reference", "sessions", 1), result
-    text = _assert_failure_mail(system, task, before)
+    text = _assert_failure_mail(system, task, before, "ghost_track.zip")
     assert "File sessions, ID 1: track 99 does not exist" in text
     assert "Where: File sessions, record 1" in text
 
@@ -373,7 +378,7 @@ def test_an_import_of_invalid_json_mails_the_file(system_ok, samples_dir):
     assert task["state"] == "FAILURE", task
     result = task["result"]
     assert result["code"] == "invalid_json" and result["file"], result
-    text = _assert_failure_mail(system, task, before)
+    text = _assert_failure_mail(system, task, before, "FOSSASIA11.zip")
     assert f"Where: File {result['file']}" in text
     assert f"File {result['file']}" in result["message"]
 
@@ -488,6 +493,108 @@ def test_a_permanent_refusal_fails_at_once(system_ok):
     row = wait_delivery(system.env, payload["task_id"], lambda r: r.state == "failed")
     assert row.attempts == 1 and "550" in row.last_error
     assert "550" in system.tap.wait(c.MAIL_FAILED, payload["task_id"])["reason"]
+
+
+def admin_entry(system: System, task_id: str) -> dict:
+    """The task's line of the admin mail log, as an admin sees it over HTTP."""
+    entries = system.client("admin").get("/v1/admin/mails?limit=500").json()["data"]
+    return next(e for e in entries if e["task_id"] == task_id)
+
+
+def test_a_message_refused_after_data_with_554_ends_failed_never_sent(system_ok):
+    system = system_ok
+    system.smtp.set_mode("data_554")
+    payload = completed_payload(system)
+    task_id = payload["task_id"]
+    since = len(system.smtp.log_lines())
+    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, payload)
+    row = wait_delivery(system.env, task_id, lambda r: r.state not in ("pending", "sending", "transmitting"))
+    assert (row.state, row.attempts, row.sent_at) == ("failed", 1, None)
+    assert "554 5.7.1 Message rejected as spam" in row.last_error
+    system.smtp.wait_log(f"DATA refused 554 <{c.EXPORT_COMPLETED}.{task_id}", since=since)
+    failed = system.tap.wait(c.MAIL_FAILED, task_id)
+    assert "554" in failed["reason"] and failed["attempts"] == 1
+    assert not any(t == c.MAIL_SENT and p["task_id"] == task_id for t, p in system.tap.seen)
+    entry = admin_entry(system, task_id)
+    assert (entry["state"], entry["attempts"], entry["next_retry_at"]) == ("failed", 1, None)
+    assert "554 5.7.1 Message rejected as spam" in entry["last_error"]
+    assert system.smtp.messages(task_id) == []
+
+
+def test_a_message_deferred_after_data_with_451_is_retried_then_delivered(system_ok):
+    system = system_ok
+    system.smtp.set_mode("data_451")
+    payload = completed_payload(system)
+    task_id = payload["task_id"]
+    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, payload)
+    row = wait_delivery(system.env, task_id, lambda r: r.state == "pending" and r.attempts >= 1)
+    assert "451 4.7.1 Message deferred" in row.last_error
+    entry = admin_entry(system, task_id)
+    assert entry["state"] in ("pending", "sending", "transmitting") and "451" in entry["last_error"]
+    assert entry["state"] != "pending" or entry["next_retry_at"] is not None
+    system.smtp.set_mode("accept")
+    row = wait_delivery(system.env, task_id, lambda r: r.state == "sent")
+    assert row.attempts >= 2 and row.last_error is None
+    assert len(system.smtp.wait_messages(task_id)) == 1
+    system.tap.wait(c.MAIL_SENT, task_id)
+
+
+def health(system: System) -> tuple[int, dict]:
+    r = requests.get(system.url + "/health", timeout=30)
+    return r.status_code, r.json()
+
+
+def test_health_shows_a_mail_path_that_delivers_nothing(system_ok):
+    system = system_ok
+    barrier = completed_payload(system)  # a delivered mail first: what came before does not count
+    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, barrier)
+    wait_delivery(system.env, barrier["task_id"], lambda r: r.state == "sent")
+    assert health(system)[0] == 200
+
+    system.smtp.set_mode("data_554")
+    spam = completed_payload(system)
+    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, spam)
+    wait_delivery(system.env, spam["task_id"], lambda r: r.state == "failed")
+    system.smtp.set_mode("data_451")
+    deferred = completed_payload(system)
+    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, deferred)
+    wait_delivery(system.env, deferred["task_id"], lambda r: r.attempts >= 1 and r.last_error is not None)
+
+    status, report = health(system)
+    assert status == 503 and report["status"] == "degraded", report
+    mailer = report["services"]["mailer"]
+    assert mailer["ok"] is True and mailer["status"] == "degraded"  # running, but delivering nothing
+    assert "delivery attempt(s) failed since the last delivered mail" in mailer["reason"]
+    assert any(line.startswith("mailer: ") and "failed since the last delivered mail" in line
+               for line in report["reasons"])
+    delivery = mailer["delivery"]
+    assert delivery["smtp"]["ok"] is True and delivery["failed_attempts_since_last_success"] >= 2
+    assert delivery["last_success"]["task_id"] == barrier["task_id"]
+    assert delivery["last_failure"]["reason"].startswith("message refused after DATA: ")
+    assert all(report["services"][name]["ok"] for name in ("storage", "exporter", "importer"))
+
+    system.smtp.set_mode("accept")  # mail goes out again: healthy again
+    again = completed_payload(system)
+    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, again)
+    wait_delivery(system.env, again["task_id"], lambda r: r.state == "sent")
+    wait_delivery(system.env, deferred["task_id"], lambda r: r.state in ("sent", "failed"))
+    status, report = health(system)
+    assert status == 200 and report["status"] == "ok" and "reasons" not in report, report
+    assert report["services"]["mailer"]["delivery"]["failed_attempts_since_last_success"] == 0
+
+
+def test_health_shows_a_mail_server_that_is_down(system_ok):
+    system = system_ok
+    system.smtp.stop()
+    try:
+        status, report = health(system)
+    finally:
+        system.smtp.start()
+    assert status == 503, report
+    mailer = report["services"]["mailer"]
+    assert mailer["ok"] is True and mailer["status"] == "degraded"
+    assert "does not answer a probe" in mailer["reason"] and "refused the connection" in mailer["reason"]
+    assert health(system)[0] == 200
 
 
 def test_an_invalid_recipient_is_refused_up_front(system_ok):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 
 import pytest
 
@@ -30,13 +31,17 @@ def parts(mail: t.Mail) -> tuple[str, str]:
 def test_export_completed_has_the_link_its_expiry_and_the_way_to_a_fresh_one():
     mail = t.render(c.EXPORT_COMPLETED, export_completed(), event_name="FOSSASIA 2016",
                     gateway_url="https://events.example.org")
-    assert mail.subject == "Event FOSSASIA 2016 has been exported"
+    assert mail.subject == "Event FOSSASIA 2016 (#5) has been exported"
     text, html = parts(mail)
     assert URL in text
     assert f'href="{URL.replace("&", "&amp;")}"' in html
     assert "22 November 2026 at 10:07 UTC" in text and "22 November 2026 at 10:07 UTC" in html
-    fresh = f"https://events.example.org/v1/events/5/exports/{TASK}"
-    assert fresh in text and fresh in html
+    fresh = f"GET /v1/events/5/exports/{TASK}"
+    assert fresh in text and fresh in html and "https://events.example.org" in text
+    # The one link of the mail is the one that works in a browser without logging in: the endpoint for a fresh
+    # link needs an access token, so it is named, never linked.
+    assert re.findall(r'href="([^"]*)"', html) == [URL.replace("&", "&amp;")]
+    assert re.findall(r"https?://\S+/v1/\S*", text) == []
     assert "no login needed" in text
     assert "1.2 MB" in text and "a" * 64 in text
     assert "could not be included" not in text  # no warnings, no warnings section
@@ -44,7 +49,7 @@ def test_export_completed_has_the_link_its_expiry_and_the_way_to_a_fresh_one():
 
 def test_export_completed_escapes_the_event_name_in_html_only():
     mail = t.render(c.EXPORT_COMPLETED, export_completed(), event_name=EVIL, gateway_url="http://gw")
-    assert mail.subject == f"Event {EVIL} has been exported"
+    assert mail.subject == f"Event {EVIL} (#5) has been exported"
     text, html = parts(mail)
     assert EVIL in text
     assert "<script>" not in html
@@ -82,7 +87,7 @@ def test_failure_mails_never_carry_a_stack_trace():
     payload = c.make_payload(c.EXPORT_FAILED, task_id=TASK, event_id=5, requested_by=WHO, code="internal_error",
                              message=trace)
     mail = t.render(c.EXPORT_FAILED, payload, event_name="Conf", gateway_url="http://gw")
-    assert mail.subject == "Export of event Conf failed"
+    assert mail.subject == "Export of event Conf (#5) failed"
     assert "Traceback" not in mail.text and "Traceback" not in mail.html and "x.py" not in mail.text
     assert "internal error" in mail.text
 
@@ -94,13 +99,63 @@ def test_import_completed_has_the_event_link_counts_and_warnings():
                                                                 "zebras": 2},
         warnings=[{"code": "dangling_reference", "message": "unknown track 99, left empty", "file": "sessions",
                    "record_id": 4, "field": "track"}], warnings_total=1)
-    mail = t.render(c.IMPORT_COMPLETED, payload, event_name=None, gateway_url="http://gw")
-    assert mail.subject == "Event Open Tech Summit has been imported"
+    mail = t.render(c.IMPORT_COMPLETED, payload, event_name=None, gateway_url="http://gw",
+                    event_url="https://frontend.example/e/otsummit")
+    assert mail.subject == "Event Open Tech Summit (#12) has been imported"
     text, html = parts(mail)
-    assert "https://events.example.org/v1/events/12" in text
-    assert 'href="https://events.example.org/v1/events/12"' in html
+    assert "https://frontend.example/e/otsummit" in text
+    assert re.findall(r'href="([^"]*)"', html) == ["https://frontend.example/e/otsummit"]
+    assert "/v1/events/12" not in text  # the API's address answers 401 in a browser
     assert text.index("event: 1") < text.index("sessions: 60") < text.index("speakers: 30") < text.index("zebras: 2")
     assert "file sessions, record 4, field track: unknown track 99, left empty" in text
+
+
+def import_completed(**extra) -> dict:
+    return c.make_payload(c.IMPORT_COMPLETED, task_id=TASK, event_id=12, requested_by=WHO, id=12,
+                          event_name="Open Tech Summit", url="https://events.example.org/v1/events/12",
+                          counts={"event": 1}, warnings=[], warnings_total=0, **extra)
+
+
+def test_import_completed_without_a_frontend_says_where_to_find_the_event_instead_of_linking_the_api():
+    mail = t.render(c.IMPORT_COMPLETED, import_completed(), event_name=None, gateway_url="http://gw")
+    text, html = parts(mail)
+    assert "href=" not in html and "https://events.example.org" not in text
+    assert "listed among your events on the platform (event id 12;" in text
+    assert "GET /v1/events/12" in text
+
+
+@pytest.mark.parametrize(("template", "identifier", "link"), [
+    ("https://frontend.example/e/{identifier}", "fossasia-16", "https://frontend.example/e/fossasia-16"),
+    ("https://frontend.example/events/{id}/", None, "https://frontend.example/events/12/"),
+    ("https://f.example/{identifier}?n={id}", "a b/c", "https://f.example/a%20b%2Fc?n=12"),
+    ("https://frontend.example/e/{identifier}", None, None),  # the event has no identifier: no broken link
+    (None, "x", None),
+])
+def test_event_link_fills_in_the_template(template, identifier, link):
+    assert t.event_link(template, 12, identifier) == link
+
+
+def test_export_mail_says_where_the_archive_is_kept_apart_from_the_links_expiry():
+    kept = t.render(c.EXPORT_COMPLETED, export_completed(retention={"backend": "team-s3",
+                                                                      "delete_at": "2026-12-21T10:07:00Z"}),
+                    event_name="Conf", gateway_url="http://gw")
+    assert 'The archive is stored on the storage "team-s3" until 21 December 2026 at 10:07 UTC' in kept.text
+    assert "This link works until 22 November 2026 at 10:07 UTC." in kept.text  # the link's own expiry
+    assert "team-s3" in kept.html
+    forever = t.render(c.EXPORT_COMPLETED, export_completed(retention={"backend": "default", "delete_at": None}),
+                       event_name="Conf", gateway_url="http://gw")
+    assert "stored on the platform's default storage and kept until it is deleted." in forever.text
+    older = t.render(c.EXPORT_COMPLETED, export_completed(), event_name="Conf", gateway_url="http://gw")
+    assert "The archive is stored on" not in older.text  # an event from before retention was reported
+
+
+def test_import_failed_names_the_uploaded_file():
+    payload = c.make_payload(c.IMPORT_FAILED, task_id=TASK, event_id=None, requested_by=WHO, code="invalid_json",
+                             message="File sessions: not JSON", file="sessions", filename="FOSSASIA <11>.zip")
+    mail = t.render(c.IMPORT_FAILED, payload, event_name=None, gateway_url="http://gw")
+    assert mail.subject == "Import of event failed: FOSSASIA <11>.zip"
+    assert 'The import of your archive "FOSSASIA <11>.zip" failed; nothing was imported.' in mail.text
+    assert "FOSSASIA &lt;11&gt;.zip" in mail.html
 
 
 def test_import_failed_says_where_and_what():
@@ -127,7 +182,7 @@ def test_import_failed_without_location():
 def test_subject_is_one_line_whatever_the_event_name():
     mail = t.render(c.EXPORT_COMPLETED, export_completed(), event_name="Evil\r\nBcc: victim@example.org",
                     gateway_url="http://gw")
-    assert mail.subject == "Event Evil Bcc: victim@example.org has been exported"
+    assert mail.subject == "Event Evil Bcc: victim@example.org (#5) has been exported"
     raw = t.build_message(mail, sender="Platform <platform@example.org>", recipient="orga@example.org",
                           reply_to=None, msg_id=t.message_id(c.EXPORT_COMPLETED, TASK, "example.org"))
     parsed = email.message_from_string(raw, policy=email.policy.default)
@@ -146,7 +201,7 @@ def test_built_message_is_multipart_ascii_and_deterministic_in_its_id():
     parsed = email.message_from_string(raw, policy=email.policy.default)
     # (a long Message-ID is folded onto its own line, which parsers keep as leading whitespace)
     assert parsed["Message-ID"].strip() == msg_id and parsed["Reply-To"] == "help@example.org"
-    assert parsed["Subject"] == "Event Café Conf ☕ has been exported"
+    assert parsed["Subject"] == "Event Café Conf ☕ (#5) has been exported"
     assert parsed["Auto-Submitted"] == "auto-generated"
     assert parsed.get_content_type() == "multipart/alternative"
     assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == mail.text

@@ -223,14 +223,14 @@ def loopback_fetcher(**kwargs) -> MediaFetcher:
     return MediaFetcher(allow_hosts=["127.0.0.1"], **kwargs)
 
 
-def read_all(fetcher: MediaFetcher, url: str, chunk_size: int = 65536) -> tuple[bytes, str]:
-    with fetcher.open(url) as media:
+def read_all(fetcher: MediaFetcher, url: str, chunk_size: int = 65536, kind: str | None = None) -> tuple[bytes, str]:
+    with fetcher.open(url, kind=kind) as media:
         return b"".join(media.iter_chunks(chunk_size)), media.content_type
 
 
-def refusal(fetcher: MediaFetcher, url: str) -> MediaFetchError:
+def refusal(fetcher: MediaFetcher, url: str, kind: str | None = None) -> MediaFetchError:
     with pytest.raises(MediaFetchError) as info:
-        read_all(fetcher, url)
+        read_all(fetcher, url, kind=kind)
     return info.value
 
 
@@ -260,10 +260,12 @@ def test_small_body_and_missing_content_type(server):
     assert read_all(loopback_fetcher(), server.url("/tiny")) == (b"GIF89a", "application/octet-stream")
 
 
-def test_svg_is_not_mistaken_for_a_page(server):
+def test_svg_is_not_mistaken_for_a_page_but_is_no_image(server):
     svg = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>'
     server.routes["/logo.svg"] = body(svg, "image/svg+xml")
     assert read_all(loopback_fetcher(), server.url("/logo.svg")) == (svg, "image/svg+xml")
+    refused = refusal(loopback_fetcher(), server.url("/logo.svg"), kind="image")
+    assert refused.code == "bad_content_type" and "SVG" in refused.message
 
 
 @pytest.mark.parametrize("entry", ["127.0.0.1", "127.0.0.0/8", "127.0.0.1:{port}", "localhost"])
@@ -490,6 +492,20 @@ def test_trickling_headers_stopped_by_overall_deadline(server):
     assert time.monotonic() - started < 3
 
 
+def test_caller_deadline_ends_the_fetch_before_its_own(server):
+    # An export's media deadline is shorter than the fetcher's own bound, and one that has passed sends nothing.
+    server.routes["/drip.png"] = drip(server)
+    fetcher = loopback_fetcher(timeout=5, total_timeout=3600)  # on its own, it would read the whole 50 s drip
+    with pytest.raises(MediaFetchError) as info, fetcher.open(server.url("/drip.png"),
+                                                              deadline=time.monotonic() + 0.5) as media:
+        b"".join(media.iter_chunks())
+    assert info.value.code == "timeout"
+    before = len(server.requests)
+    with pytest.raises(MediaFetchError) as info:
+        fetcher.open(server.url("/drip.png"), deadline=time.monotonic() - 1)
+    assert info.value.code == "timeout" and len(server.requests) == before
+
+
 # --- status and content type --------------------------------------------------------------------------------------
 
 
@@ -645,3 +661,27 @@ def test_from_settings(monkeypatch, tmp_path):
 )
 def test_extension_of(url, expected):
     assert extension_of(url) == expected
+
+
+S3_ERROR = b"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>NoSuchKey</Code><Message>gone</Message></Error>"
+
+
+@pytest.mark.parametrize(("data", "content_type", "kind"), [
+    (S3_ERROR, "audio/mpeg", "audio"),  # OTS16's session_44.mp3: an XML error page as audio
+    (S3_ERROR, "audio/mpeg", None),  # XML is never media, whatever the kind
+    (b'{"error": "not found"}', "image/png", None),
+    (b'{"error": "not found"}', "application/json", "document"),
+    (b"\xff\xd8\xff\xe0" + bytes(100), "image/jpeg", "audio"),  # a photo is not audio
+    (b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', "image/svg+xml", "image"),
+])
+def test_body_is_judged_for_its_kind(server, data, content_type, kind):
+    server.routes["/media"] = body(data, content_type)
+    assert refusal(loopback_fetcher(), server.url("/media"), kind=kind).code == "bad_content_type"
+
+
+def test_extension_of_the_detected_format(server):
+    mp3 = b"ID3\x03\x00\x00\x00\x00\x00\x00" + bytes(20_000)
+    server.routes["/talk"] = body(mp3, "application/octet-stream")
+    with loopback_fetcher().open(server.url("/talk"), kind="audio") as media:
+        assert b"".join(media.iter_chunks(1000)) == mp3
+        assert media.extension == ".mp3"

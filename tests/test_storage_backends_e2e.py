@@ -4,6 +4,9 @@ RabbitMQ, SeaweedFS (S3, real SigV4), fake-gcs-server and the Dropbox/Seafile fa
 
 The sweeper runs every second here (``STORAGE_SWEEP_INTERVAL=1``). Keep days are whole days, so an expiry is
 simulated by moving an object's ``expires_at`` into the past in storage's index table, as time would.
+
+Backend records are checked against their server when they are created or changed (a real put, stat and delete), so
+every record here points at a server that runs. CORS is on for one origin (``CORS_ORIGINS``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from sqlalchemy import select, update
 from services.api_gateway.auth import hash_password
 from shared import contracts as c
 from shared import models as m
+from tests.conftest import free_port
 from tests.e2e import Client, Env, make_env, start_stack
 from tests.rabbit import amqp_uri, create_vhost, delete_vhost
 from tests.storage_servers import (
@@ -40,6 +44,7 @@ from tests.storage_servers import (
 from tools.synthetic import create_synthetic_event
 
 PASSWORD = "storage e2e password"
+APP_ORIGIN = "https://app.example.org"
 BUCKET = "portability-test"
 KINDS = ("local", "s3", "gcs", "dropbox", "seafile")
 
@@ -134,12 +139,12 @@ def remotes(tmp_path_factory) -> Iterator[dict[str, Remote]]:
 
 
 class Events:
-    """Storage events as a subscriber sees them: a queue bound to ``storage.events`` (object_stored/expired)."""
+    """Events as a subscriber sees them: a queue bound to ``<source>.events`` (storage: object_stored/expired)."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, source: str = c.STORAGE) -> None:
         self.connection = Connection(uri)
-        exchange = get_event_exchange(c.STORAGE, {})
-        self.queue = Queue(f"test-storage-events-{uuid.uuid4().hex[:8]}", exchange=exchange, routing_key="#",
+        exchange = get_event_exchange(source, {})
+        self.queue = Queue(f"test-{source}-events-{uuid.uuid4().hex[:8]}", exchange=exchange, routing_key="#",
                            durable=False, auto_delete=True)
         self.queue(self.connection.default_channel).declare()
         self.seen: list[tuple[str, dict[str, Any]]] = []
@@ -171,6 +176,7 @@ class System:
     event_id: int
     events: Events
     url: str
+    export_events: Events
 
     def client(self, who: str) -> Client:
         return Client.login(self.url, f"{who}@example.org", PASSWORD)
@@ -186,7 +192,8 @@ class System:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory) -> Iterator[System]:
     vhost = create_vhost()
-    env = make_env(tmp_path_factory.mktemp("storage_e2e"), vhost, STORAGE_SWEEP_INTERVAL="1")
+    env = make_env(tmp_path_factory.mktemp("storage_e2e"), vhost, STORAGE_SWEEP_INTERVAL="1",
+                   CORS_ORIGINS=APP_ORIGIN)
     with env.db() as session:
         users = {name: m.User(email=f"{name}@example.org", password_hash=hash_password(PASSWORD), is_admin=admin)
                  for name, admin in (("admin", True), ("organizer", False), ("coorganizer", False),
@@ -196,13 +203,15 @@ def system(tmp_path_factory) -> Iterator[System]:
         event_id = create_synthetic_event(session, sessions=20, owner_user_id=users["organizer"].id)
         session.add(m.EventRole(user_id=users["coorganizer"].id, event_id=event_id, role=m.ROLE_COORGANIZER))
         session.commit()
-    events = Events(amqp_uri(vhost))
+    events, export_events = Events(amqp_uri(vhost)), Events(amqp_uri(vhost), c.EXPORTER)
     stack = start_stack(env)
     try:
-        yield System(env=env, stack=stack, event_id=event_id, events=events, url=env.env["GATEWAY_URL"])
+        yield System(env=env, stack=stack, event_id=event_id, events=events, url=env.env["GATEWAY_URL"],
+                     export_events=export_events)
     finally:
         stack.stop_all()
         events.close()
+        export_events.close()
         delete_vhost(vhost)
 
 
@@ -297,11 +306,10 @@ def test_backend_configs_are_validated_per_kind(system, body, words):
     assert words in message
 
 
-def test_admin_api_lifecycle_and_secrets_are_write_only(system, remotes):
+def test_admin_api_lifecycle_and_secrets_are_write_only(system, remotes, request):
     admin = system.client("admin")
-    remote = remotes["dropbox"] if remotes["dropbox"].body else Remote(
-        "dropbox", {"token": "rt-secret-" + uuid.uuid4().hex, "config": {
-            "app_key": "k", "app_secret": "as-secret-" + uuid.uuid4().hex}})
+    # Records are checked against their server when saved: this one is the Dropbox fake's.
+    remote = backend_of(request, remotes, "dropbox")
     secrets = (remote.body["token"], remote.body["config"]["app_secret"])
     identifier = create_backend(admin, "dropbox", remote.body, keep_days=3, description="the team's Dropbox")
     assert_error(admin.post("/v1/admin/storage-backends", json={**remote.body, "storage_backend": "dropbox",
@@ -526,3 +534,184 @@ def test_storage_events_match_their_schemas(system):
         assert event_type in (c.OBJECT_STORED, c.OBJECT_EXPIRED)
         assert c.SCHEMAS[event_type]().validate(payload) == {}, payload
         assert payload["requested_by"] is None and payload["occurred_at"].endswith("Z")
+
+
+# -- records are checked against their server (issue 8, item 17) -----------------------------------------------------
+
+
+def _s3_body(server: Any, **config: Any) -> dict[str, Any]:
+    token = config.pop("token", server.secret_key)
+    return {"token": token, "config": {"bucket": BUCKET, "endpoint_url": server.endpoint,
+                                       "access_key_id": server.access_key, "region": "us-east-1",
+                                       "prefix": "e2e/", **config}}
+
+
+def test_backend_records_are_checked_against_the_server(system, remotes, request):
+    remote = backend_of(request, remotes, "s3")
+    server = remote.extra["server"]
+    admin = system.client("admin")
+    wrong_secret = "wrong-" + uuid.uuid4().hex
+    cases = [
+        ("credentials were refused", _s3_body(server, token=wrong_secret)),
+        ("bucket does not exist", _s3_body(server, bucket="no-such-bucket-" + uuid.uuid4().hex[:8])),
+        ("cannot be reached", _s3_body(server, endpoint_url=f"http://127.0.0.1:{free_port()}")),
+    ]
+    for words, body in cases:
+        identifier = f"s3-{uuid.uuid4().hex[:8]}"
+        r = admin.post("/v1/admin/storage-backends", json={"storage_backend": "s3",
+                                                           "storage_backend_id": identifier, **body})
+        message = assert_error(r, 400, "storage_backend_check_failed")
+        assert words in message and identifier in message and "probe object" in message, message
+        assert wrong_secret not in message
+        # Nothing was saved.
+        assert_error(admin.get(f"/v1/admin/storage-backends/{identifier}"), 404, "storage_backend_not_found")
+
+    # A working record is saved; changing it to a wrong secret is refused and changes nothing.
+    identifier = create_backend(admin, "s3", remote.body)
+    before = admin.get(f"/v1/admin/storage-backends/{identifier}").json()
+    r = admin.request("PATCH", f"/v1/admin/storage-backends/{identifier}", json={"token": wrong_secret})
+    assert "credentials were refused" in assert_error(r, 400, "storage_backend_check_failed")
+    assert admin.get(f"/v1/admin/storage-backends/{identifier}").json() == before
+    export(system.client("organizer"), system.event_id, storage=identifier)  # still the working secret
+    # The probe leaves nothing behind in the bucket.
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                      aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key)
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="e2e/_probe/").get("KeyCount") == 0
+    assert wrong_secret not in system.log_text()
+
+
+def test_dropbox_records_with_a_wrong_token_are_refused(system, remotes, request):
+    remote = backend_of(request, remotes, "dropbox")
+    identifier = f"dropbox-{uuid.uuid4().hex[:8]}"
+    r = system.client("admin").post("/v1/admin/storage-backends", json={
+        **remote.body, "storage_backend": "dropbox", "storage_backend_id": identifier, "token": "rt-wrong"})
+    assert "credentials were refused" in assert_error(r, 400, "storage_backend_check_failed")
+    assert_error(system.client("admin").get(f"/v1/admin/storage-backends/{identifier}"), 404,
+                 "storage_backend_not_found")
+
+
+# -- what organizers see of backends and stored exports (issue 8, items 14, 15, 16) ------------------------------------
+
+
+def test_organizers_list_the_active_backends_without_secrets(system, remotes):
+    admin, organizer = system.client("admin"), system.client("organizer")
+    active = create_backend(admin, "local", {"config": {}}, description="team archive")
+    inactive = create_backend(admin, "local", {"config": {}})
+    admin.request("DELETE", f"/v1/admin/storage-backends/{inactive}")
+    r = organizer.get("/v1/storage-backends")
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data[0] == {"storage_backend_id": "default", "storage_backend": "local", "default": True,
+                       "keep_days": 0, "description": data[0]["description"]}
+    ids = [b["storage_backend_id"] for b in data]
+    assert active in ids and inactive not in ids and len(ids) == len(set(ids))
+    assert [b for b in data if b["storage_backend_id"] == active][0]["description"] == "team archive"
+    for entry in data:
+        assert set(entry) == {"storage_backend_id", "storage_backend", "description", "keep_days", "default"}
+    for secret in (s for remote in remotes.values() for s in remote.secrets):
+        assert secret not in r.text
+    assert_error(requests.get(system.url + "/v1/storage-backends", timeout=10), 401, "unauthorized")
+
+
+def test_retention_is_in_the_result_the_history_and_export_completed(system):
+    admin, organizer = system.client("admin"), system.client("organizer")
+    identifier = create_backend(admin, "local", {"config": {}}, keep_days=2)
+    task_id, result = export(organizer, system.event_id, storage=identifier)
+    row = system.index_row(result["key"])
+    assert result["retention"] == {"backend": identifier, "delete_at": row.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    assert result["retention"]["delete_at"] != result["expires_at"]  # the archive's lifetime, not the link's
+    completed = system.export_events.wait_for(c.EXPORT_COMPLETED, result["key"])
+    assert completed["retention"] == result["retention"]
+    history = organizer.get(f"/v1/events/{system.event_id}/exports").json()["data"]
+    assert [e["retention"] for e in history if e["task_id"] == task_id] == [result["retention"]]
+
+    _, kept = export(organizer, system.event_id)
+    assert kept["retention"] == {"backend": "default", "delete_at": None}
+
+
+def _wait_result(client: Client, task_id: str, field_name: str, timeout: float = 30) -> dict[str, Any]:
+    return client.wait_task(f"/v1/tasks/{task_id}", timeout=timeout,
+                            until=lambda t: field_name in (t.get("result") or {}))
+
+
+def test_deleted_and_expired_exports_show_as_such(system):
+    admin, organizer = system.client("admin"), system.client("organizer")
+    history_path = f"/v1/events/{system.event_id}/exports"
+
+    # Deleted on request: at once, in the task and in the history.
+    task_id, result = export(organizer, system.event_id)
+    assert organizer.request("DELETE", f"{history_path}/{task_id}").status_code == 204
+    task = organizer.get(f"/v1/tasks/{task_id}").json()
+    assert task["state"] == "SUCCESS" and "download_url" not in task["result"], task
+    assert task["result"]["deleted_at"].endswith("Z") and task["result"]["sha256"] == result["sha256"]
+    entry = [e for e in organizer.get(history_path).json()["data"] if e["task_id"] == task_id][0]
+    assert entry["deleted_at"] == task["result"]["deleted_at"] and "download" not in entry, entry
+
+    # Expired: storage's sweeper deletes it and announces it; the gateway follows the event.
+    identifier = create_backend(admin, "local", {"config": {}}, keep_days=1)
+    task_id, result = export(organizer, system.event_id, storage=identifier)
+    assert "download" in [e for e in organizer.get(history_path).json()["data"] if e["task_id"] == task_id][0]
+    _expire_now(system, result["key"])
+    row = _wait_deleted(system, result["key"])
+    task = _wait_result(organizer, task_id, "expired_at")
+    assert task["state"] == "SUCCESS" and "download_url" not in task["result"], task
+    assert task["result"]["expired_at"] == row.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    entry = [e for e in organizer.get(history_path).json()["data"] if e["task_id"] == task_id][0]
+    assert entry["expired_at"] == task["result"]["expired_at"] and "download" not in entry, entry
+
+
+# -- CORS (issue 8, item 13) -------------------------------------------------------------------------------------------
+
+
+def _cors_headers(r: requests.Response) -> dict[str, str]:
+    return {k.lower(): v for k, v in r.headers.items() if k.lower().startswith("access-control-")}
+
+
+def test_cors_for_the_configured_origin_only(system):
+    organizer = system.client("organizer")
+    token = organizer.http.headers["Authorization"]
+    http = direct()
+    path = f"/v1/events/{system.event_id}/export/json"
+    preflight = http.options(system.url + path, timeout=10, headers={
+        "Origin": APP_ORIGIN, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert preflight.status_code == 204, preflight.text
+    cors = _cors_headers(preflight)
+    assert cors["access-control-allow-origin"] == APP_ORIGIN and cors["access-control-allow-credentials"] == "true"
+    assert "POST" in cors["access-control-allow-methods"]
+    assert {"authorization", "content-type"} <= {h.strip().lower()
+                                                  for h in cors["access-control-allow-headers"].split(",")}
+    refused = http.options(system.url + path, timeout=10, headers={
+        "Origin": "https://evil.example.org", "Access-Control-Request-Method": "POST"})
+    assert refused.status_code == 403 and not _cors_headers(refused)
+
+    # The actual requests: the export, its task, the download from the data plane (whole and a range).
+    r = http.post(system.url + path, json={}, timeout=10, headers={"Origin": APP_ORIGIN, "Authorization": token})
+    assert r.status_code == 202 and _cors_headers(r)["access-control-allow-origin"] == APP_ORIGIN
+    assert "Location" in _cors_headers(r)["access-control-expose-headers"]
+    task = organizer.wait_task(r.json()["task_url"])
+    polled = http.get(system.url + r.json()["task_url"], timeout=10,
+                      headers={"Origin": APP_ORIGIN, "Authorization": token})
+    assert _cors_headers(polled)["access-control-allow-origin"] == APP_ORIGIN
+    assert "Origin" in polled.headers["Vary"]
+    url = task["result"]["download_url"]
+    assert url.startswith(system.env.env["STORAGE_URL"] + "/objects/")
+    download = http.get(url, timeout=30, headers={"Origin": APP_ORIGIN, "Range": "bytes=0-99"})
+    assert download.status_code == 206 and len(download.content) == 100
+    cors = _cors_headers(download)
+    assert cors["access-control-allow-origin"] == APP_ORIGIN
+    exposed = {h.strip() for h in cors["access-control-expose-headers"].split(",")}
+    assert {"Content-Disposition", "Content-Length", "Content-Range", "Accept-Ranges"} <= exposed
+    assert "Origin" in download.headers["Vary"]
+    preflight = http.options(url, timeout=10, headers={"Origin": APP_ORIGIN, "Access-Control-Request-Method": "GET",
+                                                        "Access-Control-Request-Headers": "range"})
+    assert preflight.status_code == 204 and _cors_headers(preflight)["access-control-allow-origin"] == APP_ORIGIN
+
+    # Other origins get no CORS header at all, with or without credentials; errors carry them for the listed one.
+    for target, headers in ((system.url + r.json()["task_url"], {"Authorization": token}), (url, {})):
+        other = http.get(target, timeout=10, headers={"Origin": "https://evil.example.org", **headers})
+        assert other.status_code in (200, 206) and not _cors_headers(other), other.headers
+    unauthorized = http.get(system.url + "/v1/events", timeout=10, headers={"Origin": APP_ORIGIN})
+    assert unauthorized.status_code == 401 and _cors_headers(unauthorized)["access-control-allow-origin"] == APP_ORIGIN

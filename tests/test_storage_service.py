@@ -21,10 +21,13 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.storage import data_plane
 from services.storage.service import StorageService
+from shared.config import LINK_KEY_LABEL
 from shared.db import upgrade_to_head
+from shared.signing import derive_key
 from tests.conftest import free_port
 
-SECRET = "storage-test-secret"
+SECRET = "storage-test-secret-0123456789abcdef"  # services refuse secrets under 32 bytes
+LINK_KEY = derive_key(SECRET, LINK_KEY_LABEL)  # what storage signs its links with
 MiB = 1024 * 1024
 
 
@@ -108,7 +111,8 @@ def test_chunked_put_then_get_round_trip(storage, rpc):
     assert "Content-Length" not in response.request.headers
     assert response.status_code == 201, response.text
     sha = hashlib.sha256(data).hexdigest()
-    assert response.json() == {"key": key, "size": len(data), "sha256": sha}
+    # where the object lives and when it expires (null: kept): the writer learns its retention
+    assert response.json() == {"key": key, "size": len(data), "sha256": sha, "backend": "default", "expires_at": None}
 
     got = requests.get(rpc.signed_url(key), timeout=30)
     assert got.status_code == 200
@@ -258,7 +262,7 @@ def test_single_ranges(range_url, header, start, stop):
     assert response.headers["ETag"] == f'"{hashlib.sha256(RANGE_DATA).hexdigest()}"'
 
 
-@pytest.mark.parametrize("header", ["bytes=1000-", "bytes=5000-6000"])
+@pytest.mark.parametrize("header", ["bytes=1000-", "bytes=5000-6000", "bytes=-0", "bytes=-000"])
 def test_unsatisfiable_range(range_url, header):
     response = requests.get(range_url, headers={"Range": header}, timeout=10)
     assert_error(response, 416, "range_not_satisfiable")
@@ -341,7 +345,7 @@ def test_tampered_links_are_refused(storage, range_url):
 
 def test_expired_links_say_so(storage, rpc):
     put(storage, "expiry/obj", b"x")
-    past = data_plane.signed_url(storage["base"], SECRET, "expiry/obj", ttl=10, now=time.time() - 60)
+    past = data_plane.signed_url(storage["base"], LINK_KEY, "expiry/obj", ttl=10, now=time.time() - 60)
     message = assert_error(requests.get(past, timeout=10), 403, "link_expired")
     assert message == "This link has expired. Request a new download link."
 
@@ -367,6 +371,18 @@ def test_signed_url_rejects_bad_arguments(rpc):
         with pytest.raises(RemoteError) as info:
             rpc.signed_url(**kwargs)
         assert info.value.exc_type in ("InvalidKey", "ValueError")
+
+
+def test_get_links_for_objects_that_must_exist(storage, rpc):
+    # Services ask with must_exist (the gateway's /media/, the exporter reading platform media): no link to nothing.
+    with pytest.raises(RemoteError) as info:
+        rpc.signed_url("never/stored.png", must_exist=True)
+    assert info.value.exc_type == "ObjectNotFound"
+    assert rpc.signed_url("never/stored.png").startswith(storage["base"])  # without it: a link that will 404
+    put(storage, "exists/photo.png", b"\x89PNG\r\n\x1a\n")
+    url = rpc.signed_url("exists/photo.png", must_exist=True, data_plane_only=True)
+    assert url.startswith(storage["base"] + "/objects/exists/photo.png?")
+    assert requests.get(url, timeout=10).content == b"\x89PNG\r\n\x1a\n"
 
 
 # -- RPC control plane ------------------------------------------------------------------------------------------------

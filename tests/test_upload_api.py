@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -290,6 +291,15 @@ def test_force_local(system):
                  "invalid_parameter")
 
 
+@pytest.mark.parametrize("value", ["1", "yes", "0", "no", "", "TRUE", " true"])
+def test_force_local_accepts_true_or_false_only(system, value):
+    """The README: `?force_local=true`, `invalid_parameter` when it is not true/false; nothing is stored then."""
+    before = system.upload_keys()
+    r = system.client().post(FILE_PATH, params={"force_local": value}, files={"file": ("a.txt", b"abc")})
+    assert_error(r, 400, "invalid_parameter")
+    assert system.upload_keys() == before
+
+
 def test_request_errors(system):
     alice = system.client()
     before = system.upload_keys()
@@ -376,3 +386,34 @@ def test_a_deleted_upload_answers_410(system):
     with ClusterRpcProxy({"AMQP_URI": system.env.env["AMQP_URI"]}, timeout=10) as rpc:
         assert rpc.storage.delete(key) is True
     assert_error(requests.get(url, allow_redirects=False, timeout=10), 410, "media_gone")
+
+
+def test_a_media_address_nothing_was_stored_at_answers_404(system):
+    # Public key layouts, but storage's object index has no such object: a 404, never a redirect to a dead link.
+    for key in (f"uploads/{system.users['alice']}/{uuid.uuid4()}/nothing.png",
+                f"imports/{uuid.uuid4()}/media/images/speakers/Nobody_1.jpg"):
+        assert_error(requests.get(f"{system.url}/media/{key}", allow_redirects=False, timeout=10), 404, "not_found")
+
+
+@pytest.mark.parametrize(("name", "data", "stored", "mime"), [
+    ("photo.png", jpeg_bytes(), "photo.jpg", "image/jpeg"),  # the client's extension is not what the bytes are
+    ("logo.PNG", png_bytes(), "logo.png", "image/png"),
+    ("avatar.html", GIF, "avatar.gif", "image/gif"),
+    ("shot.jpeg", png_bytes(), "shot.png", "image/png"),
+], ids=["jpeg-as-png", "png-upper", "gif-as-html", "png-as-jpeg"])
+def test_image_endpoint_stores_the_extension_of_the_detected_type(system, name, data, stored, mime):
+    r = system.client().post(IMAGE_PATH, files={"file": (name, data, "image/png")})
+    assert r.status_code == 200, r.text
+    assert name_of(system, r.json()["url"]) == stored
+    got = download(r.json()["url"])
+    assert got.content == data and got.headers["Content-Type"] == mime
+    assert got.headers["Content-Disposition"] == f"attachment; filename={stored}"
+
+
+def test_image_endpoint_refuses_images_carrying_scripts(system):
+    polyglot = GIF[:13] + b"!\xfe\x1e<script>alert(1)</script>   \x00" + GIF[13:]
+    before = system.upload_keys()
+    message = assert_error(system.client().post(IMAGE_PATH, files={"file": ("cat.gif", polyglot, "image/gif")}), 400,
+                           "not_an_image")
+    assert "script" in message and "cat.gif" in message, message
+    assert system.upload_keys() == before

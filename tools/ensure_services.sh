@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Make sure the local services the test suite talks to are up: RabbitMQ (AMQP on :5672, management API on :15672)
-# and PostgreSQL (:5432). Idempotent: when everything already answers it only checks and returns (about a second).
-#
-# Used by .ci/run and safe to run by hand. Starts services with the commands the machine's notes give; never stops
+# Make sure local services are up. Usage: ensure_services.sh [rabbitmq] [management] [postgres]
+#   rabbitmq    RabbitMQ's AMQP port (:5672): all `make run` needs
+#   management  its management API (:15672, after rabbitmq), enabled if off: the tests make throwaway vhosts with it
+#   postgres    PostgreSQL (:5432): the tests' PostgreSQL cases
+# No argument: all three (what `make test` and .ci/run need). Idempotent: when everything already answers it only
+# checks and returns (about a second). Starts services with the commands the machine's notes give; never stops
 # anything. Timeouts can be changed with ENSURE_TIMEOUT (seconds, per service, default 60).
 set -euo pipefail
 
@@ -77,7 +79,7 @@ wait_for() {
     log "$name is up"
 }
 
-ensure_rabbitmq() {
+ensure_amqp() {
     if amqp_ready; then
         log "RabbitMQ answers on $HOST:$AMQP_PORT"
     else
@@ -88,7 +90,9 @@ ensure_rabbitmq() {
         wait_for "RabbitMQ (AMQP)" amqp_ready \
             || die "RabbitMQ did not answer on $HOST:$AMQP_PORT within ${TIMEOUT}s (see /var/log/rabbitmq/)"
     fi
+}
 
+ensure_management() {
     if mgmt_ready; then
         log "RabbitMQ management API answers on $HOST:$MGMT_PORT"
         return
@@ -118,5 +122,12 @@ ensure_postgres() {
         || die "PostgreSQL did not answer on $HOST:$PG_PORT within ${TIMEOUT}s (see /var/log/postgresql/)"
 }
 
-ensure_rabbitmq
-ensure_postgres
+[ $# -gt 0 ] || set -- rabbitmq management postgres
+for what in "$@"; do
+    case $what in
+        rabbitmq) ensure_amqp ;;
+        management) ensure_management ;;
+        postgres) ensure_postgres ;;
+        *) die "unknown service '$what' (rabbitmq, management or postgres)" ;;
+    esac
+done

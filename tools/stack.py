@@ -36,12 +36,7 @@ class Stack:
         return self.env["GATEWAY_URL"]
 
     def start(self, name: str) -> None:
-        env = {**os.environ, **self.env}
-        if name == "api_gateway":
-            env["WEB_SERVER_ADDRESS"] = self.env["GATEWAY_URL"].split("//", 1)[1]
-        elif name == "storage":
-            env["WEB_SERVER_ADDRESS"] = self.env["STORAGE_URL"].split("//", 1)[1]
-        cmd = [sys.executable, "-m", "nameko", "run", "--config", str(NAMEKO_CONFIG), f"services.{name}.service"]
+        cmd, env = service_command(name, {**os.environ, **self.env})
         out: IO[bytes] | None = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -104,6 +99,16 @@ class Stack:
             return ""
         path = self.log_dir / f"{name}.log"
         return "\n" + path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+def service_command(name: str, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The ``nameko run`` command of one service and its environment (``env`` plus the HTTP bind address)."""
+    env = dict(env)
+    if name == "api_gateway":
+        env["WEB_SERVER_ADDRESS"] = env["GATEWAY_URL"].split("//", 1)[1]
+    elif name == "storage":
+        env["WEB_SERVER_ADDRESS"] = env["STORAGE_URL"].split("//", 1)[1]
+    return [sys.executable, "-m", "nameko", "run", "--config", str(NAMEKO_CONFIG), f"services.{name}.service"], env
 
 
 def default_env(var_dir: Path) -> dict[str, str]:

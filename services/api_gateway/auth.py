@@ -1,17 +1,34 @@
-"""Passwords and access tokens (JWT, HS256)."""
+"""Passwords and access tokens (JWT, HS256).
+
+A token names its user (``sub``) and carries a stamp of the user's password hash (``pws``). The hash gets a new salt
+whenever the password is set, so every token issued before a password change stops working; user ids are never
+reused (``AUTOINCREMENT``), so a token of a deleted user never becomes another user's. Both are checked on every
+request (``authenticate``).
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import re
+import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from shared.http import ApiError
+from shared.models import User
 
 # Open Event clients send "JWT <token>"; everything else speaks "Bearer <token>".
 TOKEN_SCHEMES = ("jwt", "bearer")
+# A user id as our tokens write it; anything longer cannot be a row and must not reach the database as an int.
+_SUB_RE = re.compile(r"[1-9][0-9]{0,17}")
+_dummy_hash: str | None = None
 
 
 def hash_password(password: str) -> str:
@@ -22,22 +39,66 @@ def verify_password(password_hash: str, password: str) -> bool:
     return check_password_hash(password_hash, password)
 
 
-def issue_token(user_id: int, secret: str, ttl: int) -> str:
+def prepare_dummy_hash() -> str:
+    """The hash unknown emails are checked against: same method and cost as real ones (made by the same function)."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = hash_password(secrets.token_hex(16))
+    return _dummy_hash
+
+
+def verify_unknown_user(password: str) -> bool:
+    """Spend the same work as ``verify_password`` for an email that has no user, so the answer time does not tell
+    whether the account exists. Always False."""
+    check_password_hash(prepare_dummy_hash(), password)
+    return False
+
+
+def password_stamp(password_hash: str, key: bytes) -> str:
+    """A short keyed digest of the password hash: reveals nothing about it, changes whenever it does."""
+    digest = hmac.new(key, b"password-stamp/" + password_hash.encode(), hashlib.sha256).digest()[:12]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def issue_token(user: User, key: bytes, ttl: int) -> str:
     now = int(time.time())
-    return jwt.encode({"sub": str(user_id), "iat": now, "exp": now + ttl}, secret, algorithm="HS256")
+    claims = {"sub": str(user.id), "iat": now, "exp": now + ttl, "pws": password_stamp(user.password_hash, key)}
+    return jwt.encode(claims, key, algorithm="HS256")
 
 
-def user_id_from_header(header: str | None, secret: str) -> int:
-    """The user id carried by an ``Authorization`` header; ApiError(401) when absent or invalid."""
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: int
+    stamp: str
+
+
+def read_token(header: str | None, key: bytes) -> TokenClaims:
+    """The claims of an ``Authorization`` header's token; ApiError(401) when absent, malformed, forged or expired."""
     if not header:
         raise ApiError(401, "unauthorized", "Authentication required: send 'Authorization: Bearer <token>'.")
     scheme, _, token = header.partition(" ")
     if scheme.lower() not in TOKEN_SCHEMES or not token.strip():
         raise ApiError(401, "unauthorized", "Authorization header must be 'Bearer <token>' or 'JWT <token>'.")
     try:
-        claims: dict[str, Any] = jwt.decode(token.strip(), secret, algorithms=["HS256"], options={"require": ["exp"]})
-        return int(claims["sub"])
+        claims: dict[str, Any] = jwt.decode(token.strip(), key, algorithms=["HS256"],
+                                            options={"require": ["exp", "sub", "pws"]})
     except jwt.ExpiredSignatureError as exc:
         raise ApiError(401, "token_expired", "The access token has expired; log in again.") from exc
-    except (jwt.InvalidTokenError, KeyError, ValueError) as exc:
+    except jwt.InvalidTokenError as exc:
         raise ApiError(401, "invalid_token", "The access token is not valid.") from exc
+    sub, stamp = claims.get("sub"), claims.get("pws")
+    if not isinstance(sub, str) or not _SUB_RE.fullmatch(sub) or not isinstance(stamp, str):
+        raise ApiError(401, "invalid_token", "The access token is not valid.")
+    return TokenClaims(int(sub), stamp)
+
+
+def authenticate(session: Session, header: str | None, key: bytes) -> int:
+    """The id of the user a valid token belongs to, if that user still exists with the password the token was
+    issued under; ApiError(401) otherwise."""
+    claims = read_token(header, key)
+    user = session.get(User, claims.user_id)
+    if user is None:
+        raise ApiError(401, "invalid_token", "The access token belongs to a user that no longer exists.")
+    if not hmac.compare_digest(password_stamp(user.password_hash, key), claims.stamp):
+        raise ApiError(401, "token_revoked", "The password was changed since this token was issued; log in again.")
+    return user.id

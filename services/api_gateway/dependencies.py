@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from kombu import Queue
 from nameko.events import EventDispatcher
+from nameko.extensions import DependencyProvider
 from nameko.standalone.events import get_event_exchange
 
+from services.api_gateway.quotas import QuotaSettings, load_quota_settings
 from shared import contracts as c
 
 # event type -> the durable queue of the worker that handles it (see shared.contracts.handler_queue)
@@ -45,3 +49,13 @@ class RequestDispatcher(EventDispatcher):
                 Queue(queue_name, exchange=source_exchange, routing_key=event_type, durable=True, auto_delete=False)
             )
         super().setup()
+
+
+class Quotas(DependencyProvider):
+    """``quotas.QuotaSettings`` read from the environment when the container starts."""
+
+    def setup(self) -> None:
+        self.settings = load_quota_settings()
+
+    def get_dependency(self, worker_ctx: Any) -> QuotaSettings:
+        return self.settings

@@ -36,11 +36,32 @@ def check_database(engine: Engine) -> dict[str, Any]:
 
 
 def check_services(ping: Callable[[str], Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """``ok``: the service answers. A service that answers but cannot do its job (the mailer whose mail server
+    refuses everything) also reports ``status: degraded`` with a ``reason``, and its details (``delivery``)."""
     results = {}
     for name in names:
         try:
-            ping(name)
-            results[name] = {"ok": True}
+            reply = ping(name)
         except Exception as exc:
             results[name] = {"ok": False, "error": str(exc) or type(exc).__name__}
+            continue
+        result: dict[str, Any] = {"ok": True}
+        if isinstance(reply, dict) and reply.get("status") == "degraded":
+            result["status"] = "degraded"
+            result["reason"] = (reply.get("delivery") or {}).get("reason") or "the service reports itself degraded"
+        if isinstance(reply, dict) and isinstance(reply.get("delivery"), dict):
+            result["delivery"] = reply["delivery"]
+        results[name] = result
     return results
+
+
+def problems(report: dict[str, Any]) -> list[str]:
+    """Why the system is degraded, one line per component (empty when everything is ok)."""
+    found = [f"{part}: {report[part].get('error', 'not ok')}" for part in ("broker", "database")
+             if not report[part]["ok"]]
+    for name, service in report["services"].items():
+        if not service["ok"]:
+            found.append(f"{name}: not answering ({service.get('error')})")
+        elif service.get("status") == "degraded":
+            found.append(f"{name}: {service['reason']}")
+    return found

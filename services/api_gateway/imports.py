@@ -5,8 +5,7 @@ Plain functions; ``service.py`` wires them to entrypoints.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from services.api_gateway.tasks import task_view
@@ -21,33 +20,49 @@ UPLOAD_LINK_TTL = 3600
 # storage link, so stored event records never hold a link that expires or dies with a SECRET_KEY rotation.
 MEDIA_LINK_TTL = 3600
 MEDIA_REDIRECT_MAX_AGE = 300
-_MEDIA_KEY = re.compile(r"imports/[0-9a-f-]{36}/media/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
 
 
-def storage_writer(sign_url: SignUrl, settings: Settings, task_id: str) -> Store:
-    """A ``Store`` that streams the upload to storage with a chunked HTTP PUT on a signed link."""
+def storage_writer(sign_url: SignUrl, settings: Settings, task_id: str,
+                   meter: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None,
+                   **sign_kwargs: Any) -> Store:
+    """A ``Store`` that streams the upload to storage with a chunked HTTP PUT on a signed link.
+
+    ``meter`` sees every chunk on the way (the byte quota); ``sign_kwargs`` go to the signed-URL RPC (``owner``,
+    ``keep_seconds``)."""
 
     def store(filename: str, chunks: Iterator[bytes]) -> dict[str, Any]:
         key = import_key(task_id, filename)
-        stored = put_to_storage(sign_url, settings, key, chunks, content_type="application/zip",
-                                what="the archive", link_ttl=UPLOAD_LINK_TTL)
+        stored = put_to_storage(sign_url, settings, key, meter(chunks) if meter else chunks,
+                                content_type="application/zip", what="the archive", link_ttl=UPLOAD_LINK_TTL,
+                                **sign_kwargs)
         return {"key": key, **stored}
 
     return store
 
 
-def task_params(upload: Upload) -> dict[str, Any]:
-    return {"filename": upload.filename, "key": upload.key, "size": upload.size, "sha256": upload.sha256}
+def archive_key(task: Task | None) -> str | None:
+    """Where an import task's uploaded archive is stored (``None`` for other tasks)."""
+    if task is None or task.kind != "import":
+        return None
+    key = (task.params or {}).get("key")
+    return key if isinstance(key, str) else None
+
+
+def task_params(upload: Upload, strict: bool = False) -> dict[str, Any]:
+    return {"filename": upload.filename, "key": upload.key, "size": upload.size, "sha256": upload.sha256,
+            "strict": strict}
 
 
 def import_entry(task: Task) -> dict[str, Any]:
-    """One line of ``GET /v1/import-jobs``."""
+    """One line of ``GET /v1/import-jobs``: the task's ``state``/``status``/``progress``/``result`` as in its own view
+    (README, "Task contract"), with the upload's name and size."""
     view = task_view(task)
     params = task.params or {}
-    return {
+    entry = {
         "task_id": task.id,
         "task_url": f"/v1/tasks/{task.id}",
-        "state": task.state,
+        "state": view["state"],
+        "status": view["status"],
         "filename": params.get("filename"),
         "size": params.get("size"),
         "created_at": view["created_at"],
@@ -55,6 +70,9 @@ def import_entry(task: Task) -> dict[str, Any]:
         "event_id": task.event_id if task.state == SUCCESS else None,
         "result": view.get("result"),
     }
+    if "progress" in view:
+        entry["progress"] = view["progress"]
+    return entry
 
 
 def completed_result(data: dict[str, Any]) -> dict[str, Any]:
@@ -62,11 +80,19 @@ def completed_result(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def failed_result(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: data.get(k) for k in ("code", "message", "file", "record_id", "field")}
+    """The first problem at the top level (for older clients), and every problem found."""
+    first = {k: data.get(k) for k in ("code", "message", "file", "record_id", "field")}
+    errors = data.get("errors") or [first]
+    return {**first, "errors": errors, "errors_total": data.get("errors_total") or len(errors)}
 
 
-def check_media_key(key: str) -> str:
-    """Only media re-hosted by imports are public through ``/media/``; anything else is a 404."""
-    if not _MEDIA_KEY.fullmatch(key) or ".." in key or "/./" in key:
-        raise ApiError(404, "not_found", "No media exists at this address.")
-    return key
+def parse_strict(value: str | None) -> bool:
+    """``?strict=true`` on an import; absent or ``false``: hand-made archives are repaired where they can be."""
+    text = "false" if value is None else value
+    # Exactly true or false, as for the other boolean query parameters (force_local).
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    raise ApiError(400, "invalid_parameter", f"strict must be true or false, not '{(value or '')[:50]}'.")
+

@@ -44,6 +44,9 @@ def recent_deliveries(session: Session, limit: int) -> list[dict[str, Any]]:
             "subject": r.subject, "state": r.state, "attempts": r.attempts, "last_error": r.last_error,
             "message_id": r.message_id, "created_at": _time(r.created_at), "updated_at": _time(r.updated_at),
             "sent_at": _time(r.sent_at), "next_attempt_at": _time(r.next_attempt_at),
+            # When the mailer tries again: only a pending row waits for a retry (for sending/transmitting rows
+            # next_attempt_at is the end of the sender's lease, not a retry).
+            "next_retry_at": _time(r.next_attempt_at) if r.state == "pending" else None,
         }
         for r in rows
     ]

@@ -3,9 +3,11 @@
 A multipart body carries one file in the field ``file`` (answer ``{"url": "..."}``) or several in ``files[]``
 (answer ``{"url": ["...", ...]}``, in body order). Each file streams from the request into storage (the multipart
 parser and the chunked PUT of ``uploads.py``); only its first ``SNIFF_BYTES`` are held, to judge the content by its
-magic bytes (``shared.archive.media.identify``), never by its name. The image endpoint accepts JPEG, PNG, GIF and
-WebP; SVG is refused (it can carry scripts). The file endpoint accepts anything: storage always serves uploads as
-attachments with ``X-Content-Type-Options: nosniff``, and only a few known-safe types keep a precise Content-Type.
+magic bytes (``shared.media_types``), never by its name. The image endpoint accepts JPEG, PNG, GIF and WebP, and
+names the stored file with the detected type's extension (a JPEG sent as ``photo.png`` is ``photo.jpg``); SVG and
+images with script markup inside are refused (they can run scripts). The file endpoint accepts anything: storage
+always serves uploads as attachments with ``X-Content-Type-Options: nosniff``, and only a few known-safe types keep
+a precise Content-Type.
 
 Objects are stored at ``uploads/<user id>/<uuid>/<sanitized name>``; the answer holds the stable public address
 ``<GATEWAY_URL>/media/<key>``, which redirects to a fresh signed storage link on every request (as re-hosted import
@@ -28,11 +30,11 @@ from typing import Any, Literal
 
 from werkzeug.wrappers import Request
 
-from services.api_gateway import imports
 from services.api_gateway.uploads import SignUrl, file_parts, put_to_storage, store_guarded
-from shared.archive.media import SNIFF_BYTES, identify
+from shared import public_media
 from shared.config import Settings
 from shared.http import ApiError
+from shared.media_types import SNIFF_BYTES, extension_for, identify, sniff
 
 _log = logging.getLogger(__name__)
 
@@ -45,25 +47,21 @@ MAX_STEM = 100
 MAX_EXTENSION = 16
 LOCAL_BACKEND = "local"
 
-# identify() description -> (Content-Type, extension) of the images the image endpoint accepts.
-IMAGE_TYPES: dict[str, tuple[str, str]] = {
-    "JPEG image": ("image/jpeg", "jpg"),
-    "PNG image": ("image/png", "png"),
-    "GIF image": ("image/gif", "gif"),
-    "WebP image": ("image/webp", "webp"),
+# identify() description -> Content-Type of the images the image endpoint accepts (their extension: extension_for).
+IMAGE_TYPES: dict[str, str] = {
+    "JPEG image": "image/jpeg",
+    "PNG image": "image/png",
+    "GIF image": "image/gif",
+    "WebP image": "image/webp",
 }
 ACCEPTED_IMAGES = "a JPEG, PNG, GIF or WebP image"
 # Files are always served as attachments; these contents keep their type, everything else is application/octet-stream.
 FILE_CONTENT_TYPES: dict[str, str] = {
-    **{description: mime for description, (mime, _) in IMAGE_TYPES.items()},
+    **IMAGE_TYPES,
     "PDF document": "application/pdf",
 }
 OCTET_STREAM = "application/octet-stream"
 
-_UPLOAD_KEY = re.compile(r"uploads/[0-9]+/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/"
-                         r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_TRUE = ("true", "1", "yes")
-_FALSE = ("false", "0", "no", "")
 
 PutObject = Callable[[str, Iterator[bytes], str], dict[str, Any]]  # (key, chunks, content type) -> {"size", "sha256"}
 DeleteObject = Callable[[str], object]
@@ -81,20 +79,20 @@ class StoredUpload:
 # --- request parameters and names ------------------------------------------------------------------------------------
 
 def parse_force_local(value: str | None) -> bool:
-    """``?force_local=true`` (also ``1``/``yes``); absent or ``false`` means the default backend."""
-    text = (value or "").strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
+    """``?force_local=true`` or ``false``, nothing else (as the README says); absent means ``false``."""
+    if value is None or value == "false":
         return False
+    if value == "true":
+        return True
     raise ApiError(400, "invalid_parameter", f"force_local must be true or false, not '{(value or '')[:50]}'.")
 
 
-def upload_file_name(raw: str) -> str:
+def upload_file_name(raw: str, extension: str | None = None) -> str:
     """A storage-safe name for an uploaded file: the last path segment, no control characters, ASCII letters,
     digits and ``._-`` (accents transliterated, other runs replaced by ``_``), no ``..``, the extension kept (lower
     case). ``"../../x/Ünïcode Photo (1).JPG"`` -> ``"Unicode_Photo_1.jpg"``, ``"日本.pdf"`` -> ``"file.pdf"``. What is
     not a file name at all (``"../"``, ``".."``, control characters only) is a 400 ``invalid_file_name``.
+    ``extension`` (``"jpg"``, the detected type's) replaces the client's: a name never claims another type.
     """
     name = re.split(r"[\\/]", raw)[-1]
     name = "".join(ch for ch in name if not unicodedata.category(ch).startswith("C"))  # control, format, private
@@ -109,6 +107,7 @@ def upload_file_name(raw: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)
     stem = re.sub(r"\.{2,}", ".", stem).strip("._-")[:MAX_STEM].rstrip("._-")
     stem = stem or "file"  # nothing left of a name in another script: a neutral one
+    ext = extension or ext
     return f"{stem}.{ext.lower()}" if ext else stem
 
 
@@ -122,24 +121,16 @@ def upload_key(user_id: int, name: str, upload_id: str | None = None) -> str:
     return f"uploads/{int(user_id)}/{upload_id or uuid.uuid4()}/{name}"
 
 
-def is_upload_key(key: str) -> bool:
-    return _UPLOAD_KEY.fullmatch(key) is not None and ".." not in key
-
-
 def check_public_key(key: str) -> str:
     """Keys served without credentials by ``GET /media/<key>``: uploads, and media re-hosted by imports (else 404)."""
-    if is_upload_key(key):
-        return key
-    return imports.check_media_key(key)
-
-
-def public_url(gateway_url: str, key: str) -> str:
-    return f"{gateway_url.rstrip('/')}/media/{key}"  # keys are URL-safe by construction
+    if not public_media.is_public_key(key):
+        raise ApiError(404, "not_found", "No media exists at this address.")
+    return key
 
 
 def response_body(gateway_url: str, multiple: bool, stored: list[StoredUpload]) -> dict[str, Any]:
     """``{"url": "..."}`` for the field ``file``, ``{"url": [...]}`` for ``files[]`` (the Open Event Server's shape)."""
-    urls = [public_url(gateway_url, item.key) for item in stored]
+    urls = [public_media.public_url(gateway_url, item.key) for item in stored]
     return {"url": urls if multiple else urls[0]}
 
 
@@ -167,11 +158,13 @@ def classify(head: bytes, kind: Kind, raw_name: str) -> tuple[str, str | None]:
     description = found[1] if found else "unrecognised content"
     if kind == "file":
         return FILE_CONTENT_TYPES.get(description, OCTET_STREAM), None
-    if description in IMAGE_TYPES and _image_header_ok(description, head):
-        mime, ext = IMAGE_TYPES[description]
-        return mime, ext
+    refusal = sniff(head, "image")  # SVG and script-bearing images are refused here as by the importer and exporter
+    if description in IMAGE_TYPES and _image_header_ok(description, head) and refusal is None:
+        return IMAGE_TYPES[description], extension_for(head, "image").lstrip(".")
     name = shown_name(raw_name)
-    if description == "SVG image":
+    if description in IMAGE_TYPES and refusal is not None and "script" in refusal:
+        message = f"The file '{name}' is {refusal}: upload {ACCEPTED_IMAGES} without markup."
+    elif description == "SVG image":
         message = f"The file '{name}' is an SVG image, which is not accepted (SVG can carry scripts): " \
                   f"upload {ACCEPTED_IMAGES}."
     elif description in IMAGE_TYPES:
@@ -233,13 +226,12 @@ def _store_part(raw_name: str, chunks: Iterator[bytes], *, kind: Kind, user_id: 
         -> StoredUpload:
     if not raw_name:  # what a browser sends for a file input left empty
         raise ApiError(400, "missing_file", "A file field has no file selected (its file name is empty).")
-    name = upload_file_name(raw_name)
+    upload_file_name(raw_name)  # a name that is no name is refused before the content is read
     head = read_head(chunks)
     if not head:
         raise ApiError(400, "empty_file", f"The file '{shown_name(raw_name)}' is empty.")
     content_type, extension = classify(head, kind, raw_name)
-    if extension and "." not in name:
-        name = f"{name}.{extension}"
+    name = upload_file_name(raw_name, extension)
     key = upload_key(user_id, name)
     result = store_guarded(chain([head], chunks), lambda data: put(key, data, content_type))
     _log.info("upload stored: %s (%d bytes, %s)", key, result["size"], content_type)
@@ -247,14 +239,18 @@ def _store_part(raw_name: str, chunks: Iterator[bytes], *, kind: Kind, user_id: 
                         content_type=content_type)
 
 
-def storage_put(sign_url: SignUrl, settings: Settings, *, force_local: bool) -> PutObject:
+def storage_put(sign_url: SignUrl, settings: Settings, *, force_local: bool, owner: int | None = None,
+                meter: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None) -> PutObject:
     """A ``PutObject`` streaming to storage; ``force_local`` asks storage for its local backend (``backend="local"``
-    on the signed-URL RPC) instead of the default one."""
+    on the signed-URL RPC) instead of the default one. Files count against user ``owner``'s byte quota, which
+    ``meter`` enforces on every chunk (one meter for all files of a request)."""
     sign_kwargs: dict[str, Any] = {"backend": LOCAL_BACKEND} if force_local else {}
+    if owner is not None:
+        sign_kwargs["owner"] = owner
 
     def put(key: str, chunks: Iterator[bytes], content_type: str) -> dict[str, Any]:
-        return put_to_storage(sign_url, settings, key, chunks, content_type=content_type, what="the file",
-                              link_ttl=UPLOAD_LINK_TTL, **sign_kwargs)
+        return put_to_storage(sign_url, settings, key, meter(chunks) if meter else chunks,
+                              content_type=content_type, what="the file", link_ttl=UPLOAD_LINK_TTL, **sign_kwargs)
 
     return put
 

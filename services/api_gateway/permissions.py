@@ -5,11 +5,13 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.http import ApiError
+from shared.http import MAX_DB_INT, ApiError
 from shared.models import EVENT_ROLES, Event, EventRole, User
 
 
 def current_user(session: Session, user_id: int) -> User:
+    if not 0 < user_id <= MAX_DB_INT:  # a signed token with a 30-digit sub: no row can have that id
+        raise ApiError(401, "invalid_token", "The access token names no valid user.")
     user = session.get(User, user_id)
     if user is None:
         raise ApiError(401, "invalid_token", "The access token belongs to a user that no longer exists.")

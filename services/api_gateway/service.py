@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -15,29 +16,33 @@ from nameko.timer import timer
 from sqlalchemy import select, update
 from werkzeug import Request, Response
 
-from services.api_gateway import auth, health, imports, mails, media_uploads, storage_admin, uploads
-from services.api_gateway.dependencies import RequestDispatcher
+from services.api_gateway import auth, health, imports, login, mails, media_uploads, quotas, storage_admin, uploads
+from services.api_gateway.dependencies import Quotas, RequestDispatcher
 from services.api_gateway.permissions import current_user, require_event_manager, visible_events
-from services.api_gateway.tasks import advance, create_task, fail_stale, task_view
+from services.api_gateway.tasks import (
+    archive_gone,
+    create_task,
+    export_entry,
+    fail_stale,
+    finish,
+    set_status,
+    task_view,
+)
 from shared import contracts as c
 from shared.dependencies import Config, Database
 from shared.event_stats import record_counts
-from shared.http import ApiError, http, json_response
-from shared.models import Task, User, utcnow
+from shared.http import ApiError, http, json_response, parse_json
+from shared.models import Task, utcnow
 from shared.rpc import RpcTimeout, call
+
+log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT = 3.0
 SERVICES = ("storage", "exporter", "importer", "mailer")
 
 
 def _json_body(request: Request) -> Any:
-    raw = request.get_data(cache=False)
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from exc
+    return parse_json(request.get_data(cache=False))
 
 
 def _export_options(body: Any) -> dict[str, bool]:
@@ -46,9 +51,9 @@ def _export_options(body: Any) -> dict[str, bool]:
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "The request body must be a JSON object.")
     unknown = sorted(set(body) - set(c.MEDIA_FLAGS))
-    if unknown:
+    if unknown:  # "storage" was taken out before (storage_admin.export_storage) but is an option all the same
         raise ApiError(400, "invalid_request",
-                       f"Unknown option(s) {', '.join(unknown)}; allowed: {', '.join(c.MEDIA_FLAGS)}.")
+                       f"Unknown option(s) {', '.join(unknown)}; allowed: {', '.join((*c.MEDIA_FLAGS, 'storage'))}.")
     options = {}
     for flag in c.MEDIA_FLAGS:
         value = body.get(flag, False)
@@ -62,6 +67,7 @@ class ApiGatewayService:
     name = c.GATEWAY
 
     config = Config()
+    quota = Quotas()
     db = Database()
     dispatch = RequestDispatcher()
     storage = RpcProxy("storage", expiration=10)
@@ -77,15 +83,18 @@ class ApiGatewayService:
         if not isinstance(body, dict) or not isinstance(body.get("email"), str) \
                 or not isinstance(body.get("password"), str):
             raise ApiError(400, "invalid_request", "Send {\"email\": ..., \"password\": ...} as JSON.")
+        cfg = self.config
+        address = login.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                                       cfg.trusted_proxies)
+        limits = login.Limits(cfg.login_max_failures_per_account, cfg.login_max_failures_per_address,
+                              cfg.login_failure_window)
         with self.db() as session:
-            user = session.scalar(select(User).where(User.email == body["email"].strip().lower()))
-            if user is None or not auth.verify_password(user.password_hash, body["password"]):
-                raise ApiError(401, "invalid_credentials", "Wrong email or password.")
-            token = auth.issue_token(user.id, self.config.secret_key, self.config.jwt_ttl)
+            token = login.log_in(session, body["email"], body["password"], address, limits, cfg.token_key, cfg.jwt_ttl)
         return json_response({"access_token": token})
 
     def _user_id(self, request: Request) -> int:
-        return auth.user_id_from_header(request.headers.get("Authorization"), self.config.secret_key)
+        with self.db() as session:
+            return auth.authenticate(session, request.headers.get("Authorization"), self.config.token_key)
 
     # --- events ---------------------------------------------------------------------------------------------------
 
@@ -125,6 +134,7 @@ class ApiGatewayService:
         with self.db() as session:
             user = current_user(session, user_id)
             require_event_manager(session, user, event_id)
+            quotas.check_jobs_in_flight(session, user.id, self.quota.jobs_in_flight)
             if storage is not None:  # a named backend must exist and be active
                 storage_admin.check_export_storage(self._storage_call, storage)
             task = create_task(session, kind="export", event_id=event_id, user_id=user.id, email=user.email,
@@ -137,8 +147,8 @@ class ApiGatewayService:
             try:
                 self.dispatch(c.EXPORT_REQUESTED, payload)
             except Exception as exc:
-                advance(session, task.id, c.FAILURE,
-                        result={"code": "broker_unavailable", "message": "The request could not be queued."})
+                finish(session, task.id, c.FAILURE,
+                       {"code": "broker_unavailable", "message": "The request could not be queued."})
                 session.commit()
                 raise ApiError(503, "broker_unavailable", "The export could not be queued; try again later.") from exc
             url = f"/v1/tasks/{task.id}"
@@ -164,16 +174,7 @@ class ApiGatewayService:
             tasks = session.scalars(
                 select(Task).where(Task.kind == "export", Task.event_id == event_id).order_by(Task.created_at.desc())
             )
-            return json_response({"data": [self._export_entry(t) for t in tasks]})
-
-    @staticmethod
-    def _export_entry(task: Task) -> dict[str, Any]:
-        entry = {"task_id": task.id, "state": task.state, "created_at": task_view(task)["created_at"],
-                 "requested_by": task.requester_email, "options": (task.params or {}).get("options")}
-        if task.state == c.SUCCESS and task.result:
-            entry.update(size=task.result.get("size"), sha256=task.result.get("sha256"),
-                         download=f"/v1/events/{task.event_id}/exports/{task.id}")
-        return entry
+            return json_response({"data": [export_entry(t) for t in tasks]})
 
     @http("GET", "/v1/events/<int:event_id>/exports/<path:path>")
     def download_export(self, request: Request, event_id: int, path: str) -> Response:
@@ -207,37 +208,52 @@ class ApiGatewayService:
                 raise ApiError(409, "export_not_ready", f"Export {task_id} is {task.state}: it has no archive.")
             key = task.result["key"]
         storage_admin.delete_archive(self._storage_call, key)
+        with self.db() as session:  # at once, not only when storage's object_expired event arrives
+            archive_gone(session, task_id, key, "deleted", c.utc_iso())
+            session.commit()
         return Response(status=204)
 
     def _storage_call(self, rpc_method: str, /, *args: Any, **kwargs: Any) -> Any:
         return call(self.storage, rpc_method, *args, timeout=self.config.rpc_timeout, **kwargs)
 
+    def _storage_check_call(self, rpc_method: str, /, *args: Any) -> Any:
+        # Creating or changing a backend record probes the backend first (STORAGE_PROBE_TIMEOUT on top).
+        return call(self.storage, rpc_method, *args,
+                    timeout=self.config.rpc_timeout + self.config.storage_probe_timeout)
+
     # --- import ---------------------------------------------------------------------------------------------------
 
-    @http("POST", "/v1/events/import/json")
+    @http("POST", "/v1/events/import/json", stream=True)
     def request_import(self, request: Request) -> Response:
         user_id = self._user_id(request)
+        strict = imports.parse_strict(request.args.get("strict"))  # before the upload: a typo costs no transfer
         with self.db() as session:  # not held open during the upload
             user = current_user(session, user_id)
             requester = {"id": user.id, "email": user.email}
+            quotas.check_jobs_in_flight(session, user.id, self.quota.jobs_in_flight)
+        budget = self._byte_budget(requester["id"])
+        budget.check_start(request.content_length)
         task_id = str(uuid.uuid4())
 
         def sign_url(key: str, **kwargs: Any) -> str:
             return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
 
-        upload = uploads.receive_archive(request, max_bytes=self.config.import_max_bytes,
-                                         store=imports.storage_writer(sign_url, self.config, task_id))
+        # Counted against the uploader's byte quota; expires IMPORT_ARCHIVE_KEEP_DAYS after the upload unless the
+        # end of the import (below) restarts the clock.
+        store = imports.storage_writer(sign_url, self.config, task_id, meter=budget.meter, owner=requester["id"],
+                                       keep_seconds=self.quota.import_archive_keep_seconds)
+        upload = uploads.receive_archive(request, max_bytes=self.config.import_max_bytes, store=store)
         with self.db() as session:
             create_task(session, kind="import", event_id=None, user_id=requester["id"], email=requester["email"],
-                        params=imports.task_params(upload), task_id=task_id)
+                        params=imports.task_params(upload, strict), task_id=task_id)
             payload = c.make_payload(c.IMPORT_REQUESTED, task_id=task_id, event_id=None, requested_by=requester,
-                                     key=upload.key, filename=upload.filename, size=upload.size)
+                                     key=upload.key, filename=upload.filename, size=upload.size, strict=strict)
             session.commit()  # the importer may answer before this request returns
             try:
                 self.dispatch(c.IMPORT_REQUESTED, payload)
             except Exception as exc:
-                advance(session, task_id, c.FAILURE,
-                        result={"code": "broker_unavailable", "message": "The request could not be queued."})
+                finish(session, task_id, c.FAILURE,
+                       {"code": "broker_unavailable", "message": "The request could not be queued."})
                 session.commit()
                 raise ApiError(503, "broker_unavailable", "The import could not be queued; try again later.") from exc
         url = f"/v1/tasks/{task_id}"
@@ -254,15 +270,15 @@ class ApiGatewayService:
 
     # --- upload API -----------------------------------------------------------------------------------------------
 
-    @http("POST", "/v1/upload/file")
+    @http("POST", "/v1/upload/file", stream=True)
     def upload_file(self, request: Request) -> Response:
         return self._upload(request, "file")
 
-    @http("POST", "/v1/upload/files")  # the Open Event Server's path for the same endpoint
+    @http("POST", "/v1/upload/files", stream=True)  # the Open Event Server's path for the same endpoint
     def upload_files(self, request: Request) -> Response:
         return self._upload(request, "file")
 
-    @http("POST", "/v1/upload/image")
+    @http("POST", "/v1/upload/image", stream=True)
     def upload_image(self, request: Request) -> Response:
         return self._upload(request, "image")
 
@@ -272,6 +288,8 @@ class ApiGatewayService:
         force_local = media_uploads.parse_force_local(request.args.get("force_local"))
         with self.db() as session:  # not held open during the upload
             user_id = current_user(session, user_id).id
+        budget = self._byte_budget(user_id)
+        budget.check_start(request.content_length)
 
         def sign_url(key: str, **kwargs: Any) -> str:
             return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
@@ -281,8 +299,18 @@ class ApiGatewayService:
 
         multiple, stored = media_uploads.receive_uploads(
             request, kind=kind, max_bytes=media_uploads.max_bytes_for(kind, self.config), user_id=user_id,
-            put=media_uploads.storage_put(sign_url, self.config, force_local=force_local), delete=delete)
+            put=media_uploads.storage_put(sign_url, self.config, force_local=force_local, owner=user_id,
+                                          meter=budget.meter), delete=delete)
         return json_response(media_uploads.response_body(self.config.gateway_url, multiple, stored))
+
+    def _byte_budget(self, user_id: int) -> quotas.ByteBudget:
+        def stored_bytes(owner: int) -> int:
+            try:
+                return call(self.storage, "stored_bytes", owner, timeout=self.config.rpc_timeout)
+            except RpcTimeout as exc:
+                raise ApiError(503, "storage_unavailable", "Storage is not answering; try again later.") from exc
+
+        return quotas.budget_for(stored_bytes, user_id, self.quota)
 
     @http("GET", "/media/<path:key>")
     def media(self, request: Request, key: str) -> Response:
@@ -290,16 +318,27 @@ class ApiGatewayService:
         redirected to a fresh signed link."""
         media_uploads.check_public_key(key)
         try:
-            url = call(self.storage, "signed_url", key, method="GET", ttl=imports.MEDIA_LINK_TTL,
+            # must_exist: storage answers from its object index, so a key nothing was stored at is a 404 here.
+            url = call(self.storage, "signed_url", key, method="GET", ttl=imports.MEDIA_LINK_TTL, must_exist=True,
                        timeout=self.config.rpc_timeout)
         except RpcTimeout as exc:
             raise ApiError(503, "storage_unavailable", str(exc)) from exc
         except RemoteError as exc:
-            if exc.exc_type in ("ObjectGone", "ObjectNotFound"):
+            if exc.exc_type == "ObjectNotFound":
+                raise ApiError(404, "not_found", "No media exists at this address.") from None
+            if exc.exc_type == "ObjectGone":
                 raise ApiError(410, "media_gone", f"This file is no longer available ({exc.value}).") from None
             raise
         return Response(status=302, headers={"Location": url,
                                              "Cache-Control": f"public, max-age={imports.MEDIA_REDIRECT_MAX_AGE}"})
+
+    @http("GET", "/v1/storage-backends")
+    def storage_backend_choices(self, request: Request) -> Response:
+        """Any logged-in user: the backends an export may name in ``storage`` (identifiers and descriptions only)."""
+        user_id = self._user_id(request)
+        with self.db() as session:
+            current_user(session, user_id)
+        return json_response({"data": storage_admin.call_storage(self._storage_call, "backend_choices")})
 
     # --- admin ----------------------------------------------------------------------------------------------------
 
@@ -321,7 +360,7 @@ class ApiGatewayService:
     @http("POST", "/v1/admin/storage-backends")
     def create_storage_backend(self, request: Request) -> Response:
         self._require_admin(request)
-        record = storage_admin.call_storage(self._storage_call, "create_backend", _json_body(request))
+        record = storage_admin.call_storage(self._storage_check_call, "create_backend", _json_body(request))
         url = f"/v1/admin/storage-backends/{record['storage_backend_id']}"
         return json_response(record, status=201, headers={"Location": url})
 
@@ -334,7 +373,7 @@ class ApiGatewayService:
     def update_storage_backend(self, request: Request, identifier: str) -> Response:
         """Change keep_days, description, active, token or config keys (merged: secrets not sent are kept)."""
         self._require_admin(request)
-        return json_response(storage_admin.call_storage(self._storage_call, "update_backend", identifier,
+        return json_response(storage_admin.call_storage(self._storage_check_call, "update_backend", identifier,
                                                         _json_body(request)))
 
     @http("DELETE", "/v1/admin/storage-backends/<identifier>")
@@ -361,55 +400,81 @@ class ApiGatewayService:
         with self.db() as session:
             database = health.check_database(session.get_bind())
         report = {"broker": broker.wait(), "database": database, "services": services.wait()}
-        ok = report["broker"]["ok"] and database["ok"] and all(s["ok"] for s in report["services"].values())
-        return json_response({"status": "ok" if ok else "degraded", **report}, status=200 if ok else 503)
+        reasons = health.problems(report)
+        body = {"status": "degraded" if reasons else "ok", **({"reasons": reasons} if reasons else {}), **report}
+        return json_response(body, status=503 if reasons else 200)
 
     # --- status events --------------------------------------------------------------------------------------------
 
     @event_handler(c.EXPORTER, c.EXPORT_STARTED)
     def on_export_started(self, payload: dict[str, Any]) -> None:
-        self._advance(payload["task_id"], c.STARTED)
+        self._set_status(payload["task_id"], c.STARTED)
 
     @event_handler(c.EXPORTER, c.EXPORT_PROGRESS)
     def on_export_progress(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.EXPORT_PROGRESS, payload)
-        self._advance(data["task_id"], c.PROGRESS,
-                      progress={"stage": data["stage"], "done": data["done"], "total": data["total"]})
+        self._set_status(data["task_id"], c.IN_PROGRESS,
+                         progress={"stage": data["stage"], "done": data["done"], "total": data["total"]})
 
     @event_handler(c.EXPORTER, c.EXPORT_COMPLETED)
     def on_export_completed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.EXPORT_COMPLETED, payload)
         result = {k: data[k] for k in ("download_url", "size", "sha256", "expires_at", "key", "warnings",
-                                        "warnings_total")}
-        self._advance(data["task_id"], c.SUCCESS, result=result)
+                                        "warnings_total", "retention")}
+        self._finish(data["task_id"], c.SUCCESS, result)
 
     @event_handler(c.EXPORTER, c.EXPORT_FAILED)
     def on_export_failed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.EXPORT_FAILED, payload)
-        self._advance(data["task_id"], c.FAILURE, result={"code": data["code"], "message": data["message"]})
+        self._finish(data["task_id"], c.FAILURE, {"code": data["code"], "message": data["message"]})
 
     @event_handler(c.IMPORTER, c.IMPORT_STARTED)
     def on_import_started(self, payload: dict[str, Any]) -> None:
-        self._advance(payload["task_id"], c.STARTED)
+        self._set_status(payload["task_id"], c.STARTED)
 
     @event_handler(c.IMPORTER, c.IMPORT_PROGRESS)
     def on_import_progress(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.IMPORT_PROGRESS, payload)
-        self._advance(data["task_id"], c.PROGRESS, progress={"stage": data["stage"], "done": data["done"],
-                                                             "total": data["total"], "phase": data["phase"]})
+        self._set_status(data["task_id"], c.IN_PROGRESS, progress={"stage": data["stage"], "done": data["done"],
+                                                                   "total": data["total"], "phase": data["phase"]})
 
     @event_handler(c.IMPORTER, c.IMPORT_COMPLETED)
     def on_import_completed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.IMPORT_COMPLETED, payload)
         with self.db() as session:
-            if advance(session, data["task_id"], c.SUCCESS, result=imports.completed_result(data)):
+            if finish(session, data["task_id"], c.SUCCESS, imports.completed_result(data)):
                 session.execute(update(Task).where(Task.id == data["task_id"]).values(event_id=data["id"]))
             session.commit()
+        self._expire_import_archive(data["task_id"])
 
     @event_handler(c.IMPORTER, c.IMPORT_FAILED)
     def on_import_failed(self, payload: dict[str, Any]) -> None:
         data = c.load_payload(c.IMPORT_FAILED, payload)
-        self._advance(data["task_id"], c.FAILURE, result=imports.failed_result(data))
+        self._finish(data["task_id"], c.FAILURE, imports.failed_result(data))
+        self._expire_import_archive(data["task_id"])
+
+    @event_handler(c.STORAGE, c.OBJECT_EXPIRED)
+    def on_object_expired(self, payload: dict[str, Any]) -> None:
+        """An export's archive was deleted or expired: its task and history stop offering the link."""
+        data = c.load_payload(c.OBJECT_EXPIRED, payload)
+        if data["task_id"] is None:
+            return
+        when = data["deleted_at"] if data["reason"] == "deleted" else (data["expires_at"] or data["deleted_at"])
+        with self.db() as session:
+            archive_gone(session, data["task_id"], data["key"], data["reason"], when)
+            session.commit()
+
+    def _expire_import_archive(self, task_id: str) -> None:
+        """The import ended: its archive goes IMPORT_ARCHIVE_KEEP_DAYS from now (re-hosted media stay)."""
+        with self.db() as session:
+            key = imports.archive_key(session.get(Task, task_id))
+        if key is None:
+            return
+        try:
+            call(self.storage, "expire_after", key, self.quota.import_archive_keep_seconds,
+                 timeout=self.config.rpc_timeout)
+        except Exception:  # the expiry set at upload still applies: the archive goes at most a little later
+            log.warning("could not restart the expiry of import archive %s", key, exc_info=True)
 
     @timer(interval=60)
     def fail_stale_tasks(self) -> None:
@@ -417,7 +482,12 @@ class ApiGatewayService:
             fail_stale(session, utcnow() - timedelta(seconds=self.config.stale_task_seconds))
             session.commit()
 
-    def _advance(self, task_id: str, state: str, **values: Any) -> None:
+    def _set_status(self, task_id: str, status: str, **values: Any) -> None:
         with self.db() as session:
-            advance(session, task_id, state, **values)
+            set_status(session, task_id, status, **values)
+            session.commit()
+
+    def _finish(self, task_id: str, state: str, result: dict[str, Any]) -> None:
+        with self.db() as session:
+            finish(session, task_id, state, result)
             session.commit()

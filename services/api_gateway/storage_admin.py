@@ -24,6 +24,7 @@ StorageCall = Callable[..., Any]  # call(self.storage, method, *args, timeout=..
 # storage's exception type -> (HTTP status, error code)
 _REFUSALS = {
     "InvalidBackendConfig": (400, "invalid_storage_backend"),
+    "BackendCheckFailed": (400, "storage_backend_check_failed"),
     "UnknownBackend": (404, "storage_backend_not_found"),
     "BackendExists": (409, "storage_backend_exists"),
 }

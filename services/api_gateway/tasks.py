@@ -1,4 +1,9 @@
-"""The tasks view: one row per job, moved forward by status events; a terminal state never changes."""
+"""The tasks view: one row per job, moved forward by status events.
+
+HTTP clients see the Open Event Server's contract (README, "Task contract"): ``state`` is
+``WAITING`` while the task is underway, then ``SUCCESS`` or ``FAILURE``, and a terminal state never changes. The finer
+phase is ``status`` (``queued`` -> ``started`` -> ``progress``), which only moves forward, with ``progress``.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,14 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from shared.contracts import FAILURE, PROGRESS, STARTED, SUCCESS, TERMINAL_STATES, WAITING
+from shared.contracts import FAILURE, IN_PROGRESS, QUEUED, STARTED, SUCCESS, TERMINAL_STATES, WAITING
 from shared.models import Task, utcnow
 
-# Status events travel on separate queues, so they may arrive out of order: a state only moves forward.
-_ALLOWED_FROM = {
-    STARTED: (WAITING,),
-    PROGRESS: (WAITING, STARTED, PROGRESS),
-    SUCCESS: (WAITING, STARTED, PROGRESS),
-    FAILURE: (WAITING, STARTED, PROGRESS),
+# Status events travel on separate queues, so they may arrive out of order: a phase only moves forward, and only
+# while the task is underway.
+_STATUS_FROM = {
+    STARTED: (QUEUED,),
+    IN_PROGRESS: (QUEUED, STARTED, IN_PROGRESS),
 }
 
 
@@ -25,50 +29,61 @@ def create_task(session: Session, *, kind: str, event_id: int | None, user_id: i
                 params: dict[str, Any], task_id: str | None = None) -> Task:
     # Imports choose their id before the task row exists: the uploaded archive's storage key is derived from it.
     task = Task(id=task_id or str(uuid.uuid4()), kind=kind, event_id=event_id, requested_by=user_id,
-                requester_email=email, params=params, state=WAITING)
+                requester_email=email, params=params, state=WAITING, status=QUEUED)
     session.add(task)
     session.flush()
     return task
 
 
-def advance(session: Session, task_id: str, state: str, *, progress: dict[str, Any] | None = None,
-            result: dict[str, Any] | None = None) -> bool:
-    """Move a task to ``state`` if that is forward; returns whether the row changed."""
-    values: dict[str, Any] = {"state": state, "updated_at": utcnow()}
+def set_status(session: Session, task_id: str, status: str, *, progress: dict[str, Any] | None = None) -> bool:
+    """Move an underway task's phase to ``status`` (``started`` or ``progress``) if that is forward."""
+    values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
     if progress is not None:
         values["progress"] = progress
-    if result is not None:
-        values["result"] = result
     changed = session.execute(
-        update(Task).where(Task.id == task_id, Task.state.in_(_ALLOWED_FROM[state])).values(**values)
+        update(Task).where(Task.id == task_id, Task.state == WAITING, Task.status.in_(_STATUS_FROM[status]))
+        .values(**values)
+    ).rowcount
+    return bool(changed)
+
+
+def finish(session: Session, task_id: str, state: str, result: dict[str, Any]) -> bool:
+    """End an underway task as ``SUCCESS`` or ``FAILURE`` with ``result``; a terminal state never changes."""
+    if state not in TERMINAL_STATES:
+        raise ValueError(f"{state!r} is not a terminal state")
+    changed = session.execute(
+        update(Task).where(Task.id == task_id, Task.state == WAITING)
+        .values(state=state, result=result, updated_at=utcnow())
     ).rowcount
     return bool(changed)
 
 
 def fail_stale(session: Session, older_than: datetime) -> int:
-    """End tasks whose worker took them and then went silent (killed for good): never STARTED forever.
+    """End tasks whose worker took them and then went silent (killed for good): never underway forever.
 
-    Only STARTED/PROGRESS tasks qualify: a WAITING request sits safely in its durable queue, however long the worker
-    is down. Exports report progress at least every few seconds while they work.
+    Only tasks a worker took (status started/progress) qualify: a queued request sits safely in its durable queue,
+    however long the worker is down. Exports report progress at least every few seconds while they work.
     """
     return session.execute(
         update(Task)
-        .where(Task.state.in_((STARTED, PROGRESS)), Task.updated_at < older_than)
+        .where(Task.state == WAITING, Task.status.in_((STARTED, IN_PROGRESS)), Task.updated_at < older_than)
         .values(state=FAILURE, updated_at=utcnow(),
                 result={"code": "worker_lost", "message": "The worker handling this task stopped responding."})
     ).rowcount
 
 
 def task_view(task: Task) -> dict[str, Any]:
+    """The body of ``GET /v1/tasks/{id}`` (README, "Task contract")."""
     view: dict[str, Any] = {
         "id": task.id,
         "kind": task.kind,
         "event_id": task.event_id,
         "state": task.state,
+        "status": task.status,
         "created_at": _iso(task.created_at),
         "updated_at": _iso(task.updated_at),
     }
-    if task.state == PROGRESS and task.progress:
+    if task.state == WAITING and task.status == IN_PROGRESS and task.progress:
         view["progress"] = task.progress
     if task.state in TERMINAL_STATES:
         view["result"] = task.result
@@ -77,3 +92,49 @@ def task_view(task: Task) -> dict[str, Any]:
 
 def _iso(naive_utc: Any) -> str:
     return naive_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- exports whose archive is gone ------------------------------------------------------------------------------
+
+GONE_FIELDS = {"deleted": "deleted_at", "expired": "expired_at"}
+
+
+def archive_gone(session: Session, task_id: str, key: str, reason: str, when: str) -> bool:
+    """Record on a successful export that its archive was deleted (``reason="deleted"``) or expired at ``when``.
+
+    The state stays SUCCESS (the export did succeed) but the result loses its ``download_url`` and gains
+    ``deleted_at`` or ``expired_at``, so clients stop offering a link that answers 410. Only the archive the task
+    itself stored (same ``key``) counts; the first report wins. Returns whether the row changed.
+    """
+    task = session.get(Task, task_id, with_for_update=True)
+    if task is None or task.kind != "export" or task.state != SUCCESS or not task.result:
+        return False
+    result = dict(task.result)
+    if result.get("key") != key or any(name in result for name in GONE_FIELDS.values()):
+        return False
+    result.pop("download_url", None)
+    result[GONE_FIELDS[reason]] = when
+    task.result = result  # a new dict: the JSON column sees the change
+    task.updated_at = utcnow()
+    session.flush()
+    return True
+
+
+def export_entry(task: Task) -> dict[str, Any]:
+    """One line of ``GET /v1/events/{id}/exports``: the archive's size, digest, retention and download path, or
+    when it was deleted / expired instead of the path."""
+    view = task_view(task)
+    entry: dict[str, Any] = {"task_id": task.id, "state": task.state, "status": task.status,
+                             "created_at": view["created_at"], "requested_by": task.requester_email,
+                             "options": (task.params or {}).get("options")}
+    if "progress" in view:
+        entry["progress"] = view["progress"]
+    result = task.result or {}
+    if task.state == SUCCESS and result:
+        entry.update(size=result.get("size"), sha256=result.get("sha256"), retention=result.get("retention"))
+        gone = {name: result[name] for name in GONE_FIELDS.values() if name in result}
+        if gone:
+            entry.update(gone)
+        else:
+            entry["download"] = f"/v1/events/{task.event_id}/exports/{task.id}"
+    return entry

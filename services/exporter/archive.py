@@ -1,14 +1,14 @@
 """Turn one event into an Open Event legacy archive, produced as a stream of zip bytes.
 
-Order of work: media members first (only their fetch outcome is remembered: the zip path of a record's media is
-fixed by the format, so the JSON pass needs nothing but the set of failures), then the JSON files in format order,
-then ``meta`` with per-file sha256 and record counts. Memory stays flat: records stream from the database one at a
-time and each is serialized, deflated and handed on before the next is read.
+Order of work: media members first (``media.py``: fetched concurrently under one deadline, each written as it
+arrives; only the zip path of each fetched item is remembered for the JSON pass, which points records at it), then
+the JSON files in format order, then ``meta`` with per-file sha256 and record counts. Memory stays flat: records
+stream from the database one at a time and each is serialized, deflated and handed on before the next is read.
 """
 
 from __future__ import annotations
 
-import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,11 +17,12 @@ from typing import Any
 import eventlet
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.exporter.media import Fetched, MediaItem, MediaSource, fetch_concurrently, media_items
 from services.exporter.zipstream import HashingWriter, ZipStream
 from shared.archive import legacy, records
 from shared.contracts import utc_iso
 from shared.event_stats import record_counts
-from shared.media_fetcher import MediaFetcher, MediaFetchError
+from shared.media_fetcher import MediaFetcher
 
 FORMAT_VERSION = "1.0"
 GENERATOR = "event-portability exporter"
@@ -59,13 +60,18 @@ def generate_archive(
     event_id: int,
     options: dict[str, bool],
     *,
-    fetcher: MediaFetcher,
+    fetcher: MediaFetcher | MediaSource,
     root_url: str,
     exported_at: datetime,
     report: ExportReport,
     on_progress: ProgressCallback = lambda stage, done, total: None,
 ) -> Iterator[bytes]:
-    """Yield the archive's bytes chunk by chunk; ``report`` holds warnings and file digests at the end."""
+    """Yield the archive's bytes chunk by chunk; ``report`` holds warnings and file digests at the end.
+
+    ``fetcher``: where media come from (``services.exporter.media``); a bare ``MediaFetcher`` fetches every URL
+    through the guard with the default bounds.
+    """
+    source = fetcher if isinstance(fetcher, MediaSource) else MediaSource(fetcher)
     with db() as session:
         try:
             event = records.event_record(session, event_id)
@@ -74,13 +80,14 @@ def generate_archive(
         counts = record_counts(session, event_id)
 
     # Timestamps come from the request, not the clock: a redelivered request that runs twice at once (lost heartbeat)
-    # then writes the same bytes to the same key, so the digest the task reports always matches the stored object.
+    # then writes the same bytes to the same key, so the digest the task reports always matches the stored object
+    # (with media, only as far as both runs fetch the same files: media members are in order of arrival).
     zipper = ZipStream(date_time=exported_at.timetuple()[:6])
-    failed_media: set[tuple[str, Any, str]] = set()
+    included: dict[tuple[str, Any, str], str] = {}  # (file, record id, field) -> zip path of the fetched media
 
     enabled = [m for m in legacy.MEDIA_FIELDS if options.get(m.flag)]
     if enabled:
-        yield from _write_media(db, event_id, event, enabled, zipper, fetcher, report, failed_media, on_progress)
+        yield from _write_media(db, event_id, event, enabled, zipper, source, report, included, on_progress)
 
     for name in legacy.FILES:
         if name == "meta":
@@ -89,11 +96,11 @@ def generate_archive(
         with db() as session, zipper.member(name) as handle:
             out = HashingWriter(handle)
             if name == "event":
-                out.write(legacy.dump_object(_localize(name, event, enabled, failed_media)).encode())
+                out.write(legacy.dump_object(_localize(name, event, enabled, included)).encode())
                 count = 1
             else:
                 counter = _Counter(records.iter_records(session, event_id, name))
-                pieces = legacy.iter_array_text(_localize(name, rec, enabled, failed_media) for rec in counter)
+                pieces = legacy.iter_array_text(_localize(name, rec, enabled, included) for rec in counter)
                 for piece in pieces:
                     out.write(piece.encode())
                     if zipper.pending >= CHUNK_BYTES:
@@ -133,60 +140,57 @@ class _Counter:
         return item
 
 
-def _localize(file: str, record: dict[str, Any], enabled: list, failed: set) -> dict[str, Any]:
+def _localize(file: str, record: dict[str, Any], enabled: list, included: dict) -> dict[str, Any]:
     """Point included media at their zip paths; media not included (or not fetched) keep their URL."""
     for media in enabled:
-        if media.file != file:
-            continue
-        url = record.get(media.field)
-        if _fetchable(url) and (file, record.get("id"), media.field) not in failed:
-            record[media.field] = media.path(record, url)
+        if media.file == file and (file, record.get("id"), media.field) in included:
+            record[media.field] = included[file, record.get("id"), media.field]
     return record
 
 
-def _fetchable(url: Any) -> bool:
-    return isinstance(url, str) and url.lower().startswith(("http://", "https://"))
-
-
-def _write_media(db, event_id, event, enabled, zipper, fetcher, report, failed, on_progress):  # noqa: ANN001, ANN202
-    done = 0
+def _write_media(db, event_id, event, enabled, zipper, source, report, included, on_progress):  # noqa: ANN001, ANN202
+    # Every slot's items are listed first (no read transaction held while fetching), then fetched in one pass.
+    items: list[MediaItem] = []
+    problems: list[tuple[int, dict[str, Any]]] = []  # (position in record order, warning)
     for media in enabled:
         with db() as session:
-            source = [event] if media.file == "event" else records.iter_records(session, event_id, media.file)
-            for record in source:
-                url = record.get(media.field)
-                if url is None or url == "":
+            rows = [event] if media.file == "event" else records.iter_records(session, event_id, media.file)
+            for found in media_items(media.file, media, rows):
+                if isinstance(found, MediaItem):
+                    items.append(found)
                     continue
-                key = (media.file, record.get("id"), media.field)
-                if not _fetchable(url):
-                    failed.add(key)
-                    report.warn(code="media_not_url", message=f"{media.field} is not an http(s) URL; kept as is",
-                                file=media.file, record_id=record.get("id"), field=media.field, url=str(url))
-                    continue
-                try:
-                    yield from _copy_media(fetcher, url, media.path(record, url), zipper)
-                except MediaFetchError as exc:
-                    failed.add(key)
-                    report.warn(code=exc.code, message=str(exc), file=media.file, record_id=record.get("id"),
-                                field=media.field, url=url)
-                done += 1
-                on_progress("media", done, None)
+                record, value = found
+                problems.append((len(items), dict(
+                    code="media_not_url", message=f"{media.field} is not an http(s) URL; kept as is",
+                    file=media.file, record_id=record.get("id"), field=media.field, url=value)))
+    position = {id(item): n for n, item in enumerate(items)}
+    deadline = time.monotonic() + source.deadline_seconds  # one deadline for the whole media pass
+    done = 0
+    on_progress("media", 0, len(items))
+    for fetched in fetch_concurrently(items, source, deadline):
+        item = fetched.item
+        try:
+            if fetched.error is not None:
+                problems.append((position[id(item)], dict(
+                    code=fetched.error.code, message=str(fetched.error), file=item.file, record_id=item.record_id,
+                    field=item.field, url=item.url)))
+            else:
+                yield from _copy_media(fetched, zipper)
+                included[item.key] = fetched.path
+        finally:
+            fetched.close()
+        done += 1
+        on_progress("media", done, len(items))
+    for _, warning in sorted(problems, key=lambda problem: problem[0]):  # stable: record order, whatever finished first
+        report.warn(**warning)
 
 
-def _copy_media(fetcher: MediaFetcher, url: str, zip_path: str, zipper: ZipStream) -> Iterator[bytes]:
-    # Spool first: a fetch can fail half-way, and a member half-written into a streamed zip cannot be taken back.
-    with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as spool:
-        with fetcher.open(url) as media:
-            for chunk in media.iter_chunks():
-                spool.write(chunk)
+def _copy_media(fetched: Fetched, zipper: ZipStream) -> Iterator[bytes]:
+    assert fetched.spool is not None and fetched.path is not None
+    # Media are compressed formats already (JPEG, PNG, MP3, MP4, PDF): deflating them again burns CPU for ~0%.
+    with zipper.member(fetched.path.lstrip("/"), large=fetched.size > 2**31, deflate=False) as handle:
+        while chunk := fetched.spool.read(CHUNK_BYTES):
+            handle.write(chunk)
+            if zipper.pending >= CHUNK_BYTES:
                 _yield_hub()
-        size = spool.tell()
-        spool.seek(0)
-        # Media are compressed formats already (JPEG, PNG, MP3, MP4, PDF): deflating them again burns CPU for ~0%.
-        with zipper.member(zip_path.lstrip("/"), large=size > 2**31, deflate=False) as handle:
-            while chunk := spool.read(CHUNK_BYTES):
-                handle.write(chunk)
-                if zipper.pending >= CHUNK_BYTES:
-                    _yield_hub()
-                    yield zipper.drain()
-
+                yield zipper.drain()

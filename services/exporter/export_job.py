@@ -16,9 +16,9 @@ import requests
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.exporter.archive import EventNotFound, ExportReport, ProgressCallback, generate_archive
+from services.exporter.media import MediaLink, MediaSource
 from shared.config import Settings
 from shared.contracts import utc_iso
-from shared.media_fetcher import MediaFetcher
 
 SignUrl = Callable[..., str]  # storage.signed_url(key, method=..., ttl=..., filename=..., backend=..., retention=...)
 
@@ -66,20 +66,21 @@ def run_export(
     on_progress: ProgressCallback,
     storage: str | None = None,
     before_upload: Callable[[], None] = lambda: None,
+    media_link: MediaLink | None = None,
 ) -> dict[str, Any]:
     """Run the export; returns the export_completed fields or raises ExportFailed with a user-facing message.
 
     ``storage``: the backend record to store the archive in (``None``: the default backend). The archive follows
     that backend's keep days; the download link is the backend's own presigned URL where it can sign (S3, GCS),
     else the storage data plane's. ``before_upload`` runs just before the upload starts (the service checks there
-    that this run still holds the task's lease).
+    that this run still holds the task's lease). ``media_link``: a data-plane link for a platform object's key
+    (the platform's own media are read from storage by key, ``services/exporter/media.py``).
     """
     key = export_key(event_id, task_id)
-    fetcher = MediaFetcher(allow_hosts=settings.media_allow_hosts, max_bytes=settings.media_max_bytes,
-                           timeout=settings.media_timeout)
+    source = MediaSource.from_settings(settings, media_link)
     report = ExportReport()
     digest = _Digest()
-    chunks = generate_archive(db, event_id, options, fetcher=fetcher, root_url=settings.gateway_url + "/",
+    chunks = generate_archive(db, event_id, options, fetcher=source, root_url=settings.gateway_url + "/",
                               exported_at=requested_at, report=report, on_progress=on_progress)
     try:
         first = next(chunks)  # surfaces "event not found" before any upload starts
@@ -118,4 +119,6 @@ def run_export(
         "expires_at": utc_iso(expires_at),
         "warnings": report.warnings,
         "warnings_total": report.warnings_total,
+        # The archive's own lifetime, as storage recorded it (its backend's keep days), not the link's.
+        "retention": {"backend": stored.get("backend") or "default", "delete_at": stored.get("expires_at")},
     }

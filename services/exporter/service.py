@@ -19,11 +19,13 @@ from nameko.exceptions import RemoteError
 from nameko.rpc import RpcProxy, rpc
 
 from services.exporter.export_job import ExportFailed, run_export
+from services.exporter.media import STORAGE_LINK_TTL
 from shared import contracts as c
 from shared.dependencies import Config, Database
 from shared.jobs.dead_letter import DeadLetters
 from shared.jobs.lease import DONE, EXHAUSTED, Lease, LeaseLost
 from shared.jobs.retry import RetryWindow
+from shared.media_fetcher import MediaFetchError
 from shared.rpc import RpcTimeout, call
 
 log = logging.getLogger(__name__)
@@ -114,12 +116,28 @@ class ExporterService:
 
             return window.run(ask, transient=storage_down, what=f"export {request['task_id']}: signed_url")
 
+        def media_link(key: str) -> str:
+            # The platform's own media: a data-plane link for the key, only if storage holds that object.
+            try:
+                return call(self.storage, "signed_url", key, method="GET", ttl=STORAGE_LINK_TTL, must_exist=True,
+                            data_plane_only=True, timeout=self.config.rpc_timeout)
+            except RemoteError as exc:
+                if exc.exc_type in ("ObjectNotFound", "InvalidKey"):
+                    raise MediaFetchError(f"no such media on this platform: {exc.value}", "media_missing",
+                                          key) from None
+                if exc.exc_type == "ObjectGone":
+                    raise MediaFetchError(f"this media was deleted: {exc.value}", "media_gone", key) from None
+                if exc.exc_type in STORAGE_REFUSALS:
+                    raise ExportFailed("storage_error", str(exc.value)) from None
+                raise
+
         requested_at = datetime.strptime(request["occurred_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
         def export() -> dict[str, Any]:
             return run_export(task_id=request["task_id"], event_id=request["event_id"], options=request["options"],
                               requested_at=requested_at, db=self.db, sign_url=sign_url, settings=self.config,
-                              on_progress=on_progress, storage=request.get("storage"), before_upload=lease.check)
+                              on_progress=on_progress, storage=request.get("storage"), before_upload=lease.check,
+                              media_link=media_link)
 
         return window.run(export, transient=storage_down, what=f"export {request['task_id']}")
 

@@ -4,7 +4,7 @@ Order, and why:
 1. A request whose task already has an ``ImportedEvent`` row was done before (redelivered after the commit): report
    that event again, write nothing.
 2. The archive is downloaded into a scratch directory of its own (``VAR_DIR/scratch/<task_id>-<random>``, removed at
-   the end), so concurrent imports never see each other's files.
+   the end, or by ``scratch.sweep`` after a crash), so concurrent imports never see each other's files.
 3. The reader validates every file and record before anything is written (it raises ``ArchiveError``).
 4. Media inside the archive are re-hosted (``media.py``) before the transaction, so the write lock is held only for
    the inserts; if the write then fails they are deleted again (best effort).
@@ -18,8 +18,6 @@ Order, and why:
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -33,8 +31,16 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.importer import media
+from services.importer.scratch import job_scratch
 from shared.archive.loader import LoadError, LoadResult, SourceIndex, index_source, load_event
-from shared.archive.reader import ArchiveError, ArchiveLimits, EventArchive, open_archive, validate_archive
+from shared.archive.reader import (
+    ArchiveError,
+    ArchiveLimits,
+    EventArchive,
+    limit_repeats,
+    open_archive,
+    validate_archive,
+)
 from shared.config import Settings
 from shared.jobs.lease import Lease, LeaseLost
 from shared.models import Event, ImportedEvent
@@ -56,19 +62,31 @@ _WARNINGS_TOTAL = "warnings_total"  # kept inside ImportedEvent.counts (no colum
 
 
 class ImportFailed(Exception):
-    """The import cannot be done; the fields of ``import_failed`` (code, message, file, record_id, field)."""
+    """The import cannot be done; the fields of ``import_failed``: the first problem (code, message, file,
+    record_id, field) and every problem found (``errors``, at most the reader's cap; ``errors_total``)."""
 
     def __init__(self, code: str, message: str, *, file: str | None = None, record_id: Any = None,
-                 field: str | None = None) -> None:
+                 field: str | None = None, errors: list[dict[str, Any]] | None = None,
+                 errors_total: int | None = None) -> None:
         super().__init__(message)
         self.code, self.message, self.file, self.record_id, self.field = code, message, file, record_id, field
+        self.errors, self.errors_total = errors, errors_total
+
+    @classmethod
+    def from_archive(cls, exc: ArchiveError) -> ImportFailed:
+        return cls(**exc.to_dict(), errors=exc.errors or None, errors_total=exc.errors_total or None)
 
     def fields(self) -> dict[str, Any]:
-        record_id = self.record_id
-        if record_id is not None and not isinstance(record_id, int | str):
-            record_id = str(record_id)
-        return {"code": self.code, "message": self.message, "file": self.file, "record_id": record_id,
-                "field": self.field}
+        first = {"code": self.code, "message": self.message, "file": self.file,
+                 "record_id": _plain_id(self.record_id), "field": self.field}
+        errors = [{**e, "record_id": _plain_id(e.get("record_id"))} for e in self.errors] if self.errors else [first]
+        return {**first, "errors": errors, "errors_total": self.errors_total or len(errors)}
+
+
+def _plain_id(record_id: Any) -> Any:
+    if record_id is not None and not isinstance(record_id, int | str):
+        return str(record_id)
+    return record_id
 
 
 @dataclass
@@ -87,6 +105,7 @@ class ImportJob:
     pause: Callable[[float], None] = time.sleep  # eventlet.sleep in the service: waits must not block the hub
     limits: ArchiveLimits | None = None  # default: ArchiveLimits with the limits of the settings
     lease: Lease | None = None  # checked inside the write transaction: a run that lost it writes nothing
+    strict: bool = False  # ?strict=true: every repair, skipped record or ignored file is a problem instead
 
 
 def internal_url(settings: Settings, url: str) -> str:
@@ -133,23 +152,24 @@ def run_import(job: ImportJob) -> dict[str, Any]:
     done = find_completed(job.db, job.settings, job.task_id)
     if done is not None:
         return done
-    scratch_root = job.settings.var_dir / "scratch"
-    scratch_root.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f"{job.task_id}-", dir=scratch_root))
     stages = _Stages()
     try:
-        path = _download(job, scratch / "archive.zip")
-        stages.done("download")
-        try:
-            limits = job.limits or replace(ArchiveLimits(), max_archive_bytes=job.settings.import_max_bytes,
-                                           **job.settings.import_limits)
-            with open_archive(path, limits) as archive:
-                return _import_archive(job, archive, stages)
-        except ArchiveError as exc:
-            raise ImportFailed(**exc.to_dict()) from exc
+        with job_scratch(scratch_root(job.settings), job.task_id) as scratch:
+            path = _download(job, scratch / "archive.zip")
+            stages.done("download")
+            try:
+                limits = job.limits or replace(ArchiveLimits(), max_archive_bytes=job.settings.import_max_bytes,
+                                               **job.settings.import_limits)
+                with open_archive(path, limits, strict=job.strict) as archive:
+                    return _import_archive(job, archive, stages)
+            except ArchiveError as exc:
+                raise ImportFailed.from_archive(exc) from exc
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
         log.info("import %s: %s", job.task_id, stages)
+
+
+def scratch_root(settings: Settings) -> Path:
+    return settings.var_dir / "scratch"
 
 
 def _download(job: ImportJob, target: Path) -> Path:
@@ -233,7 +253,7 @@ def _import_archive(job: ImportJob, archive: EventArchive, stages: _Stages) -> d
     except LoadError as exc:
         raise ImportFailed("invalid_archive", str(exc), file=exc.file, record_id=exc.record_id) from exc
     plan = planner.plan
-    warnings = [*archive.warnings, *plan.warnings][:MAX_WARNINGS]
+    warnings = [*archive.warnings, *limit_repeats(plan.warnings)][:MAX_WARNINGS]
     warnings_total = archive.warnings_total + len(plan.warnings)
     stages.done("index")
 

@@ -19,8 +19,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
+from shared import public_media
 from shared.archive import legacy
 from shared.archive.media import MediaRef
+from shared.archive.safezip import describe
 
 CHUNK_SIZE = 256 * 1024
 _KEY_SEGMENT_DROP = re.compile(r"[^A-Za-z0-9._~-]+")
@@ -64,10 +66,12 @@ class MediaPlan:
     references: int = 0
 
     def url(self, member: str) -> str:
-        return f"{self.gateway_url}/media/{self.uploads[member]}"
+        return public_media.public_url(self.gateway_url, self.uploads[member])
 
     def new_value(self, value: Any, field_name: str) -> Any:
         ref = self.archive.media_ref(value)
+        if ref.kind == "none" and isinstance(value, str) and value.strip():
+            return None  # the text "null": no media
         if ref.kind in ("none", "url"):
             return value  # absolute URLs stay as they are: remote media are never fetched
         if ref.kind == "member" and ref.member in self.uploads and (ref.member, field_name) not in self.rejected:
@@ -119,8 +123,9 @@ class MediaPlanner:
         where = {"file": file, "record_id": record_id, "field": field_name, "url": shown}
         if ref.kind != "member" or ref.member is None:
             code = "media_missing" if ref.reason == "not in the archive" else "media_invalid"
-            plan.warnings.append({"code": code, "message": f"{shown}: {ref.reason}; the {field_name} is left empty.",
-                                  **where})
+            plan.warnings.append({"code": code, "message": describe(
+                f"{field_name} {shown}: {ref.reason}; the {field_name} is left empty", file, _shown_id(record_id)),
+                **where})
             return
         member = ref.member
         if (member, field_name) not in self._verdicts:
@@ -128,8 +133,8 @@ class MediaPlanner:
         reason = self._verdicts[member, field_name]
         if reason is not None:
             plan.rejected.add((member, field_name))
-            plan.warnings.append({"code": "media_invalid", "message": f"{shown} was not published: {reason}.",
-                                  **where})
+            plan.warnings.append({"code": "media_invalid", "message": describe(
+                f"{field_name} {shown} was not published: {reason}", file, _shown_id(record_id)), **where})
             return
         if member not in plan.uploads:
             key = base = media_key(self.task_id, member)
@@ -139,6 +144,11 @@ class MediaPlanner:
                 key = f"{base}-{n}"
             self._keys[key] = member
             plan.uploads[member] = key
+
+
+def _shown_id(record_id: Any) -> Any:
+    # The event's own media are named by file alone; records by their id when it is printable.
+    return record_id if isinstance(record_id, int | str) and not isinstance(record_id, bool) else None
 
 
 def plan_media(archive: MediaArchive, task_id: str, gateway_url: str) -> MediaPlan:

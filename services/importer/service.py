@@ -9,15 +9,20 @@ and a failure is published only if the event was not committed (the terminal sta
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
 import eventlet
 from nameko.events import EventDispatcher, event_handler
+from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
+from nameko.timer import timer
 
-from services.importer.import_job import ImportFailed, ImportJob, find_completed, run_import
+from services.importer import scratch
+from services.importer.import_job import ImportFailed, ImportJob, find_completed, run_import, scratch_root
 from shared import contracts as c
+from shared.config import load_settings
 from shared.dependencies import Config, Database
 from shared.jobs.dead_letter import DeadLetters
 from shared.jobs.lease import DONE, EXHAUSTED, Lease, LeaseLost
@@ -27,6 +32,18 @@ from shared.rpc import RpcTimeout, call
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 1.0  # seconds between import_progress events: enough for a progress bar, cheap for the broker
 MEDIA_CONCURRENCY = 8  # parallel media uploads per import
+# Read when the module loads: nameko's timer takes its interval at class definition.
+SCRATCH_SWEEP_INTERVAL = max(1.0, float(os.environ.get("IMPORTER_SCRATCH_SWEEP_INTERVAL") or 600))
+
+
+class ScratchSweeper(DependencyProvider):
+    """Removes the scratch directories a crashed import left behind, when the importer starts."""
+
+    def start(self) -> None:
+        scratch.sweep(scratch_root(load_settings()))
+
+    def get_dependency(self, worker_ctx: Any) -> None:
+        return None
 
 
 def storage_down(exc: BaseException) -> bool:
@@ -42,6 +59,12 @@ class ImporterService:
     storage = RpcProxy("storage", expiration=30)
     dispatch = EventDispatcher()
     dead_letters = DeadLetters()
+    scratch_sweeper = ScratchSweeper()
+
+    @timer(interval=SCRATCH_SWEEP_INTERVAL)
+    def sweep_scratch(self) -> None:
+        """Scratch directories of imports that died with their process (no live job holds their lock)."""
+        scratch.sweep(scratch_root(self.config))
 
     @event_handler(c.GATEWAY, c.IMPORT_REQUESTED)
     def handle_import_requested(self, payload: dict[str, Any]) -> None:
@@ -61,7 +84,7 @@ class ImporterService:
                 lease.finish()
                 return
             if claim == EXHAUSTED:
-                self._give_up(lease, ids, payload)
+                self._give_up(lease, ids, payload, request["filename"])
                 return
             self._emit(c.IMPORT_STARTED, ids)
             try:
@@ -70,14 +93,14 @@ class ImporterService:
                 log.warning("import %s: another run took over; this one stands down", task_id)
                 return
             except ImportFailed as exc:
-                self._fail(lease, ids, **exc.fields())
+                self._fail(lease, ids, request["filename"], **exc.fields())
                 return
             except RpcTimeout as exc:
-                self._fail(lease, ids, code="storage_unavailable", message=str(exc))
+                self._fail(lease, ids, request["filename"], code="storage_unavailable", message=str(exc))
                 return
             except Exception:
                 log.exception("import %s failed", task_id)
-                self._fail(lease, ids, code="internal_error",
+                self._fail(lease, ids, request["filename"], code="internal_error",
                            message="The import failed because of an internal error; the operators have the details.")
                 return
             self._emit(c.IMPORT_COMPLETED, {**ids, "event_id": result["id"]}, **result)
@@ -112,10 +135,10 @@ class ImporterService:
         job = ImportJob(task_id=request["task_id"], key=request["key"], requester_id=request["requested_by"]["id"],
                         db=self.db, settings=self.config, sign_url=sign_url, delete_key=delete_key,
                         on_progress=on_progress, map_fn=eventlet.GreenPool(MEDIA_CONCURRENCY).imap,
-                        pause=eventlet.sleep, lease=lease)
+                        pause=eventlet.sleep, lease=lease, strict=request["strict"])
         return window.run(lambda: run_import(job), transient=storage_down, what=f"import {request['task_id']}")
 
-    def _fail(self, lease: Lease, ids: dict[str, Any], **fields: Any) -> None:
+    def _fail(self, lease: Lease, ids: dict[str, Any], filename: str, **fields: Any) -> None:
         """Publish a failure only as the lease holder, and only if no run committed the event meanwhile."""
         if not lease.holds():
             log.warning("import %s failed (%s) after another run took over: not reported", ids["task_id"],
@@ -125,16 +148,16 @@ class ImporterService:
         if done is not None:
             self._emit(c.IMPORT_COMPLETED, {**ids, "event_id": done["id"]}, **done)
         else:
-            self._emit(c.IMPORT_FAILED, ids, **fields)
+            self._emit(c.IMPORT_FAILED, ids, filename=filename, **fields)
         lease.finish()
 
-    def _give_up(self, lease: Lease, ids: dict[str, Any], payload: dict[str, Any]) -> None:
+    def _give_up(self, lease: Lease, ids: dict[str, Any], payload: dict[str, Any], filename: str) -> None:
         deliveries = lease.deliveries - 1
         log.error("import %s: its worker was lost %d times; giving up (request dead-lettered)", ids["task_id"],
                   deliveries)
         self.dead_letters(payload, reason="too_many_deliveries", routing_key=c.IMPORT_REQUESTED,
                           task_id=ids["task_id"])
-        self._fail(lease, ids, code="too_many_deliveries",
+        self._fail(lease, ids, filename, code="too_many_deliveries",
                    message=f"The import was abandoned: its worker stopped {deliveries} times while working on it "
                            "(the archive may be too demanding). The request was set aside for the operators.")
 

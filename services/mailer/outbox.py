@@ -9,7 +9,9 @@ Exactly once, in three rules:
 3. ``sending`` -> ``transmitting`` is committed right before SMTP DATA. A crash before it left nothing at the server, so
    an expired ``sending`` claim is simply sent again. A crash after it is the one window SMTP cannot close (the server
    may have stored the mail and lost only its reply): we prefer one possibly-lost mail over a duplicate, so an expired
-   ``transmitting`` row becomes ``uncertain`` and is never resent (and is announced with ``mail_failed``).
+   ``transmitting`` row becomes ``uncertain`` and is never resent (and is announced with ``mail_failed``). An
+   explicit reply after DATA is no such window: a 4xx/5xx means the server did not take the message, so the row goes
+   back to ``pending`` (4xx, retried) or to ``failed`` (5xx) like a refusal at any earlier step.
 
 Times are naive UTC, like every timestamp of the platform database.
 """

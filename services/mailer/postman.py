@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.mailer import outbox, templates
@@ -58,8 +59,9 @@ class Postman:
                 log.info("mail %s already recorded: redelivered event, nothing to send", key)
                 return
             event_name = self._event_name(session, data["event_id"]) if kind.startswith("export") else None
+            event_url = self._event_url(session, data["id"]) if kind == c.IMPORT_COMPLETED else None
         recipient = data["requested_by"]["email"]
-        mail = templates.render(kind, data, event_name=event_name, gateway_url=self.gateway_url)
+        mail = templates.render(kind, data, event_name=event_name, gateway_url=self.gateway_url, event_url=event_url)
         msg_id = templates.message_id(kind, data["task_id"], self.settings.domain)
         refused = invalid_recipient(recipient)
         message = "" if refused else templates.build_message(
@@ -82,6 +84,13 @@ class Postman:
     def _event_name(session: Session, event_id: int | None) -> str | None:
         event = session.get(Event, event_id) if event_id is not None else None
         return event.name if event is not None else None
+
+    def _event_url(self, session: Session, event_id: int) -> str | None:
+        """The imported event in a browser (EVENT_URL_TEMPLATE with its id and identifier), or None."""
+        if not self.settings.event_url_template:
+            return None
+        identifier = session.scalar(select(Event.identifier).where(Event.id == event_id))
+        return templates.event_link(self.settings.event_url_template, event_id, identifier)
 
     # --- one SMTP attempt --------------------------------------------------------------------------------------------
 

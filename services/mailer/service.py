@@ -12,6 +12,7 @@ from nameko.rpc import rpc
 from nameko.timer import timer
 from sqlalchemy.exc import SQLAlchemyError
 
+from services.mailer import delivery_health
 from services.mailer.dependencies import MailConfig, Smtp
 from services.mailer.postman import Postman
 from shared import contracts as c
@@ -57,8 +58,10 @@ class MailerService:
         self._postman().announce_missed()
 
     @rpc
-    def health(self) -> dict[str, str]:
-        return {"service": self.name, "status": "ok"}
+    def health(self) -> dict[str, Any]:
+        """Alive, plus whether mail is being delivered (``delivery``); ``status`` is ``degraded`` when it is not."""
+        delivery = delivery_health.report(self.db, self.smtp, self.mail_config)
+        return {"service": self.name, "status": "ok" if delivery["ok"] else "degraded", "delivery": delivery}
 
     def _postman(self) -> Postman:
         return Postman(db=self.db, transport=self.smtp, settings=self.mail_config,

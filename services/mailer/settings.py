@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from email.utils import parseaddr
+from string import Formatter
 
 SECURITY_MODES = ("none", "starttls", "tls")
 
@@ -26,6 +27,10 @@ class MailSettings:
     smtp_timeout: float  # seconds, per SMTP operation
     retry_seconds: float  # keep retrying a temporarily failing mail this long after it was first recorded
     retry_base: float  # first retry delay; doubles per attempt
+    # /health calls mail delivery degraded once this many delivery attempts failed since the last delivered mail.
+    health_failures: int = 2
+    # The import mail's link to the new event, e.g. "https://frontend.example/e/{identifier}"; None: no link.
+    event_url_template: str | None = None
 
     @property
     def lease_seconds(self) -> float:
@@ -43,6 +48,25 @@ class MailSettings:
     @property
     def domain(self) -> str:
         return self.sender_address.rsplit("@", 1)[-1] or "localhost"
+
+
+EVENT_URL_FIELDS = ("id", "identifier")
+
+
+def check_event_url_template(template: str | None) -> str | None:
+    """EVENT_URL_TEMPLATE must be an http(s) URL whose only placeholders are {id} and {identifier}."""
+    if template is None:
+        return None
+    if not template.startswith(("https://", "http://")):
+        raise ValueError(f"EVENT_URL_TEMPLATE must start with https:// or http://, not {template!r}")
+    try:
+        fields = {name for _, name, _, _ in Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"EVENT_URL_TEMPLATE {template!r}: {exc}") from exc
+    unknown = sorted(fields - set(EVENT_URL_FIELDS))
+    if unknown:
+        raise ValueError(f"EVENT_URL_TEMPLATE may use {{id}} and {{identifier}} only, not {{{unknown[0]}}}")
+    return template
 
 
 def load_mail_settings() -> MailSettings:
@@ -63,4 +87,6 @@ def load_mail_settings() -> MailSettings:
         smtp_timeout=float(_env("SMTP_TIMEOUT", "30")),
         retry_seconds=float(_env("MAIL_RETRY_SECONDS", "3600")),
         retry_base=float(_env("MAIL_RETRY_BASE", "10")),
+        health_failures=max(1, int(_env("MAIL_HEALTH_FAILURES", "2"))),
+        event_url_template=check_event_url_template(os.environ.get("EVENT_URL_TEMPLATE") or None),
     )

@@ -72,23 +72,64 @@ def _by_code(code: int, reason: str) -> DeliveryError:
     return PermanentFailure(reason) if 500 <= code < 600 else TemporaryFailure(reason)
 
 
+def _check_final_reply(code: int, text: bytes | str) -> None:
+    """The server's reply after the message body: 250 is delivery; anything else says what happened.
+
+    A definite 4xx/5xx means the server did NOT take the message (RFC 5321 4.2.5), so it is safe to retry a 4xx and
+    a 5xx is final: neither is "uncertain". A reply that is no SMTP answer at all leaves the outcome unknown.
+    """
+    if code == 250:
+        return
+    reason = f"message refused after DATA: {code} {_decode(text)}".rstrip()
+    if 400 <= code < 600:
+        raise _by_code(code, reason)
+    raise OutcomeUnknown(f"unexpected reply after DATA ({code} {_decode(text)}); the mail may have been delivered, "
+                         "so it is not sent again")
+
+
 class SmtpTransport:
     """Sends one message per SMTP session according to MailSettings (security mode, credentials, timeout)."""
 
     def __init__(self, settings: MailSettings) -> None:
         self.settings = settings
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self, timeout: float | None = None) -> smtplib.SMTP:
         s = self.settings
+        timeout = s.smtp_timeout if timeout is None else timeout
         # The local hostname without a DNS lookup: socket.getfqdn() can stall for seconds on a resolver timeout.
         local = socket.gethostname() or "localhost"
         if s.smtp_security == "tls":
-            return smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, local_hostname=local, timeout=s.smtp_timeout,
+            return smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, local_hostname=local, timeout=timeout,
                                     context=ssl.create_default_context())
-        smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, local_hostname=local, timeout=s.smtp_timeout)
+        smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, local_hostname=local, timeout=timeout)
         if s.smtp_security == "starttls":
             smtp.starttls(context=ssl.create_default_context())
         return smtp
+
+    def probe(self, timeout: float) -> str | None:
+        """Open a session as a delivery would (TLS, AUTH), say EHLO and NOOP, quit; None if all went well, else why.
+
+        Sends no mail: a server that refuses only messages (after DATA) shows in the delivery outcomes instead.
+        """
+        try:
+            smtp = self._connect(timeout)
+        except (OSError, smtplib.SMTPException) as exc:
+            return _reason(exc)
+        try:
+            smtp.ehlo_or_helo_if_needed()
+            if self.settings.smtp_user:
+                smtp.login(self.settings.smtp_user, self.settings.smtp_password or "")
+            code, text = smtp.noop()
+            if code != 250:
+                return f"NOOP answered {code} {_decode(text)}".rstrip()
+        except (OSError, smtplib.SMTPException) as exc:
+            return _reason(exc)
+        finally:
+            try:
+                smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                smtp.close()
+        return None
 
     def send(self, *, sender: str, recipient: str, message: str, before_data: Callable[[], bool]) -> None:
         """Deliver ``message`` or raise a DeliveryError subclass saying what is known about the outcome."""
@@ -101,12 +142,15 @@ class SmtpTransport:
             if not before_data():
                 raise Aborted("another mailer instance took over this delivery")
             try:
-                smtp.data(message.encode("ascii"))
-            except smtplib.SMTPResponseException as exc:  # an explicit reply: the server did not take it
-                raise _by_code(exc.smtp_code, _reason(exc)) from exc
+                # data() raises only when DATA itself is refused; the final reply to the message is *returned*
+                # (PLATFORM_NOTES 17), so a 451/554 refusal of the message would otherwise pass for success.
+                code, text = smtp.data(message.encode("ascii"))
+            except smtplib.SMTPResponseException as exc:  # DATA refused (not 354): nothing was transmitted
+                raise _by_code(exc.smtp_code, f"DATA refused: {_reason(exc)}") from exc
             except (OSError, smtplib.SMTPException) as exc:
                 raise OutcomeUnknown(f"connection lost during DATA ({_reason(exc)}); the mail may have been "
                                      "delivered, so it is not sent again") from exc
+            _check_final_reply(code, text)
         finally:
             try:
                 smtp.quit()
@@ -119,6 +163,8 @@ class SmtpTransport:
             smtp.ehlo_or_helo_if_needed()
             if s.smtp_user:
                 smtp.login(s.smtp_user, s.smtp_password or "")
+            # mail() and rcpt() return the reply instead of raising: check each one. One recipient per session,
+            # so a refused RCPT refuses the whole mail (there is no partial delivery to account for).
             code, text = smtp.mail(sender)
             if code != 250:
                 raise smtplib.SMTPSenderRefused(code, text, sender)
@@ -132,7 +178,9 @@ class SmtpTransport:
         except smtplib.SMTPRecipientsRefused as exc:
             code = next(iter(exc.recipients.values()))[0]
             raise _by_code(code, _reason(exc)) from exc
-        except smtplib.SMTPResponseException as exc:
+        except smtplib.SMTPSenderRefused as exc:
+            raise _by_code(exc.smtp_code, f"sender refused: {_reason(exc)}") from exc
+        except smtplib.SMTPResponseException as exc:  # EHLO/HELO refused
             raise _by_code(exc.smtp_code, _reason(exc)) from exc
         except (OSError, smtplib.SMTPException) as exc:  # disconnects, timeouts: nothing was delivered yet
             raise TemporaryFailure(_reason(exc)) from exc

@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 from typing import Any
+from urllib.parse import quote
 
 from shared import contracts as c
 
@@ -164,30 +165,60 @@ def export_event_label(name: str | None, event_id: int | None) -> str:
     return f"#{event_id}" if event_id is not None else "(unknown)"
 
 
+def subject_event(name: str | None, event_id: int | None) -> str:
+    """The event as a subject names it: ``FOSSASIA 2016 (#5)``, so mails about same-named events tell apart."""
+    label = export_event_label(name, event_id)
+    return label if event_id is None or label == f"#{event_id}" else f"{label} (#{event_id})"
+
+
+def event_link(template: str | None, event_id: int, identifier: str | None) -> str | None:
+    """EVENT_URL_TEMPLATE filled in for the event, or None (no template, or it needs an identifier the event lacks)."""
+    if not template or ("{identifier}" in template and not identifier):
+        return None
+    return template.format(id=event_id, identifier=quote(identifier or "", safe=""))
+
+
+def retention_sentence(retention: Any) -> str | None:
+    """Where the archive itself is kept and until when (not the link's expiry); None for an older event without it."""
+    if not isinstance(retention, dict) or not retention.get("backend"):
+        return None
+    backend = str(retention["backend"])
+    where_ = "the platform's default storage" if backend == "default" else f'the storage "{one_line(backend, 64)}"'
+    if retention.get("delete_at"):
+        return (f"The archive is stored on {where_} until {readable_time(retention['delete_at'])}; "
+                "it is deleted then.")
+    return f"The archive is stored on {where_} and kept until it is deleted."
+
+
 def render_export_completed(data: dict[str, Any], *, event_name: str | None, gateway_url: str) -> Mail:
     label = export_event_label(event_name, data["event_id"])
     body = _Body()
-    body.para(f'The export of event "{label}" is ready.')
+    body.para(f'The export of event "{label}" (id {data["event_id"]}) is ready.')
     body.link("Download the archive (no login needed):", data["download_url"])
+    # The fresh-link endpoint needs an access token, so it is named, not linked: the one link of the mail is the one
+    # that opens in a browser without logging in.
     body.para(f"This link works until {readable_time(data['expires_at'])}.",
-              "After that, a logged-in organizer gets a fresh link from the platform's API:")
-    body.link("GET, with your access token (it redirects to a new download link):",
-              f"{gateway_url}/v1/events/{data['event_id']}/exports/{data['task_id']}")
+              f"After that, a logged-in organizer gets a fresh link from the platform's API ({gateway_url}) with an "
+              f"access token: GET /v1/events/{data['event_id']}/exports/{data['task_id']} (it redirects to a new "
+              "download link).")
+    kept = retention_sentence(data.get("retention"))
+    if kept:
+        body.para(kept)
     body.facts("The archive:", [("size", readable_size(data["size"])), ("SHA-256", data["sha256"])])
     if data["warnings_total"]:
         body.bullets(f"{data['warnings_total']} media item(s) could not be included; they keep their original "
                      "URL in the archive:", _warning_items(data["warnings"], data["warnings_total"]))
     _footer(body, "export", data["task_id"])
-    return body.render(f"Event {label} has been exported")
+    return body.render(f"Event {subject_event(event_name, data['event_id'])} has been exported")
 
 
 def render_export_failed(data: dict[str, Any], *, event_name: str | None) -> Mail:
     label = export_event_label(event_name, data["event_id"])
     body = _Body()
-    body.para(f'The export of event "{label}" failed; no archive was produced.')
+    body.para(f'The export of event "{label}" (id {data["event_id"]}) failed; no archive was produced.')
     _failure(body, EXPORT_FAILURES.get(data["code"], f"The export failed ({data['code']})."), data["message"])
     _footer(body, "export", data["task_id"])
-    return body.render(f"Export of event {label} failed")
+    return body.render(f"Export of event {subject_event(event_name, data['event_id'])} failed")
 
 
 def _sorted_counts(counts: dict[str, int]) -> list[tuple[str, str]]:
@@ -196,23 +227,33 @@ def _sorted_counts(counts: dict[str, int]) -> list[tuple[str, str]]:
     return [(k.replace("_", " "), str(counts[k])) for k in known + rest]
 
 
-def render_import_completed(data: dict[str, Any]) -> Mail:
+def render_import_completed(data: dict[str, Any], *, event_url: str | None = None) -> Mail:
+    """``event_url``: the event where a browser opens it (EVENT_URL_TEMPLATE); without one the mail says where to
+    find it instead of linking the API's address, which answers 401 without an access token."""
     name = one_line(data["event_name"]) or f"#{data['id']}"
     body = _Body()
     body.para(f'The event "{name}" has been imported (new event id {data["id"]}).')
-    body.link("The event:", data["url"])
+    if event_url:
+        body.link("The event:", event_url)
+    else:
+        body.para(f"You are its organizer: it is listed among your events on the platform (event id {data['id']};",
+                  f"in the API, logged in: GET /v1/events/{data['id']}).")
     if data["counts"]:
         body.facts("Records imported:", _sorted_counts(data["counts"]))
     if data["warnings_total"]:
         body.bullets(f"{data['warnings_total']} warning(s): the import went ahead, but check these:",
                      _warning_items(data["warnings"], data["warnings_total"]))
     _footer(body, "import", data["task_id"])
-    return body.render(f"Event {name} has been imported")
+    return body.render(f"Event {subject_event(data['event_name'], data['id'])} has been imported")
 
 
 def render_import_failed(data: dict[str, Any]) -> Mail:
+    filename = one_line(data.get("filename") or "", 100)
     body = _Body()
-    body.para("The import of your archive failed; nothing was imported.")
+    if filename:
+        body.para(f'The import of your archive "{filename}" failed; nothing was imported.')
+    else:  # an event from before the importer named the file
+        body.para("The import of your archive failed; nothing was imported.")
     place = where(data.get("file"), data.get("record_id"), data.get("field"))
     if place:
         body.para("Where:", place[0].upper() + place[1:] + ".")
@@ -220,17 +261,18 @@ def render_import_failed(data: dict[str, Any]) -> Mail:
     _failure(body, explanation, data["message"])
     body.para("Fix the archive and upload it again; nothing needs to be cleaned up first.")
     _footer(body, "import", data["task_id"])
-    return body.render("Import of event failed")
+    return body.render(f"Import of event failed: {filename}" if filename else "Import of event failed")
 
 
-def render(kind: str, data: dict[str, Any], *, event_name: str | None, gateway_url: str) -> Mail:
-    """The mail for a validated payload of ``kind`` (one of KINDS)."""
+def render(kind: str, data: dict[str, Any], *, event_name: str | None, gateway_url: str,
+           event_url: str | None = None) -> Mail:
+    """The mail for a validated payload of ``kind`` (one of KINDS); ``event_url`` as for render_import_completed."""
     if kind == c.EXPORT_COMPLETED:
         return render_export_completed(data, event_name=event_name, gateway_url=gateway_url)
     if kind == c.EXPORT_FAILED:
         return render_export_failed(data, event_name=event_name)
     if kind == c.IMPORT_COMPLETED:
-        return render_import_completed(data)
+        return render_import_completed(data, event_url=event_url)
     if kind == c.IMPORT_FAILED:
         return render_import_failed(data)
     raise ValueError(f"no mail for {kind!r}")

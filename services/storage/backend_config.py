@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.secretbox import is_secret_name
+
 KINDS = ("local", "s3", "gcs", "dropbox", "seafile")
 DEFAULT_ID = "default"  # the backend configured by environment; reserved, no record may take it
 LOCAL_ID = "local"  # the filesystem under STORAGE_DIR, whatever the default is (the upload API's force_local)
@@ -23,7 +25,6 @@ _IDENTIFIER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HOST_RE = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 _PREFIX_RE = re.compile(r"([A-Za-z0-9._~-]+/)*")
 _FOLDER_RE = re.compile(r"(/[A-Za-z0-9._~ -]+)+")
-_SECRET_WORDS = ("secret", "password", "token", "credential", "private")
 MAX_STRING = 2048
 
 
@@ -94,7 +95,9 @@ TOKEN_FIELD: dict[str, str] = {"s3": "secret_access_key", "gcs": "credentials", 
 def is_secret(kind: str, name: str) -> bool:
     """Secret by declaration, or by a name that looks like one (never returned, never logged)."""
     declared = FIELDS.get(kind, {}).get(name)
-    return (declared is not None and declared.secret) or any(word in name.lower() for word in _SECRET_WORDS)
+    # The name rule is the one the database encryption uses (shared/secretbox.py): what is never returned is also
+    # never stored in plain text.
+    return (declared is not None and declared.secret) or is_secret_name(name)
 
 
 def check_identifier(identifier: Any) -> str:

@@ -2,6 +2,8 @@
 
 Tokens and secret config values are write-only: ``public_view`` is the only shape a record leaves the service in,
 with ``token_set`` and ``secrets_set`` instead of the values. Records are never deleted (objects may live in them).
+In the database they are encrypted (the model's column types, ``shared/secretbox.py``); ``reseal_all`` re-encrypts
+rows written before that or under an older key.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from services.storage.backend_config import (
+    DEFAULT_ID,
     TOKEN_FIELD,
     InvalidBackendConfig,
     check_identifier,
@@ -30,7 +34,9 @@ MAX_KEEP_DAYS = 36500
 MAX_DESCRIPTION = 2000
 _FMT = "%Y-%m-%dT%H:%M:%SZ"
 
-CheckSpec = Callable[[BackendSpec], None]  # raises InvalidBackendConfig if the client library refuses the spec
+# check(spec, probe): raises InvalidBackendConfig if the client library refuses the spec and, with ``probe``, if the
+# backend does not work (a real put, stat and delete: services/storage/probe.py).
+CheckSpec = Callable[[BackendSpec, bool], None]
 
 
 class BackendExists(Exception):
@@ -101,6 +107,22 @@ def list_records(session: Session) -> list[dict[str, Any]]:
     return [public_view(r, counts.get(r.storage_backend_id, 0)) for r in records]
 
 
+DEFAULT_DESCRIPTION = "The platform's default storage."
+
+
+def choices(session: Session, default: BackendSpec) -> list[dict[str, Any]]:
+    """What an organizer may name in an export's ``storage`` option: the default backend, then the active records.
+
+    Identifiers, kinds, descriptions and keep days only: never a token, a config value or an object count.
+    """
+    records = session.scalars(select(StorageBackendRecord).where(StorageBackendRecord.active.is_(True))
+                              .order_by(StorageBackendRecord.storage_backend_id))
+    return [{"storage_backend_id": DEFAULT_ID, "storage_backend": default.kind, "description": DEFAULT_DESCRIPTION,
+             "keep_days": default.keep_days, "default": True}] + [
+        {"storage_backend_id": r.storage_backend_id, "storage_backend": r.storage_backend,
+         "description": r.description, "keep_days": r.keep_days, "default": False} for r in records]
+
+
 def describe(session: Session, identifier: str) -> dict[str, Any] | None:
     try:
         record = _find(session, identifier)
@@ -119,9 +141,9 @@ def create(session: Session, body: Any, check: CheckSpec) -> dict[str, Any]:
         keep_days=body.get("keep_days", 0), description=body.get("description"), active=body.get("active", True),
         created_at=utcnow(), updated_at=utcnow(),
     )
-    check(BackendSpec.from_record(record))
     if session.scalar(select(StorageBackendRecord.id).where(StorageBackendRecord.storage_backend_id == identifier)):
         raise BackendExists(f"A storage backend {identifier!r} exists already.")
+    check(BackendSpec.from_record(record), record.active)  # an inactive record is checked when activated
     session.add(record)
     try:
         session.commit()
@@ -136,6 +158,7 @@ def update(session: Session, identifier: str, body: Any, check: CheckSpec) -> di
     sent again are kept; ``token: null`` clears the token."""
     body = _check_fields(body, UPDATE_FIELDS)
     record = _find(session, identifier, lock=True)
+    before = BackendSpec.from_record(record)
     kind = record.storage_backend
     changes = body.get("config", {})
     if changes is None:
@@ -158,7 +181,10 @@ def update(session: Session, identifier: str, body: Any, check: CheckSpec) -> di
         if name in body:
             setattr(record, name, body[name])
     record.updated_at = utcnow()
-    check(BackendSpec.from_record(record))
+    after = BackendSpec.from_record(record)
+    # Probe when what the backend is built from changed or it is (re)activated; keep days, a description or a
+    # deactivation need no working backend.
+    check(after, after.active and (after.fingerprint != before.fingerprint or not before.active))
     session.commit()
     return public_view(record, _object_counts(session).get(identifier, 0))
 
@@ -170,3 +196,14 @@ def deactivate(session: Session, identifier: str) -> dict[str, Any]:
         record.updated_at = utcnow()
         session.commit()
     return public_view(record, _object_counts(session).get(identifier, 0))
+
+
+def reseal_all(session: Session) -> int:
+    """Re-encrypt every record's token and secret config values with the newest key: rows from before encryption
+    existed and rows under a key being rotated out. ``SecretsKeyError`` if a row fits none of the keys."""
+    records = list(session.scalars(select(StorageBackendRecord)))
+    for record in records:  # loading decrypted them; marking them rewrites them with the current first key
+        flag_modified(record, "token")
+        flag_modified(record, "config")
+    session.commit()
+    return len(records)

@@ -27,8 +27,10 @@ from shared.http import ApiError, json_response
 from shared.signing import BadSignature, LinkExpired, signed_query, verify_query
 
 SIGNABLE_METHODS = ("GET", "PUT")
+# "bytes=-0" is a valid suffix range of zero bytes (RFC 9110 14.1.1), never satisfiable; Werkzeug parses it as no range.
+_ZERO_SUFFIX = re.compile(r"\s*bytes\s*=\s*-\s*0+\s*", re.IGNORECASE)
 # Query parameters a link may carry besides expires/filename, covered by its signature (see services/storage/objects).
-SIGNED_EXTRA = ("backend", "retention")
+SIGNED_EXTRA = ("backend", "retention", "owner", "keep")
 
 LINK_EXPIRED_MESSAGE = "This link has expired. Request a new download link."
 INVALID_SIGNATURE_MESSAGE = (
@@ -53,7 +55,7 @@ def _backend_failure(exc: StorageError) -> ApiError:
 
 def signed_url(
     base_url: str,
-    secret: str,
+    secret: str | bytes,
     key: str,
     method: str = "GET",
     ttl: int = 3600,
@@ -76,7 +78,8 @@ def signed_url(
     return f"{base_url.rstrip('/')}/objects/{quote(key, safe='/')}?{query}"
 
 
-def check_link(secret: str, method: str, key: str, args: Mapping[str, str], now: float | None = None) -> None:
+def check_link(secret: str | bytes, method: str, key: str, args: Mapping[str, str],
+               now: float | None = None) -> None:
     """Raise a 403 ``ApiError`` unless the query carries a valid, unexpired signature for this method and key."""
     try:
         verify_query(secret, method, key, args, now=now, extra_names=SIGNED_EXTRA)
@@ -84,6 +87,10 @@ def check_link(secret: str, method: str, key: str, args: Mapping[str, str], now:
         raise ApiError(403, "link_expired", LINK_EXPIRED_MESSAGE) from None
     except BadSignature:
         raise ApiError(403, "invalid_signature", INVALID_SIGNATURE_MESSAGE) from None
+    try:  # a genuine link for a key no backend may hold (signed by mistake, or with a leaked secret)
+        validate_key(key)
+    except InvalidKey as exc:
+        raise ApiError(400, "invalid_key", str(exc)) from None
 
 
 def _body_chunks(request: Request) -> Iterator[bytes]:
@@ -124,9 +131,10 @@ def receive_object(backend: Backend, key: str, request: Request, max_size: int |
     return stored_response(store_object(backend, key, request, max_size))
 
 
-def stored_response(info: ObjectInfo) -> Response:
+def stored_response(info: ObjectInfo, **extra: object) -> Response:
+    """201 ``{"key", "size", "sha256", **extra}`` (storage adds where the object lives and when it expires)."""
     return json_response(
-        {"key": info.key, "size": info.size, "sha256": info.sha256},
+        {"key": info.key, "size": info.size, "sha256": info.sha256, **extra},
         status=201,
         headers={"ETag": f'"{info.sha256}"'},
     )
@@ -136,13 +144,16 @@ def resolve_range(request: Request, size: int, etag: str) -> tuple[int, int] | N
     """The single byte range ``[start, stop)`` to send, ``None`` for the whole object, or a 416 ``ApiError``.
 
     Multi-range, other units, malformed headers and a stale ``If-Range`` fall back to the whole object, as RFC 9110
-    allows. A suffix longer than the object means the whole object.
+    allows. A suffix longer than the object means the whole object; a zero-length suffix (``bytes=-0``) is a 416.
     """
     rng = request.range
-    if rng is None or rng.units != "bytes" or len(rng.ranges) != 1:
+    zero_suffix = rng is None and _ZERO_SUFFIX.fullmatch(request.headers.get("Range", "")) is not None
+    if not zero_suffix and (rng is None or rng.units != "bytes" or len(rng.ranges) != 1):
         return None
     if "If-Range" in request.headers and request.if_range.etag != etag:
         return None
+    if rng is None:  # only "bytes=-0" gets here without a parsed range
+        raise _unsatisfiable(size)
     start, stop = rng.ranges[0]
     if start < 0:  # suffix: the last -start bytes
         if size == 0:

@@ -32,7 +32,7 @@ CHUNK_SIZE = 64 * 1024
 MAX_KEY_LENGTH = 512
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _KEY_RE = re.compile(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
-_TMP_PREFIX = ".tmp-"
+TMP_PREFIX = _TMP_PREFIX = ".tmp-"  # parts of uploads in progress (retention.purge_partial_uploads)
 
 
 class StorageError(Exception):

@@ -11,7 +11,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from services.storage.local_backend import DEFAULT_CONTENT_TYPE, ObjectInfo
@@ -47,8 +47,12 @@ def lookup(session: Session, key: str) -> StorageObject | None:
 
 
 def record_stored(session: Session, key: str, spec: BackendSpec, info: ObjectInfo, retention: bool,
-                  now: datetime) -> tuple[StorageObject, str | None]:
+                  now: datetime, owner: int | None = None,
+                  keep_seconds: int | None = None) -> tuple[StorageObject, str | None]:
     """Insert or replace the row of ``key`` (flushed, not committed).
+
+    ``owner``: the user whose byte quota the object counts against. ``keep_seconds``: an expiry of the writer's
+    own (an uploaded import archive), instead of the backend's keep days.
 
     Returns the row and, when the previous version of the key still lives in *another* backend, that backend's
     identifier (its bytes are now orphaned: the caller deletes them).
@@ -65,7 +69,9 @@ def record_stored(session: Session, key: str, spec: BackendSpec, info: ObjectInf
     row.sha256 = info.sha256
     row.content_type = info.content_type or DEFAULT_CONTENT_TYPE
     row.created_at = now
-    row.expires_at = expiry(now, spec.keep_days, retention)
+    row.expires_at = expiry(now, spec.keep_days, retention) if keep_seconds is None \
+        else now + timedelta(seconds=keep_seconds)
+    row.owner_id = owner
     row.deleted_at = row.deleted_reason = None
     row.claim = row.claimed_until = None
     row.announce = c.OBJECT_STORED
@@ -148,3 +154,20 @@ def pending_announcements(session: Session, older_than: datetime, limit: int) ->
         .order_by(StorageObject.updated_at)
         .limit(limit)
     ))
+
+
+def stored_bytes(session: Session, owner: int) -> int:
+    """Bytes of the objects ``owner`` holds now (deleted and expired-and-swept ones no longer count)."""
+    total = session.scalar(select(func.coalesce(func.sum(StorageObject.size), 0))
+                           .where(StorageObject.owner_id == owner, StorageObject.deleted_at.is_(None)))
+    return int(total or 0)
+
+
+def expire_after(session: Session, key: str, seconds: int, now: datetime) -> bool:
+    """Set ``key`` to expire ``seconds`` from ``now`` (the sweeper deletes it then); ``False`` if there is no live
+    object at ``key``."""
+    changed = session.execute(
+        update(StorageObject).where(StorageObject.key == key, StorageObject.deleted_at.is_(None))
+        .values(expires_at=now + timedelta(seconds=seconds), claim=None, claimed_until=None)
+    ).rowcount
+    return bool(changed)

@@ -23,7 +23,7 @@ from werkzeug.wrappers import Request, Response
 
 from services.storage import data_plane, object_index
 from services.storage.backends.base import ObjectBackend, StorageError
-from services.storage.local_backend import validate_key
+from services.storage.local_backend import ObjectNotFound, validate_key
 from services.storage.object_index import ObjectGone
 from services.storage.registry import MAX_PRESIGN_SECONDS, InactiveBackend, Registry, UnknownBackend
 from services.storage.retention import announce
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[str, dict[str, Any]], None]
 BACKEND_PARAM, RETENTION_PARAM = "backend", "retention"
+OWNER_PARAM, KEEP_PARAM = "owner", "keep"  # signed like the others: a client can neither drop nor change them
 
 
 def _locate(registry: Registry, session: Session, key: str) -> tuple[StorageObject | None, ObjectBackend]:
@@ -52,7 +53,15 @@ def _locate(registry: Registry, session: Session, key: str) -> tuple[StorageObje
 
 def signed_url(registry: Registry, db: sessionmaker[Session], settings: Settings, key: str, *, method: str = "GET",
                ttl: int | None = None, filename: str | None = None, storage: str | None = None,
-               retention: bool = False) -> str:
+               retention: bool = False, must_exist: bool = False, data_plane_only: bool = False,
+               owner: int | None = None, keep_seconds: int | None = None) -> str:
+    """A link for ``key`` (see ``StorageService.signed_url``).
+
+    GET with ``must_exist``: ``ObjectNotFound`` unless the object is there (in the index, or, for objects stored
+    before the index, in the default backend), so a public address of a missing object is a 404, not a redirect.
+    ``data_plane_only``: always the data plane's link, never a backend's presigned URL (services read platform
+    objects through the data plane, which every service can reach).
+    """
     ttl = settings.signed_url_ttl if ttl is None else ttl
     method = method.upper()
     extra: dict[str, str] = {}
@@ -63,14 +72,23 @@ def signed_url(registry: Registry, db: sessionmaker[Session], settings: Settings
             extra[BACKEND_PARAM] = spec.identifier
         if retention:
             extra[RETENTION_PARAM] = "1"
+        if owner is not None:
+            extra[OWNER_PARAM] = str(int(owner))
+        if keep_seconds is not None:
+            if isinstance(keep_seconds, bool) or int(keep_seconds) <= 0:
+                raise ValueError("keep_seconds must be a positive number of seconds")
+            extra[KEEP_PARAM] = str(int(keep_seconds))
     elif method in ("GET", "HEAD"):
         with db() as session:
             row, backend = _locate(registry, session, key)
-        if row is not None and not isinstance(ttl, bool) and 0 < int(ttl) <= MAX_PRESIGN_SECONDS:
+        if must_exist and row is None and backend.stat(key) is None:
+            raise ObjectNotFound(f"no object is stored at {key}")
+        presignable = row is not None and not isinstance(ttl, bool) and 0 < int(ttl) <= MAX_PRESIGN_SECONDS
+        if presignable and not data_plane_only:
             presigned = backend.presigned_get(key, int(ttl), filename)
             if presigned is not None:
                 return presigned
-    return data_plane.signed_url(settings.storage_url, settings.secret_key, key, method=method, ttl=ttl,
+    return data_plane.signed_url(settings.storage_url, settings.link_key, key, method=method, ttl=ttl,
                                  filename=filename, extra=extra)
 
 
@@ -89,8 +107,10 @@ def store(registry: Registry, db: sessionmaker[Session], publish: Publish, key: 
     for attempt in range(2):
         with db() as session:
             try:
-                _, previous = object_index.record_stored(session, key, spec, info,
-                                                         request.args.get(RETENTION_PARAM) == "1", utcnow())
+                row, previous = object_index.record_stored(
+                    session, key, spec, info, request.args.get(RETENTION_PARAM) == "1", utcnow(),
+                    owner=_int_param(request, OWNER_PARAM), keep_seconds=_int_param(request, KEEP_PARAM))
+                expires_at = object_index.iso(row.expires_at)
                 session.commit()
                 break
             except IntegrityError:  # the same key stored concurrently for the first time: the row exists now
@@ -100,7 +120,13 @@ def store(registry: Registry, db: sessionmaker[Session], publish: Publish, key: 
     if previous is not None:
         _delete_orphan(registry, previous, key)
     announce(db, registry, publish, key)
-    return data_plane.stored_response(info)
+    # The writer learns the object's own retention: which backend keeps it and until when (null: until deleted).
+    return data_plane.stored_response(info, backend=spec.identifier, expires_at=expires_at)
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    value = request.args.get(name)  # covered by the link's signature: we wrote it
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def _delete_orphan(registry: Registry, identifier: str, key: str) -> None:

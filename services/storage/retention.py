@@ -10,10 +10,13 @@ sweeper that died are taken over when it runs out. A row is marked deleted only 
 from __future__ import annotations
 
 import logging
+import os
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -21,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.storage import object_index
 from services.storage.backends.base import StorageError
+from services.storage.local_backend import TMP_PREFIX
 from services.storage.registry import Registry, UnknownBackend
 from shared.models import StorageObject, utcnow
 
@@ -129,3 +133,24 @@ def publish_pending(db: sessionmaker[Session], registry: Registry, publish: Publ
             if _publish(session, registry, publish, row):
                 published += 1
     return published
+
+
+def purge_partial_uploads(storage_dir: Path, older_than: float) -> int:
+    """Remove the ``.tmp-*`` parts of uploads a crashed process left anywhere under ``storage_dir`` (every local
+    backend lives there), once untouched for ``older_than`` seconds: a live upload keeps writing to its part."""
+    cutoff = time.time() - older_than
+    removed = 0
+    for root, _dirs, files in os.walk(storage_dir):
+        for name in files:
+            if not name.startswith(TMP_PREFIX):
+                continue
+            path = os.path.join(root, name)
+            try:
+                if os.stat(path).st_mtime < cutoff:
+                    os.unlink(path)
+                    removed += 1
+            except FileNotFoundError:
+                pass  # finished or removed by another instance meanwhile
+    if removed:
+        log.info("removed %d partial upload(s) left by a crash under %s", removed, storage_dir)
+    return removed

@@ -15,21 +15,23 @@ from nameko.rpc import rpc
 from nameko.timer import timer
 from werkzeug.wrappers import Request, Response
 
-from services.storage import backend_records, data_plane, objects, retention
+from services.storage import backend_records, data_plane, object_index, objects, retention
 from services.storage.backend_config import InvalidBackendConfig
 from services.storage.backend_records import BackendExists
 from services.storage.backends.base import BackendError
 from services.storage.dependencies import AppSettings, BackendRegistry, StorageBackend
-from services.storage.local_backend import InvalidKey
+from services.storage.local_backend import InvalidKey, ObjectNotFound
 from services.storage.object_index import ObjectGone
-from services.storage.registry import BackendSpec, InactiveBackend, UnknownBackend, check_buildable
+from services.storage.probe import BackendCheckFailed, check_backend
+from services.storage.registry import BackendSpec, InactiveBackend, UnknownBackend, build_backend, check_buildable
 from services.storage.settings import load_storage_settings
 from shared.dependencies import Database
 from shared.http import http, json_response
+from shared.models import utcnow
 
 # Read when the module loads: nameko's timer takes its interval at class definition (STORAGE_SWEEP_INTERVAL).
 SWEEP_INTERVAL = load_storage_settings().sweep_interval
-RECORD_ERRORS = (InvalidBackendConfig, UnknownBackend, BackendExists)
+RECORD_ERRORS = (InvalidBackendConfig, BackendCheckFailed, UnknownBackend, BackendExists)
 
 
 class StorageService:
@@ -43,15 +45,36 @@ class StorageService:
 
     # -- control plane (RPC) ---------------------------------------------------------------------------------------
 
-    @rpc(expected_exceptions=(InvalidKey, ValueError, UnknownBackend, InactiveBackend, ObjectGone, BackendError))
+    @rpc(expected_exceptions=(InvalidKey, ValueError, UnknownBackend, InactiveBackend, ObjectGone, ObjectNotFound,
+                              BackendError))
     def signed_url(self, key: str, method: str = "GET", ttl: int | None = None, filename: str | None = None,
-                   backend: str | None = None, retention: bool = False) -> str:
+                   backend: str | None = None, retention: bool = False, must_exist: bool = False,
+                   data_plane_only: bool = False, owner: int | None = None, keep_seconds: int | None = None) -> str:
         """A link for ``key``. PUT: to the data plane, storing into ``backend`` (a record's ``storage_backend_id``,
         ``"local"`` for the filesystem under STORAGE_DIR, ``None`` for the default; it must be active), following
-        its keep days if ``retention``. GET: presigned by the object's backend where it can, else the data plane's.
-        ``ObjectGone`` once the object expired or was deleted."""
+        its keep days if ``retention`` (or expiring ``keep_seconds`` after it is stored), counted against the byte
+        quota of user ``owner``. GET: presigned by the object's backend where it can, else the data plane's;
+        ``data_plane_only`` always gives the data plane's (for services reading platform objects). ``ObjectGone``
+        once the object expired or was deleted; with ``must_exist``, ``ObjectNotFound`` if it never existed."""
         return objects.signed_url(self.registry, self.db, self.settings, key, method=method, ttl=ttl,
-                                  filename=filename, storage=backend, retention=retention)
+                                  filename=filename, storage=backend, retention=retention, must_exist=must_exist,
+                                  data_plane_only=data_plane_only, owner=owner, keep_seconds=keep_seconds)
+
+    @rpc
+    def stored_bytes(self, owner: int) -> int:
+        """Bytes user ``owner`` holds in storage now (uploads and import archives: the gateway's byte quota)."""
+        with self.db() as session:
+            return object_index.stored_bytes(session, owner)
+
+    @rpc(expected_exceptions=ValueError)
+    def expire_after(self, key: str, seconds: int) -> bool:
+        """``key`` expires ``seconds`` from now (an import archive once its import ended); ``False`` if gone."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds <= 0:
+            raise ValueError("seconds must be a positive integer")
+        with self.db() as session:
+            changed = object_index.expire_after(session, key, seconds, utcnow())
+            session.commit()
+            return changed
 
     @rpc(expected_exceptions=(InvalidKey, BackendError))
     def stat(self, key: str) -> dict | None:
@@ -79,6 +102,12 @@ class StorageService:
                     "default": {"storage_backend": spec.kind, "keep_days": spec.keep_days}}
 
     @rpc
+    def backend_choices(self) -> list[dict[str, Any]]:
+        """The backends an export may name (the default and the active records), without config or secrets."""
+        with self.db() as session:
+            return backend_records.choices(session, self.registry.default_spec)
+
+    @rpc
     def describe_backend(self, identifier: str) -> dict[str, Any] | None:
         """The public view of a record (``None`` if unknown); ``default`` and ``local`` describe the built-ins."""
         spec = self.registry.spec(identifier) if identifier in ("default", "local") else None
@@ -103,31 +132,37 @@ class StorageService:
         with self.db() as session:
             return backend_records.deactivate(session, identifier)
 
-    def _check_spec(self, spec: BackendSpec) -> None:
+    def _check_spec(self, spec: BackendSpec, probe: bool) -> None:
         check_buildable(spec, self.registry.storage_dir)
+        if probe:  # a fresh backend, not the registry's cache: the record is not saved yet
+            check_backend(build_backend(spec, self.registry.storage_dir), spec.identifier, spec.kind,
+                          self.settings.storage_probe_timeout)
 
     # -- retention ---------------------------------------------------------------------------------------------------
 
     @timer(interval=SWEEP_INTERVAL)
     def sweep_expired(self) -> None:
-        """Delete expired objects (several instances may sweep at once) and publish storage events still due."""
+        """Delete expired objects (several instances may sweep at once), publish storage events still due, and remove
+        the parts of uploads a crash left behind."""
         settings = self.registry.settings
         retention.sweep(self.db, self.registry, self._publish, batch=settings.sweep_batch,
                         claim_seconds=settings.claim_seconds)
+        retention.purge_partial_uploads(self.registry.storage_dir, settings.tmp_max_age)
 
     def _publish(self, event_type: str, payload: dict[str, Any]) -> None:
         self.dispatch(event_type, payload)
 
     # -- data plane (HTTP) -----------------------------------------------------------------------------------------
 
-    @http("PUT", "/objects/<path:key>")
+    # Writers hold signed links (the exporter, the gateway relaying uploads it paces itself): bounded by silence.
+    @http("PUT", "/objects/<path:key>", stream=True, paced=False)
     def put_object(self, request: Request, key: str) -> Response:
-        data_plane.check_link(self.settings.secret_key, "PUT", key, request.args)
+        data_plane.check_link(self.settings.link_key, "PUT", key, request.args)
         return objects.store(self.registry, self.db, self._publish, key, request)
 
     @http("GET,HEAD", "/objects/<path:key>")
     def get_object(self, request: Request, key: str) -> Response:
-        data_plane.check_link(self.settings.secret_key, "GET", key, request.args)
+        data_plane.check_link(self.settings.link_key, "GET", key, request.args)
         return objects.serve(self.registry, self.db, key, request)
 
     @http("GET", "/health")

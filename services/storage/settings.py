@@ -27,6 +27,7 @@ class StorageSettings:
     sweep_interval: float  # seconds between retention sweeps
     sweep_batch: int  # objects claimed per sweep
     claim_seconds: int  # how long a sweeper owns the objects it claimed
+    tmp_max_age: float = 600.0  # seconds a partial upload (.tmp-*) may go untouched before it counts as abandoned
 
 
 def _get(environ: Mapping[str, str], name: str, default: str = "") -> str:
@@ -65,4 +66,6 @@ def load_storage_settings(environ: Mapping[str, str] | None = None) -> StorageSe
         sweep_interval=max(0.2, float(_get(environ, "STORAGE_SWEEP_INTERVAL", str(DEFAULT_SWEEP_INTERVAL)))),
         sweep_batch=max(1, int(_get(environ, "STORAGE_SWEEP_BATCH", "100"))),
         claim_seconds=max(10, int(_get(environ, "STORAGE_SWEEP_CLAIM_SECONDS", "600"))),
+        # A live upload writes at least every HTTP_SOCKET_TIMEOUT (60 s) or is cut off: ten idle minutes is a crash.
+        tmp_max_age=max(1.0, float(_get(environ, "STORAGE_TMP_MAX_AGE", "600"))),
     )

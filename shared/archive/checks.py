@@ -10,7 +10,7 @@ Warning codes: ``dangling_reference``, ``id_out_of_range``, ``unknown_timezone``
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shared.archive.legacy import media_fields
@@ -69,12 +69,24 @@ def record_label(record: Mapping[str, Any]) -> Any:
     return value if len(str(value)) <= 64 else None
 
 
-def is_datetime(value: str) -> bool:
+def datetime_problem(value: str) -> str | None:
+    """Why ``value`` is not a usable date-time (``None`` if it is one): not ISO 8601, or an instant outside the
+    years 1 to 9999 once its offset is applied (``9999-12-31T23:59:59-14:00``), which no database or zone
+    conversion can hold."""
     try:
-        datetime.fromisoformat(value.strip())
+        parsed = datetime.fromisoformat(value.strip())
     except ValueError:
-        return False
-    return True
+        return "is not a date-time"
+    if parsed.tzinfo is not None:
+        try:
+            parsed.astimezone(UTC)
+        except OverflowError:
+            return "is outside the years 1 to 9999 in UTC"
+    return None
+
+
+def is_datetime(value: str) -> bool:
+    return datetime_problem(value) is None
 
 
 def _error(
@@ -111,9 +123,10 @@ def _check_common(file: str, record: Mapping[str, Any], position: int | None) ->
         if not isinstance(value, str):
             raise _error("wrong_type", f"{key} must be a date-time string, not {type_name(value)}", file, record,
                          key, position)
-        if not is_datetime(value):
+        problem = datetime_problem(value)
+        if problem is not None:
             shown = value if len(value) <= 40 else value[:40] + "..."
-            raise _error("invalid_datetime", f"{key} is not a date-time: {shown!r}", file, record, key, position)
+            raise _error("invalid_datetime", f"{key} {problem}: {shown!r}", file, record, key, position)
     for media in media_fields(file):
         value = record.get(media.field)
         if value is not None and not isinstance(value, str):
@@ -213,3 +226,13 @@ def check_record(file: str, record: Any, position: int | None, ctx: Known, warn:
                 continue
             raise _error("unknown_reference", f"{SINGULAR[target]} {value} does not exist", file, record, key,
                          position)
+
+
+def check_fields(file: str, record: Any, position: int | None) -> None:
+    """The checks of ``check_record`` that need nothing but the record itself (id, names, date-times, media, length
+    type): what the reader can judge while indexing, before any reference is known."""
+    if not isinstance(record, dict):
+        raise ArchiveError("wrong_type", f"expected a JSON object, found {type_name(record)}", file=file,
+                           position=position)
+    check_id(file, record, position)
+    _check_common(file, record, position)

@@ -11,7 +11,9 @@ count is checked again on the value. Relation lists (a session's ``speakers``, a
 ``sessions``) are refused once they exceed their limit, while they are read.
 
 Error codes: ``invalid_json``, ``wrong_top_level_type``, ``string_too_long``, ``number_too_long``, ``too_deep``,
-``too_many_records``, ``too_many_relations`` (and whatever the member reader raises: ``bad_zip``,
+``too_many_records``, ``too_many_relations``,
+``invalid_text`` (bytes that are not UTF-8, or a lone surrogate such as ``"\\udc00"``, naming record and field)
+(and whatever the member reader raises: ``bad_zip``,
 ``member_too_large``, ``compression_ratio``).
 """
 
@@ -144,21 +146,51 @@ def _record_error(exc: ArchiveError, stack: list[Any], keys: list[Any], position
                         position=None if record_id is not None else position)
 
 
+def _is_text(value: str) -> bool:
+    """False for strings holding a lone surrogate: valid JSON (``"\\ud800"``), but not text any database stores."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _bad_text(file: str, stack: list[Any], keys: list[Any], position: int, in_key: bool) -> ArchiveError:
+    record = stack[0] if stack else None
+    record_id = record.get("id") if type(record) is dict else None
+    if isinstance(record_id, bool) or not isinstance(record_id, int | str) or len(str(record_id)) > 64:
+        record_id = None
+    path = []
+    for i, container in enumerate(stack):
+        if type(container) is dict:
+            if keys[i] is not None:
+                path.append(str(keys[i]))
+        else:  # the index of the item being built: the last one below the top, the next one at the top
+            path.append(str(len(container) - (1 if i < len(stack) - 1 else 0)))
+    field = ".".join(path) or None
+    where = f"a key inside {field}" if in_key and field else "a key" if in_key else field or "a value"
+    detail = f"{where} is not valid text (bytes that are not UTF-8, or a lone surrogate)"
+    return ArchiveError("invalid_text", detail, file=file, record_id=record_id, field=field,
+                        position=position if record_id is None else None)
+
+
 def _values(events: Iterator[tuple[str, Any]], file: str, limits: ArchiveLimits, base_depth: int) -> Iterator[Any]:
     """Complete values at the current level, until the enclosing array ends (or the stream does)."""
     stack: list[Any] = []
     keys: list[Any] = []
-    position = 0  # values yielded so far: the index of the record being read
+    done = [0]  # values completed at this level: the position of the one being built
     try:
-        for value in _build(events, file, limits, base_depth, stack, keys):
-            yield value
-            position += 1
+        yield from _build(events, file, limits, base_depth, stack, keys, done)
+    except UnicodeDecodeError:  # yajl hands over the raw bytes of a string; they were not UTF-8
+        raise _bad_text(file, stack, keys, done[0], in_key=False) from None
     except ArchiveError as exc:
-        raise _record_error(exc, stack, keys, position if base_depth == 1 else None) from None
+        raise _record_error(exc, stack, keys, done[0] if base_depth == 1 else None) from None
 
 
-def _build(events: Iterator[tuple[str, Any]], file: str, limits: ArchiveLimits, base_depth: int, stack: list[Any],
-           keys: list[Any]) -> Iterator[Any]:
+def _build(events: Iterator[tuple[str, Any]], file: str, limits: ArchiveLimits, base_depth: int,
+           stack: list[Any], keys: list[Any], done: list[int]) -> Iterator[Any]:
     max_chars = limits.max_string_chars
     max_depth = limits.max_depth - base_depth
     fan_out = {key: (getattr(limits, name), what) for key, (name, what) in FAN_OUT.get(file, {}).items()} \
@@ -169,6 +201,8 @@ def _build(events: Iterator[tuple[str, Any]], file: str, limits: ArchiveLimits, 
         if event == "map_key":
             if len(value) > max_chars:
                 raise _too_long(file, limits, "key")
+            if not _is_text(value):
+                raise _bad_text(file, stack, keys, done[0], in_key=True)
             keys[-1] = value
             continue
         if event == "start_map" or event == "start_array":
@@ -191,15 +225,19 @@ def _build(events: Iterator[tuple[str, Any]], file: str, limits: ArchiveLimits, 
         if event == "end_map" or event == "end_array":
             if not stack:
                 return  # the enclosing array ended
-            done = stack.pop()
+            finished = stack.pop()
             keys.pop()
-            if done is watched:
+            if finished is watched:
                 watched = None
             if not stack:
-                yield done
+                done[0] += 1
+                yield finished
             continue
-        if event == "string" and len(value) > max_chars:
-            raise _too_long(file, limits, "string")
+        if event == "string":
+            if len(value) > max_chars:
+                raise _too_long(file, limits, "string")
+            if not _is_text(value):
+                raise _bad_text(file, stack, keys, done[0], in_key=False)
         if stack:
             parent = stack[-1]
             if type(parent) is dict:

@@ -53,7 +53,14 @@ class ArchiveLimits:
 
 
 class ArchiveError(Exception):
-    """Why an archive is refused. ``message`` names the file and record: ``File sessions, ID 12: track 99 ...``."""
+    """Why an archive is refused. ``message`` names the file and record: ``File sessions, ID 12: track 99 ...``.
+
+    Raised by a full validation, it is the first problem found and carries them all: ``errors`` (dicts like
+    ``to_dict()``, at most the reader's cap) and ``errors_total``; empty / 0 when it stopped at this one.
+    """
+
+    errors: list[dict[str, Any]] = []  # noqa: RUF012 (never mutated: instances get a list of their own)
+    errors_total: int = 0
 
     def __init__(
         self,

@@ -17,11 +17,13 @@ file that was left out), so the reader repairs them and says so in warnings.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import TZPATH, ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from shared.archive.legacy import format_datetime, nested_session_type_length
 
@@ -197,6 +199,76 @@ def zone(name: Any) -> ZoneInfo | None:
         return None
 
 
+def _zone_tables() -> tuple[frozenset[str], dict[str, str]]:
+    """(canonical zone names, link name -> target) from the system's tz database: ``zone.tab`` lists the zone of
+    every country (so ``Europe/Oslo`` stays canonical even where tzdata made it a link), ``tzdata.zi`` the links
+    (``US/Pacific`` -> ``America/Los_Angeles``). Empty when the files are not there: names are then only tidied."""
+    for root in TZPATH:
+        base = Path(root)
+        try:
+            tab = (base / "zone.tab").read_text(encoding="utf-8")
+            zi = (base / "tzdata.zi").read_text(encoding="utf-8")
+        except OSError:
+            continue
+        canonical = {line.split("\t")[2] for line in tab.splitlines()
+                     if line and not line.startswith("#") and line.count("\t") >= 2}
+        links = {}
+        for line in zi.splitlines():
+            if line.startswith("L "):
+                parts = line.split()
+                if len(parts) == 3:
+                    links[parts[2]] = parts[1]
+        return frozenset(canonical), links
+    return frozenset(), {}
+
+
+_ZONE_TABLES: tuple[frozenset[str], dict[str, str]] | None = None
+_ZONE_NAMES: dict[str, list[str]] | None = None  # casefolded -> available names
+_UTC_OFFSET = re.compile(r"^(?:UTC|GMT)?\s*([+-])\s*(\d{1,2})(?::?00)?$", re.IGNORECASE)
+
+
+def canonical_zone(name: Any) -> str | None:
+    """The canonical IANA name for a time zone written loosely (``"US / Pacific"``, ``"asia/singapore"``), as a
+    deprecated alias (``"US/Pacific"`` -> ``"America/Los_Angeles"``) or as a whole-hour UTC offset (``"UTC+07:00"``
+    -> ``"Etc/GMT-7"``); None when the name already is canonical or has no single obvious canonical form (never a
+    guess between candidates, never a spelling correction)."""
+    global _ZONE_TABLES, _ZONE_NAMES
+    if not isinstance(name, str) or not name.strip() or len(name) > 64:
+        return None
+    if _ZONE_TABLES is None:
+        _ZONE_TABLES = _zone_tables()
+    canonical, links = _ZONE_TABLES
+    text = re.sub(r"\s*/\s*", "/", name.strip())
+    offset = _UTC_OFFSET.match(text)
+    if offset and zone(text) is None:
+        hours = int(offset.group(2))
+        if hours == 0:
+            found = "UTC"
+        elif hours <= 12:
+            found = f"Etc/GMT{'-' if offset.group(1) == '+' else '+'}{hours}"  # POSIX signs are inverted
+        else:
+            return None
+    else:
+        text = re.sub(r"\s+", "_", text)
+        if zone(text) is not None:
+            found = text
+        else:
+            if _ZONE_NAMES is None:
+                names: dict[str, list[str]] = {}
+                for known in available_timezones():
+                    names.setdefault(known.casefold(), []).append(known)
+                _ZONE_NAMES = names
+            matches = _ZONE_NAMES.get(text.casefold(), [])
+            if len(matches) != 1:
+                return None
+            found = matches[0]
+    if canonical and found not in canonical and found != "UTC" and not found.startswith("Etc/"):
+        target = links.get(found)
+        if target is not None and target in canonical:
+            found = target
+    return found if found != name else None
+
+
 def _offset(text: str) -> timezone:
     if text == "Z":
         return UTC
@@ -207,8 +279,11 @@ def _offset(text: str) -> timezone:
 
 
 def coerce_id(value: Any) -> Any:
-    """``"12"`` -> ``12`` (hand-made files quote ids); anything else unchanged."""
+    """``"12"`` -> ``12`` (hand-made files quote ids), ``12.0`` -> ``12`` (or wrote them as floats); anything else
+    unchanged."""
     if type(value) is str and _ID_TEXT.match(value):
+        return int(value)
+    if type(value) is float and value.is_integer() and 0 < value < 2**53:
         return int(value)
     return value
 
@@ -225,6 +300,57 @@ def length_text(value: Any) -> Any:
     return text if nested_session_type_length(text) == float(value) else value
 
 
+_DOTTED_LENGTH = re.compile(r"^\s*\d{1,4}\.\d{1,2}\s*$")
+
+
+def length_readings(value: Any) -> dict[str, int] | None:
+    """The minutes a numeric session length (``0.5``, or the text ``"00.50"``) means read as ``HH.MM`` (the legacy
+    server's reading: ``0.3`` is 30 minutes) and read as decimal hours (``0.5`` is 30 minutes); a reading that does
+    not fit (``0.75`` as HH.MM) is left out. None for anything else (``"00:30"`` is not ambiguous)."""
+    if type(value) in (int, float):
+        number = float(value)
+    elif type(value) is str and _DOTTED_LENGTH.match(value):
+        number = float(value)
+    else:
+        return None
+    if not math.isfinite(number) or number < 0 or number >= 10000:
+        return None
+    readings: dict[str, int] = {}
+    hours = int(number)
+    minutes = round((number - hours) * 100)
+    if minutes < 60 and abs(hours + minutes / 100 - number) < 1e-9:
+        readings["hhmm"] = hours * 60 + minutes
+    decimal = number * 60
+    if abs(decimal - round(decimal)) < 1e-6:
+        readings["decimal"] = round(decimal)
+    return readings or None
+
+
+def minutes_text(minutes: int) -> str:
+    """``90`` -> ``"01:30"``: the canonical ``session_types.length``."""
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def decide_length(value: Any, durations: Mapping[int, int]) -> tuple[str | None, str]:
+    """A numeric length as ``"HH:MM"``, disambiguated by ``durations`` (minutes -> how many sessions of the type last
+    that long), and how: ``same`` (both readings agree), ``hhmm`` or ``decimal`` (the sessions say so, or only that
+    reading fits), ``default`` (neither or both match: HH.MM, the documented reading), ``unreadable`` (None)."""
+    readings = length_readings(value)
+    if readings is None:
+        return None, "unreadable"
+    hhmm, decimal = readings.get("hhmm"), readings.get("decimal")
+    if hhmm is None:
+        return minutes_text(decimal), "decimal"  # type: ignore[arg-type]
+    if decimal is None or decimal == hhmm:
+        return minutes_text(hhmm), "same"
+    by_hhmm, by_decimal = durations.get(hhmm, 0), durations.get(decimal, 0)
+    if by_decimal > by_hhmm:
+        return minutes_text(decimal), "decimal"
+    if by_hhmm > by_decimal:
+        return minutes_text(hhmm), "hhmm"
+    return minutes_text(hhmm), "default"
+
+
 class Normalizer:
     """Turns one variant's records into the legacy shape (legacy keys, nested relations, naive local datetimes).
 
@@ -239,6 +365,7 @@ class Normalizer:
         self.strict = variant in STRICT_VARIANTS
         self.tz: ZoneInfo | None = None
         self.offset_without_zone = False  # an offset had to be dropped because the event has no known zone
+        self.zone_renamed: tuple[str, str] | None = None  # (as written, canonical) when the event's zone was tidied
 
     # ------------------------------------------------------------------------------------------------- values
 
@@ -260,7 +387,10 @@ class Normalizer:
             except ValueError:
                 return None
             if tz is not None:
-                parsed = aware.astimezone(tz).replace(tzinfo=None)
+                try:
+                    parsed = aware.astimezone(tz).replace(tzinfo=None)
+                except OverflowError:  # beyond year 9999 (or before 1) in that zone: left for the checks to refuse
+                    return None
             else:
                 self.offset_without_zone = True  # keep the wall time as written
         return format_datetime(parsed)
@@ -312,6 +442,12 @@ class Normalizer:
                 for link in links:
                     if isinstance(link, dict) and "id" in link:
                         link["id"] = coerce_id(link["id"])
+        if not self.strict:
+            written = event.get("timezone")
+            renamed = canonical_zone(written)
+            if renamed is not None:
+                self.zone_renamed = (written, renamed)
+                event["timezone"] = renamed
         self.tz = zone(event.get("timezone"))
         self._datetimes(event)
         return event
@@ -354,7 +490,8 @@ class Normalizer:
                                 continue
                     kept.append(item)
                 record[key] = kept
-        if file == "session_types" and "length" in record:
+        if file == "session_types" and "length" in record and self.strict:
+            # Hand-made variants: the archive reads numeric lengths with the sessions' durations (decide_length).
             record["length"] = length_text(record["length"])
         self._datetimes(record)
         return record

@@ -49,8 +49,20 @@ __all__ = [
 ]
 
 
+# What went wrong, where a backend can tell (``BackendError.reason``): the record check names it to the admin.
+UNREACHABLE, CREDENTIALS, BUCKET_MISSING = "unreachable", "credentials", "bucket_missing"
+
+
 class BackendError(StorageError):
-    """The backend refused, failed or could not be reached. The message is safe to log and to show an operator."""
+    """The backend refused, failed or could not be reached. The message is safe to log and to show an operator.
+
+    ``reason``: ``UNREACHABLE`` (no connection to the endpoint), ``CREDENTIALS`` (refused the credentials),
+    ``BUCKET_MISSING`` (the bucket or container does not exist), or ``None`` when the backend cannot tell.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ObjectBackend(abc.ABC):
@@ -83,6 +95,10 @@ class ObjectBackend(abc.ABC):
     @abc.abstractmethod
     def presigned_get(self, key: str, ttl: int, filename: str | None = None) -> str | None:
         """A URL served by the backend, valid ``ttl`` seconds, downloading as ``filename``; ``None`` if unsupported."""
+
+    def check_container(self) -> None:  # noqa: B027 - optional: most backends' put fails clearly by itself
+        """Raise ``BackendError`` if the bucket (or folder, library...) objects go to does not exist; backends
+        whose put would fail clearly anyway need not check."""
 
     def open(self, key: str) -> BackendObjectReader:
         """``stat`` + ``open_range`` behind the ``ObjectReader`` shape the data plane uses for the local backend.

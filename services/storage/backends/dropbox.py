@@ -27,7 +27,9 @@ from dropbox.session import HOST_API, HOST_CONTENT
 
 from services.storage.backends.base import (
     CHUNK_SIZE,
+    CREDENTIALS,
     DEFAULT_CONTENT_TYPE,
+    UNREACHABLE,
     BackendError,
     ChunkStream,
     HashingReader,
@@ -118,17 +120,21 @@ class DropboxBackend(ObjectBackend):
 
     def _error(self, operation: str, key: str, exc: BaseException) -> BackendError:
         # SDK errors can carry response bodies; only their kind is reported (never tokens or secrets).
+        reason = None
         if isinstance(exc, dbx_exc.ApiError):
             detail = f"{exc.error!s}"[:200]
         elif isinstance(exc, dbx_exc.AuthError):
             detail = "authentication failed (check app key, app secret and refresh token)"
+            reason = CREDENTIALS
         elif isinstance(exc, dbx_exc.BadInputError):
             detail = "request rejected (BadInputError; for a token refresh: check app key and secret)"
         elif isinstance(exc, dbx_exc.HttpError):
             detail = f"HTTP {exc.status_code}"
         else:
             detail = type(exc).__name__
-        return BackendError(f"dropbox: {operation} of {key!r} failed: {detail}")
+            if isinstance(exc, requests.ConnectionError):
+                reason = UNREACHABLE
+        return BackendError(f"dropbox: {operation} of {key!r} failed: {detail}", reason)
 
     @staticmethod
     def _is_not_found(exc: dbx_exc.ApiError) -> bool:

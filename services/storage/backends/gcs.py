@@ -32,6 +32,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
 from services.storage.backends.base import (
+    BUCKET_MISSING,
     CHUNK_SIZE,
     DEFAULT_CONTENT_TYPE,
     BackendError,
@@ -299,6 +300,15 @@ class GcsBackend(ObjectBackend):
             raise self._error("presign", key, exc) from None
 
     # -- housekeeping ------------------------------------------------------------------------------------------------
+
+    def check_container(self) -> None:
+        """``BackendError`` (reason ``BUCKET_MISSING``) if the bucket does not exist."""
+        try:
+            missing = self._client.lookup_bucket(self.config.bucket, timeout=self._timeout, retry=self._retry) is None
+        except _ERRORS as exc:
+            raise self._error("look up bucket", "", exc) from None
+        if missing:
+            raise BackendError(f"gcs: bucket {self.config.bucket!r} does not exist", BUCKET_MISSING)
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (local stacks and tests; production buckets are provisioned)."""

@@ -23,11 +23,15 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from services.storage.backends.base import (
+    BUCKET_MISSING,
     CHUNK_SIZE,
+    CREDENTIALS,
     DEFAULT_CONTENT_TYPE,
+    UNREACHABLE,
     BackendError,
     ChunkStream,
     HashingReader,
@@ -53,6 +57,8 @@ MAX_SINGLE_COPY = 5 * GiB
 STAGING_PREFIX = ".uploads/"
 _META_SHA256 = "sha256"
 _META_CREATED = "created-at"
+# S3 error codes that mean the credentials are wrong (a 403 without a code means the same).
+_CREDENTIAL_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken")
 
 
 @dataclass(frozen=True)
@@ -117,13 +123,20 @@ class S3Backend(ObjectBackend):
 
     def _error(self, operation: str, key: str, exc: Exception) -> BackendError:
         # ClientError carries S3's own code and message (never our credentials); transport errors only their type.
+        reason = None
         if isinstance(exc, ClientError):
             err = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             detail = f"{err.get('Code', 'error')} (HTTP {status})"
+            if err.get("Code") == "NoSuchBucket":
+                reason = BUCKET_MISSING
+            elif err.get("Code") in _CREDENTIAL_CODES or status == 403:
+                reason = CREDENTIALS
         else:
             detail = type(exc).__name__
-        return BackendError(f"s3: {operation} of {key!r} in bucket {self.bucket!r} failed: {detail}")
+            if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+                reason = UNREACHABLE
+        return BackendError(f"s3: {operation} of {key!r} in bucket {self.bucket!r} failed: {detail}", reason)
 
     @staticmethod
     def _code(exc: ClientError) -> str:
@@ -315,6 +328,20 @@ class S3Backend(ObjectBackend):
             raise self._error("presign", key, exc) from None
 
     # -- housekeeping ------------------------------------------------------------------------------------------------
+
+    def check_container(self) -> None:
+        """``BackendError`` (reason ``BUCKET_MISSING``) if the bucket does not exist. Some servers (SeaweedFS)
+        create a bucket on the first PUT into it, so a put alone would not tell. A 403 is left to the put: a
+        write-only policy may lack ListBucket, which HeadBucket needs."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if self._status(exc) == 404 or self._code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                raise BackendError(f"s3: bucket {self.bucket!r} does not exist", BUCKET_MISSING) from None
+            if self._status(exc) != 403:
+                raise self._error("head bucket", "", exc) from None
+        except BotoCoreError as exc:
+            raise self._error("head bucket", "", exc) from None
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (local stacks and tests; production buckets are provisioned)."""
