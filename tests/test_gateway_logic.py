@@ -8,7 +8,7 @@ import pytest
 from marshmallow import ValidationError
 
 from services.api_gateway import auth
-from services.api_gateway.service import _export_options
+from services.api_gateway.schemas import export_request
 from services.api_gateway.tasks import create_task, fail_stale, finish, set_status, task_view
 from shared import contracts as c
 from shared.db import make_engine, make_session_factory
@@ -65,11 +65,11 @@ def test_stale_started_tasks_fail_but_waiting_ones_wait(db):
 
 
 def test_export_options():
-    assert _export_options(None) == {"image": False, "video": False, "document": False, "audio": False}
-    assert _export_options({"image": True})["image"] is True
+    assert export_request(None)[0] == {"image": False, "video": False, "document": False, "audio": False}
+    assert export_request({"image": True})[0]["image"] is True
     for bad in ({"image": "true"}, {"image": 0}, {"other": True}, [], "x", 3):
         with pytest.raises(ApiError) as err:
-            _export_options(bad)
+            export_request(bad)
         assert err.value.status == 400
 
 

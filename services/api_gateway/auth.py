@@ -21,7 +21,8 @@ import jwt
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from shared.http import ApiError
+from services.api_gateway.rules import Caller
+from shared.http import MAX_DB_INT, ApiError
 from shared.models import User
 
 # Open Event clients send "JWT <token>"; everything else speaks "Bearer <token>".
@@ -102,3 +103,14 @@ def authenticate(session: Session, header: str | None, key: bytes) -> int:
     if not hmac.compare_digest(password_stamp(user.password_hash, key), claims.stamp):
         raise ApiError(401, "token_revoked", "The password was changed since this token was issued; log in again.")
     return user.id
+
+
+def current_caller(session: Session, header: str | None, key: bytes) -> Caller:
+    """The caller of a request whose ``Authorization`` header is ``header``; ApiError(401) when there is none."""
+    user_id = authenticate(session, header, key)
+    if not 0 < user_id <= MAX_DB_INT:  # a signed token with a 30-digit sub: no row can have that id
+        raise ApiError(401, "invalid_token", "The access token names no valid user.")
+    user = session.get(User, user_id)
+    if user is None:
+        raise ApiError(401, "invalid_token", "The access token belongs to a user that no longer exists.")
+    return Caller(id=user.id, email=user.email, is_admin=user.is_admin)

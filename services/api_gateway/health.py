@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import eventlet
 from kombu import Connection
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from werkzeug import Response
 
+from services.api_gateway.context import Gateway
 from shared.db import migration_status
+from shared.http import json_response
 
 
 def check_broker(amqp_uri: str, timeout: float = 3.0) -> dict[str, Any]:
@@ -65,3 +69,19 @@ def problems(report: dict[str, Any]) -> list[str]:
         elif service.get("status") == "degraded":
             found.append(f"{name}: {service['reason']}")
     return found
+
+
+SERVICES = ("storage", "exporter", "importer", "mailer")
+
+
+def system_health(gw: Gateway, ping: Callable[[str], Any]) -> Response:
+    """``GET /health``: broker, database and each service (``ping(name)``), checked at once; 503 when degraded."""
+    pool = eventlet.GreenPool()
+    broker = pool.spawn(check_broker, gw.config.amqp_uri)
+    services = pool.spawn(check_services, ping, SERVICES)
+    with gw.db() as session:
+        database = check_database(session.get_bind())
+    report = {"broker": broker.wait(), "database": database, "services": services.wait()}
+    reasons = problems(report)
+    body = {"status": "degraded" if reasons else "ok", **({"reasons": reasons} if reasons else {}), **report}
+    return json_response(body, status=503 if reasons else 200)

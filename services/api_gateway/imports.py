@@ -5,21 +5,28 @@ Plain functions; ``service.py`` wires them to entrypoints.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from sqlalchemy import select, update
+from werkzeug import Request, Response
+
+from services.api_gateway import quotas, tasks, uploads
+from services.api_gateway.context import Gateway
+from services.api_gateway.rules import Caller
 from services.api_gateway.tasks import task_view
 from services.api_gateway.uploads import SignUrl, Store, Upload, import_key, put_to_storage
+from shared import contracts as c
 from shared.config import Settings
 from shared.contracts import SUCCESS
-from shared.http import ApiError
+from shared.http import json_response
 from shared.models import Task
 
+log = logging.getLogger(__name__)
+
 UPLOAD_LINK_TTL = 3600
-# Re-hosted media are addressed as <GATEWAY_URL>/media/<key>: a stable URL that redirects to a short-lived signed
-# storage link, so stored event records never hold a link that expires or dies with a SECRET_KEY rotation.
-MEDIA_LINK_TTL = 3600
-MEDIA_REDIRECT_MAX_AGE = 300
 
 
 def storage_writer(sign_url: SignUrl, settings: Settings, task_id: str,
@@ -86,13 +93,63 @@ def failed_result(data: dict[str, Any]) -> dict[str, Any]:
     return {**first, "errors": errors, "errors_total": data.get("errors_total") or len(errors)}
 
 
-def parse_strict(value: str | None) -> bool:
-    """``?strict=true`` on an import; absent or ``false``: hand-made archives are repaired where they can be."""
-    text = "false" if value is None else value
-    # Exactly true or false, as for the other boolean query parameters (force_local).
-    if text == "true":
-        return True
-    if text == "false":
-        return False
-    raise ApiError(400, "invalid_parameter", f"strict must be true or false, not '{(value or '')[:50]}'.")
+# --- routes and importer events ----------------------------------------------------------------------------------
 
+def request_import(gw: Gateway, caller: Caller, request: Request, strict: bool) -> Response:
+    """Stream the archive to storage (no database session held meanwhile), then queue the import."""
+    with gw.db() as session:
+        quotas.check_jobs_in_flight(session, caller.id, gw.quota.jobs_in_flight)
+    budget = gw.byte_budget(caller.id)
+    budget.check_start(request.content_length)
+    task_id = str(uuid.uuid4())
+
+    def sign_url(key: str, **kwargs: Any) -> str:
+        return gw.storage("signed_url", key, **kwargs)
+
+    # Counted against the uploader's byte quota; expires IMPORT_ARCHIVE_KEEP_DAYS after the upload unless the end of
+    # the import (expire_archive) restarts the clock.
+    store = storage_writer(sign_url, gw.config, task_id, meter=budget.meter, owner=caller.id,
+                           keep_seconds=gw.quota.import_archive_keep_seconds)
+    upload = uploads.receive_archive(request, max_bytes=gw.config.import_max_bytes, store=store)
+    requester = {"id": caller.id, "email": caller.email}
+    with gw.db() as session:
+        tasks.create_task(session, kind="import", event_id=None, user_id=caller.id, email=caller.email,
+                          params=task_params(upload, strict), task_id=task_id)
+        payload = c.make_payload(c.IMPORT_REQUESTED, task_id=task_id, event_id=None, requested_by=requester,
+                                 key=upload.key, filename=upload.filename, size=upload.size, strict=strict)
+        tasks.enqueue(gw, session, task_id, c.IMPORT_REQUESTED, payload, "import")
+    return tasks.accepted(task_id)
+
+
+def list_imports(gw: Gateway, caller: Caller) -> Response:
+    with gw.db() as session:
+        found = session.scalars(select(Task).where(Task.kind == "import", Task.requested_by == caller.id)
+                                .order_by(Task.created_at.desc()))
+        return json_response({"data": [import_entry(t) for t in found]})
+
+
+def on_completed(gw: Gateway, payload: dict[str, Any]) -> None:
+    data = c.load_payload(c.IMPORT_COMPLETED, payload)
+    with gw.db() as session:
+        if tasks.finish(session, data["task_id"], c.SUCCESS, completed_result(data)):
+            session.execute(update(Task).where(Task.id == data["task_id"]).values(event_id=data["id"]))
+        session.commit()
+    expire_archive(gw, data["task_id"])
+
+
+def on_failed(gw: Gateway, payload: dict[str, Any]) -> None:
+    data = c.load_payload(c.IMPORT_FAILED, payload)
+    tasks.record_end(gw, data["task_id"], c.FAILURE, failed_result(data))
+    expire_archive(gw, data["task_id"])
+
+
+def expire_archive(gw: Gateway, task_id: str) -> None:
+    """The import ended: its archive goes IMPORT_ARCHIVE_KEEP_DAYS from now (re-hosted media stay)."""
+    with gw.db() as session:
+        key = archive_key(session.get(Task, task_id))
+    if key is None:
+        return
+    try:
+        gw.storage("expire_after", key, gw.quota.import_archive_keep_seconds)
+    except Exception:  # the expiry set at upload still applies: the archive goes at most a little later
+        log.warning("could not restart the expiry of import archive %s", key, exc_info=True)

@@ -19,9 +19,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import case, delete, select
 from sqlalchemy.orm import Session
+from werkzeug import Request, Response
 
 from services.api_gateway import auth
-from shared.http import ApiError
+from services.api_gateway.context import Gateway
+from shared.http import ApiError, json_response
 from shared.models import LoginThrottle, User, utcnow
 
 # Made now, at gateway start: made on the first unknown email, it would make that one answer slower than the rest.
@@ -113,3 +115,13 @@ def log_in(session: Session, email: str, password: str, address: str, limits: Li
     session.execute(delete(LoginThrottle).where(LoginThrottle.key == account))
     session.commit()
     return auth.issue_token(user, token_key, ttl)
+
+
+def login_route(gw: Gateway, request: Request, email: str, password: str) -> Response:
+    """``{"access_token"}`` for valid credentials, counted per account and per client address."""
+    cfg = gw.config
+    address = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), cfg.trusted_proxies)
+    limits = Limits(cfg.login_max_failures_per_account, cfg.login_max_failures_per_address, cfg.login_failure_window)
+    with gw.db() as session:
+        token = log_in(session, email, password, address, limits, cfg.token_key, cfg.jwt_ttl)
+    return json_response({"access_token": token})

@@ -28,12 +28,16 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Literal
 
-from werkzeug.wrappers import Request
+from werkzeug.wrappers import Request, Response
 
+from services.api_gateway import rules
+from services.api_gateway.context import Gateway
+from services.api_gateway.errors import media_gone, storage_errors
+from services.api_gateway.rules import Caller
 from services.api_gateway.uploads import SignUrl, file_parts, put_to_storage, store_guarded
 from shared import public_media
 from shared.config import Settings
-from shared.http import ApiError
+from shared.http import ApiError, json_response
 from shared.media_types import SNIFF_BYTES, extension_for, identify, sniff
 
 _log = logging.getLogger(__name__)
@@ -78,15 +82,6 @@ class StoredUpload:
 
 # --- request parameters and names ------------------------------------------------------------------------------------
 
-def parse_force_local(value: str | None) -> bool:
-    """``?force_local=true`` or ``false``, nothing else (as the README says); absent means ``false``."""
-    if value is None or value == "false":
-        return False
-    if value == "true":
-        return True
-    raise ApiError(400, "invalid_parameter", f"force_local must be true or false, not '{(value or '')[:50]}'.")
-
-
 def upload_file_name(raw: str, extension: str | None = None) -> str:
     """A storage-safe name for an uploaded file: the last path segment, no control characters, ASCII letters,
     digits and ``._-`` (accents transliterated, other runs replaced by ``_``), no ``..``, the extension kept (lower
@@ -119,13 +114,6 @@ def shown_name(raw: str) -> str:
 def upload_key(user_id: int, name: str, upload_id: str | None = None) -> str:
     """``uploads/<user id>/<uuid>/<name>``: a fresh uuid per file, so equal names never collide."""
     return f"uploads/{int(user_id)}/{upload_id or uuid.uuid4()}/{name}"
-
-
-def check_public_key(key: str) -> str:
-    """Keys served without credentials by ``GET /media/<key>``: uploads, and media re-hosted by imports (else 404)."""
-    if not public_media.is_public_key(key):
-        raise ApiError(404, "not_found", "No media exists at this address.")
-    return key
 
 
 def response_body(gateway_url: str, multiple: bool, stored: list[StoredUpload]) -> dict[str, Any]:
@@ -257,3 +245,39 @@ def storage_put(sign_url: SignUrl, settings: Settings, *, force_local: bool, own
 
 def max_bytes_for(kind: Kind, settings: Settings) -> int:
     return settings.upload_image_max_bytes if kind == "image" else settings.upload_max_bytes
+
+
+# --- routes ------------------------------------------------------------------------------------------------------
+
+# Re-hosted media and uploads are addressed as <GATEWAY_URL>/media/<key>: a stable URL that redirects to a
+# short-lived signed storage link, so stored event records never hold a link that expires or dies with a SECRET_KEY
+# rotation.
+MEDIA_LINK_TTL = 3600
+MEDIA_REDIRECT_MAX_AGE = 300
+
+
+def upload(gw: Gateway, caller: Caller, request: Request, kind: Kind, force_local: bool) -> Response:
+    """Files in ``file`` or ``files[]`` streamed to storage; answers their public ``/media/`` URLs."""
+    budget = gw.byte_budget(caller.id)
+    budget.check_start(request.content_length)
+
+    def sign_url(key: str, **kwargs: Any) -> str:
+        return gw.storage("signed_url", key, **kwargs)
+
+    def delete(key: str) -> object:
+        return gw.storage("delete", key)
+
+    multiple, stored = receive_uploads(
+        request, kind=kind, max_bytes=max_bytes_for(kind, gw.config), user_id=caller.id,
+        put=storage_put(sign_url, gw.config, force_local=force_local, owner=caller.id, meter=budget.meter),
+        delete=delete)
+    return json_response(response_body(gw.config.gateway_url, multiple, stored))
+
+
+def serve_media(gw: Gateway, key: str) -> Response:
+    """Public (as the URLs they replace were): redirected to a fresh signed link."""
+    rules.require_public_media(key)
+    with storage_errors("ObjectNotFound", gone=media_gone):
+        # must_exist: storage answers from its object index, so a key nothing was stored at is a 404 here.
+        url = gw.storage("signed_url", key, method="GET", ttl=MEDIA_LINK_TTL, must_exist=True)
+    return Response(status=302, headers={"Location": url, "Cache-Control": f"public, max-age={MEDIA_REDIRECT_MAX_AGE}"})

@@ -8,13 +8,29 @@ phase is ``status`` (``queued`` -> ``started`` -> ``progress``), which only move
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
+from werkzeug import Response
 
-from shared.contracts import FAILURE, IN_PROGRESS, QUEUED, STARTED, SUCCESS, TERMINAL_STATES, WAITING
+from services.api_gateway import rules
+from services.api_gateway.context import Gateway
+from services.api_gateway.rules import Caller
+from shared.contracts import (
+    EXPORT_PROGRESS,
+    FAILURE,
+    IMPORT_PROGRESS,
+    IN_PROGRESS,
+    QUEUED,
+    STARTED,
+    SUCCESS,
+    TERMINAL_STATES,
+    WAITING,
+    load_payload,
+)
+from shared.http import ApiError, json_response
 from shared.models import Task, utcnow
 
 # Status events travel on separate queues, so they may arrive out of order: a phase only moves forward, and only
@@ -138,3 +154,62 @@ def export_entry(task: Task) -> dict[str, Any]:
         else:
             entry["download"] = f"/v1/events/{task.event_id}/exports/{task.id}"
     return entry
+
+
+# --- routes and status events ------------------------------------------------------------------------------------
+
+def task_url(task_id: str) -> str:
+    return f"/v1/tasks/{task_id}"
+
+
+def accepted(task_id: str) -> Response:
+    """``202 {"task_url"}`` with ``Location``: the answer to a queued export or import."""
+    url = task_url(task_id)
+    return json_response({"task_url": url}, status=202, headers={"Location": url})
+
+
+def enqueue(gw: Gateway, session: Session, task_id: str, event_type: str, payload: dict[str, Any], what: str) -> None:
+    """Commit the new task row, then publish its request; a request the broker refuses ends the task FAILURE (503)."""
+    session.commit()  # first: the worker may answer before this request returns, and its events need the row
+    try:
+        gw.dispatch(event_type, payload)
+    except Exception as exc:
+        finish(session, task_id, FAILURE, {"code": "broker_unavailable", "message": "The request could not be queued."})
+        session.commit()
+        raise ApiError(503, "broker_unavailable", f"The {what} could not be queued; try again later.") from exc
+
+
+def get_task(gw: Gateway, caller: Caller, task_id: str) -> Response:
+    with gw.db() as session:
+        task = session.get(Task, task_id)
+        if task is None:
+            raise ApiError(404, "task_not_found", f"Task {task_id} does not exist.")
+        rules.require_task_viewer(caller, task)
+        return json_response(task_view(task))
+
+
+def record_status(gw: Gateway, task_id: str, status: str, progress: dict[str, Any] | None = None) -> None:
+    with gw.db() as session:
+        set_status(session, task_id, status, progress=progress)
+        session.commit()
+
+
+def record_end(gw: Gateway, task_id: str, state: str, result: dict[str, Any]) -> bool:
+    with gw.db() as session:
+        changed = finish(session, task_id, state, result)
+        session.commit()
+    return changed
+
+
+def fail_stale_tasks(gw: Gateway) -> None:
+    with gw.db() as session:
+        fail_stale(session, utcnow() - timedelta(seconds=gw.config.stale_task_seconds))
+        session.commit()
+
+
+PROGRESS_FIELDS = {EXPORT_PROGRESS: ("stage", "done", "total"), IMPORT_PROGRESS: ("stage", "done", "total", "phase")}
+
+
+def on_progress(gw: Gateway, event_type: str, payload: dict[str, Any]) -> None:
+    data = load_payload(event_type, payload)
+    record_status(gw, data["task_id"], IN_PROGRESS, progress={k: data[k] for k in PROGRESS_FIELDS[event_type]})

@@ -12,13 +12,14 @@ from nameko.rpc import rpc
 from nameko.timer import timer
 from sqlalchemy.exc import SQLAlchemyError
 
-from services.mailer import delivery_health
+from services.mailer import delivery_health, mail_log
 from services.mailer.dependencies import MailConfig, Smtp
 from services.mailer.postman import Postman
 from shared import contracts as c
 from shared.dependencies import Config, Database
 
 log = logging.getLogger(__name__)
+MAIL_LOG_MAX = 500  # rows per recent_deliveries call
 DB_ERROR_PAUSE = 2.0  # seconds before a message is requeued because the database is unavailable
 
 
@@ -62,6 +63,12 @@ class MailerService:
         """Alive, plus whether mail is being delivered (``delivery``); ``status`` is ``degraded`` when it is not."""
         delivery = delivery_health.report(self.db, self.smtp, self.mail_config)
         return {"service": self.name, "status": "ok" if delivery["ok"] else "degraded", "delivery": delivery}
+
+    @rpc
+    def recent_deliveries(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` deliveries (states and errors, no bodies): the admin mail log of the gateway."""
+        with self.db() as session:
+            return mail_log.recent_deliveries(session, max(1, min(int(limit), MAIL_LOG_MAX)))
 
     def _postman(self) -> Postman:
         return Postman(db=self.db, transport=self.smtp, settings=self.mail_config,

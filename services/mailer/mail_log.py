@@ -1,6 +1,7 @@
-"""The admin view of the mailer's delivery log (``GET /v1/admin/mails``): states and errors, never message bodies.
+"""The delivery log admins read (``GET /v1/admin/mails`` through the mailer's ``recent_deliveries`` RPC).
 
-A stored message holds the signed download link, which is as good as the archive itself: it is not listed.
+States and errors only, never message bodies: a stored message holds the signed download link, which is as good as
+the archive itself.
 """
 
 from __future__ import annotations
@@ -10,25 +11,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.http import ApiError
-from shared.models import MailDelivery, User
+from shared.models import MailDelivery
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 500
 _FMT = "%Y-%m-%dT%H:%M:%SZ"
-
-
-def require_admin(user: User) -> None:
-    if not user.is_admin:
-        raise ApiError(403, "forbidden", "Only admins may see the mail log.")
-
-
-def parse_limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(400, "invalid_request", f"limit must be a whole number from 1 to {MAX_LIMIT}.")
-    return int(raw)
 
 
 def _time(value: Any) -> str | None:

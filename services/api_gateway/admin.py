@@ -1,0 +1,63 @@
+"""The admin API: the mailer's delivery log and storage's backend records, both read through their owner's RPC.
+
+Only admins get here: ``service.py`` checks ``rules.require_admin`` before it parses anything (403 before 400).
+
+Storage owns the backend records and validates them; here only the HTTP shape is checked and storage's refusals
+become HTTP errors (``errors.BACKEND_REFUSALS``). Tokens and secrets pass through to storage but are never logged
+here and never come back: storage returns ``token_set``/``secrets_set`` only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from werkzeug import Response
+
+from services.api_gateway.context import Gateway, ServiceCall
+from services.api_gateway.errors import BACKEND_REFUSALS, storage_errors
+from shared.http import ApiError, json_response
+from shared.rpc import RpcTimeout
+
+# what an admin route is, in "Only admins may ...": the 403 of the others
+MAIL_LOG = "see the mail log"
+BACKENDS = "manage storage backends"
+
+
+def mail_log(gw: Gateway, limit: int) -> Response:
+    """The mailer's recent deliveries and their states (no message bodies or links)."""
+    try:
+        return json_response({"data": gw.mailer("recent_deliveries", limit)})
+    except RpcTimeout as exc:
+        raise ApiError(503, "mailer_unavailable", str(exc)) from exc
+
+
+def _backends(call: ServiceCall, method: str, *args: Any) -> Any:
+    with storage_errors(*BACKEND_REFUSALS):
+        return call(method, *args)
+
+
+def list_backends(gw: Gateway) -> Response:
+    return json_response(_backends(gw.storage, "list_backends"))
+
+
+def create_backend(gw: Gateway, body: Any) -> Response:
+    record = _backends(gw.storage_check, "create_backend", body)
+    url = f"/v1/admin/storage-backends/{record['storage_backend_id']}"
+    return json_response(record, status=201, headers={"Location": url})
+
+
+def get_backend(gw: Gateway, identifier: str) -> Response:
+    record = _backends(gw.storage, "describe_backend", identifier)
+    if record is None:
+        raise ApiError(404, "storage_backend_not_found", f"There is no storage backend {identifier!r}.")
+    return json_response(record)
+
+
+def update_backend(gw: Gateway, identifier: str, body: Any) -> Response:
+    """Change keep_days, description, active, token or config keys (merged: secrets not sent are kept)."""
+    return json_response(_backends(gw.storage_check, "update_backend", identifier, body))
+
+
+def deactivate_backend(gw: Gateway, identifier: str) -> Response:
+    """Deactivate (records are never removed: objects stored there stay readable and keep expiring)."""
+    return json_response(_backends(gw.storage, "deactivate_backend", identifier))

@@ -1,0 +1,46 @@
+"""What the gateway's route modules get for one request: built by ``service.py``, the composition root."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug import Request
+
+from services.api_gateway import auth, quotas
+from services.api_gateway.quotas import QuotaSettings
+from services.api_gateway.rules import Caller
+from shared.config import Settings
+from shared.http import ApiError
+from shared.rpc import RpcTimeout
+
+# call(proxy, method, *args, timeout=...) bound to one service's proxy and the timeout of its kind of call
+ServiceCall = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Gateway:
+    db: sessionmaker[Session]
+    config: Settings
+    quota: QuotaSettings
+    storage: ServiceCall  # RPC_TIMEOUT
+    storage_check: ServiceCall  # RPC_TIMEOUT + STORAGE_PROBE_TIMEOUT: creating or changing a backend record probes it
+    mailer: ServiceCall
+    dispatch: Callable[[str, dict[str, Any]], None]
+
+    def caller(self, request: Request) -> Caller:
+        """The authenticated user of ``request`` (401 otherwise); the session is closed before the route goes on."""
+        with self.db() as session:
+            return auth.current_caller(session, request.headers.get("Authorization"), self.config.token_key)
+
+    def byte_budget(self, user_id: int) -> quotas.ByteBudget:
+        """The user's stored-bytes budget for an upload (storage counts what the user holds)."""
+        def stored_bytes(owner: int) -> int:
+            try:
+                return self.storage("stored_bytes", owner)
+            except RpcTimeout as exc:
+                raise ApiError(503, "storage_unavailable", "Storage is not answering; try again later.") from exc
+
+        return quotas.budget_for(stored_bytes, user_id, self.quota)

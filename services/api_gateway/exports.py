@@ -1,0 +1,121 @@
+"""Exports over HTTP: the request, the event's export history, the download redirect, deleting an archive, and the
+storage events that say an archive is gone. The backends an export may name (``storage``) are listed here too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from werkzeug import Response
+
+from services.api_gateway import quotas, rules, tasks
+from services.api_gateway.context import Gateway
+from services.api_gateway.errors import BACKEND_REFUSALS, export_gone, storage_errors
+from services.api_gateway.rules import Caller
+from shared import contracts as c
+from shared.http import ApiError, json_response
+from shared.models import Task
+
+COMPLETED_FIELDS = ("download_url", "size", "sha256", "expires_at", "key", "warnings", "warnings_total", "retention")
+
+
+def check_export_storage(gw: Gateway, identifier: str) -> None:
+    """An export may only name a backend that exists and is active (400 otherwise)."""
+    with storage_errors(*BACKEND_REFUSALS):
+        record = gw.storage("describe_backend", identifier)
+    if record is None:
+        raise ApiError(400, "unknown_storage", f"There is no storage backend {identifier!r}.")
+    if not record.get("active"):
+        raise ApiError(400, "storage_inactive",
+                       f"Storage backend {identifier!r} is inactive; choose another one or leave 'storage' out.")
+
+
+def request_export(gw: Gateway, caller: Caller, event_id: int, options: dict[str, bool],
+                   storage: str | None) -> Response:
+    named = {"storage": storage} if storage else {}
+    with gw.db() as session:
+        rules.require_event_manager(session, caller, event_id)
+        quotas.check_jobs_in_flight(session, caller.id, gw.quota.jobs_in_flight)
+        if storage is not None:
+            check_export_storage(gw, storage)
+        task = tasks.create_task(session, kind="export", event_id=event_id, user_id=caller.id, email=caller.email,
+                                 params={"options": options, **named})
+        payload = c.make_payload(c.EXPORT_REQUESTED, task_id=task.id, event_id=event_id,
+                                 requested_by={"id": caller.id, "email": caller.email}, options=options, **named)
+        task_id = task.id
+        tasks.enqueue(gw, session, task_id, c.EXPORT_REQUESTED, payload, "export")
+    return tasks.accepted(task_id)
+
+
+def list_exports(gw: Gateway, caller: Caller, event_id: int) -> Response:
+    with gw.db() as session:
+        rules.require_event_manager(session, caller, event_id)
+        found = session.scalars(
+            select(Task).where(Task.kind == "export", Task.event_id == event_id).order_by(Task.created_at.desc()))
+        return json_response({"data": [tasks.export_entry(t) for t in found]})
+
+
+def _archive_key(session: Any, event_id: int, task_id: str, not_ready: str) -> str:
+    task = session.get(Task, task_id)
+    if task is None or task.kind != "export" or task.event_id != event_id:
+        raise ApiError(404, "export_not_found", f"Event {event_id} has no export {task_id}.")
+    if task.state != c.SUCCESS:
+        raise ApiError(409, "export_not_ready", f"Export {task_id} is {task.state}{not_ready}")
+    return task.result["key"]
+
+
+def download(gw: Gateway, caller: Caller, event_id: int, path: str) -> Response:
+    """302 to a fresh link (the backend's own presigned URL where it can sign: S3, GCS; else the storage data
+    plane's), or 410 with the reason once the archive expired or was deleted."""
+    task_id = path.split("/", 1)[0]
+    with gw.db() as session:
+        rules.require_event_manager(session, caller, event_id)
+        key = _archive_key(session, event_id, task_id, ", not SUCCESS.")
+    with storage_errors("BackendError", gone=lambda why: export_gone(task_id, why)):
+        url = gw.storage("signed_url", key, method="GET", ttl=gw.config.signed_url_ttl,
+                         filename=f"event{event_id}.zip")
+        if gw.storage("stat", key) is None:  # an object that vanished without storage deleting it
+            raise export_gone(task_id)
+    return Response(status=302, headers={"Location": url})
+
+
+def delete(gw: Gateway, caller: Caller, event_id: int, path: str) -> Response:
+    """Remove an export's archive now (organizers and admins); its links then answer 410."""
+    task_id = path.split("/", 1)[0]
+    with gw.db() as session:
+        rules.require_export_deleter(session, caller, event_id)
+        key = _archive_key(session, event_id, task_id, ": it has no archive.")
+    with storage_errors("BackendError"):
+        gw.storage("delete", key)
+    with gw.db() as session:  # at once, not only when storage's object_expired event arrives
+        tasks.archive_gone(session, task_id, key, "deleted", c.utc_iso())
+        session.commit()
+    return Response(status=204)
+
+
+def backend_choices(gw: Gateway) -> Response:
+    """The backends an export may name in ``storage`` (identifiers and descriptions only)."""
+    with storage_errors(*BACKEND_REFUSALS):
+        return json_response({"data": gw.storage("backend_choices")})
+
+
+def on_completed(gw: Gateway, payload: dict[str, Any]) -> None:
+    data = c.load_payload(c.EXPORT_COMPLETED, payload)
+    tasks.record_end(gw, data["task_id"], c.SUCCESS, {k: data[k] for k in COMPLETED_FIELDS})
+
+
+def on_failed(gw: Gateway, payload: dict[str, Any]) -> None:
+    data = c.load_payload(c.EXPORT_FAILED, payload)
+    tasks.record_end(gw, data["task_id"], c.FAILURE, {"code": data["code"], "message": data["message"]})
+
+
+def on_object_expired(gw: Gateway, payload: dict[str, Any]) -> None:
+    """An export's archive was deleted or expired: its task and history stop offering the link."""
+    data = c.load_payload(c.OBJECT_EXPIRED, payload)
+    if data["task_id"] is None:
+        return
+    when = data["deleted_at"] if data["reason"] == "deleted" else (data["expires_at"] or data["deleted_at"])
+    with gw.db() as session:
+        tasks.archive_gone(session, data["task_id"], data["key"], data["reason"], when)
+        session.commit()

@@ -1,0 +1,140 @@
+"""What the gateway's HTTP routes accept: one marshmallow schema per body or query string, and ``parse``.
+
+A refusal is one ``ApiError`` (400): the schema's ``error_code`` and the first problem, worded for the client.
+Checks whose order the API documents (the body's type, then ``storage``, then unknown options) run in ``pre_load``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load
+
+from shared.contracts import MEDIA_FLAGS
+from shared.http import ApiError
+
+
+class StrictBoolean(fields.Field):
+    """JSON ``true`` or ``false`` only (marshmallow's Boolean also takes ``"yes"``, ``1``...)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValidationError(f"Option '{attr}' must be true or false, not {json.dumps(value)}.")
+        return value
+
+
+class QueryFlag(fields.Field):
+    """A boolean query parameter: exactly ``true`` or ``false``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if value == "true":
+            return True
+        if value == "false":
+            return False
+        raise ValidationError(f"{attr} must be true or false, not '{(value or '')[:50]}'.")
+
+
+class RequestSchema(Schema):
+    error_code: ClassVar[str] = "invalid_request"
+    # One wording for every problem (login answers the same whatever is wrong); None: the problem's own message.
+    error_message: ClassVar[str | None] = None
+
+
+def _first_message(messages: Any) -> str:
+    while isinstance(messages, (dict, list)):
+        messages = next(iter(messages.values())) if isinstance(messages, dict) else messages[0]
+    return str(messages)
+
+
+def parse(schema: RequestSchema, data: Any) -> dict[str, Any]:
+    """``schema.load(data)``, or 400 naming the first problem."""
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise ApiError(400, schema.error_code, schema.error_message or _first_message(exc.messages)) from None
+
+
+class LoginSchema(RequestSchema):
+    """``POST /v1/auth/login``."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    error_message = "Send {\"email\": ..., \"password\": ...} as JSON."
+    email = fields.String(required=True)
+    password = fields.String(required=True)
+
+
+class ExportRequestSchema(RequestSchema):
+    """``POST /v1/events/{id}/export/json``: the media flags and the storage backend record (``storage``)."""
+
+    class Meta:
+        unknown = RAISE
+
+    image = StrictBoolean(load_default=False)
+    video = StrictBoolean(load_default=False)
+    document = StrictBoolean(load_default=False)
+    audio = StrictBoolean(load_default=False)
+    storage = fields.Raw(load_default=None)
+
+    @pre_load
+    def _check(self, data: Any, **kwargs: Any) -> dict[str, Any]:
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ValidationError("The request body must be a JSON object.")
+        storage = data.get("storage")
+        if storage is not None and (not isinstance(storage, str) or not storage):
+            raise ValidationError("Option 'storage' must be the storage_backend_id of a backend.")
+        unknown = sorted(set(data) - {*MEDIA_FLAGS, "storage"})
+        if unknown:
+            raise ValidationError(
+                f"Unknown option(s) {', '.join(unknown)}; allowed: {', '.join((*MEDIA_FLAGS, 'storage'))}.")
+        return data
+
+
+def export_request(body: Any) -> tuple[dict[str, bool], str | None]:
+    """The media options and the named backend (``None``: the default) of an export request body."""
+    loaded = parse(ExportRequestSchema(), body)
+    return {flag: loaded[flag] for flag in MEDIA_FLAGS}, loaded["storage"]
+
+
+class MailLogQuerySchema(RequestSchema):
+    """``GET /v1/admin/mails?limit=``."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    DEFAULT_LIMIT: ClassVar[int] = 50
+    MAX_LIMIT: ClassVar[int] = 500
+    limit = fields.Raw(load_default=None)
+
+    @pre_load
+    def _check(self, data: Any, **kwargs: Any) -> dict[str, Any]:
+        raw = data.get("limit")
+        if raw is None or raw == "":
+            return {"limit": self.DEFAULT_LIMIT}
+        if not raw.isdigit() or not 1 <= int(raw) <= self.MAX_LIMIT:
+            raise ValidationError(f"limit must be a whole number from 1 to {self.MAX_LIMIT}.")
+        return {"limit": int(raw)}
+
+
+class ImportQuerySchema(RequestSchema):
+    """``POST /v1/events/import/json?strict=``: absent or ``false``: hand-made archives are repaired where they can."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    error_code = "invalid_parameter"
+    strict = QueryFlag(load_default=False)
+
+
+class UploadQuerySchema(RequestSchema):
+    """``POST /v1/upload/...?force_local=``: ``true`` asks storage for its local backend instead of the default."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    error_code = "invalid_parameter"
+    force_local = QueryFlag(load_default=False)
