@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from services.api_gateway.auth import hash_password
 from shared import models as m
+from shared.passwords import hash_password
 from tests.e2e import Client, Env, make_env, start_stack
 from tests.rabbit import create_vhost, delete_vhost
 from tools.synthetic import create_synthetic_event

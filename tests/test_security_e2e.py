@@ -19,8 +19,8 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from services.api_gateway.auth import hash_password
 from shared import models as m
+from shared.passwords import hash_password
 from shared.signing import signed_query
 from tests.conftest import REPO, free_port
 from tests.e2e import Client, Env, make_env, start_stack

@@ -22,7 +22,7 @@ from cryptography.fernet import Fernet
 from services.api_gateway import auth, login
 from services.storage import backend_records
 from shared import models as m
-from shared import secretbox
+from shared import passwords, secretbox
 from shared.config import (
     DEV_SECRET_KEY,
     TOKEN_KEY_LABEL,
@@ -120,7 +120,7 @@ def test_unknown_emails_run_the_same_password_hash_as_wrong_passwords(sqlite_url
     upgrade_to_head(sqlite_url)
     factory = make_session_factory(make_engine(sqlite_url))
     with factory() as session:
-        session.add(User(email="known@example.org", password_hash=auth.hash_password("right")))
+        session.add(User(email="known@example.org", password_hash=passwords.hash_password("right")))
         session.commit()
     calls = []
     real_scrypt = hashlib.scrypt
@@ -130,7 +130,7 @@ def test_unknown_emails_run_the_same_password_hash_as_wrong_passwords(sqlite_url
         return real_scrypt(*args, **kwargs)
 
     limits = login.Limits(per_account=100, per_address=100, window=60)
-    auth.verify_unknown_user("warm up")  # the dummy hash is made once; count only verifications below
+    passwords.verify_unknown_user("warm up")  # the dummy hash is made once; count only verifications below
     monkeypatch.setattr(hashlib, "scrypt", counting_scrypt)
     costs = {}
     for email in ("known@example.org", "nobody@example.org"):
@@ -146,7 +146,7 @@ def test_unknown_emails_run_the_same_password_hash_as_wrong_passwords(sqlite_url
 def test_login_limits_on_both_databases(database_url):
     factory = make_session_factory(make_engine(database_url))
     with factory() as session:
-        session.add(User(email="u@example.org", password_hash=auth.hash_password("right")))
+        session.add(User(email="u@example.org", password_hash=passwords.hash_password("right")))
         session.commit()
     limits = login.Limits(per_account=2, per_address=4, window=600)
 

@@ -28,9 +28,9 @@ from kombu import Connection, Queue
 from nameko.standalone.events import get_event_exchange
 from sqlalchemy import select, update
 
-from services.api_gateway.auth import hash_password
 from shared import contracts as c
 from shared import models as m
+from shared.passwords import hash_password
 from tests.conftest import free_port
 from tests.e2e import Client, Env, make_env, start_stack
 from tests.rabbit import amqp_uri, create_vhost, delete_vhost

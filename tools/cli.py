@@ -29,7 +29,7 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 
 def cmd_create_user(args: argparse.Namespace) -> int:
-    from services.api_gateway.auth import hash_password
+    from shared.passwords import hash_password
 
     email = args.email.strip().lower()
     with _session() as session:
@@ -49,7 +49,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
 
 def cmd_set_password(args: argparse.Namespace) -> int:
     """A new password: the hash gets a new salt, so every token issued before stops working."""
-    from services.api_gateway.auth import hash_password
+    from shared.passwords import hash_password
 
     email = args.email.strip().lower()
     with _session() as session:

@@ -12,14 +12,12 @@ import base64
 import hashlib
 import hmac
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 from sqlalchemy.orm import Session
-from werkzeug.security import check_password_hash, generate_password_hash
 
 from services.api_gateway.rules import Caller
 from shared.http import MAX_DB_INT, ApiError
@@ -29,30 +27,6 @@ from shared.models import User
 TOKEN_SCHEMES = ("jwt", "bearer")
 # A user id as our tokens write it; anything longer cannot be a row and must not reach the database as an int.
 _SUB_RE = re.compile(r"[1-9][0-9]{0,17}")
-_dummy_hash: str | None = None
-
-
-def hash_password(password: str) -> str:
-    return generate_password_hash(password)
-
-
-def verify_password(password_hash: str, password: str) -> bool:
-    return check_password_hash(password_hash, password)
-
-
-def prepare_dummy_hash() -> str:
-    """The hash unknown emails are checked against: same method and cost as real ones (made by the same function)."""
-    global _dummy_hash
-    if _dummy_hash is None:
-        _dummy_hash = hash_password(secrets.token_hex(16))
-    return _dummy_hash
-
-
-def verify_unknown_user(password: str) -> bool:
-    """Spend the same work as ``verify_password`` for an email that has no user, so the answer time does not tell
-    whether the account exists. Always False."""
-    check_password_hash(prepare_dummy_hash(), password)
-    return False
 
 
 def password_stamp(password_hash: str, key: bytes) -> str:

@@ -6,7 +6,7 @@ number of failures, logins for that account (or from that address) get ``429`` w
 even with the right password. A successful login clears its account's counter, not its address's. The check comes
 before the password is verified, so concurrent attempts may overshoot the limit by the number in flight.
 
-An unknown email costs the same password-hash work as a wrong password (``auth.verify_unknown_user``).
+An unknown email costs the same password-hash work as a wrong password (``shared.passwords.verify_unknown_user``).
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from werkzeug import Request, Response
 
 from services.api_gateway import auth
 from services.api_gateway.context import Gateway
+from shared import passwords
 from shared.http import ApiError, json_response
 from shared.models import LoginThrottle, User, utcnow
 
 # Made now, at gateway start: made on the first unknown email, it would make that one answer slower than the rest.
-auth.prepare_dummy_hash()
+passwords.prepare_dummy_hash()
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,9 @@ def log_in(session: Session, email: str, password: str, address: str, limits: Li
                        headers={"Retry-After": str(wait)})
     user = session.scalar(select(User).where(User.email == email))
     if user is None:
-        ok = auth.verify_unknown_user(password)
+        ok = passwords.verify_unknown_user(password)
     else:
-        ok = auth.verify_password(user.password_hash, password)
+        ok = passwords.verify_password(user.password_hash, password)
     if not ok or user is None:
         keys = [k for k, limit in ((account, limits.per_account), (client, limits.per_address)) if limit]
         _record_failure(session, keys, limits.window, now)
