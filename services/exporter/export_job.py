@@ -19,6 +19,7 @@ from services.exporter.archive import EventNotFound, ExportReport, ProgressCallb
 from services.exporter.media import MediaLink, MediaSource
 from shared.config import Settings
 from shared.contracts import utc_iso
+from shared.object_keys import archive_filename, export_key
 
 SignUrl = Callable[..., str]  # storage.signed_url(key, method=..., ttl=..., filename=..., backend=..., retention=...)
 
@@ -28,14 +29,6 @@ class ExportFailed(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def export_key(event_id: int, task_id: str) -> str:
-    return f"exports/event{event_id}/{task_id}/event{event_id}.zip"
-
-
-def archive_filename(event_id: int) -> str:
-    return f"event{event_id}.zip"
 
 
 @dataclass
