@@ -21,12 +21,12 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from services.importer.media import media_key
 from shared import models as m
 from shared.archive import ARRAY_FILES, media_fields
 from shared.archive.loader import read_legacy_source
 from shared.contracts import GATEWAY, IMPORT_REQUEST_QUEUE, IMPORT_REQUESTED, make_payload
 from shared.event_stats import record_counts
+from shared.object_keys import import_media_key as media_key
 from shared.passwords import hash_password
 from tests.conftest import SAMPLES_DIR
 from tests.e2e import Client, Env, make_env, start_stack
@@ -422,7 +422,7 @@ def test_failure_inside_the_transaction_rolls_everything_back(system):
     assert task.state == "FAILURE" and task.result["code"] == "internal_error", task.result
     assert row_counts(system.env.database_url, exclude=NOT_EVENT_DATA) == before
     # The media it had re-hosted before the transaction were deleted again.
-    from services.storage.local_backend import LocalBackend
+    from services.storage.backends.local import LocalBackend
 
     keys = [info.key for info in LocalBackend(system.env.var_dir / "storage").iter_objects()]
     assert not [k for k in keys if k.startswith(f"imports/{task_id}/media/")]

@@ -9,16 +9,18 @@ here and never come back: storage returns ``token_set``/``secrets_set`` only.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from werkzeug import Response
 
-from services.api_gateway.context import Gateway, ServiceCall
+from services.api_gateway.context import Gateway
 from services.api_gateway.errors import BACKEND_REFUSALS, storage_errors
 from shared.http import ApiError, json_response
 from shared.rpc import RpcTimeout
 
 # what an admin route is, in "Only admins may ...": the 403 of the others
+T = TypeVar("T")
 MAIL_LOG = "see the mail log"
 BACKENDS = "manage storage backends"
 
@@ -31,23 +33,24 @@ def mail_log(gw: Gateway, limit: int) -> Response:
         raise ApiError(503, "mailer_unavailable", str(exc)) from exc
 
 
-def _backends(call: ServiceCall, method: str, *args: Any) -> Any:
+def _backends(step: Callable[[], T]) -> T:
+    """One call of the storage client (``lambda: gw.storage.list_backends()``): refusals 400/404/409, silence 503."""
     with storage_errors(*BACKEND_REFUSALS):
-        return call(method, *args)
+        return step()
 
 
 def list_backends(gw: Gateway) -> Response:
-    return json_response(_backends(gw.storage, "list_backends"))
+    return json_response(_backends(gw.storage.list_backends))
 
 
 def create_backend(gw: Gateway, body: Any) -> Response:
-    record = _backends(gw.storage_check, "create_backend", body)
+    record = _backends(lambda: gw.storage.create_backend(body))
     url = f"/v1/admin/storage-backends/{record['storage_backend_id']}"
     return json_response(record, status=201, headers={"Location": url})
 
 
 def get_backend(gw: Gateway, identifier: str) -> Response:
-    record = _backends(gw.storage, "describe_backend", identifier)
+    record = _backends(lambda: gw.storage.describe_backend(identifier))
     if record is None:
         raise ApiError(404, "storage_backend_not_found", f"There is no storage backend {identifier!r}.")
     return json_response(record)
@@ -55,9 +58,9 @@ def get_backend(gw: Gateway, identifier: str) -> Response:
 
 def update_backend(gw: Gateway, identifier: str, body: Any) -> Response:
     """Change keep_days, description, active, token or config keys (merged: secrets not sent are kept)."""
-    return json_response(_backends(gw.storage_check, "update_backend", identifier, body))
+    return json_response(_backends(lambda: gw.storage.update_backend(identifier, body)))
 
 
 def deactivate_backend(gw: Gateway, identifier: str) -> Response:
     """Deactivate (records are never removed: objects stored there stay readable and keep expiring)."""
-    return json_response(_backends(gw.storage, "deactivate_backend", identifier))
+    return json_response(_backends(lambda: gw.storage.deactivate_backend(identifier)))

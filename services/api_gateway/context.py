@@ -15,6 +15,7 @@ from services.api_gateway.rules import Caller
 from shared.config import Settings
 from shared.http import ApiError
 from shared.rpc import RpcTimeout
+from shared.storage_client import StorageClient
 
 # call(proxy, method, *args, timeout=...) bound to one service's proxy and the timeout of its kind of call
 ServiceCall = Callable[..., Any]
@@ -25,9 +26,8 @@ class Gateway:
     db: sessionmaker[Session]
     config: Settings
     quota: QuotaSettings
-    storage: ServiceCall  # RPC_TIMEOUT
-    storage_check: ServiceCall  # RPC_TIMEOUT + STORAGE_PROBE_TIMEOUT: creating or changing a backend record probes it
-    mailer: ServiceCall
+    storage: StorageClient
+    mailer: ServiceCall  # call(mailer proxy, method, *args) within RPC_TIMEOUT
     dispatch: Callable[[str, dict[str, Any]], None]
 
     def caller(self, request: Request) -> Caller:
@@ -39,7 +39,7 @@ class Gateway:
         """The user's stored-bytes budget for an upload (storage counts what the user holds)."""
         def stored_bytes(owner: int) -> int:
             try:
-                return self.storage("stored_bytes", owner)
+                return self.storage.stored_bytes(owner)
             except RpcTimeout as exc:
                 raise ApiError(503, "storage_unavailable", "Storage is not answering; try again later.") from exc
 

@@ -14,8 +14,10 @@ from services.api_gateway.context import Gateway
 from services.api_gateway.errors import BACKEND_REFUSALS, export_gone, storage_errors
 from services.api_gateway.rules import Caller
 from shared import contracts as c
+from shared import object_keys
 from shared.http import ApiError, json_response
 from shared.models import Task
+from shared.storage_client import BackendError
 
 COMPLETED_FIELDS = ("download_url", "size", "sha256", "expires_at", "key", "warnings", "warnings_total", "retention")
 
@@ -23,7 +25,7 @@ COMPLETED_FIELDS = ("download_url", "size", "sha256", "expires_at", "key", "warn
 def check_export_storage(gw: Gateway, identifier: str) -> None:
     """An export may only name a backend that exists and is active (400 otherwise)."""
     with storage_errors(*BACKEND_REFUSALS):
-        record = gw.storage("describe_backend", identifier)
+        record = gw.storage.describe_backend(identifier)
     if record is None:
         raise ApiError(400, "unknown_storage", f"There is no storage backend {identifier!r}.")
     if not record.get("active"):
@@ -72,10 +74,10 @@ def download(gw: Gateway, caller: Caller, event_id: int, path: str) -> Response:
     with gw.db() as session:
         rules.require_event_manager(session, caller, event_id)
         key = _archive_key(session, event_id, task_id, ", not SUCCESS.")
-    with storage_errors("BackendError", gone=lambda why: export_gone(task_id, why)):
-        url = gw.storage("signed_url", key, method="GET", ttl=gw.config.signed_url_ttl,
-                         filename=f"event{event_id}.zip")
-        if gw.storage("stat", key) is None:  # an object that vanished without storage deleting it
+    with storage_errors(BackendError, gone=lambda why: export_gone(task_id, why)):
+        url = gw.storage.signed_url(key, method="GET", ttl=gw.config.signed_url_ttl,
+                                    filename=object_keys.archive_filename(event_id))
+        if gw.storage.stat(key) is None:  # an object that vanished without storage deleting it
             raise export_gone(task_id)
     return Response(status=302, headers={"Location": url})
 
@@ -86,8 +88,8 @@ def delete(gw: Gateway, caller: Caller, event_id: int, path: str) -> Response:
     with gw.db() as session:
         rules.require_export_deleter(session, caller, event_id)
         key = _archive_key(session, event_id, task_id, ": it has no archive.")
-    with storage_errors("BackendError"):
-        gw.storage("delete", key)
+    with storage_errors(BackendError):
+        gw.storage.delete(key)
     with gw.db() as session:  # at once, not only when storage's object_expired event arrives
         tasks.archive_gone(session, task_id, key, "deleted", c.utc_iso())
         session.commit()
@@ -97,7 +99,7 @@ def delete(gw: Gateway, caller: Caller, event_id: int, path: str) -> Response:
 def backend_choices(gw: Gateway) -> Response:
     """The backends an export may name in ``storage`` (identifiers and descriptions only)."""
     with storage_errors(*BACKEND_REFUSALS):
-        return json_response({"data": gw.storage("backend_choices")})
+        return json_response({"data": gw.storage.backend_choices()})
 
 
 def on_completed(gw: Gateway, payload: dict[str, Any]) -> None:

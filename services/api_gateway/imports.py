@@ -17,31 +17,30 @@ from services.api_gateway import quotas, tasks, uploads
 from services.api_gateway.context import Gateway
 from services.api_gateway.rules import Caller
 from services.api_gateway.tasks import task_view
-from services.api_gateway.uploads import SignUrl, Store, Upload, import_key, put_to_storage
+from services.api_gateway.uploads import Store, Upload, put_to_storage
 from shared import contracts as c
-from shared.config import Settings
 from shared.contracts import SUCCESS
 from shared.http import json_response
 from shared.models import Task
+from shared.object_keys import import_key
+from shared.storage_client import StorageClient
 
 log = logging.getLogger(__name__)
 
 UPLOAD_LINK_TTL = 3600
 
 
-def storage_writer(sign_url: SignUrl, settings: Settings, task_id: str,
-                   meter: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None,
-                   **sign_kwargs: Any) -> Store:
-    """A ``Store`` that streams the upload to storage with a chunked HTTP PUT on a signed link.
+def storage_writer(storage: StorageClient, task_id: str,
+                   meter: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None, **link: Any) -> Store:
+    """A ``Store`` that streams the upload to storage (``StorageClient.put``).
 
-    ``meter`` sees every chunk on the way (the byte quota); ``sign_kwargs`` go to the signed-URL RPC (``owner``,
+    ``meter`` sees every chunk on the way (the byte quota); ``link`` goes to the signed link (``owner``,
     ``keep_seconds``)."""
 
     def store(filename: str, chunks: Iterator[bytes]) -> dict[str, Any]:
         key = import_key(task_id, filename)
-        stored = put_to_storage(sign_url, settings, key, meter(chunks) if meter else chunks,
-                                content_type="application/zip", what="the archive", link_ttl=UPLOAD_LINK_TTL,
-                                **sign_kwargs)
+        stored = put_to_storage(storage, key, meter(chunks) if meter else chunks, content_type="application/zip",
+                                what="the archive", link_ttl=UPLOAD_LINK_TTL, **link)
         return {"key": key, **stored}
 
     return store
@@ -103,12 +102,9 @@ def request_import(gw: Gateway, caller: Caller, request: Request, strict: bool) 
     budget.check_start(request.content_length)
     task_id = str(uuid.uuid4())
 
-    def sign_url(key: str, **kwargs: Any) -> str:
-        return gw.storage("signed_url", key, **kwargs)
-
     # Counted against the uploader's byte quota; expires IMPORT_ARCHIVE_KEEP_DAYS after the upload unless the end of
     # the import (expire_archive) restarts the clock.
-    store = storage_writer(sign_url, gw.config, task_id, meter=budget.meter, owner=caller.id,
+    store = storage_writer(gw.storage, task_id, meter=budget.meter, owner=caller.id,
                            keep_seconds=gw.quota.import_archive_keep_seconds)
     upload = uploads.receive_archive(request, max_bytes=gw.config.import_max_bytes, store=store)
     requester = {"id": caller.id, "email": caller.email}
@@ -150,6 +146,6 @@ def expire_archive(gw: Gateway, task_id: str) -> None:
     if key is None:
         return
     try:
-        gw.storage("expire_after", key, gw.quota.import_archive_keep_seconds)
+        gw.storage.expire_after(key, gw.quota.import_archive_keep_seconds)
     except Exception:  # the expiry set at upload still applies: the archive goes at most a little later
         log.warning("could not restart the expiry of import archive %s", key, exc_info=True)

@@ -22,7 +22,6 @@ import contextlib
 import logging
 import re
 import unicodedata
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -34,11 +33,12 @@ from services.api_gateway import rules
 from services.api_gateway.context import Gateway
 from services.api_gateway.errors import media_gone, storage_errors
 from services.api_gateway.rules import Caller
-from services.api_gateway.uploads import SignUrl, file_parts, put_to_storage, store_guarded
-from shared import public_media
+from services.api_gateway.uploads import file_parts, put_to_storage, store_guarded
+from shared import object_keys
 from shared.config import Settings
 from shared.http import ApiError, json_response
 from shared.media_types import SNIFF_BYTES, extension_for, identify, sniff
+from shared.storage_client import ObjectNotFound, StorageClient
 
 _log = logging.getLogger(__name__)
 
@@ -111,14 +111,9 @@ def shown_name(raw: str) -> str:
     return "".join(ch for ch in raw if ch.isprintable())[:200]
 
 
-def upload_key(user_id: int, name: str, upload_id: str | None = None) -> str:
-    """``uploads/<user id>/<uuid>/<name>``: a fresh uuid per file, so equal names never collide."""
-    return f"uploads/{int(user_id)}/{upload_id or uuid.uuid4()}/{name}"
-
-
 def response_body(gateway_url: str, multiple: bool, stored: list[StoredUpload]) -> dict[str, Any]:
     """``{"url": "..."}`` for the field ``file``, ``{"url": [...]}`` for ``files[]`` (the Open Event Server's shape)."""
-    urls = [public_media.public_url(gateway_url, item.key) for item in stored]
+    urls = [object_keys.public_url(gateway_url, item.key) for item in stored]
     return {"url": urls if multiple else urls[0]}
 
 
@@ -220,25 +215,25 @@ def _store_part(raw_name: str, chunks: Iterator[bytes], *, kind: Kind, user_id: 
         raise ApiError(400, "empty_file", f"The file '{shown_name(raw_name)}' is empty.")
     content_type, extension = classify(head, kind, raw_name)
     name = upload_file_name(raw_name, extension)
-    key = upload_key(user_id, name)
+    key = object_keys.upload_key(user_id, name)
     result = store_guarded(chain([head], chunks), lambda data: put(key, data, content_type))
     _log.info("upload stored: %s (%d bytes, %s)", key, result["size"], content_type)
     return StoredUpload(key=key, filename=name, size=result["size"], sha256=result["sha256"],
                         content_type=content_type)
 
 
-def storage_put(sign_url: SignUrl, settings: Settings, *, force_local: bool, owner: int | None = None,
+def storage_put(storage: StorageClient, *, force_local: bool, owner: int | None = None,
                 meter: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None) -> PutObject:
     """A ``PutObject`` streaming to storage; ``force_local`` asks storage for its local backend (``backend="local"``
-    on the signed-URL RPC) instead of the default one. Files count against user ``owner``'s byte quota, which
+    on the signed link) instead of the default one. Files count against user ``owner``'s byte quota, which
     ``meter`` enforces on every chunk (one meter for all files of a request)."""
-    sign_kwargs: dict[str, Any] = {"backend": LOCAL_BACKEND} if force_local else {}
+    link: dict[str, Any] = {"backend": LOCAL_BACKEND} if force_local else {}
     if owner is not None:
-        sign_kwargs["owner"] = owner
+        link["owner"] = owner
 
     def put(key: str, chunks: Iterator[bytes], content_type: str) -> dict[str, Any]:
-        return put_to_storage(sign_url, settings, key, meter(chunks) if meter else chunks,
-                              content_type=content_type, what="the file", link_ttl=UPLOAD_LINK_TTL, **sign_kwargs)
+        return put_to_storage(storage, key, meter(chunks) if meter else chunks, content_type=content_type,
+                              what="the file", link_ttl=UPLOAD_LINK_TTL, **link)
 
     return put
 
@@ -260,24 +255,18 @@ def upload(gw: Gateway, caller: Caller, request: Request, kind: Kind, force_loca
     """Files in ``file`` or ``files[]`` streamed to storage; answers their public ``/media/`` URLs."""
     budget = gw.byte_budget(caller.id)
     budget.check_start(request.content_length)
-
-    def sign_url(key: str, **kwargs: Any) -> str:
-        return gw.storage("signed_url", key, **kwargs)
-
-    def delete(key: str) -> object:
-        return gw.storage("delete", key)
-
     multiple, stored = receive_uploads(
         request, kind=kind, max_bytes=max_bytes_for(kind, gw.config), user_id=caller.id,
-        put=storage_put(sign_url, gw.config, force_local=force_local, owner=caller.id, meter=budget.meter),
-        delete=delete)
+        put=storage_put(gw.storage, force_local=force_local, owner=caller.id, meter=budget.meter),
+        delete=gw.storage.delete)
     return json_response(response_body(gw.config.gateway_url, multiple, stored))
 
 
 def serve_media(gw: Gateway, key: str) -> Response:
-    """Public (as the URLs they replace were): redirected to a fresh signed link."""
+    """Public (as the URLs they replace were): 302 to a fresh signed link; 404 if nothing was stored there, 410
+    once it is gone, 503 while storage does not answer."""
     rules.require_public_media(key)
-    with storage_errors("ObjectNotFound", gone=media_gone):
+    with storage_errors(ObjectNotFound, gone=media_gone):
         # must_exist: storage answers from its object index, so a key nothing was stored at is a 404 here.
-        url = gw.storage("signed_url", key, method="GET", ttl=MEDIA_LINK_TTL, must_exist=True)
+        url = gw.storage.signed_url(key, method="GET", ttl=MEDIA_LINK_TTL, must_exist=True)
     return Response(status=302, headers={"Location": url, "Cache-Control": f"public, max-age={MEDIA_REDIRECT_MAX_AGE}"})

@@ -2,7 +2,7 @@
 
 Roles: an admin (``users.is_admin``) may do everything; an event's organizer and co-organizer (``event_roles``)
 manage that event, but only the organizer may delete its exports; the user who started a task sees it; media at a
-public key (``shared.public_media``) need no credentials at all. ``can_*`` rules answer a question; ``require_*``
+public key (``shared.object_keys``) need no credentials at all. ``can_*`` rules answer a question; ``require_*``
 turn a ``False`` into the HTTP refusal the API documents.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import public_media
+from shared import object_keys
 from shared.http import ApiError
 from shared.models import EVENT_ROLES, ROLE_ORGANIZER, Event, EventRole, Task
 
@@ -56,7 +56,7 @@ def can_see_task(caller: Caller, task: Task) -> bool:
 
 def can_read_media(key: str) -> bool:
     """``GET /media/<key>`` without credentials: uploads and media re-hosted by imports, nothing else."""
-    return public_media.is_public_key(key)
+    return object_keys.is_public_key(key)
 
 
 def visible_events(session: Session, caller: Caller) -> list[Event]:

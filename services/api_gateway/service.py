@@ -18,6 +18,7 @@ from shared import contracts as c
 from shared.dependencies import Config, Database
 from shared.http import http, parse_json
 from shared.rpc import call
+from shared.storage_client import Storage
 
 HEALTH_TIMEOUT = 3.0
 
@@ -33,18 +34,15 @@ class ApiGatewayService:
     quota = Quotas()
     db = Database()
     dispatch = RequestDispatcher()
-    storage = RpcProxy("storage", expiration=10)
+    storage = Storage(expiration=10)
     exporter = RpcProxy("exporter", expiration=HEALTH_TIMEOUT)
     importer = RpcProxy("importer", expiration=HEALTH_TIMEOUT)
     mailer = RpcProxy("mailer", expiration=HEALTH_TIMEOUT)
 
     @property
     def gw(self) -> Gateway:
-        timeout, probe = self.config.rpc_timeout, self.config.rpc_timeout + self.config.storage_probe_timeout
-        return Gateway(db=self.db, config=self.config, quota=self.quota, dispatch=self.dispatch,
-                       storage=lambda name, /, *a, **kw: call(self.storage, name, *a, timeout=timeout, **kw),
-                       storage_check=lambda name, /, *a: call(self.storage, name, *a, timeout=probe),
-                       mailer=lambda name, /, *a: call(self.mailer, name, *a, timeout=timeout))
+        return Gateway(db=self.db, config=self.config, quota=self.quota, dispatch=self.dispatch, storage=self.storage,
+                       mailer=lambda name, /, *a: call(self.mailer, name, *a, timeout=self.config.rpc_timeout))
 
     def _admin(self, request: Request, what: str) -> Caller:
         caller = self.gw.caller(request)
@@ -154,7 +152,8 @@ class ApiGatewayService:
 
     @http("GET", "/health")
     def health(self, request: Request) -> Response:
-        proxies = {name: getattr(self, name) for name in health.SERVICES}
+        proxies = {"storage": self.storage.proxy, "exporter": self.exporter, "importer": self.importer,
+                   "mailer": self.mailer}
         return health.system_health(self.gw, lambda name: call(proxies[name], "health", timeout=HEALTH_TIMEOUT))
 
     @event_handler(c.EXPORTER, c.EXPORT_STARTED)

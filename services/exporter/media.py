@@ -2,7 +2,7 @@
 
 - **The platform's own media** (``<GATEWAY_URL>/media/<key>``: re-hosted by an import, or sent to the upload API)
   are read from storage by key: storage signs a data-plane link for exactly that key, and only if the object exists
-  (``signed_url(..., must_exist=True, data_plane_only=True)``); the bytes come over the internal storage URL. No
+  (``StorageClient.platform_link``); the bytes come over the internal storage URL. No
   public URL is fetched, the guarded fetcher needs no exception, and a ``/media/`` URL whose key is not a public
   platform object is an ordinary foreign URL (refused by the guard when it points inside the network).
 - **Other URLs** go through the guarded fetcher (``shared.media_fetcher``).
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import eventlet
 from eventlet.queue import LightQueue
 
-from shared import public_media
+from shared import object_keys
 from shared.archive import legacy
 from shared.archive.media import media_kind
 from shared.config import Settings
@@ -36,7 +36,8 @@ from shared.media_fetcher import FetchedMedia, MediaFetcher, MediaFetchError
 SPOOL_IN_MEMORY = 1024 * 1024  # a fetched file up to this size stays in memory; larger ones go to a temp file
 STORAGE_LINK_TTL = 600
 
-# key -> a data-plane link for it; raises MediaFetchError (media_missing, media_gone) when there is no such object.
+# key -> an internal data-plane link for it; raises MediaFetchError (media_missing, media_gone) when there is no such
+# object (export_job.media_link, over the StorageClient).
 MediaLink = Callable[[str], str]
 PlatformReader = Callable[[str, str, float], FetchedMedia]  # (key, kind, deadline) -> the open response
 
@@ -100,7 +101,7 @@ class MediaSource:
 
     def open(self, url: str, kind: str, deadline: float) -> FetchedMedia:
         if self.read_platform is not None:
-            key = public_media.key_of_url(url, self.gateway_url)
+            key = object_keys.key_of_url(url, self.gateway_url)
             if key is not None:
                 return self.read_platform(key, kind, deadline)
         return self.fetcher.open(url, kind=kind, deadline=deadline)
@@ -112,16 +113,11 @@ def platform_reader(settings: Settings, media_link: MediaLink) -> PlatformReader
     The reader is a fetcher of its own whose only allowed destination is the storage data plane, with no redirects:
     it is never handed a URL from event data, only the link storage returned.
     """
-    internal = settings.storage_internal_url
-    reader = MediaFetcher(allow_hosts=[urlsplit(internal).netloc], max_bytes=settings.media_max_bytes,
-                          timeout=settings.media_timeout, max_redirects=0)
-    public_base = settings.storage_url + "/"
+    reader = MediaFetcher(allow_hosts=[urlsplit(settings.storage_internal_url).netloc],
+                          max_bytes=settings.media_max_bytes, timeout=settings.media_timeout, max_redirects=0)
 
     def read(key: str, kind: str, deadline: float) -> FetchedMedia:
-        link = media_link(key)
-        if not link.startswith(public_base):
-            raise MediaFetchError("storage did not give a data-plane link for a platform object", "http_error", key)
-        return reader.open(internal + link[len(settings.storage_url):], kind=kind, deadline=deadline)
+        return reader.open(media_link(key), kind=kind, deadline=deadline)
 
     return read
 

@@ -7,28 +7,20 @@ rest of the data model.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from services.storage.local_backend import DEFAULT_CONTENT_TYPE, ObjectInfo
-from services.storage.registry import BackendSpec
+from services.storage.records.registry import BackendSpec
+from services.storage.types import DEFAULT_CONTENT_TYPE, ObjectInfo
 from shared import contracts as c
+from shared import object_keys
 from shared.models import StorageObject
 
 EXPIRED, DELETED = "expired", "deleted"
-# Keys whose layout names their task (and event): storage events carry them for subscribers.
-_EXPORT_KEY = re.compile(r"exports/event([0-9]{1,18})/([A-Za-z0-9-]{1,64})/")
-_IMPORT_KEY = re.compile(r"imports/([A-Za-z0-9-]{1,64})/")
 _FMT = "%Y-%m-%dT%H:%M:%SZ"
-
-
-class ObjectGone(Exception):
-    """The object existed and was deleted (expired, or on request); the message says which and when (a clause:
-    ``it expired on ... and was deleted on ...``)."""
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -105,21 +97,10 @@ def gone_reason(row: StorageObject) -> str:
     return f"it was deleted on request on {when}"
 
 
-def key_context(key: str) -> dict[str, Any]:
-    """``task_id`` and ``event_id`` when the key's layout names them (exports and imports), else ``None``."""
-    match = _EXPORT_KEY.match(key)
-    if match:
-        return {"task_id": match.group(2), "event_id": int(match.group(1))}
-    match = _IMPORT_KEY.match(key)
-    if match:
-        return {"task_id": match.group(1), "event_id": None}
-    return {"task_id": None, "event_id": None}
-
-
 def event_payload(row: StorageObject, kind: str) -> tuple[str, dict[str, Any]]:
     """The storage event ``row.announce`` names, built from the row (so a re-publication says the same)."""
     common = {
-        **key_context(row.key),
+        **object_keys.key_context(row.key),
         "key": row.key,
         "backend": row.backend,
         "backend_kind": kind,
