@@ -52,8 +52,8 @@ from bench.export_bench import (  # noqa: E402
     tree_cpu,
     tree_rss,
 )
-from services.exporter.archive import ExportReport, generate_archive  # noqa: E402
 from shared.archive import legacy  # noqa: E402
+from shared.archive.writer import ExportReport, generate_archive  # noqa: E402
 from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
 from shared.media_fetcher import MediaFetcher  # noqa: E402
 from tests.rabbit import create_vhost  # noqa: E402

@@ -15,8 +15,8 @@ from typing import Any
 import requests
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.exporter.archive import EventNotFound, ExportReport, ProgressCallback, generate_archive
-from services.exporter.media import MediaLink, MediaSource
+from services.exporter.media import MediaLink, media_source
+from shared.archive.writer import EventNotFound, ExportReport, ProgressCallback, generate_archive
 from shared.config import Settings
 from shared.contracts import utc_iso
 
@@ -77,7 +77,7 @@ def run_export(
     (the platform's own media are read from storage by key, ``services/exporter/media.py``).
     """
     key = export_key(event_id, task_id)
-    source = MediaSource.from_settings(settings, media_link)
+    source = media_source(settings, media_link)
     report = ExportReport()
     digest = _Digest()
     chunks = generate_archive(db, event_id, options, fetcher=source, root_url=settings.gateway_url + "/",
