@@ -84,8 +84,17 @@ class ExportOptions(Schema):
     audio = fields.Boolean(load_default=False)
 
 
+def _registered_format(identifier: str) -> None:
+    from shared.archive.formats import FORMATS  # imported late: the writer behind the registry imports this module
+
+    if identifier not in FORMATS:
+        raise ValidationError(f"Unknown export format {identifier!r}; known formats: {', '.join(FORMATS)}.")
+
+
 class ExportRequested(Envelope):
     options = fields.Nested(ExportOptions, required=True)
+    # Added within schema version 1: a format of shared/archive/formats.py; absent: the Open Event zip ("json").
+    format = fields.String(load_default="json", validate=_registered_format)
     # The storage backend record (its storage_backend_id) to store the archive in; absent or null: the default.
     storage = fields.String(allow_none=True, load_default=None, validate=validate.Length(min=1, max=64))
 

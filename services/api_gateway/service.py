@@ -29,6 +29,7 @@ from services.api_gateway.tasks import (
     task_view,
 )
 from shared import contracts as c
+from shared.archive import formats
 from shared.dependencies import Config, Database
 from shared.event_stats import record_counts
 from shared.http import ApiError, http, json_response, parse_json
@@ -126,9 +127,16 @@ class ApiGatewayService:
 
     # --- export ---------------------------------------------------------------------------------------------------
 
-    @http("POST", "/v1/events/<int:event_id>/export/json")
-    def request_export(self, request: Request, event_id: int) -> Response:
+    @http("GET", "/v1/formats")
+    def list_formats(self, request: Request) -> Response:
+        """The export formats (``shared/archive/formats.py``): public, like the formats of a file dialog."""
+        return json_response({"data": formats.describe_formats()})
+
+    @http("POST", "/v1/events/<int:event_id>/export/<format>")
+    def request_export(self, request: Request, event_id: int, format: str) -> Response:  # noqa: A002
         user_id = self._user_id(request)
+        if format not in formats.FORMATS:
+            raise ApiError(404, "unknown_format", str(formats.UnknownFormat(format)))
         body, storage = storage_admin.export_storage(_json_body(request))
         options = _export_options(body)
         with self.db() as session:
@@ -138,9 +146,10 @@ class ApiGatewayService:
             if storage is not None:  # a named backend must exist and be active
                 storage_admin.check_export_storage(self._storage_call, storage)
             task = create_task(session, kind="export", event_id=event_id, user_id=user.id, email=user.email,
-                               params={"options": options, **({"storage": storage} if storage else {})})
+                               params={"options": options, "format": format,
+                                       **({"storage": storage} if storage else {})})
             payload = c.make_payload(c.EXPORT_REQUESTED, task_id=task.id, event_id=event_id,
-                                     requested_by={"id": user.id, "email": user.email}, options=options,
+                                     requested_by={"id": user.id, "email": user.email}, options=options, format=format,
                                      **({"storage": storage} if storage else {}))
             # Commit first: the exporter may answer before this request returns, and its events need the row.
             session.commit()

@@ -16,7 +16,8 @@ import requests
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.exporter.media import MediaLink, media_source
-from shared.archive.writer import EventNotFound, ExportReport, ProgressCallback, generate_archive
+from shared.archive.formats import DEFAULT_FORMAT, get_format
+from shared.archive.writer import EventNotFound, ExportReport, ProgressCallback
 from shared.config import Settings
 from shared.contracts import utc_iso
 
@@ -32,10 +33,6 @@ class ExportFailed(Exception):
 
 def export_key(event_id: int, task_id: str) -> str:
     return f"exports/event{event_id}/{task_id}/event{event_id}.zip"
-
-
-def archive_filename(event_id: int) -> str:
-    return f"event{event_id}.zip"
 
 
 @dataclass
@@ -67,6 +64,7 @@ def run_export(
     storage: str | None = None,
     before_upload: Callable[[], None] = lambda: None,
     media_link: MediaLink | None = None,
+    export_format: str = DEFAULT_FORMAT,
 ) -> dict[str, Any]:
     """Run the export; returns the export_completed fields or raises ExportFailed with a user-facing message.
 
@@ -74,14 +72,16 @@ def run_export(
     that backend's keep days; the download link is the backend's own presigned URL where it can sign (S3, GCS),
     else the storage data plane's. ``before_upload`` runs just before the upload starts (the service checks there
     that this run still holds the task's lease). ``media_link``: a data-plane link for a platform object's key
-    (the platform's own media are read from storage by key, ``services/exporter/media.py``).
+    (the platform's own media are read from storage by key, ``services/exporter/media.py``). ``export_format``: an
+    identifier of ``shared.archive.formats`` (what writes the bytes, and their file name and content type).
     """
     key = export_key(event_id, task_id)
     source = media_source(settings, media_link)
     report = ExportReport()
     digest = _Digest()
-    chunks = generate_archive(db, event_id, options, fetcher=source, root_url=settings.gateway_url + "/",
-                              exported_at=requested_at, report=report, on_progress=on_progress)
+    fmt = get_format(export_format)
+    chunks = fmt.write(db, event_id, options, fetcher=source, root_url=settings.gateway_url + "/",
+                       exported_at=requested_at, report=report, on_progress=on_progress)
     try:
         first = next(chunks)  # surfaces "event not found" before any upload starts
     except EventNotFound as exc:
@@ -97,7 +97,7 @@ def run_export(
     upload_url = settings.storage_internal_url + upload_link[len(settings.storage_url):]
     try:
         response = requests.put(upload_url, data=digest.wrap(body()), timeout=(10, 300),
-                                headers={"Content-Type": "application/zip"})
+                                headers={"Content-Type": fmt.content_type})
     except requests.RequestException as exc:
         raise ExportFailed("storage_unavailable", f"could not upload the archive to storage: {exc}") from exc
     if response.status_code != 201:
@@ -110,7 +110,7 @@ def run_export(
 
     ttl = settings.signed_url_ttl
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
-    download_url = sign_url(key, method="GET", ttl=ttl, filename=archive_filename(event_id))
+    download_url = sign_url(key, method="GET", ttl=ttl, filename=fmt.filename(event_id))
     return {
         "key": key,
         "size": digest.size,

@@ -137,7 +137,7 @@ class ExporterService:
             return run_export(task_id=request["task_id"], event_id=request["event_id"], options=request["options"],
                               requested_at=requested_at, db=self.db, sign_url=sign_url, settings=self.config,
                               on_progress=on_progress, storage=request.get("storage"), before_upload=lease.check,
-                              media_link=media_link)
+                              media_link=media_link, export_format=request["format"])
 
         return window.run(export, transient=storage_down, what=f"export {request['task_id']}")
 
