@@ -22,12 +22,12 @@ import requests
 import sqlalchemy as sa
 
 from services.api_gateway.auth import hash_password
-from services.importer.media import media_key
 from shared import models as m
 from shared.archive import ARRAY_FILES, media_fields
 from shared.archive.loader import read_legacy_source
 from shared.contracts import GATEWAY, IMPORT_REQUEST_QUEUE, IMPORT_REQUESTED, make_payload
 from shared.event_stats import record_counts
+from shared.object_keys import import_media_key as media_key
 from tests.conftest import SAMPLES_DIR
 from tests.e2e import Client, Env, make_env, start_stack
 from tests.hostile_archives import hostile_cases

@@ -14,6 +14,7 @@ from werkzeug.wrappers import Request
 
 from services.api_gateway import uploads
 from services.importer import media
+from shared import object_keys
 from shared.archive import ARRAY_FILES, iter_file_text
 from shared.archive import loader as loader_module
 from shared.archive.loader import ParsedSource, load_event, load_legacy_data, read_legacy_source
@@ -33,8 +34,8 @@ from shared.http import ApiError
     ("a" * 300 + ".zip", "a" * 92 + ".zip"),
 ])
 def test_safe_filename(name, safe):
-    assert uploads.safe_filename(name) == safe
-    assert uploads.import_key("t", name) == f"imports/t/{safe}"
+    assert object_keys.safe_filename(name) == safe
+    assert object_keys.import_key("t", name) == f"imports/t/{safe}"
 
 
 def _request(body: bytes | None = None, *, files: dict | None = None, content_type: str | None = None,
@@ -104,9 +105,9 @@ def test_bad_uploads(kwargs, status, code):
 
 
 def test_media_keys_are_storage_safe():
-    assert media.media_key("t", "images/speakers/Raimo,Radczewski_23.jpg") == \
+    assert object_keys.import_media_key("t", "images/speakers/Raimo,Radczewski_23.jpg") == \
         "imports/t/media/images/speakers/Raimo_Radczewski_23.jpg"
-    assert media.media_key("t", "images/../x/./ä.png") == "imports/t/media/images/x/_.png"
+    assert object_keys.import_media_key("t", "images/../x/./ä.png") == "imports/t/media/images/x/_.png"
 
 
 def _zip_archive(path, files: dict[str, object], members: dict[str, bytes]):

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 import pytest
 
 from services.storage.local_backend import (
-    MAX_KEY_LENGTH,
     InvalidKey,
     LocalBackend,
     ObjectInfo,
@@ -19,6 +18,7 @@ from services.storage.local_backend import (
     ObjectTooLarge,
     validate_key,
 )
+from shared.object_keys import MAX_KEY_LENGTH
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Content sniffing (``shared.media_types``) and the platform's public media addresses (``shared.public_media``)."""
+"""Content sniffing (``shared.media_types``) and the platform's public media addresses (``shared.object_keys``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from shared import public_media
+from shared import object_keys
 from shared.media_types import extension_for, identify, is_never_media, sniff
 
 GATEWAY = "http://127.0.0.1:8000"
@@ -90,7 +90,7 @@ def test_unknown_content_has_no_extension():
     (f"http://127.0.0.1:8000/media/{IMPORT_KEY.replace('A_1', 'A%5F1')}", IMPORT_KEY),
 ])
 def test_platform_media_addresses_give_their_key(url, key):
-    assert public_media.key_of_url(url, GATEWAY) == key
+    assert object_keys.key_of_url(url, GATEWAY) == key
 
 
 @pytest.mark.parametrize("url", [
@@ -105,9 +105,9 @@ def test_platform_media_addresses_give_their_key(url, key):
     "http://[::1:8000/media/x",
 ])
 def test_other_addresses_are_not_platform_media(url):
-    assert public_media.key_of_url(url, GATEWAY) is None
+    assert object_keys.key_of_url(url, GATEWAY) is None
 
 
 def test_gateway_under_a_path_prefix():
-    assert public_media.key_of_url(f"https://events.example.org/api/media/{UPLOAD_KEY}",
+    assert object_keys.key_of_url(f"https://events.example.org/api/media/{UPLOAD_KEY}",
                                    "https://events.example.org/api") == UPLOAD_KEY

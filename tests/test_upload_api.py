@@ -22,6 +22,7 @@ from werkzeug.wrappers import Request
 
 from services.api_gateway import media_uploads, uploads
 from services.storage.local_backend import LocalBackend
+from shared import object_keys
 from shared.http import ApiError
 from tests.e2e import Client, Env, make_env, start_stack
 from tests.rabbit import create_vhost, delete_vhost
@@ -348,7 +349,7 @@ def test_upload_file_name(raw, safe):
 
 
 def test_upload_keys_are_served_by_the_media_route():
-    key = media_uploads.upload_key(7, "a.png")
+    key = object_keys.upload_key(7, "a.png")
     assert re.fullmatch(r"uploads/7/[0-9a-f-]{36}/a\.png", key) and media_uploads.check_public_key(key) == key
     for bad in ("uploads/7/x/a.png", "uploads/a.png", "uploads/7/" + key.split("/")[2] + "/../a.png", "exports/1.zip"):
         with pytest.raises(ApiError) as info:

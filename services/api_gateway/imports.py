@@ -9,11 +9,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from services.api_gateway.tasks import task_view
-from services.api_gateway.uploads import SignUrl, Store, Upload, import_key, put_to_storage
-from shared.config import Settings
+from services.api_gateway.uploads import Store, Upload, put_to_storage
 from shared.contracts import SUCCESS
 from shared.http import ApiError
 from shared.models import Task
+from shared.object_keys import import_key
+from shared.storage_client import StorageClient
 
 UPLOAD_LINK_TTL = 3600
 # Re-hosted media are addressed as <GATEWAY_URL>/media/<key>: a stable URL that redirects to a short-lived signed
@@ -22,19 +23,17 @@ MEDIA_LINK_TTL = 3600
 MEDIA_REDIRECT_MAX_AGE = 300
 
 
-def storage_writer(sign_url: SignUrl, settings: Settings, task_id: str,
-                   meter: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None,
-                   **sign_kwargs: Any) -> Store:
-    """A ``Store`` that streams the upload to storage with a chunked HTTP PUT on a signed link.
+def storage_writer(storage: StorageClient, task_id: str,
+                   meter: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None, **link: Any) -> Store:
+    """A ``Store`` that streams the upload to storage (``StorageClient.put``).
 
-    ``meter`` sees every chunk on the way (the byte quota); ``sign_kwargs`` go to the signed-URL RPC (``owner``,
+    ``meter`` sees every chunk on the way (the byte quota); ``link`` goes to the signed link (``owner``,
     ``keep_seconds``)."""
 
     def store(filename: str, chunks: Iterator[bytes]) -> dict[str, Any]:
         key = import_key(task_id, filename)
-        stored = put_to_storage(sign_url, settings, key, meter(chunks) if meter else chunks,
-                                content_type="application/zip", what="the archive", link_ttl=UPLOAD_LINK_TTL,
-                                **sign_kwargs)
+        stored = put_to_storage(storage, key, meter(chunks) if meter else chunks, content_type="application/zip",
+                                what="the archive", link_ttl=UPLOAD_LINK_TTL, **link)
         return {"key": key, **stored}
 
     return store

@@ -22,7 +22,6 @@ import contextlib
 import logging
 import re
 import unicodedata
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -30,11 +29,13 @@ from typing import Any, Literal
 
 from werkzeug.wrappers import Request
 
-from services.api_gateway.uploads import SignUrl, file_parts, put_to_storage, store_guarded
-from shared import public_media
+from services.api_gateway.uploads import file_parts, put_to_storage, store_guarded
+from shared import object_keys
 from shared.config import Settings
 from shared.http import ApiError
 from shared.media_types import SNIFF_BYTES, extension_for, identify, sniff
+from shared.rpc import RpcTimeout
+from shared.storage_client import ObjectGone, ObjectNotFound, StorageClient
 
 _log = logging.getLogger(__name__)
 
@@ -116,21 +117,16 @@ def shown_name(raw: str) -> str:
     return "".join(ch for ch in raw if ch.isprintable())[:200]
 
 
-def upload_key(user_id: int, name: str, upload_id: str | None = None) -> str:
-    """``uploads/<user id>/<uuid>/<name>``: a fresh uuid per file, so equal names never collide."""
-    return f"uploads/{int(user_id)}/{upload_id or uuid.uuid4()}/{name}"
-
-
 def check_public_key(key: str) -> str:
     """Keys served without credentials by ``GET /media/<key>``: uploads, and media re-hosted by imports (else 404)."""
-    if not public_media.is_public_key(key):
+    if not object_keys.is_public_key(key):
         raise ApiError(404, "not_found", "No media exists at this address.")
     return key
 
 
 def response_body(gateway_url: str, multiple: bool, stored: list[StoredUpload]) -> dict[str, Any]:
     """``{"url": "..."}`` for the field ``file``, ``{"url": [...]}`` for ``files[]`` (the Open Event Server's shape)."""
-    urls = [public_media.public_url(gateway_url, item.key) for item in stored]
+    urls = [object_keys.public_url(gateway_url, item.key) for item in stored]
     return {"url": urls if multiple else urls[0]}
 
 
@@ -232,27 +228,42 @@ def _store_part(raw_name: str, chunks: Iterator[bytes], *, kind: Kind, user_id: 
         raise ApiError(400, "empty_file", f"The file '{shown_name(raw_name)}' is empty.")
     content_type, extension = classify(head, kind, raw_name)
     name = upload_file_name(raw_name, extension)
-    key = upload_key(user_id, name)
+    key = object_keys.upload_key(user_id, name)
     result = store_guarded(chain([head], chunks), lambda data: put(key, data, content_type))
     _log.info("upload stored: %s (%d bytes, %s)", key, result["size"], content_type)
     return StoredUpload(key=key, filename=name, size=result["size"], sha256=result["sha256"],
                         content_type=content_type)
 
 
-def storage_put(sign_url: SignUrl, settings: Settings, *, force_local: bool, owner: int | None = None,
+def storage_put(storage: StorageClient, *, force_local: bool, owner: int | None = None,
                 meter: Callable[[Iterator[bytes]], Iterator[bytes]] | None = None) -> PutObject:
     """A ``PutObject`` streaming to storage; ``force_local`` asks storage for its local backend (``backend="local"``
-    on the signed-URL RPC) instead of the default one. Files count against user ``owner``'s byte quota, which
+    on the signed link) instead of the default one. Files count against user ``owner``'s byte quota, which
     ``meter`` enforces on every chunk (one meter for all files of a request)."""
-    sign_kwargs: dict[str, Any] = {"backend": LOCAL_BACKEND} if force_local else {}
+    link: dict[str, Any] = {"backend": LOCAL_BACKEND} if force_local else {}
     if owner is not None:
-        sign_kwargs["owner"] = owner
+        link["owner"] = owner
 
     def put(key: str, chunks: Iterator[bytes], content_type: str) -> dict[str, Any]:
-        return put_to_storage(sign_url, settings, key, meter(chunks) if meter else chunks,
-                              content_type=content_type, what="the file", link_ttl=UPLOAD_LINK_TTL, **sign_kwargs)
+        return put_to_storage(storage, key, meter(chunks) if meter else chunks, content_type=content_type,
+                              what="the file", link_ttl=UPLOAD_LINK_TTL, **link)
 
     return put
+
+
+def media_redirect(storage: StorageClient, key: str, ttl: int) -> str:
+    """A fresh signed link for the public object ``key`` (``GET /media/<key>``): 404 if there is none, 410 once
+    it is gone, 503 while storage does not answer."""
+    check_public_key(key)
+    try:
+        # must_exist: storage answers from its object index, so a key nothing was stored at is a 404 here.
+        return storage.signed_url(key, method="GET", ttl=ttl, must_exist=True)
+    except RpcTimeout as exc:
+        raise ApiError(503, "storage_unavailable", str(exc)) from exc
+    except ObjectNotFound:
+        raise ApiError(404, "not_found", "No media exists at this address.") from None
+    except ObjectGone as exc:
+        raise ApiError(410, "media_gone", f"This file is no longer available ({exc}).") from None
 
 
 def max_bytes_for(kind: Kind, settings: Settings) -> int:

@@ -10,7 +10,6 @@ from typing import Any
 
 import eventlet
 from nameko.events import event_handler
-from nameko.exceptions import RemoteError
 from nameko.rpc import RpcProxy
 from nameko.timer import timer
 from sqlalchemy import select, update
@@ -29,12 +28,14 @@ from services.api_gateway.tasks import (
     task_view,
 )
 from shared import contracts as c
+from shared import object_keys
 from shared.archive import formats
 from shared.dependencies import Config, Database
 from shared.event_stats import record_counts
 from shared.http import ApiError, http, json_response, parse_json
 from shared.models import Task, utcnow
 from shared.rpc import RpcTimeout, call
+from shared.storage_client import Storage
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class ApiGatewayService:
     quota = Quotas()
     db = Database()
     dispatch = RequestDispatcher()
-    storage = RpcProxy("storage", expiration=10)
+    storage = Storage(expiration=10)
     exporter = RpcProxy("exporter", expiration=HEALTH_TIMEOUT)
     importer = RpcProxy("importer", expiration=HEALTH_TIMEOUT)
     mailer = RpcProxy("mailer", expiration=HEALTH_TIMEOUT)
@@ -144,7 +145,7 @@ class ApiGatewayService:
             require_event_manager(session, user, event_id)
             quotas.check_jobs_in_flight(session, user.id, self.quota.jobs_in_flight)
             if storage is not None:  # a named backend must exist and be active
-                storage_admin.check_export_storage(self._storage_call, storage)
+                storage_admin.check_export_storage(self.storage, storage)
             task = create_task(session, kind="export", event_id=event_id, user_id=user.id, email=user.email,
                                params={"options": options, "format": format,
                                        **({"storage": storage} if storage else {})})
@@ -199,8 +200,8 @@ class ApiGatewayService:
             key = task.result["key"]
         # 410 with the reason once the archive expired or was deleted; else the backend's own presigned URL where
         # it can sign (S3, GCS), or the storage data plane's.
-        url = storage_admin.signed_download(self._storage_call, task_id, key, self.config.signed_url_ttl,
-                                            f"event{event_id}.zip")
+        url = storage_admin.signed_download(self.storage, task_id, key, self.config.signed_url_ttl,
+                                            object_keys.archive_filename(event_id))
         return Response(status=302, headers={"Location": url})
 
     @http("DELETE", "/v1/events/<int:event_id>/exports/<path:path>")
@@ -216,19 +217,11 @@ class ApiGatewayService:
             if task.state != c.SUCCESS:
                 raise ApiError(409, "export_not_ready", f"Export {task_id} is {task.state}: it has no archive.")
             key = task.result["key"]
-        storage_admin.delete_archive(self._storage_call, key)
+        storage_admin.delete_archive(self.storage, key)
         with self.db() as session:  # at once, not only when storage's object_expired event arrives
             archive_gone(session, task_id, key, "deleted", c.utc_iso())
             session.commit()
         return Response(status=204)
-
-    def _storage_call(self, rpc_method: str, /, *args: Any, **kwargs: Any) -> Any:
-        return call(self.storage, rpc_method, *args, timeout=self.config.rpc_timeout, **kwargs)
-
-    def _storage_check_call(self, rpc_method: str, /, *args: Any) -> Any:
-        # Creating or changing a backend record probes the backend first (STORAGE_PROBE_TIMEOUT on top).
-        return call(self.storage, rpc_method, *args,
-                    timeout=self.config.rpc_timeout + self.config.storage_probe_timeout)
 
     # --- import ---------------------------------------------------------------------------------------------------
 
@@ -244,12 +237,9 @@ class ApiGatewayService:
         budget.check_start(request.content_length)
         task_id = str(uuid.uuid4())
 
-        def sign_url(key: str, **kwargs: Any) -> str:
-            return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
-
         # Counted against the uploader's byte quota; expires IMPORT_ARCHIVE_KEEP_DAYS after the upload unless the
         # end of the import (below) restarts the clock.
-        store = imports.storage_writer(sign_url, self.config, task_id, meter=budget.meter, owner=requester["id"],
+        store = imports.storage_writer(self.storage, task_id, meter=budget.meter, owner=requester["id"],
                                        keep_seconds=self.quota.import_archive_keep_seconds)
         upload = uploads.receive_archive(request, max_bytes=self.config.import_max_bytes, store=store)
         with self.db() as session:
@@ -300,22 +290,16 @@ class ApiGatewayService:
         budget = self._byte_budget(user_id)
         budget.check_start(request.content_length)
 
-        def sign_url(key: str, **kwargs: Any) -> str:
-            return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
-
-        def delete(key: str) -> object:
-            return call(self.storage, "delete", key, timeout=self.config.rpc_timeout)
-
         multiple, stored = media_uploads.receive_uploads(
             request, kind=kind, max_bytes=media_uploads.max_bytes_for(kind, self.config), user_id=user_id,
-            put=media_uploads.storage_put(sign_url, self.config, force_local=force_local, owner=user_id,
-                                          meter=budget.meter), delete=delete)
+            put=media_uploads.storage_put(self.storage, force_local=force_local, owner=user_id, meter=budget.meter),
+            delete=self.storage.delete)
         return json_response(media_uploads.response_body(self.config.gateway_url, multiple, stored))
 
     def _byte_budget(self, user_id: int) -> quotas.ByteBudget:
         def stored_bytes(owner: int) -> int:
             try:
-                return call(self.storage, "stored_bytes", owner, timeout=self.config.rpc_timeout)
+                return self.storage.stored_bytes(owner)
             except RpcTimeout as exc:
                 raise ApiError(503, "storage_unavailable", "Storage is not answering; try again later.") from exc
 
@@ -325,19 +309,7 @@ class ApiGatewayService:
     def media(self, request: Request, key: str) -> Response:
         """Media re-hosted by imports and files of the upload API: public (as the URLs they replace were),
         redirected to a fresh signed link."""
-        media_uploads.check_public_key(key)
-        try:
-            # must_exist: storage answers from its object index, so a key nothing was stored at is a 404 here.
-            url = call(self.storage, "signed_url", key, method="GET", ttl=imports.MEDIA_LINK_TTL, must_exist=True,
-                       timeout=self.config.rpc_timeout)
-        except RpcTimeout as exc:
-            raise ApiError(503, "storage_unavailable", str(exc)) from exc
-        except RemoteError as exc:
-            if exc.exc_type == "ObjectNotFound":
-                raise ApiError(404, "not_found", "No media exists at this address.") from None
-            if exc.exc_type == "ObjectGone":
-                raise ApiError(410, "media_gone", f"This file is no longer available ({exc.value}).") from None
-            raise
+        url = media_uploads.media_redirect(self.storage, key, imports.MEDIA_LINK_TTL)
         return Response(status=302, headers={"Location": url,
                                              "Cache-Control": f"public, max-age={imports.MEDIA_REDIRECT_MAX_AGE}"})
 
@@ -347,7 +319,7 @@ class ApiGatewayService:
         user_id = self._user_id(request)
         with self.db() as session:
             current_user(session, user_id)
-        return json_response({"data": storage_admin.call_storage(self._storage_call, "backend_choices")})
+        return json_response({"data": storage_admin.call_storage(self.storage.backend_choices)})
 
     # --- admin ----------------------------------------------------------------------------------------------------
 
@@ -364,32 +336,33 @@ class ApiGatewayService:
     def list_storage_backends(self, request: Request) -> Response:
         """Backend records (admins only); tokens and secrets are never returned, only whether they are set."""
         self._require_admin(request)
-        return json_response(storage_admin.call_storage(self._storage_call, "list_backends"))
+        return json_response(storage_admin.call_storage(self.storage.list_backends))
 
     @http("POST", "/v1/admin/storage-backends")
     def create_storage_backend(self, request: Request) -> Response:
         self._require_admin(request)
-        record = storage_admin.call_storage(self._storage_check_call, "create_backend", _json_body(request))
+        body = _json_body(request)
+        record = storage_admin.call_storage(lambda: self.storage.create_backend(body))
         url = f"/v1/admin/storage-backends/{record['storage_backend_id']}"
         return json_response(record, status=201, headers={"Location": url})
 
     @http("GET", "/v1/admin/storage-backends/<identifier>")
     def get_storage_backend(self, request: Request, identifier: str) -> Response:
         self._require_admin(request)
-        return json_response(storage_admin.describe(self._storage_call, identifier))
+        return json_response(storage_admin.describe(self.storage, identifier))
 
     @http("PATCH", "/v1/admin/storage-backends/<identifier>")
     def update_storage_backend(self, request: Request, identifier: str) -> Response:
         """Change keep_days, description, active, token or config keys (merged: secrets not sent are kept)."""
         self._require_admin(request)
-        return json_response(storage_admin.call_storage(self._storage_check_call, "update_backend", identifier,
-                                                        _json_body(request)))
+        body = _json_body(request)
+        return json_response(storage_admin.call_storage(lambda: self.storage.update_backend(identifier, body)))
 
     @http("DELETE", "/v1/admin/storage-backends/<identifier>")
     def deactivate_storage_backend(self, request: Request, identifier: str) -> Response:
         """Deactivate (records are never removed: objects stored there stay readable and keep expiring)."""
         self._require_admin(request)
-        return json_response(storage_admin.call_storage(self._storage_call, "deactivate_backend", identifier))
+        return json_response(storage_admin.call_storage(lambda: self.storage.deactivate_backend(identifier)))
 
     def _require_admin(self, request: Request) -> None:
         user_id = self._user_id(request)
@@ -400,7 +373,7 @@ class ApiGatewayService:
 
     @http("GET", "/health")
     def health(self, request: Request) -> Response:
-        proxies = {"storage": self.storage, "exporter": self.exporter, "importer": self.importer,
+        proxies = {"storage": self.storage.proxy, "exporter": self.exporter, "importer": self.importer,
                    "mailer": self.mailer}
         pool = eventlet.GreenPool()
         broker = pool.spawn(health.check_broker, self.config.amqp_uri)
@@ -480,8 +453,7 @@ class ApiGatewayService:
         if key is None:
             return
         try:
-            call(self.storage, "expire_after", key, self.quota.import_archive_keep_seconds,
-                 timeout=self.config.rpc_timeout)
+            self.storage.expire_after(key, self.quota.import_archive_keep_seconds)
         except Exception:  # the expiry set at upload still applies: the archive goes at most a little later
             log.warning("could not restart the expiry of import archive %s", key, exc_info=True)
 

@@ -9,24 +9,33 @@ storage) but are never logged here and never come back: storage returns ``token_
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from nameko.exceptions import RemoteError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.http import ApiError
 from shared.models import ROLE_ORGANIZER, EventRole, User
 from shared.rpc import RpcTimeout
+from shared.storage_client import (
+    BackendCheckFailed,
+    BackendError,
+    BackendExists,
+    InvalidBackendConfig,
+    ObjectGone,
+    StorageClient,
+    StorageFault,
+    UnknownBackend,
+)
 
-StorageCall = Callable[..., Any]  # call(self.storage, method, *args, timeout=...) bound to the gateway's proxy
+T = TypeVar("T")
 
-# storage's exception type -> (HTTP status, error code)
-_REFUSALS = {
-    "InvalidBackendConfig": (400, "invalid_storage_backend"),
-    "BackendCheckFailed": (400, "storage_backend_check_failed"),
-    "UnknownBackend": (404, "storage_backend_not_found"),
-    "BackendExists": (409, "storage_backend_exists"),
+# storage's refusals of the admin API -> (HTTP status, error code)
+_REFUSALS: dict[type[StorageFault], tuple[int, str]] = {
+    InvalidBackendConfig: (400, "invalid_storage_backend"),
+    BackendCheckFailed: (400, "storage_backend_check_failed"),
+    UnknownBackend: (404, "storage_backend_not_found"),
+    BackendExists: (409, "storage_backend_exists"),
 }
 
 
@@ -35,26 +44,23 @@ def require_admin(user: User) -> None:
         raise ApiError(403, "forbidden", "Only admins may manage storage backends.")
 
 
-def call_storage(storage: StorageCall, method: str, *args: Any) -> Any:
-    """One RPC to storage; its refusals become 400/404/409, its silence 503."""
+def call_storage(step: Callable[[], T]) -> T:
+    """One call of the storage client (``lambda: storage.list_backends()``); its refusals become 400/404/409, its
+    silence 503."""
     try:
-        return storage(method, *args)
+        return step()
     except RpcTimeout as exc:
         raise ApiError(503, "storage_unavailable", str(exc)) from exc
-    except RemoteError as exc:
-        if exc.exc_type in _REFUSALS:
-            status, code = _REFUSALS[exc.exc_type]
-            raise ApiError(status, code, str(exc.value)) from None
-        raise
+    except tuple(_REFUSALS) as exc:
+        status, code = _REFUSALS[type(exc)]
+        raise ApiError(status, code, str(exc)) from None
 
 
-def describe(storage: StorageCall, identifier: str) -> dict[str, Any]:
-    record = call_storage(storage, "describe_backend", identifier)
+def describe(storage: StorageClient, identifier: str) -> dict[str, Any]:
+    record = call_storage(lambda: storage.describe_backend(identifier))
     if record is None:
         raise ApiError(404, "storage_backend_not_found", f"There is no storage backend {identifier!r}.")
     return record
-
-
 def export_storage(body: Any) -> tuple[Any, str | None]:
     """Take the ``storage`` option out of an export request body: ``(the other options, identifier or None)``."""
     if not isinstance(body, dict) or "storage" not in body:
@@ -68,9 +74,9 @@ def export_storage(body: Any) -> tuple[Any, str | None]:
     return rest, storage
 
 
-def check_export_storage(storage: StorageCall, identifier: str) -> None:
+def check_export_storage(storage: StorageClient, identifier: str) -> None:
     """An export may only name a backend that exists and is active (400 otherwise)."""
-    record = call_storage(storage, "describe_backend", identifier)
+    record = call_storage(lambda: storage.describe_backend(identifier))
     if record is None:
         raise ApiError(400, "unknown_storage", f"There is no storage backend {identifier!r}.")
     if not record.get("active"):
@@ -95,29 +101,25 @@ def gone(task_id: str, why: str | None = None) -> ApiError:
     return ApiError(410, "export_gone", message + " Request a new export.")
 
 
-def signed_download(storage: StorageCall, task_id: str, key: str, ttl: int, filename: str) -> str:
+def signed_download(storage: StorageClient, task_id: str, key: str, ttl: int, filename: str) -> str:
     """A fresh download link for an export's archive (the backend's own presigned URL where it can sign), or 410."""
     try:
-        url = storage("signed_url", key, method="GET", ttl=ttl, filename=filename)
-        if storage("stat", key) is None:  # an object that vanished without storage deleting it
+        url = storage.signed_url(key, method="GET", ttl=ttl, filename=filename)
+        if storage.stat(key) is None:  # an object that vanished without storage deleting it
             raise gone(task_id)
     except RpcTimeout as exc:
         raise ApiError(503, "storage_unavailable", str(exc)) from exc
-    except RemoteError as exc:
-        if exc.exc_type == "ObjectGone":
-            raise gone(task_id, str(exc.value)) from None
-        if exc.exc_type == "BackendError":
-            raise ApiError(502, "storage_error", str(exc.value)) from None
-        raise
+    except ObjectGone as exc:
+        raise gone(task_id, str(exc)) from None
+    except BackendError as exc:
+        raise ApiError(502, "storage_error", str(exc)) from None
     return url
 
 
-def delete_archive(storage: StorageCall, key: str) -> None:
+def delete_archive(storage: StorageClient, key: str) -> None:
     try:
-        storage("delete", key)
+        storage.delete(key)
     except RpcTimeout as exc:
         raise ApiError(503, "storage_unavailable", str(exc)) from exc
-    except RemoteError as exc:
-        if exc.exc_type == "BackendError":
-            raise ApiError(502, "storage_error", str(exc.value)) from None
-        raise
+    except BackendError as exc:
+        raise ApiError(502, "storage_error", str(exc)) from None

@@ -1,42 +1,40 @@
 """Archive uploads: the ``file`` part of a multipart request streams straight into storage, never whole in memory.
 
 The multipart body is parsed incrementally (Werkzeug's sans-IO ``MultipartDecoder``) while it is read from the
-socket, and the file part's bytes are handed, chunk by chunk, to a ``store`` callable (a chunked HTTP PUT to the storage
-data plane in the gateway). ``request.files`` is never touched: it would spool the whole upload first. The size limit
-is enforced while streaming, so an oversized upload is cut off at the limit, and storage discards the partial object.
+socket, and the file part's bytes are handed, chunk by chunk, to a ``store`` callable (``StorageClient.put``, a
+chunked HTTP PUT to the storage data plane). ``request.files`` is never touched: it would spool the whole upload
+first. The size limit is enforced while streaming, so an oversized upload is cut off at the limit, and storage
+discards the partial object.
 
 The pieces are shared by the archive import (``receive_archive``) and the upload API (``media_uploads``):
 ``file_parts`` yields the file parts of a request one after the other, each with its data as a bounded stream;
-``store_guarded`` runs a store callable over such a stream; ``put_to_storage`` is the chunked PUT on a signed link.
+``store_guarded`` runs a store callable over such a stream; ``put_to_storage`` is ``StorageClient.put`` with storage's
+failures as HTTP errors.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, TypeVar
 
-import requests
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 from werkzeug.wrappers import Request
 
-from shared.config import Settings
 from shared.http import ApiError
 from shared.rpc import RpcTimeout
+from shared.storage_client import StorageClient, StorageRefused, StorageUnreachable
 
 CHUNK_SIZE = 64 * 1024
 MAX_HEADER_BYTES = 64 * 1024  # preamble and part headers: anything larger is not a browser's or curl's upload
 MAX_FIELD_BYTES = 64 * 1024  # other (non-file) fields are skipped, but not without bound
 MAX_PARTS = 16
-MAX_FILENAME = 100
 ALLOWED_EXTENSIONS = (".zip",)
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file, for the Content-Length pre-check
 
 Store = Callable[[str, Iterator[bytes]], dict[str, Any]]  # (filename, chunks) -> {"key", "size", "sha256"}
-SignUrl = Callable[..., str]  # storage.signed_url(key, method=..., ttl=..., ...) with a deadline
 T = TypeVar("T")
 
 
@@ -59,25 +57,6 @@ class FilePart:
 
 def too_large(max_bytes: int, what: str = "The archive") -> ApiError:
     return ApiError(413, "too_large", f"{what} is larger than the limit of {max_bytes} bytes.")
-
-
-def safe_filename(filename: str) -> str:
-    """A storage-safe version of an uploaded name: its last path segment, in ``[A-Za-z0-9._-]``, no ``..``.
-
-    ``"../My Event (2016).ZIP"`` -> ``"My_Event_2016.zip"``; never empty.
-    """
-    name = re.split(r"[\\/]", filename)[-1]
-    stem, dot, ext = name.rpartition(".")
-    if not dot:
-        stem, ext = name, ""
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[: MAX_FILENAME - 8] or "archive"
-    ext = re.sub(r"[^A-Za-z0-9]+", "", ext).lower()[:6]
-    return f"{stem}.{ext}" if ext else stem
-
-
-def import_key(task_id: str, filename: str) -> str:
-    """Storage key of an uploaded archive: ``imports/<task_id>/<safe filename>``."""
-    return f"imports/{task_id}/{safe_filename(filename)}"
 
 
 def check_request(request: Request, max_bytes: int, *, hint: str = "the archive in the field 'file'",
@@ -223,29 +202,17 @@ def store_guarded(chunks: Iterator[bytes], store: Callable[[Iterator[bytes]], T]
     return result
 
 
-def put_to_storage(sign_url: SignUrl, settings: Settings, key: str, chunks: Iterator[bytes], *, content_type: str,
-                   what: str = "the archive", link_ttl: int = 3600, **sign_kwargs: Any) -> dict[str, Any]:
-    """Stream ``chunks`` to storage under ``key`` with a chunked HTTP PUT on a signed link: ``{"size", "sha256"}``.
-
-    ``sign_kwargs`` go to the ``signed_url`` RPC as they are (the upload API's ``backend``). Storage down or refusing
-    is a 503 ``ApiError`` naming ``what``.
-    """
+def put_to_storage(storage: StorageClient, key: str, chunks: Iterator[bytes], *, content_type: str,
+                   what: str = "the archive", link_ttl: int = 3600, **link: Any) -> dict[str, Any]:
+    """``storage.put`` of an upload the gateway relays: ``{"size", "sha256"}``; ``link`` goes to the signed link
+    (``backend``, ``owner``, ``keep_seconds``). Storage down or refusing is a 503 ``ApiError`` naming ``what``."""
     try:
-        url = sign_url(key, method="PUT", ttl=link_ttl, **sign_kwargs)
+        stored = storage.put(key, chunks, content_type=content_type, link_ttl=link_ttl, **link)
     except RpcTimeout as exc:
         raise ApiError(503, "storage_unavailable", "Storage is not answering; try the upload again later.") from exc
-    # Signed links carry the public base URL; the upload goes to storage over the internal network (a link a
-    # backend presigned for itself, S3 or GCS, is used as it is).
-    if url.startswith(settings.storage_url + "/"):
-        url = settings.storage_internal_url + url[len(settings.storage_url):]
-    with requests.Session() as http:
-        http.trust_env = False  # an internal hop: never through a proxy from the environment
-        try:
-            response = http.put(url, data=chunks, headers={"Content-Type": content_type}, timeout=(10, 300))
-        except requests.RequestException as exc:
-            raise ApiError(503, "storage_unavailable", f"{what[:1].upper()}{what[1:]} could not be stored; "
-                                                       "try again later.") from exc
-    if response.status_code != 201:
-        raise ApiError(503, "storage_error", f"Storage refused {what} (HTTP {response.status_code}).")
-    stored = response.json()
+    except StorageUnreachable as exc:
+        raise ApiError(503, "storage_unavailable", f"{what[:1].upper()}{what[1:]} could not be stored; "
+                                                   "try again later.") from exc
+    except StorageRefused as exc:
+        raise ApiError(503, "storage_error", f"Storage refused {what} ({exc}).") from None
     return {"size": stored["size"], "sha256": stored["sha256"]}

@@ -20,6 +20,7 @@ from shared.archive.formats import DEFAULT_FORMAT, get_format
 from shared.archive.writer import EventNotFound, ExportReport, ProgressCallback
 from shared.config import Settings
 from shared.contracts import utc_iso
+from shared.object_keys import export_key
 
 SignUrl = Callable[..., str]  # storage.signed_url(key, method=..., ttl=..., filename=..., backend=..., retention=...)
 
@@ -29,10 +30,6 @@ class ExportFailed(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def export_key(event_id: int, task_id: str) -> str:
-    return f"exports/event{event_id}/{task_id}/event{event_id}.zip"
 
 
 @dataclass

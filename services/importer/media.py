@@ -14,18 +14,16 @@ Keys derive from the task id, so a redelivered request overwrites the same objec
 from __future__ import annotations
 
 import mimetypes
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
-from shared import public_media
+from shared import object_keys
 from shared.archive import legacy
 from shared.archive.media import MediaRef
 from shared.archive.safezip import describe
 
 CHUNK_SIZE = 256 * 1024
-_KEY_SEGMENT_DROP = re.compile(r"[^A-Za-z0-9._~-]+")
 
 # (function, items) -> results in any order; the service passes a green pool's imap to upload concurrently.
 MapFn = Callable[[Callable[[str], Any], Iterable[str]], Iterable[Any]]
@@ -44,12 +42,6 @@ class MediaArchive(Protocol):
     def sniff_media(self, member: str, field: str) -> str | None: ...
 
 
-def media_key(task_id: str, member: str) -> str:
-    """``imports/<task_id>/media/<member>`` with every segment reduced to storage-safe characters."""
-    segments = [_KEY_SEGMENT_DROP.sub("_", s).strip(".") or "_" for s in member.split("/") if s not in ("", ".", "..")]
-    return f"imports/{task_id}/media/" + "/".join(segments or ["_"])
-
-
 @dataclass
 class MediaPlan:
     """What the scan decided: members to upload (member -> key), members not to publish, and warnings.
@@ -66,7 +58,7 @@ class MediaPlan:
     references: int = 0
 
     def url(self, member: str) -> str:
-        return public_media.public_url(self.gateway_url, self.uploads[member])
+        return object_keys.public_url(self.gateway_url, self.uploads[member])
 
     def new_value(self, value: Any, field_name: str) -> Any:
         ref = self.archive.media_ref(value)
@@ -137,7 +129,7 @@ class MediaPlanner:
                 f"{field_name} {shown} was not published: {reason}", file, _shown_id(record_id)), **where})
             return
         if member not in plan.uploads:
-            key = base = media_key(self.task_id, member)
+            key = base = object_keys.import_media_key(self.task_id, member)
             n = 1
             while self._keys.get(key, member) != member:
                 n += 1

@@ -18,7 +18,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 import uuid
@@ -28,10 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from shared.object_keys import key_problem
+
 CHUNK_SIZE = 64 * 1024
-MAX_KEY_LENGTH = 512
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
-_KEY_RE = re.compile(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*")
 TMP_PREFIX = _TMP_PREFIX = ".tmp-"  # parts of uploads in progress (retention.purge_partial_uploads)
 
 
@@ -73,22 +72,9 @@ class ObjectInfo:
 
 def validate_key(key: str) -> str:
     """Return ``key`` if it is a safe relative object key, else raise ``InvalidKey`` saying why."""
-    if not isinstance(key, str) or not key:
-        raise InvalidKey("object key must be a non-empty string")
-    if len(key) > MAX_KEY_LENGTH:
-        raise InvalidKey(f"object key longer than {MAX_KEY_LENGTH} characters")
-    if "\x00" in key or "\\" in key:
-        raise InvalidKey("object key must not contain NUL or backslash")
-    if key.startswith("/"):
-        raise InvalidKey("object key must be relative")
-    if ".." in key:
-        raise InvalidKey("object key must not contain '..'")
-    if not _KEY_RE.fullmatch(key):
-        raise InvalidKey(
-            "object key may only use letters, digits and . _ ~ - in non-empty segments separated by single '/'"
-        )
-    if any(segment == "." for segment in key.split("/")):
-        raise InvalidKey("object key must not contain '.' segments")
+    problem = key_problem(key)
+    if problem is not None:
+        raise InvalidKey(problem)
     return key
 
 

@@ -7,7 +7,6 @@ rest of the data model.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,12 +16,10 @@ from sqlalchemy.orm import Session
 from services.storage.local_backend import DEFAULT_CONTENT_TYPE, ObjectInfo
 from services.storage.registry import BackendSpec
 from shared import contracts as c
+from shared import object_keys
 from shared.models import StorageObject
 
 EXPIRED, DELETED = "expired", "deleted"
-# Keys whose layout names their task (and event): storage events carry them for subscribers.
-_EXPORT_KEY = re.compile(r"exports/event([0-9]{1,18})/([A-Za-z0-9-]{1,64})/")
-_IMPORT_KEY = re.compile(r"imports/([A-Za-z0-9-]{1,64})/")
 _FMT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -105,21 +102,10 @@ def gone_reason(row: StorageObject) -> str:
     return f"it was deleted on request on {when}"
 
 
-def key_context(key: str) -> dict[str, Any]:
-    """``task_id`` and ``event_id`` when the key's layout names them (exports and imports), else ``None``."""
-    match = _EXPORT_KEY.match(key)
-    if match:
-        return {"task_id": match.group(2), "event_id": int(match.group(1))}
-    match = _IMPORT_KEY.match(key)
-    if match:
-        return {"task_id": match.group(1), "event_id": None}
-    return {"task_id": None, "event_id": None}
-
-
 def event_payload(row: StorageObject, kind: str) -> tuple[str, dict[str, Any]]:
     """The storage event ``row.announce`` names, built from the row (so a re-publication says the same)."""
     common = {
-        **key_context(row.key),
+        **object_keys.key_context(row.key),
         "key": row.key,
         "backend": row.backend,
         "backend_kind": kind,

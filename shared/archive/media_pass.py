@@ -23,7 +23,7 @@ from typing import IO, Any
 import eventlet
 from eventlet.queue import LightQueue
 
-from shared import public_media
+from shared import object_keys
 from shared.archive import legacy
 from shared.archive.media import media_kind
 from shared.media_fetcher import FetchedMedia, MediaFetcher, MediaFetchError
@@ -85,7 +85,7 @@ class MediaSource:
 
     def open(self, url: str, kind: str, deadline: float) -> FetchedMedia:
         if self.read_platform is not None:
-            key = public_media.key_of_url(url, self.gateway_url)
+            key = object_keys.key_of_url(url, self.gateway_url)
             if key is not None:
                 return self.read_platform(key, kind, deadline)
         return self.fetcher.open(url, kind=kind, deadline=deadline)
