@@ -1,4 +1,5 @@
-"""One export job: stream the archive to storage over HTTP and describe the stored object.
+"""One export job: stream the archive to storage (``storage.put(key, archive_chunks)``) and describe the stored
+object.
 
 Idempotent by construction: the object key is derived from the task id, storage replaces an object atomically, so a
 redelivered request (worker killed, ack lost) rewrites the same object and reports it again.
@@ -8,21 +9,35 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import requests
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.exporter.media import MediaLink, media_source
+from services.exporter.media import STORAGE_LINK_TTL, MediaLink, media_source
 from shared.archive.formats import DEFAULT_FORMAT, get_format
 from shared.archive.writer import EventNotFound, ExportReport, ProgressCallback
 from shared.config import Settings
 from shared.contracts import utc_iso
+from shared.media_fetcher import MediaFetchError
 from shared.object_keys import export_key
+from shared.storage_client import (
+    BackendError,
+    InactiveBackend,
+    InvalidKey,
+    ObjectGone,
+    ObjectNotFound,
+    StorageClient,
+    StorageRefused,
+    StorageUnreachable,
+    UnknownBackend,
+)
 
-SignUrl = Callable[..., str]  # storage.signed_url(key, method=..., ttl=..., filename=..., backend=..., retention=...)
+# Storage refusals that are the export's outcome, not a fault of the exporter (their messages are for people).
+STORAGE_REFUSALS = (UnknownBackend, InactiveBackend, BackendError, ObjectGone)
+UPLOAD_LINK_TTL = 3600
 
 
 class ExportFailed(Exception):
@@ -30,6 +45,33 @@ class ExportFailed(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+@contextmanager
+def _refusals_fail_the_export() -> Iterator[None]:
+    try:
+        yield
+    except STORAGE_REFUSALS as exc:
+        raise ExportFailed("storage_error", str(exc)) from None
+
+
+def media_link(storage: StorageClient) -> MediaLink:
+    """The platform's own media: an internal data-plane link for the key, only if storage holds that object."""
+
+    def link(key: str) -> str:
+        try:
+            url = storage.platform_link(key, ttl=STORAGE_LINK_TTL)
+        except (ObjectNotFound, InvalidKey) as exc:
+            raise MediaFetchError(f"no such media on this platform: {exc}", "media_missing", key) from None
+        except ObjectGone as exc:
+            raise MediaFetchError(f"this media was deleted: {exc}", "media_gone", key) from None
+        except STORAGE_REFUSALS as exc:
+            raise ExportFailed("storage_error", str(exc)) from None
+        if url is None:
+            raise MediaFetchError("storage did not give a data-plane link for a platform object", "http_error", key)
+        return url
+
+    return link
 
 
 @dataclass
@@ -55,25 +97,24 @@ def run_export(
     options: dict[str, bool],
     requested_at: datetime,
     db: sessionmaker[Session],
-    sign_url: SignUrl,
+    storage: StorageClient,
     settings: Settings,
     on_progress: ProgressCallback,
-    storage: str | None = None,
+    backend: str | None = None,
     before_upload: Callable[[], None] = lambda: None,
-    media_link: MediaLink | None = None,
     export_format: str = DEFAULT_FORMAT,
 ) -> dict[str, Any]:
     """Run the export; returns the export_completed fields or raises ExportFailed with a user-facing message.
 
-    ``storage``: the backend record to store the archive in (``None``: the default backend). The archive follows
-    that backend's keep days; the download link is the backend's own presigned URL where it can sign (S3, GCS),
-    else the storage data plane's. ``before_upload`` runs just before the upload starts (the service checks there
-    that this run still holds the task's lease). ``media_link``: a data-plane link for a platform object's key
-    (the platform's own media are read from storage by key, ``services/exporter/media.py``). ``export_format``: an
-    identifier of ``shared.archive.formats`` (what writes the bytes, and their file name and content type).
+    ``backend``: the ``storage_backend_id`` to store the archive in (``None``: the default backend). The archive
+    follows that backend's keep days; the download link is the backend's own presigned URL where it can sign (S3,
+    GCS), else the storage data plane's. ``before_upload`` runs just before the upload starts (the service checks
+    there that this run still holds the task's lease). The platform's own media are read from storage by key
+    (``media_link``, ``services/exporter/media.py``). ``export_format``: an identifier of ``shared.archive.formats``
+    (what writes the bytes, and their file name and content type).
     """
     key = export_key(event_id, task_id)
-    source = media_source(settings, media_link)
+    source = media_source(settings, media_link(storage))
     report = ExportReport()
     digest = _Digest()
     fmt = get_format(export_format)
@@ -89,25 +130,22 @@ def run_export(
         yield from chunks
 
     before_upload()
-    # Signed links carry the public base URL; the upload goes to storage over the internal network.
-    upload_link = sign_url(key, method="PUT", ttl=3600, backend=storage, retention=True)
-    upload_url = settings.storage_internal_url + upload_link[len(settings.storage_url):]
     try:
-        response = requests.put(upload_url, data=digest.wrap(body()), timeout=(10, 300),
-                                headers={"Content-Type": fmt.content_type})
-    except requests.RequestException as exc:
+        with _refusals_fail_the_export():
+            stored = storage.put(key, digest.wrap(body()), content_type=fmt.content_type, link_ttl=UPLOAD_LINK_TTL,
+                                 backend=backend, retention=True)
+    except StorageUnreachable as exc:
         raise ExportFailed("storage_unavailable", f"could not upload the archive to storage: {exc}") from exc
-    if response.status_code != 201:
-        raise ExportFailed("storage_error", f"storage refused the archive: HTTP {response.status_code} "
-                                            f"{response.text[:300]}")
-    stored = response.json()
+    except StorageRefused as exc:
+        raise ExportFailed("storage_error", f"storage refused the archive: HTTP {exc.status} {exc.body}") from None
     sha256 = digest.sha256.hexdigest()
     if stored.get("sha256") != sha256 or stored.get("size") != digest.size:
         raise ExportFailed("storage_error", "storage recorded different bytes than were sent")
 
     ttl = settings.signed_url_ttl
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
-    download_url = sign_url(key, method="GET", ttl=ttl, filename=fmt.filename(event_id))
+    with _refusals_fail_the_export():
+        download_url = storage.signed_url(key, method="GET", ttl=ttl, filename=fmt.filename(event_id))
     return {
         "key": key,
         "size": digest.size,

@@ -2,7 +2,7 @@
 
 ``<GATEWAY_URL>/media/<key>`` URLs (re-hosted by an import, or sent to the upload API) are not fetched over the
 public URL: storage signs a data-plane link for exactly that key, and only if the object exists
-(``signed_url(..., must_exist=True, data_plane_only=True)``); the bytes come over the internal storage URL. The
+(``StorageClient.platform_link``); the bytes come over the internal storage URL. The
 guarded fetcher then needs no exception, and a ``/media/`` URL whose key is not a public platform object is an
 ordinary foreign URL (refused by the guard when it points inside the network). The media pass itself (concurrency,
 deadline, content checks) is the archive writer's: ``shared/archive/media_pass.py``.
@@ -15,11 +15,12 @@ from urllib.parse import urlsplit
 
 from shared.archive.media_pass import MediaSource, PlatformReader
 from shared.config import Settings
-from shared.media_fetcher import FetchedMedia, MediaFetcher, MediaFetchError
+from shared.media_fetcher import FetchedMedia, MediaFetcher
 
 STORAGE_LINK_TTL = 600
 
-# key -> a data-plane link for it; raises MediaFetchError (media_missing, media_gone) when there is no such object.
+# key -> an internal data-plane link for it; raises MediaFetchError (media_missing, media_gone) when there is no such
+# object (export_job.media_link, over the StorageClient).
 MediaLink = Callable[[str], str]
 
 
@@ -37,15 +38,10 @@ def platform_reader(settings: Settings, media_link: MediaLink) -> PlatformReader
     The reader is a fetcher of its own whose only allowed destination is the storage data plane, with no redirects:
     it is never handed a URL from event data, only the link storage returned.
     """
-    internal = settings.storage_internal_url
-    reader = MediaFetcher(allow_hosts=[urlsplit(internal).netloc], max_bytes=settings.media_max_bytes,
-                          timeout=settings.media_timeout, max_redirects=0)
-    public_base = settings.storage_url + "/"
+    reader = MediaFetcher(allow_hosts=[urlsplit(settings.storage_internal_url).netloc],
+                          max_bytes=settings.media_max_bytes, timeout=settings.media_timeout, max_redirects=0)
 
     def read(key: str, kind: str, deadline: float) -> FetchedMedia:
-        link = media_link(key)
-        if not link.startswith(public_base):
-            raise MediaFetchError("storage did not give a data-plane link for a platform object", "http_error", key)
-        return reader.open(internal + link[len(settings.storage_url):], kind=kind, deadline=deadline)
+        return reader.open(media_link(key), kind=kind, deadline=deadline)
 
     return read

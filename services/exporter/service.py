@@ -15,22 +15,18 @@ from typing import Any
 
 import eventlet
 from nameko.events import EventDispatcher, event_handler
-from nameko.exceptions import RemoteError
-from nameko.rpc import RpcProxy, rpc
+from nameko.rpc import rpc
 
 from services.exporter.export_job import ExportFailed, run_export
-from services.exporter.media import STORAGE_LINK_TTL
 from shared import contracts as c
 from shared.dependencies import Config, Database
 from shared.jobs.dead_letter import DeadLetters
 from shared.jobs.lease import DONE, EXHAUSTED, Lease, LeaseLost
 from shared.jobs.retry import RetryWindow
-from shared.media_fetcher import MediaFetchError
-from shared.rpc import RpcTimeout, call
+from shared.rpc import RpcTimeout
+from shared.storage_client import Storage
 
 log = logging.getLogger(__name__)
-# Storage refusals that are the export's outcome, not a fault of the exporter (their messages are for people).
-STORAGE_REFUSALS = ("UnknownBackend", "InactiveBackend", "BackendError", "ObjectGone")
 PROGRESS_INTERVAL = 1.0  # seconds between export_progress events: enough for a progress bar, cheap for the broker
 
 
@@ -44,7 +40,7 @@ class ExporterService:
 
     config = Config()
     db = Database()
-    storage = RpcProxy("storage", expiration=30)
+    storage = Storage(expiration=30)
     dispatch = EventDispatcher()
     dead_letters = DeadLetters()
 
@@ -105,41 +101,19 @@ class ExporterService:
         # so the rerun replaces the same object). Both share one window.
         window = RetryWindow(self.config.storage_retry_seconds, pause=eventlet.sleep)
 
-        def sign_url(key: str, **kwargs: Any) -> str:
-            def ask() -> str:
-                try:
-                    return call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs)
-                except RemoteError as exc:
-                    if exc.exc_type in STORAGE_REFUSALS:
-                        raise ExportFailed("storage_error", str(exc.value)) from None
-                    raise
-
-            return window.run(ask, transient=storage_down, what=f"export {request['task_id']}: signed_url")
-
-        def media_link(key: str) -> str:
-            # The platform's own media: a data-plane link for the key, only if storage holds that object.
-            try:
-                return call(self.storage, "signed_url", key, method="GET", ttl=STORAGE_LINK_TTL, must_exist=True,
-                            data_plane_only=True, timeout=self.config.rpc_timeout)
-            except RemoteError as exc:
-                if exc.exc_type in ("ObjectNotFound", "InvalidKey"):
-                    raise MediaFetchError(f"no such media on this platform: {exc.value}", "media_missing",
-                                          key) from None
-                if exc.exc_type == "ObjectGone":
-                    raise MediaFetchError(f"this media was deleted: {exc.value}", "media_gone", key) from None
-                if exc.exc_type in STORAGE_REFUSALS:
-                    raise ExportFailed("storage_error", str(exc.value)) from None
-                raise
+        what = f"export {request['task_id']}"
+        storage = self.storage.retrying(
+            lambda step, name: window.run(step, transient=storage_down, what=f"{what}: {name}"))
 
         requested_at = datetime.strptime(request["occurred_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
         def export() -> dict[str, Any]:
             return run_export(task_id=request["task_id"], event_id=request["event_id"], options=request["options"],
-                              requested_at=requested_at, db=self.db, sign_url=sign_url, settings=self.config,
-                              on_progress=on_progress, storage=request.get("storage"), before_upload=lease.check,
-                              media_link=media_link, export_format=request["format"])
+                              requested_at=requested_at, db=self.db, storage=storage, settings=self.config,
+                              on_progress=on_progress, backend=request.get("storage"), before_upload=lease.check,
+                              export_format=request["format"])
 
-        return window.run(export, transient=storage_down, what=f"export {request['task_id']}")
+        return window.run(export, transient=storage_down, what=what)
 
     def _finish(self, lease: Lease, event_type: str, ids: dict[str, Any], **fields: Any) -> None:
         """Publish the outcome only as the lease holder: a run that was taken over leaves it to its successor."""
