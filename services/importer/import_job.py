@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import requests
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -44,17 +43,17 @@ from shared.archive.reader import (
 from shared.config import Settings
 from shared.jobs.lease import Lease, LeaseLost
 from shared.models import Event, ImportedEvent
+from shared.storage_client import StorageClient, StorageRefused, StorageUnreachable
 
 log = logging.getLogger(__name__)
 
-SignUrl = Callable[..., str]  # storage.signed_url(key, method=..., ttl=...) with a deadline
-DeleteKey = Callable[[str], Any]  # storage.delete(key) with a deadline
 ProgressCallback = Callable[[str, int, int | None], None]
 MapFn = media.MapFn
 
 MAX_WARNINGS = 200  # listed in the result; the rest are counted (a result must fit a task row and an event)
 DOWNLOAD_CHUNK = 256 * 1024
 LINK_TTL = 900
+TRANSFER_TIMEOUT = (10, 120)  # (connect, read) seconds of the archive's download and each media upload
 SQLITE_LOCK_WAIT = 120.0  # seconds an import waits for another one's write transaction
 SQLITE_BUSY_TIMEOUT_MS = 30000  # what shared.db sets for every connection, restored after BEGIN IMMEDIATE
 WRITE_ATTEMPTS = 3
@@ -98,22 +97,13 @@ class ImportJob:
     requester_id: int
     db: sessionmaker[Session]
     settings: Settings
-    sign_url: SignUrl
-    delete_key: DeleteKey
+    storage: StorageClient  # its links retried in place within the job's RetryWindow (the service's)
     on_progress: ProgressCallback = lambda stage, done, total: None
     map_fn: MapFn = map  # concurrent map for media uploads (a green pool's imap in the service)
     pause: Callable[[float], None] = time.sleep  # eventlet.sleep in the service: waits must not block the hub
     limits: ArchiveLimits | None = None  # default: ArchiveLimits with the limits of the settings
     lease: Lease | None = None  # checked inside the write transaction: a run that lost it writes nothing
     strict: bool = False  # ?strict=true: every repair, skipped record or ignored file is a problem instead
-
-
-def internal_url(settings: Settings, url: str) -> str:
-    """Signed links carry the public base URL; services reach the storage data plane over the internal one.
-    Links a backend presigned for itself (S3, GCS) are used as they are."""
-    if url.startswith(settings.storage_url + "/"):
-        return settings.storage_internal_url + url[len(settings.storage_url):]
-    return url
 
 
 def event_url(settings: Settings, event_id: int) -> str:
@@ -173,27 +163,22 @@ def scratch_root(settings: Settings) -> Path:
 
 
 def _download(job: ImportJob, target: Path) -> Path:
-    url = internal_url(job.settings, job.sign_url(job.key, method="GET", ttl=LINK_TTL))
     limit = job.settings.import_max_bytes
     size = 0
-    with requests.Session() as http:
-        http.trust_env = False  # an internal hop: never through a proxy from the environment
-        try:
-            with http.get(url, stream=True, timeout=(10, 120)) as response:
-                if response.status_code == 404:
-                    raise ImportFailed("archive_missing", "The uploaded archive is no longer in storage.")
-                if response.status_code != 200:
-                    raise ImportFailed("storage_error", f"Storage refused the archive: HTTP {response.status_code}.")
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with target.open("wb") as out:
-                    for chunk in response.iter_content(DOWNLOAD_CHUNK):
-                        size += len(chunk)
-                        if size > limit:
-                            raise ImportFailed("too_large", f"The archive is larger than {limit} bytes.")
-                        out.write(chunk)
-                        job.on_progress("download", size, total)
-        except requests.RequestException as exc:
-            raise ImportFailed("storage_unavailable", f"Could not download the archive from storage: {exc}") from exc
+    try:
+        with job.storage.get(job.key, ttl=LINK_TTL, timeout=TRANSFER_TIMEOUT) as download, target.open("wb") as out:
+            for chunk in download.chunks(DOWNLOAD_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise ImportFailed("too_large", f"The archive is larger than {limit} bytes.")
+                out.write(chunk)
+                job.on_progress("download", size, download.size)
+    except StorageRefused as exc:
+        if exc.status == 404:
+            raise ImportFailed("archive_missing", "The uploaded archive is no longer in storage.") from None
+        raise ImportFailed("storage_error", f"Storage refused the archive: {exc}.") from None
+    except StorageUnreachable as exc:
+        raise ImportFailed("storage_unavailable", f"Could not download the archive from storage: {exc}") from exc
     return target
 
 
@@ -278,17 +263,13 @@ def _import_archive(job: ImportJob, archive: EventArchive, stages: _Stages) -> d
 
 
 def _uploader(job: ImportJob) -> media.Upload:
-    http = requests.Session()
-    http.trust_env = False
-
     def upload(key: str, chunks: Iterator[bytes], content_type: str) -> None:
-        url = internal_url(job.settings, job.sign_url(key, method="PUT", ttl=LINK_TTL))
         try:
-            response = http.put(url, data=chunks, headers={"Content-Type": content_type}, timeout=(10, 120))
-        except requests.RequestException as exc:
+            job.storage.put(key, chunks, content_type=content_type, link_ttl=LINK_TTL, timeout=TRANSFER_TIMEOUT)
+        except StorageUnreachable as exc:
             raise ImportFailed("storage_unavailable", f"Could not store a media file: {exc}") from exc
-        if response.status_code != 201:
-            raise ImportFailed("storage_error", f"Storage refused a media file: HTTP {response.status_code}.")
+        except StorageRefused as exc:
+            raise ImportFailed("storage_error", f"Storage refused a media file: {exc}.") from None
 
     return upload
 
@@ -301,7 +282,7 @@ def _forget_media(job: ImportJob, keys: list[str]) -> None:
         if find_completed(job.db, job.settings, job.task_id) is not None:
             return
         for key in keys:
-            job.delete_key(key)
+            job.storage.delete(key)
     except Exception:  # best effort: the import's own error is what the requester must see
         log.warning("could not delete the media of failed import %s", job.task_id, exc_info=True)
 

@@ -16,7 +16,7 @@ from typing import Any
 import eventlet
 from nameko.events import EventDispatcher, event_handler
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy, rpc
+from nameko.rpc import rpc
 from nameko.timer import timer
 
 from services.importer import scratch
@@ -27,7 +27,8 @@ from shared.dependencies import Config, Database
 from shared.jobs.dead_letter import DeadLetters
 from shared.jobs.lease import DONE, EXHAUSTED, Lease, LeaseLost
 from shared.jobs.retry import RetryWindow
-from shared.rpc import RpcTimeout, call
+from shared.rpc import RpcTimeout
+from shared.storage_client import Storage
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 1.0  # seconds between import_progress events: enough for a progress bar, cheap for the broker
@@ -56,7 +57,7 @@ class ImporterService:
 
     config = Config()
     db = Database()
-    storage = RpcProxy("storage", expiration=30)
+    storage = Storage(expiration=30)
     dispatch = EventDispatcher()
     dead_letters = DeadLetters()
     scratch_sweeper = ScratchSweeper()
@@ -125,18 +126,14 @@ class ImporterService:
         # before the last step). Both share one window.
         window = RetryWindow(self.config.storage_retry_seconds, pause=eventlet.sleep)
 
-        def sign_url(key: str, **kwargs: Any) -> str:
-            return window.run(lambda: call(self.storage, "signed_url", key, timeout=self.config.rpc_timeout, **kwargs),
-                              transient=storage_down, what=f"import {request['task_id']}: signed_url")
-
-        def delete_key(key: str) -> Any:
-            return call(self.storage, "delete", key, timeout=self.config.rpc_timeout)
-
+        what = f"import {request['task_id']}"
+        storage = self.storage.retrying(
+            lambda step, name: window.run(step, transient=storage_down, what=f"{what}: {name}"))
         job = ImportJob(task_id=request["task_id"], key=request["key"], requester_id=request["requested_by"]["id"],
-                        db=self.db, settings=self.config, sign_url=sign_url, delete_key=delete_key,
+                        db=self.db, settings=self.config, storage=storage,
                         on_progress=on_progress, map_fn=eventlet.GreenPool(MEDIA_CONCURRENCY).imap,
                         pause=eventlet.sleep, lease=lease, strict=request["strict"])
-        return window.run(lambda: run_import(job), transient=storage_down, what=f"import {request['task_id']}")
+        return window.run(lambda: run_import(job), transient=storage_down, what=what)
 
     def _fail(self, lease: Lease, ids: dict[str, Any], filename: str, **fields: Any) -> None:
         """Publish a failure only as the lease holder, and only if no run committed the event meanwhile."""
