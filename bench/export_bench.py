@@ -52,6 +52,7 @@ from services.api_gateway.auth import hash_password  # noqa: E402
 from shared import models as m  # noqa: E402
 from shared.archive import legacy  # noqa: E402
 from shared.archive.writer import ExportReport, generate_archive  # noqa: E402
+from shared.contracts import MEDIA_FLAGS  # noqa: E402
 from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
 from shared.media_fetcher import MediaFetcher  # noqa: E402
 from tests.rabbit import amqp_uri, create_vhost, delete_vhost  # noqa: E402
@@ -70,7 +71,7 @@ SAMPLE_SECONDS = 0.02
 EXPORT_TIMEOUT = 900.0
 EMAIL = "bench-organizer@example.org"
 PASSWORD = "bench password"
-NO_MEDIA = dict.fromkeys(legacy.MEDIA_FLAGS, False)
+NO_MEDIA = dict.fromkeys(MEDIA_FLAGS, False)
 MB = 1024 * 1024
 JSON_OUT = REPO / "var" / "bench" / "export.json"
 TARGET_RATIO = 1.5

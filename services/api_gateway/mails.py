@@ -10,12 +10,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.contracts import UTC_FORMAT
 from shared.http import ApiError
 from shared.models import MailDelivery, User
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-_FMT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def require_admin(user: User) -> None:
@@ -32,7 +32,7 @@ def parse_limit(raw: str | None) -> int:
 
 
 def _time(value: Any) -> str | None:
-    return value.strftime(_FMT) if value is not None else None
+    return value.strftime(UTC_FORMAT) if value is not None else None
 
 
 def recent_deliveries(session: Session, limit: int) -> list[dict[str, Any]]:

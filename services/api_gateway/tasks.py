@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from shared.contracts import FAILURE, IN_PROGRESS, QUEUED, STARTED, SUCCESS, TERMINAL_STATES, WAITING
+from shared.contracts import FAILURE, IN_PROGRESS, QUEUED, STARTED, SUCCESS, TERMINAL_STATES, UTC_FORMAT, WAITING
 from shared.models import Task, utcnow
 
 # Status events travel on separate queues, so they may arrive out of order: a phase only moves forward, and only
@@ -91,7 +91,7 @@ def task_view(task: Task) -> dict[str, Any]:
 
 
 def _iso(naive_utc: Any) -> str:
-    return naive_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return naive_utc.strftime(UTC_FORMAT)
 
 
 # --- exports whose archive is gone ------------------------------------------------------------------------------

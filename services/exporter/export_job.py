@@ -21,6 +21,7 @@ from shared.archive.formats import DEFAULT_FORMAT, get_format
 from shared.archive.writer import EventNotFound, ExportReport, ProgressCallback
 from shared.config import Settings
 from shared.contracts import utc_iso
+from shared.jobs.lifecycle import JobFailed
 from shared.media_fetcher import MediaFetchError
 from shared.object_keys import export_key
 from shared.storage_client import (
@@ -40,11 +41,8 @@ STORAGE_REFUSALS = (UnknownBackend, InactiveBackend, BackendError, ObjectGone)
 UPLOAD_LINK_TTL = 3600
 
 
-class ExportFailed(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class ExportFailed(JobFailed):
+    """The export cannot be done: ``code`` and a message for people (``export_failed``)."""
 
 
 @contextmanager

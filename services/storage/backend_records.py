@@ -26,13 +26,13 @@ from services.storage.backend_config import (
     public_config,
 )
 from services.storage.registry import BackendSpec, UnknownBackend
+from shared.contracts import UTC_FORMAT
 from shared.models import StorageBackendRecord, StorageObject, utcnow
 
 CREATE_FIELDS = ("storage_backend", "storage_backend_id", "token", "config", "keep_days", "description", "active")
 UPDATE_FIELDS = ("token", "config", "keep_days", "description", "active")
 MAX_KEEP_DAYS = 36500
 MAX_DESCRIPTION = 2000
-_FMT = "%Y-%m-%dT%H:%M:%SZ"
 
 # check(spec, probe): raises InvalidBackendConfig if the client library refuses the spec and, with ``probe``, if the
 # backend does not work (a real put, stat and delete: services/storage/probe.py).
@@ -85,8 +85,8 @@ def public_view(record: StorageBackendRecord, objects: int | None = None) -> dic
         "keep_days": record.keep_days,
         "description": record.description,
         "active": record.active,
-        "created_at": record.created_at.strftime(_FMT),
-        "updated_at": record.updated_at.strftime(_FMT),
+        "created_at": record.created_at.strftime(UTC_FORMAT),
+        "updated_at": record.updated_at.strftime(UTC_FORMAT),
     }
     if objects is not None:
         view["objects"] = objects

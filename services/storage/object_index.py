@@ -17,10 +17,10 @@ from services.storage.local_backend import DEFAULT_CONTENT_TYPE, ObjectInfo
 from services.storage.registry import BackendSpec
 from shared import contracts as c
 from shared import object_keys
+from shared.contracts import UTC_FORMAT
 from shared.models import StorageObject
 
 EXPIRED, DELETED = "expired", "deleted"
-_FMT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class ObjectGone(Exception):
@@ -29,7 +29,7 @@ class ObjectGone(Exception):
 
 
 def iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.strftime(_FMT)
+    return None if moment is None else moment.strftime(UTC_FORMAT)
 
 
 def expiry(created_at: datetime, keep_days: int, retention: bool) -> datetime | None:

@@ -20,14 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.archive import legacy, records
 from shared.archive.media_pass import Fetched, MediaItem, MediaSource, fetch_concurrently, media_items
 from shared.archive.zipstream import HashingWriter, ZipStream
-from shared.contracts import utc_iso
+from shared.contracts import MAX_WARNINGS, utc_iso
 from shared.event_stats import record_counts
 from shared.media_fetcher import MediaFetcher
 
 FORMAT_VERSION = "1.0"
 GENERATOR = "event-portability exporter"
 CHUNK_BYTES = 256 * 1024
-MAX_WARNINGS = 200  # the rest are counted, not listed: a result must stay small enough for a task row and an event
 
 ProgressCallback = Callable[[str, int, int | None], None]
 
