@@ -9,7 +9,7 @@ as in production (``tools/stack.py``).
 
 Per size, ``repeats`` times (``repeats_large`` from 20,000 sessions up), alternating:
 
-* floor: ``services.exporter.archive.generate_archive`` in this process, on the same database, no media, its chunks
+* floor: ``shared.archive.writer.generate_archive`` in this process, on the same database, no media, its chunks
   consumed by a sink that only counts bytes and updates a sha256 (what the exporter itself does before upload);
 * end to end: ``POST /v1/events/{id}/export/json`` (no media), then ``GET`` the task every 20 ms; the time runs from
   the POST to the first SUCCESS seen. The exporter's RSS (process and children) is sampled every 20 ms by an OS
@@ -48,9 +48,10 @@ import psutil  # noqa: E402
 import requests  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from services.exporter.archive import ExportReport, generate_archive  # noqa: E402
 from shared import models as m  # noqa: E402
 from shared.archive import legacy  # noqa: E402
+from shared.archive.writer import ExportReport, generate_archive  # noqa: E402
+from shared.contracts import MEDIA_FLAGS  # noqa: E402
 from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
 from shared.media_fetcher import MediaFetcher  # noqa: E402
 from shared.passwords import hash_password  # noqa: E402
@@ -70,7 +71,7 @@ SAMPLE_SECONDS = 0.02
 EXPORT_TIMEOUT = 900.0
 EMAIL = "bench-organizer@example.org"
 PASSWORD = "bench password"
-NO_MEDIA = dict.fromkeys(legacy.MEDIA_FLAGS, False)
+NO_MEDIA = dict.fromkeys(MEDIA_FLAGS, False)
 MB = 1024 * 1024
 JSON_OUT = REPO / "var" / "bench" / "export.json"
 TARGET_RATIO = 1.5

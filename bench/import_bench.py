@@ -52,8 +52,8 @@ from bench.export_bench import (  # noqa: E402
     tree_cpu,
     tree_rss,
 )
-from services.exporter.archive import ExportReport, generate_archive  # noqa: E402
-from shared.archive import legacy  # noqa: E402
+from shared.archive.writer import ExportReport, generate_archive  # noqa: E402
+from shared.contracts import MEDIA_FLAGS  # noqa: E402
 from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
 from shared.media_fetcher import MediaFetcher  # noqa: E402
 from tests.rabbit import create_vhost  # noqa: E402
@@ -68,7 +68,7 @@ IMPORT_TIMEOUT = 900.0
 SAMPLE_TARGET_SECONDS = 2.0
 JSON_OUT = REPO / "var" / "bench" / "import.json"
 BOUNDARY = "import-bench-boundary-7f3a"
-NO_MEDIA = dict.fromkeys(legacy.MEDIA_FLAGS, False)
+NO_MEDIA = dict.fromkeys(MEDIA_FLAGS, False)
 
 
 # ------------------------------------------------------------------------------------------------------- archives

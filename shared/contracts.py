@@ -48,7 +48,7 @@ TERMINAL_STATES = (SUCCESS, FAILURE)
 QUEUED, STARTED, IN_PROGRESS = "queued", "started", "progress"
 STATUSES = (QUEUED, STARTED, IN_PROGRESS)
 
-MEDIA_FLAGS = ("image", "video", "document", "audio")
+MEDIA_FLAGS: tuple[str, ...] = ("image", "video", "document", "audio")  # export options; the archive's media kinds
 
 
 def handler_queue(source_service: str, event_type: str, service_name: str, method_name: str) -> str:
@@ -84,8 +84,17 @@ class ExportOptions(Schema):
     audio = fields.Boolean(load_default=False)
 
 
+def _registered_format(identifier: str) -> None:
+    from shared.archive.formats import FORMATS  # imported late: the writer behind the registry imports this module
+
+    if identifier not in FORMATS:
+        raise ValidationError(f"Unknown export format {identifier!r}; known formats: {', '.join(FORMATS)}.")
+
+
 class ExportRequested(Envelope):
     options = fields.Nested(ExportOptions, required=True)
+    # Added within schema version 1: a format of shared/archive/formats.py; absent: the Open Event zip ("json").
+    format = fields.String(load_default="json", validate=_registered_format)
     # The storage backend record (its storage_backend_id) to store the archive in; absent or null: the default.
     storage = fields.String(allow_none=True, load_default=None, validate=validate.Length(min=1, max=64))
 
@@ -240,9 +249,18 @@ SCHEMAS: dict[str, type[Schema]] = {
 }
 
 
+MAX_WARNINGS = 200  # listed in a job's result; the rest are counted (a result must fit a task row and an event)
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # every timestamp in events, task results and API answers: UTC, to the second
+
+
 def utc_iso(moment: datetime | None = None) -> str:
     moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime(UTC_FORMAT)
+
+
+def parse_utc_iso(text: str) -> datetime:
+    """The aware datetime of a ``utc_iso`` text."""
+    return datetime.strptime(text, UTC_FORMAT).replace(tzinfo=UTC)
 
 
 def make_payload(event_type: str, *, task_id: str, event_id: int | None, requested_by: dict[str, Any],

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.exporter.archive import EventNotFound, ExportReport, generate_archive
+from shared.archive.writer import EventNotFound, ExportReport, generate_archive
 from shared.db import make_engine, make_session_factory
 from shared.media_fetcher import MediaFetcher
 from tools.synthetic import create_synthetic_event

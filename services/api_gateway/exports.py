@@ -15,6 +15,7 @@ from services.api_gateway.errors import BACKEND_REFUSALS, export_gone, storage_e
 from services.api_gateway.rules import Caller
 from shared import contracts as c
 from shared import object_keys
+from shared.archive import formats
 from shared.http import ApiError, json_response
 from shared.models import Task
 from shared.storage_client import BackendError
@@ -33,7 +34,17 @@ def check_export_storage(gw: Gateway, identifier: str) -> None:
                        f"Storage backend {identifier!r} is inactive; choose another one or leave 'storage' out.")
 
 
-def request_export(gw: Gateway, caller: Caller, event_id: int, options: dict[str, bool],
+def list_formats() -> Response:
+    """The export formats (``shared/archive/formats.py``): public, like the formats of a file dialog."""
+    return json_response({"data": formats.describe_formats()})
+
+
+def check_format(identifier: str) -> None:
+    if identifier not in formats.FORMATS:
+        raise ApiError(404, "unknown_format", str(formats.UnknownFormat(identifier)))
+
+
+def request_export(gw: Gateway, caller: Caller, event_id: int, format: str, options: dict[str, bool],  # noqa: A002
                    storage: str | None) -> Response:
     named = {"storage": storage} if storage else {}
     with gw.db() as session:
@@ -42,9 +53,10 @@ def request_export(gw: Gateway, caller: Caller, event_id: int, options: dict[str
         if storage is not None:
             check_export_storage(gw, storage)
         task = tasks.create_task(session, kind="export", event_id=event_id, user_id=caller.id, email=caller.email,
-                                 params={"options": options, **named})
+                                 params={"options": options, "format": format, **named})
         payload = c.make_payload(c.EXPORT_REQUESTED, task_id=task.id, event_id=event_id,
-                                 requested_by={"id": caller.id, "email": caller.email}, options=options, **named)
+                                 requested_by={"id": caller.id, "email": caller.email}, options=options,
+                                 format=format, **named)
         task_id = task.id
         tasks.enqueue(gw, session, task_id, c.EXPORT_REQUESTED, payload, "export")
     return tasks.accepted(task_id)

@@ -62,10 +62,15 @@ class ApiGatewayService:
     def get_event(self, request: Request, event_id: int) -> Response:
         return events.get_event(self.gw, self.gw.caller(request), event_id)
 
-    @http("POST", "/v1/events/<int:event_id>/export/json")
-    def request_export(self, request: Request, event_id: int) -> Response:
+    @http("GET", "/v1/formats")
+    def list_formats(self, request: Request) -> Response:
+        return exports.list_formats()
+
+    @http("POST", "/v1/events/<int:event_id>/export/<format>")
+    def request_export(self, request: Request, event_id: int, format: str) -> Response:  # noqa: A002
         caller = self.gw.caller(request)
-        return exports.request_export(self.gw, caller, event_id, *schemas.export_request(_body(request)))
+        exports.check_format(format)  # before the body: the path names a format that does not exist
+        return exports.request_export(self.gw, caller, event_id, format, *schemas.export_request(_body(request)))
 
     @http("GET", "/v1/tasks/<task_id>")
     def get_task(self, request: Request, task_id: str) -> Response:
@@ -100,11 +105,8 @@ class ApiGatewayService:
         return imports.list_imports(self.gw, self.gw.caller(request))
 
     @http("POST", "/v1/upload/file", stream=True)
-    def upload_file(self, request: Request) -> Response:
-        return self._upload(request, "file")
-
     @http("POST", "/v1/upload/files", stream=True)  # the Open Event Server's path for the same endpoint
-    def upload_files(self, request: Request) -> Response:
+    def upload_file(self, request: Request) -> Response:
         return self._upload(request, "file")
 
     @http("POST", "/v1/upload/image", stream=True)

@@ -27,6 +27,7 @@ from shared.contracts import (
     STARTED,
     SUCCESS,
     TERMINAL_STATES,
+    UTC_FORMAT,
     WAITING,
     load_payload,
 )
@@ -107,7 +108,7 @@ def task_view(task: Task) -> dict[str, Any]:
 
 
 def _iso(naive_utc: Any) -> str:
-    return naive_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return naive_utc.strftime(UTC_FORMAT)
 
 
 # --- exports whose archive is gone ------------------------------------------------------------------------------

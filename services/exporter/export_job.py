@@ -16,12 +16,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.exporter.archive import EventNotFound, ExportReport, ProgressCallback, generate_archive
-from services.exporter.media import STORAGE_LINK_TTL, MediaLink, MediaSource
+from services.exporter.media import STORAGE_LINK_TTL, MediaLink, media_source
+from shared.archive.formats import DEFAULT_FORMAT, get_format
+from shared.archive.writer import EventNotFound, ExportReport, ProgressCallback
 from shared.config import Settings
 from shared.contracts import utc_iso
+from shared.jobs.lifecycle import JobFailed
 from shared.media_fetcher import MediaFetchError
-from shared.object_keys import archive_filename, export_key
+from shared.object_keys import export_key
 from shared.storage_client import (
     BackendError,
     InactiveBackend,
@@ -39,11 +41,8 @@ STORAGE_REFUSALS = (UnknownBackend, InactiveBackend, BackendError, ObjectGone)
 UPLOAD_LINK_TTL = 3600
 
 
-class ExportFailed(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class ExportFailed(JobFailed):
+    """The export cannot be done: ``code`` and a message for people (``export_failed``)."""
 
 
 @contextmanager
@@ -101,6 +100,7 @@ def run_export(
     on_progress: ProgressCallback,
     backend: str | None = None,
     before_upload: Callable[[], None] = lambda: None,
+    export_format: str = DEFAULT_FORMAT,
 ) -> dict[str, Any]:
     """Run the export; returns the export_completed fields or raises ExportFailed with a user-facing message.
 
@@ -108,14 +108,16 @@ def run_export(
     follows that backend's keep days; the download link is the backend's own presigned URL where it can sign (S3,
     GCS), else the storage data plane's. ``before_upload`` runs just before the upload starts (the service checks
     there that this run still holds the task's lease). The platform's own media are read from storage by key
-    (``media_link``, ``services/exporter/media.py``).
+    (``media_link``, ``services/exporter/media.py``). ``export_format``: an identifier of ``shared.archive.formats``
+    (what writes the bytes, and their file name and content type).
     """
     key = export_key(event_id, task_id)
-    source = MediaSource.from_settings(settings, media_link(storage))
+    source = media_source(settings, media_link(storage))
     report = ExportReport()
     digest = _Digest()
-    chunks = generate_archive(db, event_id, options, fetcher=source, root_url=settings.gateway_url + "/",
-                              exported_at=requested_at, report=report, on_progress=on_progress)
+    fmt = get_format(export_format)
+    chunks = fmt.write(db, event_id, options, fetcher=source, root_url=settings.gateway_url + "/",
+                       exported_at=requested_at, report=report, on_progress=on_progress)
     try:
         first = next(chunks)  # surfaces "event not found" before any upload starts
     except EventNotFound as exc:
@@ -128,7 +130,7 @@ def run_export(
     before_upload()
     try:
         with _refusals_fail_the_export():
-            stored = storage.put(key, digest.wrap(body()), content_type="application/zip", link_ttl=UPLOAD_LINK_TTL,
+            stored = storage.put(key, digest.wrap(body()), content_type=fmt.content_type, link_ttl=UPLOAD_LINK_TTL,
                                  backend=backend, retention=True)
     except StorageUnreachable as exc:
         raise ExportFailed("storage_unavailable", f"could not upload the archive to storage: {exc}") from exc
@@ -141,7 +143,7 @@ def run_export(
     ttl = settings.signed_url_ttl
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
     with _refusals_fail_the_export():
-        download_url = storage.signed_url(key, method="GET", ttl=ttl, filename=archive_filename(event_id))
+        download_url = storage.signed_url(key, method="GET", ttl=ttl, filename=fmt.filename(event_id))
     return {
         "key": key,
         "size": digest.size,

@@ -1,42 +1,43 @@
-"""Exporter: takes export requests from its durable queue and streams archives to storage.
+"""Exporter: takes export requests from its durable queue and streams archives to storage (``export_job.py``).
 
-Each delivery first takes the task's lease (shared/jobs/lease.py): a redelivery while a run is alive waits for it
-and then does nothing; a task whose worker was lost more than ``JOB_MAX_DELIVERIES`` times ends FAILURE
-``too_many_deliveries`` and its request goes to ``exporter.dead_letter``. Storage briefly down is retried for
-``STORAGE_RETRY_SECONDS``.
+Each delivery runs the job lifecycle of ``shared/jobs/lifecycle.py``: the task's lease (a redelivery while a run is
+alive waits for it and then does nothing), started, throttled progress, the outcome; a task whose worker was lost
+more than ``JOB_MAX_DELIVERIES`` times ends FAILURE ``too_many_deliveries`` and its request goes to
+``exporter.dead_letter``. Storage briefly down is retried for ``STORAGE_RETRY_SECONDS``.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from datetime import UTC, datetime
 from typing import Any
 
-import eventlet
 from nameko.events import EventDispatcher, event_handler
 from nameko.rpc import rpc
 
-from services.exporter.export_job import ExportFailed, run_export
-from shared import contracts as c
+from services.exporter.export_job import run_export
+from shared import contracts
 from shared.dependencies import Config, Database
 from shared.jobs.dead_letter import DeadLetters
-from shared.jobs.lease import DONE, EXHAUSTED, Lease, LeaseLost
-from shared.jobs.retry import RetryWindow
-from shared.rpc import RpcTimeout
+from shared.jobs.lifecycle import EXPORT_EVENTS, JobRun
 from shared.storage_client import Storage
 
-log = logging.getLogger(__name__)
-PROGRESS_INTERVAL = 1.0  # seconds between export_progress events: enough for a progress bar, cheap for the broker
 
+class ExportRun(JobRun):
+    kind = "export"
+    events = EXPORT_EVENTS
 
-def storage_down(exc: BaseException) -> bool:
-    """Errors that mean storage is briefly unreachable (restarting): worth another try within the window."""
-    return isinstance(exc, RpcTimeout) or (isinstance(exc, ExportFailed) and exc.code == "storage_unavailable")
+    def work(self) -> dict[str, Any]:
+        # A link is asked for again in place; an upload cut off half-way reruns the export (the object key is the
+        # task's, so the rerun replaces the same object). Both share the job's one window.
+        request = self.request
+        return run_export(task_id=self.task_id, event_id=request["event_id"], options=request["options"],
+                          requested_at=contracts.parse_utc_iso(request["occurred_at"]), db=self.service.db,
+                          storage=self.service.storage.retrying(self.retry), settings=self.config,
+                          on_progress=self.progress, backend=request.get("storage"), before_upload=self.lease.check,
+                          export_format=request["format"])
 
 
 class ExporterService:
-    name = c.EXPORTER
+    name = contracts.EXPORTER
 
     config = Config()
     db = Database()
@@ -44,88 +45,10 @@ class ExporterService:
     dispatch = EventDispatcher()
     dead_letters = DeadLetters()
 
-    @event_handler(c.GATEWAY, c.EXPORT_REQUESTED)
+    @event_handler(contracts.GATEWAY, contracts.EXPORT_REQUESTED)
     def handle_export_requested(self, payload: dict[str, Any]) -> None:
-        request = c.load_payload(c.EXPORT_REQUESTED, payload)
-        task_id = request["task_id"]
-        ids = {"task_id": task_id, "event_id": request["event_id"], "requested_by": request["requested_by"]}
-        lease = Lease(self.db, task_id, "export", ttl=self.config.job_lease_seconds, pause=eventlet.sleep)
-        claim = lease.acquire(self.config.job_max_deliveries)
-        if claim == DONE:
-            log.info("export %s: already finished by another delivery; nothing to do", task_id)
-            return  # that delivery published the outcome
-        with lease.keep(eventlet.spawn):
-            if claim == EXHAUSTED:
-                deliveries = lease.deliveries - 1
-                log.error("export %s: its worker was lost %d times; giving up (request dead-lettered)", task_id,
-                          deliveries)
-                self.dead_letters(payload, reason="too_many_deliveries", routing_key=c.EXPORT_REQUESTED,
-                                  task_id=task_id)
-                self._finish(lease, c.EXPORT_FAILED, ids, code="too_many_deliveries",
-                             message=f"The export was abandoned: its worker stopped {deliveries} times while working "
-                                     "on it. The request was set aside for the operators.")
-                return
-            self._emit(c.EXPORT_STARTED, ids)
-            try:
-                result = self._run(request, ids, lease)
-            except LeaseLost:
-                log.warning("export %s: another run took over; this one stands down", task_id)
-                return
-            except ExportFailed as exc:
-                self._finish(lease, c.EXPORT_FAILED, ids, code=exc.code, message=exc.message)
-                return
-            except RpcTimeout as exc:
-                self._finish(lease, c.EXPORT_FAILED, ids, code="storage_unavailable", message=str(exc))
-                return
-            except Exception:
-                log.exception("export %s failed", task_id)
-                self._finish(lease, c.EXPORT_FAILED, ids, code="internal_error",
-                             message="The export failed because of an internal error; the operators have the "
-                                     "details.")
-                return
-            self._finish(lease, c.EXPORT_COMPLETED, ids, **result)
-
-    def _run(self, request: dict[str, Any], ids: dict[str, Any], lease: Lease) -> dict[str, Any]:
-        last = [0.0]
-
-        def on_progress(stage: str, done: int, total: int | None) -> None:
-            if lease.lost:
-                raise LeaseLost(f"export {request['task_id']}: the lease was taken over")
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_INTERVAL:
-                last[0] = now
-                self._emit(c.EXPORT_PROGRESS, ids, stage=stage, done=done, total=total)
-
-        # Storage restarting: the request is safe on its queue, so try again for a while before failing it. A link
-        # is asked for again in place; an upload cut off half-way reruns the export (the object key is the task's,
-        # so the rerun replaces the same object). Both share one window.
-        window = RetryWindow(self.config.storage_retry_seconds, pause=eventlet.sleep)
-
-        what = f"export {request['task_id']}"
-        storage = self.storage.retrying(
-            lambda step, name: window.run(step, transient=storage_down, what=f"{what}: {name}"))
-
-        requested_at = datetime.strptime(request["occurred_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-        def export() -> dict[str, Any]:
-            return run_export(task_id=request["task_id"], event_id=request["event_id"], options=request["options"],
-                              requested_at=requested_at, db=self.db, storage=storage, settings=self.config,
-                              on_progress=on_progress, backend=request.get("storage"), before_upload=lease.check)
-
-        return window.run(export, transient=storage_down, what=what)
-
-    def _finish(self, lease: Lease, event_type: str, ids: dict[str, Any], **fields: Any) -> None:
-        """Publish the outcome only as the lease holder: a run that was taken over leaves it to its successor."""
-        if not lease.holds():
-            log.warning("export %s ended (%s) after another run took over: not reported", ids["task_id"],
-                        fields.get("code", "completed"))
-            return
-        self._emit(event_type, ids, **fields)
-        lease.finish()
+        ExportRun(self, payload).handle()
 
     @rpc
     def health(self) -> dict[str, str]:
         return {"service": self.name, "status": "ok"}
-
-    def _emit(self, event_type: str, ids: dict[str, Any], **fields: Any) -> None:
-        self.dispatch(event_type, c.make_payload(event_type, **ids, **fields))

@@ -41,7 +41,9 @@ from shared.archive.reader import (
     validate_archive,
 )
 from shared.config import Settings
+from shared.contracts import MAX_WARNINGS
 from shared.jobs.lease import Lease, LeaseLost
+from shared.jobs.lifecycle import JobFailed
 from shared.models import Event, ImportedEvent
 from shared.storage_client import StorageClient, StorageRefused, StorageUnreachable
 
@@ -50,7 +52,6 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[str, int, int | None], None]
 MapFn = media.MapFn
 
-MAX_WARNINGS = 200  # listed in the result; the rest are counted (a result must fit a task row and an event)
 DOWNLOAD_CHUNK = 256 * 1024
 LINK_TTL = 900
 TRANSFER_TIMEOUT = (10, 120)  # (connect, read) seconds of the archive's download and each media upload
@@ -60,15 +61,15 @@ WRITE_ATTEMPTS = 3
 _WARNINGS_TOTAL = "warnings_total"  # kept inside ImportedEvent.counts (no column of its own)
 
 
-class ImportFailed(Exception):
+class ImportFailed(JobFailed):
     """The import cannot be done; the fields of ``import_failed``: the first problem (code, message, file,
     record_id, field) and every problem found (``errors``, at most the reader's cap; ``errors_total``)."""
 
     def __init__(self, code: str, message: str, *, file: str | None = None, record_id: Any = None,
                  field: str | None = None, errors: list[dict[str, Any]] | None = None,
                  errors_total: int | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.file, self.record_id, self.field = code, message, file, record_id, field
+        super().__init__(code, message)
+        self.file, self.record_id, self.field = file, record_id, field
         self.errors, self.errors_total = errors, errors_total
 
     @classmethod

@@ -20,15 +20,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.mailer import outbox
 from services.mailer.settings import MailSettings
 from services.mailer.smtp import SmtpTransport
+from shared.contracts import UTC_FORMAT
 from shared.models import MailDelivery
 
 T = MailDelivery.__table__.c
 PROBE_TIMEOUT = 2.0  # seconds: the gateway waits 3 s for the whole health answer
-_FMT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def _time(value: datetime | None) -> str | None:
-    return value.strftime(_FMT) if value is not None else None
+    return value.strftime(UTC_FORMAT) if value is not None else None
 
 
 def outcomes(session: Session) -> dict[str, Any]:

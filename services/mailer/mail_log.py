@@ -11,13 +11,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.contracts import UTC_FORMAT
 from shared.models import MailDelivery
-
-_FMT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def _time(value: Any) -> str | None:
-    return value.strftime(_FMT) if value is not None else None
+    return value.strftime(UTC_FORMAT) if value is not None else None
 
 
 def recent_deliveries(session: Session, limit: int) -> list[dict[str, Any]]:

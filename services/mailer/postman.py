@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -26,13 +26,13 @@ from services.mailer.smtp import (
     invalid_recipient,
 )
 from shared import contracts as c
+from shared.jobs.lifecycle import ANNOUNCE_GRACE
 from shared.models import Event, MailDelivery, utcnow
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, dict[str, Any]], None]
 DUE_BATCH = 50
-ANNOUNCE_GRACE = 30.0  # seconds a terminal row may wait for its live sender to publish before the sweep does
 
 
 class Postman:
@@ -156,7 +156,7 @@ class Postman:
     def announce_missed(self) -> int:
         """Publish mail_sent/mail_failed for terminal rows whose sender died before publishing (an outbox sweep)."""
         now = self.clock()
-        before = now - timedelta(seconds=ANNOUNCE_GRACE)
+        before = now - ANNOUNCE_GRACE
         with self.db() as session:
             ids = outbox.unannounced(session, before=before, limit=DUE_BATCH)
         done = 0

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from shared import contracts as c
+from shared.contracts import UTC_FORMAT
 
 KINDS = (c.EXPORT_COMPLETED, c.EXPORT_FAILED, c.IMPORT_COMPLETED, c.IMPORT_FAILED)
 MAX_WARNINGS_LISTED = 20
@@ -98,7 +99,7 @@ def one_line(value: str, limit: int = 150) -> str:
 
 def readable_time(iso: str) -> str:
     try:
-        moment = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")
+        moment = datetime.strptime(iso, UTC_FORMAT)
     except (TypeError, ValueError):
         return str(iso)
     return moment.strftime("%d %B %Y at %H:%M UTC").lstrip("0")

@@ -17,14 +17,14 @@ from services.storage.records.registry import BackendSpec
 from services.storage.types import DEFAULT_CONTENT_TYPE, ObjectInfo
 from shared import contracts as c
 from shared import object_keys
+from shared.contracts import UTC_FORMAT
 from shared.models import StorageObject
 
 EXPIRED, DELETED = "expired", "deleted"
-_FMT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.strftime(_FMT)
+    return None if moment is None else moment.strftime(UTC_FORMAT)
 
 
 def expiry(created_at: datetime, keep_days: int, retention: bool) -> datetime | None:

@@ -26,12 +26,12 @@ from services.storage import object_index
 from services.storage.backends.local import TMP_PREFIX
 from services.storage.records.registry import Registry
 from services.storage.types import StorageError, UnknownBackend
+from shared.jobs.lifecycle import ANNOUNCE_GRACE
 from shared.models import StorageObject, utcnow
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, dict[str, Any]], None]
-ANNOUNCE_GRACE = timedelta(seconds=30)  # the inline publication gets this long before the sweeper repeats it
 RETRY_AFTER = timedelta(minutes=5)  # a backend that failed to delete is asked again after this
 
 

@@ -5,7 +5,6 @@ from shared.archive.legacy import (
     FILES,
     LEADING_FIELDS,
     MEDIA_FIELDS,
-    MEDIA_FLAGS,
     MediaField,
     MediaTarget,
     dump_meta,
@@ -23,6 +22,7 @@ from shared.archive.legacy import (
 )
 from shared.archive.loader import LoadError, LoadResult, load_legacy_data, load_legacy_event, read_legacy_source
 from shared.archive.records import event_record, iter_file_text, iter_records
+from shared.contracts import MEDIA_FLAGS
 
 __all__ = [
     "ARRAY_FILES",

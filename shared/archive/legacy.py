@@ -318,8 +318,6 @@ def nested_session_type_length(length: str | None) -> float | None:
 
 # --------------------------------------------------------------------------------------------------------------- media
 
-MEDIA_FLAGS: tuple[str, ...] = ("image", "video", "document", "audio")
-
 _SLUG_DROP = re.compile(r'[<>:"/\\|?*;]')
 _EXT_RE = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 

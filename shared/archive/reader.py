@@ -82,6 +82,7 @@ from shared.archive.variants import (
     length_readings,
     length_text,
 )
+from shared.contracts import MAX_WARNINGS
 
 __all__ = [
     "ArchiveError",
@@ -95,7 +96,6 @@ __all__ = [
 
 ProgressCallback = Callable[[str, int, int | None], None]
 _NO_MEDIA = frozenset({"null", "none", "undefined"})  # what hand-made files write for "no media"; never a path
-MAX_WARNINGS = 200  # listed; the rest are counted in warnings_total
 PER_KIND = 50  # warnings listed per code and file; the repeats are summed up in one "more_warnings" line
 MAX_ERRORS = 100  # problems listed in a failure (errors); the rest are counted in errors_total
 # Errors that make a file unreadable as a whole, as opposed to hostile input (limits) which always fails at once.

@@ -27,13 +27,13 @@ from services.storage.records.config import (
 )
 from services.storage.records.registry import BackendSpec
 from services.storage.types import UnknownBackend
+from shared.contracts import UTC_FORMAT
 from shared.models import StorageBackendRecord, StorageObject, utcnow
 
 CREATE_FIELDS = ("storage_backend", "storage_backend_id", "token", "config", "keep_days", "description", "active")
 UPDATE_FIELDS = ("token", "config", "keep_days", "description", "active")
 MAX_KEEP_DAYS = 36500
 MAX_DESCRIPTION = 2000
-_FMT = "%Y-%m-%dT%H:%M:%SZ"
 
 # check(spec, probe): raises InvalidBackendConfig if the client library refuses the spec and, with ``probe``, if the
 # backend does not work (a real put, stat and delete: services/storage/records/probe.py).
@@ -86,8 +86,8 @@ def public_view(record: StorageBackendRecord, objects: int | None = None) -> dic
         "keep_days": record.keep_days,
         "description": record.description,
         "active": record.active,
-        "created_at": record.created_at.strftime(_FMT),
-        "updated_at": record.updated_at.strftime(_FMT),
+        "created_at": record.created_at.strftime(UTC_FORMAT),
+        "updated_at": record.updated_at.strftime(UTC_FORMAT),
     }
     if objects is not None:
         view["objects"] = objects

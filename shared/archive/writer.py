@@ -1,6 +1,6 @@
 """Turn one event into an Open Event legacy archive, produced as a stream of zip bytes.
 
-Order of work: media members first (``media.py``: fetched concurrently under one deadline, each written as it
+Order of work: media members first (``media_pass.py``: fetched concurrently under one deadline, each written as it
 arrives; only the zip path of each fetched item is remembered for the JSON pass, which points records at it), then
 the JSON files in format order, then ``meta`` with per-file sha256 and record counts. Memory stays flat: records
 stream from the database one at a time and each is serialized, deflated and handed on before the next is read.
@@ -17,17 +17,16 @@ from typing import Any
 import eventlet
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.exporter.media import Fetched, MediaItem, MediaSource, fetch_concurrently, media_items
-from services.exporter.zipstream import HashingWriter, ZipStream
 from shared.archive import legacy, records
-from shared.contracts import utc_iso
+from shared.archive.media_pass import Fetched, MediaItem, MediaSource, fetch_concurrently, media_items
+from shared.archive.zipstream import HashingWriter, ZipStream
+from shared.contracts import MAX_WARNINGS, utc_iso
 from shared.event_stats import record_counts
 from shared.media_fetcher import MediaFetcher
 
 FORMAT_VERSION = "1.0"
 GENERATOR = "event-portability exporter"
 CHUNK_BYTES = 256 * 1024
-MAX_WARNINGS = 200  # the rest are counted, not listed: a result must stay small enough for a task row and an event
 
 ProgressCallback = Callable[[str, int, int | None], None]
 
@@ -68,7 +67,7 @@ def generate_archive(
 ) -> Iterator[bytes]:
     """Yield the archive's bytes chunk by chunk; ``report`` holds warnings and file digests at the end.
 
-    ``fetcher``: where media come from (``services.exporter.media``); a bare ``MediaFetcher`` fetches every URL
+    ``fetcher``: where media come from (``MediaSource``); a bare ``MediaFetcher`` fetches every URL
     through the guard with the default bounds.
     """
     source = fetcher if isinstance(fetcher, MediaSource) else MediaSource(fetcher)

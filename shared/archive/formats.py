@@ -1,0 +1,97 @@
+"""The export formats: each a small declared class in one registry (the idea of pretalx's exporters).
+
+A format names itself (``identifier``, the last segment of ``POST /v1/events/<id>/export/<identifier>``), the file
+it produces (``extension``, ``content_type``) and writes an event as a stream of byte chunks (``write``). HTTP and
+storage stay outside: the gateway validates the identifier against the registry, the exporter streams what
+``write`` yields to storage. Add a format by declaring a subclass and decorating it with ``@register``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import ClassVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.archive.media_pass import MediaSource
+from shared.archive.writer import ExportReport, ProgressCallback, generate_archive
+from shared.media_fetcher import MediaFetcher
+
+DEFAULT_FORMAT = "json"
+
+
+class ExportFormat:
+    """One export format. Subclasses set the class attributes and implement ``write``."""
+
+    identifier: ClassVar[str]
+    extension: ClassVar[str]  # with its dot: ".zip"
+    content_type: ClassVar[str]
+    description: ClassVar[str]
+
+    def write(self, db: sessionmaker[Session], event_id: int, options: dict[str, bool], *,
+              fetcher: MediaFetcher | MediaSource, root_url: str, exported_at: datetime, report: ExportReport,
+              on_progress: ProgressCallback) -> Iterator[bytes]:
+        """The event's bytes, chunk by chunk, without the whole file in memory; ``report`` is complete at the end.
+        Raises ``shared.archive.writer.EventNotFound`` on the first chunk when the event is gone."""
+        raise NotImplementedError
+
+    def filename(self, event_id: int) -> str:
+        return f"event{event_id}{self.extension}"
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        return {"identifier": cls.identifier, "extension": cls.extension, "content_type": cls.content_type,
+                "description": cls.description}
+
+
+FORMATS: dict[str, ExportFormat] = {}
+
+
+def register(cls: type[ExportFormat]) -> type[ExportFormat]:
+    if cls.identifier in FORMATS:
+        raise ValueError(f"export format {cls.identifier!r} is registered twice")
+    FORMATS[cls.identifier] = cls()
+    return cls
+
+
+class UnknownFormat(LookupError):
+    def __init__(self, identifier: str) -> None:
+        super().__init__(f"No export format {identifier!r}; known formats: {', '.join(FORMATS)}.")
+        self.identifier = identifier
+
+
+def get_format(identifier: str) -> ExportFormat:
+    try:
+        return FORMATS[identifier]
+    except KeyError:
+        raise UnknownFormat(identifier) from None
+
+
+def describe_formats() -> list[dict[str, str]]:
+    """What ``GET /v1/formats`` lists, in registration order."""
+    return [type(fmt).describe() for fmt in FORMATS.values()]
+
+
+@register
+class OpenEventZip(ExportFormat):
+    """The Open Event legacy archive: JSON files, media folders and ``meta`` in a zip (``writer.py``)."""
+
+    identifier = "json"
+    extension = ".zip"
+    content_type = "application/zip"
+    description = "Open Event archive: the event's JSON files (and optionally its media) in a zip"
+
+    def write(self, db: sessionmaker[Session], event_id: int, options: dict[str, bool], *,
+              fetcher: MediaFetcher | MediaSource, root_url: str, exported_at: datetime, report: ExportReport,
+              on_progress: ProgressCallback) -> Iterator[bytes]:
+        return generate_archive(db, event_id, options, fetcher=fetcher, root_url=root_url, exported_at=exported_at,
+                                report=report, on_progress=on_progress)
+
+
+def format_choices() -> list[str]:
+    return list(FORMATS)
+
+
+__all__ = ["DEFAULT_FORMAT", "FORMATS", "ExportFormat", "OpenEventZip", "UnknownFormat", "describe_formats",
+           "format_choices", "get_format", "register"]
