@@ -64,20 +64,20 @@ EXPORT_REQUEST_QUEUE = handler_queue(GATEWAY, EXPORT_REQUESTED, EXPORTER, "handl
 IMPORT_REQUEST_QUEUE = handler_queue(GATEWAY, IMPORT_REQUESTED, IMPORTER, "handle_import_requested")
 
 
-class Requester(Schema):
+class RequesterSchema(Schema):
     id = fields.Integer(required=True)
     email = fields.String(required=True)
 
 
-class Envelope(Schema):
+class EnvelopeSchema(Schema):
     schema_version = fields.Integer(required=True, validate=validate.Equal(SCHEMA_VERSION))
     task_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     event_id = fields.Integer(required=True, allow_none=True)
-    requested_by = fields.Nested(Requester, required=True)
+    requested_by = fields.Nested(RequesterSchema, required=True)
     occurred_at = fields.String(required=True)
 
 
-class ExportOptions(Schema):
+class ExportOptionsSchema(Schema):
     image = fields.Boolean(load_default=False)
     video = fields.Boolean(load_default=False)
     document = fields.Boolean(load_default=False)
@@ -91,25 +91,25 @@ def _registered_format(identifier: str) -> None:
         raise ValidationError(f"Unknown export format {identifier!r}; known formats: {', '.join(FORMATS)}.")
 
 
-class ExportRequested(Envelope):
-    options = fields.Nested(ExportOptions, required=True)
+class ExportRequestedSchema(EnvelopeSchema):
+    options = fields.Nested(ExportOptionsSchema, required=True)
     # Added within schema version 1: a format of shared/archive/formats.py; absent: the Open Event zip ("json").
     format = fields.String(load_default="json", validate=_registered_format)
     # The storage backend record (its storage_backend_id) to store the archive in; absent or null: the default.
     storage = fields.String(allow_none=True, load_default=None, validate=validate.Length(min=1, max=64))
 
 
-class ExportStarted(Envelope):
+class ExportStartedSchema(EnvelopeSchema):
     pass
 
 
-class ExportProgress(Envelope):
+class ExportProgressSchema(EnvelopeSchema):
     stage = fields.String(required=True)
     done = fields.Integer(required=True)
     total = fields.Integer(required=True, allow_none=True)
 
 
-class Warning_(Schema):
+class WarningSchema(Schema):
     code = fields.String(required=True)
     message = fields.String(required=True)
     file = fields.String(allow_none=True)
@@ -121,31 +121,31 @@ class Warning_(Schema):
     chosen = fields.Raw(allow_none=True)
 
 
-class Retention(Schema):
+class RetentionSchema(Schema):
     """Where an archive is kept and until when: apart from its signed link's ``expires_at``."""
 
     backend = fields.String(required=True)  # the backend record's storage_backend_id; "default" for the default
     delete_at = fields.String(required=True, allow_none=True)  # UTC ISO-8601; null: kept until deleted on request
 
 
-class ExportCompleted(Envelope):
+class ExportCompletedSchema(EnvelopeSchema):
     key = fields.String(required=True)
     size = fields.Integer(required=True)
     sha256 = fields.String(required=True, validate=validate.Length(equal=64))
     download_url = fields.String(required=True)
     expires_at = fields.String(required=True)
-    warnings = fields.List(fields.Nested(Warning_), required=True)
+    warnings = fields.List(fields.Nested(WarningSchema), required=True)
     warnings_total = fields.Integer(required=True)
     # Added within schema version 1: the exporter always sends it; consumers of older events get None.
-    retention = fields.Nested(Retention, load_default=None)
+    retention = fields.Nested(RetentionSchema, load_default=None)
 
 
-class ExportFailed(Envelope):
+class ExportFailedSchema(EnvelopeSchema):
     code = fields.String(required=True)
     message = fields.String(required=True)
 
 
-class ImportRequested(Envelope):
+class ImportRequestedSchema(EnvelopeSchema):
     key = fields.String(required=True)  # storage object key of the uploaded archive
     filename = fields.String(required=True)  # as uploaded, for messages only
     size = fields.Integer(required=True)
@@ -153,25 +153,25 @@ class ImportRequested(Envelope):
     strict = fields.Boolean(load_default=False)
 
 
-class ImportStarted(Envelope):
+class ImportStartedSchema(EnvelopeSchema):
     pass
 
 
-class ImportProgress(ExportProgress):
+class ImportProgressSchema(ExportProgressSchema):
     # download | index | validate | media | database; ``stage`` is then the archive file where one applies
     phase = fields.String(load_default=None)
 
 
-class ImportCompleted(Envelope):
+class ImportCompletedSchema(EnvelopeSchema):
     id = fields.Integer(required=True)  # the new event's id
     event_name = fields.String(required=True)
     url = fields.String(required=True)  # the event in the API: <gateway>/v1/events/<id>
     counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
-    warnings = fields.List(fields.Nested(Warning_), required=True)
+    warnings = fields.List(fields.Nested(WarningSchema), required=True)
     warnings_total = fields.Integer(required=True)
 
 
-class Problem(Schema):
+class ProblemSchema(Schema):
     code = fields.String(required=True)
     message = fields.String(required=True)
     file = fields.String(allow_none=True, load_default=None)
@@ -179,39 +179,39 @@ class Problem(Schema):
     field = fields.String(allow_none=True, load_default=None)
 
 
-class ImportFailed(Envelope):
+class ImportFailedSchema(EnvelopeSchema):
     # The first problem at the top level (as before), then every problem found: at most 100 listed, all counted.
     code = fields.String(required=True)
     message = fields.String(required=True)
     file = fields.String(allow_none=True, load_default=None)
     record_id = fields.Raw(allow_none=True, load_default=None)
     field = fields.String(allow_none=True, load_default=None)
-    errors = fields.List(fields.Nested(Problem), load_default=None)
+    errors = fields.List(fields.Nested(ProblemSchema), load_default=None)
     errors_total = fields.Integer(load_default=None)
     filename = fields.String(allow_none=True, load_default=None)  # the uploaded file, as in import_requested
 
 
-class MailSent(Envelope):
+class MailSentSchema(EnvelopeSchema):
     kind = fields.String(required=True)  # the event that caused the mail, e.g. "export_completed"
     recipient = fields.String(required=True)
     subject = fields.String(required=True)
     message_id = fields.String(required=True)
 
 
-class MailFailed(Envelope):
+class MailFailedSchema(EnvelopeSchema):
     kind = fields.String(required=True)
     recipient = fields.String(required=True)
     reason = fields.String(required=True)
     attempts = fields.Integer(required=True)
 
 
-class StorageEnvelope(Schema):
+class StorageEnvelopeSchema(Schema):
     """Storage events describe objects, not jobs: the task, event and requester are known only for some keys."""
 
     schema_version = fields.Integer(required=True, validate=validate.Equal(SCHEMA_VERSION))
     task_id = fields.String(required=True, allow_none=True)  # from the key's layout: exports/event<E>/<task>/...
     event_id = fields.Integer(required=True, allow_none=True)
-    requested_by = fields.Nested(Requester, required=True, allow_none=True)  # storage does not know: null
+    requested_by = fields.Nested(RequesterSchema, required=True, allow_none=True)  # storage does not know: null
     occurred_at = fields.String(required=True)
     key = fields.String(required=True)
     backend = fields.String(required=True)  # storage_backend_id of the record, or "default"
@@ -221,31 +221,31 @@ class StorageEnvelope(Schema):
     expires_at = fields.String(required=True, allow_none=True)  # null: kept until deleted on request
 
 
-class ObjectStored(StorageEnvelope):
+class ObjectStoredSchema(StorageEnvelopeSchema):
     content_type = fields.String(required=True)
     created_at = fields.String(required=True)
 
 
-class ObjectExpired(StorageEnvelope):
+class ObjectExpiredSchema(StorageEnvelopeSchema):
     reason = fields.String(required=True, validate=validate.OneOf(("expired", "deleted")))
     deleted_at = fields.String(required=True)
 
 
 SCHEMAS: dict[str, type[Schema]] = {
-    EXPORT_REQUESTED: ExportRequested,
-    EXPORT_STARTED: ExportStarted,
-    EXPORT_PROGRESS: ExportProgress,
-    EXPORT_COMPLETED: ExportCompleted,
-    EXPORT_FAILED: ExportFailed,
-    IMPORT_REQUESTED: ImportRequested,
-    IMPORT_STARTED: ImportStarted,
-    IMPORT_PROGRESS: ImportProgress,
-    IMPORT_COMPLETED: ImportCompleted,
-    IMPORT_FAILED: ImportFailed,
-    MAIL_SENT: MailSent,
-    MAIL_FAILED: MailFailed,
-    OBJECT_STORED: ObjectStored,
-    OBJECT_EXPIRED: ObjectExpired,
+    EXPORT_REQUESTED: ExportRequestedSchema,
+    EXPORT_STARTED: ExportStartedSchema,
+    EXPORT_PROGRESS: ExportProgressSchema,
+    EXPORT_COMPLETED: ExportCompletedSchema,
+    EXPORT_FAILED: ExportFailedSchema,
+    IMPORT_REQUESTED: ImportRequestedSchema,
+    IMPORT_STARTED: ImportStartedSchema,
+    IMPORT_PROGRESS: ImportProgressSchema,
+    IMPORT_COMPLETED: ImportCompletedSchema,
+    IMPORT_FAILED: ImportFailedSchema,
+    MAIL_SENT: MailSentSchema,
+    MAIL_FAILED: MailFailedSchema,
+    OBJECT_STORED: ObjectStoredSchema,
+    OBJECT_EXPIRED: ObjectExpiredSchema,
 }
 
 

@@ -104,7 +104,7 @@ def test_a_finished_export_is_mailed_once_and_announced_once(make_postman, db, s
     payload = published[0][1]
     assert payload["task_id"] == task and payload["kind"] == c.EXPORT_COMPLETED
     assert payload["message_id"] == r.message_id and payload["recipient"] == WHO["email"]
-    assert not c.MailSent().validate(payload)
+    assert not c.MailSentSchema().validate(payload)
 
 
 def test_two_senders_racing_for_one_delivery_send_it_once(make_postman, db, smtp):
@@ -167,7 +167,7 @@ def test_a_server_down_past_the_retry_window_ends_in_a_recorded_failure(make_pos
         assert r.updated_at - r.created_at == timedelta(seconds=60)
         [(event_type, payload)] = published
         assert event_type == c.MAIL_FAILED and payload["attempts"] == r.attempts >= 4
-        assert not c.MailFailed().validate(payload)
+        assert not c.MailFailedSchema().validate(payload)
     finally:
         smtp.start()
     clock.advance(3600)
