@@ -23,8 +23,9 @@ from shared.storage_client import BackendError
 COMPLETED_FIELDS = ("download_url", "size", "sha256", "expires_at", "key", "warnings", "warnings_total", "retention")
 
 
-def check_export_storage(gw: Gateway, identifier: str) -> None:
+def check_export_backend(gw: Gateway, storage_backend_id: str) -> None:
     """An export may only name a backend that exists and is active (400 otherwise)."""
+    identifier = storage_backend_id
     with storage_errors(*BACKEND_REFUSALS):
         record = gw.storage.describe_backend(identifier)
     if record is None:
@@ -45,13 +46,14 @@ def check_format(identifier: str) -> None:
 
 
 def request_export(gw: Gateway, caller: Caller, event_id: int, format: str, options: dict[str, bool],  # noqa: A002
-                   storage: str | None) -> Response:
-    named = {"storage": storage} if storage else {}
+                   storage_backend_id: str | None) -> Response:
+    # The contract's field for a storage_backend_id is ``storage`` (the option clients send).
+    named = {"storage": storage_backend_id} if storage_backend_id else {}
     with gw.db() as session:
         rules.require_event_manager(session, caller, event_id)
         quotas.check_jobs_in_flight(session, caller.id, gw.quota.jobs_in_flight)
-        if storage is not None:
-            check_export_storage(gw, storage)
+        if storage_backend_id is not None:
+            check_export_backend(gw, storage_backend_id)
         task = tasks.create_task(session, kind="export", event_id=event_id, user_id=caller.id, email=caller.email,
                                  params={"options": options, "format": format, **named})
         payload = c.make_payload(c.EXPORT_REQUESTED, task_id=task.id, event_id=event_id,

@@ -95,7 +95,7 @@ class ExportRequestSchema(RequestSchema):
 
 
 def export_request(body: Any) -> tuple[dict[str, bool], str | None]:
-    """The media options and the named backend (``None``: the default) of an export request body."""
+    """The media options and the ``storage_backend_id`` named in ``storage`` (``None``: the default backend)."""
     loaded = parse(ExportRequestSchema(), body)
     return {flag: loaded[flag] for flag in MEDIA_FLAGS}, loaded["storage"]
 
