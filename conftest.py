@@ -1,4 +1,4 @@
-# nameko's services and our clients are green: patch before anything imports socket/ssl (PLATFORM_NOTES 8, 12).
+# nameko services and our clients are green: patch before anything imports socket/ssl (docs/architecture.md fact 7).
 import eventlet
 
 eventlet.monkey_patch()

@@ -24,7 +24,7 @@ Results: a table on stdout and ``var/bench/import.json``.
 
 import eventlet
 
-eventlet.monkey_patch()  # first: nameko clients, and anything importing ssl (PLATFORM_NOTES 8, 12)
+eventlet.monkey_patch()  # first: nameko clients, and anything importing ssl (docs/architecture.md fact 7)
 
 import argparse  # noqa: E402
 import json  # noqa: E402

@@ -22,7 +22,7 @@ Results: a table on stdout and ``var/bench/storage.json``. Exit status 1 if a pe
 
 import eventlet
 
-eventlet.monkey_patch()  # first: nameko clients, boto3 (PLATFORM_NOTES 8, 12)
+eventlet.monkey_patch()  # first: nameko clients, boto3 (docs/architecture.md fact 7)
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402

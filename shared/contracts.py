@@ -55,7 +55,7 @@ def handler_queue(source_service: str, event_type: str, service_name: str, metho
     """The durable queue nameko declares for an ``@event_handler`` (SERVICE_POOL, reliable delivery).
 
     The gateway declares request queues itself before accepting requests, so a request made while a worker has
-    never run is kept, not dropped (PLATFORM_NOTES 2).
+    never run is kept, not dropped (docs/architecture.md fact 2).
     """
     return f"evt-{source_service}-{event_type}--{service_name}.{method_name}"
 

@@ -25,7 +25,7 @@ class Database(DependencyProvider):
 
     def setup(self) -> None:
         settings = load_settings()
-        # One connection per worker (PLATFORM_NOTES 6): max_workers bounds every entrypoint of the container.
+        # One connection per worker (docs/architecture.md fact 6): max_workers bounds every entrypoint of the container.
         self.engine = make_engine(settings.database_url, pool_size=self.container.max_workers)
         self.factory = make_session_factory(self.engine)
 

@@ -1,7 +1,7 @@
 """Helpers for nameko ``@http`` entrypoints on Werkzeug 3 (used by the gateway and the storage data plane).
 
 ``http`` replaces ``nameko.web.handlers.http``: every error leaves as JSON ``{"error": {"code", "message"}}`` with a
-meaningful status instead of nameko's plain-text 400/500 (PLATFORM_NOTES 9), and request bodies sent with
+meaningful status instead of nameko's plain-text 400/500 (docs/architecture.md fact 8), and request bodies sent with
 ``Transfer-Encoding: chunked`` are readable as a stream (see ``_mark_input_terminated``).
 
 Slow clients cannot hold worker slots (``shared.http_server``): a route's body is read whole, with a cap and a

@@ -1,4 +1,4 @@
-"""One guarded fetcher for media URLs found in event data (DESIGN.md section 7).
+"""One guarded fetcher for media URLs found in event data.
 
 Event data is untrusted: a speaker photo URL may point at the cloud metadata service, an internal admin page or a
 file on disk. Every fetch therefore goes through :class:`MediaFetcher`, which

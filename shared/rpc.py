@@ -1,4 +1,7 @@
-"""RPC with a deadline: nameko's in-service RpcProxy waits forever for a stopped service (PLATFORM_NOTES 3)."""
+"""RPC with a deadline: nameko's in-service RpcProxy waits forever for a stopped service.
+
+(docs/architecture.md fact 3)
+"""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from shared.models import (
 )
 
 GOLDEN_EVENTS = ("FOSSASIA16", "OTS16", "EhealthAfrica")
-# `meta` is left out: our exporter adds fields to it (DESIGN.md section 5).
+# `meta` is left out: our exporter adds fields to it (readers ignore what they do not know).
 GOLDEN_FILES = ("event", "microlocations", "sessions", "speakers", "sponsors", "tracks", "session_types", "forms")
 # FOSSASIA16 `speakers` was edited by hand after export (a duplicated "website" key in two records, a tab, a blank
 # line, a missing trailing space): no exporter can produce it. It is compared at JSON level instead (json.load keeps the

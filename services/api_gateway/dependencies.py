@@ -28,9 +28,9 @@ MAIL_QUEUES = {
 class RequestDispatcher(EventDispatcher):
     """An EventDispatcher that never drops a request.
 
-    Events published before a subscriber's queue exists are silently dropped (PLATFORM_NOTES 2), so at start-up the
-    gateway declares each worker's queue exactly as nameko would, and publishes with ``mandatory`` so that an
-    unroutable request is an error for the caller, never a silent loss.
+    Events published before a subscriber's queue exists are silently dropped (docs/architecture.md fact 2), so at
+    start-up the gateway declares each worker's queue exactly as nameko would, and publishes with ``mandatory`` so
+    that an unroutable request is an error for the caller, never a silent loss.
     """
 
     def __init__(self) -> None:

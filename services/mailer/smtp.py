@@ -143,7 +143,7 @@ class SmtpTransport:
                 raise Aborted("another mailer instance took over this delivery")
             try:
                 # data() raises only when DATA itself is refused; the final reply to the message is *returned*
-                # (PLATFORM_NOTES 17), so a 451/554 refusal of the message would otherwise pass for success.
+                # (docs/architecture.md fact 9), so a 451/554 refusal would otherwise pass for success.
                 code, text = smtp.data(message.encode("ascii"))
             except smtplib.SMTPResponseException as exc:  # DATA refused (not 354): nothing was transmitted
                 raise _by_code(exc.smtp_code, f"DATA refused: {_reason(exc)}") from exc

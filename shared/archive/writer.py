@@ -50,7 +50,7 @@ class ExportReport:
 
 
 def _yield_hub() -> None:
-    # Give heartbeats and other greenthreads a turn between CPU-bound chunks (PLATFORM_NOTES 4).
+    # Give heartbeats and other greenthreads a turn between CPU-bound chunks (docs/architecture.md fact 4).
     eventlet.sleep(0)
 
 

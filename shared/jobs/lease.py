@@ -1,7 +1,7 @@
 """A lease per task: one run works on a task at a time, and a task that keeps losing its worker stops.
 
-Delivery is at least once (PLATFORM_NOTES 1): a worker cut off from the broker keeps running while its request is
-delivered again. Each run therefore takes the task's lease (a ``job_leases`` row) before doing anything:
+Delivery is at least once (docs/architecture.md fact 1): a worker cut off from the broker keeps running while its
+request is delivered again. Each run therefore takes the task's lease (a ``job_leases`` row) before doing anything:
 
 - no row: the run inserts it and works (delivery 1);
 - held by a live run (not expired): the run waits, polling, until the holder finishes (then it acks and does
@@ -17,7 +17,7 @@ and before publishing an outcome, and marks it done after publishing (``finish``
 publishes nothing: the run that took over owns the outcome.
 
 SQLite: lease writes never use sqlite's own busy wait (it blocks the whole process, including the transaction
-holding the lock, PLATFORM_NOTES 4); they retry green.
+holding the lock, docs/architecture.md fact 4); they retry green.
 """
 
 from __future__ import annotations
