@@ -1,4 +1,4 @@
-"""Legacy archive (folder or zip) -> database, losslessly.
+"""Archive records -> database, losslessly.
 
 Known fields go to columns and relations. For every record the loader then derives the record the exporter would
 produce from exactly those values (``shared.archive.records.derive_record``) and stores the differences: source keys
@@ -8,16 +8,15 @@ source records.
 
 Everything is written on the caller's connection inside its transaction; the caller commits or rolls back.
 
-Sources stream: ``load_event`` reads a ``RecordSource`` (the importer's archive reader, or parsed files through
-``ParsedSource``) twice, first into a compact ``SourceIndex`` (ids, the names nested snapshots show, relations), then
-record by record into batched Core inserts. Memory holds the index and one batch, never a whole file.
+Sources stream: ``load_event`` reads a ``RecordSource`` (the archive reader, ``reader.EventArchive``) twice, first
+into a compact ``SourceIndex`` (ids, the names nested snapshots show, relations), then record by record into
+batched Core inserts. Memory holds the index and one batch, never a whole file.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session as OrmSession
 
 from shared.archive.legacy import normalize_value
+from shared.archive.reader import open_archive, validate_archive
 from shared.archive.records import (
     COLUMNS,
     COPYRIGHT_COLUMNS,
@@ -45,23 +45,10 @@ from shared.archive.records import (
     nested_speaker,
     nested_track,
 )
+from shared.archive.safezip import ArchiveError, ArchiveLimits
 from shared.models import ROLE_ORGANIZER, EventRole
 
 INT32_MAX = 2**31 - 1
-MAX_MEMBER_BYTES = 512 * 1024 * 1024
-
-# Canonical file -> names it has been seen under (2016 archives used .json names and custom_forms).
-FILE_NAMES: dict[str, tuple[str, ...]] = {
-    "event": ("event", "event.json", "events", "events.json"),
-    "microlocations": ("microlocations", "microlocations.json"),
-    "sessions": ("sessions", "sessions.json"),
-    "speakers": ("speakers", "speakers.json"),
-    "sponsors": ("sponsors", "sponsors.json"),
-    "tracks": ("tracks", "tracks.json"),
-    "session_types": ("session_types", "session_types.json"),
-    "forms": ("forms", "forms.json", "custom_forms", "custom_forms.json"),
-    "social_links": ("social_links", "social_links.json"),
-}
 _SESSION_RELATIONS = (("track", "tracks"), ("session_type", "session_types"), ("microlocation", "microlocations"))
 LOADED_ARRAYS = ("microlocations", "sessions", "speakers", "sponsors", "tracks", "session_types", "forms")
 
@@ -100,82 +87,6 @@ class LoadResult:
     event_id: int
     id_map: dict[str, dict[int, int]] = field(default_factory=dict)  # file -> {archive id: database id}
     counts: dict[str, int] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------------------------------------- reading
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _parse(file: str, raw: bytes) -> Any:
-    try:
-        return json.loads(raw.decode("utf-8-sig"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise LoadError(f"invalid JSON: {exc}", file=file) from None
-
-
-def _zip_reader(path: Path) -> Callable[[str], bytes | None]:
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise LoadError(f"not a readable zip archive: {exc}") from None
-    members = {info.filename: info for info in archive.infolist() if not info.is_dir()}
-    prefix = ""
-    if not any(name in members for name in FILE_NAMES["event"]):
-        # Tolerate archives packed with one top-level folder.
-        tops = {name.split("/", 1)[0] for name in members if "/" in name}
-        for top in tops:
-            if any(f"{top}/{name}" in members for name in FILE_NAMES["event"]):
-                prefix = top + "/"
-                break
-
-    def read(name: str) -> bytes | None:
-        info = members.get(prefix + name)
-        if info is None:
-            return None
-        if info.file_size > MAX_MEMBER_BYTES:
-            raise LoadError(f"member too large ({info.file_size} bytes)", file=name)
-        try:
-            with archive.open(info) as fh:
-                data = fh.read(MAX_MEMBER_BYTES + 1)
-        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
-            raise LoadError(f"unreadable zip member: {exc}", file=name) from None
-        if len(data) > MAX_MEMBER_BYTES:  # the header lied about the size
-            raise LoadError("member too large", file=name)
-        return data
-
-    return read
-
-
-def _folder_reader(path: Path) -> Callable[[str], bytes | None]:
-    def read(name: str) -> bytes | None:
-        candidate = path / name
-        return candidate.read_bytes() if candidate.is_file() else None
-
-    return read
-
-
-def read_legacy_source(source: Path | str) -> dict[str, Any]:
-    """Parsed files of a legacy archive folder or zip, under canonical names; missing optional files are absent."""
-    source = Path(source)
-    if source.is_dir():
-        read = _folder_reader(source)
-    elif source.is_file():
-        read = _zip_reader(source)
-    else:
-        raise LoadError(f"archive not found: {source}")
-    data: dict[str, Any] = {}
-    for canonical, names in FILE_NAMES.items():
-        for name in names:
-            raw = read(name)
-            if raw is not None:
-                data[canonical] = _parse(canonical, raw)
-                break
-    if "event" not in data:
-        raise LoadError("missing", file="event")
-    return data
 
 
 # ---------------------------------------------------------------------------------------------------- value helpers
@@ -346,30 +257,6 @@ class RecordSource(Protocol):
     def records(self, file: str) -> Iterable[Any]: ...
 
 
-class ParsedSource:
-    """A source over already parsed files under canonical names (what ``read_legacy_source`` returns)."""
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self.data = data
-
-    def event(self) -> dict[str, Any]:
-        event = self.data.get("event")
-        if not isinstance(event, dict):
-            raise LoadError("expected a JSON object", file="event")
-        event = dict(event)
-        if "social_links" not in event and isinstance(self.data.get("social_links"), list):
-            event["social_links"] = self.data["social_links"]  # 2016 archives kept them in a separate file
-        return event
-
-    def records(self, file: str) -> Iterable[Any]:
-        value = self.data.get(file)
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            raise LoadError("expected a JSON array", file=file)
-        return value
-
-
 # ------------------------------------------------------------------------------------------------------ the loader
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -458,26 +345,26 @@ def index_source(source: RecordSource, visit: Callable[[str, Any], None] | None 
     return index
 
 
-def load_legacy_event(
+def load_archive(
     db_session: OrmSession | Connection,
-    source: Path | str,
+    path: Path | str,
     *,
     keep_ids: bool = True,
     owner_user_id: int | None = None,
+    limits: ArchiveLimits = ArchiveLimits(),
+    strict: bool = False,
 ) -> LoadResult:
-    """Load a legacy archive folder or zip as one new event, in the caller's transaction (the caller commits)."""
-    return load_legacy_data(db_session, read_legacy_source(source), keep_ids=keep_ids, owner_user_id=owner_user_id)
+    """Load an archive folder or zip as one new event, in the caller's transaction (the caller commits).
 
-
-def load_legacy_data(
-    db_session: OrmSession | Connection,
-    data: Mapping[str, Any],
-    *,
-    keep_ids: bool = True,
-    owner_user_id: int | None = None,
-) -> LoadResult:
-    """Like ``load_legacy_event`` for already parsed files (canonical names, as ``read_legacy_source`` returns)."""
-    return load_event(db_session, ParsedSource(data), keep_ids=keep_ids, owner_user_id=owner_user_id)
+    Read through the hardened reader, as an import is (safe-zip limits, variants, validation): its first problem
+    comes back as a ``LoadError``. Media files are not loaded: media fields keep their archive paths.
+    """
+    try:
+        with open_archive(path, limits, strict=strict) as archive:
+            validate_archive(archive)
+            return load_event(db_session, archive, keep_ids=keep_ids, owner_user_id=owner_user_id)
+    except ArchiveError as exc:
+        raise LoadError(exc.detail, file=exc.file, record_id=exc.record_id) from None
 
 
 def load_event(
