@@ -31,7 +31,7 @@ from shared.signing import derive_key
 PREFIX = "enc:v1:"
 KEYS_VAR = "SECRETS_ENCRYPTION_KEYS"
 MIN_PASSPHRASE_BYTES = 32
-# A config key whose name contains one of these holds a secret (services/storage/backend_config.is_secret agrees).
+# A config key whose name contains one of these holds a secret (services/storage/records/config.is_secret agrees).
 SECRET_NAME_WORDS = ("secret", "password", "token", "credential", "private")
 
 

@@ -422,7 +422,7 @@ def test_failure_inside_the_transaction_rolls_everything_back(system):
     assert task.state == "FAILURE" and task.result["code"] == "internal_error", task.result
     assert row_counts(system.env.database_url, exclude=NOT_EVENT_DATA) == before
     # The media it had re-hosted before the transaction were deleted again.
-    from services.storage.local_backend import LocalBackend
+    from services.storage.backends.local import LocalBackend
 
     keys = [info.key for info in LocalBackend(system.env.var_dir / "storage").iter_objects()]
     assert not [k for k in keys if k.startswith(f"imports/{task_id}/media/")]

@@ -10,14 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.storage.local_backend import (
-    InvalidKey,
-    LocalBackend,
-    ObjectInfo,
-    ObjectNotFound,
-    ObjectTooLarge,
-    validate_key,
-)
+from services.storage.backends.local import LocalBackend
+from services.storage.types import InvalidKey, ObjectInfo, ObjectNotFound, ObjectTooLarge, validate_key
 from shared.object_keys import MAX_KEY_LENGTH
 
 

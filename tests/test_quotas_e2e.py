@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from services.storage.backends.local import LocalBackend
 from services.storage.data_plane import signed_url
-from services.storage.local_backend import LocalBackend
 from shared.models import StorageObject
 from tests.e2e import Client, Env, make_env, start_stack
 from tests.hostile_archives import base_files

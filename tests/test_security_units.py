@@ -20,7 +20,7 @@ from alembic import command
 from cryptography.fernet import Fernet
 
 from services.api_gateway import auth, login
-from services.storage import backend_records
+from services.storage.records import admin as backend_records
 from shared import models as m
 from shared import secretbox
 from shared.config import (
@@ -296,7 +296,7 @@ def test_backend_secrets_are_encrypted_rotatable_and_plain_rows_get_resealed(tmp
 
 
 def test_every_declared_secret_is_encrypted_by_name():
-    from services.storage.backend_config import FIELDS
+    from services.storage.records.config import FIELDS
 
     declared = [name for fields in FIELDS.values() for name, f in fields.items() if f.secret]
     assert declared and all(secretbox.is_secret_name(name) for name in declared)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from services.storage.backend_config import InvalidBackendConfig, is_secret, normalize, public_config
+from services.storage.records.config import InvalidBackendConfig, is_secret, normalize, public_config
 from services.storage.settings import load_storage_settings
 from shared.signing import BadSignature, sign, signed_query, verify, verify_query
 

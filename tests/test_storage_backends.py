@@ -23,14 +23,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import pytest
 import requests
 
-from services.storage.backends.base import (
-    BackendError,
-    InvalidKey,
-    ObjectBackend,
-    ObjectInfo,
-    ObjectNotFound,
-    ObjectTooLarge,
-)
+from services.storage.backends.base import ObjectBackend
+from services.storage.types import BackendError, InvalidKey, ObjectInfo, ObjectNotFound, ObjectTooLarge
 from tests.conftest import free_port
 from tests.storage_servers import (
     ServerUnavailable,
@@ -71,10 +65,10 @@ def _start(starter: Callable[[], object]) -> object:
 
 @pytest.fixture(scope="module")
 def local_case(tmp_path_factory) -> Iterator[Case]:
-    from services.storage.backends.local import LocalObjectBackend
+    from services.storage.backends.local import LocalBackend
 
     workdir = tmp_path_factory.mktemp("local")
-    yield Case("local", LocalObjectBackend(workdir))
+    yield Case("local", LocalBackend(workdir))
     shutil.rmtree(workdir, ignore_errors=True)
 
 

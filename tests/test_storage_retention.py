@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select, update
 
 from services.storage import object_index, retention
-from services.storage.backends.base import BackendError
-from services.storage.registry import Registry
+from services.storage.records.registry import Registry
 from services.storage.settings import load_storage_settings
+from services.storage.types import BackendError
 from shared import contracts as c
 from shared.db import make_engine, make_session_factory
 from shared.models import StorageBackendRecord, StorageObject, utcnow

@@ -21,7 +21,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from services.api_gateway import media_uploads, uploads
-from services.storage.local_backend import LocalBackend
+from services.storage.backends.local import LocalBackend
 from shared import object_keys
 from shared.http import ApiError
 from tests.e2e import Client, Env, make_env, start_stack

@@ -81,7 +81,7 @@ def cmd_delete_user(args: argparse.Namespace) -> int:
 def cmd_reseal_secrets(_args: argparse.Namespace) -> int:
     import os
 
-    from services.storage.backend_records import reseal_all
+    from services.storage.records.admin import reseal_all
     from shared.config import SECRET_FILE_NAME
 
     if not os.environ.get("SECRETS_ENCRYPTION_KEYS") and not os.environ.get("SECRET_KEY"):

@@ -8,19 +8,20 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Mapping
-from typing import Protocol
 from urllib.parse import quote
 
 from werkzeug.http import http_date
 from werkzeug.wrappers import Request, Response
 
-from services.storage.local_backend import (
+from services.storage.backends.base import ObjectBackend
+from services.storage.types import (
     CHUNK_SIZE,
     InvalidKey,
     ObjectInfo,
     ObjectNotFound,
     ObjectTooLarge,
     StorageError,
+    content_disposition,
     validate_key,
 )
 from shared.http import ApiError, json_response
@@ -36,16 +37,6 @@ LINK_EXPIRED_MESSAGE = "This link has expired. Request a new download link."
 INVALID_SIGNATURE_MESSAGE = (
     "This link is invalid: its signature does not match (it may have been altered or cut short). Request a new link."
 )
-
-
-class Backend(Protocol):
-    """What the data plane needs of a backend: ``LocalBackend`` and every ``backends.base.ObjectBackend``."""
-
-    def put_stream(self, key: str, chunks: Iterator[bytes], content_type: str | None = None,
-                   max_size: int | None = None) -> ObjectInfo: ...
-
-    def open(self, key: str):  # noqa: ANN201 - an ObjectReader or BackendObjectReader
-        ...
 
 
 def _backend_failure(exc: StorageError) -> ApiError:
@@ -113,7 +104,7 @@ def _body_chunks(request: Request) -> Iterator[bytes]:
         raise ApiError(400, "incomplete_body", f"Expected {expected} bytes, received {received}.")
 
 
-def store_object(backend: Backend, key: str, request: Request, max_size: int | None = None) -> ObjectInfo:
+def store_object(backend: ObjectBackend, key: str, request: Request, max_size: int | None = None) -> ObjectInfo:
     """Stream the request body into ``key`` of ``backend``."""
     try:
         return backend.put_stream(key, _body_chunks(request), content_type=request.mimetype or None,
@@ -124,11 +115,6 @@ def store_object(backend: Backend, key: str, request: Request, max_size: int | N
         raise ApiError(413, "too_large", str(exc)) from None
     except StorageError as exc:
         raise _backend_failure(exc) from None
-
-
-def receive_object(backend: Backend, key: str, request: Request, max_size: int | None = None) -> Response:
-    """Stream the request body into ``key``; answers 201 ``{"key", "size", "sha256"}``."""
-    return stored_response(store_object(backend, key, request, max_size))
 
 
 def stored_response(info: ObjectInfo, **extra: object) -> Response:
@@ -173,20 +159,7 @@ def _unsatisfiable(size: int) -> ApiError:
     )
 
 
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII ``filename`` and, when needed, the RFC 6266 UTF-8 ``filename*``."""
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if ch.isprintable()).strip() or "download"
-    fallback = "".join(ch if ch.isascii() and ch not in '"\\' else "_" for ch in name)
-    # A plain token goes unquoted: the format's clients expect exactly "attachment; filename=event1.zip".
-    token = re.fullmatch(r"[A-Za-z0-9._-]+", fallback) is not None
-    value = f"attachment; filename={fallback}" if token else f'attachment; filename="{fallback}"'
-    if fallback != name:
-        value += f"; filename*=UTF-8''{quote(name, safe='')}"
-    return value
-
-
-def serve_object(backend: Backend, key: str, request: Request) -> Response:
+def serve_object(backend: ObjectBackend, key: str, request: Request) -> Response:
     """GET/HEAD of ``key``: streamed body, single-range support, ETag = sha256, download as attachment."""
     try:
         reader = backend.open(key)

@@ -13,19 +13,14 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from services.storage.local_backend import DEFAULT_CONTENT_TYPE, ObjectInfo
-from services.storage.registry import BackendSpec
+from services.storage.records.registry import BackendSpec
+from services.storage.types import DEFAULT_CONTENT_TYPE, ObjectInfo
 from shared import contracts as c
 from shared import object_keys
 from shared.contracts import UTC_FORMAT
 from shared.models import StorageObject
 
 EXPIRED, DELETED = "expired", "deleted"
-
-
-class ObjectGone(Exception):
-    """The object existed and was deleted (expired, or on request); the message says which and when (a clause:
-    ``it expired on ... and was deleted on ...``)."""
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -22,11 +22,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.wrappers import Request, Response
 
 from services.storage import data_plane, object_index
-from services.storage.backends.base import ObjectBackend, StorageError
-from services.storage.local_backend import ObjectNotFound, validate_key
-from services.storage.object_index import ObjectGone
-from services.storage.registry import MAX_PRESIGN_SECONDS, InactiveBackend, Registry, UnknownBackend
+from services.storage.backends.base import ObjectBackend
+from services.storage.records.registry import MAX_PRESIGN_SECONDS, Registry
 from services.storage.retention import announce
+from services.storage.types import (
+    InactiveBackend,
+    ObjectGone,
+    ObjectNotFound,
+    StorageError,
+    UnknownBackend,
+    validate_key,
+)
 from shared.config import Settings
 from shared.http import ApiError
 from shared.models import StorageObject, utcnow

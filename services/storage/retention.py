@@ -23,9 +23,9 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.storage import object_index
-from services.storage.backends.base import StorageError
-from services.storage.local_backend import TMP_PREFIX
-from services.storage.registry import Registry, UnknownBackend
+from services.storage.backends.local import TMP_PREFIX
+from services.storage.records.registry import Registry
+from services.storage.types import StorageError, UnknownBackend
 from shared.jobs.lifecycle import ANNOUNCE_GRACE
 from shared.models import StorageObject, utcnow
 

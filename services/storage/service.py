@@ -3,7 +3,8 @@ plane, and the retention sweeper.
 
 Bytes only ever move over HTTP (``/objects/<key>``, or a backend's own presigned URL); RPC carries keys, URLs and
 small JSON. The work is done in plain modules: ``objects`` (links, store, serve, delete over every backend),
-``backend_records`` (the admin API's records), ``retention`` (the sweeper), ``registry`` (the backends).
+``records`` (the backend records and the registry that builds backends), ``retention`` (the sweeper). Other services
+call it through ``shared.storage_client``, whose exception types carry the names of those raised here.
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from nameko.rpc import rpc
 from nameko.timer import timer
 from werkzeug.wrappers import Request, Response
 
-from services.storage import backend_records, data_plane, object_index, objects, retention
-from services.storage.backend_config import InvalidBackendConfig
-from services.storage.backend_records import BackendExists
-from services.storage.backends.base import BackendError
+from services.storage import data_plane, object_index, objects, retention
 from services.storage.dependencies import AppSettings, BackendRegistry, StorageBackend
-from services.storage.local_backend import InvalidKey, ObjectNotFound
-from services.storage.object_index import ObjectGone
-from services.storage.probe import BackendCheckFailed, check_backend
-from services.storage.registry import BackendSpec, InactiveBackend, UnknownBackend, build_backend, check_buildable
+from services.storage.records import admin
+from services.storage.records.admin import BackendExists
+from services.storage.records.config import InvalidBackendConfig
+from services.storage.records.probe import BackendCheckFailed, check_backend
+from services.storage.records.registry import BackendSpec, build_backend, check_buildable
 from services.storage.settings import load_storage_settings
+from services.storage.types import BackendError, InactiveBackend, InvalidKey, ObjectGone, ObjectNotFound, UnknownBackend
 from shared.dependencies import Database
 from shared.http import http, json_response
 from shared.models import utcnow
@@ -98,14 +98,14 @@ class StorageService:
     def list_backends(self) -> dict[str, Any]:
         spec = self.registry.default_spec
         with self.db() as session:
-            return {"data": backend_records.list_records(session),
+            return {"data": admin.list_records(session),
                     "default": {"storage_backend": spec.kind, "keep_days": spec.keep_days}}
 
     @rpc
     def backend_choices(self) -> list[dict[str, Any]]:
         """The backends an export may name (the default and the active records), without config or secrets."""
         with self.db() as session:
-            return backend_records.choices(session, self.registry.default_spec)
+            return admin.choices(session, self.registry.default_spec)
 
     @rpc
     def describe_backend(self, identifier: str) -> dict[str, Any] | None:
@@ -115,22 +115,22 @@ class StorageService:
             return {"storage_backend": spec.kind, "storage_backend_id": identifier, "active": True,
                     "keep_days": spec.keep_days, "builtin": True}
         with self.db() as session:
-            return backend_records.describe(session, identifier)
+            return admin.describe(session, identifier)
 
     @rpc(expected_exceptions=RECORD_ERRORS)
     def create_backend(self, body: dict[str, Any]) -> dict[str, Any]:
         with self.db() as session:
-            return backend_records.create(session, body, self._check_spec)
+            return admin.create(session, body, self._check_spec)
 
     @rpc(expected_exceptions=RECORD_ERRORS)
     def update_backend(self, identifier: str, body: dict[str, Any]) -> dict[str, Any]:
         with self.db() as session:
-            return backend_records.update(session, identifier, body, self._check_spec)
+            return admin.update(session, identifier, body, self._check_spec)
 
     @rpc(expected_exceptions=RECORD_ERRORS)
     def deactivate_backend(self, identifier: str) -> dict[str, Any]:
         with self.db() as session:
-            return backend_records.deactivate(session, identifier)
+            return admin.deactivate(session, identifier)
 
     def _check_spec(self, spec: BackendSpec, probe: bool) -> None:
         check_buildable(spec, self.registry.storage_dir)

@@ -2,7 +2,7 @@
 
 The default backend is configured here: ``STORAGE_BACKEND=local|s3|gcs|dropbox|seafile`` and, for the remote ones,
 one variable per config key, ``<KIND>_<KEY>`` (``S3_BUCKET``, ``S3_ENDPOINT_URL``, ``GCS_CREDENTIALS_FILE``,
-``DROPBOX_REFRESH_TOKEN``, ``SEAFILE_SERVER_URL``, ...: the keys of ``backend_config.FIELDS``). For S3 the usual
+``DROPBOX_REFRESH_TOKEN``, ``SEAFILE_SERVER_URL``, ...: the keys of ``records.config.FIELDS``). For S3 the usual
 ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_DEFAULT_REGION`` work too (boto3 reads the first two itself).
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.storage.backend_config import FIELDS, KINDS, InvalidBackendConfig, normalize
+from services.storage.records.config import FIELDS, KINDS, InvalidBackendConfig, normalize
 
 DEFAULT_SWEEP_INTERVAL = 300.0
 

@@ -5,6 +5,7 @@ package costs nothing and a process that never uses S3 never imports boto3 (whic
 ``eventlet.monkey_patch()``: PLATFORM_NOTES 12).
 """
 
-from services.storage.backends.base import BackendError, ObjectBackend
+from services.storage.backends.base import ObjectBackend
+from services.storage.types import BackendError
 
 __all__ = ["BackendError", "ObjectBackend"]

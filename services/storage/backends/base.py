@@ -1,4 +1,5 @@
-"""The one interface every object backend implements (local, S3, GCS, Dropbox, Seafile) and the helpers they share.
+"""The one interface every object backend implements (local, S3, GCS, Dropbox, Seafile) and the helpers they share;
+their vocabulary (``ObjectInfo``, the errors, ``validate_key``) is ``services/storage/types.py``.
 
 Contract (``tests/test_storage_backends.py`` runs one suite over every backend):
 
@@ -21,48 +22,9 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
-from services.storage.local_backend import (
-    CHUNK_SIZE,
-    DEFAULT_CONTENT_TYPE,
-    InvalidKey,
-    ObjectInfo,
-    ObjectNotFound,
-    ObjectTooLarge,
-    StorageError,
-    validate_key,
-)
+from services.storage.types import BackendError, ObjectInfo, ObjectNotFound, ObjectTooLarge, StorageError
 
-__all__ = [
-    "CHUNK_SIZE",
-    "DEFAULT_CONTENT_TYPE",
-    "BackendError",
-    "BackendObjectReader",
-    "ChunkStream",
-    "HashingReader",
-    "InvalidKey",
-    "ObjectBackend",
-    "ObjectInfo",
-    "ObjectNotFound",
-    "ObjectTooLarge",
-    "StorageError",
-    "validate_key",
-]
-
-
-# What went wrong, where a backend can tell (``BackendError.reason``): the record check names it to the admin.
-UNREACHABLE, CREDENTIALS, BUCKET_MISSING = "unreachable", "credentials", "bucket_missing"
-
-
-class BackendError(StorageError):
-    """The backend refused, failed or could not be reached. The message is safe to log and to show an operator.
-
-    ``reason``: ``UNREACHABLE`` (no connection to the endpoint), ``CREDENTIALS`` (refused the credentials),
-    ``BUCKET_MISSING`` (the bucket or container does not exist), or ``None`` when the backend cannot tell.
-    """
-
-    def __init__(self, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
+__all__ = ["BackendError", "BackendObjectReader", "ChunkStream", "HashingReader", "ObjectBackend"]
 
 
 class ObjectBackend(abc.ABC):
@@ -226,7 +188,7 @@ class HashingReader:
 class ChunkStream:
     """An iterator of chunks with ``close()`` that releases the underlying response, however iteration ends.
 
-    A class rather than a generator for the same reason as ``local_backend.ChunkIterator``: WSGI servers call
+    A class rather than a generator for the same reason as ``local.ChunkIterator``: WSGI servers call
     ``close()`` on response bodies that were never started. Transport errors mid-stream become ``BackendError``.
     """
 

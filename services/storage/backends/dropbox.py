@@ -26,19 +26,21 @@ from dropbox import files as dbx_files
 from dropbox.session import HOST_API, HOST_CONTENT
 
 from services.storage.backends.base import (
+    ChunkStream,
+    HashingReader,
+    ObjectBackend,
+    empty_stream,
+    parse_created_at,
+    range_header,
+)
+from services.storage.types import (
     CHUNK_SIZE,
     CREDENTIALS,
     DEFAULT_CONTENT_TYPE,
     UNREACHABLE,
     BackendError,
-    ChunkStream,
-    HashingReader,
-    ObjectBackend,
     ObjectInfo,
     ObjectNotFound,
-    empty_stream,
-    parse_created_at,
-    range_header,
     validate_key,
 )
 

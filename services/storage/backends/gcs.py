@@ -32,22 +32,24 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
 from services.storage.backends.base import (
-    BUCKET_MISSING,
-    CHUNK_SIZE,
-    DEFAULT_CONTENT_TYPE,
-    BackendError,
     ChunkStream,
     HashingReader,
     ObjectBackend,
-    ObjectInfo,
-    ObjectNotFound,
     empty_stream,
     format_created_at,
     parse_created_at,
     range_header,
+)
+from services.storage.types import (
+    BUCKET_MISSING,
+    CHUNK_SIZE,
+    DEFAULT_CONTENT_TYPE,
+    BackendError,
+    ObjectInfo,
+    ObjectNotFound,
+    content_disposition,
     validate_key,
 )
-from services.storage.data_plane import content_disposition
 
 MiB = 1024 * 1024
 CHUNK_QUANTUM = 256 * 1024  # resumable upload chunks must be multiples of 256 KiB

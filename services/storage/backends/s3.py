@@ -27,24 +27,26 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from services.storage.backends.base import (
+    ChunkStream,
+    HashingReader,
+    ObjectBackend,
+    empty_stream,
+    format_created_at,
+    parse_created_at,
+    range_header,
+)
+from services.storage.types import (
     BUCKET_MISSING,
     CHUNK_SIZE,
     CREDENTIALS,
     DEFAULT_CONTENT_TYPE,
     UNREACHABLE,
     BackendError,
-    ChunkStream,
-    HashingReader,
-    ObjectBackend,
     ObjectInfo,
     ObjectNotFound,
-    empty_stream,
-    format_created_at,
-    parse_created_at,
-    range_header,
+    content_disposition,
     validate_key,
 )
-from services.storage.data_plane import content_disposition
 
 log = logging.getLogger(__name__)
 

@@ -25,18 +25,20 @@ from typing import Any
 import requests
 
 from services.storage.backends.base import (
-    CHUNK_SIZE,
-    DEFAULT_CONTENT_TYPE,
-    BackendError,
     ChunkStream,
     HashingReader,
     ObjectBackend,
-    ObjectInfo,
-    ObjectNotFound,
-    StorageError,
     empty_stream,
     parse_created_at,
     range_header,
+)
+from services.storage.types import (
+    CHUNK_SIZE,
+    DEFAULT_CONTENT_TYPE,
+    BackendError,
+    ObjectInfo,
+    ObjectNotFound,
+    StorageError,
     validate_key,
 )
 

@@ -17,21 +17,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.storage.backend_config import DEFAULT_ID, LOCAL_ID, InvalidBackendConfig
 from services.storage.backends.base import ObjectBackend
+from services.storage.records.config import DEFAULT_ID, LOCAL_ID, InvalidBackendConfig
 from services.storage.settings import StorageSettings
+from services.storage.types import InactiveBackend, UnknownBackend
 from shared.models import StorageBackendRecord
 
 # SigV4 (S3 and GCS) presigned URLs live at most 7 days; longer links go through the data plane.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
-
-
-class UnknownBackend(Exception):
-    """No backend record has this identifier."""
-
-
-class InactiveBackend(Exception):
-    """The backend record exists but is deactivated: nothing new goes there."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +52,12 @@ def build_backend(spec: BackendSpec, storage_dir: Path) -> ObjectBackend:
     """A backend object for ``spec`` (no network traffic); a config the client library refuses is a ValueError."""
     c = spec.config
     if spec.kind == "local":
-        from services.storage.backends.local import LocalObjectBackend
+        from services.storage.backends.local import LocalBackend
 
         # Records get a directory of their own under STORAGE_DIR: the API never chooses filesystem paths.
         builtin = spec.identifier in (DEFAULT_ID, LOCAL_ID)
         root = storage_dir if builtin else storage_dir / "backends" / spec.identifier
-        return LocalObjectBackend(root)
+        return LocalBackend(root)
     if spec.kind == "s3":
         from services.storage.backends.s3 import S3Backend, S3Config
 

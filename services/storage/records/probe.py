@@ -12,15 +12,9 @@ import uuid
 
 import eventlet
 
-from services.storage.backend_config import InvalidBackendConfig
-from services.storage.backends.base import (
-    BUCKET_MISSING,
-    CREDENTIALS,
-    UNREACHABLE,
-    BackendError,
-    ObjectBackend,
-    StorageError,
-)
+from services.storage.backends.base import ObjectBackend
+from services.storage.records.config import InvalidBackendConfig
+from services.storage.types import BUCKET_MISSING, CREDENTIALS, UNREACHABLE, BackendError, StorageError
 
 PROBE_PREFIX = "_probe/"
 _EXPLAIN = {

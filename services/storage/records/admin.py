@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
-from services.storage.backend_config import (
+from services.storage.records.config import (
     DEFAULT_ID,
     TOKEN_FIELD,
     InvalidBackendConfig,
@@ -25,7 +25,8 @@ from services.storage.backend_config import (
     normalize,
     public_config,
 )
-from services.storage.registry import BackendSpec, UnknownBackend
+from services.storage.records.registry import BackendSpec
+from services.storage.types import UnknownBackend
 from shared.contracts import UTC_FORMAT
 from shared.models import StorageBackendRecord, StorageObject, utcnow
 
@@ -35,7 +36,7 @@ MAX_KEEP_DAYS = 36500
 MAX_DESCRIPTION = 2000
 
 # check(spec, probe): raises InvalidBackendConfig if the client library refuses the spec and, with ``probe``, if the
-# backend does not work (a real put, stat and delete: services/storage/probe.py).
+# backend does not work (a real put, stat and delete: services/storage/records/probe.py).
 CheckSpec = Callable[[BackendSpec, bool], None]
 
 
