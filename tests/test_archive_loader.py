@@ -13,13 +13,12 @@ from shared.archive import (
     LoadError,
     iter_array_text,
     iter_file_text,
-    load_legacy_event,
     order_record,
-    read_legacy_source,
 )
 from shared.archive.legacy import dump_object
 from shared.db import make_engine, make_session_factory
 from shared.models import EventRole, Session, Track, User
+from tests.legacy_source import load_legacy_event, read_legacy_source
 
 EXPORTED = ("event",) + ARRAY_FILES
 # Keys whose values hold ids of another file (how the test undoes a remapping, independently of the loader).

@@ -616,8 +616,9 @@ def test_limits_are_configurable(tmp_path):
 def test_legacy_archives_round_trip_through_the_reader(name, samples_dir, sqlite_url):
     """Records as the reader yields them, loaded by the existing loader and exported again: the source files in
     canonical form (the loader tests' criterion: key order and separators of the format, values untouched)."""
-    from shared.archive import iter_file_text, load_legacy_data
+    from shared.archive import iter_file_text
     from shared.db import make_engine, make_session_factory, upgrade_to_head
+    from tests.legacy_source import load_legacy_data
 
     upgrade_to_head(sqlite_url)
     engine = make_engine(sqlite_url)

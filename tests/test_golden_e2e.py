@@ -10,8 +10,8 @@ import zipfile
 import pytest
 import requests
 
-from shared.archive import load_legacy_event
 from tests.e2e import Client, make_env, start_stack
+from tests.legacy_source import load_legacy_event
 from tests.rabbit import create_vhost, delete_vhost
 from tests.test_export_e2e import PASSWORD, add_users, export
 from tests.test_golden_export import GOLDEN_EVENTS, GOLDEN_FILES, HAND_EDITED, golden_bytes

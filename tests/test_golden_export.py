@@ -12,7 +12,6 @@ from shared.archive import (
     event_record,
     iter_file_text,
     iter_records,
-    load_legacy_event,
 )
 from shared.db import make_engine, make_session_factory
 from shared.models import (
@@ -28,6 +27,7 @@ from shared.models import (
     Sponsor,
     Track,
 )
+from tests.legacy_source import load_legacy_event
 
 GOLDEN_EVENTS = ("FOSSASIA16", "OTS16", "EhealthAfrica")
 # `meta` is left out: our exporter adds fields to it (readers ignore what they do not know).

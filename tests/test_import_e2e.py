@@ -23,7 +23,6 @@ import sqlalchemy as sa
 
 from shared import models as m
 from shared.archive import ARRAY_FILES, media_fields
-from shared.archive.loader import read_legacy_source
 from shared.contracts import GATEWAY, IMPORT_REQUEST_QUEUE, IMPORT_REQUESTED, make_payload
 from shared.event_stats import record_counts
 from shared.object_keys import import_media_key as media_key
@@ -48,6 +47,7 @@ from tests.import_helpers import (
     wait_all,
     wait_queue_drained,
 )
+from tests.legacy_source import read_legacy_source
 from tests.rabbit import create_vhost, delete_vhost
 from tests.test_archive_loader import expected_text
 from tests.test_export_e2e import PASSWORD, add_users

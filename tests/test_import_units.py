@@ -17,10 +17,11 @@ from services.importer import media
 from shared import object_keys
 from shared.archive import ARRAY_FILES, iter_file_text
 from shared.archive import loader as loader_module
-from shared.archive.loader import ParsedSource, load_event, load_legacy_data, read_legacy_source
+from shared.archive.loader import load_event
 from shared.archive.reader import open_archive
 from shared.db import make_engine, make_session_factory, upgrade_to_head
 from shared.http import ApiError
+from tests.legacy_source import ParsedSource, load_legacy_data, read_legacy_source
 
 # --- uploads -------------------------------------------------------------------------------------------------------
 

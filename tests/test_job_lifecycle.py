@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from nameko.testing.services import worker_factory
 
 from services.exporter.service import ExporterService
-from services.importer.service import ImporterService, ImportRun
+from services.importer.import_run import ImportRun
+from services.importer.service import ImporterService
 from shared import contracts
 from shared.config import load_settings
 from shared.db import make_engine, make_session_factory, upgrade_to_head

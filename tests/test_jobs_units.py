@@ -12,7 +12,7 @@ from shared.archive.jsonstream import BYTES_PER_CHAR, iter_array
 from shared.archive.safezip import ArchiveError, ArchiveLimits
 from shared.db import make_engine, make_session_factory, upgrade_to_head
 from shared.jobs.lease import ACQUIRED, DONE, EXHAUSTED, Lease
-from shared.jobs.retry import retry_within
+from shared.jobs.retry import RetryWindow
 from shared.models import JobLease, utcnow
 
 
@@ -104,8 +104,8 @@ def test_storage_retries_stop_at_the_window():
         raise ConnectionError("storage down")
 
     with pytest.raises(ConnectionError):
-        retry_within(step, window=20, transient=lambda e: isinstance(e, ConnectionError),
-                     pause=lambda s: clock.__setitem__(0, clock[0] + s), clock=lambda: clock[0])
+        RetryWindow(20, pause=lambda s: clock.__setitem__(0, clock[0] + s), clock=lambda: clock[0]).run(
+            step, transient=lambda e: isinstance(e, ConnectionError))
     assert calls == [0, 1, 3, 7, 15, 20]  # 1 s, 2 s, 4 s, 8 s, then cut to the window's end
 
 
@@ -117,7 +117,7 @@ def test_errors_that_are_not_transient_are_not_retried():
         raise ValueError("bad archive")
 
     with pytest.raises(ValueError):
-        retry_within(step, window=60, transient=lambda e: isinstance(e, ConnectionError), pause=lambda s: None)
+        RetryWindow(60, pause=lambda s: None).run(step, transient=lambda e: isinstance(e, ConnectionError))
     assert calls == [1]
 
 

@@ -131,13 +131,13 @@ def media_files(path: Path) -> int:
 
 
 def cmd_load_event(args: argparse.Namespace) -> int:
-    from shared.archive.loader import LoadError, load_legacy_event
+    from shared.archive.loader import LoadError, load_archive
 
     path = Path(args.path)
     try:
         with _session() as session:
-            result = load_legacy_event(session, path, keep_ids=args.keep_ids,
-                                       owner_user_id=_user_id(session, args.owner))
+            # The hardened reader, as an import uses: limits, variants, validation before anything is written.
+            result = load_archive(session, path, keep_ids=args.keep_ids, owner_user_id=_user_id(session, args.owner))
             session.commit()
     except LoadError as exc:
         print(f"cannot load {path}: {exc}", file=sys.stderr)

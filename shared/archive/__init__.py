@@ -1,4 +1,5 @@
-"""The Open Event archive: legacy format rules (``legacy``), DB -> records (``records``), archive -> DB (``loader``)."""
+"""The Open Event archive in one wing: the format's rules (``legacy``), the hardened reader (``reader``), archive ->
+DB (``loader``), DB -> records (``records``), the streaming writer (``writer``) and the export formats (``formats``)."""
 
 from shared.archive.legacy import (
     ARRAY_FILES,
@@ -20,7 +21,7 @@ from shared.archive.legacy import (
     order_record,
     url_extension,
 )
-from shared.archive.loader import LoadError, LoadResult, load_legacy_data, load_legacy_event, read_legacy_source
+from shared.archive.loader import LoadError, LoadResult, load_archive
 from shared.archive.records import event_record, iter_file_text, iter_records
 from shared.contracts import MEDIA_FLAGS
 
@@ -42,14 +43,12 @@ __all__ = [
     "iter_array_text",
     "iter_file_text",
     "iter_records",
-    "load_legacy_data",
-    "load_legacy_event",
+    "load_archive",
     "media_fields",
     "media_path",
     "media_targets",
     "name_slug",
     "nested_session_type_length",
     "order_record",
-    "read_legacy_source",
     "url_extension",
 ]

@@ -1,4 +1,4 @@
-"""Legacy archive (folder or zip) -> database, losslessly.
+"""Archive records -> database, losslessly.
 
 Known fields go to columns and relations. For every record the loader then derives the record the exporter would
 produce from exactly those values (``shared.archive.records.derive_record``) and stores the differences: source keys
@@ -8,16 +8,15 @@ source records.
 
 Everything is written on the caller's connection inside its transaction; the caller commits or rolls back.
 
-Sources stream: ``load_event`` reads a ``RecordSource`` (the importer's archive reader, or parsed files through
-``ParsedSource``) twice, first into a compact ``SourceIndex`` (ids, the names nested snapshots show, relations), then
-record by record into batched Core inserts. Memory holds the index and one batch, never a whole file.
+Sources stream: ``load_event`` reads a ``RecordSource`` (the archive reader, ``reader.EventArchive``) twice, first
+into a compact ``SourceIndex`` (ids, the names nested snapshots show, relations), then record by record into
+batched Core inserts. Memory holds the index and one batch, never a whole file.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session as OrmSession
 
 from shared.archive.legacy import normalize_value
+from shared.archive.reader import open_archive, validate_archive
 from shared.archive.records import (
     COLUMNS,
     COPYRIGHT_COLUMNS,
@@ -45,23 +45,10 @@ from shared.archive.records import (
     nested_speaker,
     nested_track,
 )
+from shared.archive.safezip import ArchiveError, ArchiveLimits
 from shared.models import ROLE_ORGANIZER, EventRole
 
 INT32_MAX = 2**31 - 1
-MAX_MEMBER_BYTES = 512 * 1024 * 1024
-
-# Canonical file -> names it has been seen under (2016 archives used .json names and custom_forms).
-FILE_NAMES: dict[str, tuple[str, ...]] = {
-    "event": ("event", "event.json", "events", "events.json"),
-    "microlocations": ("microlocations", "microlocations.json"),
-    "sessions": ("sessions", "sessions.json"),
-    "speakers": ("speakers", "speakers.json"),
-    "sponsors": ("sponsors", "sponsors.json"),
-    "tracks": ("tracks", "tracks.json"),
-    "session_types": ("session_types", "session_types.json"),
-    "forms": ("forms", "forms.json", "custom_forms", "custom_forms.json"),
-    "social_links": ("social_links", "social_links.json"),
-}
 _SESSION_RELATIONS = (("track", "tracks"), ("session_type", "session_types"), ("microlocation", "microlocations"))
 LOADED_ARRAYS = ("microlocations", "sessions", "speakers", "sponsors", "tracks", "session_types", "forms")
 
@@ -100,82 +87,6 @@ class LoadResult:
     event_id: int
     id_map: dict[str, dict[int, int]] = field(default_factory=dict)  # file -> {archive id: database id}
     counts: dict[str, int] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------------------------------------- reading
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _parse(file: str, raw: bytes) -> Any:
-    try:
-        return json.loads(raw.decode("utf-8-sig"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise LoadError(f"invalid JSON: {exc}", file=file) from None
-
-
-def _zip_reader(path: Path) -> Callable[[str], bytes | None]:
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise LoadError(f"not a readable zip archive: {exc}") from None
-    members = {info.filename: info for info in archive.infolist() if not info.is_dir()}
-    prefix = ""
-    if not any(name in members for name in FILE_NAMES["event"]):
-        # Tolerate archives packed with one top-level folder.
-        tops = {name.split("/", 1)[0] for name in members if "/" in name}
-        for top in tops:
-            if any(f"{top}/{name}" in members for name in FILE_NAMES["event"]):
-                prefix = top + "/"
-                break
-
-    def read(name: str) -> bytes | None:
-        info = members.get(prefix + name)
-        if info is None:
-            return None
-        if info.file_size > MAX_MEMBER_BYTES:
-            raise LoadError(f"member too large ({info.file_size} bytes)", file=name)
-        try:
-            with archive.open(info) as fh:
-                data = fh.read(MAX_MEMBER_BYTES + 1)
-        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
-            raise LoadError(f"unreadable zip member: {exc}", file=name) from None
-        if len(data) > MAX_MEMBER_BYTES:  # the header lied about the size
-            raise LoadError("member too large", file=name)
-        return data
-
-    return read
-
-
-def _folder_reader(path: Path) -> Callable[[str], bytes | None]:
-    def read(name: str) -> bytes | None:
-        candidate = path / name
-        return candidate.read_bytes() if candidate.is_file() else None
-
-    return read
-
-
-def read_legacy_source(source: Path | str) -> dict[str, Any]:
-    """Parsed files of a legacy archive folder or zip, under canonical names; missing optional files are absent."""
-    source = Path(source)
-    if source.is_dir():
-        read = _folder_reader(source)
-    elif source.is_file():
-        read = _zip_reader(source)
-    else:
-        raise LoadError(f"archive not found: {source}")
-    data: dict[str, Any] = {}
-    for canonical, names in FILE_NAMES.items():
-        for name in names:
-            raw = read(name)
-            if raw is not None:
-                data[canonical] = _parse(canonical, raw)
-                break
-    if "event" not in data:
-        raise LoadError("missing", file="event")
-    return data
 
 
 # ---------------------------------------------------------------------------------------------------- value helpers
@@ -346,30 +257,6 @@ class RecordSource(Protocol):
     def records(self, file: str) -> Iterable[Any]: ...
 
 
-class ParsedSource:
-    """A source over already parsed files under canonical names (what ``read_legacy_source`` returns)."""
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self.data = data
-
-    def event(self) -> dict[str, Any]:
-        event = self.data.get("event")
-        if not isinstance(event, dict):
-            raise LoadError("expected a JSON object", file="event")
-        event = dict(event)
-        if "social_links" not in event and isinstance(self.data.get("social_links"), list):
-            event["social_links"] = self.data["social_links"]  # 2016 archives kept them in a separate file
-        return event
-
-    def records(self, file: str) -> Iterable[Any]:
-        value = self.data.get(file)
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            raise LoadError("expected a JSON array", file=file)
-        return value
-
-
 # ------------------------------------------------------------------------------------------------------ the loader
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -458,26 +345,26 @@ def index_source(source: RecordSource, visit: Callable[[str, Any], None] | None 
     return index
 
 
-def load_legacy_event(
+def load_archive(
     db_session: OrmSession | Connection,
-    source: Path | str,
+    path: Path | str,
     *,
     keep_ids: bool = True,
     owner_user_id: int | None = None,
+    limits: ArchiveLimits = ArchiveLimits(),
+    strict: bool = False,
 ) -> LoadResult:
-    """Load a legacy archive folder or zip as one new event, in the caller's transaction (the caller commits)."""
-    return load_legacy_data(db_session, read_legacy_source(source), keep_ids=keep_ids, owner_user_id=owner_user_id)
+    """Load an archive folder or zip as one new event, in the caller's transaction (the caller commits).
 
-
-def load_legacy_data(
-    db_session: OrmSession | Connection,
-    data: Mapping[str, Any],
-    *,
-    keep_ids: bool = True,
-    owner_user_id: int | None = None,
-) -> LoadResult:
-    """Like ``load_legacy_event`` for already parsed files (canonical names, as ``read_legacy_source`` returns)."""
-    return load_event(db_session, ParsedSource(data), keep_ids=keep_ids, owner_user_id=owner_user_id)
+    Read through the hardened reader, as an import is (safe-zip limits, variants, validation): its first problem
+    comes back as a ``LoadError``. Media files are not loaded: media fields keep their archive paths.
+    """
+    try:
+        with open_archive(path, limits, strict=strict) as archive:
+            validate_archive(archive)
+            return load_event(db_session, archive, keep_ids=keep_ids, owner_user_id=owner_user_id)
+    except ArchiveError as exc:
+        raise LoadError(exc.detail, file=exc.file, record_id=exc.record_id) from None
 
 
 def load_event(
@@ -495,139 +382,170 @@ def load_event(
     ``index`` (built here unless given) and one batch, never a whole file. ``on_progress("database", done, total)``
     is called after every batch.
     """
-    conn = _connection(db_session)
-    event_src = source.event()
-    if not isinstance(event_src, dict):
-        raise LoadError("expected a JSON object", file="event")
-    event_src = dict(event_src)
-    event_src.pop("creator", None)  # a user of the source server, not event data (the reference dropped it too)
-    raw_links = event_src.get("social_links")
-    link_records = [x for x in raw_links if isinstance(x, dict)] if isinstance(raw_links, list) else []
+    load = _EventLoad(_connection(db_session), source, keep_ids, on_progress)
+    event_src = load.event_source()
     if index is None:
         index = index_source(source)  # before any write: structural errors leave the database untouched
-
-    id_map: dict[str, dict[int, int]] = {}
-    counts: dict[str, int] = {}
-
-    # Event first: on SQLite the first write takes the database lock (unless the caller began IMMEDIATE), so the
-    # reads below (id allocation, identifier check) cannot race another import.
-    events = TABLES["event"]
-    event_row = _coerce_row(events, COLUMNS["event"][1:], event_src)
-    identifier = event_row.pop("identifier")
-    if event_row["name"] is None:
-        event_row["name"] = ""  # NOT NULL column; the source value is kept through extras
-    src_event_id = _valid_id(event_src.get("id"))
-    if keep_ids and src_event_id is not None:
-        _Ids(conn, events, "event", keep_ids).assign([src_event_id])  # raises if taken, moves the PG sequence
-        event_id = src_event_id
-        conn.execute(sa.insert(events).values(id=event_id, **event_row))
-    else:
-        event_id = conn.execute(sa.insert(events).values(**event_row).returning(events.c.id)).scalar_one()
-    id_map["event"] = {src_event_id: event_id} if src_event_id is not None else {}
-    if identifier is not None and conn.execute(sa.select(events.c.id).where(events.c.identifier == identifier)).first():
-        identifier = None  # identifiers are unique: a re-import must not collide
-    event_row.update(id=event_id, identifier=identifier)
-    counts["event"] = 1
-
-    # Ids of every file, then the maps used to rewrite relations.
-    db_ids: dict[str, list[int]] = {}
-    db_ids["social_links"], id_map["social_links"] = _Ids(conn, SOCIAL_LINKS, "social_links", keep_ids).assign(
-        [_valid_id(record.get("id")) for record in link_records]
-    )
-    for file in LOADED_ARRAYS:
-        db_ids[file], id_map[file] = _Ids(conn, TABLES[file], file, keep_ids).assign(index.src_ids[file])
-    # Kept ids map to themselves; only remapped or duplicated ids need the source rewritten before comparing.
-    remap = any(old != new for mapping in id_map.values() for old, new in mapping.items())
-
-    relations = _Relations(index, db_ids, id_map)
-    total = sum(index.count(file) for file in LOADED_ARRAYS) + relations.link_count
-    done = 0
-
-    def progress(step: int) -> None:
-        nonlocal done
-        done += step
-        if on_progress is not None:
-            on_progress("database", done, total)
-
-    # Event: social links and copyright are compared as part of the event record.
-    link_rows = []
-    for position, (record, db_id) in enumerate(zip(link_records, db_ids["social_links"], strict=True)):
-        row = _coerce_row(SOCIAL_LINKS, ("name", "link"), record)
-        row.update(id=db_id, event_id=event_id, archive_order=position, extra_fields=None, absent_fields=None)
-        link_rows.append(row)
-    copyright_src = event_src.get("copyright")
-    copyright_row = None
-    if isinstance(copyright_src, dict):
-        copyright_row = _coerce_row(COPYRIGHTS, COPYRIGHT_COLUMNS, copyright_src)
-        copyright_row["event_id"] = event_id
-    event_derived = derive_record(
-        "event",
-        event_row,
-        {
-            "social_links": [nested_social_link(r["id"], r["link"], r["name"]) for r in link_rows],
-            "copyright": nested_copyright(copyright_row),
-        },
-    )
-    event_source = remap_source("event", event_src, id_map) if remap else event_src
-    event_extras, event_absent = bookkeeping(event_derived, event_source)
-    if copyright_row is not None:
-        _insert(conn, COPYRIGHTS, [copyright_row])
-    _insert(conn, SOCIAL_LINKS, link_rows)
-    counts["social_links"] = len(link_rows)
-
-    # Every array file, streamed a second time: the row, its derived record and the differences, in batches.
+    load.insert_event(event_src)
+    load.assign_ids(index)
+    event_extras, event_absent = load.write_event_parts(event_src)
     for file in WRITE_ORDER:
-        table, ids, names = TABLES[file], db_ids[file], COLUMNS[file][1:]
+        load.write_file(file)
+    load.write_speaker_links()
+    load.finish_event(event_extras, event_absent, owner_user_id)
+    return LoadResult(event_id=load.event_id, id_map=load.id_map, counts=load.counts)
+
+
+class _EventLoad:
+    """The steps of one ``load_event``, in order; each writes on ``conn`` and fills in what the next needs."""
+
+    def __init__(self, conn: Connection, source: RecordSource, keep_ids: bool,
+                 on_progress: ProgressCallback | None) -> None:
+        self.conn, self.source, self.keep_ids, self.on_progress = conn, source, keep_ids, on_progress
+        self.id_map: dict[str, dict[int, int]] = {}
+        self.counts: dict[str, int] = {}
+        self.db_ids: dict[str, list[int]] = {}
+        self.link_records: list[dict[str, Any]] = []
+        self.done = self.total = 0
+
+    def event_source(self) -> dict[str, Any]:
+        event_src = self.source.event()
+        if not isinstance(event_src, dict):
+            raise LoadError("expected a JSON object", file="event")
+        event_src = dict(event_src)
+        event_src.pop("creator", None)  # a user of the source server, not event data (the reference dropped it too)
+        raw_links = event_src.get("social_links")
+        self.link_records = [x for x in raw_links if isinstance(x, dict)] if isinstance(raw_links, list) else []
+        return event_src
+
+    def insert_event(self, event_src: dict[str, Any]) -> None:
+        # Event first: on SQLite the first write takes the database lock (unless the caller began IMMEDIATE), so the
+        # reads below (id allocation, identifier check) cannot race another import.
+        conn, events = self.conn, TABLES["event"]
+        event_row = _coerce_row(events, COLUMNS["event"][1:], event_src)
+        identifier = event_row.pop("identifier")
+        if event_row["name"] is None:
+            event_row["name"] = ""  # NOT NULL column; the source value is kept through extras
+        src_event_id = _valid_id(event_src.get("id"))
+        if self.keep_ids and src_event_id is not None:
+            _Ids(conn, events, "event", self.keep_ids).assign([src_event_id])  # raises if taken, moves the PG sequence
+            event_id = src_event_id
+            conn.execute(sa.insert(events).values(id=event_id, **event_row))
+        else:
+            event_id = conn.execute(sa.insert(events).values(**event_row).returning(events.c.id)).scalar_one()
+        self.id_map["event"] = {src_event_id: event_id} if src_event_id is not None else {}
+        if identifier is not None and conn.execute(
+                sa.select(events.c.id).where(events.c.identifier == identifier)).first():
+            identifier = None  # identifiers are unique: a re-import must not collide
+        event_row.update(id=event_id, identifier=identifier)
+        self.event_id, self.event_row, self.identifier = event_id, event_row, identifier
+        self.counts["event"] = 1
+
+    def assign_ids(self, index: SourceIndex) -> None:
+        """Ids of every file, then the maps used to rewrite relations."""
+        conn, keep_ids = self.conn, self.keep_ids
+        self.db_ids["social_links"], self.id_map["social_links"] = _Ids(
+            conn, SOCIAL_LINKS, "social_links", keep_ids).assign(
+            [_valid_id(record.get("id")) for record in self.link_records]
+        )
+        for file in LOADED_ARRAYS:
+            self.db_ids[file], self.id_map[file] = _Ids(conn, TABLES[file], file, keep_ids).assign(index.src_ids[file])
+        # Kept ids map to themselves; only remapped or duplicated ids need the source rewritten before comparing.
+        self.remap = any(old != new for mapping in self.id_map.values() for old, new in mapping.items())
+        self.relations = _Relations(index, self.db_ids, self.id_map)
+        self.total = sum(index.count(file) for file in LOADED_ARRAYS) + self.relations.link_count
+
+    def progress(self, step: int) -> None:
+        self.done += step
+        if self.on_progress is not None:
+            self.on_progress("database", self.done, self.total)
+
+    def write_event_parts(self, event_src: dict[str, Any]) -> tuple[Any, Any]:
+        """Social links and copyright; they are compared as part of the event record, whose differences return."""
+        event_id = self.event_id
+        link_rows = []
+        for position, (record, db_id) in enumerate(zip(self.link_records, self.db_ids["social_links"], strict=True)):
+            row = _coerce_row(SOCIAL_LINKS, ("name", "link"), record)
+            row.update(id=db_id, event_id=event_id, archive_order=position, extra_fields=None, absent_fields=None)
+            link_rows.append(row)
+        copyright_src = event_src.get("copyright")
+        copyright_row = None
+        if isinstance(copyright_src, dict):
+            copyright_row = _coerce_row(COPYRIGHTS, COPYRIGHT_COLUMNS, copyright_src)
+            copyright_row["event_id"] = event_id
+        event_derived = derive_record(
+            "event",
+            self.event_row,
+            {
+                "social_links": [nested_social_link(r["id"], r["link"], r["name"]) for r in link_rows],
+                "copyright": nested_copyright(copyright_row),
+            },
+        )
+        event_source = remap_source("event", event_src, self.id_map) if self.remap else event_src
+        differences = bookkeeping(event_derived, event_source)
+        if copyright_row is not None:
+            _insert(self.conn, COPYRIGHTS, [copyright_row])
+        _insert(self.conn, SOCIAL_LINKS, link_rows)
+        self.counts["social_links"] = len(link_rows)
+        return differences
+
+    def write_file(self, file: str) -> None:
+        """An array file, streamed a second time: the row, its derived record and the differences, in batches."""
+        table, ids, names = TABLES[file], self.db_ids[file], COLUMNS[file][1:]
         batch: list[dict[str, Any]] = []
         written = 0
-        for position, record in enumerate(source.records(file)):
+        for position, record in enumerate(self.source.records(file)):
             if position >= len(ids) or not isinstance(record, dict):
                 raise LoadError("the file changed while it was being read", file=file)
             row = _coerce_row(table, names, record)
-            row.update(id=ids[position], event_id=event_id, archive_order=position)
+            row.update(id=ids[position], event_id=self.event_id, archive_order=position)
             if file == "sessions":
-                row.update(relations.session_columns(position))
-            derived = derive_record(file, row, relations.of(file, position, row))
-            compared = remap_source(file, record, id_map) if remap else record
+                row.update(self.relations.session_columns(position))
+            derived = derive_record(file, row, self.relations.of(file, position, row))
+            compared = remap_source(file, record, self.id_map) if self.remap else record
             row["extra_fields"], row["absent_fields"] = bookkeeping(derived, compared)
             batch.append(row)
             if len(batch) >= BATCH_ROWS:
-                _insert(conn, table, batch)
+                _insert(self.conn, table, batch)
                 written += len(batch)
-                progress(len(batch))
+                self.progress(len(batch))
                 batch = []
-        _insert(conn, table, batch)
+        _insert(self.conn, table, batch)
         written += len(batch)
-        progress(len(batch))
+        self.progress(len(batch))
         if written != len(ids):
             raise LoadError("the file changed while it was being read", file=file)
-        counts[file] = written
-    links: list[dict[str, int]] = []
-    for link in relations.links():
-        links.append(link)
-        if len(links) >= BATCH_ROWS:
-            _insert(conn, SESSION_SPEAKERS, links)
-            progress(len(links))
-            links = []
-    _insert(conn, SESSION_SPEAKERS, links)
-    progress(len(links))
-    counts["session_speakers"] = relations.link_count
+        self.counts[file] = written
 
-    if event_extras or event_absent or identifier is not None:
-        conn.execute(
-            sa.update(events)
-            .where(events.c.id == event_id)
-            .values(
-                identifier=identifier,
-                extra_fields=sa.bindparam("x", event_extras, type_=sa.JSON(none_as_null=True)),
-                absent_fields=sa.bindparam("a", event_absent, type_=sa.JSON(none_as_null=True)),
+    def write_speaker_links(self) -> None:
+        links: list[dict[str, int]] = []
+        for link in self.relations.links():
+            links.append(link)
+            if len(links) >= BATCH_ROWS:
+                _insert(self.conn, SESSION_SPEAKERS, links)
+                self.progress(len(links))
+                links = []
+        _insert(self.conn, SESSION_SPEAKERS, links)
+        self.progress(len(links))
+        self.counts["session_speakers"] = self.relations.link_count
+
+    def finish_event(self, event_extras: Any, event_absent: Any, owner_user_id: int | None) -> None:
+        events, identifier = TABLES["event"], self.identifier
+        if event_extras or event_absent or identifier is not None:
+            self.conn.execute(
+                sa.update(events)
+                .where(events.c.id == self.event_id)
+                .values(
+                    identifier=identifier,
+                    extra_fields=sa.bindparam("x", event_extras, type_=sa.JSON(none_as_null=True)),
+                    absent_fields=sa.bindparam("a", event_absent, type_=sa.JSON(none_as_null=True)),
+                )
             )
-        )
-    if owner_user_id is not None:
-        conn.execute(
-            sa.insert(EventRole.__table__).values(user_id=owner_user_id, event_id=event_id, role=ROLE_ORGANIZER)
-        )
-    return LoadResult(event_id=event_id, id_map=id_map, counts=counts)
+        if owner_user_id is not None:
+            self.conn.execute(
+                sa.insert(EventRole.__table__).values(user_id=owner_user_id, event_id=self.event_id,
+                                                      role=ROLE_ORGANIZER)
+            )
 
 
 class _Relations:

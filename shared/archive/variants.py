@@ -43,9 +43,6 @@ DATA_FILES: dict[str, tuple[str, ...]] = {
     "social_links": ("social_links", "social_links.json"),
     "meta": ("meta", "meta.json"),
 }
-# Side files of some variants: recognised, never parsed.
-SIDE_FILES = ("config.json", "version.json", "org.json")
-
 # Event keys only the raw-column export has (table columns of the later server).
 _RAW_EVENT_KEYS = frozenset(
     {

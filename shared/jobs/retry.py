@@ -50,9 +50,3 @@ class RetryWindow:
                 delay = min(delay * 2, MAX_DELAY)
                 attempt += 1
 
-
-def retry_within(step: Callable[[], T], *, window: float, transient: Callable[[BaseException], bool],
-                 pause: Callable[[float], None] = time.sleep, what: str = "step",
-                 clock: Callable[[], float] = time.monotonic) -> T:
-    """``RetryWindow(window).run(step)``: retries of one step for ``window`` seconds."""
-    return RetryWindow(window, pause=pause, clock=clock).run(step, transient=transient, what=what)
