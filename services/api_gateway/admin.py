@@ -15,9 +15,8 @@ from typing import Any, TypeVar
 from werkzeug import Response
 
 from services.api_gateway.context import Gateway
-from services.api_gateway.errors import BACKEND_REFUSALS, storage_errors
+from services.api_gateway.errors import BACKEND_REFUSALS, storage_errors, unavailable
 from shared.http import ApiError, json_response
-from shared.rpc import RpcTimeout
 
 # what an admin route is, in "Only admins may ...": the 403 of the others
 T = TypeVar("T")
@@ -27,10 +26,8 @@ BACKENDS = "manage storage backends"
 
 def mail_log(gw: Gateway, limit: int) -> Response:
     """The mailer's recent deliveries and their states (no message bodies or links)."""
-    try:
+    with unavailable("mailer_unavailable"):
         return json_response({"data": gw.mailer("recent_deliveries", limit)})
-    except RpcTimeout as exc:
-        raise ApiError(503, "mailer_unavailable", str(exc)) from exc
 
 
 def _backends(step: Callable[[], T]) -> T:

@@ -10,11 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug import Request
 
 from services.api_gateway import auth, quotas
+from services.api_gateway.errors import unavailable
 from services.api_gateway.quotas import QuotaSettings
 from services.api_gateway.rules import Caller
 from shared.config import Settings
-from shared.http import ApiError
-from shared.rpc import RpcTimeout
 from shared.storage_client import StorageClient
 
 # call(proxy, method, *args, timeout=...) bound to one service's proxy and the timeout of its kind of call
@@ -38,9 +37,7 @@ class Gateway:
     def byte_budget(self, user_id: int) -> quotas.ByteBudget:
         """The user's stored-bytes budget for an upload (storage counts what the user holds)."""
         def stored_bytes(owner: int) -> int:
-            try:
+            with unavailable("storage_unavailable", "Storage is not answering; try again later."):
                 return self.storage.stored_bytes(owner)
-            except RpcTimeout as exc:
-                raise ApiError(503, "storage_unavailable", "Storage is not answering; try again later.") from exc
 
         return quotas.budget_for(stored_bytes, user_id, self.quota)

@@ -49,13 +49,21 @@ BACKEND_REFUSALS = (InvalidBackendConfig, BackendCheckFailed, UnknownBackend, Ba
 
 
 @contextmanager
+def unavailable(code: str, message: str | None = None) -> Iterator[None]:
+    """A service that does not answer in time (``RpcTimeout``) is 503 ``code``."""
+    try:
+        yield
+    except RpcTimeout as exc:
+        raise ApiError(503, code, message or str(exc)) from exc
+
+
+@contextmanager
 def storage_errors(*expected: type[StorageFault], gone: Callable[[str], ApiError] | None = None) -> Iterator[None]:
     """Storage's silence is 503; the ``expected`` refusals answer as ``MAPPED_ERRORS`` says, ``ObjectGone`` as
     ``gone`` (what is gone differs: a medium, an export's archive)."""
     try:
-        yield
-    except RpcTimeout as exc:
-        raise ApiError(503, "storage_unavailable", str(exc)) from exc
+        with unavailable("storage_unavailable"):
+            yield
     except ObjectGone as exc:
         if gone is None:
             raise
