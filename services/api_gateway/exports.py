@@ -25,14 +25,13 @@ COMPLETED_FIELDS = ("download_url", "size", "sha256", "expires_at", "key", "warn
 
 def check_export_backend(gw: Gateway, storage_backend_id: str) -> None:
     """An export may only name a backend that exists and is active (400 otherwise)."""
-    identifier = storage_backend_id
     with storage_errors(*BACKEND_REFUSALS):
-        record = gw.storage.describe_backend(identifier)
+        record = gw.storage.describe_backend(storage_backend_id)
     if record is None:
-        raise ApiError(400, "unknown_storage", f"There is no storage backend {identifier!r}.")
+        raise ApiError(400, "unknown_storage", f"There is no storage backend {storage_backend_id!r}.")
     if not record.get("active"):
-        raise ApiError(400, "storage_inactive",
-                       f"Storage backend {identifier!r} is inactive; choose another one or leave 'storage' out.")
+        raise ApiError(400, "storage_inactive", f"Storage backend {storage_backend_id!r} is inactive; choose another "
+                                                "one or leave 'storage' out.")
 
 
 def list_formats() -> Response:
