@@ -249,7 +249,9 @@ class StorageClient:
         ``retention``, ``owner``, ``keep_seconds``)."""
         url = self.internal_url(self.signed_url(key, method="PUT", ttl=link_ttl, **link))
         try:
-            response = self.session().put(url, data=chunks, headers={"Content-Type": content_type}, timeout=timeout)
+            # iter(): requests would form-encode a list; an iterator is always a chunked body.
+            response = self.session().put(url, data=iter(chunks), headers={"Content-Type": content_type},
+                                          timeout=timeout)
         except requests.RequestException as exc:
             raise StorageUnreachable(str(exc)) from exc
         if response.status_code != 201:

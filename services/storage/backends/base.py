@@ -33,13 +33,8 @@ class ObjectBackend(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def put_stream(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        content_type: str | None = None,
-        max_size: int | None = None,
-    ) -> ObjectInfo:
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None,
+                   max_size: int | None = None) -> ObjectInfo:
         """Store ``chunks`` under ``key``; raises ``ObjectTooLarge`` past ``max_size`` bytes (nothing is stored)."""
 
     @abc.abstractmethod

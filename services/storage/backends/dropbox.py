@@ -154,13 +154,8 @@ class DropboxBackend(ObjectBackend):
 
     # -- writes ------------------------------------------------------------------------------------------------------
 
-    def put_stream(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        content_type: str | None = None,
-        max_size: int | None = None,
-    ) -> ObjectInfo:
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None,
+                   max_size: int | None = None) -> ObjectInfo:
         data_path = self._data_path(key)
         content_type = content_type or DEFAULT_CONTENT_TYPE
         reader = HashingReader(chunks, max_size)

@@ -158,13 +158,8 @@ class LocalBackend(ObjectBackend):
 
     # -- writes --------------------------------------------------------------------------------------------------
 
-    def put_stream(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        content_type: str | None = None,
-        max_size: int | None = None,
-    ) -> ObjectInfo:
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None,
+                   max_size: int | None = None) -> ObjectInfo:
         """Store ``chunks`` under ``key`` (replacing any previous object), in constant memory.
 
         Nothing becomes visible until every byte is on disk; if ``chunks`` raises (client gone, size limit, the

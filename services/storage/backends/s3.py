@@ -150,13 +150,8 @@ class S3Backend(ObjectBackend):
 
     # -- writes ------------------------------------------------------------------------------------------------------
 
-    def put_stream(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        content_type: str | None = None,
-        max_size: int | None = None,
-    ) -> ObjectInfo:
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None,
+                   max_size: int | None = None) -> ObjectInfo:
         name = self._name(key)
         content_type = content_type or DEFAULT_CONTENT_TYPE
         reader = HashingReader(chunks, max_size)
