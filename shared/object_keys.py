@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 MAX_KEY_LENGTH = 512
 _SEGMENT = r"[A-Za-z0-9._~-]+"
 _KEY = re.compile(rf"{_SEGMENT}(/{_SEGMENT})*")
+_PREFIX = re.compile(rf"({_SEGMENT}/)*")
 _SEGMENT_DROP = re.compile(r"[^A-Za-z0-9._~-]+")
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _IMPORT_MEDIA_KEY = re.compile(rf"imports/[0-9a-f-]{{36}}/media/{_SEGMENT}(/{_SEGMENT})*")
@@ -55,6 +56,12 @@ def key_problem(key: object) -> str | None:
     if any(segment == "." for segment in key.split("/")):
         return "object key must not contain '.' segments"
     return None
+
+
+def is_key_prefix(prefix: str) -> bool:
+    """Whether ``prefix`` (ending in ``/``) can stand before every key: whole segments of key characters, no ``.``
+    or ``..`` segment (a backend's ``prefix`` config: S3, GCS)."""
+    return _PREFIX.fullmatch(prefix) is not None and not any(part in (".", "..") for part in prefix.split("/"))
 
 
 # --- builders --------------------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def _locate(registry: Registry, session: Session, key: str) -> tuple[StorageObje
 
 
 def signed_url(registry: Registry, db: sessionmaker[Session], settings: Settings, key: str, *, method: str = "GET",
-               ttl: int | None = None, filename: str | None = None, storage: str | None = None,
+               ttl: int | None = None, filename: str | None = None, backend: str | None = None,
                retention: bool = False, must_exist: bool = False, data_plane_only: bool = False,
                owner: int | None = None, keep_seconds: int | None = None) -> str:
     """A link for ``key`` (see ``StorageService.signed_url``).
@@ -73,7 +73,7 @@ def signed_url(registry: Registry, db: sessionmaker[Session], settings: Settings
     extra: dict[str, str] = {}
     if method == "PUT":
         with db() as session:
-            spec = registry.writable(storage, session)
+            spec = registry.writable(backend, session)
         if spec.identifier != registry.default_spec.identifier:
             extra[BACKEND_PARAM] = spec.identifier
         if retention:
@@ -86,12 +86,12 @@ def signed_url(registry: Registry, db: sessionmaker[Session], settings: Settings
             extra[KEEP_PARAM] = str(int(keep_seconds))
     elif method in ("GET", "HEAD"):
         with db() as session:
-            row, backend = _locate(registry, session, key)
-        if must_exist and row is None and backend.stat(key) is None:
+            row, holder = _locate(registry, session, key)
+        if must_exist and row is None and holder.stat(key) is None:
             raise ObjectNotFound(f"no object is stored at {key}")
         presignable = row is not None and not isinstance(ttl, bool) and 0 < int(ttl) <= MAX_PRESIGN_SECONDS
         if presignable and not data_plane_only:
-            presigned = backend.presigned_get(key, int(ttl), filename)
+            presigned = holder.presigned_get(key, int(ttl), filename)
             if presigned is not None:
                 return presigned
     return data_plane.signed_url(settings.storage_url, settings.link_key, key, method=method, ttl=ttl,

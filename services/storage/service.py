@@ -57,7 +57,7 @@ class StorageService:
         ``data_plane_only`` always gives the data plane's (for services reading platform objects). ``ObjectGone``
         once the object expired or was deleted; with ``must_exist``, ``ObjectNotFound`` if it never existed."""
         return objects.signed_url(self.registry, self.db, self.settings, key, method=method, ttl=ttl,
-                                  filename=filename, storage=backend, retention=retention, must_exist=must_exist,
+                                  filename=filename, backend=backend, retention=retention, must_exist=must_exist,
                                   data_plane_only=data_plane_only, owner=owner, keep_seconds=keep_seconds)
 
     @rpc

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.object_keys import is_key_prefix
 from shared.secretbox import is_secret_name
 
 KINDS = ("local", "s3", "gcs", "dropbox", "seafile")
@@ -23,7 +24,6 @@ RESERVED_IDS = (DEFAULT_ID, LOCAL_ID)
 MiB = 1024 * 1024
 _IDENTIFIER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HOST_RE = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
-_PREFIX_RE = re.compile(r"([A-Za-z0-9._~-]+/)*")
 _FOLDER_RE = re.compile(r"(/[A-Za-z0-9._~ -]+)+")
 MAX_STRING = 2048
 
@@ -183,7 +183,7 @@ def _check(name: str, spec: Field, value: Any, from_env: bool) -> Any:
             raise InvalidBackendConfig(f"config.{name} must be host[:port], without scheme or path.")
     elif spec.type == "prefix":
         value = value if value.endswith("/") else value + "/"
-        if not _PREFIX_RE.fullmatch(value) or any(part in (".", "..") for part in value.split("/")):
+        if not is_key_prefix(value):
             raise InvalidBackendConfig(f"config.{name} must be path segments of letters, digits and . _ ~ -.")
     elif spec.type == "folder":
         value = "/" + value.strip("/")
