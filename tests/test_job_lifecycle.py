@@ -121,3 +121,14 @@ def test_import_progress_names_the_file_as_stage_and_the_pass_as_phase(env):
     assert recorder.types == [contracts.IMPORT_PROGRESS]
     progress = recorder.events[0][1]
     assert [progress[k] for k in ("stage", "phase", "done", "total")] == ["sessions", "validate", 3, 10]
+
+
+@pytest.mark.parametrize("service_cls", [ExporterService, ImporterService])
+def test_job_workers_hold_the_lifecycle_dependencies_and_answer_health(service_cls):
+    from nameko.containers import ServiceContainer
+
+    container = ServiceContainer(service_cls, {"AMQP_URI": "memory://"})
+    names = {dep.attr_name for dep in container.dependencies}
+    assert {"config", "db", "storage", "dispatch", "dead_letters"} <= names
+    assert "health" in {entry.method_name for entry in container.entrypoints}
+    assert worker_factory(service_cls).health() == {"service": service_cls.name, "status": "ok"}

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from nameko.events import EventDispatcher, event_handler
-from nameko.rpc import rpc
+from nameko.events import event_handler
 
 from services.exporter.export_job import run_export
 from shared import contracts
-from shared.dependencies import Config, Database
-from shared.jobs.dead_letter import DeadLetters
 from shared.jobs.lifecycle import EXPORT_EVENTS, JobRun
-from shared.storage_client import Storage
+from shared.jobs.worker import JobWorker
 
 
 class ExportRun(JobRun):
@@ -36,19 +33,9 @@ class ExportRun(JobRun):
                           export_format=request["format"])
 
 
-class ExporterService:
+class ExporterService(JobWorker):
     name = contracts.EXPORTER
-
-    config = Config()
-    db = Database()
-    storage = Storage(expiration=30)
-    dispatch = EventDispatcher()
-    dead_letters = DeadLetters()
 
     @event_handler(contracts.GATEWAY, contracts.EXPORT_REQUESTED)
     def handle_export_requested(self, payload: dict[str, Any]) -> None:
         ExportRun(self, payload).handle()
-
-    @rpc
-    def health(self) -> dict[str, str]:
-        return {"service": self.name, "status": "ok"}

@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from nameko.events import EventDispatcher, event_handler
+from nameko.events import event_handler
 from nameko.extensions import DependencyProvider
-from nameko.rpc import rpc
 from nameko.timer import timer
 
 from services.importer import scratch
@@ -22,9 +21,7 @@ from services.importer.import_job import scratch_root
 from services.importer.import_run import ImportRun
 from shared import contracts
 from shared.config import load_settings
-from shared.dependencies import Config, Database
-from shared.jobs.dead_letter import DeadLetters
-from shared.storage_client import Storage
+from shared.jobs.worker import JobWorker
 
 # Read when the module loads: nameko's timer takes its interval at class definition.
 SCRATCH_SWEEP_INTERVAL = max(1.0, float(os.environ.get("IMPORTER_SCRATCH_SWEEP_INTERVAL") or 600))
@@ -40,14 +37,8 @@ class ScratchSweeper(DependencyProvider):
         return None
 
 
-class ImporterService:
+class ImporterService(JobWorker):
     name = contracts.IMPORTER
-
-    config = Config()
-    db = Database()
-    storage = Storage(expiration=30)
-    dispatch = EventDispatcher()
-    dead_letters = DeadLetters()
     scratch_sweeper = ScratchSweeper()
 
     @timer(interval=SCRATCH_SWEEP_INTERVAL)
@@ -58,7 +49,3 @@ class ImporterService:
     @event_handler(contracts.GATEWAY, contracts.IMPORT_REQUESTED)
     def handle_import_requested(self, payload: dict[str, Any]) -> None:
         ImportRun(self, payload).handle()
-
-    @rpc
-    def health(self) -> dict[str, str]:
-        return {"service": self.name, "status": "ok"}
