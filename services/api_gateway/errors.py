@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from nameko.exceptions import UnknownService
+
 from shared.http import ApiError
 from shared.rpc import RpcTimeout
 from shared.storage_client import (
@@ -50,10 +52,11 @@ BACKEND_REFUSALS = (InvalidBackendConfig, BackendCheckFailed, UnknownBackend, Ba
 
 @contextmanager
 def unavailable(code: str, message: str | None = None) -> Iterator[None]:
-    """A service that does not answer in time (``RpcTimeout``) is 503 ``code``."""
+    """A service that does not answer in time (``RpcTimeout``), or never ran on this broker (nameko's
+    ``UnknownService``: its RPC queue does not exist yet), is 503 ``code``."""
     try:
         yield
-    except RpcTimeout as exc:
+    except (RpcTimeout, UnknownService) as exc:
         raise ApiError(503, code, message or str(exc)) from exc
 
 
