@@ -132,3 +132,11 @@ def test_job_workers_hold_the_lifecycle_dependencies_and_answer_health(service_c
     assert {"config", "db", "storage", "dispatch", "dead_letters"} <= names
     assert "health" in {entry.method_name for entry in container.entrypoints}
     assert worker_factory(service_cls).health() == {"service": service_cls.name, "status": "ok"}
+
+
+@pytest.mark.parametrize(("module", "service_cls"), [("services.exporter.service", ExporterService),
+                                                     ("services.importer.service", ImporterService)])
+def test_nameko_run_finds_exactly_the_worker_service(module, service_cls):
+    from nameko.cli.run import import_service
+
+    assert import_service(module) == [service_cls]  # what ``nameko run <module>`` (tools/stack.py) starts

@@ -14,8 +14,8 @@ from nameko.events import event_handler
 
 from services.exporter.export_job import run_export
 from shared import contracts
+from shared.jobs import worker
 from shared.jobs.lifecycle import EXPORT_EVENTS, JobRun
-from shared.jobs.worker import JobWorker
 
 
 class ExportRun(JobRun):
@@ -33,7 +33,8 @@ class ExportRun(JobRun):
                           export_format=request["format"])
 
 
-class ExporterService(JobWorker):
+# Through its module: ``nameko run`` starts every class of this module's namespace that has entrypoints.
+class ExporterService(worker.JobWorker):
     name = contracts.EXPORTER
 
     @event_handler(contracts.GATEWAY, contracts.EXPORT_REQUESTED)

@@ -21,7 +21,7 @@ from services.importer.import_job import scratch_root
 from services.importer.import_run import ImportRun
 from shared import contracts
 from shared.config import load_settings
-from shared.jobs.worker import JobWorker
+from shared.jobs import worker
 
 # Read when the module loads: nameko's timer takes its interval at class definition.
 SCRATCH_SWEEP_INTERVAL = max(1.0, float(os.environ.get("IMPORTER_SCRATCH_SWEEP_INTERVAL") or 600))
@@ -37,7 +37,8 @@ class ScratchSweeper(DependencyProvider):
         return None
 
 
-class ImporterService(JobWorker):
+# Through its module: ``nameko run`` starts every class of this module's namespace that has entrypoints.
+class ImporterService(worker.JobWorker):
     name = contracts.IMPORTER
     scratch_sweeper = ScratchSweeper()
 

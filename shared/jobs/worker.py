@@ -1,6 +1,9 @@
 """What the nameko service of a job worker (exporter, importer) holds: the dependencies ``lifecycle.JobRun`` uses by
 name (``config``, ``db``, ``storage``, ``dispatch``, ``dead_letters``) and the ``health`` RPC. A worker service
-subclasses it, names itself and adds its event handler (nameko collects inherited dependencies and entrypoints)."""
+subclasses it, names itself and adds its event handler (nameko collects inherited dependencies and entrypoints).
+
+Import the module, not the class, into a service module: ``nameko run services.<name>.service`` starts every class
+of the module's namespace that has entrypoints, and this base has one (``health``)."""
 
 from __future__ import annotations
 
