@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared import models
+from shared.models import events as models
 
 _COUNTED = {
     "microlocations": models.Microlocation,

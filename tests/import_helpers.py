@@ -13,7 +13,7 @@ import requests
 import sqlalchemy as sa
 
 from shared.archive import ARRAY_FILES, dump_object, iter_array_text
-from shared.models import Base
+from shared.models.base import Base
 from tests.e2e import TERMINAL, Client
 
 IMPORT_PATH = "/v1/events/import/json"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.models import Base
+from shared.models.base import Base
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = ("api_gateway", "exporter", "importer", "mailer", "storage")
@@ -33,6 +33,9 @@ TABLE_OWNERS = {
 }
 # owner -> the code allowed to touch its tables (besides the owner itself)
 SHARERS = {"jobs": ("exporter", "importer")}
+# shared/models/<module>.py -> the owner of its tables (None: event data, everyone's)
+MODULE_OWNERS = {"base": None, "events": None, "gateway": "api_gateway", "importer": "importer", "jobs": "jobs",
+                 "mailer": "mailer", "storage": "storage"}
 
 
 @dataclass(frozen=True)
@@ -74,12 +77,14 @@ def _imports(tree: ast.AST) -> list[tuple[int, str, list[str]]]:
     return found
 
 
-def _may_touch(area: str, table: str) -> bool:
-    owner = TABLE_OWNERS.get(table)
-    if owner is None:  # event data
-        return True
+def _may_touch_owner(area: str, owner: str) -> bool:
     mine = _owner_of_area(area)
     return mine == owner or mine in SHARERS.get(owner, ())
+
+
+def _may_touch(area: str, table: str) -> bool:
+    owner = TABLE_OWNERS.get(table)
+    return owner is None or _may_touch_owner(area, owner)  # None: event data
 
 
 def check_tree(root: Path) -> list[Violation]:
@@ -87,8 +92,8 @@ def check_tree(root: Path) -> list[Violation]:
     violations: list[Violation] = []
     for top in ("services", "shared", "tools", "bench"):
         for path in sorted((root / top).rglob("*.py")):
-            if "migrations" in path.parts:  # Alembic sees every table, on purpose
-                continue
+            if "migrations" in path.parts or path.parent == root / "shared" / "models":
+                continue  # Alembic and the models package see every table, on purpose (one metadata)
             area = _area(root, path)
             rel = str(path.relative_to(root))
             tree = ast.parse(path.read_text(), filename=rel)
@@ -99,7 +104,16 @@ def check_tree(root: Path) -> list[Violation]:
                         violations.append(Violation(rel, line, f"{area} imports {module}"))
                     elif area.startswith("services.") and target not in (area, "services"):
                         violations.append(Violation(rel, line, f"{area} imports another service: {module}"))
-                if module == "shared.models" or module.startswith("shared.models."):
+                owned = [module.split(".")[2]] if module.startswith("shared.models.") else []
+                owned += [n for n in names if module == "shared.models" and n in MODULE_OWNERS]
+                flagged = False
+                for part in owned:
+                    owner = MODULE_OWNERS.get(part)
+                    if owner and area not in ("tools", "bench") and not _may_touch_owner(area, owner):
+                        what = f"{area} imports shared.models.{part} (owned by {owner})"
+                        violations.append(Violation(rel, line, what))
+                        flagged = True
+                if not flagged and (module == "shared.models" or module.startswith("shared.models.")):
                     for name in names:
                         table = tables.get(name)
                         if table and area not in ("tools", "bench") and not _may_touch(area, table):
@@ -126,11 +140,19 @@ def test_every_owned_table_exists():
     assert set(TABLE_OWNERS) <= {t.name for t in Base.metadata.sorted_tables}
 
 
+def test_each_table_lives_in_its_owners_model_module():
+    """``shared/models/<owner>.py`` holds exactly the tables ``TABLE_OWNERS`` gives that owner."""
+    for mapper in Base.registry.mappers:
+        module = mapper.class_.__module__
+        assert module.startswith("shared.models."), module
+        assert MODULE_OWNERS[module.split(".")[2]] == TABLE_OWNERS.get(mapper.local_table.name), mapper.class_
+
+
 PLANTED = {
     "services/api_gateway/bad_import.py": ("from services.storage import objects\n", "imports another service"),
-    "services/api_gateway/bad_model.py": ("from shared.models import MailDelivery\n", "owned by mailer"),
+    "services/api_gateway/bad_model.py": ("from shared.models.mailer import MailDelivery\n", "owned by mailer"),
     "services/api_gateway/bad_sql.py": ('Q = "SELECT * FROM mail_deliveries"\n', "names table mail_deliveries"),
-    "services/exporter/bad_model.py": ("from shared.models import StorageObject\n", "owned by storage"),
+    "services/exporter/bad_model.py": ("from shared.models import storage\n", "owned by storage"),
     "shared/bad.py": ("import services.mailer.outbox\n", "shared imports services"),
     "tools/bad.py": ("from services.api_gateway.auth import read_token\n", "tools imports services"),
     "bench/bad.py": ("from services.exporter import media\n", "bench imports services"),
@@ -143,8 +165,9 @@ def test_a_planted_violation_is_found(tmp_path, planted):
     for top in ("services/api_gateway", "services/exporter", "services/mailer", "shared", "tools", "bench"):
         (tmp_path / top).mkdir(parents=True, exist_ok=True)
     (tmp_path / "services/api_gateway/ok.py").write_text(
-        "from services.api_gateway import rules\nfrom shared.models import Task, Event\n")
-    (tmp_path / "services/exporter/ok.py").write_text("from shared.models import JobLease\n")
+        "from services.api_gateway import rules\nfrom shared.models.events import Event\n"
+        "from shared.models.gateway import Task\n")
+    (tmp_path / "services/exporter/ok.py").write_text("from shared.models.jobs import JobLease\n")
     assert check_tree(tmp_path) == []
     source, what = PLANTED[planted]
     (tmp_path / planted).write_text(source)

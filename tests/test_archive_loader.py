@@ -17,7 +17,7 @@ from shared.archive import (
 )
 from shared.archive.legacy import dump_object
 from shared.db import make_engine, make_session_factory
-from shared.models import EventRole, Session, Track, User
+from shared.models.events import EventRole, Session, Track, User
 from tests.legacy_source import load_legacy_event, read_legacy_source
 
 EXPORTED = ("event",) + ARRAY_FILES

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from shared.archive import iter_file_text
 from shared.db import make_engine
-from shared.models import Event, Microlocation, Session, SessionSpeaker, SessionType, Speaker, Track
+from shared.models.events import Event, Microlocation, Session, SessionSpeaker, SessionType, Speaker, Track
 
 SESSIONS = 6000
 ABSTRACT = "An abstract that is long enough to make every record weigh about two kilobytes. " * 25

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from shared import models as m
+from shared.models import events as m
 from shared.passwords import hash_password
 from tests.e2e import Client, Env, make_env, start_stack
 from tests.rabbit import create_vhost, delete_vhost

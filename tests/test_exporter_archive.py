@@ -54,7 +54,7 @@ def test_same_request_gives_the_same_bytes(db):
 
 def test_non_url_media_values_are_kept_and_reported(db):
     factory, event_id = db
-    from shared.models import Speaker
+    from shared.models.events import Speaker
 
     with factory() as session:
         speaker = session.query(Speaker).filter_by(event_id=event_id).order_by(Speaker.id).first()

@@ -13,7 +13,9 @@ from services.api_gateway.tasks import create_task, fail_stale, finish, set_stat
 from shared import contracts as c
 from shared.db import make_engine, make_session_factory
 from shared.http import ApiError
-from shared.models import Task, User, utcnow
+from shared.models.base import utcnow
+from shared.models.events import User
+from shared.models.gateway import Task
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from shared.archive import (
     iter_records,
 )
 from shared.db import make_engine, make_session_factory
-from shared.models import (
+from shared.models.events import (
     CustomForm,
     Event,
     EventCopyright,

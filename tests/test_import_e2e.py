@@ -21,10 +21,12 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from shared import models as m
 from shared.archive import ARRAY_FILES, media_fields
 from shared.contracts import GATEWAY, IMPORT_REQUEST_QUEUE, IMPORT_REQUESTED, make_payload
 from shared.event_stats import record_counts
+from shared.models import events as m
+from shared.models.gateway import Task
+from shared.models.importer import ImportedEvent
 from shared.object_keys import import_media_key as media_key
 from shared.passwords import hash_password
 from tests.conftest import SAMPLES_DIR
@@ -153,7 +155,7 @@ def test_sample_imports_with_exactly_its_records(name, system, sample_imports):
         roles = session.execute(sa.select(m.EventRole.user_id, m.EventRole.role)
                                 .where(m.EventRole.event_id == result["id"])).all()
         assert roles == [(system.users["alice"], m.ROLE_ORGANIZER)]
-        imported = session.get(m.ImportedEvent, task["id"])
+        imported = session.get(ImportedEvent, task["id"])
         assert imported.event_id == result["id"] and imported.variant == name.split("/")[0]
     assert {k: result["counts"][k] for k in expected} == expected
     assert result["warnings_total"] >= len(result["warnings"])
@@ -414,7 +416,7 @@ def test_failure_inside_the_transaction_rolls_everything_back(system):
     deadline = time.monotonic() + 60
     while True:
         with system.env.db() as session:
-            task = session.get(m.Task, task_id)
+            task = session.get(Task, task_id)
             if task.state in ("SUCCESS", "FAILURE"):
                 break
         assert time.monotonic() < deadline, task.state
@@ -443,7 +445,7 @@ def test_same_request_delivered_twice_creates_one_event(system):
     put_archive(system.env.env["AMQP_URI"], key, data)
     user = {"id": system.users["bob"], "email": "bob@example.org"}
     with system.env.db() as session:
-        session.add(m.Task(id=task_id, kind="import", event_id=None, requested_by=user["id"],
+        session.add(Task(id=task_id, kind="import", event_id=None, requested_by=user["id"],
                            requester_email=user["email"], params={"filename": "FOSSASIA10.zip", "key": key}))
         session.commit()
     before = row_counts(system.env.database_url, exclude=NOT_EVENT_DATA)

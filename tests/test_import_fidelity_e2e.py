@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from shared import models as m
+from shared.models import events as m
 from tests.conftest import SAMPLES_DIR
 from tests.e2e import make_env, start_stack
 from tests.hostile_archives import base_files

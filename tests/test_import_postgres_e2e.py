@@ -10,8 +10,9 @@ import pytest
 import sqlalchemy as sa
 from nameko.standalone.events import event_dispatcher
 
-from shared import models as m
 from shared.contracts import GATEWAY, IMPORT_REQUEST_QUEUE, IMPORT_REQUESTED, make_payload
+from shared.models import events as m
+from shared.models.gateway import Task
 from tests.conftest import SAMPLES_DIR
 from tests.e2e import Client, make_env, start_stack
 from tests.hostile_archives import base_files, encode, hostile_cases, write_zip
@@ -91,7 +92,7 @@ def test_duplicate_delivery_on_postgresql(pg_system):
     put_archive(env.env["AMQP_URI"], key, data)
     user = {"id": users["bob"], "email": "bob@example.org"}
     with env.db() as session:
-        session.add(m.Task(id=task_id, kind="import", event_id=None, requested_by=user["id"],
+        session.add(Task(id=task_id, kind="import", event_id=None, requested_by=user["id"],
                            requester_email=user["email"], params={"filename": "OTS16.zip", "key": key}))
         session.commit()
     before = row_counts(env.database_url, exclude=NOT_EVENT_DATA)

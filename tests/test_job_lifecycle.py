@@ -17,7 +17,8 @@ from shared import contracts
 from shared.config import load_settings
 from shared.db import make_engine, make_session_factory, upgrade_to_head
 from shared.jobs.lease import Lease
-from shared.models import JobLease, utcnow
+from shared.models.base import utcnow
+from shared.models.jobs import JobLease
 from shared.storage_client import StorageClient
 
 REQUESTER = {"id": 1, "email": "organizer@example.org"}

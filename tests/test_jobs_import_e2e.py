@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from shared import models as m
 from shared.contracts import IMPORT_REQUEST_QUEUE, IMPORTER
 from shared.jobs.dead_letter import dead_letter_queue
+from shared.models import mailer as m
 from tests.e2e import Client, make_env, start_stack
 from tests.event_tap import EventTap, close_connection, consumer_connection
 from tests.hostile_archives import base_files

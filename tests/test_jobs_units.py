@@ -13,7 +13,8 @@ from shared.archive.safezip import ArchiveError, ArchiveLimits
 from shared.db import make_engine, make_session_factory, upgrade_to_head
 from shared.jobs.lease import ACQUIRED, DONE, EXHAUSTED, Lease
 from shared.jobs.retry import RetryWindow
-from shared.models import JobLease, utcnow
+from shared.models.base import utcnow
+from shared.models.jobs import JobLease
 
 
 class CountingStream(io.BytesIO):

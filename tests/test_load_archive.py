@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from shared.archive.loader import LoadError, load_archive
 from shared.db import make_engine, make_session_factory, upgrade_to_head
-from shared.models import Event
+from shared.models.events import Event
 from tests.hostile_archives import hostile_specs, valid_archive
 from tests.test_cli_load_event import _cli
 

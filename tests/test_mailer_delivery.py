@@ -18,8 +18,9 @@ from services.mailer.postman import Postman
 from services.mailer.settings import MailSettings
 from services.mailer.smtp import SmtpTransport
 from shared import contracts as c
-from shared import models as m
 from shared.db import make_engine, make_session_factory
+from shared.models import events as m
+from shared.models.mailer import MailDelivery
 from tests.smtp_server import SmtpServer
 
 WHO = {"id": 7, "email": "orga@example.org"}
@@ -80,10 +81,10 @@ def completed(task_id: str, email: str = WHO["email"]) -> dict:
                           warnings=[], warnings_total=0)
 
 
-def row(db, task_id: str, kind: str = c.EXPORT_COMPLETED) -> m.MailDelivery:
+def row(db, task_id: str, kind: str = c.EXPORT_COMPLETED) -> MailDelivery:
     with db() as session:
-        return session.scalar(select(m.MailDelivery).where(
-            m.MailDelivery.dedupe_key == outbox.dedupe_key(task_id, kind)))
+        return session.scalar(select(MailDelivery).where(
+            MailDelivery.dedupe_key == outbox.dedupe_key(task_id, kind)))
 
 
 def new_task() -> str:

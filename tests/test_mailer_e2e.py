@@ -25,7 +25,8 @@ from sqlalchemy import delete, select
 
 from services.api_gateway.dependencies import MAIL_QUEUES
 from shared import contracts as c
-from shared import models as m
+from shared.models import events as m
+from shared.models.mailer import MailDelivery
 from tests.e2e import Client, Env, make_env, start_stack
 from tests.hostile_archives import base_files, encode, write_zip
 from tests.import_helpers import submit_ok, zip_folder
@@ -106,14 +107,14 @@ def wait_until(what: str, check: Callable[[], object], timeout: float = 30) -> o
         time.sleep(0.1)
 
 
-def delivery(env: Env, task_id: str, kind: str = c.EXPORT_COMPLETED) -> m.MailDelivery | None:
+def delivery(env: Env, task_id: str, kind: str = c.EXPORT_COMPLETED) -> MailDelivery | None:
     with env.db() as session:
-        return session.scalar(select(m.MailDelivery).where(m.MailDelivery.task_id == task_id,
-                                                            m.MailDelivery.kind == kind))
+        return session.scalar(select(MailDelivery).where(MailDelivery.task_id == task_id,
+                                                            MailDelivery.kind == kind))
 
 
-def wait_delivery(env: Env, task_id: str, check: Callable[[m.MailDelivery], bool], timeout: float = 30,
-                  kind: str = c.EXPORT_COMPLETED) -> m.MailDelivery:
+def wait_delivery(env: Env, task_id: str, check: Callable[[MailDelivery], bool], timeout: float = 30,
+                  kind: str = c.EXPORT_COMPLETED) -> MailDelivery:
     def probe():
         row = delivery(env, task_id, kind)
         return row if row is not None and check(row) else None

@@ -21,8 +21,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from shared import models as m
 from shared.archive import legacy
+from shared.models import events as m
 from tests.conftest import SAMPLES_DIR
 from tests.e2e import Client, Env, make_env, start_stack
 from tests.import_helpers import submit_ok, zip_folder

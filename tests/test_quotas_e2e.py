@@ -23,7 +23,7 @@ import pytest
 
 from services.storage.backends.local import LocalBackend
 from services.storage.data_plane import signed_url
-from shared.models import StorageObject
+from shared.models.storage import StorageObject
 from tests.e2e import Client, Env, make_env, start_stack
 from tests.hostile_archives import base_files
 from tests.import_helpers import submit

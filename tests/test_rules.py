@@ -8,7 +8,9 @@ from services.api_gateway import rules
 from services.api_gateway.rules import Caller
 from shared.db import make_engine, make_session_factory
 from shared.http import ApiError
-from shared.models import ROLE_COORGANIZER, ROLE_ORGANIZER, Base, Event, EventRole, Task, User
+from shared.models.base import Base
+from shared.models.events import ROLE_COORGANIZER, ROLE_ORGANIZER, Event, EventRole, User
+from shared.models.gateway import Task
 
 ROLES = ("admin", "organizer", "coorganizer", "requester", "stranger")
 PUBLIC_KEY = "uploads/2/4f0c1c1e-0000-4000-8000-000000000001/logo.png"

@@ -19,7 +19,7 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from shared import models as m
+from shared.models import events as m
 from shared.passwords import hash_password
 from shared.signing import signed_query
 from tests.conftest import REPO, free_port

@@ -21,7 +21,6 @@ from cryptography.fernet import Fernet
 
 from services.api_gateway import auth, login
 from services.storage.records import admin as backend_records
-from shared import models as m
 from shared import passwords, secretbox
 from shared.config import (
     DEV_SECRET_KEY,
@@ -35,7 +34,10 @@ from shared.db import alembic_config, make_engine, make_session_factory, upgrade
 from shared.http import ApiError
 from shared.logs import Hygiene, JsonFormatter, TextFormatter
 from shared.media_fetcher import MediaFetcher, MediaFetchError
-from shared.models import EventRole, StorageBackendRecord, User
+from shared.models import gateway as m
+from shared.models.base import utcnow
+from shared.models.events import EventRole, User
+from shared.models.storage import StorageBackendRecord, reseal_secrets
 from shared.signing import BadSignature, derive_key, sign, verify
 
 GOOD_SECRET = "a-perfectly-random-secret-of-40-bytes-xx"
@@ -167,7 +169,7 @@ def test_login_limits_on_both_databases(database_url):
     assert attempt("y@example.org", "wrong", "192.0.2.1").status == 429
     # The window ends: everything is allowed again (the rows are moved back in time rather than waiting).
     with factory() as session:
-        session.execute(sa.update(m.LoginThrottle).values(window_start=m.utcnow() - timedelta(seconds=601)))
+        session.execute(sa.update(m.LoginThrottle).values(window_start=utcnow() - timedelta(seconds=601)))
         session.commit()
     assert isinstance(attempt("u@example.org", "right", "192.0.2.1"), str)
 
@@ -273,7 +275,7 @@ def test_backend_secrets_are_encrypted_rotatable_and_plain_rows_get_resealed(tmp
     clean_env.setenv(secretbox.KEYS_VAR, f"{new_key},{old_key}")
     assert read("team").token == "TOKEN-PLAIN-1"
     with factory() as session:
-        assert backend_records.reseal_all(session) == 2
+        assert reseal_secrets(session) == 2
     clean_env.setenv(secretbox.KEYS_VAR, new_key)
     assert read("team").token == "TOKEN-PLAIN-1" and read("box").config["app_secret"] == "APP-SECRET-PLAIN"
     clean_env.setenv(secretbox.KEYS_VAR, Fernet.generate_key().decode())
@@ -287,7 +289,7 @@ def test_backend_secrets_are_encrypted_rotatable_and_plain_rows_get_resealed(tmp
                     (json.dumps({"app_key": "k1", "app_secret": "LEGACY-APP-SECRET"}),))
     assert read("box").token == "LEGACY-PLAIN"
     with factory() as session:
-        backend_records.reseal_all(session)
+        reseal_secrets(session)
     with sqlite3.connect(tmp_path / "p.db") as raw:
         token, config = raw.execute("SELECT token, config FROM storage_backends WHERE storage_backend_id = 'box'"
                                     ).fetchone()

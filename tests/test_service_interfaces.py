@@ -20,7 +20,9 @@ from services.mailer.service import MailerService
 from shared.config import load_settings
 from shared.db import make_engine, make_session_factory, upgrade_to_head
 from shared.http import ApiError
-from shared.models import MailDelivery, User, utcnow
+from shared.models.base import utcnow
+from shared.models.events import User
+from shared.models.mailer import MailDelivery
 
 
 @pytest.fixture

@@ -29,7 +29,9 @@ from nameko.standalone.events import get_event_exchange
 from sqlalchemy import select, update
 
 from shared import contracts as c
-from shared import models as m
+from shared.models import events as m
+from shared.models.base import utcnow
+from shared.models.storage import StorageObject
 from shared.passwords import hash_password
 from tests.conftest import free_port
 from tests.e2e import Client, Env, make_env, start_stack
@@ -181,9 +183,9 @@ class System:
     def client(self, who: str) -> Client:
         return Client.login(self.url, f"{who}@example.org", PASSWORD)
 
-    def index_row(self, key: str) -> m.StorageObject | None:
+    def index_row(self, key: str) -> StorageObject | None:
         with self.env.db() as session:
-            return session.get(m.StorageObject, key)
+            return session.get(StorageObject, key)
 
     def log_text(self) -> str:
         return "".join(p.read_text(errors="replace") for p in (self.env.var_dir / "log").glob("*.log"))
@@ -439,14 +441,14 @@ def test_unknown_and_inactive_backends_are_refused(system):
 def _expire_now(system: System, key: str) -> None:
     """What the passing of keep days does: the object's expiry is now in the past."""
     with system.env.db() as session:
-        row = session.get(m.StorageObject, key)
+        row = session.get(StorageObject, key)
         assert row is not None and row.expires_at is not None
-        session.execute(update(m.StorageObject).where(m.StorageObject.key == key)
-                        .values(expires_at=m.utcnow() - timedelta(seconds=1)))
+        session.execute(update(StorageObject).where(StorageObject.key == key)
+                        .values(expires_at=utcnow() - timedelta(seconds=1)))
         session.commit()
 
 
-def _wait_deleted(system: System, key: str, timeout: float = 30) -> m.StorageObject:
+def _wait_deleted(system: System, key: str, timeout: float = 30) -> StorageObject:
     deadline = time.monotonic() + timeout
     while True:
         row = system.index_row(key)
@@ -496,7 +498,7 @@ def test_expired_exports_are_swept_and_answer_410(system, remotes, kind, request
 def test_objects_without_retention_are_not_swept(system):
     """keep_days 0 and objects whose writer did not ask for retention (imports, media) have no expiry."""
     with system.env.db() as session:
-        rows = session.scalars(select(m.StorageObject).where(m.StorageObject.backend == "default")).all()
+        rows = session.scalars(select(StorageObject).where(StorageObject.backend == "default")).all()
     assert rows and all(r.expires_at is None for r in rows)
 
 

@@ -17,7 +17,8 @@ from services.storage.settings import load_storage_settings
 from services.storage.types import BackendError
 from shared import contracts as c
 from shared.db import make_engine, make_session_factory
-from shared.models import StorageBackendRecord, StorageObject, utcnow
+from shared.models.base import utcnow
+from shared.models.storage import StorageBackendRecord, StorageObject
 
 
 class Published:

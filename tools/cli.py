@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from shared.config import load_settings
 from shared.db import make_engine, make_session_factory, upgrade_to_head
-from shared.models import EVENT_ROLES, EventRole, User
+from shared.models.events import EVENT_ROLES, EventRole, User
 
 # eventlet (imported lazily via nameko by some commands) announces its deprecation; operators need not see it.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
@@ -81,8 +81,8 @@ def cmd_delete_user(args: argparse.Namespace) -> int:
 def cmd_reseal_secrets(_args: argparse.Namespace) -> int:
     import os
 
-    from services.storage.records.admin import reseal_all
     from shared.config import SECRET_FILE_NAME
+    from shared.models.storage import reseal_secrets
 
     if not os.environ.get("SECRETS_ENCRYPTION_KEYS") and not os.environ.get("SECRET_KEY"):
         # The key must be the storage service's: with `make run` that is the SECRET_KEY kept in var/.
@@ -92,7 +92,7 @@ def cmd_reseal_secrets(_args: argparse.Namespace) -> int:
             return 1
         os.environ["SECRET_KEY"] = path.read_text().strip()
     with _session() as session:
-        count = reseal_all(session)
+        count = reseal_secrets(session)
     print(f"{count} storage backend record(s) encrypted with the first key of SECRETS_ENCRYPTION_KEYS")
     return 0
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from shared import models as m
+from shared.models import events as m
 
 BATCH = 5000
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from services.api_gateway.rules import Caller
 from shared.http import MAX_DB_INT, ApiError
-from shared.models import User
+from shared.models.events import User
 
 # Open Event clients send "JWT <token>"; everything else speaks "Bearer <token>".
 TOKEN_SCHEMES = ("jwt", "bearer")

@@ -11,7 +11,7 @@ from services.api_gateway.context import Gateway
 from services.api_gateway.rules import Caller
 from shared.event_stats import record_counts
 from shared.http import json_response
-from shared.models import Event
+from shared.models.events import Event
 
 _FMT = "%Y-%m-%dT%H:%M:%S"
 

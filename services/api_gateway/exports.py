@@ -17,7 +17,7 @@ from shared import contracts as c
 from shared import object_keys
 from shared.archive import formats
 from shared.http import ApiError, json_response
-from shared.models import Task
+from shared.models.gateway import Task
 from shared.storage_client import BackendError
 
 COMPLETED_FIELDS = ("download_url", "size", "sha256", "expires_at", "key", "warnings", "warnings_total", "retention")

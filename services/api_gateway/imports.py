@@ -21,7 +21,7 @@ from services.api_gateway.uploads import Store, Upload, put_to_storage
 from shared import contracts as c
 from shared.contracts import SUCCESS
 from shared.http import json_response
-from shared.models import Task
+from shared.models.gateway import Task
 from shared.object_keys import import_key
 from shared.storage_client import StorageClient
 

@@ -25,7 +25,9 @@ from services.api_gateway import auth
 from services.api_gateway.context import Gateway
 from shared import passwords
 from shared.http import ApiError, json_response
-from shared.models import LoginThrottle, User, utcnow
+from shared.models.base import utcnow
+from shared.models.events import User
+from shared.models.gateway import LoginThrottle
 
 # Made now, at gateway start: made on the first unknown email, it would make that one answer slower than the rest.
 passwords.prepare_dummy_hash()

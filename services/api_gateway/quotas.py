@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from shared import contracts as c
 from shared.http import ApiError
-from shared.models import Task
+from shared.models.gateway import Task
 
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the files, for the Content-Length pre-check
 JOBS_RETRY_AFTER = 30

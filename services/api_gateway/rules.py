@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from shared import object_keys
 from shared.http import ApiError
-from shared.models import EVENT_ROLES, ROLE_ORGANIZER, Event, EventRole, Task
+from shared.models.events import EVENT_ROLES, ROLE_ORGANIZER, Event, EventRole
+from shared.models.gateway import Task
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from shared.contracts import (
     load_payload,
 )
 from shared.http import ApiError, json_response
-from shared.models import Task, utcnow
+from shared.models.base import utcnow
+from shared.models.gateway import Task
 
 # Status events travel on separate queues, so they may arrive out of order: a phase only moves forward, and only
 # while the task is underway.

@@ -44,7 +44,8 @@ from shared.config import Settings
 from shared.contracts import MAX_WARNINGS
 from shared.jobs.lease import Lease, LeaseLost
 from shared.jobs.lifecycle import JobFailed
-from shared.models import Event, ImportedEvent
+from shared.models.events import Event
+from shared.models.importer import ImportedEvent
 from shared.storage_client import StorageClient, StorageRefused, StorageUnreachable
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from services.mailer import outbox
 from services.mailer.settings import MailSettings
 from services.mailer.smtp import SmtpTransport
 from shared.contracts import UTC_FORMAT
-from shared.models import MailDelivery
+from shared.models.mailer import MailDelivery
 
 T = MailDelivery.__table__.c
 PROBE_TIMEOUT = 2.0  # seconds: the gateway waits 3 s for the whole health answer

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.contracts import UTC_FORMAT
-from shared.models import MailDelivery
+from shared.models.mailer import MailDelivery
 
 
 def _time(value: Any) -> str | None:

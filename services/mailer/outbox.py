@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.models import MailDelivery
+from shared.models.mailer import MailDelivery
 
 PENDING, SENDING, TRANSMITTING = "pending", "sending", "transmitting"
 SENT, FAILED, UNCERTAIN = "sent", "failed", "uncertain"

@@ -27,7 +27,9 @@ from services.mailer.smtp import (
 )
 from shared import contracts as c
 from shared.jobs.lifecycle import ANNOUNCE_GRACE
-from shared.models import Event, MailDelivery, utcnow
+from shared.models.base import utcnow
+from shared.models.events import Event
+from shared.models.mailer import MailDelivery
 
 log = logging.getLogger(__name__)
 

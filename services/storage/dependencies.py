@@ -8,11 +8,11 @@ from nameko.extensions import DependencyProvider
 
 from services.storage import retention
 from services.storage.backends.base import ObjectBackend
-from services.storage.records import admin
 from services.storage.records.registry import Registry
 from services.storage.settings import load_storage_settings
 from shared.config import Settings, check_service_secrets, load_settings
 from shared.db import make_engine, make_session_factory
+from shared.models.storage import reseal_secrets
 from shared.secretbox import current_box
 
 
@@ -40,7 +40,7 @@ class BackendRegistry(DependencyProvider):
         factory = make_session_factory(self.engine)
         current_box()  # an unusable SECRETS_ENCRYPTION_KEYS entry fails the start, not the first admin request
         with factory() as session:  # plain rows from before encryption, or rows under a key being rotated out
-            admin.reseal_all(session)
+            reseal_secrets(session)
         self.registry = Registry(self.storage_settings, settings.storage_dir, factory)
 
     def start(self) -> None:

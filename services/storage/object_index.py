@@ -18,7 +18,7 @@ from services.storage.types import DEFAULT_CONTENT_TYPE, ObjectInfo
 from shared import contracts as c
 from shared import object_keys
 from shared.contracts import UTC_FORMAT
-from shared.models import StorageObject
+from shared.models.storage import StorageObject
 
 EXPIRED, DELETED = "expired", "deleted"
 

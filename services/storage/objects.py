@@ -35,7 +35,8 @@ from services.storage.types import (
 )
 from shared.config import Settings
 from shared.http import ApiError
-from shared.models import StorageObject, utcnow
+from shared.models.base import utcnow
+from shared.models.storage import StorageObject
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from services.storage.backends.local import TMP_PREFIX
 from services.storage.records.registry import Registry
 from services.storage.types import StorageError, UnknownBackend
 from shared.jobs.lifecycle import ANNOUNCE_GRACE
-from shared.models import StorageObject, utcnow
+from shared.models.base import utcnow
+from shared.models.storage import StorageObject
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from services.storage.settings import load_storage_settings
 from services.storage.types import BackendError, InactiveBackend, InvalidKey, ObjectGone, ObjectNotFound, UnknownBackend
 from shared.dependencies import Database
 from shared.http import http, json_response
-from shared.models import utcnow
+from shared.models.base import utcnow
 
 # Read when the module loads: nameko's timer takes its interval at class definition (STORAGE_SWEEP_INTERVAL).
 SWEEP_INTERVAL = load_storage_settings().sweep_interval

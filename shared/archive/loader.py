@@ -46,7 +46,7 @@ from shared.archive.records import (
     nested_track,
 )
 from shared.archive.safezip import ArchiveError, ArchiveLimits
-from shared.models import ROLE_ORGANIZER, EventRole
+from shared.models.events import ROLE_ORGANIZER, EventRole
 
 INT32_MAX = 2**31 - 1
 _SESSION_RELATIONS = (("track", "tracks"), ("session_type", "session_types"), ("microlocation", "microlocations"))

@@ -1,7 +1,7 @@
 """Database rows -> legacy archive records, streamed.
 
 A record is derived from the model columns (datetimes formatted) and relations, then the row's ``extra_fields``
-override keys, ``absent_fields`` are dropped, and the keys are put in format order (see ``shared/models.py``).
+override keys, ``absent_fields`` are dropped, and the keys are put in format order (see ``shared/models/events.py``).
 
 Export reads with SQLAlchemy Core and server-side cursors; relation lists (session speakers, speaker and track
 sessions) come from a second query sorted like the main one and are merge-joined, so memory does not grow with the
@@ -29,7 +29,7 @@ from shared.archive.legacy import (
     nested_session_type_length,
     order_record,
 )
-from shared.models import (
+from shared.models.events import (
     CustomForm,
     Event,
     EventCopyright,

@@ -37,7 +37,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.models import JobLease, utcnow
+from shared.models.base import utcnow
+from shared.models.jobs import JobLease
 
 log = logging.getLogger(__name__)
 

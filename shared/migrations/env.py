@@ -1,7 +1,7 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from shared.models import Base
+from shared.models.base import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -2,8 +2,8 @@
 
 Tokens and secret config values are write-only: ``public_view`` is the only shape a record leaves the service in,
 with ``token_set`` and ``secrets_set`` instead of the values. Records are never deleted (objects may live in them).
-In the database they are encrypted (the model's column types, ``shared/secretbox.py``); ``reseal_all`` re-encrypts
-rows written before that or under an older key.
+In the database they are encrypted (the model's column types, ``shared/secretbox.py``);
+``shared.models.storage.reseal_secrets`` re-encrypts rows written before that or under an older key.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import flag_modified
 
 from services.storage.records.config import (
     DEFAULT_ID,
@@ -28,7 +27,8 @@ from services.storage.records.config import (
 from services.storage.records.registry import BackendSpec
 from services.storage.types import UnknownBackend
 from shared.contracts import UTC_FORMAT
-from shared.models import StorageBackendRecord, StorageObject, utcnow
+from shared.models.base import utcnow
+from shared.models.storage import StorageBackendRecord, StorageObject
 
 CREATE_FIELDS = ("storage_backend", "storage_backend_id", "token", "config", "keep_days", "description", "active")
 UPDATE_FIELDS = ("token", "config", "keep_days", "description", "active")
@@ -197,14 +197,3 @@ def deactivate(session: Session, identifier: str) -> dict[str, Any]:
         record.updated_at = utcnow()
         session.commit()
     return public_view(record, _object_counts(session).get(identifier, 0))
-
-
-def reseal_all(session: Session) -> int:
-    """Re-encrypt every record's token and secret config values with the newest key: rows from before encryption
-    existed and rows under a key being rotated out. ``SecretsKeyError`` if a row fits none of the keys."""
-    records = list(session.scalars(select(StorageBackendRecord)))
-    for record in records:  # loading decrypted them; marking them rewrites them with the current first key
-        flag_modified(record, "token")
-        flag_modified(record, "config")
-    session.commit()
-    return len(records)

@@ -21,7 +21,7 @@ from services.storage.backends.base import ObjectBackend
 from services.storage.records.config import DEFAULT_ID, LOCAL_ID, InvalidBackendConfig
 from services.storage.settings import StorageSettings
 from services.storage.types import InactiveBackend, UnknownBackend
-from shared.models import StorageBackendRecord
+from shared.models.storage import StorageBackendRecord
 
 # SigV4 (S3 and GCS) presigned URLs live at most 7 days; longer links go through the data plane.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600

@@ -13,41 +13,21 @@ Records created on the platform leave all three empty and export with the standa
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from sqlalchemy import (
-    JSON,
-    BigInteger,
     Boolean,
     DateTime,
     Float,
     ForeignKey,
-    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from shared.secretbox import EncryptedText, SecretsJSON
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class ArchivedRecord:
-    """Columns that make a record reproduce its source archive exactly (see module docstring)."""
-
-    extra_fields: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    absent_fields: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
-    archive_order: Mapped[int | None] = mapped_column(Integer, nullable=True)
+from shared.models.base import ArchivedRecord, Base, utcnow
 
 
 class User(Base):
@@ -60,17 +40,6 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class LoginThrottle(Base):
-    """Owned by the gateway: failed logins per account and per client address in the current window, shared by
-    every gateway instance. ``key`` is ``<scope>:<sha256 of the subject>`` (scope ``account`` or ``address``)."""
-
-    __tablename__ = "login_throttle"
-
-    key: Mapped[str] = mapped_column(String(80), primary_key=True)
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    window_start: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
 ROLE_ORGANIZER = "organizer"
@@ -281,142 +250,3 @@ class DiscountCode(Base):
     valid_till: Mapped[datetime | None] = mapped_column(DateTime)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     used_for: Mapped[str] = mapped_column(String(16), default="ticket")
-
-
-class Task(Base):
-    """Owned by the api_gateway: one row per export/import job, updated from status events."""
-
-    __tablename__ = "tasks"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # export | import
-    event_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    requested_by: Mapped[int] = mapped_column(Integer, index=True)
-    requester_email: Mapped[str] = mapped_column(String(255))
-    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(16), default="WAITING")  # WAITING | SUCCESS | FAILURE
-    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | started | progress: only forward
-    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class ImportedEvent(Base):
-    """Owned by the importer: which event an import task created, written in the same transaction as the event.
-
-    The primary key makes a redelivered import request find its event instead of creating a second one.
-    """
-
-    __tablename__ = "imported_events"
-
-    task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
-    variant: Mapped[str] = mapped_column(String(32))
-    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    warnings: Mapped[list[Any] | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class JobLease(Base):
-    """Owned by the exporter and importer (shared/jobs/lease.py): which run of a task is working on it now.
-
-    A run takes the lease before the work, renews it while working and checks it before writing; a redelivered
-    request finds it held and waits, or takes it over once it expired (the holder died). ``deliveries`` counts the
-    runs that took it: past ``JOB_MAX_DELIVERIES`` the task ends FAILURE (a poison message).
-    """
-
-    __tablename__ = "job_leases"
-
-    task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # export | import
-    owner: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16))  # running | done
-    deliveries: Mapped[int] = mapped_column(Integer)
-    expires_at: Mapped[datetime] = mapped_column(DateTime)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class MailDelivery(Base):
-    """Owned by the mailer: one row per notification; ``dedupe_key`` (task id + kind) makes each mail go out once.
-
-    States (see services/mailer/outbox.py): pending -> sending (claimed, SMTP handshake) -> transmitting (DATA
-    begun) -> sent | failed | uncertain (the mailer died during DATA: maybe delivered, never resent).
-    """
-
-    __tablename__ = "mail_deliveries"
-    # The retry timer's query: due rows of the non-terminal states.
-    __table_args__ = (Index("ix_mail_deliveries_due", "state", "next_attempt_at"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    dedupe_key: Mapped[str] = mapped_column(String(128), unique=True)
-    task_id: Mapped[str] = mapped_column(String(36), index=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    recipient: Mapped[str] = mapped_column(String(255))
-    subject: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16))  # pending | sending | transmitting | sent | failed | uncertain
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    message_id: Mapped[str | None] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
-    # Migration 0003: what the retry timer and the mail_sent/mail_failed outbox need.
-    event_id: Mapped[int | None] = mapped_column(Integer)
-    requester_id: Mapped[int | None] = mapped_column(Integer)
-    message: Mapped[str | None] = mapped_column(Text)  # the rendered RFC 5322 message; holds the signed link
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)  # pending: next try; sending: lease end
-    announced_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)  # mail event published
-
-
-class StorageBackendRecord(Base):
-    """Owned by storage: a place exports can go to (besides the configured default), managed by admins.
-
-    ``token`` and the secret-looking keys of ``config`` are write-only: the API never returns them. Records are never
-    deleted, only deactivated (``active``): objects stored in them stay readable and keep expiring.
-    """
-
-    __tablename__ = "storage_backends"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    storage_backend: Mapped[str] = mapped_column(String(16))  # local | s3 | gcs | dropbox | seafile
-    storage_backend_id: Mapped[str] = mapped_column(String(64), unique=True)  # the identifier clients name
-    # Encrypted at rest (shared/secretbox.py): the token whole, the config's secret-named values one by one.
-    token: Mapped[str | None] = mapped_column(EncryptedText)
-    config: Mapped[dict[str, Any]] = mapped_column(SecretsJSON, default=dict)
-    keep_days: Mapped[int] = mapped_column(Integer, default=0)  # 0: objects are kept
-    description: Mapped[str | None] = mapped_column(Text)
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class StorageObject(Base):
-    """Owned by storage: which backend each object lives in, and when it expires (the retention sweeper's queue).
-
-    ``backend`` is a ``storage_backend_id`` or ``default`` (the backend configured by environment). A deleted object
-    keeps its row (``deleted_at``, ``deleted_reason``) so that links to it can say why it is gone. ``claim`` and
-    ``claimed_until`` let several sweepers share the work; ``announce`` is the storage event still to be published
-    for this row (an outbox of one).
-    """
-
-    __tablename__ = "storage_objects"
-    __table_args__ = (Index("ix_storage_objects_due", "deleted_at", "expires_at"),
-                      Index("ix_storage_objects_owner", "owner_id", "deleted_at"))
-
-    key: Mapped[str] = mapped_column(String(512), primary_key=True)
-    backend: Mapped[str] = mapped_column(String(64), index=True)
-    size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
-    content_type: Mapped[str | None] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
-    deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
-    deleted_reason: Mapped[str | None] = mapped_column(String(16))  # expired | deleted
-    claim: Mapped[str | None] = mapped_column(String(36))
-    claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
-    announce: Mapped[str | None] = mapped_column(String(32), index=True)  # object_stored | object_expired
-    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    # The user whose quota the object counts against (uploads and import archives); None for everything else.
-    owner_id: Mapped[int | None] = mapped_column(Integer)
