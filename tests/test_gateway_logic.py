@@ -10,7 +10,7 @@ from marshmallow import ValidationError
 from services.api_gateway import auth
 from services.api_gateway.schemas import export_request
 from services.api_gateway.tasks import create_task, fail_stale, finish, set_status, task_view
-from shared import contracts as c
+from shared import contracts
 from shared.db import make_engine, make_session_factory
 from shared.http import ApiError
 from shared.models.base import utcnow
@@ -33,36 +33,36 @@ def _task(db) -> str:
 
 def test_states_only_move_forward(db):
     task_id = _task(db)
-    assert set_status(db, task_id, c.IN_PROGRESS, progress={"stage": "sessions", "done": 1, "total": 2})
-    assert not set_status(db, task_id, c.STARTED)  # a late "started" does not undo progress
+    assert set_status(db, task_id, contracts.IN_PROGRESS, progress={"stage": "sessions", "done": 1, "total": 2})
+    assert not set_status(db, task_id, contracts.STARTED)  # a late "started" does not undo progress
     db.commit()
     db.expire_all()
     view = task_view(db.get(Task, task_id))
     # Underway is WAITING for HTTP clients (the Open Event frontend polls only while WAITING); the phase is apart.
-    assert (view["state"], view["status"], view["progress"]) == (c.WAITING, c.IN_PROGRESS,
+    assert (view["state"], view["status"], view["progress"]) == (contracts.WAITING, contracts.IN_PROGRESS,
                                                                  {"stage": "sessions", "done": 1, "total": 2})
-    assert finish(db, task_id, c.SUCCESS, {"size": 1})
+    assert finish(db, task_id, contracts.SUCCESS, {"size": 1})
     db.commit()
-    for state in (c.FAILURE, c.SUCCESS):
+    for state in (contracts.FAILURE, contracts.SUCCESS):
         assert not finish(db, task_id, state, {"size": 2})
-    for status in (c.STARTED, c.IN_PROGRESS):
+    for status in (contracts.STARTED, contracts.IN_PROGRESS):
         assert not set_status(db, task_id, status, progress={"stage": "late", "done": 0, "total": 0})
     db.commit()
     db.expire_all()
     task = db.get(Task, task_id)
-    assert (task.state, task.result) == (c.SUCCESS, {"size": 1})
+    assert (task.state, task.result) == (contracts.SUCCESS, {"size": 1})
     assert "progress" not in task_view(task) and task_view(task)["result"] == {"size": 1}
 
 
 def test_stale_started_tasks_fail_but_waiting_ones_wait(db):
     waiting, started = _task(db), _task(db)
-    set_status(db, started, c.STARTED)
+    set_status(db, started, contracts.STARTED)
     db.commit()
     assert fail_stale(db, utcnow() - timedelta(minutes=5)) == 0
     assert fail_stale(db, utcnow() + timedelta(seconds=1)) == 1
     db.commit()
     db.expire_all()
-    assert db.get(Task, waiting).state == c.WAITING
+    assert db.get(Task, waiting).state == contracts.WAITING
     assert db.get(Task, started).result["code"] == "worker_lost"
 
 
@@ -95,20 +95,23 @@ def test_tokens_roundtrip_and_refuse_tampering():
 
 def test_payloads_are_validated_at_the_source():
     who = {"id": 1, "email": "a@example.org"}
-    payload = c.make_payload(c.EXPORT_PROGRESS, task_id="t", event_id=1, requested_by=who, stage="x", done=1,
-                             total=None)
-    assert payload["schema_version"] == c.SCHEMA_VERSION and payload["occurred_at"].endswith("Z")
+    payload = contracts.make_payload(contracts.EXPORT_PROGRESS, task_id="t", event_id=1, requested_by=who, stage="x",
+                                     done=1,
+                                     total=None)
+    assert payload["schema_version"] == contracts.SCHEMA_VERSION and payload["occurred_at"].endswith("Z")
     with pytest.raises(ValidationError):
-        c.make_payload(c.EXPORT_PROGRESS, task_id="t", event_id=1, requested_by=who, stage="x")
+        contracts.make_payload(contracts.EXPORT_PROGRESS, task_id="t", event_id=1, requested_by=who, stage="x")
     # consumers ignore fields added later by producers
-    assert c.load_payload(c.EXPORT_STARTED, {**payload, "future_field": 1})["task_id"] == "t"
+    assert contracts.load_payload(contracts.EXPORT_STARTED, {**payload, "future_field": 1})["task_id"] == "t"
 
 
 def test_import_progress_names_the_file_and_the_phase():
     who = {"id": 1, "email": "a@example.org"}
-    payload = c.make_payload(c.IMPORT_PROGRESS, task_id="t", event_id=None, requested_by=who, stage="sessions",
-                             done=54, total=108, phase="validate")
-    assert c.load_payload(c.IMPORT_PROGRESS, payload)["phase"] == "validate"
+    payload = contracts.make_payload(contracts.IMPORT_PROGRESS, task_id="t", event_id=None, requested_by=who,
+                                     stage="sessions",
+                                     done=54, total=108, phase="validate")
+    assert contracts.load_payload(contracts.IMPORT_PROGRESS, payload)["phase"] == "validate"
     with pytest.raises(ValidationError):
-        c.make_payload(c.IMPORT_PROGRESS, task_id="t", event_id=None, requested_by=who, stage="sessions", done=1,
-                       total=2, phase=3)
+        contracts.make_payload(contracts.IMPORT_PROGRESS, task_id="t", event_id=None, requested_by=who,
+                               stage="sessions", done=1,
+                               total=2, phase=3)

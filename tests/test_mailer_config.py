@@ -9,7 +9,7 @@ from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
 from services.api_gateway.dependencies import MAIL_QUEUES
 from services.mailer.service import MailerService
 from services.mailer.settings import load_mail_settings
-from shared import contracts as c
+from shared import contracts
 
 MAIL_VARS = ("SMTP_HOST", "SMTP_PORT", "SMTP_SECURITY", "SMTP_USER", "SMTP_PASSWORD", "MAIL_FROM", "MAIL_REPLY_TO",
              "SMTP_TIMEOUT", "MAIL_RETRY_SECONDS", "MAIL_RETRY_BASE", "MAIL_HEALTH_FAILURES", "EVENT_URL_TEMPLATE")
@@ -69,6 +69,6 @@ def test_the_gateway_declares_exactly_the_mailers_handler_queues():
     for method_name in dir(MailerService):
         for ep in getattr(getattr(MailerService, method_name), ENTRYPOINT_EXTENSIONS_ATTR, ()):
             if isinstance(ep, EventHandler):
-                declared_by_mailer[(ep.source_service, ep.event_type)] = c.handler_queue(
+                declared_by_mailer[(ep.source_service, ep.event_type)] = contracts.handler_queue(
                     ep.source_service, ep.event_type, MailerService.name, method_name)
     assert declared_by_mailer == MAIL_QUEUES

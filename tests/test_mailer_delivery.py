@@ -17,7 +17,7 @@ from services.mailer import delivery_health, outbox
 from services.mailer.postman import Postman
 from services.mailer.settings import MailSettings
 from services.mailer.smtp import SmtpTransport
-from shared import contracts as c
+from shared import contracts
 from shared.db import make_engine, make_session_factory
 from shared.models import events as m
 from shared.models.mailer import MailDelivery
@@ -75,13 +75,14 @@ def make_postman(db, smtp):
 
 
 def completed(task_id: str, email: str = WHO["email"]) -> dict:
-    return c.make_payload(c.EXPORT_COMPLETED, task_id=task_id, event_id=1, requested_by={"id": 7, "email": email},
-                          key="exports/event1/x/event1.zip", size=10, sha256="b" * 64,
-                          download_url="http://storage/objects/x?signature=1", expires_at="2026-11-22T10:00:00Z",
-                          warnings=[], warnings_total=0)
+    return contracts.make_payload(contracts.EXPORT_COMPLETED, task_id=task_id, event_id=1,
+                                  requested_by={"id": 7, "email": email},
+                                  key="exports/event1/x/event1.zip", size=10, sha256="b" * 64,
+                                  download_url="http://storage/objects/x?signature=1",
+                                  expires_at="2026-11-22T10:00:00Z", warnings=[], warnings_total=0)
 
 
-def row(db, task_id: str, kind: str = c.EXPORT_COMPLETED) -> MailDelivery:
+def row(db, task_id: str, kind: str = contracts.EXPORT_COMPLETED) -> MailDelivery:
     with db() as session:
         return session.scalar(select(MailDelivery).where(
             MailDelivery.dedupe_key == outbox.dedupe_key(task_id, kind)))
@@ -94,18 +95,18 @@ def new_task() -> str:
 def test_a_finished_export_is_mailed_once_and_announced_once(make_postman, db, smtp):
     postman, published = make_postman()
     task = new_task()
-    postman.notify(c.EXPORT_COMPLETED, completed(task))
-    postman.notify(c.EXPORT_COMPLETED, completed(task))  # the same event delivered again
+    postman.notify(contracts.EXPORT_COMPLETED, completed(task))
+    postman.notify(contracts.EXPORT_COMPLETED, completed(task))  # the same event delivered again
     [mail] = smtp.wait_messages(task)
     assert mail["Subject"] == "Event Delivery Test Conf (#1) has been exported"
     assert mail["To"] == WHO["email"] and mail["From"] == "Platform <platform@example.org>"
     r = row(db, task)
     assert (r.state, r.attempts, r.announced_at is not None) == ("sent", 1, True)
-    assert [e for e, _ in published] == [c.MAIL_SENT]
+    assert [e for e, _ in published] == [contracts.MAIL_SENT]
     payload = published[0][1]
-    assert payload["task_id"] == task and payload["kind"] == c.EXPORT_COMPLETED
+    assert payload["task_id"] == task and payload["kind"] == contracts.EXPORT_COMPLETED
     assert payload["message_id"] == r.message_id and payload["recipient"] == WHO["email"]
-    assert not c.MailSentSchema().validate(payload)
+    assert not contracts.MailSentSchema().validate(payload)
 
 
 def test_two_senders_racing_for_one_delivery_send_it_once(make_postman, db, smtp):
@@ -115,7 +116,7 @@ def test_two_senders_racing_for_one_delivery_send_it_once(make_postman, db, smtp
     smtp.set_mode("stall_rcpt")  # hold the first sender mid-session while the second tries
     task = new_task()
     since = len(smtp.log_lines())
-    racer = eventlet.spawn(first.notify, c.EXPORT_COMPLETED, completed(task))
+    racer = eventlet.spawn(first.notify, contracts.EXPORT_COMPLETED, completed(task))
     smtp.wait_log("RCPT stalled", since=since)
     assert second.deliver(row(db, task).id) is None  # claimed by the first: not ours
     assert second.run_due() == 0  # the claim's lease has not run out
@@ -130,7 +131,7 @@ def test_temporary_refusals_are_retried_with_backoff_until_accepted(make_postman
     postman, published = make_postman(clock, retry_base=10.0, retry_seconds=600.0)
     smtp.set_mode("451")
     task = new_task()
-    postman.notify(c.EXPORT_COMPLETED, completed(task))
+    postman.notify(contracts.EXPORT_COMPLETED, completed(task))
     r = row(db, task)
     assert (r.state, r.attempts) == ("pending", 1)
     assert r.next_attempt_at == clock.now + timedelta(seconds=10)
@@ -148,7 +149,7 @@ def test_temporary_refusals_are_retried_with_backoff_until_accepted(make_postman
     assert len(smtp.wait_messages(task)) == 1
     r = row(db, task)
     assert (r.state, r.attempts, r.last_error) == ("sent", 3, None)
-    assert [e for e, _ in published] == [c.MAIL_SENT]
+    assert [e for e, _ in published] == [contracts.MAIL_SENT]
 
 
 def test_a_server_down_past_the_retry_window_ends_in_a_recorded_failure(make_postman, db, smtp):
@@ -157,7 +158,7 @@ def test_a_server_down_past_the_retry_window_ends_in_a_recorded_failure(make_pos
     smtp.stop()
     try:
         task = new_task()
-        postman.notify(c.EXPORT_COMPLETED, completed(task))
+        postman.notify(contracts.EXPORT_COMPLETED, completed(task))
         while row(db, task).state == "pending":
             clock.advance(15)
             postman.run_due()
@@ -167,8 +168,8 @@ def test_a_server_down_past_the_retry_window_ends_in_a_recorded_failure(make_pos
         # The last attempt happens at the end of the window, not later.
         assert r.updated_at - r.created_at == timedelta(seconds=60)
         [(event_type, payload)] = published
-        assert event_type == c.MAIL_FAILED and payload["attempts"] == r.attempts >= 4
-        assert not c.MailFailedSchema().validate(payload)
+        assert event_type == contracts.MAIL_FAILED and payload["attempts"] == r.attempts >= 4
+        assert not contracts.MailFailedSchema().validate(payload)
     finally:
         smtp.start()
     clock.advance(3600)
@@ -181,11 +182,11 @@ def test_a_permanent_refusal_fails_at_once(make_postman, db, smtp):
     postman, published = make_postman(clock)
     smtp.set_mode("550")
     task = new_task()
-    postman.notify(c.EXPORT_COMPLETED, completed(task))
+    postman.notify(contracts.EXPORT_COMPLETED, completed(task))
     r = row(db, task)
     assert (r.state, r.attempts) == ("failed", 1)
     assert "550" in r.last_error and "No such mailbox" in r.last_error
-    assert [e for e, _ in published] == [c.MAIL_FAILED]
+    assert [e for e, _ in published] == [contracts.MAIL_FAILED]
     clock.advance(3600)
     assert postman.run_due() == 0
 
@@ -195,12 +196,12 @@ def test_a_permanent_refusal_after_data_fails_with_the_reply_and_is_announced(ma
     postman, published = make_postman(clock)
     smtp.set_mode("data_554")  # envelope accepted, message body refused with the final reply
     task = new_task()
-    postman.notify(c.EXPORT_COMPLETED, completed(task))
+    postman.notify(contracts.EXPORT_COMPLETED, completed(task))
     r = row(db, task)
     assert (r.state, r.attempts, r.sent_at) == ("failed", 1, None)
     assert "554 5.7.1 Message rejected as spam" in r.last_error
     [(event_type, payload)] = published
-    assert event_type == c.MAIL_FAILED and "554" in payload["reason"] and payload["attempts"] == 1
+    assert event_type == contracts.MAIL_FAILED and "554" in payload["reason"] and payload["attempts"] == 1
     assert not payload["reason"].startswith("delivery uncertain")  # a definite answer, not the DATA-crash window
     assert smtp.messages(task) == []
     clock.advance(3600)
@@ -212,7 +213,7 @@ def test_a_temporary_refusal_after_data_is_retried_until_accepted(make_postman, 
     postman, published = make_postman(clock, retry_base=10.0)
     smtp.set_mode("data_451")
     task = new_task()
-    postman.notify(c.EXPORT_COMPLETED, completed(task))
+    postman.notify(contracts.EXPORT_COMPLETED, completed(task))
     r = row(db, task)
     assert (r.state, r.attempts) == ("pending", 1)  # not sent, not uncertain: the server said it did not take it
     assert "451 4.7.1 Message deferred" in r.last_error
@@ -224,33 +225,33 @@ def test_a_temporary_refusal_after_data_is_retried_until_accepted(make_postman, 
     assert len(smtp.wait_messages(task)) == 1
     r = row(db, task)
     assert (r.state, r.attempts, r.last_error) == ("sent", 2, None)
-    assert [e for e, _ in published] == [c.MAIL_SENT]
+    assert [e for e, _ in published] == [contracts.MAIL_SENT]
 
 
 def test_a_refused_sender_is_retried_or_failed_by_its_code(make_postman, db, smtp):
     postman, published = make_postman()
     smtp.set_mode("mail_451")
     later = new_task()
-    postman.notify(c.EXPORT_COMPLETED, completed(later))
+    postman.notify(contracts.EXPORT_COMPLETED, completed(later))
     smtp.set_mode("mail_553")
     never = new_task()
-    postman.notify(c.EXPORT_COMPLETED, completed(never))
+    postman.notify(contracts.EXPORT_COMPLETED, completed(never))
     assert (row(db, later).state, "451" in row(db, later).last_error) == ("pending", True)
     assert (row(db, never).state, "553" in row(db, never).last_error) == ("failed", True)
-    assert [(e, p["task_id"]) for e, p in published] == [(c.MAIL_FAILED, never)]
+    assert [(e, p["task_id"]) for e, p in published] == [(contracts.MAIL_FAILED, never)]
 
 
 def test_an_invalid_recipient_is_refused_without_talking_to_the_server(make_postman, db, smtp):
     postman, published = make_postman()
     task = new_task()
     since = len(smtp.log_lines())
-    postman.notify(c.EXPORT_COMPLETED, completed(task, email="not an address"))
+    postman.notify(contracts.EXPORT_COMPLETED, completed(task, email="not an address"))
     r = row(db, task)
     assert (r.state, r.attempts) == ("failed", 0)
     assert "not a valid email address" in r.last_error
     assert smtp.log_lines()[since:] == []
     [(event_type, payload)] = published
-    assert event_type == c.MAIL_FAILED and payload["recipient"] == "not an address"
+    assert event_type == contracts.MAIL_FAILED and payload["recipient"] == "not an address"
 
 
 def test_a_sender_that_vanished_before_data_is_replaced_after_its_lease(make_postman, db, smtp):
@@ -258,7 +259,7 @@ def test_a_sender_that_vanished_before_data_is_replaced_after_its_lease(make_pos
     postman, published = make_postman(clock, smtp_timeout=5.0)  # lease 15 s
     smtp.set_mode("451")
     task = new_task()
-    postman.notify(c.EXPORT_COMPLETED, completed(task))  # recorded, one failed attempt
+    postman.notify(contracts.EXPORT_COMPLETED, completed(task))  # recorded, one failed attempt
     smtp.set_mode("accept")
     clock.advance(10)
     with db() as session:  # a sender claims the row... and dies before DATA
@@ -281,7 +282,7 @@ def test_a_sender_that_vanished_during_data_is_never_resent(make_postman, db, sm
     postman, published = make_postman(clock, smtp_timeout=5.0)
     smtp.set_mode("451")
     task = new_task()
-    postman.notify(c.EXPORT_COMPLETED, completed(task))
+    postman.notify(contracts.EXPORT_COMPLETED, completed(task))
     clock.advance(10)
     with db() as session:  # claimed, DATA begun, then the process died: the server may have the mail
         dead = outbox.claim(session, row(db, task).id, now=clock(), lease=15)
@@ -296,7 +297,7 @@ def test_a_sender_that_vanished_during_data_is_never_resent(make_postman, db, sm
     assert r.state == "uncertain" and "not sent again" in r.last_error
     assert smtp.log_lines()[since:] == []  # no SMTP traffic at all
     [(event_type, payload)] = published
-    assert event_type == c.MAIL_FAILED and payload["reason"].startswith("delivery uncertain")
+    assert event_type == contracts.MAIL_FAILED and payload["reason"].startswith("delivery uncertain")
     clock.advance(3600)
     assert postman.run_due() == 0
 
@@ -307,7 +308,7 @@ def test_no_reply_after_data_means_uncertain_not_resent(make_postman, db, smtp):
     smtp.set_mode("stall_data")  # the server stores the mail, then its 250 never comes in time
     task = new_task()
     try:
-        postman.notify(c.EXPORT_COMPLETED, completed(task))
+        postman.notify(contracts.EXPORT_COMPLETED, completed(task))
     finally:
         smtp.set_mode("accept")
     r = row(db, task)
@@ -315,7 +316,7 @@ def test_no_reply_after_data_means_uncertain_not_resent(make_postman, db, smtp):
     clock.advance(3600)
     assert postman.run_due() == 0
     assert len(smtp.messages(task)) == 1
-    assert [e for e, _ in published] == [c.MAIL_FAILED]
+    assert [e for e, _ in published] == [contracts.MAIL_FAILED]
 
 
 def test_an_announcement_lost_in_a_crash_is_published_by_the_sweep(make_postman, db, smtp):
@@ -327,7 +328,7 @@ def test_an_announcement_lost_in_a_crash_is_published_by_the_sweep(make_postman,
 
     postman.publish = broker_down
     task = new_task()
-    postman.notify(c.EXPORT_COMPLETED, completed(task))
+    postman.notify(contracts.EXPORT_COMPLETED, completed(task))
     smtp.wait_messages(task)
     assert row(db, task).announced_at is None
     published: list = []
@@ -335,7 +336,7 @@ def test_an_announcement_lost_in_a_crash_is_published_by_the_sweep(make_postman,
     assert postman.announce_missed() == 0  # within the grace period the live sender may still publish
     clock.advance(31)
     assert postman.announce_missed() == 1
-    assert [(e, p["task_id"]) for e, p in published] == [(c.MAIL_SENT, task)]
+    assert [(e, p["task_id"]) for e, p in published] == [(contracts.MAIL_SENT, task)]
     assert row(db, task).announced_at is not None
     clock.advance(60)
     assert postman.announce_missed() == 0
@@ -344,9 +345,10 @@ def test_an_announcement_lost_in_a_crash_is_published_by_the_sweep(make_postman,
 def test_import_mails_go_out_too(make_postman, db, smtp):
     postman, _ = make_postman()
     task = new_task()
-    postman.notify(c.IMPORT_FAILED, c.make_payload(c.IMPORT_FAILED, task_id=task, event_id=None, requested_by=WHO,
-                                                   code="invalid_record", message="bad date", file="sessions",
-                                                   record_id=3, field="start_time"))
+    payload = contracts.make_payload(contracts.IMPORT_FAILED, task_id=task, event_id=None, requested_by=WHO,
+                                     code="invalid_record", message="bad date", file="sessions",
+                                     record_id=3, field="start_time")
+    postman.notify(contracts.IMPORT_FAILED, payload)
     [mail] = smtp.wait_messages(task)
     assert mail["Subject"] == "Import of event failed"
     assert "Where: File sessions, record 3, field start_time." in mail.get_body(("plain",)).get_content()
@@ -367,7 +369,7 @@ def test_health_is_ok_while_mail_is_delivered(make_postman, smtp):
     postman, _ = make_postman()
     assert health(postman)["ok"] is True  # nothing sent yet, the server answers the probe
     task = new_task()
-    postman.notify(c.EXPORT_COMPLETED, completed(task))
+    postman.notify(contracts.EXPORT_COMPLETED, completed(task))
     report = health(postman)
     assert report["ok"] is True and report["reason"] is None and report["smtp"]["ok"] is True
     assert report["last_success"]["task_id"] == task and report["last_failure"] is None
@@ -377,17 +379,17 @@ def test_health_is_ok_while_mail_is_delivered(make_postman, smtp):
 def test_health_is_degraded_when_the_server_refuses_every_message(make_postman, db, smtp):
     clock = Clock()
     postman, _ = make_postman(clock)  # MAIL_HEALTH_FAILURES: 2
-    postman.notify(c.EXPORT_COMPLETED, completed(new_task()))  # one delivered mail first
+    postman.notify(contracts.EXPORT_COMPLETED, completed(new_task()))  # one delivered mail first
     smtp.set_mode("data_554")
     refused = new_task()
-    postman.notify(c.EXPORT_COMPLETED, completed(refused))
+    postman.notify(contracts.EXPORT_COMPLETED, completed(refused))
     report = health(postman)
     assert report["ok"] is True and report["failed_attempts_since_last_success"] == 1  # one refusal: not yet
     assert report["last_failure"]["task_id"] == refused and "554" in report["last_failure"]["reason"]
     smtp.set_mode("data_451")
     deferred = new_task()
     clock.advance(1)
-    postman.notify(c.EXPORT_COMPLETED, completed(deferred))
+    postman.notify(contracts.EXPORT_COMPLETED, completed(deferred))
     report = health(postman)
     assert report["ok"] is False and report["smtp"]["ok"] is True  # the server answers, it just delivers nothing
     assert report["failed_attempts_since_last_success"] == 2 and report["pending_retries"] == 1
@@ -421,6 +423,6 @@ def test_health_is_degraded_when_the_server_does_not_answer_a_probe(make_postman
 def test_addresses_refused_up_front_do_not_make_the_mail_path_look_broken(make_postman, smtp):
     postman, _ = make_postman()
     for _ in range(3):
-        postman.notify(c.EXPORT_COMPLETED, completed(new_task(), email="not an address"))
+        postman.notify(contracts.EXPORT_COMPLETED, completed(new_task(), email="not an address"))
     report = health(postman)
     assert report["ok"] is True and report["failed_attempts_since_last_success"] == 0

@@ -24,7 +24,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from sqlalchemy import delete, select
 
 from services.api_gateway.dependencies import MAIL_QUEUES
-from shared import contracts as c
+from shared import contracts
 from shared.models import events as m
 from shared.models.mailer import MailDelivery
 from tests.e2e import Client, Env, make_env, start_stack
@@ -36,9 +36,9 @@ from tests.test_export_e2e import PASSWORD, add_users, export
 from tools.synthetic import create_synthetic_event
 
 NAME = "Tom & Jerry's <Open> \"Conf\""
-EXPORT_QUEUE = MAIL_QUEUES[(c.EXPORTER, c.EXPORT_COMPLETED)]
-IMPORT_QUEUE = MAIL_QUEUES[(c.IMPORTER, c.IMPORT_COMPLETED)]
-IMPORT_FAILED_QUEUE = MAIL_QUEUES[(c.IMPORTER, c.IMPORT_FAILED)]
+EXPORT_QUEUE = MAIL_QUEUES[(contracts.EXPORTER, contracts.EXPORT_COMPLETED)]
+IMPORT_QUEUE = MAIL_QUEUES[(contracts.IMPORTER, contracts.IMPORT_COMPLETED)]
+IMPORT_FAILED_QUEUE = MAIL_QUEUES[(contracts.IMPORTER, contracts.IMPORT_FAILED)]
 SERVICES = ("storage", "exporter", "importer", "mailer", "api_gateway")
 MAIL_ENV = {"SMTP_TIMEOUT": "3", "MAIL_RETRY_SECONDS": "10", "MAIL_RETRY_BASE": "0.5",
             "MAIL_FROM": "Event Platform <platform@example.org>", "MAIL_REPLY_TO": "help@example.org",
@@ -50,9 +50,10 @@ class EventTap:
 
     def __init__(self, amqp_uri: str) -> None:
         self.conn = Connection(amqp_uri)
-        exchange = get_event_exchange(c.MAILER, {})
+        exchange = get_event_exchange(contracts.MAILER, {})
         self.queue = Queue(f"test-tap-{uuid.uuid4().hex[:8]}", exclusive=True,
-                           bindings=[binding(exchange, routing_key=t) for t in (c.MAIL_SENT, c.MAIL_FAILED)])
+                           bindings=[binding(exchange, routing_key=t) for t in (contracts.MAIL_SENT,
+                                                                                contracts.MAIL_FAILED)])
         self.bound = self.queue(self.conn.channel())
         exchange(self.bound.channel).declare()
         self.bound.declare()
@@ -107,14 +108,14 @@ def wait_until(what: str, check: Callable[[], object], timeout: float = 30) -> o
         time.sleep(0.1)
 
 
-def delivery(env: Env, task_id: str, kind: str = c.EXPORT_COMPLETED) -> MailDelivery | None:
+def delivery(env: Env, task_id: str, kind: str = contracts.EXPORT_COMPLETED) -> MailDelivery | None:
     with env.db() as session:
         return session.scalar(select(MailDelivery).where(MailDelivery.task_id == task_id,
                                                             MailDelivery.kind == kind))
 
 
 def wait_delivery(env: Env, task_id: str, check: Callable[[MailDelivery], bool], timeout: float = 30,
-                  kind: str = c.EXPORT_COMPLETED) -> MailDelivery:
+                  kind: str = contracts.EXPORT_COMPLETED) -> MailDelivery:
     def probe():
         row = delivery(env, task_id, kind)
         return row if row is not None and check(row) else None
@@ -126,19 +127,19 @@ def acked(vhost: str, queue: str) -> int:
 
 
 def completed_payload(system: System, email: str = "organizer@example.org") -> dict:
-    return c.make_payload(c.EXPORT_COMPLETED, task_id=str(uuid.uuid4()), event_id=system.event_id,
-                          requested_by={"id": system.users["organizer"], "email": email},
-                          key="exports/x/event.zip", size=3, sha256="0" * 64,
-                          download_url="http://127.0.0.1:9/objects/x?expires=1&signature=0",
-                          expires_at="2030-01-01T00:00:00Z", warnings=[], warnings_total=0)
+    return contracts.make_payload(contracts.EXPORT_COMPLETED, task_id=str(uuid.uuid4()), event_id=system.event_id,
+                                  requested_by={"id": system.users["organizer"], "email": email},
+                                  key="exports/x/event.zip", size=3, sha256="0" * 64,
+                                  download_url="http://127.0.0.1:9/objects/x?expires=1&signature=0",
+                                  expires_at="2030-01-01T00:00:00Z", warnings=[], warnings_total=0)
 
 
 def import_completed_payload(system: System) -> dict:
     event_id = system.event_id
-    return c.make_payload(c.IMPORT_COMPLETED, task_id=str(uuid.uuid4()), event_id=event_id,
-                          requested_by={"id": system.users["organizer"], "email": "organizer@example.org"},
-                          id=event_id, event_name=NAME, url=f"{system.url}/v1/events/{event_id}",
-                          counts={"event": 1, "sessions": 20}, warnings=[], warnings_total=0)
+    return contracts.make_payload(contracts.IMPORT_COMPLETED, task_id=str(uuid.uuid4()), event_id=event_id,
+                                  requested_by={"id": system.users["organizer"], "email": "organizer@example.org"},
+                                  id=event_id, event_name=NAME, url=f"{system.url}/v1/events/{event_id}",
+                                  counts={"event": 1, "sessions": 20}, warnings=[], warnings_total=0)
 
 
 def plain(msg) -> str:
@@ -226,8 +227,8 @@ def test_export_mail_link_downloads_the_archive_without_credentials(system_ok, f
     assert hashlib.sha256(r.content).hexdigest() == result["sha256"]
     assert len(r.content) == result["size"]
 
-    sent = system.tap.wait(c.MAIL_SENT, task_id)
-    assert sent["kind"] == c.EXPORT_COMPLETED and sent["recipient"] == "organizer@example.org"
+    sent = system.tap.wait(contracts.MAIL_SENT, task_id)
+    assert sent["kind"] == contracts.EXPORT_COMPLETED and sent["recipient"] == "organizer@example.org"
     assert sent["message_id"] == mail["Message-ID"].strip()
 
 
@@ -296,7 +297,7 @@ def test_an_imported_sample_gives_one_mail_with_link_counts_and_warnings(system_
     assert result["event_name"] == "Open Tech Summit"
     assert mail["Subject"] == f"Event {result['event_name']} (#{result['id']}) has been imported"
     assert mail["To"] == "organizer@example.org"
-    assert mail["Message-ID"].strip().startswith(f"<{c.IMPORT_COMPLETED}.{task_id}@")
+    assert mail["Message-ID"].strip().startswith(f"<{contracts.IMPORT_COMPLETED}.{task_id}@")
     text, page = parts(mail)
     # The event's link (EVENT_URL_TEMPLATE: the frontend), in both parts; not the API's, which needs a token.
     assert result["url"] == f"{system.url}/v1/events/{result['id']}"
@@ -321,14 +322,14 @@ def test_an_imported_sample_gives_one_mail_with_link_counts_and_warnings(system_
     assert "session_44.mp3" in page
     assert "Traceback" not in text
 
-    sent = system.tap.wait(c.MAIL_SENT, task_id)
-    assert (sent["kind"], sent["event_id"], sent["recipient"]) == (c.IMPORT_COMPLETED, result["id"],
+    sent = system.tap.wait(contracts.MAIL_SENT, task_id)
+    assert (sent["kind"], sent["event_id"], sent["recipient"]) == (contracts.IMPORT_COMPLETED, result["id"],
                                                                    "organizer@example.org")
     wait_handled(system, IMPORT_QUEUE, before)
     assert len(system.smtp.messages(task_id)) == 1  # exactly one, and no failure mail beside it
-    row = delivery(system.env, task_id, c.IMPORT_COMPLETED)
+    row = delivery(system.env, task_id, contracts.IMPORT_COMPLETED)
     assert (row.state, row.attempts, row.event_id) == ("sent", 1, result["id"])
-    assert delivery(system.env, task_id, c.IMPORT_FAILED) is None
+    assert delivery(system.env, task_id, contracts.IMPORT_FAILED) is None
 
 
 def _assert_failure_mail(system: System, task: dict, before: int, filename: str) -> str:
@@ -337,7 +338,7 @@ def _assert_failure_mail(system: System, task: dict, before: int, filename: str)
     [mail] = system.smtp.wait_messages(task_id)
     assert mail["Subject"] == f"Import of event failed: {filename}"
     assert mail["To"] == "organizer@example.org"
-    assert mail["Message-ID"].strip().startswith(f"<{c.IMPORT_FAILED}.{task_id}@")
+    assert mail["Message-ID"].strip().startswith(f"<{contracts.IMPORT_FAILED}.{task_id}@")
     text, page = parts(mail)
     assert f'The import of your archive "{filename}" failed; nothing was imported.' in text
     assert "nothing was imported" in page and filename in page
@@ -346,12 +347,12 @@ def _assert_failure_mail(system: System, task: dict, before: int, filename: str)
         assert "Traceback" not in part
         assert not re.search(r'File "[^"]+", line \d+', part)
         assert ".py" not in part
-    assert system.tap.wait(c.MAIL_SENT, task_id)["kind"] == c.IMPORT_FAILED
+    assert system.tap.wait(contracts.MAIL_SENT, task_id)["kind"] == contracts.IMPORT_FAILED
     wait_handled(system, IMPORT_FAILED_QUEUE, before)
     assert len(system.smtp.messages(task_id)) == 1
-    row = delivery(system.env, task_id, c.IMPORT_FAILED)
+    row = delivery(system.env, task_id, contracts.IMPORT_FAILED)
     assert (row.state, row.attempts) == ("sent", 1)
-    assert delivery(system.env, task_id, c.IMPORT_COMPLETED) is None
+    assert delivery(system.env, task_id, contracts.IMPORT_COMPLETED) is None
     return text
 
 
@@ -387,8 +388,8 @@ def test_an_import_of_invalid_json_mails_the_file(system_ok, samples_dir):
 # --- exactly once --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("source", "kind", "make"), [
-    (c.EXPORTER, c.EXPORT_COMPLETED, completed_payload),
-    (c.IMPORTER, c.IMPORT_COMPLETED, import_completed_payload),
+    (contracts.EXPORTER, contracts.EXPORT_COMPLETED, completed_payload),
+    (contracts.IMPORTER, contracts.IMPORT_COMPLETED, import_completed_payload),
 ], ids=["export", "import"])
 def test_a_redelivered_event_gives_one_mail(system_ok, source, kind, make):
     system = system_ok
@@ -405,7 +406,7 @@ def test_a_redelivered_event_gives_one_mail(system_ok, source, kind, make):
     assert len(system.smtp.messages(task_id)) == 1
     row = delivery(system.env, task_id, kind)
     assert (row.state, row.attempts) == ("sent", 1)
-    assert system.tap.wait(c.MAIL_SENT, task_id)["kind"] == kind
+    assert system.tap.wait(contracts.MAIL_SENT, task_id)["kind"] == kind
 
 
 def test_a_mailer_killed_during_data_never_sends_a_second_mail(system_ok):
@@ -414,8 +415,8 @@ def test_a_mailer_killed_during_data_never_sends_a_second_mail(system_ok):
     task_id = payload["task_id"]
     since = len(system.smtp.log_lines())
     system.smtp.set_mode("stall_data")  # the server stores the mail, then holds back its "250 OK"
-    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, payload)
-    system.smtp.wait_log(f"DATA stalled <{c.EXPORT_COMPLETED}.{task_id}", since=since)
+    system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, payload)
+    system.smtp.wait_log(f"DATA stalled <{contracts.EXPORT_COMPLETED}.{task_id}", since=since)
     system.stack.stop("mailer", kill=True)
     system.smtp.set_mode("accept")
     system.stack.start("mailer")
@@ -423,7 +424,7 @@ def test_a_mailer_killed_during_data_never_sends_a_second_mail(system_ok):
     # outcome as uncertain instead of sending a second copy.
     row = wait_delivery(system.env, task_id, lambda r: r.state == "uncertain", timeout=45)
     assert "not sent again" in row.last_error
-    failed = system.tap.wait(c.MAIL_FAILED, task_id)
+    failed = system.tap.wait(contracts.MAIL_FAILED, task_id)
     assert failed["reason"].startswith("delivery uncertain")
     wait_until("event redelivered and handled", lambda: (queue_info(system.env.vhost, EXPORT_QUEUE) or {})
                .get("messages") == 0)
@@ -436,7 +437,7 @@ def test_a_mailer_killed_before_data_sends_exactly_once_after_restart(system_ok)
     task_id = payload["task_id"]
     since = len(system.smtp.log_lines())
     system.smtp.set_mode("stall_rcpt")  # nothing stored yet: the mailer dies mid-handshake
-    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, payload)
+    system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, payload)
     system.smtp.wait_log("RCPT stalled organizer@example.org", since=since)
     system.stack.stop("mailer", kill=True)
     system.smtp.set_mode("accept")
@@ -444,7 +445,7 @@ def test_a_mailer_killed_before_data_sends_exactly_once_after_restart(system_ok)
     row = wait_delivery(system.env, task_id, lambda r: r.state == "sent", timeout=45)
     assert row.attempts == 2  # the dead claim, then one real send once its lease ran out
     assert len(system.smtp.wait_messages(task_id)) == 1
-    system.tap.wait(c.MAIL_SENT, task_id)
+    system.tap.wait(contracts.MAIL_SENT, task_id)
 
 
 # --- SMTP trouble --------------------------------------------------------------------------------------------------
@@ -455,14 +456,14 @@ def test_smtp_down_for_a_while_still_ends_in_one_mail(system_ok):
     payload = completed_payload(system)
     task_id = payload["task_id"]
     try:
-        system.publish(c.EXPORTER, c.EXPORT_COMPLETED, payload)
+        system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, payload)
         row = wait_delivery(system.env, task_id, lambda r: r.state == "pending" and r.attempts >= 2)
         assert "refused the connection" in row.last_error
     finally:
         system.smtp.start()
     assert len(system.smtp.wait_messages(task_id, timeout=20)) == 1
     assert wait_delivery(system.env, task_id, lambda r: r.state == "sent").attempts >= 3
-    system.tap.wait(c.MAIL_SENT, task_id)
+    system.tap.wait(contracts.MAIL_SENT, task_id)
 
 
 def test_smtp_down_past_the_retry_window_is_recorded_and_announced(system_ok):
@@ -471,16 +472,16 @@ def test_smtp_down_past_the_retry_window_is_recorded_and_announced(system_ok):
     payload = completed_payload(system)
     task_id = payload["task_id"]
     try:
-        system.publish(c.EXPORTER, c.EXPORT_COMPLETED, payload)
+        system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, payload)
         row = wait_delivery(system.env, task_id, lambda r: r.state == "failed", timeout=40)
     finally:
         system.smtp.start()
     assert "gave up after" in row.last_error
-    failed = system.tap.wait(c.MAIL_FAILED, task_id)
+    failed = system.tap.wait(contracts.MAIL_FAILED, task_id)
     assert failed["attempts"] == row.attempts >= 3 and "gave up" in failed["reason"]
     # A later mail goes out; the failed one stays failed for good.
     barrier = completed_payload(system)
-    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, barrier)
+    system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, barrier)
     system.smtp.wait_messages(barrier["task_id"])
     assert system.smtp.messages(task_id) == []
     assert delivery(system.env, task_id).state == "failed"
@@ -490,10 +491,10 @@ def test_a_permanent_refusal_fails_at_once(system_ok):
     system = system_ok
     system.smtp.set_mode("550")
     payload = completed_payload(system)
-    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, payload)
+    system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, payload)
     row = wait_delivery(system.env, payload["task_id"], lambda r: r.state == "failed")
     assert row.attempts == 1 and "550" in row.last_error
-    assert "550" in system.tap.wait(c.MAIL_FAILED, payload["task_id"])["reason"]
+    assert "550" in system.tap.wait(contracts.MAIL_FAILED, payload["task_id"])["reason"]
 
 
 def admin_entry(system: System, task_id: str) -> dict:
@@ -508,14 +509,14 @@ def test_a_message_refused_after_data_with_554_ends_failed_never_sent(system_ok)
     payload = completed_payload(system)
     task_id = payload["task_id"]
     since = len(system.smtp.log_lines())
-    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, payload)
+    system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, payload)
     row = wait_delivery(system.env, task_id, lambda r: r.state not in ("pending", "sending", "transmitting"))
     assert (row.state, row.attempts, row.sent_at) == ("failed", 1, None)
     assert "554 5.7.1 Message rejected as spam" in row.last_error
-    system.smtp.wait_log(f"DATA refused 554 <{c.EXPORT_COMPLETED}.{task_id}", since=since)
-    failed = system.tap.wait(c.MAIL_FAILED, task_id)
+    system.smtp.wait_log(f"DATA refused 554 <{contracts.EXPORT_COMPLETED}.{task_id}", since=since)
+    failed = system.tap.wait(contracts.MAIL_FAILED, task_id)
     assert "554" in failed["reason"] and failed["attempts"] == 1
-    assert not any(t == c.MAIL_SENT and p["task_id"] == task_id for t, p in system.tap.seen)
+    assert not any(t == contracts.MAIL_SENT and p["task_id"] == task_id for t, p in system.tap.seen)
     entry = admin_entry(system, task_id)
     assert (entry["state"], entry["attempts"], entry["next_retry_at"]) == ("failed", 1, None)
     assert "554 5.7.1 Message rejected as spam" in entry["last_error"]
@@ -527,7 +528,7 @@ def test_a_message_deferred_after_data_with_451_is_retried_then_delivered(system
     system.smtp.set_mode("data_451")
     payload = completed_payload(system)
     task_id = payload["task_id"]
-    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, payload)
+    system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, payload)
     row = wait_delivery(system.env, task_id, lambda r: r.state == "pending" and r.attempts >= 1)
     assert "451 4.7.1 Message deferred" in row.last_error
     entry = admin_entry(system, task_id)
@@ -537,7 +538,7 @@ def test_a_message_deferred_after_data_with_451_is_retried_then_delivered(system
     row = wait_delivery(system.env, task_id, lambda r: r.state == "sent")
     assert row.attempts >= 2 and row.last_error is None
     assert len(system.smtp.wait_messages(task_id)) == 1
-    system.tap.wait(c.MAIL_SENT, task_id)
+    system.tap.wait(contracts.MAIL_SENT, task_id)
 
 
 def health(system: System) -> tuple[int, dict]:
@@ -548,17 +549,17 @@ def health(system: System) -> tuple[int, dict]:
 def test_health_shows_a_mail_path_that_delivers_nothing(system_ok):
     system = system_ok
     barrier = completed_payload(system)  # a delivered mail first: what came before does not count
-    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, barrier)
+    system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, barrier)
     wait_delivery(system.env, barrier["task_id"], lambda r: r.state == "sent")
     assert health(system)[0] == 200
 
     system.smtp.set_mode("data_554")
     spam = completed_payload(system)
-    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, spam)
+    system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, spam)
     wait_delivery(system.env, spam["task_id"], lambda r: r.state == "failed")
     system.smtp.set_mode("data_451")
     deferred = completed_payload(system)
-    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, deferred)
+    system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, deferred)
     wait_delivery(system.env, deferred["task_id"], lambda r: r.attempts >= 1 and r.last_error is not None)
 
     status, report = health(system)
@@ -576,7 +577,7 @@ def test_health_shows_a_mail_path_that_delivers_nothing(system_ok):
 
     system.smtp.set_mode("accept")  # mail goes out again: healthy again
     again = completed_payload(system)
-    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, again)
+    system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, again)
     wait_delivery(system.env, again["task_id"], lambda r: r.state == "sent")
     wait_delivery(system.env, deferred["task_id"], lambda r: r.state in ("sent", "failed"))
     status, report = health(system)
@@ -602,10 +603,10 @@ def test_an_invalid_recipient_is_refused_up_front(system_ok):
     system = system_ok
     since = len(system.smtp.log_lines())
     payload = completed_payload(system, email="organizer at example dot org")
-    system.publish(c.EXPORTER, c.EXPORT_COMPLETED, payload)
+    system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, payload)
     row = wait_delivery(system.env, payload["task_id"], lambda r: r.state == "failed")
     assert row.attempts == 0 and "not a valid email address" in row.last_error
-    failed = system.tap.wait(c.MAIL_FAILED, payload["task_id"])
+    failed = system.tap.wait(contracts.MAIL_FAILED, payload["task_id"])
     assert failed["attempts"] == 0
     assert not any("organizer at example" in line for line in system.smtp.log_lines()[since:])
 
@@ -626,7 +627,7 @@ def test_admins_see_the_mail_log_and_nobody_else_does(system_ok, finished_export
     ids = [d["id"] for d in everything]
     assert ids == sorted(ids, reverse=True)  # newest first
     mine = next(d for d in everything if d["task_id"] == finished_export[0])
-    assert mine["state"] == "sent" and mine["kind"] == c.EXPORT_COMPLETED and mine["recipient"]
+    assert mine["state"] == "sent" and mine["kind"] == contracts.EXPORT_COMPLETED and mine["recipient"]
     assert admin.get("/v1/admin/mails?limit=2").json()["data"] == everything[:2]
     body = admin.get("/v1/admin/mails?limit=500").text
     assert "signature=" not in body and "/objects/" not in body and "message\"" not in body  # no bodies or links
@@ -641,12 +642,12 @@ def test_mail_events_published_before_the_mailer_ever_ran_are_kept(tmp_path, sys
     try:
         for queue in MAIL_QUEUES.values():
             wait_until(f"{queue} declared by the gateway", lambda q=queue: queue_info(vhost, q))
-        payload = c.make_payload(c.EXPORT_FAILED, task_id=str(uuid.uuid4()), event_id=12345,
-                                 requested_by={"id": 1, "email": "someone@example.org"}, code="storage_error",
-                                 message="storage refused the archive")
+        payload = contracts.make_payload(contracts.EXPORT_FAILED, task_id=str(uuid.uuid4()), event_id=12345,
+                                         requested_by={"id": 1, "email": "someone@example.org"}, code="storage_error",
+                                         message="storage refused the archive")
         event_dispatcher({"AMQP_URI": env.env["AMQP_URI"], "serializer": "json"})(
-            c.EXPORTER, c.EXPORT_FAILED, payload)
-        queue = MAIL_QUEUES[(c.EXPORTER, c.EXPORT_FAILED)]
+            contracts.EXPORTER, contracts.EXPORT_FAILED, payload)
+        queue = MAIL_QUEUES[(contracts.EXPORTER, contracts.EXPORT_FAILED)]
         wait_until("event waiting in the mailer's queue", lambda: (queue_info(vhost, queue) or {}).get("messages"))
         stack.start("mailer")
         [mail] = system.smtp.wait_messages(payload["task_id"])

@@ -10,7 +10,7 @@ import pytest
 
 from services.mailer import templates as t
 from services.mailer.smtp import invalid_recipient
-from shared import contracts as c
+from shared import contracts
 
 TASK = "3f2b8a9e-6c1d-4e5f-9a0b-1c2d3e4f5a6b"
 WHO = {"id": 7, "email": "orga@example.org"}
@@ -21,7 +21,7 @@ URL = "http://127.0.0.1:8001/objects/exports/event5/x/event5.zip?expires=1795000
 def export_completed(**extra) -> dict:
     fields = {"key": "exports/event5/x/event5.zip", "size": 1_234_567, "sha256": "a" * 64, "download_url": URL,
               "expires_at": "2026-11-22T10:07:00Z", "warnings": [], "warnings_total": 0, **extra}
-    return c.make_payload(c.EXPORT_COMPLETED, task_id=TASK, event_id=5, requested_by=WHO, **fields)
+    return contracts.make_payload(contracts.EXPORT_COMPLETED, task_id=TASK, event_id=5, requested_by=WHO, **fields)
 
 
 def parts(mail: t.Mail) -> tuple[str, str]:
@@ -29,7 +29,7 @@ def parts(mail: t.Mail) -> tuple[str, str]:
 
 
 def test_export_completed_has_the_link_its_expiry_and_the_way_to_a_fresh_one():
-    mail = t.render(c.EXPORT_COMPLETED, export_completed(), event_name="FOSSASIA 2016",
+    mail = t.render(contracts.EXPORT_COMPLETED, export_completed(), event_name="FOSSASIA 2016",
                     gateway_url="https://events.example.org")
     assert mail.subject == "Event FOSSASIA 2016 (#5) has been exported"
     text, html = parts(mail)
@@ -48,7 +48,7 @@ def test_export_completed_has_the_link_its_expiry_and_the_way_to_a_fresh_one():
 
 
 def test_export_completed_escapes_the_event_name_in_html_only():
-    mail = t.render(c.EXPORT_COMPLETED, export_completed(), event_name=EVIL, gateway_url="http://gw")
+    mail = t.render(contracts.EXPORT_COMPLETED, export_completed(), event_name=EVIL, gateway_url="http://gw")
     assert mail.subject == f"Event {EVIL} (#5) has been exported"
     text, html = parts(mail)
     assert EVIL in text
@@ -59,7 +59,7 @@ def test_export_completed_escapes_the_event_name_in_html_only():
 def test_export_completed_lists_warnings_and_counts_the_rest():
     warnings = [{"code": "media_unavailable", "message": f"HTTP 404 for photo {i}", "file": "speakers",
                  "record_id": i, "field": "photo", "url": f"http://media.example.org/p{i}.jpg"} for i in range(25)]
-    mail = t.render(c.EXPORT_COMPLETED, export_completed(warnings=warnings, warnings_total=30),
+    mail = t.render(contracts.EXPORT_COMPLETED, export_completed(warnings=warnings, warnings_total=30),
                     event_name="Conf", gateway_url="http://gw")
     text, html = parts(mail)
     assert "30 media item(s) could not be included" in text
@@ -69,14 +69,15 @@ def test_export_completed_lists_warnings_and_counts_the_rest():
 
 
 def test_export_of_an_unknown_event_names_it_by_id():
-    mail = t.render(c.EXPORT_COMPLETED, export_completed(), event_name=None, gateway_url="http://gw")
+    mail = t.render(contracts.EXPORT_COMPLETED, export_completed(), event_name=None, gateway_url="http://gw")
     assert mail.subject == "Event #5 has been exported"
 
 
 def test_export_failed_explains_the_problem_in_words():
-    payload = c.make_payload(c.EXPORT_FAILED, task_id=TASK, event_id=5, requested_by=WHO, code="event_not_found",
-                             message="Event 5 does not exist.")
-    mail = t.render(c.EXPORT_FAILED, payload, event_name=None, gateway_url="http://gw")
+    payload = contracts.make_payload(contracts.EXPORT_FAILED, task_id=TASK, event_id=5, requested_by=WHO,
+                                     code="event_not_found",
+                                     message="Event 5 does not exist.")
+    mail = t.render(contracts.EXPORT_FAILED, payload, event_name=None, gateway_url="http://gw")
     assert mail.subject == "Export of event #5 failed"
     assert "no longer exists; it may have been deleted after the export was requested" in mail.text
     assert "Details: Event 5 does not exist." in mail.text
@@ -84,22 +85,23 @@ def test_export_failed_explains_the_problem_in_words():
 
 def test_failure_mails_never_carry_a_stack_trace():
     trace = 'Traceback (most recent call last):\n  File "/app/x.py", line 3, in f\nKeyError: 1'
-    payload = c.make_payload(c.EXPORT_FAILED, task_id=TASK, event_id=5, requested_by=WHO, code="internal_error",
-                             message=trace)
-    mail = t.render(c.EXPORT_FAILED, payload, event_name="Conf", gateway_url="http://gw")
+    payload = contracts.make_payload(contracts.EXPORT_FAILED, task_id=TASK, event_id=5, requested_by=WHO,
+                                     code="internal_error",
+                                     message=trace)
+    mail = t.render(contracts.EXPORT_FAILED, payload, event_name="Conf", gateway_url="http://gw")
     assert mail.subject == "Export of event Conf (#5) failed"
     assert "Traceback" not in mail.text and "Traceback" not in mail.html and "x.py" not in mail.text
     assert "internal error" in mail.text
 
 
 def test_import_completed_has_the_event_link_counts_and_warnings():
-    payload = c.make_payload(
-        c.IMPORT_COMPLETED, task_id=TASK, event_id=12, requested_by=WHO, id=12, event_name="Open Tech Summit",
+    payload = contracts.make_payload(
+        contracts.IMPORT_COMPLETED, task_id=TASK, event_id=12, requested_by=WHO, id=12, event_name="Open Tech Summit",
         url="https://events.example.org/v1/events/12", counts={"speakers": 30, "sessions": 60, "event": 1,
                                                                 "zebras": 2},
         warnings=[{"code": "dangling_reference", "message": "unknown track 99, left empty", "file": "sessions",
                    "record_id": 4, "field": "track"}], warnings_total=1)
-    mail = t.render(c.IMPORT_COMPLETED, payload, event_name=None, gateway_url="http://gw",
+    mail = t.render(contracts.IMPORT_COMPLETED, payload, event_name=None, gateway_url="http://gw",
                     event_url="https://frontend.example/e/otsummit")
     assert mail.subject == "Event Open Tech Summit (#12) has been imported"
     text, html = parts(mail)
@@ -111,13 +113,13 @@ def test_import_completed_has_the_event_link_counts_and_warnings():
 
 
 def import_completed(**extra) -> dict:
-    return c.make_payload(c.IMPORT_COMPLETED, task_id=TASK, event_id=12, requested_by=WHO, id=12,
-                          event_name="Open Tech Summit", url="https://events.example.org/v1/events/12",
-                          counts={"event": 1}, warnings=[], warnings_total=0, **extra)
+    return contracts.make_payload(contracts.IMPORT_COMPLETED, task_id=TASK, event_id=12, requested_by=WHO, id=12,
+                                  event_name="Open Tech Summit", url="https://events.example.org/v1/events/12",
+                                  counts={"event": 1}, warnings=[], warnings_total=0, **extra)
 
 
 def test_import_completed_without_a_frontend_says_where_to_find_the_event_instead_of_linking_the_api():
-    mail = t.render(c.IMPORT_COMPLETED, import_completed(), event_name=None, gateway_url="http://gw")
+    mail = t.render(contracts.IMPORT_COMPLETED, import_completed(), event_name=None, gateway_url="http://gw")
     text, html = parts(mail)
     assert "href=" not in html and "https://events.example.org" not in text
     assert "listed among your events on the platform (event id 12;" in text
@@ -136,33 +138,35 @@ def test_event_link_fills_in_the_template(template, identifier, link):
 
 
 def test_export_mail_says_where_the_archive_is_kept_apart_from_the_links_expiry():
-    kept = t.render(c.EXPORT_COMPLETED, export_completed(retention={"backend": "team-s3",
+    kept = t.render(contracts.EXPORT_COMPLETED, export_completed(retention={"backend": "team-s3",
                                                                       "delete_at": "2026-12-21T10:07:00Z"}),
                     event_name="Conf", gateway_url="http://gw")
     assert 'The archive is stored on the storage "team-s3" until 21 December 2026 at 10:07 UTC' in kept.text
     assert "This link works until 22 November 2026 at 10:07 UTC." in kept.text  # the link's own expiry
     assert "team-s3" in kept.html
-    forever = t.render(c.EXPORT_COMPLETED, export_completed(retention={"backend": "default", "delete_at": None}),
+    forever = t.render(contracts.EXPORT_COMPLETED, export_completed(retention={"backend": "default",
+                                                                               "delete_at": None}),
                        event_name="Conf", gateway_url="http://gw")
     assert "stored on the platform's default storage and kept until it is deleted." in forever.text
-    older = t.render(c.EXPORT_COMPLETED, export_completed(), event_name="Conf", gateway_url="http://gw")
+    older = t.render(contracts.EXPORT_COMPLETED, export_completed(), event_name="Conf", gateway_url="http://gw")
     assert "The archive is stored on" not in older.text  # an event from before retention was reported
 
 
 def test_import_failed_names_the_uploaded_file():
-    payload = c.make_payload(c.IMPORT_FAILED, task_id=TASK, event_id=None, requested_by=WHO, code="invalid_json",
-                             message="File sessions: not JSON", file="sessions", filename="FOSSASIA <11>.zip")
-    mail = t.render(c.IMPORT_FAILED, payload, event_name=None, gateway_url="http://gw")
+    payload = contracts.make_payload(contracts.IMPORT_FAILED, task_id=TASK, event_id=None, requested_by=WHO,
+                                     code="invalid_json",
+                                     message="File sessions: not JSON", file="sessions", filename="FOSSASIA <11>.zip")
+    mail = t.render(contracts.IMPORT_FAILED, payload, event_name=None, gateway_url="http://gw")
     assert mail.subject == "Import of event failed: FOSSASIA <11>.zip"
     assert 'The import of your archive "FOSSASIA <11>.zip" failed; nothing was imported.' in mail.text
     assert "FOSSASIA &lt;11&gt;.zip" in mail.html
 
 
 def test_import_failed_says_where_and_what():
-    payload = c.make_payload(c.IMPORT_FAILED, task_id=TASK, event_id=None, requested_by=WHO,
-                             code="invalid_record", message="start_time is not a date: '32/13/2016'",
-                             file="sessions", record_id=12, field="start_time")
-    mail = t.render(c.IMPORT_FAILED, payload, event_name=None, gateway_url="http://gw")
+    payload = contracts.make_payload(contracts.IMPORT_FAILED, task_id=TASK, event_id=None, requested_by=WHO,
+                                     code="invalid_record", message="start_time is not a date: '32/13/2016'",
+                                     file="sessions", record_id=12, field="start_time")
+    mail = t.render(contracts.IMPORT_FAILED, payload, event_name=None, gateway_url="http://gw")
     assert mail.subject == "Import of event failed"
     text, html = parts(mail)
     assert "Where: File sessions, record 12, field start_time." in text
@@ -172,28 +176,28 @@ def test_import_failed_says_where_and_what():
 
 
 def test_import_failed_without_location():
-    payload = c.make_payload(c.IMPORT_FAILED, task_id=TASK, event_id=None, requested_by=WHO,
-                             code="not_a_zip", message="The file is not a zip archive.")
-    mail = t.render(c.IMPORT_FAILED, payload, event_name=None, gateway_url="http://gw")
+    payload = contracts.make_payload(contracts.IMPORT_FAILED, task_id=TASK, event_id=None, requested_by=WHO,
+                                     code="not_a_zip", message="The file is not a zip archive.")
+    mail = t.render(contracts.IMPORT_FAILED, payload, event_name=None, gateway_url="http://gw")
     assert "Where:" not in mail.text
     assert "The file is not a zip archive." in mail.text
 
 
 def test_subject_is_one_line_whatever_the_event_name():
-    mail = t.render(c.EXPORT_COMPLETED, export_completed(), event_name="Evil\r\nBcc: victim@example.org",
+    mail = t.render(contracts.EXPORT_COMPLETED, export_completed(), event_name="Evil\r\nBcc: victim@example.org",
                     gateway_url="http://gw")
     assert mail.subject == "Event Evil Bcc: victim@example.org (#5) has been exported"
     raw = t.build_message(mail, sender="Platform <platform@example.org>", recipient="orga@example.org",
-                          reply_to=None, msg_id=t.message_id(c.EXPORT_COMPLETED, TASK, "example.org"))
+                          reply_to=None, msg_id=t.message_id(contracts.EXPORT_COMPLETED, TASK, "example.org"))
     parsed = email.message_from_string(raw, policy=email.policy.default)
     assert parsed["Bcc"] is None and parsed["Subject"] == mail.subject
 
 
 def test_built_message_is_multipart_ascii_and_deterministic_in_its_id():
-    mail = t.render(c.EXPORT_COMPLETED, export_completed(), event_name="Café Conf ☕", gateway_url="http://gw")
-    msg_id = t.message_id(c.EXPORT_COMPLETED, TASK, "example.org")
+    mail = t.render(contracts.EXPORT_COMPLETED, export_completed(), event_name="Café Conf ☕", gateway_url="http://gw")
+    msg_id = t.message_id(contracts.EXPORT_COMPLETED, TASK, "example.org")
     assert msg_id == f"<export_completed.{TASK}@example.org>"
-    assert t.message_id(c.EXPORT_COMPLETED, TASK, "example.org") == msg_id
+    assert t.message_id(contracts.EXPORT_COMPLETED, TASK, "example.org") == msg_id
     raw = t.build_message(mail, sender="Platform <platform@example.org>", recipient="orga@example.org",
                           reply_to="help@example.org", msg_id=msg_id)
     raw.encode("ascii")  # 7-bit clean: any SMTP server takes it

@@ -28,7 +28,7 @@ from kombu import Connection, Queue
 from nameko.standalone.events import get_event_exchange
 from sqlalchemy import select, update
 
-from shared import contracts as c
+from shared import contracts
 from shared.models import events as m
 from shared.models.base import utcnow
 from shared.models.storage import StorageObject
@@ -143,7 +143,7 @@ def remotes(tmp_path_factory) -> Iterator[dict[str, Remote]]:
 class Events:
     """Events as a subscriber sees them: a queue bound to ``<source>.events`` (storage: object_stored/expired)."""
 
-    def __init__(self, uri: str, source: str = c.STORAGE) -> None:
+    def __init__(self, uri: str, source: str = contracts.STORAGE) -> None:
         self.connection = Connection(uri)
         exchange = get_event_exchange(source, {})
         self.queue = Queue(f"test-{source}-events-{uuid.uuid4().hex[:8]}", exchange=exchange, routing_key="#",
@@ -162,7 +162,7 @@ class Events:
             self.drain()
             for seen_type, payload in self.seen:
                 if seen_type == event_type and payload["key"] == key:
-                    return c.load_payload(event_type, payload)
+                    return contracts.load_payload(event_type, payload)
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {event_type} for {key} within {timeout} s; seen {self.seen}")
             time.sleep(0.1)
@@ -205,7 +205,7 @@ def system(tmp_path_factory) -> Iterator[System]:
         event_id = create_synthetic_event(session, sessions=20, owner_user_id=users["organizer"].id)
         session.add(m.EventRole(user_id=users["coorganizer"].id, event_id=event_id, role=m.ROLE_COORGANIZER))
         session.commit()
-    events, export_events = Events(amqp_uri(vhost)), Events(amqp_uri(vhost), c.EXPORTER)
+    events, export_events = Events(amqp_uri(vhost)), Events(amqp_uri(vhost), contracts.EXPORTER)
     stack = start_stack(env)
     try:
         yield System(env=env, stack=stack, event_id=event_id, events=events, url=env.env["GATEWAY_URL"],
@@ -382,7 +382,7 @@ def test_export_to_each_backend(system, remotes, kind, request):
     row = system.index_row(result["key"])
     assert row is not None and row.backend == identifier and row.sha256 == result["sha256"]
     assert row.expires_at is None  # keep_days 0: kept
-    stored = system.events.wait_for(c.OBJECT_STORED, result["key"])
+    stored = system.events.wait_for(contracts.OBJECT_STORED, result["key"])
     assert (stored["backend"], stored["backend_kind"], stored["task_id"], stored["event_id"]) == (
         identifier, kind, task_id, system.event_id)
     assert stored["sha256"] == result["sha256"] and stored["expires_at"] is None
@@ -469,13 +469,13 @@ def test_expired_exports_are_swept_and_answer_410(system, remotes, kind, request
     row = system.index_row(key)
     assert row.expires_at is not None
     assert timedelta(hours=23) < row.expires_at - row.created_at <= timedelta(days=1)
-    assert system.events.wait_for(c.OBJECT_STORED, key)["expires_at"] is not None
+    assert system.events.wait_for(contracts.OBJECT_STORED, key)["expires_at"] is not None
     assert direct().get(result["download_url"], timeout=30).status_code == 200
 
     _expire_now(system, key)
     row = _wait_deleted(system, key)
     assert row.deleted_reason == "expired"
-    expired = system.events.wait_for(c.OBJECT_EXPIRED, key)
+    expired = system.events.wait_for(contracts.OBJECT_EXPIRED, key)
     assert (expired["reason"], expired["backend"], expired["backend_kind"], expired["task_id"]) == (
         "expired", identifier, kind, task_id)
 
@@ -520,7 +520,7 @@ def test_delete_export_on_request(system):
     assert "deleted on request" in assert_error(organizer.get(path, allow_redirects=False), 410, "export_gone")
     assert "deleted on request" in assert_error(direct().get(result["download_url"], timeout=30), 410, "gone")
     assert organizer.request("DELETE", path).status_code == 204  # idempotent
-    expired = system.events.wait_for(c.OBJECT_EXPIRED, result["key"])
+    expired = system.events.wait_for(contracts.OBJECT_EXPIRED, result["key"])
     assert expired["reason"] == "deleted"
 
     # Admins may delete any event's exports.
@@ -533,8 +533,8 @@ def test_storage_events_match_their_schemas(system):
     system.events.drain()
     assert system.events.seen
     for event_type, payload in system.events.seen:
-        assert event_type in (c.OBJECT_STORED, c.OBJECT_EXPIRED)
-        assert c.SCHEMAS[event_type]().validate(payload) == {}, payload
+        assert event_type in (contracts.OBJECT_STORED, contracts.OBJECT_EXPIRED)
+        assert contracts.SCHEMAS[event_type]().validate(payload) == {}, payload
         assert payload["requested_by"] is None and payload["occurred_at"].endswith("Z")
 
 
@@ -624,7 +624,7 @@ def test_retention_is_in_the_result_the_history_and_export_completed(system):
     row = system.index_row(result["key"])
     assert result["retention"] == {"backend": identifier, "delete_at": row.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
     assert result["retention"]["delete_at"] != result["expires_at"]  # the archive's lifetime, not the link's
-    completed = system.export_events.wait_for(c.EXPORT_COMPLETED, result["key"])
+    completed = system.export_events.wait_for(contracts.EXPORT_COMPLETED, result["key"])
     assert completed["retention"] == result["retention"]
     history = organizer.get(f"/v1/events/{system.event_id}/exports").json()["data"]
     assert [e["retention"] for e in history if e["task_id"] == task_id] == [result["retention"]]

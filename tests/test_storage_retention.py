@@ -15,7 +15,7 @@ from services.storage import object_index, retention
 from services.storage.records.registry import Registry
 from services.storage.settings import load_storage_settings
 from services.storage.types import BackendError
-from shared import contracts as c
+from shared import contracts
 from shared.db import make_engine, make_session_factory
 from shared.models.base import utcnow
 from shared.models.storage import StorageBackendRecord, StorageObject
@@ -30,7 +30,7 @@ class Published:
         eventlet.sleep(0)  # let concurrent sweepers interleave here, as a broker round trip would
         if self.fail:
             raise ConnectionError("broker down")
-        assert c.SCHEMAS[event_type]().validate(payload) == {}
+        assert contracts.SCHEMAS[event_type]().validate(payload) == {}
         self.events.append((event_type, payload))
 
 
@@ -83,7 +83,7 @@ def test_concurrent_sweepers_delete_and_announce_each_object_once(db, tmp_path):
         results.append(retention.sweep(db, registries[0], published, batch=100, claim_seconds=60))
         assert results[-1].deleted, "no progress"
     assert sum(r.deleted for r in results) == len(keys)
-    announced = [p["key"] for t, p in published.events if t == c.OBJECT_EXPIRED]
+    announced = [p["key"] for t, p in published.events if t == contracts.OBJECT_EXPIRED]
     assert sorted(announced) == sorted(keys)  # each exactly once
     with db() as session:
         rows = session.scalars(select(StorageObject)).all()
@@ -145,11 +145,11 @@ def test_unpublished_events_are_published_by_a_later_sweep(db, tmp_path, monkeyp
     down = Published(fail=True)
     assert retention.sweep(db, registry, down, batch=10, claim_seconds=60).deleted == 1
     with db() as session:
-        assert session.get(StorageObject, key).announce == c.OBJECT_EXPIRED
+        assert session.get(StorageObject, key).announce == contracts.OBJECT_EXPIRED
     monkeypatch.setattr(retention, "ANNOUNCE_GRACE", timedelta(0))
     up = Published()
     assert retention.sweep(db, registry, up, batch=10, claim_seconds=60).announced == 1
     [(event_type, payload)] = up.events
-    assert (event_type, payload["key"], payload["reason"]) == (c.OBJECT_EXPIRED, key, "expired")
+    assert (event_type, payload["key"], payload["reason"]) == (contracts.OBJECT_EXPIRED, key, "expired")
     with db() as session:
         assert session.get(StorageObject, key).announce is None

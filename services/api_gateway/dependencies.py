@@ -10,18 +10,22 @@ from nameko.extensions import DependencyProvider
 from nameko.standalone.events import get_event_exchange
 
 from services.api_gateway.quotas import QuotaSettings, load_quota_settings
-from shared import contracts as c
+from shared import contracts
 
 # event type -> the durable queue of the worker that handles it (see shared.contracts.handler_queue)
-REQUEST_QUEUES = {c.EXPORT_REQUESTED: c.EXPORT_REQUEST_QUEUE, c.IMPORT_REQUESTED: c.IMPORT_REQUEST_QUEUE}
+REQUEST_QUEUES = {contracts.EXPORT_REQUESTED: contracts.EXPORT_REQUEST_QUEUE,
+                  contracts.IMPORT_REQUESTED: contracts.IMPORT_REQUEST_QUEUE}
 
 # (source service, event type) -> the mailer's handler queue: completion events the exporter or importer publish
 # before the mailer ever ran must wait for it too (method names as in services/mailer/service.py).
 MAIL_QUEUES = {
-    (c.EXPORTER, c.EXPORT_COMPLETED): c.handler_queue(c.EXPORTER, c.EXPORT_COMPLETED, c.MAILER, "on_export_completed"),
-    (c.EXPORTER, c.EXPORT_FAILED): c.handler_queue(c.EXPORTER, c.EXPORT_FAILED, c.MAILER, "on_export_failed"),
-    (c.IMPORTER, c.IMPORT_COMPLETED): c.handler_queue(c.IMPORTER, c.IMPORT_COMPLETED, c.MAILER, "on_import_completed"),
-    (c.IMPORTER, c.IMPORT_FAILED): c.handler_queue(c.IMPORTER, c.IMPORT_FAILED, c.MAILER, "on_import_failed"),
+    (source, event_type): contracts.handler_queue(source, event_type, contracts.MAILER, method)
+    for source, event_type, method in (
+        (contracts.EXPORTER, contracts.EXPORT_COMPLETED, "on_export_completed"),
+        (contracts.EXPORTER, contracts.EXPORT_FAILED, "on_export_failed"),
+        (contracts.IMPORTER, contracts.IMPORT_COMPLETED, "on_import_completed"),
+        (contracts.IMPORTER, contracts.IMPORT_FAILED, "on_import_failed"),
+    )
 }
 
 

@@ -13,8 +13,7 @@ from services.api_gateway import quotas, rules, tasks
 from services.api_gateway.context import Gateway
 from services.api_gateway.errors import BACKEND_REFUSALS, export_gone, storage_errors
 from services.api_gateway.rules import Caller
-from shared import contracts as c
-from shared import object_keys
+from shared import contracts, object_keys
 from shared.archive import formats
 from shared.http import ApiError, json_response
 from shared.models.gateway import Task
@@ -55,11 +54,11 @@ def request_export(gw: Gateway, caller: Caller, event_id: int, format: str, opti
             check_export_backend(gw, storage_backend_id)
         task = tasks.create_task(session, kind="export", event_id=event_id, user_id=caller.id, email=caller.email,
                                  params={"options": options, "format": format, **named})
-        payload = c.make_payload(c.EXPORT_REQUESTED, task_id=task.id, event_id=event_id,
-                                 requested_by={"id": caller.id, "email": caller.email}, options=options,
-                                 format=format, **named)
+        payload = contracts.make_payload(contracts.EXPORT_REQUESTED, task_id=task.id, event_id=event_id,
+                                         requested_by={"id": caller.id, "email": caller.email}, options=options,
+                                         format=format, **named)
         task_id = task.id
-        tasks.enqueue(gw, session, task_id, c.EXPORT_REQUESTED, payload, "export")
+        tasks.enqueue(gw, session, task_id, contracts.EXPORT_REQUESTED, payload, "export")
     return tasks.accepted(task_id)
 
 
@@ -75,7 +74,7 @@ def _archive_key(session: Any, event_id: int, task_id: str, not_ready: str) -> s
     task = session.get(Task, task_id)
     if task is None or task.kind != "export" or task.event_id != event_id:
         raise ApiError(404, "export_not_found", f"Event {event_id} has no export {task_id}.")
-    if task.state != c.SUCCESS:
+    if task.state != contracts.SUCCESS:
         raise ApiError(409, "export_not_ready", f"Export {task_id} is {task.state}{not_ready}")
     return task.result["key"]
 
@@ -104,7 +103,7 @@ def delete(gw: Gateway, caller: Caller, event_id: int, path: str) -> Response:
     with storage_errors(BackendError):
         gw.storage.delete(key)
     with gw.db() as session:  # at once, not only when storage's object_expired event arrives
-        tasks.archive_gone(session, task_id, key, "deleted", c.utc_iso())
+        tasks.archive_gone(session, task_id, key, "deleted", contracts.utc_iso())
         session.commit()
     return Response(status=204)
 
@@ -116,18 +115,18 @@ def backend_choices(gw: Gateway) -> Response:
 
 
 def on_completed(gw: Gateway, payload: dict[str, Any]) -> None:
-    data = c.load_payload(c.EXPORT_COMPLETED, payload)
-    tasks.record_end(gw, data["task_id"], c.SUCCESS, {k: data[k] for k in COMPLETED_FIELDS})
+    data = contracts.load_payload(contracts.EXPORT_COMPLETED, payload)
+    tasks.record_end(gw, data["task_id"], contracts.SUCCESS, {k: data[k] for k in COMPLETED_FIELDS})
 
 
 def on_failed(gw: Gateway, payload: dict[str, Any]) -> None:
-    data = c.load_payload(c.EXPORT_FAILED, payload)
-    tasks.record_end(gw, data["task_id"], c.FAILURE, {"code": data["code"], "message": data["message"]})
+    data = contracts.load_payload(contracts.EXPORT_FAILED, payload)
+    tasks.record_end(gw, data["task_id"], contracts.FAILURE, {"code": data["code"], "message": data["message"]})
 
 
 def on_object_expired(gw: Gateway, payload: dict[str, Any]) -> None:
     """An export's archive was deleted or expired: its task and history stop offering the link."""
-    data = c.load_payload(c.OBJECT_EXPIRED, payload)
+    data = contracts.load_payload(contracts.OBJECT_EXPIRED, payload)
     if data["task_id"] is None:
         return
     when = data["deleted_at"] if data["reason"] == "deleted" else (data["expires_at"] or data["deleted_at"])

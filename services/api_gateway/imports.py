@@ -18,7 +18,7 @@ from services.api_gateway.context import Gateway
 from services.api_gateway.rules import Caller
 from services.api_gateway.tasks import task_view
 from services.api_gateway.uploads import Store, Upload, put_to_storage
-from shared import contracts as c
+from shared import contracts
 from shared.contracts import SUCCESS
 from shared.http import json_response
 from shared.models.gateway import Task
@@ -111,9 +111,10 @@ def request_import(gw: Gateway, caller: Caller, request: Request, strict: bool) 
     with gw.db() as session:
         tasks.create_task(session, kind="import", event_id=None, user_id=caller.id, email=caller.email,
                           params=task_params(upload, strict), task_id=task_id)
-        payload = c.make_payload(c.IMPORT_REQUESTED, task_id=task_id, event_id=None, requested_by=requester,
-                                 key=upload.key, filename=upload.filename, size=upload.size, strict=strict)
-        tasks.enqueue(gw, session, task_id, c.IMPORT_REQUESTED, payload, "import")
+        payload = contracts.make_payload(contracts.IMPORT_REQUESTED, task_id=task_id, event_id=None,
+                                         requested_by=requester,
+                                         key=upload.key, filename=upload.filename, size=upload.size, strict=strict)
+        tasks.enqueue(gw, session, task_id, contracts.IMPORT_REQUESTED, payload, "import")
     return tasks.accepted(task_id)
 
 
@@ -125,17 +126,17 @@ def list_imports(gw: Gateway, caller: Caller) -> Response:
 
 
 def on_completed(gw: Gateway, payload: dict[str, Any]) -> None:
-    data = c.load_payload(c.IMPORT_COMPLETED, payload)
+    data = contracts.load_payload(contracts.IMPORT_COMPLETED, payload)
     with gw.db() as session:
-        if tasks.finish(session, data["task_id"], c.SUCCESS, completed_result(data)):
+        if tasks.finish(session, data["task_id"], contracts.SUCCESS, completed_result(data)):
             session.execute(update(Task).where(Task.id == data["task_id"]).values(event_id=data["id"]))
         session.commit()
     expire_archive(gw, data["task_id"])
 
 
 def on_failed(gw: Gateway, payload: dict[str, Any]) -> None:
-    data = c.load_payload(c.IMPORT_FAILED, payload)
-    tasks.record_end(gw, data["task_id"], c.FAILURE, failed_result(data))
+    data = contracts.load_payload(contracts.IMPORT_FAILED, payload)
+    tasks.record_end(gw, data["task_id"], contracts.FAILURE, failed_result(data))
     expire_archive(gw, data["task_id"])
 
 

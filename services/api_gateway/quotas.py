@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared import contracts as c
+from shared import contracts
 from shared.http import ApiError
 from shared.models.gateway import Task
 
@@ -59,7 +59,7 @@ def check_jobs_in_flight(session: Session, user_id: int, limit: int) -> None:
     if limit <= 0:
         return
     running = session.scalar(select(func.count()).select_from(Task).where(
-        Task.requested_by == user_id, Task.state.not_in((c.SUCCESS, c.FAILURE))))
+        Task.requested_by == user_id, Task.state.not_in((contracts.SUCCESS, contracts.FAILURE))))
     if running >= limit:
         raise ApiError(429, "too_many_jobs",
                        f"You have {running} exports and imports under way (the limit is {limit}); wait for one to "

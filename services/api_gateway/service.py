@@ -14,7 +14,7 @@ from services.api_gateway import admin, events, exports, health, imports, login,
 from services.api_gateway.context import Gateway
 from services.api_gateway.dependencies import Quotas, RequestDispatcher
 from services.api_gateway.rules import Caller
-from shared import contracts as c
+from shared import contracts
 from shared.dependencies import Config, Database
 from shared.http import http, parse_json
 from shared.rpc import call
@@ -28,7 +28,7 @@ def _body(request: Request) -> Any:
 
 
 class ApiGatewayService:
-    name = c.GATEWAY
+    name = contracts.GATEWAY
 
     config = Config()
     quota = Quotas()
@@ -158,39 +158,39 @@ class ApiGatewayService:
                    "mailer": self.mailer}
         return health.system_health(self.gw, lambda name: call(proxies[name], "health", timeout=HEALTH_TIMEOUT))
 
-    @event_handler(c.EXPORTER, c.EXPORT_STARTED)
+    @event_handler(contracts.EXPORTER, contracts.EXPORT_STARTED)
     def on_export_started(self, payload: dict[str, Any]) -> None:
-        tasks.record_status(self.gw, payload["task_id"], c.STARTED)
+        tasks.record_status(self.gw, payload["task_id"], contracts.STARTED)
 
-    @event_handler(c.EXPORTER, c.EXPORT_PROGRESS)
+    @event_handler(contracts.EXPORTER, contracts.EXPORT_PROGRESS)
     def on_export_progress(self, payload: dict[str, Any]) -> None:
-        tasks.on_progress(self.gw, c.EXPORT_PROGRESS, payload)
+        tasks.on_progress(self.gw, contracts.EXPORT_PROGRESS, payload)
 
-    @event_handler(c.EXPORTER, c.EXPORT_COMPLETED)
+    @event_handler(contracts.EXPORTER, contracts.EXPORT_COMPLETED)
     def on_export_completed(self, payload: dict[str, Any]) -> None:
         exports.on_completed(self.gw, payload)
 
-    @event_handler(c.EXPORTER, c.EXPORT_FAILED)
+    @event_handler(contracts.EXPORTER, contracts.EXPORT_FAILED)
     def on_export_failed(self, payload: dict[str, Any]) -> None:
         exports.on_failed(self.gw, payload)
 
-    @event_handler(c.IMPORTER, c.IMPORT_STARTED)
+    @event_handler(contracts.IMPORTER, contracts.IMPORT_STARTED)
     def on_import_started(self, payload: dict[str, Any]) -> None:
-        tasks.record_status(self.gw, payload["task_id"], c.STARTED)
+        tasks.record_status(self.gw, payload["task_id"], contracts.STARTED)
 
-    @event_handler(c.IMPORTER, c.IMPORT_PROGRESS)
+    @event_handler(contracts.IMPORTER, contracts.IMPORT_PROGRESS)
     def on_import_progress(self, payload: dict[str, Any]) -> None:
-        tasks.on_progress(self.gw, c.IMPORT_PROGRESS, payload)
+        tasks.on_progress(self.gw, contracts.IMPORT_PROGRESS, payload)
 
-    @event_handler(c.IMPORTER, c.IMPORT_COMPLETED)
+    @event_handler(contracts.IMPORTER, contracts.IMPORT_COMPLETED)
     def on_import_completed(self, payload: dict[str, Any]) -> None:
         imports.on_completed(self.gw, payload)
 
-    @event_handler(c.IMPORTER, c.IMPORT_FAILED)
+    @event_handler(contracts.IMPORTER, contracts.IMPORT_FAILED)
     def on_import_failed(self, payload: dict[str, Any]) -> None:
         imports.on_failed(self.gw, payload)
 
-    @event_handler(c.STORAGE, c.OBJECT_EXPIRED)
+    @event_handler(contracts.STORAGE, contracts.OBJECT_EXPIRED)
     def on_object_expired(self, payload: dict[str, Any]) -> None:
         exports.on_object_expired(self.gw, payload)
 

@@ -25,7 +25,7 @@ from services.mailer.smtp import (
     TemporaryFailure,
     invalid_recipient,
 )
-from shared import contracts as c
+from shared import contracts
 from shared.jobs.lifecycle import ANNOUNCE_GRACE
 from shared.models.base import utcnow
 from shared.models.events import Event
@@ -54,14 +54,14 @@ class Postman:
 
         Raises marshmallow.ValidationError for a payload that breaks the contract.
         """
-        data = c.load_payload(kind, payload)
+        data = contracts.load_payload(kind, payload)
         key = outbox.dedupe_key(data["task_id"], kind)
         with self.db() as session:
             if outbox.is_recorded(session, key):
                 log.info("mail %s already recorded: redelivered event, nothing to send", key)
                 return
             event_name = self._event_name(session, data["event_id"]) if kind.startswith("export") else None
-            event_url = self._event_url(session, data["id"]) if kind == c.IMPORT_COMPLETED else None
+            event_url = self._event_url(session, data["id"]) if kind == contracts.IMPORT_COMPLETED else None
         recipient = data["requested_by"]["email"]
         mail = templates.render(kind, data, event_name=event_name, gateway_url=self.gateway_url, event_url=event_url)
         msg_id = templates.message_id(kind, data["task_id"], self.settings.domain)
@@ -191,10 +191,12 @@ def mail_event(row: MailDelivery) -> tuple[str, dict[str, Any]]:
     ids = {"task_id": row.task_id, "event_id": row.event_id,
            "requested_by": {"id": row.requester_id or 0, "email": row.recipient}}
     if row.state == outbox.SENT:
-        return c.MAIL_SENT, c.make_payload(c.MAIL_SENT, **ids, kind=row.kind, recipient=row.recipient,
-                                           subject=row.subject, message_id=row.message_id or "")
+        return contracts.MAIL_SENT, contracts.make_payload(contracts.MAIL_SENT, **ids, kind=row.kind,
+                                                           recipient=row.recipient,
+                                                           subject=row.subject, message_id=row.message_id or "")
     reason = row.last_error or row.state
     if row.state == outbox.UNCERTAIN:
         reason = f"delivery uncertain: {reason}"
-    return c.MAIL_FAILED, c.make_payload(c.MAIL_FAILED, **ids, kind=row.kind, recipient=row.recipient,
-                                         reason=reason, attempts=row.attempts)
+    return contracts.MAIL_FAILED, contracts.make_payload(contracts.MAIL_FAILED, **ids, kind=row.kind,
+                                                         recipient=row.recipient,
+                                                         reason=reason, attempts=row.attempts)

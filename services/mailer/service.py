@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from services.mailer import delivery_health, mail_log
 from services.mailer.dependencies import MailConfig, Smtp
 from services.mailer.postman import Postman
-from shared import contracts as c
+from shared import contracts
 from shared.dependencies import Config, Database
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ DB_ERROR_PAUSE = 2.0  # seconds before a message is requeued because the databas
 
 
 class MailerService:
-    name = c.MAILER
+    name = contracts.MAILER
 
     config = Config()
     mail_config = MailConfig()
@@ -34,21 +34,21 @@ class MailerService:
 
     # requeue_on_error: an event that could not even be recorded (database down) goes back to the queue instead of
     # being acked and lost; everything past recording is handled inside the postman.
-    @event_handler(c.EXPORTER, c.EXPORT_COMPLETED, requeue_on_error=True)
+    @event_handler(contracts.EXPORTER, contracts.EXPORT_COMPLETED, requeue_on_error=True)
     def on_export_completed(self, payload: dict[str, Any]) -> None:
-        self._notify(c.EXPORT_COMPLETED, payload)
+        self._notify(contracts.EXPORT_COMPLETED, payload)
 
-    @event_handler(c.EXPORTER, c.EXPORT_FAILED, requeue_on_error=True)
+    @event_handler(contracts.EXPORTER, contracts.EXPORT_FAILED, requeue_on_error=True)
     def on_export_failed(self, payload: dict[str, Any]) -> None:
-        self._notify(c.EXPORT_FAILED, payload)
+        self._notify(contracts.EXPORT_FAILED, payload)
 
-    @event_handler(c.IMPORTER, c.IMPORT_COMPLETED, requeue_on_error=True)
+    @event_handler(contracts.IMPORTER, contracts.IMPORT_COMPLETED, requeue_on_error=True)
     def on_import_completed(self, payload: dict[str, Any]) -> None:
-        self._notify(c.IMPORT_COMPLETED, payload)
+        self._notify(contracts.IMPORT_COMPLETED, payload)
 
-    @event_handler(c.IMPORTER, c.IMPORT_FAILED, requeue_on_error=True)
+    @event_handler(contracts.IMPORTER, contracts.IMPORT_FAILED, requeue_on_error=True)
     def on_import_failed(self, payload: dict[str, Any]) -> None:
-        self._notify(c.IMPORT_FAILED, payload)
+        self._notify(contracts.IMPORT_FAILED, payload)
 
     @timer(interval=1)
     def retry_due(self) -> None:

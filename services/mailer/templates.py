@@ -18,10 +18,10 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import quote
 
-from shared import contracts as c
+from shared import contracts
 from shared.contracts import UTC_FORMAT
 
-KINDS = (c.EXPORT_COMPLETED, c.EXPORT_FAILED, c.IMPORT_COMPLETED, c.IMPORT_FAILED)
+KINDS = (contracts.EXPORT_COMPLETED, contracts.EXPORT_FAILED, contracts.IMPORT_COMPLETED, contracts.IMPORT_FAILED)
 MAX_WARNINGS_LISTED = 20
 MAX_DETAIL_CHARS = 500
 COUNT_ORDER = ("event", "sessions", "speakers", "tracks", "microlocations", "session_types", "sponsors",
@@ -268,13 +268,13 @@ def render_import_failed(data: dict[str, Any]) -> Mail:
 def render(kind: str, data: dict[str, Any], *, event_name: str | None, gateway_url: str,
            event_url: str | None = None) -> Mail:
     """The mail for a validated payload of ``kind`` (one of KINDS); ``event_url`` as for render_import_completed."""
-    if kind == c.EXPORT_COMPLETED:
+    if kind == contracts.EXPORT_COMPLETED:
         return render_export_completed(data, event_name=event_name, gateway_url=gateway_url)
-    if kind == c.EXPORT_FAILED:
+    if kind == contracts.EXPORT_FAILED:
         return render_export_failed(data, event_name=event_name)
-    if kind == c.IMPORT_COMPLETED:
+    if kind == contracts.IMPORT_COMPLETED:
         return render_import_completed(data, event_url=event_url)
-    if kind == c.IMPORT_FAILED:
+    if kind == contracts.IMPORT_FAILED:
         return render_import_failed(data)
     raise ValueError(f"no mail for {kind!r}")
 

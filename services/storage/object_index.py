@@ -15,8 +15,7 @@ from sqlalchemy.orm import Session
 
 from services.storage.records.registry import BackendSpec
 from services.storage.types import DEFAULT_CONTENT_TYPE, ObjectInfo
-from shared import contracts as c
-from shared import object_keys
+from shared import contracts, object_keys
 from shared.contracts import UTC_FORMAT
 from shared.models.storage import StorageObject
 
@@ -66,7 +65,7 @@ def record_stored(session: Session, key: str, spec: BackendSpec, info: ObjectInf
     row.owner_id = owner
     row.deleted_at = row.deleted_reason = None
     row.claim = row.claimed_until = None
-    row.announce = c.OBJECT_STORED
+    row.announce = contracts.OBJECT_STORED
     row.updated_at = now
     session.flush()
     return row, previous
@@ -82,7 +81,7 @@ def mark_deleted(session: Session, key: str, reason: str, now: datetime, claim: 
         conditions.append(StorageObject.claim == claim)
     changed = session.execute(
         update(StorageObject).where(*conditions).values(
-            deleted_at=now, deleted_reason=reason, announce=c.OBJECT_EXPIRED, claim=None, claimed_until=None,
+            deleted_at=now, deleted_reason=reason, announce=contracts.OBJECT_EXPIRED, claim=None, claimed_until=None,
             updated_at=now,
         )
     ).rowcount
@@ -108,13 +107,13 @@ def event_payload(row: StorageObject, kind: str) -> tuple[str, dict[str, Any]]:
         "sha256": row.sha256,
         "expires_at": iso(row.expires_at),
     }
-    if row.announce == c.OBJECT_STORED:
-        payload = c.make_storage_payload(c.OBJECT_STORED, **common, content_type=row.content_type
-                                         or DEFAULT_CONTENT_TYPE, created_at=iso(row.created_at))
-        return c.OBJECT_STORED, payload
-    payload = c.make_storage_payload(c.OBJECT_EXPIRED, **common, reason=row.deleted_reason or DELETED,
-                                     deleted_at=iso(row.deleted_at))
-    return c.OBJECT_EXPIRED, payload
+    if row.announce == contracts.OBJECT_STORED:
+        payload = contracts.make_storage_payload(contracts.OBJECT_STORED, **common, content_type=row.content_type
+                                                 or DEFAULT_CONTENT_TYPE, created_at=iso(row.created_at))
+        return contracts.OBJECT_STORED, payload
+    payload = contracts.make_storage_payload(contracts.OBJECT_EXPIRED, **common, reason=row.deleted_reason or DELETED,
+                                             deleted_at=iso(row.deleted_at))
+    return contracts.OBJECT_EXPIRED, payload
 
 
 def clear_announce(session: Session, row: StorageObject) -> None:
