@@ -207,7 +207,7 @@ class _Records:
         plan, pause, file = self.source.plan, self.source.pause, self.file
         for n, record in enumerate(self.source.archive.records(file)):
             if n % 500 == 499:
-                pause(0)  # CPU-bound parsing: a hub that never runs sends no AMQP heartbeats
+                pause(0)  # CPU-bound parsing: let heartbeats through (docs/architecture.md fact 4)
             yield record if plan is None else plan.rewrite(file, record)
 
 

@@ -2,7 +2,7 @@
 
 Backend modules import their client libraries (boto3, google-cloud-storage, dropbox) themselves, so importing this
 package costs nothing and a process that never uses S3 never imports boto3 (which must come after
-``eventlet.monkey_patch()``: imported before it, ``ssl`` fails with a RecursionError).
+``eventlet.monkey_patch()``: docs/architecture.md fact 7).
 """
 
 from services.storage.backends.base import ObjectBackend

@@ -8,7 +8,7 @@ sha256, and a failed upload leaves the previous object untouched (the multipart 
 the steps leaves debris only under ``.uploads/`` (expire it with a bucket lifecycle rule, with
 ``AbortIncompleteMultipartUpload`` for uploads cut short).
 
-Import this module only after ``eventlet.monkey_patch()`` (boto3 imported before it fails with a RecursionError).
+Import this module only after ``eventlet.monkey_patch()`` (docs/architecture.md fact 7).
 """
 
 from __future__ import annotations

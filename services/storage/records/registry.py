@@ -3,8 +3,7 @@
 Records live in the database (``storage_backends``); any storage instance reads them when it needs one, so a record
 created or changed through the admin API is seen at once by every instance. Built backends are cached per record and
 rebuilt when the record's kind, config or token changes. Client libraries are imported when a backend of their kind
-is first built (after eventlet's monkey patch: boto3, and anything importing ``ssl``, imported before it fails
-with a RecursionError).
+is first built (after eventlet's monkey patch, as boto3 needs: docs/architecture.md fact 7).
 """
 
 from __future__ import annotations
