@@ -64,10 +64,25 @@ class Settings:
     trusted_proxies: tuple[str, ...]
     cors_origins: tuple[str, ...] = ()  # CORS_ORIGINS, normalized (shared.cors); empty: CORS off
     storage_probe_timeout: float = 8.0  # STORAGE_PROBE_TIMEOUT: the check of a backend record, all steps together
+    # Jobs (shared/jobs): lease lifetime, deliveries before a request counts as poison, storage outage tolerated.
+    job_lease_seconds: float = 60.0
+    job_max_deliveries: int = 5
+    storage_retry_seconds: float = 120.0
+    # Archive limits of the importer (shared/archive/safezip.py ArchiveLimits): env name -> field, see below.
+    import_limits: dict[str, int] = field(default_factory=dict)
 
 
 def _upload_max_bytes() -> int:
     return int(_env("UPLOAD_MAX_BYTES", str(100 * 1024 * 1024)))
+
+
+# Import limits settable from the environment: variable -> ArchiveLimits field (README, Configuration).
+IMPORT_LIMIT_VARIABLES = {
+    "IMPORT_MAX_STRING_CHARS": "max_string_chars",
+    "IMPORT_MAX_SESSION_SPEAKERS": "max_session_speakers",
+    "IMPORT_MAX_SPEAKER_SESSIONS": "max_speaker_sessions",
+    "IMPORT_MAX_TRACK_SESSIONS": "max_track_sessions",
+}
 
 
 def _flag(name: str) -> bool:
@@ -173,6 +188,11 @@ def load_settings() -> Settings:
         # by default 20 MiB or UPLOAD_MAX_BYTES when that is lower.
         upload_max_bytes=_upload_max_bytes(),
         upload_image_max_bytes=int(_env("UPLOAD_IMAGE_MAX_BYTES", str(min(20 * 1024 * 1024, _upload_max_bytes())))),
+        job_lease_seconds=float(_env("JOB_LEASE_SECONDS", "60")),
+        job_max_deliveries=int(_env("JOB_MAX_DELIVERIES", "5")),
+        storage_retry_seconds=float(_env("STORAGE_RETRY_SECONDS", "120")),
+        import_limits={name: int(os.environ[var]) for var, name in IMPORT_LIMIT_VARIABLES.items()
+                       if os.environ.get(var)},
         # Failed logins allowed per window before 429 (0: no limit), per account and per client address.
         login_max_failures_per_account=int(_env("LOGIN_MAX_FAILURES_PER_ACCOUNT", "10")),
         login_max_failures_per_address=int(_env("LOGIN_MAX_FAILURES_PER_ADDRESS", "50")),

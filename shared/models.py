@@ -318,6 +318,26 @@ class ImportedEvent(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class JobLease(Base):
+    """Owned by the exporter and importer (shared/jobs/lease.py): which run of a task is working on it now.
+
+    A run takes the lease before the work, renews it while working and checks it before writing; a redelivered
+    request finds it held and waits, or takes it over once it expired (the holder died). ``deliveries`` counts the
+    runs that took it: past ``JOB_MAX_DELIVERIES`` the task ends FAILURE (a poison message).
+    """
+
+    __tablename__ = "job_leases"
+
+    task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # export | import
+    owner: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # running | done
+    deliveries: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class MailDelivery(Base):
     """Owned by the mailer: one row per notification; ``dedupe_key`` (task id + kind) makes each mail go out once.
 

@@ -58,8 +58,8 @@ SAMPLE_ROOT = SAMPLES_DIR / "open_event"
 FAILING = ("legacy/FOSSASIA11", "legacy/FOSSASIA15")  # files that are not valid JSON
 ROUND_TRIP = ["legacy/FOSSASIA16", "legacy/OTS16", "legacy/EhealthAfrica", "legacy/FOSSASIA10", "legacy/FOSSASIA14"]
 # Bookkeeping of other services, written when they hear about a (failed) import: not event data.
-# Bookkeeping of other services: tasks, mails, storage's object index (the uploaded archive is indexed there).
-NOT_EVENT_DATA = ("tasks", "mail_deliveries", "storage_objects", "storage_backends")
+# Bookkeeping of other services: tasks, mails, storage's object index (the uploaded archive), job leases.
+NOT_EVENT_DATA = ("tasks", "mail_deliveries", "storage_objects", "storage_backends", "job_leases")
 
 
 def _samples() -> list[str]:

@@ -29,7 +29,7 @@ from tests.test_export_e2e import PASSWORD, add_users
 
 SAMPLE_ROOT = SAMPLES_DIR / "open_event"
 # Bookkeeping of other services: tasks, mails, storage's object index (the uploaded archive is indexed there).
-NOT_EVENT_DATA = ("tasks", "mail_deliveries", "storage_objects", "storage_backends")
+NOT_EVENT_DATA = ("tasks", "mail_deliveries", "storage_objects", "storage_backends", "job_leases")
 
 
 @pytest.fixture

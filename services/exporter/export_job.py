@@ -65,14 +65,16 @@ def run_export(
     settings: Settings,
     on_progress: ProgressCallback,
     storage: str | None = None,
+    before_upload: Callable[[], None] = lambda: None,
     media_link: MediaLink | None = None,
 ) -> dict[str, Any]:
     """Run the export; returns the export_completed fields or raises ExportFailed with a user-facing message.
 
     ``storage``: the backend record to store the archive in (``None``: the default backend). The archive follows
     that backend's keep days; the download link is the backend's own presigned URL where it can sign (S3, GCS),
-    else the storage data plane's. ``media_link``: a data-plane link for a platform object's key (the platform's
-    own media are read from storage by key, ``services/exporter/media.py``).
+    else the storage data plane's. ``before_upload`` runs just before the upload starts (the service checks there
+    that this run still holds the task's lease). ``media_link``: a data-plane link for a platform object's key
+    (the platform's own media are read from storage by key, ``services/exporter/media.py``).
     """
     key = export_key(event_id, task_id)
     source = MediaSource.from_settings(settings, media_link)
@@ -89,6 +91,7 @@ def run_export(
         yield first
         yield from chunks
 
+    before_upload()
     # Signed links carry the public base URL; the upload goes to storage over the internal network.
     upload_link = sign_url(key, method="PUT", ttl=3600, backend=storage, retention=True)
     upload_url = settings.storage_internal_url + upload_link[len(settings.storage_url):]

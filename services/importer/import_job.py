@@ -8,7 +8,8 @@ Order, and why:
 3. The reader validates every file and record before anything is written (it raises ``ArchiveError``).
 4. Media inside the archive are re-hosted (``media.py``) before the transaction, so the write lock is held only for
    the inserts; if the write then fails they are deleted again (best effort).
-5. One transaction writes the event (ids remapped, the requester as organizer) and its ``ImportedEvent`` row. On
+5. One transaction writes the event (ids remapped, the requester as organizer) and its ``ImportedEvent`` row, after
+   checking that this run still holds the task's lease (shared/jobs/lease.py) inside that transaction. On
    SQLite it starts with ``BEGIN IMMEDIATE``, retried green, so a concurrent import waits instead of failing. The
    primary key of ``ImportedEvent`` settles a race between two deliveries of one request: the loser rolls back and
    reports the winner's event.
@@ -41,6 +42,7 @@ from shared.archive.reader import (
     validate_archive,
 )
 from shared.config import Settings
+from shared.jobs.lease import Lease, LeaseLost
 from shared.models import Event, ImportedEvent
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,8 @@ class ImportJob:
     on_progress: ProgressCallback = lambda stage, done, total: None
     map_fn: MapFn = map  # concurrent map for media uploads (a green pool's imap in the service)
     pause: Callable[[float], None] = time.sleep  # eventlet.sleep in the service: waits must not block the hub
-    limits: ArchiveLimits | None = None  # default: ArchiveLimits with the upload limit of the settings
+    limits: ArchiveLimits | None = None  # default: ArchiveLimits with the limits of the settings
+    lease: Lease | None = None  # checked inside the write transaction: a run that lost it writes nothing
     strict: bool = False  # ?strict=true: every repair, skipped record or ignored file is a problem instead
 
 
@@ -155,7 +158,8 @@ def run_import(job: ImportJob) -> dict[str, Any]:
             path = _download(job, scratch / "archive.zip")
             stages.done("download")
             try:
-                limits = job.limits or replace(ArchiveLimits(), max_archive_bytes=job.settings.import_max_bytes)
+                limits = job.limits or replace(ArchiveLimits(), max_archive_bytes=job.settings.import_max_bytes,
+                                               **job.settings.import_limits)
                 with open_archive(path, limits, strict=job.strict) as archive:
                     return _import_archive(job, archive, stages)
             except ArchiveError as exc:
@@ -260,6 +264,8 @@ def _import_archive(job: ImportJob, archive: EventArchive, stages: _Stages) -> d
         stages.done(f"media ({len(uploaded)} files)")
         result = _write(job, _Source(archive, plan, job.pause), index, archive.variant, warnings, warnings_total)
         stages.done("write")
+    except LeaseLost:
+        raise  # the run that took over uses the same media keys: leave them
     except BaseException:
         _forget_media(job, list(plan.uploads.values()) if not uploaded else uploaded)
         raise
@@ -307,6 +313,8 @@ def _write(job: ImportJob, source: _Source, index: SourceIndex, variant: str, wa
         with job.db() as session:
             conn = session.connection()
             _begin_write(conn, job.pause)
+            if job.lease is not None:
+                job.lease.check(conn)  # fenced: no other run can take the task over until this commits
             if conn.dialect.name == "sqlite" and session.get(ImportedEvent, job.task_id) is not None:
                 # Holding the write lock, a delivery that waited for its twin's transaction sees the commit here.
                 session.rollback()
@@ -318,6 +326,8 @@ def _write(job: ImportJob, source: _Source, index: SourceIndex, variant: str, wa
                 conn.execute(sa.insert(ImportedEvent).values(
                     task_id=job.task_id, event_id=result.event_id, variant=variant, counts=counts,
                     warnings=warnings[:MAX_WARNINGS]))
+                if job.lease is not None:
+                    job.lease.check(conn)  # renewed at the commit: the lock kept the keeper from renewing meanwhile
                 session.commit()
                 return result
             except LoadError as exc:

@@ -4,9 +4,17 @@ ijson's C backend (yajl) tokenizes; the values are assembled here so that nestin
 checked before anything large or deep is built. Values match ``json.load``: the same types (``use_float``), the
 same key order, and for a duplicated key the last value wins at the key's first position.
 
-Error codes: ``invalid_json``, ``wrong_top_level_type``, ``string_too_long``, ``too_deep``, ``too_many_records``,
+Strings are bounded before they are built: yajl buffers a whole token (a string, a number) inside one C call
+before it hands it over, so the raw bytes read while the parser produces no event are counted (``_Meter``), and a
+token longer than ``BYTES_PER_CHAR * max_string_chars`` raw bytes is refused as it goes by; the exact character
+count is checked again on the value. Relation lists (a session's ``speakers``, a speaker's or a track's
+``sessions``) are refused once they exceed their limit, while they are read.
+
+Error codes: ``invalid_json``, ``wrong_top_level_type``, ``string_too_long``, ``number_too_long``, ``too_deep``,
+``too_many_records``, ``too_many_relations``,
 ``invalid_text`` (bytes that are not UTF-8, or a lone surrogate such as ``"\\udc00"``, naming record and field)
-(and whatever the member reader raises: ``bad_zip``, ``member_too_large``, ``compression_ratio``).
+(and whatever the member reader raises: ``bad_zip``,
+``member_too_large``, ``compression_ratio``).
 """
 
 from __future__ import annotations
@@ -19,6 +27,18 @@ import ijson
 from shared.archive.safezip import ArchiveError, ArchiveLimits
 
 _BOM = b"\xef\xbb\xbf"
+# Most raw bytes one character of a JSON string can take: an escaped surrogate pair, "\\ud83d\\ude00", is 12.
+BYTES_PER_CHAR = 12
+_BLANK = b" \t\r\n"
+_NUMBER = b"0123456789+-.eE"
+# Errors about one value: the message names its record and field.
+_NAMED = {"string_too_long", "number_too_long", "too_many_relations"}
+# Relation lists per file: key -> (ArchiveLimits field, what the entries are).
+FAN_OUT = {
+    "sessions": {"speakers": ("max_session_speakers", "speakers")},
+    "speakers": {"sessions": ("max_speaker_sessions", "sessions")},
+    "tracks": {"sessions": ("max_track_sessions", "sessions")},
+}
 _KIND = {
     "start_map": "an object",
     "start_array": "an array",
@@ -51,9 +71,44 @@ class _SkipBom:
         return self._stream.read(size)
 
 
-def _events(stream: BinaryIO, file: str) -> Iterator[tuple[str, Any]]:
+class _Meter:
+    """Counts the raw bytes the parser read since it last produced an event; refuses more than ``cap``.
+
+    yajl reads in chunks and reports a chunk's events before it reads the next, so a chunk without an event lies
+    wholly inside one token (or a run of blanks): the count never exceeds the current token's length, and a token
+    of at most ``cap`` bytes always passes."""
+
+    def __init__(self, stream: Any, cap: int, file: str, limits: ArchiveLimits) -> None:
+        self._stream, self.cap, self.file, self.limits = stream, cap, file, limits
+        self.pending = 0
+        self._last = b""
+
+    def read(self, size: int = -1) -> bytes:
+        if self.pending > self.cap:
+            raise self._error()
+        data = self._stream.read(size)
+        self.pending += len(data)
+        self._last = data
+        return data
+
+    def _error(self) -> ArchiveError:
+        sample = self._last[-4096:]
+        if not sample.strip(_BLANK):
+            return ArchiveError("invalid_json", f"invalid JSON (more than {self.cap} bytes of blank space)",
+                                file=self.file)
+        if not sample.strip(_BLANK + _NUMBER):
+            return ArchiveError("number_too_long", f"a JSON number longer than {self.cap} characters",
+                                file=self.file)
+        return ArchiveError("string_too_long", f"a JSON string longer than {self.limits.max_string_chars} "
+                            f"characters (stopped after {self.pending} bytes of it)", file=self.file)
+
+
+def _events(stream: BinaryIO, file: str, limits: ArchiveLimits) -> Iterator[tuple[str, Any]]:
+    meter = _Meter(_SkipBom(stream), max(BYTES_PER_CHAR * limits.max_string_chars, 1024), file, limits)
     try:
-        yield from ijson.basic_parse(_SkipBom(stream), use_float=True)
+        for item in ijson.basic_parse(meter, use_float=True):
+            meter.pending = 0
+            yield item
     except ijson.JSONError as exc:
         raise ArchiveError("invalid_json", f"invalid JSON ({_describe(exc)})", file=file) from None
 
@@ -74,6 +129,21 @@ def _describe(exc: Exception) -> str:
 
 def _too_long(file: str, limits: ArchiveLimits, what: str) -> ArchiveError:
     return ArchiveError("string_too_long", f"a JSON {what} longer than {limits.max_string_chars} characters", file=file)
+
+
+def _record_error(exc: ArchiveError, stack: list[Any], keys: list[Any], position: int | None) -> ArchiveError:
+    """``exc`` (raised while a record was being read) with the record and the field named."""
+    if not stack or exc.record_id is not None or exc.code not in _NAMED:
+        return exc
+    record = stack[0]
+    record_id = record.get("id") if type(record) is dict else None
+    if type(record_id) not in (int, str) or len(str(record_id)) > 64:
+        record_id = None  # the id is not read yet (or unprintable): the position tells the record
+    field = exc.field
+    if field is None and type(record) is dict and isinstance(keys[0], str) and len(keys[0]) <= 64:
+        field = keys[0]
+    return ArchiveError(exc.code, exc.detail, file=exc.file, record_id=record_id, field=field,
+                        position=None if record_id is not None else position)
 
 
 def _is_text(value: str) -> bool:
@@ -115,12 +185,18 @@ def _values(events: Iterator[tuple[str, Any]], file: str, limits: ArchiveLimits,
         yield from _build(events, file, limits, base_depth, stack, keys, done)
     except UnicodeDecodeError:  # yajl hands over the raw bytes of a string; they were not UTF-8
         raise _bad_text(file, stack, keys, done[0], in_key=False) from None
+    except ArchiveError as exc:
+        raise _record_error(exc, stack, keys, done[0] if base_depth == 1 else None) from None
 
 
 def _build(events: Iterator[tuple[str, Any]], file: str, limits: ArchiveLimits, base_depth: int,
            stack: list[Any], keys: list[Any], done: list[int]) -> Iterator[Any]:
     max_chars = limits.max_string_chars
     max_depth = limits.max_depth - base_depth
+    fan_out = {key: (getattr(limits, name), what) for key, (name, what) in FAN_OUT.get(file, {}).items()} \
+        if base_depth == 1 else {}
+    watched: Any = None  # the relation list of the current record being filled, if it has a limit
+    watched_limit = 0
     for event, value in events:
         if event == "map_key":
             if len(value) > max_chars:
@@ -137,7 +213,11 @@ def _build(events: Iterator[tuple[str, Any]], file: str, limits: ArchiveLimits, 
                 parent = stack[-1]
                 if type(parent) is dict:
                     parent[keys[-1]] = container
+                    if fan_out and len(stack) == 1 and keys[-1] in fan_out and event == "start_array":
+                        watched, (watched_limit, _) = container, fan_out[keys[-1]]
                 else:
+                    if parent is watched and len(parent) >= watched_limit:
+                        raise _fan_out_error(file, keys[0], fan_out[keys[0]])
                     parent.append(container)
             stack.append(container)
             keys.append(None)
@@ -147,6 +227,8 @@ def _build(events: Iterator[tuple[str, Any]], file: str, limits: ArchiveLimits, 
                 return  # the enclosing array ended
             finished = stack.pop()
             keys.pop()
+            if finished is watched:
+                watched = None
             if not stack:
                 done[0] += 1
                 yield finished
@@ -161,14 +243,22 @@ def _build(events: Iterator[tuple[str, Any]], file: str, limits: ArchiveLimits, 
             if type(parent) is dict:
                 parent[keys[-1]] = value
             else:
+                if parent is watched and len(parent) >= watched_limit:
+                    raise _fan_out_error(file, keys[0], fan_out[keys[0]])
                 parent.append(value)
         else:
             yield value
 
 
+def _fan_out_error(file: str, key: str, limit: tuple[int, str]) -> ArchiveError:
+    count, what = limit
+    return ArchiveError("too_many_relations", f"{key} lists more than {count} {what} (the limit per record)",
+                        file=file, field=key)
+
+
 def iter_array(stream: BinaryIO, file: str, limits: ArchiveLimits) -> Iterator[Any]:
     """The items of a top-level JSON array, one at a time (trailing garbage is an error at the end)."""
-    events = _events(stream, file)
+    events = _events(stream, file, limits)
     first = next(events, None)
     if first is None:
         raise ArchiveError("invalid_json", "invalid JSON (empty file)", file=file)
@@ -188,7 +278,7 @@ def iter_array(stream: BinaryIO, file: str, limits: ArchiveLimits) -> Iterator[A
 
 def load_object(stream: BinaryIO, file: str, limits: ArchiveLimits) -> dict[str, Any]:
     """A file holding one JSON object (``event``, ``meta``)."""
-    events = _events(stream, file)
+    events = _events(stream, file, limits)
     first = next(events, None)
     if first is None:
         raise ArchiveError("invalid_json", "invalid JSON (empty file)", file=file)

@@ -45,6 +45,11 @@ class ArchiveLimits:
     max_depth: int = 64  # JSON nesting, the top-level container counting as 1
     max_records: int = 2_000_000  # per array file
     max_object_bytes: int = 16 * 2**20  # files parsed whole (event, meta, social_links)
+    # Relation fan-out per record (checked while the list is read, jsonstream.py): entries of a session's speakers,
+    # of a speaker's sessions, of a track's sessions. Real events stay far below; one huge list is an attack.
+    max_session_speakers: int = 1_000
+    max_speaker_sessions: int = 10_000
+    max_track_sessions: int = 100_000
 
 
 class ArchiveError(Exception):
