@@ -29,6 +29,7 @@ from tests.hostile_archives import base_files
 from tests.import_helpers import row_counts, submit
 from tests.rabbit import create_vhost, delete_vhost
 from tests.test_export_e2e import PASSWORD, add_users
+from tests.test_import_e2e import NOT_EVENT_DATA
 from tools.synthetic import create_synthetic_event
 
 HUGE_ID = "9" * 20
@@ -230,7 +231,7 @@ def test_bad_archive_values_fail_the_import_naming_file_record_and_field(system,
 
 def _event_rows(system: System) -> dict[str, int]:
     """Rows of the event data (the task, its mail and the stored upload are the import's own records)."""
-    return row_counts(system.env.database_url, exclude=("storage_objects", "tasks", "mail_deliveries"))
+    return row_counts(system.env.database_url, exclude=NOT_EVENT_DATA)
 
 
 def test_no_unhandled_errors_were_logged(system):
