@@ -64,7 +64,7 @@ def database_url(request) -> str:
 @pytest.fixture(scope="module")
 def rabbit_vhost_uri():
     """``amqp://.../<vhost>`` of a fresh vhost, deleted (with its queues and exchanges) after the module."""
-    from tests.rabbit import amqp_uri, create_vhost, delete_vhost
+    from tests.support.rabbit import amqp_uri, create_vhost, delete_vhost
 
     vhost = create_vhost()
     yield amqp_uri(vhost)

@@ -1,7 +1,7 @@
 """The one interface every object backend implements (local, S3, GCS, Dropbox, Seafile) and the helpers they share;
 their vocabulary (``ObjectInfo``, the errors, ``validate_key``) is ``services/storage/types.py``.
 
-Contract (``tests/test_storage_backends.py`` runs one suite over every backend):
+Contract (``tests/integration/test_storage_backends.py`` runs one suite over every backend):
 
 - ``put_stream`` consumes an iterable of byte chunks in memory that does not grow with the object, computes size and
   sha256 on the way, and either stores the whole object under ``key`` (replacing any previous one) or raises and

@@ -1,0 +1,42 @@
+"""The admin mail log is the mailer's answer (its ``recent_deliveries`` RPC): the gateway reads no mailer table.
+
+While the mailer is down the log is ``503 mailer_unavailable``; once it runs, the log answers.
+"""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from tests.e2e.test_export_e2e import PASSWORD, add_users, assert_error
+from tests.support.e2e import Client, make_env, start_stack
+from tests.support.rabbit import create_vhost, delete_vhost
+
+
+def _login(url: str, deadline: float) -> Client:
+    while True:  # the gateway alone is started without a health wait: poll until it listens
+        try:
+            return Client.login(url, "admin@example.org", PASSWORD)
+        except (requests.ConnectionError, KeyError, ValueError):
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.2)
+
+
+def test_mail_log_comes_from_the_mailer(tmp_path):
+    vhost = create_vhost()
+    env = make_env(tmp_path, vhost, RPC_TIMEOUT="2")
+    add_users(env, {"admin": True})
+    stack = start_stack(env, services=("api_gateway",))
+    try:
+        admin = _login(env.env["GATEWAY_URL"], time.monotonic() + 60)
+        assert_error(admin.get("/v1/admin/mails"), 503, "mailer_unavailable")
+        stack.start("mailer")
+        deadline = time.monotonic() + 60
+        while (r := admin.get("/v1/admin/mails")).status_code != 200:
+            assert r.status_code == 503 and time.monotonic() < deadline, r.text
+            time.sleep(0.2)
+        assert r.json() == {"data": []}
+    finally:
+        stack.stop_all()
+        delete_vhost(vhost)
