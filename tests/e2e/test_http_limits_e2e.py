@@ -63,14 +63,16 @@ def system(tmp_path_factory):
                    HTTP_MIN_RATE_WINDOW=str(RATE_WINDOW), HTTP_STREAM_IDLE_TIMEOUT=str(STREAM_IDLE))
     add_users(env, {"alice": False})
     stack = start_stack(env)
-    token = Client.login(env.env["GATEWAY_URL"], "alice@example.org", PASSWORD).http.headers["Authorization"]
-    system = System(env=env, token=token)
-    r = requests.put(system.signed("exports/probe.zip", "PUT"), data=b"x" * 1000, timeout=10)
-    assert r.status_code == 201, r.text
-    yield system
-    stack.stop_all()
-    smtp.stop()
-    delete_vhost(vhost)
+    try:  # a failed set-up must not leave the stack running
+        token = Client.login(env.env["GATEWAY_URL"], "alice@example.org", PASSWORD).http.headers["Authorization"]
+        system = System(env=env, token=token)
+        r = requests.put(system.signed("exports/probe.zip", "PUT"), data=b"x" * 1000, timeout=10)
+        assert r.status_code == 201, r.text
+        yield system
+    finally:
+        stack.stop_all()
+        smtp.stop()
+        delete_vhost(vhost)
 
 
 def _connect(base: str) -> socket.socket:
