@@ -30,6 +30,22 @@ def xml_text_or_none(value: Any) -> str | None:
     return text if text.strip() else None
 
 
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+# In attributes, whitespace characters are escaped too: a parser would normalise them to spaces otherwise.
+_ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;",
+                               "\r": "&#13;"})
+
+
+def escape_text(value: Any) -> str:
+    """XML character data for ``value``: cleaned and escaped (``]]>`` cannot survive: ``>`` is always escaped)."""
+    return xml_text(value).translate(_TEXT_ESCAPES)
+
+
+def escape_attr(value: Any) -> str:
+    """An attribute value for ``value``, to be written between double quotes."""
+    return xml_text(value).translate(_ATTR_ESCAPES)
+
+
 def forbidden_count(value: str) -> int:
     """How many characters ``xml_text`` would remove (for reports of repaired input)."""
     return len(_XML_FORBIDDEN.findall(value))
@@ -41,4 +57,4 @@ def calendar_text(value: Any) -> str:
     return re.sub("[\u0000-\u0008\u000b-\u001f\u007f]", "", text)
 
 
-__all__ = ["calendar_text", "forbidden_count", "xml_text", "xml_text_or_none"]
+__all__ = ["calendar_text", "escape_attr", "escape_text", "forbidden_count", "xml_text", "xml_text_or_none"]
