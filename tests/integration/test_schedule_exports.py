@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from shared.archive.writer import ExportReport
 from shared.archive.formats import FORMATS, get_format
 from shared.archive.loader import load_archive
+from shared.archive.writer import ExportReport
 from shared.db import make_engine, make_session_factory, upgrade_to_head
 from shared.models import events as m
 from shared.schedule.xmltext import xml_text
