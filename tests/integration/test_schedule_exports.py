@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from lxml import etree
 
 from shared.archive.formats import FORMATS, get_format
 from shared.archive.loader import load_archive
@@ -272,3 +273,30 @@ def test_schema_copies_are_the_samples_schemas():
     assert sorted(p.name for p in ours.iterdir()) == sorted(pairs)
     for mine, theirs in pairs.items():
         assert (ours / mine).read_bytes() == (source / theirs).read_bytes(), mine
+
+
+# ------------------------------------------------------------------------- what frab itself writes (KC2015)
+
+def _kc2015() -> Path:
+    folder = SAMPLES_DIR / "peers" / "frab_kc2015"
+    if not folder.is_dir():
+        pytest.skip(f"KC2015 samples not found at {folder} (set SAMPLES_DIR to run this test)")
+    return folder
+
+
+def test_kc2015_is_valid_once_cleaned_like_our_text():
+    raw = (_kc2015() / "schedule.xml").read_bytes()
+    with pytest.raises(etree.XMLSyntaxError, match="(?i)char"):
+        checks.parse_xml(raw)  # frab's five U+0006 make it unreadable as is
+    cleaned = xml_text(raw.decode("utf-8")).encode("utf-8")
+    assert checks.frab_xsd().validate(checks.parse_xml(cleaned))
+    assert len(checks.giggity_sessions(cleaned)) == 106
+
+
+def test_we_write_every_event_element_frab_writes(db, sample_events):
+    kc = checks.parse_xml(xml_text((_kc2015() / "schedule.xml").read_text("utf-8")).encode("utf-8"))
+    frab_children = {child.tag for event in kc.iter("event") for child in event}
+    ours = checks.parse_xml(export(db, sample_events["legacy/FOSSASIA16"], "frab-xml"))
+    our_children = {child.tag for event in ours.iter("event") for child in event}
+    assert frab_children <= our_children, frab_children - our_children
+    assert {"acronym", "title", "start", "end", "days", "timeslot_duration"} <= {c.tag for c in ours.find("conference")}
