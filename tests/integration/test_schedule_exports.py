@@ -232,6 +232,8 @@ def test_hostile_csv_defuses_formulas(db, hostile_event):
         session.commit()
     tables = checks.check_csv_zip(export(db, hostile_event, "csv"))
     assert len(tables["sessions"]) == 6  # the unscheduled session too: this is the organizer's list
+    assert {row["timezone"] for row in tables["sessions"]} == {"Europe/Berlin"}
+    assert {row["event"] for row in tables["sessions"]} == {xml_text(HOSTILE)}
     assert "'=HYPERLINK(\"http://evil\")" in [row["name"] for row in tables["speakers"]]
 
 
