@@ -21,7 +21,7 @@ from tests.conftest import SAMPLES_DIR
 from tests.support import schedule_checks as checks
 from tools.synthetic import create_synthetic_event
 
-SCHEDULE_FORMATS = ("frab-xml", "schedule-json", "ical", "xcal", "pentabarf", "csv")
+SCHEDULE_FORMATS = ("frab-xml", "schedule-json", "schedule2-json", "ical", "xcal", "pentabarf", "csv")
 LEGACY = ("FOSSASIA16", "OTS16", "EhealthAfrica")
 DASHERIZED = ("FOSSASIASummit2016", "FOSSASIASummit2018", "GoogleIO17", "MozillaAllHands17", "OSCAL2017", "OTS16",
               "OpenTechSummit2018", "PyCon17")
@@ -31,6 +31,7 @@ CHECKS = {
     "frab-xml": checks.check_frab_xml,
     "pentabarf": checks.check_frab_xml,
     "schedule-json": checks.check_schedule_json,
+    "schedule2-json": checks.check_schedule2_json,
     "ical": checks.check_ical,
     "xcal": checks.parse_xml,
     "csv": checks.check_csv_zip,
@@ -259,7 +260,7 @@ def test_a_missing_event_fails_on_the_first_chunk(db):
 
 def test_the_same_data_gives_the_same_bytes(db, sample_events):
     event_id = sample_events["legacy/FOSSASIA16"]
-    for identifier in ("frab-xml", "schedule-json", "ical", "xcal", "pentabarf"):
+    for identifier in ("frab-xml", "schedule-json", "schedule2-json", "ical", "xcal", "pentabarf"):
         assert export(db, event_id, identifier) == export(db, event_id, identifier)
 
 
