@@ -117,6 +117,8 @@ def test_public_feed_with_conditional_requests_and_cors(system, extension, ident
     assert since.status_code == 304
     stale = requests.get(url, headers={"If-None-Match": '"something-else"'}, timeout=30)
     assert stale.status_code == 200 and stale.content == r.content
+    head = requests.head(url, timeout=30)
+    assert head.status_code == 200 and head.content == b"" and head.headers["ETag"] == etag
     other_origin = requests.get(url, headers={"Origin": "https://evil.example"}, timeout=30)
     assert "Access-Control-Allow-Origin" not in other_origin.headers
 
