@@ -1,0 +1,93 @@
+"""frab's ``schedule.xml`` (the C3VOC ``schedule.xml.xsd``): conference, then days of rooms of events.
+
+Days are local conference days (day change included); every room is listed on every day, as frab does; each event
+carries its GUID, slug, persons (id, GUID), recording licence and opt-out, links and attachments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from shared.schedule.days import iso_local
+from shared.schedule.snapshot import Schedule, Talk
+from shared.schedule.xmlout import XML_DECLARATION, attrs, element, optional
+from shared.schedule.xmltext import escape_text
+
+GENERATOR = {"name": "open-event-portability", "version": "1.0"}
+
+
+def conference(schedule: Schedule) -> str:
+    i = "    "
+    parts = [
+        "  <conference>\n",
+        element("acronym", schedule.acronym, i),
+        element("title", schedule.title, i),
+        element("start", schedule.start_date.isoformat() if schedule.start_date else "", i),
+        element("end", schedule.end_date.isoformat() if schedule.end_date else "", i),
+        element("days", len(schedule.days), i),
+        element("timeslot_duration", schedule.timeslot, i),
+        optional("logo", schedule.logo, i),
+        optional("url", schedule.url, i),
+        element("time_zone_name", schedule.zone_name, i),
+    ]
+    parts += [element("track", track.name, i, name=track.name, color=track.color, slug=track.slug)
+              for track in schedule.tracks]
+    parts.append("  </conference>\n")
+    return "".join(parts)
+
+
+def event(talk: Talk, indent: str = "      ") -> str:
+    i = indent + "  "
+    parts = [
+        f"{indent}<event{attrs({'guid': talk.guid, 'id': talk.id})}>\n",
+        element("room", talk.room.name, i),
+        element("title", talk.title, i),
+        element("subtitle", talk.subtitle, i),
+        element("type", talk.type, i),
+        element("date", iso_local(talk.start), i),
+        element("start", talk.start.strftime("%H:%M"), i),
+        element("duration", talk.duration, i),
+        element("abstract", talk.abstract, i),
+        element("slug", talk.slug, i),
+        element("track", talk.track, i),
+        optional("logo", talk.logo, i),
+        f"{i}<persons>\n",
+        *(element("person", p.name, i + "  ", id=p.id, guid=p.guid) for p in talk.persons),
+        f"{i}</persons>\n",
+        element("language", talk.language, i),
+        element("description", talk.description, i),
+        f"{i}<recording>\n",
+        element("license", talk.recording_license, i + "  "),
+        element("optout", "true" if talk.do_not_record else "false", i + "  "),
+        f"{i}</recording>\n",
+        f"{i}<links>\n",
+        *(element("link", link.title, i + "  ", href=link.url) for link in talk.links),
+        f"{i}</links>\n",
+        f"{i}<attachments>\n",
+        *(element("attachment", link.title, i + "  ", href=link.url) for link in talk.attachments),
+        f"{i}</attachments>\n",
+        optional("url", talk.url or None, i),
+        optional("feedback_url", talk.feedback_url, i),
+        f"{indent}</event>\n",
+    ]
+    return "".join(parts)
+
+
+def render(schedule: Schedule) -> Iterator[str]:
+    """The document, a day at a time."""
+    yield XML_DECLARATION
+    yield "<schedule>\n"
+    yield f"  <generator{attrs(GENERATOR)}/>\n"
+    yield f"  <version>{escape_text(schedule.version)}</version>\n"
+    yield conference(schedule)
+    for day in schedule.days:
+        bounds = {"index": day.index, "date": day.date.isoformat(), "start": iso_local(day.start),
+                  "end": iso_local(day.end)}
+        yield f"  <day{attrs(bounds)}>\n"
+        for room, talks in day.by_room(schedule.rooms):
+            yield f"    <room{attrs({'name': room.name, 'guid': room.guid})}>\n"
+            for talk in talks:
+                yield event(talk)
+            yield "    </room>\n"
+        yield "  </day>\n"
+    yield "</schedule>\n"
