@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from shared.archive.legacy import format_datetime
 from shared.archive.safezip import ArchiveError, issue
-from shared.schedule.readers.guids import derived_guid, valid_guid
+from shared.schedule.identity import derived_guid, is_guid
 from shared.schedule.readers.values import zone_name
 
 X = "x-schedule"
@@ -152,7 +152,7 @@ class ScheduleBuilder:
             else:
                 self._session_ids[draft.source_id] = draft
         if draft.guid is not None:
-            if not valid_guid(draft.guid):
+            if not is_guid(draft.guid):
                 self.warn("invalid_guid", f"{where} has guid {draft.guid[:64]!r}, not a UUID; a derived one is used",
                           file="sessions", record_id=draft.source_id, field="guid")
                 draft.x.setdefault("extra", {}).setdefault(self.source_format, {})["guid"] = draft.guid
@@ -204,10 +204,11 @@ class ScheduleBuilder:
         """``{"event": {...}, "sessions": [...], "speakers": [...], "microlocations": [...], "tracks": [...],
         "session_types": [...]}`` in the legacy shape."""
         zone_name, tz = self._zone()
-        event_key = self.event_x.get("acronym") or self.name or "schedule"
+        # Derived GUIDs hang on the file's conference (its acronym, else its title), not on our future event id.
+        event_key = {"identifier": self.event_x.get("acronym") or self.name or "schedule"}
         event_x = {k: v for k, v in self.event_x.items() if v not in (None, "", [], {})}
         event_x["source_format"] = self.source_format
-        event_x.setdefault("guid", derived_guid(event_key, "event", event_key))
+        event_x.setdefault("guid", derived_guid(event_key, "event", event_key["identifier"]))
 
         for draft in self.sessions:
             self.room(draft.room)

@@ -44,7 +44,7 @@ def read(data: bytes, limits: ScheduleLimits, source_format: str = "frab-xml") -
         schedule.warn("missing_element", "<schedule> has no <version> (the XSD requires one); read without",
                       file="event", field="version")
     elif version:
-        extra["version"] = version
+        schedule.event_x["version"] = version
     conference = root.find("conference")
     day_change = time(0, 0)
     if conference is None:
@@ -74,10 +74,11 @@ def read(data: bytes, limits: ScheduleLimits, source_format: str = "frab-xml") -
         schedule.event_fields["location_name"] = ", ".join(p for p in (venue, city) if p) or None
         base_url = _text(conference.find("base_url")) or _text(conference.find("url"))
         schedule.event_fields["event_url"] = base_url or None
-        for tag in ("timeslot_duration", "days", "logo", "base_url"):
+        for tag in ("days", "logo", "base_url"):
             value = _text(conference.find(tag))
             if value:
                 extra[tag] = value
+        schedule.event_x["timeslot_duration"] = _text(conference.find("timeslot_duration")) or None
         tracks = conference.find("tracks")
         if tracks is not None:
             for track in tracks.iter("track"):
@@ -159,10 +160,10 @@ def _read_event(schedule: ScheduleBuilder, event: etree._Element, day_date: date
     x["slug"] = _text(event.find("slug")) or None
     x["feedback_url"] = _text(event.find("feedback_url")) or None
     extra: dict[str, Any] = {}
-    for tag in ("url", "logo", "video_download_url"):
-        value = _text(event.find(tag))
-        if value:
-            extra[tag] = value
+    x["url"] = _text(event.find("url")) or None
+    x["logo"] = _text(event.find("logo")) or None
+    if _text(event.find("video_download_url")):
+        extra["video_download_url"] = _text(event.find("video_download_url"))
     room_text = _text(event.find("room"))
     if room_text and room_name and _squash(room_text) != _squash(room_name):
         extra["room"] = room_text  # the element disagrees with its <room name>: the enclosing room wins

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from shared.archive.safezip import ArchiveError
 from shared.schedule.readers.builder import ScheduleBuilder, SessionDraft
-from shared.schedule.readers.guids import valid_guid
+from shared.schedule.identity import is_guid
 from shared.schedule.readers.safety import ScheduleLimits, check_size, decode_text
 from shared.schedule.readers.values import zone_name
 
@@ -135,7 +135,7 @@ def fill(schedule: ScheduleBuilder, calendar: Component, events: list[Component]
             schedule.warn("invalid_value", f"{where} has no usable DTSTART; it is left unscheduled",
                           file="sessions", record_id=source_id, field="DTSTART")
         head = uid.split("@", 1)[0]
-        guid = head if valid_guid(head) and "-" in head else None
+        guid = head if is_guid(head) else None
         persons = []
         for params, value in event.props.get("ATTENDEE", []):
             name = params.get("CN") or text(value)

@@ -26,6 +26,7 @@ from typing import Any
 from lxml import etree
 
 from shared.archive.safezip import ArchiveError, ArchiveLimits
+from shared.schedule.xmltext import _XML_FORBIDDEN as _FORBIDDEN  # one definition of what XML 1.0 forbids
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,6 @@ class ScheduleLimits:
 
 Warn = Callable[..., None]
 
-# XML 1.0 Char: #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF]
-_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _CHAR_REF = re.compile(r"&#(?:x([0-9A-Fa-f]{1,8})|([0-9]{1,10}));")
 _DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 _ENCODING = re.compile(rb"""^\s*<\?xml[^>]*encoding\s*=\s*["']([A-Za-z0-9._-]{1,40})["']""")

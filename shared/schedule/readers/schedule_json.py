@@ -20,7 +20,7 @@ from shared.schedule.readers.values import duration_minutes, parse_clock, parse_
 _KNOWN = frozenset({
     "id", "guid", "code", "date", "start", "end", "duration", "room", "slug", "title", "subtitle", "track", "type",
     "language", "abstract", "description", "persons", "participants", "links", "attachments", "recording_license",
-    "do_not_record", "answers", "feedback_url",
+    "do_not_record", "answers", "feedback_url", "url", "logo",
 })
 
 
@@ -44,9 +44,10 @@ def read(data: bytes, limits: ScheduleLimits, source_format: str = "schedule-jso
     schedule.start_date = parse_date(_str(conference.get("start")))
     schedule.end_date = parse_date(_str(conference.get("end")))
     schedule.event_fields["event_url"] = _str(conference.get("url")) or _str(root.get("base_url")) or None
-    extra = {k: root[k] for k in ("version", "base_url", "generator") if root.get(k) not in (None, "")}
-    extra.update({k: conference[k] for k in ("timeslot_duration", "daysCount", "logo", "colors")
-                  if conference.get(k) not in (None, "")})
+    schedule.event_x["version"] = _str(root.get("version")) or None
+    schedule.event_x["timeslot_duration"] = _str(conference.get("timeslot_duration")) or None
+    extra = {k: root[k] for k in ("base_url", "generator") if root.get(k) not in (None, "")}
+    extra.update({k: conference[k] for k in ("daysCount", "logo", "colors") if conference.get(k) not in (None, "")})
     if extra:
         schedule.event_x["extra"] = {source_format: extra}
     zone = zone_info(zone_name)
@@ -136,6 +137,8 @@ def _event(schedule: ScheduleBuilder, event: dict[str, Any], day_date: Any, zone
         "attachments": [_link(a) for a in _list(event.get("attachments")) if _link(a)],
         "feedback_url": _str(event.get("feedback_url")) or None,
         "answers": event.get("answers") or None,
+        "url": _str(event.get("url")) or None,
+        "logo": _str(event.get("logo")) or None,
     }
     if "recording_license" in event or "do_not_record" in event:
         x["recording"] = {"license": _str(event.get("recording_license")),
