@@ -19,8 +19,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from shared.archive.safezip import ArchiveError
-from shared.schedule.readers.builder import ScheduleBuilder, SessionDraft
 from shared.schedule.identity import is_guid
+from shared.schedule.readers.builder import ScheduleBuilder, SessionDraft
 from shared.schedule.readers.safety import ScheduleLimits, check_size, decode_text
 from shared.schedule.readers.values import zone_name
 
