@@ -3,7 +3,8 @@ public ones.
 
 Layout (keys are portable to S3 and friends: letters, digits and ``._~-`` in non-empty segments):
 
-- ``exports/event<event id>/<task id>/event<event id>.zip``: an export's archive (``export_key``);
+- ``exports/event<event id>/<task id>/event<event id><extension>``: an export's file, named with its format's
+  extension (``.zip``, ``.xml``, ``.ics``...) (``export_key``);
 - ``imports/<task id>/<safe file name>``: an uploaded archive waiting for its import (``import_key``);
 - ``imports/<task id>/media/<member path>``: a media file an import re-hosted (``import_media_key``);
 - ``uploads/<user id>/<uuid>/<name>``: a file of the upload API (``upload_key``).
@@ -66,13 +67,18 @@ def is_key_prefix(prefix: str) -> bool:
 
 # --- builders --------------------------------------------------------------------------------------------------------
 
-def archive_filename(event_id: int) -> str:
-    """The file name an export's archive downloads as."""
-    return f"event{event_id}.zip"
+def archive_filename(event_id: int, extension: str = ".zip") -> str:
+    """The file name an export's archive downloads as; ``extension`` is its format's (with the dot)."""
+    return f"event{event_id}{extension}"
 
 
-def export_key(event_id: int, task_id: str) -> str:
-    return f"exports/event{event_id}/{task_id}/{archive_filename(event_id)}"
+def export_key(event_id: int, task_id: str, extension: str = ".zip") -> str:
+    return f"exports/event{event_id}/{task_id}/{archive_filename(event_id, extension)}"
+
+
+def export_filename(key: str) -> str:
+    """The download name of an export's object: the key's last segment (``archive_filename`` built it)."""
+    return key.rsplit("/", 1)[-1]
 
 
 def safe_filename(filename: str) -> str:

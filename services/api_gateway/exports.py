@@ -88,7 +88,7 @@ def download(gw: Gateway, caller: Caller, event_id: int, path: str) -> Response:
         key = _archive_key(session, event_id, task_id, ", not SUCCESS.")
     with storage_errors(BackendError, gone=lambda why: export_gone(task_id, why)):
         url = gw.storage.signed_url(key, method="GET", ttl=gw.config.signed_url_ttl,
-                                    filename=object_keys.archive_filename(event_id))
+                                    filename=object_keys.export_filename(key))
         if gw.storage.stat(key) is None:  # an object that vanished without storage deleting it
             raise export_gone(task_id)
     return Response(status=302, headers={"Location": url})

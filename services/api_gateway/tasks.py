@@ -18,6 +18,7 @@ from werkzeug import Response
 from services.api_gateway import rules
 from services.api_gateway.context import Gateway
 from services.api_gateway.rules import Caller
+from shared.archive.formats import DEFAULT_FORMAT
 from shared.contracts import (
     EXPORT_PROGRESS,
     FAILURE,
@@ -144,7 +145,8 @@ def export_entry(task: Task) -> dict[str, Any]:
     view = task_view(task)
     entry: dict[str, Any] = {"task_id": task.id, "state": task.state, "status": task.status,
                              "created_at": view["created_at"], "requested_by": task.requester_email,
-                             "options": (task.params or {}).get("options")}
+                             "options": (task.params or {}).get("options"),
+                             "format": (task.params or {}).get("format") or DEFAULT_FORMAT}
     if "progress" in view:
         entry["progress"] = view["progress"]
     result = task.result or {}

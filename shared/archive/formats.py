@@ -17,6 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.archive.media_pass import MediaSource
 from shared.archive.writer import ExportReport, ProgressCallback, generate_archive
 from shared.media_fetcher import MediaFetcher
+from shared.schedule import frab_xml, ical, pentabarf, schedule_json, xcal
+from shared.schedule.csv_export import write_csv_zip
+from shared.schedule.export import Renderer, chunked, stream_schedule
+from shared.schedule.snapshot import Schedule
 
 DEFAULT_FORMAT = "json"
 
@@ -89,9 +93,84 @@ class OpenEventZip(ExportFormat):
                                 report=report, on_progress=on_progress)
 
 
+class ScheduleFormat(ExportFormat):
+    """A schedule format: the event's public schedule (``shared/schedule/snapshot.py``) rendered by ``render``."""
+
+    render: ClassVar[Renderer]
+
+    def write(self, db: sessionmaker[Session], event_id: int, options: dict[str, bool], *,
+              fetcher: MediaFetcher | MediaSource, root_url: str, exported_at: datetime, report: ExportReport,
+              on_progress: ProgressCallback) -> Iterator[bytes]:
+        return stream_schedule(db, event_id, type(self).render, root_url=root_url, exported_at=exported_at,
+                               report=report, on_progress=on_progress)
+
+    def render_schedule(self, schedule: Schedule) -> Iterator[bytes]:
+        """The bytes of an already read schedule (the public feeds render from their own read)."""
+        return chunked(type(self).render(schedule))
+
+
+@register
+class FrabXml(ScheduleFormat):
+    identifier = "frab-xml"
+    extension = ".xml"
+    content_type = "application/xml"
+    description = "frab schedule.xml (C3VOC schedule.xml.xsd): Giggity, EventFahrplan, C3VOC tooling"
+    render = staticmethod(frab_xml.render)
+
+
+@register
+class ScheduleJson(ScheduleFormat):
+    identifier = "schedule-json"
+    extension = ".json"
+    content_type = "application/json"
+    description = "C3VOC schedule.json (schema.json v1): the schedule.xml tree as JSON"
+    render = staticmethod(schedule_json.render)
+
+
+@register
+class ICal(ScheduleFormat):
+    identifier = "ical"
+    extension = ".ics"
+    content_type = "text/calendar; charset=utf-8"
+    description = "iCalendar (RFC 5545) with the event's time zone as a VTIMEZONE: every calendar program"
+    render = staticmethod(ical.render)
+
+
+@register
+class XCal(ScheduleFormat):
+    identifier = "xcal"
+    extension = ".xcal"
+    content_type = "application/xml"
+    description = "xCal in pentabarf's and frab's <iCalendar> dialect, the same content as the iCal file"
+    render = staticmethod(xcal.render)
+
+
+@register
+class Pentabarf(ScheduleFormat):
+    identifier = "pentabarf"
+    extension = ".xml"
+    content_type = "application/xml"
+    description = "Pentabarf-style schedule.xml (as the Open Event Server offered), valid against the C3VOC XSD"
+    render = staticmethod(pentabarf.render)
+
+
+@register
+class Csv(ExportFormat):
+    identifier = "csv"
+    extension = ".zip"
+    content_type = "application/zip"
+    description = "sessions.csv and speakers.csv in a zip: every session with its state, every speaker"
+
+    def write(self, db: sessionmaker[Session], event_id: int, options: dict[str, bool], *,
+              fetcher: MediaFetcher | MediaSource, root_url: str, exported_at: datetime, report: ExportReport,
+              on_progress: ProgressCallback) -> Iterator[bytes]:
+        return write_csv_zip(db, event_id, exported_at=exported_at, report=report, on_progress=on_progress)
+
+
 def format_choices() -> list[str]:
     return list(FORMATS)
 
 
-__all__ = ["DEFAULT_FORMAT", "FORMATS", "ExportFormat", "OpenEventZip", "UnknownFormat", "describe_formats",
+__all__ = ["DEFAULT_FORMAT", "FORMATS", "Csv", "ExportFormat", "FrabXml", "ICal", "OpenEventZip", "Pentabarf",
+           "ScheduleFormat", "ScheduleJson", "UnknownFormat", "XCal", "describe_formats",
            "format_choices", "get_format", "register"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 
 import eventlet
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,10 +30,10 @@ def chunked(pieces: Iterable[str], size: int = CHUNK_BYTES) -> Iterator[bytes]:
         yield "".join(buffer).encode("utf-8")
 
 
-def read_schedule(db: sessionmaker[Session], event_id: int, root_url: str) -> Schedule:
+def read_schedule(db: sessionmaker[Session], event_id: int, root_url: str, generated_at: datetime) -> Schedule:
     with db() as session:
         try:
-            return load_schedule(session, event_id, root_url=root_url)
+            return load_schedule(session, event_id, root_url=root_url, generated_at=generated_at)
         except LookupError as exc:
             raise EventNotFound(f"Event {event_id} does not exist (deleted after the export was requested?)") from exc
 
@@ -45,10 +46,10 @@ def note_skipped(schedule: Schedule, report: ExportReport) -> None:
 
 
 def stream_schedule(db: sessionmaker[Session], event_id: int, render: Renderer, *, root_url: str,
-                    report: ExportReport, on_progress: ProgressCallback) -> Iterator[bytes]:
+                    exported_at: datetime, report: ExportReport, on_progress: ProgressCallback) -> Iterator[bytes]:
     """The rendered schedule of the event, chunk by chunk (``EventNotFound`` on the first chunk)."""
     on_progress("schedule", 0, None)
-    schedule = read_schedule(db, event_id, root_url)
+    schedule = read_schedule(db, event_id, root_url, exported_at)
     note_skipped(schedule, report)
     yield from chunked(render(schedule))
     on_progress("schedule", len(schedule.talks), len(schedule.talks))

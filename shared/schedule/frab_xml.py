@@ -6,7 +6,7 @@ carries its GUID, slug, persons (id, GUID), recording licence and opt-out, links
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from shared.schedule.days import iso_local
 from shared.schedule.snapshot import Schedule, Talk
@@ -73,21 +73,25 @@ def event(talk: Talk, indent: str = "      ") -> str:
     return "".join(parts)
 
 
-def render(schedule: Schedule) -> Iterator[str]:
-    """The document, a day at a time."""
+def document(schedule: Schedule, head: str, write_event: Callable[[Talk], str], *, room_guids: bool) -> Iterator[str]:
+    """``<schedule>`` with ``head`` (everything before the days), then each day's rooms with their events."""
     yield XML_DECLARATION
     yield "<schedule>\n"
-    yield f"  <generator{attrs(GENERATOR)}/>\n"
-    yield f"  <version>{escape_text(schedule.version)}</version>\n"
-    yield conference(schedule)
+    yield head
     for day in schedule.days:
         bounds = {"index": day.index, "date": day.date.isoformat(), "start": iso_local(day.start),
                   "end": iso_local(day.end)}
         yield f"  <day{attrs(bounds)}>\n"
         for room, talks in day.by_room(schedule.rooms):
-            yield f"    <room{attrs({'name': room.name, 'guid': room.guid})}>\n"
+            yield f"    <room{attrs({'name': room.name, 'guid': room.guid if room_guids else None})}>\n"
             for talk in talks:
-                yield event(talk)
+                yield write_event(talk)
             yield "    </room>\n"
         yield "  </day>\n"
     yield "</schedule>\n"
+
+
+def render(schedule: Schedule) -> Iterator[str]:
+    head = (f"  <generator{attrs(GENERATOR)}/>\n  <version>{escape_text(schedule.version)}</version>\n"
+            + conference(schedule))
+    return document(schedule, head, event, room_guids=True)

@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, tzinfo
+from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -39,6 +39,7 @@ MAX_SPAN_DAYS = 366  # an event record's own span is only used when sane (import
 _URL_RE = re.compile(r"^https?://[^\s\x00-\x1f\x7f<>\"{}|\\^`]+$")
 _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 _UNASSIGNED_ROOM = "Unassigned"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def text(value: Any) -> str:
@@ -149,6 +150,7 @@ class Schedule:
     tracks: list[Track]
     talks: list[Talk]
     skipped: int  # sessions left out (not scheduled or not accepted)
+    generated_at: datetime  # aware; DTSTAMP of calendars (the export's request time, a feed's change time)
 
     @property
     def zone_name(self) -> str:
@@ -253,8 +255,12 @@ def _span(ev: Mapping[str, Any], talk_dates: list[date], day_change: time) -> tu
     return d.date_span(dates)
 
 
-def load_schedule(db: OrmSession | Connection, event_id: int, *, root_url: str = "") -> Schedule:
-    """The event's schedule. Raises ``LookupError`` when the event does not exist."""
+def load_schedule(db: OrmSession | Connection, event_id: int, *, root_url: str = "",
+                  generated_at: datetime | None = None) -> Schedule:
+    """The event's schedule. Raises ``LookupError`` when the event does not exist.
+
+    ``root_url``: base of session URLs when the event has no web site; ``generated_at``: when this rendering is
+    from (fixed, not the clock, so the same data gives the same bytes)."""
     ev = event_record(db, event_id)
     tz, day_change = d.event_zone(ev), d.event_day_change(ev)
     ev_url = http_url(ev.get("event_url"))
@@ -351,7 +357,8 @@ def load_schedule(db: OrmSession | Connection, event_id: int, *, root_url: str =
     return Schedule(
         event=ev, event_id=event_id, tz=tz, day_change=day_change, title=text(ev.get("name")), acronym=acronym(ev),
         guid=event_guid(ev), version=_version(ev, talks), url=ev_url, logo=http_url(ev.get("logo")),
-        timeslot=_timeslot(ev), days=schedule_days, rooms=room_list, tracks=tracks, talks=talks, skipped=skipped)
+        timeslot=_timeslot(ev), days=schedule_days, rooms=room_list, tracks=tracks, talks=talks, skipped=skipped,
+        generated_at=generated_at or EPOCH)
 
 
 def _timeslot(ev: Mapping[str, Any]) -> str:
