@@ -47,6 +47,8 @@ class SessionDraft:
     language: str | None = None
     persons: list[str] = field(default_factory=list)  # keys from ScheduleBuilder.person()
     x: dict[str, Any] = field(default_factory=dict)  # x-schedule keys (slug, links, recording, extra...)
+    state: str | None = None  # the session state; "accepted" when the file does not say (a schedule lists talks)
+    fields: dict[str, Any] = field(default_factory=dict)  # other legacy session keys (slides, video, signup_url)
 
 
 class ScheduleBuilder:
@@ -265,12 +267,13 @@ class ScheduleBuilder:
                 "track": {"id": tracks[track], "name": track} if track else None,
                 "comments": "",
                 "language": draft.language or None,
-                "slides": None,
-                "audio": None,
-                "video": None,
+                "slides": draft.fields.get("slides"),
+                "audio": draft.fields.get("audio"),
+                "video": draft.fields.get("video"),
                 "microlocation": {"id": rooms[room], "name": room} if room else None,
                 "speakers": speakers,
-                "state": "accepted",
+                "state": draft.state or "accepted",
+                **{k: v for k, v in draft.fields.items() if k not in ("slides", "audio", "video") and v},
                 X: x,
             }
             if track:
@@ -279,7 +282,7 @@ class ScheduleBuilder:
 
         speakers_out = []
         for key, person in self.persons.items():
-            fields_ = dict(person["fields"])
+            fields_ = {k: v for k, v in person["fields"].items() if v not in (None, "")}
             x = dict(person["x"])
             x.setdefault("guid", derived_guid(event_key, "speaker", x.get("source_id", person["name"])))
             speakers_out.append({

@@ -27,7 +27,7 @@ SESSION_COLUMNS: dict[str, tuple[str, ...]] = {
     "guid": ("guid", "uuid"),
     "title": ("title", "name", "session", "session_title"),
     "subtitle": ("subtitle",),
-    "start": ("start", "start_time", "starts_at", "date", "begin"),
+    "start": ("start", "start_time", "starts_at", "begin", "date"),
     "end": ("end", "end_time", "ends_at"),
     "duration": ("duration", "length"),
     "room": ("room", "microlocation", "location", "room_name"),
@@ -39,6 +39,11 @@ SESSION_COLUMNS: dict[str, tuple[str, ...]] = {
     "speakers": ("speakers", "persons", "speaker_names", "speaker"),
     "speaker_ids": ("speaker_ids", "person_ids"),
     "slug": ("slug",),
+    "state": ("state", "status"),
+    "slides": ("slides", "slides_url"),
+    "video": ("video", "video_url"),
+    "audio": ("audio", "audio_url"),
+    "signup_url": ("signup_url",),
     "timezone": ("timezone", "time_zone", "tz"),
     "event": ("event", "event_name", "conference"),
 }
@@ -53,8 +58,18 @@ SPEAKER_COLUMNS: dict[str, tuple[str, ...]] = {
     "website": ("website", "url", "homepage"),
     "twitter": ("twitter",),
     "photo": ("photo", "avatar", "photo_url", "image"),
+    "position": ("position", "title_position"),
+    "country": ("country",),
+    "city": ("city",),
+    "github": ("github",),
+    "linkedin": ("linkedin",),
+    "facebook": ("facebook",),
+    "mobile": ("mobile", "phone"),
+    "session_ids": ("session_ids", "sessions"),
 }
+_FORMULA_GUARD = re.compile(r"^'(?=[=+\-@\t\r])")  # our export defuses formulas with a leading apostrophe
 _SPLIT = re.compile(r"\s*[;|]\s*")
+_ID_SPLIT = re.compile(r"[\s;|,]+")
 
 
 def read(path: Path, archive_limits: ArchiveLimits, limits: ScheduleLimits) -> ScheduleBuilder:
@@ -108,7 +123,12 @@ def _rows(text: str, columns: dict[str, tuple[str, ...]], file: str, schedule: S
         return [], []
     names = [_norm(h) for h in header]
     mapping: dict[int, str] = {}
+    for index, name in enumerate(names):  # a column named exactly wins over another column's alias
+        if name in columns and name not in mapping.values():
+            mapping[index] = name
     for index, name in enumerate(names):
+        if index in mapping:
+            continue
         for canonical, spellings in columns.items():
             if name in spellings and canonical not in mapping.values():
                 mapping[index] = canonical
@@ -122,7 +142,7 @@ def _rows(text: str, columns: dict[str, tuple[str, ...]], file: str, schedule: S
                                    file=file)
             if not any(cell.strip() for cell in row):
                 continue
-            record = {mapping[i]: cell.strip() for i, cell in enumerate(row) if i in mapping}
+            record = {mapping[i]: _FORMULA_GUARD.sub("", cell.strip()) for i, cell in enumerate(row) if i in mapping}
             record["_line"] = str(n)
             for i, cell in enumerate(row):
                 if i not in mapping and i < len(header) and header[i].strip() and cell.strip():
@@ -145,7 +165,9 @@ def _speakers(schedule: ScheduleBuilder, text: str, limits: ScheduleLimits) -> d
         key = schedule.person(row.get("id") or None, row.get("name"), fields={
             "email": row.get("email") or None, "organisation": row.get("organisation") or None,
             "long_biography": row.get("biography") or None, "short_biography": row.get("short_biography") or None,
-            "website": row.get("website") or None, "twitter": row.get("twitter") or None, "photo": photo},
+            "website": row.get("website") or None, "twitter": row.get("twitter") or None, "photo": photo,
+            **{k: row.get(k) or None for k in ("position", "country", "city", "github", "linkedin", "facebook",
+                                                 "mobile")}},
             x={"guid": row.get("guid") or None, "extra": {"csv": extra} if extra else None})
         if key is not None:
             if row.get("id"):
@@ -175,7 +197,7 @@ def _sessions(schedule: ScheduleBuilder, text: str, speakers: dict[str, str], li
             schedule.warn("invalid_value", f"{where}: start {row['start'][:40]!r} is not an ISO date-time; left "
                           "unscheduled", file="sessions", record_id=row.get("id"), field="start")
         persons = []
-        for ref in _SPLIT.split(row.get("speaker_ids") or ""):
+        for ref in _ID_SPLIT.split(row.get("speaker_ids") or ""):
             if ref and ref in speakers:
                 persons.append(speakers[ref])
         if not persons:
@@ -184,13 +206,16 @@ def _sessions(schedule: ScheduleBuilder, text: str, speakers: dict[str, str], li
                     persons.append(speakers.get(f"name:{name.casefold()}") or schedule.person(None, name))
         extra = dict(row.get("_extra") or {})  # type: ignore[call-overload]
         x: dict[str, Any] = {"slug": row.get("slug") or None, "extra": {"csv": extra} if extra else None}
+        media = {k: row[k] for k in ("slides", "video", "audio") if (row.get(k) or "").startswith(("http://",
+                                                                                                  "https://"))}
         schedule.add_session(SessionDraft(
             source_id=row.get("id") or None, title=row.get("title") or "", start=start, end=end,
             minutes=duration_minutes(row.get("duration")) if end is None else None, room=row.get("room"),
             track=row.get("track") or None, type=row.get("type") or None, guid=row.get("guid") or None,
             subtitle=row.get("subtitle") or None, abstract=row.get("abstract") or None,
             description=row.get("description") or None, language=row.get("language") or None,
-            persons=[p for p in persons if p], x=x), where)
+            persons=[p for p in persons if p], x=x, state=row.get("state") or None,
+            fields={**media, "signup_url": row.get("signup_url") or None}), where)
     dates = [d for d in (parse_date(r.get("start")) for r in rows) if d is not None]
     if dates:
         schedule.start_date, schedule.end_date = min(dates), max(dates)
