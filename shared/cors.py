@@ -21,9 +21,12 @@ from urllib.parse import urlsplit
 
 ANY = "*"
 # What a browser client sends besides the CORS-safelisted headers: the token, JSON bodies, resumed downloads.
-ALLOWED_REQUEST_HEADERS = ("Authorization", "Content-Type", "Range", "If-Range", "X-Requested-With")
-# What a downloader and an API client read: the file name, size and ranges, the task URL of a 202.
-EXPOSED_HEADERS = ("Content-Disposition", "Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Location")
+ALLOWED_REQUEST_HEADERS = ("Authorization", "Content-Type", "Range", "If-Range", "X-Requested-With", "If-None-Match",
+                           "If-Modified-Since")
+# What a downloader and an API client read: the file name, size and ranges, the task URL of a 202, a feed's
+# validators (schedule apps poll with conditional requests).
+EXPOSED_HEADERS = ("Content-Disposition", "Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Location",
+                   "Last-Modified")
 PREFLIGHT_MAX_AGE = 600
 
 AllowedMethods = Callable[[dict[str, Any]], Iterable[str]]  # environ -> the methods the requested path answers

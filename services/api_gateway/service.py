@@ -10,7 +10,19 @@ from nameko.rpc import RpcProxy
 from nameko.timer import timer
 from werkzeug import Request, Response
 
-from services.api_gateway import admin, events, exports, health, imports, login, media_uploads, rules, schemas, tasks
+from services.api_gateway import (
+    admin,
+    events,
+    exports,
+    feeds,
+    health,
+    imports,
+    login,
+    media_uploads,
+    rules,
+    schemas,
+    tasks,
+)
 from services.api_gateway.context import Gateway
 from services.api_gateway.dependencies import Quotas, RequestDispatcher
 from services.api_gateway.rules import Caller
@@ -71,6 +83,10 @@ class ApiGatewayService:
         caller = self.gw.caller(request)
         exports.check_format(format)  # before the body: the path names a format that does not exist
         return exports.request_export(self.gw, caller, event_id, format, *schemas.export_request(_body(request)))
+
+    @http("GET", "/v1/events/<int:event_id>/schedule.<extension>")
+    def schedule_feed(self, request: Request, event_id: int, extension: str) -> Response:
+        return feeds.schedule_feed(self.gw, request, event_id, extension)  # public: no caller
 
     @http("GET", "/v1/tasks/<task_id>")
     def get_task(self, request: Request, task_id: str) -> Response:

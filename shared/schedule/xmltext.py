@@ -2,7 +2,7 @@
 
 XML 1.0 allows only TAB, LF, CR and the ranges U+0020-U+D7FF, U+E000-U+FFFD, U+10000-U+10FFFF; a single U+0006
 makes a whole schedule.xml unreadable (frab wrote five into KC2015). The same cleaning is applied to every format
-so all of them carry the same text; iCal additionally drops TAB-less C0 controls via ``calendar_text``.
+so all of them carry the same text; iCal additionally normalises line breaks to LF (``calendar_text``).
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-# Everything outside the XML 1.0 Char production, lone surrogates included.
-_XML_FORBIDDEN = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Everything outside the XML 1.0 Char production, lone surrogates included, and DEL: XML allows it but iCal does
+# not, and every format should carry the same text. (C1 controls stay: both allow them, and mojibake like
+# "\u00e2\u0080\u0099" needs them to be repaired later.)
+_XML_FORBIDDEN = re.compile("[^\t\n\r\u0020-\u007e\u0080-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def xml_text(value: Any) -> str:
@@ -52,9 +54,8 @@ def forbidden_count(value: str) -> int:
 
 
 def calendar_text(value: Any) -> str:
-    """Text for an iCal TEXT value: XML-safe, CR/LF normalised to LF, other controls (U+007F too) removed."""
-    text = xml_text(value).replace("\r\n", "\n").replace("\r", "\n")
-    return re.sub("[\u0000-\u0008\u000b-\u001f\u007f]", "", text)
+    """Text for an iCal TEXT value: XML-safe (so no controls but TAB and line breaks), CR/LF normalised to LF."""
+    return xml_text(value).replace("\r\n", "\n").replace("\r", "\n")
 
 
 __all__ = ["calendar_text", "escape_attr", "escape_text", "forbidden_count", "xml_text", "xml_text_or_none"]

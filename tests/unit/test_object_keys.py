@@ -14,6 +14,9 @@ GATEWAY = "https://events.example.org"
 def test_built_keys_are_valid_and_parse_back():
     export = k.export_key(7, TASK)
     assert export == f"exports/event7/{TASK}/event7.zip" and k.archive_filename(7) == "event7.zip"
+    calendar = k.export_key(7, TASK, ".ics")
+    assert calendar == f"exports/event7/{TASK}/event7.ics" and k.export_filename(calendar) == "event7.ics"
+    assert k.key_problem(calendar) is None and k.key_context(calendar) == {"task_id": TASK, "event_id": 7}
     archive = k.import_key(TASK, "../My Event (2016).ZIP")
     media = k.import_media_key(TASK, "images/../speakers/Jöhn Doe.jpg")
     upload = k.upload_key(3, "photo.jpg")

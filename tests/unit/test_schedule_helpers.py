@@ -39,7 +39,7 @@ def test_slugs_match_the_xsd_patterns(title):
 
 
 def test_xml_text_strips_what_xml_forbids():
-    assert xmltext.xml_text("a\x06b\x00c\ud800d\ufffee\tf\ng") == "abcde\tf\ng"
+    assert xmltext.xml_text("a\x06b\x00c\ud800d\ufffee\tf\ng\x7f\x85") == "abcde\tf\ng\x85"
     assert xmltext.xml_text(None) == ""
     assert xmltext.forbidden_count("\x06\x07ok") == 2
     assert xmltext.calendar_text("a\r\nb\x7fc\x1b") == "a\nbc"
