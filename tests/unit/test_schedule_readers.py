@@ -323,3 +323,14 @@ def test_times_are_wall_times_of_the_event_zone():
     recs = read_schedule(xml, "frab-xml", LIMITS).records()
     assert recs["event"]["timezone"] == "Europe/London"
     assert datetime.fromisoformat(recs["sessions"][0]["start_time"]).hour == 9
+
+
+def test_the_zip_route_keeps_its_own_errors_for_what_is_no_format(tmp_path):
+    path = tmp_path / "event.zip"
+    path.write_bytes(b"this is not a zip, nor any schedule")
+    with pytest.raises(ArchiveError) as caught:
+        open_upload(path, "json", tmp_path, ArchiveLimits())
+    assert caught.value.code == "not_a_zip"
+    with pytest.raises(ArchiveError) as caught:
+        open_upload(path, "frab-xml", tmp_path, ArchiveLimits())
+    assert caught.value.code == "unknown_format"
