@@ -321,8 +321,6 @@ class ScheduleBuilder:
             if self.end_date else None
         event_start = min(starts) if starts else first_day
         event_end = max(ends) if ends else last_day
-        if first_day is not None and event_start is not None:
-            event_start = min(event_start, first_day) if not starts else event_start
         if event_start is None:
             event_start = datetime.combine(date.today(), datetime.min.time())
             self.warn("no_dates", "the file holds no dates; the event is dated today", file="event",
@@ -378,8 +376,8 @@ def _fixed_zone_name(offset: timedelta | None) -> str | None:
 
 
 def _offset_text(offset: timedelta) -> str:
-    return datetime(2000, 1, 1, tzinfo=timezone(offset)).strftime("%z")[:3] + ":" + \
-        datetime(2000, 1, 1, tzinfo=timezone(offset)).strftime("%z")[3:]
+    text = datetime(2000, 1, 1, tzinfo=timezone(offset)).strftime("%z")
+    return f"{text[:3]}:{text[3:5]}"
 
 
 def _hhmm(minutes: int) -> str:

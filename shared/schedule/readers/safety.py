@@ -58,8 +58,8 @@ def check_size(data: bytes, limits: ScheduleLimits, what: str) -> None:
 
 
 def decode_text(data: bytes, what: str, declared: str | None = None) -> str:
-    """Bytes -> text by BOM, else the declared encoding, else UTF-8 (then Latin-1, with the decision left to the
-    caller's warning-free path: real iCal and CSV files from old tools are Windows-1252 at times)."""
+    """Bytes -> text by BOM, else the declared encoding, else UTF-8, falling back to Windows-1252 when nothing was
+    declared (iCal and CSV files of old tools are written so at times)."""
     for bom, name in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
         if data.startswith(bom):
             declared = name
