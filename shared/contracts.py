@@ -138,6 +138,8 @@ class ExportCompletedSchema(EnvelopeSchema):
     warnings_total = fields.Integer(required=True)
     # Added within schema version 1: the exporter always sends it; consumers of older events get None.
     retention = fields.Nested(RetentionSchema, load_default=None)
+    # Added within schema version 1: the request's export format; consumers of older events get None ("json").
+    format = fields.String(load_default=None)
 
 
 class ExportFailedSchema(EnvelopeSchema):

@@ -154,4 +154,5 @@ def run_export(
         "warnings_total": report.warnings_total,
         # The archive's own lifetime, as storage recorded it (its backend's keep days), not the link's.
         "retention": {"backend": stored.get("backend") or "default", "delete_at": stored.get("expires_at")},
+        "format": fmt.identifier,
     }

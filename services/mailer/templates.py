@@ -195,7 +195,10 @@ def render_export_completed(data: dict[str, Any], *, event_name: str | None, gat
     label = export_event_label(event_name, data["event_id"])
     body = _Body()
     body.para(f'The export of event "{label}" (id {data["event_id"]}) is ready.')
-    body.link("Download the archive (no login needed):", data["download_url"])
+    # Schedule formats (frab XML, iCal...) are one file, not an archive; their warnings are not about media.
+    archive = (data.get("format") or "json") == "json"
+    what = "archive" if archive else f"{data['format']} file"
+    body.link(f"Download the {what} (no login needed):", data["download_url"])
     # The fresh-link endpoint needs an access token, so it is named, not linked: the one link of the mail is the one
     # that opens in a browser without logging in.
     body.para(f"This link works until {readable_time(data['expires_at'])}.",
@@ -205,10 +208,12 @@ def render_export_completed(data: dict[str, Any], *, event_name: str | None, gat
     kept = retention_sentence(data.get("retention"))
     if kept:
         body.para(kept)
-    body.facts("The archive:", [("size", readable_size(data["size"])), ("SHA-256", data["sha256"])])
-    if data["warnings_total"]:
+    body.facts(f"The {what}:", [("size", readable_size(data["size"])), ("SHA-256", data["sha256"])])
+    if data["warnings_total"] and archive:
         body.bullets(f"{data['warnings_total']} media item(s) could not be included; they keep their original "
                      "URL in the archive:", _warning_items(data["warnings"], data["warnings_total"]))
+    elif data["warnings_total"]:
+        body.bullets(f"{data['warnings_total']} warning(s):", _warning_items(data["warnings"], data["warnings_total"]))
     _footer(body, "export", data["task_id"])
     return body.render(f"Event {subject_event(event_name, data['event_id'])} has been exported")
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.archive.media_pass import MediaSource
 from shared.archive.writer import ExportReport, ProgressCallback, generate_archive
 from shared.media_fetcher import MediaFetcher
-from shared.schedule import frab_xml, ical, pentabarf, schedule_json, xcal
+from shared.schedule import frab_xml, ical, pentabarf, schedule2_json, schedule_json, xcal
 from shared.schedule.csv_export import write_csv_zip
 from shared.schedule.export import Renderer, chunked, stream_schedule
 from shared.schedule.snapshot import Schedule
@@ -128,6 +128,15 @@ class ScheduleJson(ScheduleFormat):
 
 
 @register
+class Schedule2Json(ScheduleFormat):
+    identifier = "schedule2-json"
+    extension = ".json"
+    content_type = "application/json"
+    description = "C3VOC schedule.json 2.0 (schema2.json): conference, days and a flat list of events"
+    render = staticmethod(schedule2_json.render)
+
+
+@register
 class ICal(ScheduleFormat):
     identifier = "ical"
     extension = ".ics"
@@ -172,5 +181,5 @@ def format_choices() -> list[str]:
 
 
 __all__ = ["DEFAULT_FORMAT", "FORMATS", "Csv", "ExportFormat", "FrabXml", "ICal", "OpenEventZip", "Pentabarf",
-           "ScheduleFormat", "ScheduleJson", "UnknownFormat", "XCal", "describe_formats",
+           "Schedule2Json", "ScheduleFormat", "ScheduleJson", "UnknownFormat", "XCal", "describe_formats",
            "format_choices", "get_format", "register"]

@@ -28,7 +28,7 @@ from shared.schedule.xmltext import xml_text
 ROWS_PER_CHUNK = 500
 SESSION_COLUMNS = ("id", "guid", "title", "subtitle", "state", "date", "start", "end", "duration", "room", "track",
                    "type", "language", "speakers", "speaker_ids", "short_abstract", "long_abstract", "slides",
-                   "video", "audio", "signup_url")
+                   "video", "audio", "signup_url", "event", "timezone")
 SPEAKER_COLUMNS = ("id", "guid", "name", "email", "organisation", "position", "country", "city", "website",
                    "twitter", "github", "linkedin", "facebook", "short_biography", "long_biography", "session_ids")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -66,6 +66,8 @@ def session_row(ev: Mapping[str, Any], record: Mapping[str, Any], day_change: An
         "short_abstract": record.get("short_abstract"), "long_abstract": record.get("long_abstract"),
         "slides": record.get("slides"), "video": record.get("video"), "audio": record.get("audio"),
         "signup_url": record.get("signup_url"),
+        # The event on every row, so a CSV alone says whose sessions these are and in which zone (re-import).
+        "event": ev.get("name"), "timezone": d.zone_name(tz),
     }
     return [cell(values[column]) for column in SESSION_COLUMNS]
 

@@ -35,7 +35,7 @@ from shared.schedule.snapshot import load_schedule
 FEEDS = {"xml": "frab-xml", "json": "schedule-json", "ics": "ical"}
 PUBLISHED_STATES = frozenset({"published", "completed"})
 RECHECK_SECONDS = 60.0
-MAX_ENTRIES = 256  # cached feeds kept (least recently used dropped)
+MAX_CACHE_BYTES = 64 * 1024 * 1024  # rendered bytes kept per process (least recently used dropped first)
 _STAMP_TABLES = (Talk, Speaker, Microlocation, Track)
 
 
@@ -84,10 +84,12 @@ class FeedCache:
     """Rendered feeds by (event, feed), each valid while the change stamp holds and for ``recheck`` seconds."""
 
     def __init__(self, render: Callable[[Any, str], bytes], content_type: Callable[[str], str],
-                 recheck: float = RECHECK_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+                 recheck: float = RECHECK_SECONDS, clock: Callable[[], float] = time.monotonic,
+                 max_bytes: int = MAX_CACHE_BYTES) -> None:
         self._render = render  # (schedule, format identifier) -> bytes
         self._content_type = content_type
         self._recheck = recheck
+        self._max_bytes = max_bytes
         self._clock = clock
         self._entries: OrderedDict[tuple[int, str], _Entry] = OrderedDict()
         self._lock = threading.Lock()
@@ -109,7 +111,8 @@ class FeedCache:
         with self._lock:
             self._entries[key] = _Entry(stamp, now, feed_value)
             self._entries.move_to_end(key)
-            while len(self._entries) > MAX_ENTRIES:
+            # The newest entry always stays, however large: dropping it would mean a render per request.
+            while len(self._entries) > 1 and sum(len(e.feed.body) for e in self._entries.values()) > self._max_bytes:
                 self._entries.popitem(last=False)
         return feed_value
 

@@ -17,7 +17,7 @@ from shared.schedule.frab_xml import GENERATOR
 from shared.schedule.snapshot import Link, Schedule, Talk
 
 SCHEMA_URL = "https://c3voc.de/schedule/schema.json"
-_ZONE_NAME_RE = re.compile(r"^([A-Z][a-z]+/[A-Z][a-z]+)|UTC$")  # the schema's own pattern, searched as JSON Schema does
+ZONE_NAME_RE = re.compile(r"^([A-Z][a-z]+/[A-Z][a-z]+)|UTC$")  # the schema's own pattern, searched as JSON Schema does
 _LINK_TYPES = {"Slides": "slides", "Video": "media", "Audio": "media"}
 
 
@@ -71,7 +71,7 @@ def conference_head(schedule: Schedule) -> dict[str, Any]:
         "daysCount": len(schedule.days),
         "timeslot_duration": schedule.timeslot,
     }
-    if _ZONE_NAME_RE.search(schedule.zone_name):
+    if ZONE_NAME_RE.search(schedule.zone_name):
         head["time_zone_name"] = schedule.zone_name
     if schedule.url:
         head["url"] = schedule.url

@@ -24,7 +24,6 @@ from shared.schedule import days as d
 from shared.schedule.identity import (
     acronym,
     derived_guid,
-    event_guid,
     record_guid,
     session_slug,
     track_slug,
@@ -140,7 +139,6 @@ class Schedule:
     day_change: time
     title: str
     acronym: str
-    guid: str
     version: str
     url: str | None
     logo: str | None
@@ -356,7 +354,7 @@ def load_schedule(db: OrmSession | Connection, event_id: int, *, root_url: str =
         room_list.append(rooms[None])
     return Schedule(
         event=ev, event_id=event_id, tz=tz, day_change=day_change, title=text(ev.get("name")), acronym=acronym(ev),
-        guid=event_guid(ev), version=_version(ev, talks), url=ev_url, logo=http_url(ev.get("logo")),
+        version=_version(ev, talks), url=ev_url, logo=http_url(ev.get("logo")),
         timeslot=_timeslot(ev), days=schedule_days, rooms=room_list, tracks=tracks, talks=talks, skipped=skipped,
         generated_at=generated_at or EPOCH)
 

@@ -13,6 +13,7 @@ Text values are written unescaped (XML escaping replaces iCal's). Pentabarf's ow
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from shared.schedule.calendar import Component, vcalendar
@@ -22,23 +23,16 @@ from shared.schedule.xmltext import escape_text
 
 PENTABARF_NS = "http://pentabarf.org"
 XCAL_NS = "urn:ietf:params:xml:ns:xcal"
+_ESCAPED = re.compile(r"\\(.)", re.S)
 # Properties whose iCal value is TEXT (escaped in iCal, plain in this dialect).
 TEXT_PROPERTIES = frozenset({"SUMMARY", "DESCRIPTION", "LOCATION", "CATEGORIES", "X-WR-CALNAME", "TZNAME"})
 
 
 def unescape(value: str) -> str:
     """The text of an escaped iCal TEXT value."""
-    out, i = [], 0
-    while i < len(value):
-        char = value[i]
-        if char == "\\" and i + 1 < len(value):
-            nxt = value[i + 1]
-            out.append("\n" if nxt in "nN" else nxt)
-            i += 2
-        else:
-            out.append(char)
-            i += 1
-    return "".join(out)
+    if "\\" not in value:
+        return value
+    return _ESCAPED.sub(lambda m: "\n" if m.group(1) in "nN" else m.group(1), value)
 
 
 def _param_attr(value: str) -> str:

@@ -22,7 +22,7 @@ def test_the_open_event_zip_is_the_first_format():
 
 
 def test_unknown_format_names_the_known_ones():
-    with pytest.raises(formats.UnknownFormat, match="known formats: json, frab-xml, schedule-json, ical"):
+    with pytest.raises(formats.UnknownFormat, match="known formats: json, frab-xml, schedule-json"):
         formats.get_format("docx")
 
 

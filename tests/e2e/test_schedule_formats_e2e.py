@@ -10,11 +10,13 @@ import pytest
 import requests
 
 from shared.archive import formats
+from shared.contracts import EXPORT_COMPLETED, EXPORTER
 from shared.models import events as m
 from tests.e2e.test_export_e2e import PASSWORD, add_users, assert_error
 from tests.integration.test_schedule_exports import CHECKS, SCHEDULE_FORMATS
 from tests.support import schedule_checks as checks
 from tests.support.e2e import Client, make_env, start_stack
+from tests.support.event_tap import EventTap
 from tests.support.rabbit import create_vhost, delete_vhost
 from tools.synthetic import create_synthetic_event
 
@@ -22,8 +24,8 @@ ORIGIN = "https://app.example.org"
 
 
 class System:
-    def __init__(self, env, event_id: int, draft_id: int) -> None:
-        self.env, self.event_id, self.draft_id = env, event_id, draft_id
+    def __init__(self, env, event_id: int, draft_id: int, tap: EventTap) -> None:
+        self.env, self.event_id, self.draft_id, self.tap = env, event_id, draft_id, tap
 
     @property
     def url(self) -> str:
@@ -43,8 +45,9 @@ def system(tmp_path_factory):
         draft_id = create_synthetic_event(session, sessions=5, owner_user_id=users["organizer"], seed=3)
         session.get(m.Event, draft_id).state = "Draft"
         session.commit()
+    tap = EventTap(env.env["AMQP_URI"], EXPORTER)  # before the stack: no event is missed
     stack = start_stack(env)
-    yield System(env, event_id, draft_id)
+    yield System(env, event_id, draft_id, tap)
     stack.stop_all()
     delete_vhost(vhost)
 
@@ -75,6 +78,8 @@ def test_export_in_every_format_downloads_a_valid_file(system, identifier):
     CHECKS[identifier](download.content)
 
     task_id = task_url.rsplit("/", 1)[1]
+    completed = system.tap.wait_for(task_id, EXPORT_COMPLETED)[0]
+    assert completed["format"] == identifier and completed["key"] == result["key"]
     history = organizer.get(f"/v1/events/{system.event_id}/exports").json()["data"]
     entry = next(e for e in history if e["task_id"] == task_id)
     assert entry["format"] == identifier

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from lxml import etree
 
 from shared.archive.formats import FORMATS, get_format
 from shared.archive.loader import load_archive
@@ -20,7 +21,7 @@ from tests.conftest import SAMPLES_DIR
 from tests.support import schedule_checks as checks
 from tools.synthetic import create_synthetic_event
 
-SCHEDULE_FORMATS = ("frab-xml", "schedule-json", "ical", "xcal", "pentabarf", "csv")
+SCHEDULE_FORMATS = ("frab-xml", "schedule-json", "schedule2-json", "ical", "xcal", "pentabarf", "csv")
 LEGACY = ("FOSSASIA16", "OTS16", "EhealthAfrica")
 DASHERIZED = ("FOSSASIASummit2016", "FOSSASIASummit2018", "GoogleIO17", "MozillaAllHands17", "OSCAL2017", "OTS16",
               "OpenTechSummit2018", "PyCon17")
@@ -30,6 +31,7 @@ CHECKS = {
     "frab-xml": checks.check_frab_xml,
     "pentabarf": checks.check_frab_xml,
     "schedule-json": checks.check_schedule_json,
+    "schedule2-json": checks.check_schedule2_json,
     "ical": checks.check_ical,
     "xcal": checks.parse_xml,
     "csv": checks.check_csv_zip,
@@ -231,6 +233,8 @@ def test_hostile_csv_defuses_formulas(db, hostile_event):
         session.commit()
     tables = checks.check_csv_zip(export(db, hostile_event, "csv"))
     assert len(tables["sessions"]) == 6  # the unscheduled session too: this is the organizer's list
+    assert {row["timezone"] for row in tables["sessions"]} == {"Europe/Berlin"}
+    assert {row["event"] for row in tables["sessions"]} == {xml_text(HOSTILE)}
     assert "'=HYPERLINK(\"http://evil\")" in [row["name"] for row in tables["speakers"]]
 
 
@@ -256,7 +260,7 @@ def test_a_missing_event_fails_on_the_first_chunk(db):
 
 def test_the_same_data_gives_the_same_bytes(db, sample_events):
     event_id = sample_events["legacy/FOSSASIA16"]
-    for identifier in ("frab-xml", "schedule-json", "ical", "xcal", "pentabarf"):
+    for identifier in ("frab-xml", "schedule-json", "schedule2-json", "ical", "xcal", "pentabarf"):
         assert export(db, event_id, identifier) == export(db, event_id, identifier)
 
 
@@ -272,3 +276,49 @@ def test_schema_copies_are_the_samples_schemas():
     assert sorted(p.name for p in ours.iterdir()) == sorted(pairs)
     for mine, theirs in pairs.items():
         assert (ours / mine).read_bytes() == (source / theirs).read_bytes(), mine
+
+
+# ------------------------------------------------------------------------- what frab itself writes (KC2015)
+
+def _kc2015() -> Path:
+    folder = SAMPLES_DIR / "peers" / "frab_kc2015"
+    if not folder.is_dir():
+        pytest.skip(f"KC2015 samples not found at {folder} (set SAMPLES_DIR to run this test)")
+    return folder
+
+
+def test_kc2015_is_valid_once_cleaned_like_our_text():
+    raw = (_kc2015() / "schedule.xml").read_bytes()
+    with pytest.raises(etree.XMLSyntaxError, match="(?i)char"):
+        checks.parse_xml(raw)  # frab's five U+0006 make it unreadable as is
+    cleaned = xml_text(raw.decode("utf-8")).encode("utf-8")
+    assert checks.frab_xsd().validate(checks.parse_xml(cleaned))
+    assert len(checks.giggity_sessions(cleaned)) == 106
+
+
+def test_we_write_every_event_element_frab_writes(db, sample_events):
+    kc = checks.parse_xml(xml_text((_kc2015() / "schedule.xml").read_text("utf-8")).encode("utf-8"))
+    frab_children = {child.tag for event in kc.iter("event") for child in event}
+    ours = checks.parse_xml(export(db, sample_events["legacy/FOSSASIA16"], "frab-xml"))
+    our_children = {child.tag for event in ours.iter("event") for child in event}
+    assert frab_children <= our_children, frab_children - our_children
+    assert {"acronym", "title", "start", "end", "days", "timeslot_duration"} <= {c.tag for c in ours.find("conference")}
+
+
+@pytest.mark.parametrize("identifier", SCHEDULE_FORMATS)
+def test_sqlite_and_postgresql_give_the_same_valid_files(identifier, samples_dir, sqlite_url, postgres_url):
+    """FOSSASIA16 exported from each database: valid, and byte for byte the same (ids kept, order by file order)."""
+    outputs = []
+    for url in (sqlite_url, postgres_url):
+        upgrade_to_head(url)
+        engine = make_engine(url)
+        try:
+            db = make_session_factory(engine)
+            with db() as session:
+                event_id = load_archive(session, samples_dir / "open_event" / "legacy" / "FOSSASIA16").event_id
+                session.commit()
+            outputs.append(export(db, event_id, identifier))
+        finally:
+            engine.dispose()
+    CHECKS[identifier](outputs[1])
+    assert outputs[0] == outputs[1]

@@ -95,6 +95,20 @@ def test_an_edit_in_place_is_seen_after_the_recheck_and_an_unchanged_render_keep
     checks.check_ical(edited.body)
 
 
+def test_the_cache_is_bounded_by_bytes_least_recently_used_first(db, event_id):
+    clock = Clock()
+    probe = FeedCache(_render, _content_type, clock=clock)
+    with db() as session:
+        xml_size = len(probe.get(session, event_id, "xml").body)
+        cache = FeedCache(_render, _content_type, clock=clock, max_bytes=xml_size + 10)
+        cache.get(session, event_id, "xml")
+        cache.get(session, event_id, "json")  # both do not fit: the older (xml) goes
+        cache.get(session, event_id, "json")
+        assert cache.renders == 2
+        cache.get(session, event_id, "xml")
+    assert cache.renders == 3
+
+
 def test_unpublished_and_missing_events_have_no_feed(db, event_id):
     cache = FeedCache(_render, _content_type, clock=Clock())
     with db() as session:

@@ -91,5 +91,5 @@ def test_gateway_export_route_parses_before_it_authorizes(platform):
         gateway.request_export(_request("POST", "/v1/events/1/export/json", token, {"image": True}), 1, "json")
     assert (unknown.value.status, unknown.value.code) == (404, "event_not_found")
     with pytest.raises(ApiError) as no_format:
-        gateway.request_export(_request("POST", "/v1/events/1/export/ical", token, {}), 1, "ical")
+        gateway.request_export(_request("POST", "/v1/events/1/export/docx", token, {}), 1, "docx")
     assert (no_format.value.status, no_format.value.code) == (404, "unknown_format")

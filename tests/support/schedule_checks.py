@@ -33,6 +33,12 @@ def json_validator() -> jsonschema.Draft6Validator:
     return jsonschema.Draft6Validator(schema, format_checker=jsonschema.FormatChecker())
 
 
+@cache
+def json2_validator() -> jsonschema.Draft6Validator:
+    schema = json.loads((SCHEMAS / "schema2.json").read_text())
+    return jsonschema.Draft6Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
 def parse_xml(data: bytes) -> etree._Element:
     """Parsed as an app would, without entities or network: a file that needs them is broken."""
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
@@ -64,6 +70,19 @@ def check_schedule_json(data: bytes) -> dict[str, Any]:
         assert re.fullmatch(r"\d{2}:\d{2}", event["duration"])
     assert len({e["id"] for e in events}) == len(events)
     assert len({e["guid"] for e in events}) == len(events)
+    return doc
+
+
+def check_schedule2_json(data: bytes) -> dict[str, Any]:
+    doc = json.loads(data)
+    errors = list(json2_validator().iter_errors(doc))
+    assert not errors, [(e.message[:300], list(e.absolute_path)) for e in errors[:5]]
+    events = doc["schedule"]["events"]
+    for event in events:
+        assert datetime.fromisoformat(event["start"]).utcoffset() is not None
+    assert len({e["guid"] for e in events}) == len(events)
+    tracks = {t["slug"] for t in doc["schedule"]["conference"]["tracks"]}
+    assert {e["track"]["slug"] for e in events} <= tracks
     return doc
 
 

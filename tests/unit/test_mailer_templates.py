@@ -68,6 +68,17 @@ def test_export_completed_lists_warnings_and_counts_the_rest():
     assert "...and 10 more." in text and "...and 10 more." in html
 
 
+def test_schedule_format_mail_names_the_file_and_its_warnings_are_not_media():
+    warning = {"code": "sessions_not_scheduled", "file": "sessions",
+               "message": "3 session(s) left out: no start time, or not accepted"}
+    mail = t.render(contracts.EXPORT_COMPLETED, export_completed(format="ical", warnings=[warning], warnings_total=1),
+                    event_name="Conf", gateway_url="http://gw")
+    text, _ = parts(mail)
+    assert "Download the ical file" in text and "The ical file:" in text
+    assert "1 warning(s):" in text and "3 session(s) left out" in text
+    assert "media item" not in text
+
+
 def test_export_of_an_unknown_event_names_it_by_id():
     mail = t.render(contracts.EXPORT_COMPLETED, export_completed(), event_name=None, gateway_url="http://gw")
     assert mail.subject == "Event #5 has been exported"

@@ -74,3 +74,20 @@ def test_day_change_parsing_and_unknown_zone():
     assert days.event_day_change({"x-schedule": {"day_change": "garbage"}}) == time(4, 0)
     assert days.zone_name(days.zone("Not/AZone")) == "UTC"
     assert days.zone_name(days.zone("../../etc/passwd")) == "UTC"
+
+
+@pytest.mark.parametrize(("name", "kind"), [("Lightning Talk", "LIGHTNING_TALK"), ("Talk", "TALK"),
+                                            ("Workshop", "WORKSHOP"), ("Panel", "DISCUSSION"), ("", "OTHER"),
+                                            ("Keynote", "TALK"), ("Hands-on lab", "HANDS-ON"), ("Welcome", "OTHER")])
+def test_schedule2_event_types(name, kind):
+    from shared.schedule.schedule2_json import event_type
+
+    assert event_type(name) == kind
+
+
+@pytest.mark.parametrize(("value", "code"), [("en", "en"), ("English", "en"), ("Deutsch", "de"), ("pt-BR", "pt"),
+                                             ("", "en"), ("Klingon", "en"), ("DE", "de")])
+def test_schedule2_languages(value, code):
+    from shared.schedule.schedule2_json import language
+
+    assert language(value) == code
