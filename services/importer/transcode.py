@@ -29,7 +29,7 @@ def open_upload(path: Path, claimed: str, scratch: Path, limits: ArchiveLimits, 
             raise
         found = "json"  # the zip route keeps the archive reader's own verdict on what is not a zip (not_a_zip...)
     notes = []
-    if found != claimed and not (claimed == "pentabarf" and found == "frab-xml"):
+    if found != claimed:
         notes.append(issue("format_detected", f"the file was posted as {claimed} but holds {found}; read as {found}"))
     if found == "json":
         archive = open_archive(path, limits, strict=strict)

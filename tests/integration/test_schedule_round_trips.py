@@ -28,6 +28,7 @@ SOURCES = {
     "frab-xml": ["frab_kc2015/schedule.xml", "real_world/debconf23.xml"],
     "pentabarf": ["real_world/fosdem_2021.xml"],
     "schedule-json": ["frab_kc2015/schedule.json", "voc_schedule/json_examples/pretalx-democon.json"],
+    "schedule2-json": ["voc_schedule/json_examples/hub-schedule2.json", "frab_kc2015/schedule.json"],
     "ical": ["frab_kc2015/schedule.ics", "real_world/kielux_2020.ics"],
     "xcal": ["frab_kc2015/schedule.xcal"],
 }
@@ -100,6 +101,7 @@ def test_csv_round_trip(db, tmp_path):
     second = export_bytes(db, again, "csv")
     want, got = parse(first, "csv", tmp_path), parse(second, "csv", tmp_path)
     assert len(want["sessions"]) == 106 and len(want["speakers"]) == 57
+    assert want["event"]["name"] == got["event"]["name"] == "Klimcamp 2015"
     assert canonical(got) == canonical(want)
     assert canonical(want)["talks"] == canonical(parse((PEERS / "frab_kc2015/schedule.xml").read_bytes(),
                                                        "frab-xml", tmp_path))["talks"]

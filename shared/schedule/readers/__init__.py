@@ -16,7 +16,7 @@ from shared.schedule.readers.detect import detect_format
 from shared.schedule.readers.safety import ScheduleLimits
 
 # Import formats: the export identifiers; "json" is the Open Event zip (read by shared/archive, not here).
-IMPORT_FORMATS = ("json", "frab-xml", "schedule-json", "ical", "xcal", "pentabarf", "csv")
+IMPORT_FORMATS = ("json", "frab-xml", "schedule-json", "schedule2-json", "ical", "xcal", "pentabarf", "csv")
 # Names clients post to besides the identifiers (the Open Event frontend posts pentabarf, ical and xcal).
 ALIASES = {"schedule-xml": "frab-xml", "frab": "frab-xml", "xml": "frab-xml", "ics": "ical", "schedule.json":
            "schedule-json", "zip": "json"}
@@ -25,6 +25,7 @@ _READERS: dict[str, Callable[[bytes, ScheduleLimits, str], ScheduleBuilder]] = {
     "frab-xml": frab_xml.read,
     "pentabarf": frab_xml.read,
     "schedule-json": schedule_json.read,
+    "schedule2-json": schedule_json.read,
     "ical": ical.read,
     "xcal": xcal.read,
 }

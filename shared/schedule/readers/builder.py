@@ -150,14 +150,14 @@ class ScheduleBuilder:
                     return
                 self.warn("id_reassigned", f"{where} has the id of an earlier, different session; both are kept "
                           "(the second under a new id)", file="sessions", record_id=draft.source_id, field="id")
-                draft.x.setdefault("extra", {}).setdefault(self.source_format, {})["duplicate_id"] = True
+                _own_extra(draft, self.source_format)["duplicate_id"] = True
             else:
                 self._session_ids[draft.source_id] = draft
         if draft.guid is not None:
             if not is_guid(draft.guid):
                 self.warn("invalid_guid", f"{where} has guid {draft.guid[:64]!r}, not a UUID; a derived one is used",
                           file="sessions", record_id=draft.source_id, field="guid")
-                draft.x.setdefault("extra", {}).setdefault(self.source_format, {})["guid"] = draft.guid
+                _own_extra(draft, self.source_format)["guid"] = draft.guid
                 draft.guid = None
             elif draft.guid.lower() in self._guids:
                 self.warn("duplicate_guid", f"{where} has the guid of an earlier session; it gets a derived one",
@@ -355,6 +355,13 @@ def _id_value(value: Any) -> Any:
         return value
     text = str(value)
     return int(text) if text.isdigit() and len(text) < 16 else text
+
+
+def _own_extra(draft: SessionDraft, source_format: str) -> dict[str, Any]:
+    extra = draft.x.get("extra")
+    if not isinstance(extra, dict):
+        extra = draft.x["extra"] = {}
+    return extra.setdefault(source_format, {})
 
 
 def _same_session(a: SessionDraft, b: SessionDraft) -> bool:

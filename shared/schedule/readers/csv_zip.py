@@ -108,14 +108,12 @@ def _member_text(source: Any, member: str, limits: ScheduleLimits) -> str:
 
 def _rows(text: str, columns: dict[str, tuple[str, ...]], file: str, schedule: ScheduleBuilder,
           limits: ScheduleLimits) -> tuple[list[dict[str, str]], list[str]]:
-    sample = text[:4096]
-    try:
-        dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
+    # The delimiter is the one the header line uses most: sniffing whole rows misreads long quoted multi-line cells.
+    header_line = text.lstrip("\ufeff").split("\n", 1)[0]
+    delimiter = max(",;\t", key=header_line.count)
     csv.field_size_limit(limits.max_string_chars)
     try:
-        reader = csv.reader(io.StringIO(text, newline=""), dialect)
+        reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=delimiter)
         header = next(reader, None)
     except csv.Error as exc:
         raise ArchiveError("bad_csv", f"{file}.csv cannot be read as CSV: {exc}", file=file) from None

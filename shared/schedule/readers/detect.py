@@ -25,7 +25,7 @@ def detect_format(path: Path, claimed: str) -> str:
         return "csv" if _csv_zip(path) else "json"
     text = _head_text(head)
     if text.startswith(("{", "[")):
-        return "schedule-json"
+        return claimed if claimed == "schedule2-json" else "schedule-json"
     if text[:15].upper().startswith("BEGIN:VCALENDAR"):
         return "ical"
     if text.startswith("<"):
