@@ -27,6 +27,8 @@ FILES = {
     "fosdem": ("real_world/fosdem_2021.xml", "pentabarf", (773, 108, 684)),
     "debconf": ("real_world/debconf23.xml", "frab-xml", (117, 5, 87)),
     "kielux": ("real_world/kielux_2020.ics", "ical", (24, 4, 20)),
+    "pretalx": ("voc_schedule/json_examples/pretalx-democon.json", "schedule-json", (36, 2, 27)),
+    "lying": ("frab_kc2015/schedule.json", "xcal", (106, 11, 57)),  # JSON posted as xCal, named .xml below
 }
 HOSTILE = {
     "billion_laughs": b'<?xml version="1.0"?><!DOCTYPE s [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]>'
@@ -35,6 +37,8 @@ HOSTILE = {
            b"<title>&x;</title></conference></schedule>",
     "external_dtd": b'<?xml version="1.0"?><!DOCTYPE schedule SYSTEM "file:///etc/passwd"><schedule/>',
     "deep": b"<schedule>" + b"<a>" * 3000 + b"</a>" * 3000 + b"</schedule>",
+    "png_posted_as_xml": b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,
+    "html_as_xml": b"<!DOCTYPE html><html><body>not a schedule</body></html>",
 }
 pytestmark = pytest.mark.skipif(not PEERS.is_dir(), reason=f"peer samples not found at {PEERS} (set SAMPLES_DIR)")
 
@@ -60,7 +64,7 @@ def _post(client: Client, fmt: str, name: str, data: bytes) -> str:
 @pytest.fixture(scope="module")
 def imported(system):
     alice = Client.login(system.env["GATEWAY_URL"], "alice@example.org", PASSWORD)
-    urls = {key: _post(alice, fmt, Path(name).name, (PEERS / name).read_bytes())
+    urls = {key: _post(alice, fmt, "schedule.xml" if key == "lying" else Path(name).name, (PEERS / name).read_bytes())
             for key, (name, fmt, _counts) in FILES.items()}
     tasks = wait_all(alice, list(urls.values()))
     return {key: tasks[url] for key, url in urls.items()}
@@ -106,6 +110,7 @@ def test_known_defects_come_back_as_warnings(imported):
 
     assert "control_characters_removed" in codes("kc_xml")
     assert "missing_element" in codes("fosdem") and "missing_attribute" in codes("fosdem")
+    assert "format_detected" in codes("lying") and "format_detected" not in codes("kc_json")
     debconf = [w for w in imported["debconf"]["result"]["warnings"] if w["field"] == "recording/license"]
     assert debconf and "<recording>" in debconf[0]["message"]
 
@@ -138,7 +143,8 @@ def test_hostile_xml_fails_and_changes_nothing(case, system, imported):
     task = wait_all(alice, [_post(alice, "frab-xml", "schedule.xml", HOSTILE[case])])
     (task,) = task.values()
     assert task["state"] == "FAILURE", task
-    assert task["result"]["code"] in ("xml_entities", "xml_external_reference", "too_deep", "not_well_formed")
+    assert task["result"]["code"] in ("xml_entities", "xml_external_reference", "too_deep", "not_well_formed",
+                                      "unknown_format")
     assert task["result"]["message"] and "root:" not in task["result"]["message"]
     assert row_counts(system.database_url, exclude=NOT_EVENT_DATA) == before
 
