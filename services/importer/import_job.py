@@ -152,7 +152,8 @@ def run_import(job: ImportJob) -> dict[str, Any]:
             try:
                 limits = job.limits or replace(ArchiveLimits(), max_archive_bytes=job.settings.import_max_bytes,
                                                **job.settings.import_limits)
-                with transcode.open_upload(path, job.format, scratch, limits, strict=job.strict) as archive:
+                with transcode.open_upload(path, job.format, scratch, limits, strict=job.strict,
+                                           pause=job.pause) as archive:
                     return _import_archive(job, archive, stages)
             except ArchiveError as exc:
                 raise ImportFailed.from_archive(exc) from exc

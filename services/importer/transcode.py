@@ -9,6 +9,7 @@ before the archive's own; under ``strict`` they fail it instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ from shared.schedule.readers import ScheduleLimits, detect_format, read_csv_zip,
 from shared.schedule.readers.archive_out import write_folder
 
 
-def open_upload(path: Path, claimed: str, scratch: Path, limits: ArchiveLimits, *, strict: bool = False
-                ) -> EventArchive:
+def open_upload(path: Path, claimed: str, scratch: Path, limits: ArchiveLimits, *, strict: bool = False,
+                pause: Callable[[float], None] | None = None) -> EventArchive:
     """The upload at ``path`` as an opened archive (a context manager, like ``open_archive``)."""
     try:
         found = detect_format(path, claimed)
@@ -36,9 +37,9 @@ def open_upload(path: Path, claimed: str, scratch: Path, limits: ArchiveLimits, 
         return _with_warnings(archive, notes, len(notes))
     schedule_limits = ScheduleLimits.from_archive(limits)
     if found == "csv":
-        schedule = read_csv_zip(path, limits, schedule_limits)
+        schedule = read_csv_zip(path, limits, schedule_limits, pause)
     else:
-        schedule = read_schedule(path.read_bytes(), found, schedule_limits)
+        schedule = read_schedule(path.read_bytes(), found, schedule_limits, pause)
     records = schedule.records()
     if strict and schedule.warnings:
         first = schedule.warnings[0]

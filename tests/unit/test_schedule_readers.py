@@ -334,3 +334,14 @@ def test_the_zip_route_keeps_its_own_errors_for_what_is_no_format(tmp_path):
     with pytest.raises(ArchiveError) as caught:
         open_upload(path, "frab-xml", tmp_path, ArchiveLimits())
     assert caught.value.code == "unknown_format"
+
+
+def test_long_reads_give_the_hub_turns():
+    events = "".join(f'<event id="{n}"><date>2024-07-01T10:00:00+02:00</date><duration>00:10</duration>'
+                     f"<title>T{n}</title></event>" for n in range(1, 1001))
+    xml = f'<schedule><version>1</version><conference><title>C</title></conference><day date="2024-07-01">' \
+          f'<room name="R">{events}</room></day></schedule>'.encode()
+    turns = []
+    schedule = read_schedule(xml, "frab-xml", LIMITS, pause=turns.append)
+    assert len(schedule.records()["sessions"]) == 1000
+    assert len(turns) >= 10 and set(turns) == {0}

@@ -21,7 +21,7 @@ IMPORT_FORMATS = ("json", "frab-xml", "schedule-json", "schedule2-json", "ical",
 ALIASES = {"schedule-xml": "frab-xml", "frab": "frab-xml", "xml": "frab-xml", "ics": "ical", "schedule.json":
            "schedule-json", "zip": "json"}
 
-_READERS: dict[str, Callable[[bytes, ScheduleLimits, str], ScheduleBuilder]] = {
+_READERS: dict[str, Callable[..., ScheduleBuilder]] = {
     "frab-xml": frab_xml.read,
     "pentabarf": frab_xml.read,
     "schedule-json": schedule_json.read,
@@ -38,12 +38,14 @@ def import_format(name: str) -> str | None:
     return name if name in IMPORT_FORMATS else None
 
 
-def read_schedule(data: bytes, fmt: str, limits: ScheduleLimits) -> ScheduleBuilder:
-    """``data`` as the schedule format ``fmt`` (not "json", and not "csv": see ``read_csv_zip``)."""
+def read_schedule(data: bytes, fmt: str, limits: ScheduleLimits,
+                  pause: Callable[[float], None] | None = None) -> ScheduleBuilder:
+    """``data`` as the schedule format ``fmt`` (not "json", and not "csv": see ``read_csv_zip``); ``pause(0)`` is
+    called every few hundred sessions (the importer passes ``eventlet.sleep``)."""
     reader = _READERS.get(fmt)
     if reader is None:
         raise ArchiveError("unknown_format", f"{fmt!r} is not a schedule format this importer reads")
-    return reader(data, limits, fmt)
+    return reader(data, limits, fmt, pause)
 
 
 read_csv_zip = csv_zip.read

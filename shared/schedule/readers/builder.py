@@ -14,6 +14,7 @@ GUID in ``x-schedule.guid`` (the file's, or one derived from the event and the r
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
@@ -26,6 +27,7 @@ from shared.schedule.readers.values import zone_name
 
 X = "x-schedule"
 MAX_TITLE = 2000  # longer titles are cut (with a warning): no app shows more, and the column has a bound
+YIELD_EVERY = 200  # sessions between two calls of ``pause``: the importer's hub must get turns (heartbeats)
 
 
 @dataclass
@@ -52,9 +54,11 @@ class SessionDraft:
 
 
 class ScheduleBuilder:
-    def __init__(self, source_format: str, max_records: int = 2_000_000) -> None:
+    def __init__(self, source_format: str, max_records: int = 2_000_000,
+                 pause: Callable[[float], None] | None = None) -> None:
         self.source_format = source_format
         self.max_records = max_records
+        self.pause = pause or (lambda seconds: None)  # eventlet.sleep in the importer
         self.name: str | None = None
         self.timezone: str | None = None  # the file's zone name, when it has one
         self.start_date: date | None = None
@@ -132,6 +136,8 @@ class ScheduleBuilder:
         """``where`` names the element for warnings (``<event id="12">``)."""
         if len(self.sessions) >= self.max_records:
             raise ArchiveError("too_many_records", f"more than {self.max_records} sessions", file="sessions")
+        if len(self.sessions) % YIELD_EVERY == YIELD_EVERY - 1:
+            self.pause(0)
         draft.title = (draft.title or "").strip()
         if not draft.title:
             draft.title = f"Session {draft.source_id}" if draft.source_id else "Untitled session"
@@ -229,6 +235,8 @@ class ScheduleBuilder:
         ends: list[datetime] = []
         durations: dict[str, list[int]] = {}
         for n, draft in enumerate(self.sessions, 1):
+            if n % YIELD_EVERY == 0:
+                self.pause(0)
             start = self._local(draft.start, tz) if draft.start is not None else None
             end = self._local(draft.end, tz) if draft.end is not None else None
             if start is not None and end is None and draft.minutes is not None:

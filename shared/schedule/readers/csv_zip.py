@@ -12,6 +12,7 @@ import csv
 import io
 import posixpath
 import re
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,10 @@ _SPLIT = re.compile(r"\s*[;|]\s*")
 _ID_SPLIT = re.compile(r"[\s;|,]+")
 
 
-def read(path: Path, archive_limits: ArchiveLimits, limits: ScheduleLimits) -> ScheduleBuilder:
+def read(path: Path, archive_limits: ArchiveLimits, limits: ScheduleLimits,
+         pause: Callable[[float], None] | None = None) -> ScheduleBuilder:
     """``path``: a zip holding sessions.csv (and speakers.csv), or a CSV file of sessions."""
-    schedule = ScheduleBuilder("csv", limits.max_records)
+    schedule = ScheduleBuilder("csv", limits.max_records, pause)
     with path.open("rb") as stream:
         is_zip = stream.read(4) == b"PK\x03\x04"
     if not is_zip:

@@ -11,6 +11,7 @@ has one.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,8 +31,9 @@ _KNOWN = frozenset({
 })
 
 
-def read(data: bytes, limits: ScheduleLimits, source_format: str = "frab-xml") -> ScheduleBuilder:
-    schedule = ScheduleBuilder(source_format, limits.max_records)
+def read(data: bytes, limits: ScheduleLimits, source_format: str = "frab-xml",
+         pause: Callable[[float], None] | None = None) -> ScheduleBuilder:
+    schedule = ScheduleBuilder(source_format, limits.max_records, pause)
     root = parse_xml(data, limits, schedule.warn, "schedule XML")
     if _local(root.tag) != "schedule":
         raise ArchiveError("wrong_format", f"the XML root element is <{_local(root.tag)}>, not <schedule>")

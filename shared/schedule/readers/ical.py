@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
@@ -98,10 +99,11 @@ def unescape(value: str) -> str:
     return re.sub(r"\\([\\;,nN])", lambda m: "\n" if m.group(1) in "nN" else m.group(1), value)
 
 
-def read(data: bytes, limits: ScheduleLimits, source_format: str = "ical") -> ScheduleBuilder:
+def read(data: bytes, limits: ScheduleLimits, source_format: str = "ical",
+         pause: Callable[[float], None] | None = None) -> ScheduleBuilder:
     check_size(data, limits, "iCal")
     calendar = parse_components(decode_text(data, "iCal"), limits)
-    schedule = ScheduleBuilder(source_format, limits.max_records)
+    schedule = ScheduleBuilder(source_format, limits.max_records, pause)
     zones = {c.value("TZID"): c for c in calendar.children if c.name == "VTIMEZONE"}
     fill(schedule, calendar, [c for c in calendar.children if c.name == "VEVENT"], zones, text=unescape)
     return schedule

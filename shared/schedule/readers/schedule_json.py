@@ -7,6 +7,7 @@ conference's ``time_zone_name``. Persons are keyed by ``guid``, then ``id``/``co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,8 +25,9 @@ _KNOWN = frozenset({
 })
 
 
-def read(data: bytes, limits: ScheduleLimits, source_format: str = "schedule-json") -> ScheduleBuilder:
-    schedule = ScheduleBuilder(source_format, limits.max_records)
+def read(data: bytes, limits: ScheduleLimits, source_format: str = "schedule-json",
+         pause: Callable[[float], None] | None = None) -> ScheduleBuilder:
+    schedule = ScheduleBuilder(source_format, limits.max_records, pause)
     document = parse_json(data, limits, "schedule.json")
     if not isinstance(document, dict) or not isinstance(document.get("schedule"), dict):
         raise ArchiveError("wrong_format", "the JSON file has no \"schedule\" object: it is not a schedule.json")

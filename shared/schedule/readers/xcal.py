@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from lxml import etree
 
 from shared.archive.safezip import ArchiveError
@@ -15,8 +17,9 @@ from shared.schedule.readers.safety import ScheduleLimits, parse_xml
 _COMPONENTS = frozenset({"vcalendar", "vevent", "vtimezone", "standard", "daylight", "valarm", "vtodo", "vjournal"})
 
 
-def read(data: bytes, limits: ScheduleLimits, source_format: str = "xcal") -> ScheduleBuilder:
-    schedule = ScheduleBuilder(source_format, limits.max_records)
+def read(data: bytes, limits: ScheduleLimits, source_format: str = "xcal",
+         pause: Callable[[float], None] | None = None) -> ScheduleBuilder:
+    schedule = ScheduleBuilder(source_format, limits.max_records, pause)
     root = parse_xml(data, limits, schedule.warn, "xCal")
     calendar_element = root if _local(root) == "vcalendar" else next(
         (e for e in root.iter() if isinstance(e.tag, str) and _local(e) == "vcalendar"), None)
