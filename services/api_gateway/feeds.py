@@ -42,7 +42,7 @@ def schedule_feed(gw: Gateway, request: Request, event_id: int, extension: str) 
                                          + ", ".join(f"schedule.{e}" for e in FEEDS) + ".")
     with gw.db() as session:
         try:
-            feed = CACHE.get(session, event_id, extension)
+            feed = CACHE.get(session, event_id, extension, gw.config.gateway_url + "/")
         except FeedNotFound as exc:
             raise ApiError(404, "schedule_not_published", str(exc)) from None
     headers = _headers(feed, event_id, extension)

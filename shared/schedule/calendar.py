@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
+from itertools import chain
 
 from shared.schedule.snapshot import Schedule, Talk
 from shared.schedule.xmltext import calendar_text
@@ -30,7 +31,7 @@ class Prop:
 class Component:
     name: str
     props: list[Prop] = field(default_factory=list)
-    children: list[Component] = field(default_factory=list)
+    children: list[Component] | Iterator[Component] = field(default_factory=list)  # iterated once by a writer
 
     def add(self, name: str, value: str, **params: str) -> None:
         self.props.append(Prop(name, value, {k.replace("_", "-").upper(): v for k, v in params.items()}))
@@ -110,14 +111,14 @@ def _observance(tz: tzinfo, onset: datetime, before: timedelta) -> Component:
 
 def vtimezone(tz: tzinfo, zone_name: str, start: datetime, end: datetime) -> Component:
     """VTIMEZONE of ``tz`` for [start, end]: the offset in force at ``start``, then every change up to ``end``."""
-    component = Component("VTIMEZONE")
-    component.add("TZID", zone_name)
     start = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     first = start.astimezone(tz).utcoffset() or timedelta(0)
-    component.children.append(_observance(tz, start, first))
+    observances = [_observance(tz, start, first)]
     for onset in transitions(tz, start, end):
         before = (onset - timedelta(seconds=1)).astimezone(tz).utcoffset() or timedelta(0)
-        component.children.append(_observance(tz, onset, before))
+        observances.append(_observance(tz, onset, before))
+    component = Component("VTIMEZONE", children=observances)
+    component.add("TZID", zone_name)
     return component
 
 
@@ -167,9 +168,9 @@ def vcalendar(schedule: Schedule, stamp: datetime | None = None) -> Component:
     calendar.add("X-WR-TIMEZONE", schedule.zone_name)
     start = min([schedule.days[0].start] + [t.start for t in schedule.talks[:1]])
     end = max([schedule.days[-1].end] + [t.end for t in schedule.talks])
-    calendar.children.append(vtimezone(schedule.tz, schedule.zone_name, start - timedelta(days=1),
-                                       end + timedelta(days=1)))
-    calendar.children += [vevent(talk, schedule.zone_name, stamp) for talk in schedule.talks]
+    zone = vtimezone(schedule.tz, schedule.zone_name, start - timedelta(days=1), end + timedelta(days=1))
+    # Events are built as the writer reaches them: a big schedule is never all in memory twice.
+    calendar.children = chain([zone], (vevent(talk, schedule.zone_name, stamp) for talk in schedule.talks))
     return calendar
 
 

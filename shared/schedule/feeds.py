@@ -95,7 +95,8 @@ class FeedCache:
         self._lock = threading.Lock()
         self.renders = 0  # how many times a feed was rendered (the cache's whole point: stays low under polling)
 
-    def get(self, session: Session, event_id: int, feed: str) -> Feed:
+    def get(self, session: Session, event_id: int, feed: str, root_url: str = "") -> Feed:
+        """``root_url``: the platform's public address, base of session URLs of an event without a web site."""
         identifier = FEEDS[feed]
         stamp = change_stamp(session, event_id)
         if stamp is None:
@@ -107,7 +108,7 @@ class FeedCache:
             if entry is not None and entry.stamp == stamp and now - entry.checked < self._recheck:
                 self._entries.move_to_end(key)
                 return entry.feed
-        feed_value = self._build(session, event_id, identifier, entry.feed if entry else None)
+        feed_value = self._build(session, event_id, identifier, root_url, entry.feed if entry else None)
         with self._lock:
             self._entries[key] = _Entry(stamp, now, feed_value)
             self._entries.move_to_end(key)
@@ -116,14 +117,15 @@ class FeedCache:
                 self._entries.popitem(last=False)
         return feed_value
 
-    def _build(self, session: Session, event_id: int, identifier: str, previous: Feed | None) -> Feed:
+    def _build(self, session: Session, event_id: int, identifier: str, root_url: str,
+               previous: Feed | None) -> Feed:
         missing = FeedNotFound(f"There is no published schedule for event {event_id}.")
         try:
             if not is_published(event_record(session, event_id)):  # before the expensive read
                 raise missing
             created = session.scalar(sa.select(Event.created_at).where(Event.id == event_id))
             generated_at = (created or datetime(1970, 1, 1)).replace(tzinfo=UTC, microsecond=0)
-            schedule = load_schedule(session, event_id, generated_at=generated_at)
+            schedule = load_schedule(session, event_id, root_url=root_url, generated_at=generated_at)
         except LookupError:
             raise missing from None
         body = self._render(schedule, identifier)

@@ -62,7 +62,7 @@ def event(talk: Talk, track_slugs: dict[str, str]) -> dict[str, Any]:
         "start": iso_local(talk.start),
         "end": iso_local(talk.end),
         "room": {"name": talk.room.name, "slug": talk.room.slug, "guid": talk.room.guid},
-        "url": talk.url,
+        "url": talk.url or f"urn:uuid:{talk.guid}",
         "slug": talk.slug,
         "title": talk.title,
         "subtitle": talk.subtitle,

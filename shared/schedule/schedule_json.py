@@ -43,7 +43,7 @@ def event(talk: Talk) -> dict[str, Any]:
         "duration": talk.duration,
         "room": talk.room.name,
         "slug": talk.slug,
-        "url": talk.url,
+        "url": talk.url or f"urn:uuid:{talk.guid}",  # required; a URI even without any web address
         "title": talk.title,
         "subtitle": talk.subtitle,
         "track": talk.track,

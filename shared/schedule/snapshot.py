@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any
 
+import eventlet
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session as OrmSession
 
@@ -34,6 +35,7 @@ from shared.schedule.xmltext import xml_text
 EXCLUDED_STATES = frozenset({"rejected", "pending", "draft", "withdrawn", "canceled", "cancelled", "deleted",
                              "submitted"})
 DEFAULT_TIMESLOT = "00:15"
+YIELD_EVERY = 500
 MAX_SPAN_DAYS = 366  # an event record's own span is only used when sane (imports carry odd years)
 _URL_RE = re.compile(r"^https?://[^\s\x00-\x1f\x7f<>\"{}|\\^`]+$")
 _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -297,7 +299,9 @@ def load_schedule(db: OrmSession | Connection, event_id: int, *, root_url: str =
     session_ids = _unique_ids(records)
     talk_guids, slugs = _Unique(), _Unique()
     talks: list[Talk] = []
-    for record in records:
+    for n, record in enumerate(records):
+        if n % YIELD_EVERY == 0:
+            eventlet.sleep(0)  # pure Python for every session: let heartbeats and other requests run
         extra = x_schedule(record)
         start = d.localize(d.parse_wall(record["start_time"]), tz)  # type: ignore[arg-type]
         end_wall = d.parse_wall(record.get("end_time"))

@@ -20,6 +20,7 @@ from lxml import etree
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "schedule" / "schemas"
 _OFFSET = re.compile(r"(Z|[+-]\d{2}:\d{2})$")
+_URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:\S+$")
 
 
 @cache
@@ -68,6 +69,7 @@ def check_schedule_json(data: bytes) -> dict[str, Any]:
     for event in events:
         assert datetime.fromisoformat(event["date"]).utcoffset() is not None
         assert re.fullmatch(r"\d{2}:\d{2}", event["duration"])
+        assert _URI.match(event["url"]), event["url"]  # format "uri" (jsonschema checks it only with rfc3987)
     assert len({e["id"] for e in events}) == len(events)
     assert len({e["guid"] for e in events}) == len(events)
     return doc
@@ -80,6 +82,7 @@ def check_schedule2_json(data: bytes) -> dict[str, Any]:
     events = doc["schedule"]["events"]
     for event in events:
         assert datetime.fromisoformat(event["start"]).utcoffset() is not None
+        assert _URI.match(event["url"]), event["url"]
     assert len({e["guid"] for e in events}) == len(events)
     tracks = {t["slug"] for t in doc["schedule"]["conference"]["tracks"]}
     assert {e["track"]["slug"] for e in events} <= tracks

@@ -91,3 +91,30 @@ def test_schedule2_languages(value, code):
     from shared.schedule.schedule2_json import language
 
     assert language(value) == code
+
+
+@pytest.mark.parametrize("zone_name", ["Europe/Berlin", "America/Sao_Paulo", "Australia/Lord_Howe", "Asia/Singapore",
+                                       "America/New_York", "Pacific/Chatham"])
+def test_vtimezone_gives_the_tz_databases_offsets(zone_name):
+    """The VTIMEZONE alone (under a TZID no zone database knows) reproduces zoneinfo's offset at every hour."""
+    from datetime import UTC, timedelta
+    from zoneinfo import ZoneInfo
+
+    import icalendar
+
+    from shared.schedule.calendar import vtimezone
+    from shared.schedule.ical import lines
+
+    tz = ZoneInfo(zone_name)
+    start, end = datetime(2015, 1, 1, tzinfo=UTC), datetime(2016, 1, 1, tzinfo=UTC)
+    component = vtimezone(tz, "X-Unknown-Zone", start, end)
+    text = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:t\r\n" + "".join(lines(component)) + "END:VCALENDAR\r\n"
+    [parsed] = icalendar.Calendar.from_ical(text).walk("VTIMEZONE")
+    assert {c.name for c in parsed.subcomponents} <= {"STANDARD", "DAYLIGHT"}
+    built = parsed.to_tz(lookup_tzid=False)
+    moment = start + timedelta(days=2)
+    while moment < end - timedelta(days=2):
+        local = moment.astimezone(tz).replace(tzinfo=None)
+        if local.replace(tzinfo=tz, fold=0).utcoffset() == local.replace(tzinfo=tz, fold=1).utcoffset():
+            assert built.utcoffset(local) == moment.astimezone(tz).utcoffset(), (zone_name, local)  # not at folds
+        moment += timedelta(hours=1)
