@@ -147,12 +147,22 @@ class ExportFailedSchema(EnvelopeSchema):
     message = fields.String(required=True)
 
 
+def _import_format(identifier: str) -> None:
+    from shared.schedule.readers import IMPORT_FORMATS  # imported late, like the export registry
+
+    if identifier not in IMPORT_FORMATS:
+        raise ValidationError(f"Unknown import format {identifier!r}; known formats: {', '.join(IMPORT_FORMATS)}.")
+
+
 class ImportRequestedSchema(EnvelopeSchema):
     key = fields.String(required=True)  # storage object key of the uploaded archive
     filename = fields.String(required=True)  # as uploaded, for messages only
     size = fields.Integer(required=True)
     # ?strict=true: no repairs, skipped records or ignored files in hand-made archives; each is a problem instead
     strict = fields.Boolean(load_default=False)
+    # Added within schema version 1: the format the file was posted as (POST /v1/events/import/<format>); absent:
+    # "json", the Open Event zip. The importer decides by the content; this only breaks ties.
+    format = fields.String(load_default="json", validate=_import_format)
 
 
 class ImportStartedSchema(EnvelopeSchema):

@@ -20,9 +20,11 @@ from services.api_gateway.tasks import task_view
 from services.api_gateway.uploads import Store, Upload, put_to_storage
 from shared import contracts
 from shared.contracts import SUCCESS
-from shared.http import json_response
+from shared.http import ApiError, json_response
 from shared.models.gateway import Task
 from shared.object_keys import import_key
+from shared.schedule.readers import IMPORT_FORMATS
+from shared.schedule.readers import import_format as known_format
 from shared.storage_client import StorageClient
 
 log = logging.getLogger(__name__)
@@ -54,9 +56,19 @@ def archive_key(task: Task | None) -> str | None:
     return key if isinstance(key, str) else None
 
 
-def task_params(upload: Upload, strict: bool = False) -> dict[str, Any]:
+def task_params(upload: Upload, strict: bool = False, fmt: str = "json") -> dict[str, Any]:
     return {"filename": upload.filename, "key": upload.key, "size": upload.size, "sha256": upload.sha256,
-            "strict": strict}
+            "strict": strict, "format": fmt}
+
+
+def import_format(name: str) -> str:
+    """The import format of ``POST /v1/events/import/<name>`` (identifiers, and the Open Event frontend's names);
+    404 for anything else, before the upload is read."""
+    found = known_format(name)
+    if found is None:
+        raise ApiError(404, "unknown_format", f"No import format {name[:40]!r}; known formats: "
+                                              f"{', '.join(IMPORT_FORMATS)}.")
+    return found
 
 
 def import_entry(task: Task) -> dict[str, Any]:
@@ -94,7 +106,7 @@ def failed_result(data: dict[str, Any]) -> dict[str, Any]:
 
 # --- routes and importer events ----------------------------------------------------------------------------------
 
-def request_import(gw: Gateway, caller: Caller, request: Request, strict: bool) -> Response:
+def request_import(gw: Gateway, caller: Caller, request: Request, strict: bool, fmt: str = "json") -> Response:
     """Stream the archive to storage (no database session held meanwhile), then queue the import."""
     with gw.db() as session:
         quotas.check_jobs_in_flight(session, caller.id, gw.quota.jobs_in_flight)
@@ -106,14 +118,17 @@ def request_import(gw: Gateway, caller: Caller, request: Request, strict: bool) 
     # the import (expire_archive) restarts the clock.
     store = storage_writer(gw.storage, task_id, meter=budget.meter, owner=caller.id,
                            keep_seconds=gw.quota.import_archive_keep_seconds)
-    upload = uploads.receive_archive(request, max_bytes=gw.config.import_max_bytes, store=store)
+    # A schedule file may carry any name (its content decides); the Open Event zip keeps its .zip check.
+    upload = uploads.receive_archive(request, max_bytes=gw.config.import_max_bytes, store=store,
+                                     extensions=uploads.ALLOWED_EXTENSIONS if fmt == "json" else None)
     requester = {"id": caller.id, "email": caller.email}
     with gw.db() as session:
         tasks.create_task(session, kind="import", event_id=None, user_id=caller.id, email=caller.email,
-                          params=task_params(upload, strict), task_id=task_id)
+                          params=task_params(upload, strict, fmt), task_id=task_id)
         payload = contracts.make_payload(contracts.IMPORT_REQUESTED, task_id=task_id, event_id=None,
                                          requested_by=requester,
-                                         key=upload.key, filename=upload.filename, size=upload.size, strict=strict)
+                                         key=upload.key, filename=upload.filename, size=upload.size, strict=strict,
+                                         format=fmt)
         tasks.enqueue(gw, session, task_id, contracts.IMPORT_REQUESTED, payload, "import")
     return tasks.accepted(task_id)
 

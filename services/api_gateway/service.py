@@ -109,12 +109,12 @@ class ApiGatewayService:
         self.gw.caller(request)  # any logged-in user
         return exports.backend_choices(self.gw)
 
-    @http("POST", "/v1/events/import/json", stream=True)
-    def request_import(self, request: Request) -> Response:
+    @http("POST", "/v1/events/import/<string:fmt>", stream=True)
+    def request_import(self, request: Request, fmt: str) -> Response:
         caller = self.gw.caller(request)
         # parsed before the upload: a typo costs no transfer
         strict = schemas.parse(schemas.ImportQuerySchema(), request.args)["strict"]
-        return imports.request_import(self.gw, caller, request, strict)
+        return imports.request_import(self.gw, caller, request, strict, imports.import_format(fmt))
 
     @http("GET", "/v1/import-jobs")
     def list_imports(self, request: Request) -> Response:

@@ -155,21 +155,23 @@ def file_parts(request: Request, *, fields: tuple[str, ...], max_bytes: int, hin
                 pass
 
 
-def receive_archive(request: Request, *, max_bytes: int, store: Store, field_name: str = "file") -> Upload:
+def receive_archive(request: Request, *, max_bytes: int, store: Store, field_name: str = "file",
+                    extensions: tuple[str, ...] | None = ALLOWED_EXTENSIONS) -> Upload:
     """Stream the ``field_name`` file of a multipart request into ``store``; 400/413 ``ApiError`` on bad input.
 
-    The file must be a non-empty ``.zip`` of at most ``max_bytes``. Other parts are read and dropped (bounded).
+    The file must be non-empty, at most ``max_bytes`` and named with one of ``extensions`` (None: any name). Other
+    parts are read and dropped (bounded).
     """
     hint = f"the archive in the field '{field_name}'"
     for part in file_parts(request, fields=(field_name,), max_bytes=max_bytes, hint=hint, what="The archive"):
-        return _store_file(part, store)
+        return _store_file(part, store, extensions)
     raise ApiError(400, "missing_file", f"No file in the field '{field_name}': attach the archive as "
                                         f"'{field_name}' (multipart/form-data).")
 
 
-def _store_file(part: FilePart, store: Store) -> Upload:
+def _store_file(part: FilePart, store: Store, extensions: tuple[str, ...] | None = ALLOWED_EXTENSIONS) -> Upload:
     filename = part.filename
-    if not filename.lower().endswith(ALLOWED_EXTENSIONS):
+    if extensions is not None and not filename.lower().endswith(extensions):
         raise ApiError(400, "invalid_file_type",
                        f"'{filename[:200]}' is not a .zip archive: upload an Open Event archive as a .zip file.")
     first = next(part.chunks, None)  # an empty file is refused before anything reaches storage

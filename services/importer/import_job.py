@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.importer import media
+from services.importer import media, transcode
 from services.importer.scratch import job_scratch
 from shared.archive.loader import LoadError, LoadResult, SourceIndex, index_source, load_event
 from shared.archive.reader import (
@@ -37,7 +37,6 @@ from shared.archive.reader import (
     ArchiveLimits,
     EventArchive,
     limit_repeats,
-    open_archive,
     validate_archive,
 )
 from shared.config import Settings
@@ -106,6 +105,7 @@ class ImportJob:
     limits: ArchiveLimits | None = None  # default: ArchiveLimits with the limits of the settings
     lease: Lease | None = None  # checked inside the write transaction: a run that lost it writes nothing
     strict: bool = False  # ?strict=true: every repair, skipped record or ignored file is a problem instead
+    format: str = "json"  # the format the file was posted as (transcode.py: the content decides)
 
 
 def event_url(settings: Settings, event_id: int) -> str:
@@ -152,7 +152,8 @@ def run_import(job: ImportJob) -> dict[str, Any]:
             try:
                 limits = job.limits or replace(ArchiveLimits(), max_archive_bytes=job.settings.import_max_bytes,
                                                **job.settings.import_limits)
-                with open_archive(path, limits, strict=job.strict) as archive:
+                with transcode.open_upload(path, job.format, scratch, limits, strict=job.strict,
+                                           pause=job.pause) as archive:
                     return _import_archive(job, archive, stages)
             except ArchiveError as exc:
                 raise ImportFailed.from_archive(exc) from exc

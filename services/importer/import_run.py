@@ -32,7 +32,7 @@ class ImportRun(JobRun):
                         requester_id=self.request["requested_by"]["id"], db=self.service.db, settings=self.config,
                         storage=self.service.storage.retrying(self.retry), on_progress=self.progress,
                         map_fn=eventlet.GreenPool(MEDIA_UPLOADS_AT_ONCE).imap, pause=eventlet.sleep, lease=self.lease,
-                        strict=self.request["strict"])
+                        strict=self.request["strict"], format=self.request.get("format", "json"))
         return run_import(job)
 
     def recovered(self) -> dict[str, Any] | None:

@@ -1,0 +1,274 @@
+"""iCalendar (RFC 5545) and the calendar mapping shared with xCal (``xcal.py``).
+
+Each VEVENT is a session: SUMMARY the title, DESCRIPTION, LOCATION the room, CATEGORIES the type, ATTENDEE (CN, else
+the value) the persons, DTSTART with DTEND or DURATION. Times: ``TZID=`` names a zone (read through the tz database;
+a TZID the database does not know is read by its VTIMEZONE's offset, with a warning), ``Z`` is UTC, neither is floating
+wall time. The event's zone is ``X-WR-TIMEZONE``, else the TZID most events use, else UTC.
+
+Identity: a UID ``<uuid>@host`` (frab) gives the GUID; the id in the file is a pentabarf/frab event id when the file
+has one (``URL:.../events/70.html``, ``<pentabarf:event-id>``), else the UID's part before ``@``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from shared.archive.safezip import ArchiveError
+from shared.schedule.identity import is_guid
+from shared.schedule.readers.builder import ScheduleBuilder, SessionDraft
+from shared.schedule.readers.safety import ScheduleLimits, check_size, decode_text
+from shared.schedule.readers.values import zone_name
+
+Property = tuple[dict[str, str], str]  # (parameters, raw value)
+
+
+@dataclass
+class Component:
+    name: str
+    props: dict[str, list[Property]] = field(default_factory=dict)
+    children: list[Component] = field(default_factory=list)
+
+    def first(self, name: str) -> Property | None:
+        values = self.props.get(name)
+        return values[0] if values else None
+
+    def value(self, name: str) -> str:
+        prop = self.first(name)
+        return prop[1] if prop is not None else ""
+
+
+_PARAM = re.compile(r';([A-Za-z0-9-]+)=("[^"]*"|[^;:]*)')
+_NAME = re.compile(r"^([A-Za-z0-9-]+)")
+
+
+def parse_components(text: str, limits: ScheduleLimits) -> Component:
+    """The VCALENDAR of an iCal text (lines unfolded, properties with their parameters; values left raw)."""
+    lines = re.split(r"\r\n|\n|\r", text)
+    if len(lines) > limits.max_elements:
+        raise ArchiveError("too_many_elements", f"the iCal file holds more than {limits.max_elements} lines")
+    unfolded: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t") and unfolded:
+            unfolded[-1] += line[1:]
+            if len(unfolded[-1]) > limits.max_string_chars:
+                raise ArchiveError("text_too_long", "the iCal file holds a property longer than the limit of "
+                                   f"{limits.max_string_chars} characters")
+        elif line.strip():
+            unfolded.append(line)
+    stack: list[Component] = [Component("ROOT")]
+    for line in unfolded:
+        name_match = _NAME.match(line)
+        if name_match is None:
+            continue
+        name = name_match.group(1).upper()
+        params: dict[str, str] = {}
+        position = name_match.end()
+        while True:
+            param = _PARAM.match(line, position)
+            if param is None:
+                break
+            params[param.group(1).upper()] = param.group(2).strip('"')
+            position = param.end()
+        if line[position:position + 1] != ":":
+            continue
+        value = line[position + 1:]
+        if name == "BEGIN":
+            if len(stack) > limits.max_depth:
+                raise ArchiveError("too_deep", f"the iCal file nests components deeper than {limits.max_depth}")
+            component = Component(value.strip().upper())
+            stack[-1].children.append(component)
+            stack.append(component)
+        elif name == "END":
+            if len(stack) > 1:
+                stack.pop()
+        else:
+            stack[-1].props.setdefault(name, []).append((params, value))
+    calendars = [c for c in stack[0].children if c.name == "VCALENDAR"]
+    if not calendars:
+        raise ArchiveError("wrong_format", "the iCal file holds no VCALENDAR")
+    return calendars[0]
+
+
+def unescape(value: str) -> str:
+    return re.sub(r"\\([\\;,nN])", lambda m: "\n" if m.group(1) in "nN" else m.group(1), value)
+
+
+def read(data: bytes, limits: ScheduleLimits, source_format: str = "ical",
+         pause: Callable[[float], None] | None = None) -> ScheduleBuilder:
+    check_size(data, limits, "iCal")
+    calendar = parse_components(decode_text(data, "iCal"), limits)
+    schedule = ScheduleBuilder(source_format, limits.max_records, pause)
+    zones = {c.value("TZID"): c for c in calendar.children if c.name == "VTIMEZONE"}
+    fill(schedule, calendar, [c for c in calendar.children if c.name == "VEVENT"], zones, text=unescape)
+    return schedule
+
+
+# ------------------------------------------------------------------------------------------ calendar -> schedule
+
+
+def fill(schedule: ScheduleBuilder, calendar: Component, events: list[Component], zones: dict[str, Component],
+         text: Any) -> None:
+    """Sessions from calendar components (``text`` turns a raw value into text: iCal unescapes, xCal does not)."""
+    schedule.name = text(calendar.value("X-WR-CALNAME")) or None
+    description = text(calendar.value("X-WR-CALDESC"))
+    if description and description != schedule.name:
+        schedule.event_fields["description"] = description
+    prodid = calendar.value("PRODID")
+    if prodid:
+        schedule.event_x["extra"] = {schedule.source_format: {"prodid": prodid}}
+    resolver = _Zones(schedule, zones)
+    used: Counter[str] = Counter()
+    for n, event in enumerate(events, 1):
+        uid = text(event.value("UID"))
+        source_id = _source_id(event, uid, text)
+        where = f"VEVENT {uid[:80]!r}" if uid else f"VEVENT #{n}"
+        start = resolver.time(event.first("DTSTART"), where, used)
+        end = resolver.time(event.first("DTEND"), where, used)
+        minutes = None
+        if end is None:
+            minutes = _duration(event.value("DURATION"))
+        if start is None:
+            schedule.warn("invalid_value", f"{where} has no usable DTSTART; it is left unscheduled",
+                          file="sessions", record_id=source_id, field="DTSTART")
+        head = uid.split("@", 1)[0]
+        guid = head if is_guid(head) else None
+        persons = []
+        for params, value in event.props.get("ATTENDEE", []):
+            name = params.get("CN") or text(value)
+            if name.lower().startswith(("mailto:", "invalid:")):
+                name = name.split(":", 1)[1]
+            key = schedule.person(None, name)
+            if key is not None:
+                persons.append(key)
+        categories = [c.strip() for _, v in event.props.get("CATEGORIES", []) for c in re.split(r"(?<!\\),", v)
+                      if c.strip()]
+        x: dict[str, Any] = {"extra": {schedule.source_format: {k: v for k, v in {
+            "uid": uid, "url": text(event.value("URL")), "categories": categories[1:] or None,
+            "status": event.value("STATUS")}.items() if v}}}
+        slug = text(event.value("X-PENTABARF-EVENT-SLUG"))
+        if slug:
+            x["slug"] = slug
+        language = text(event.value("X-PENTABARF-LANGUAGE-CODE")) or None
+        title = text(event.value("X-PENTABARF-TITLE")) or text(event.value("SUMMARY"))
+        schedule.add_session(SessionDraft(
+            source_id=source_id, title=title, start=start, minutes=minutes, end=end,
+            room=text(event.value("LOCATION")) or None, type=text(categories[0]) if categories else None,
+            guid=guid, subtitle=text(event.value("X-PENTABARF-SUBTITLE")) or None,
+            description=text(event.value("DESCRIPTION")) or None, language=language, persons=persons, x=x,
+        ), where)
+    organizers = {text(e.value("ORGANIZER")).split(":", 1)[-1] for e in events}
+    if not schedule.name and len(organizers) == 1 and "" not in organizers:
+        schedule.name = organizers.pop()  # frab's iCal has no calendar name; every event names the conference
+    named = calendar.value("X-WR-TIMEZONE").strip()
+    if named:
+        schedule.timezone = named
+    elif used:
+        schedule.timezone = used.most_common(1)[0][0]
+
+
+_EVENT_URL = re.compile(r"/events/(\d+)(?:\.html)?/?$")
+
+
+def _source_id(event: Component, uid: str, text: Any) -> str | None:
+    penta = text(event.value("X-PENTABARF-EVENT-ID"))
+    if penta:
+        return penta
+    match = _EVENT_URL.search(text(event.value("URL")))
+    if match:
+        return match.group(1)
+    return uid.split("@", 1)[0] if uid else None
+
+
+_ICAL_DT = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})(?:T(\d{2}):?(\d{2}):?(\d{2})?(Z)?)?$")
+
+
+class _Zones:
+    def __init__(self, schedule: ScheduleBuilder, zones: dict[str, Component]) -> None:
+        self.schedule, self.zones = schedule, zones
+        self.cache: dict[str, tuple[str, tzinfo] | None] = {}
+
+    def zone(self, tzid: str, where: str) -> tuple[str, tzinfo] | None:
+        if tzid in self.cache:
+            return self.cache[tzid]
+        found: tuple[str, tzinfo] | None = None
+        candidates = [tzid, tzid.strip("/"), "/".join(tzid.strip("/").split("/")[-2:])]
+        for candidate in candidates:
+            name = zone_name(candidate)
+            if name is not None:
+                found = (name, ZoneInfo(name))
+                break
+        if found is None:
+            offset = self._vtimezone_offset(tzid)
+            if offset is not None:
+                self.schedule.warn("unknown_timezone", f"TZID {tzid[:64]!r} is not in the tz database; its "
+                                   f"VTIMEZONE offset {offset} is used for every date", file="sessions",
+                                   field="TZID")
+                found = (_offset_name(offset), timezone(offset))
+            else:
+                self.schedule.warn("unknown_timezone", f"{where}: TZID {tzid[:64]!r} is neither known nor defined "
+                                   "by a VTIMEZONE; its times are read as floating", file="sessions", field="TZID")
+        self.cache[tzid] = found
+        return found
+
+    def _vtimezone_offset(self, tzid: str) -> timedelta | None:
+        component = self.zones.get(tzid)
+        if component is None:
+            return None
+        for part in component.children:
+            match = re.match(r"^([+-])(\d{2})(\d{2})", part.value("TZOFFSETTO").strip())
+            if match:
+                sign = -1 if match.group(1) == "-" else 1
+                return sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3)))
+        return None
+
+    def time(self, prop: Property | None, where: str, used: Counter[str]) -> datetime | None:
+        if prop is None:
+            return None
+        params, raw = prop
+        match = _ICAL_DT.match(raw.strip())
+        if match is None:
+            self.schedule.warn("invalid_value", f"{where}: {raw[:40]!r} is not an iCal date-time", file="sessions",
+                               field="DTSTART")
+            return None
+        year, month, day, hour, minute, second, utc = match.groups()
+        if hour is None:  # VALUE=DATE: an all-day entry starts at midnight, floating
+            return datetime.combine(date(int(year), int(month), int(day)), datetime.min.time())
+        try:
+            value = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0))
+        except ValueError:
+            self.schedule.warn("invalid_value", f"{where}: {raw[:40]!r} is not a valid date-time", file="sessions",
+                               field="DTSTART")
+            return None
+        if utc:
+            return value.replace(tzinfo=UTC)
+        tzid = params.get("TZID")
+        if tzid:
+            zone = self.zone(tzid, where)
+            if zone is not None:
+                used[zone[0]] += 1
+                return value.replace(tzinfo=zone[1])
+        return value
+
+
+_DURATION = re.compile(r"^([+-])?P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+
+
+def _duration(text: str) -> int | None:
+    match = _DURATION.match(text.strip().upper())
+    if not match or text.strip().upper() in ("P", "PT"):
+        return None
+    _sign, weeks, days, hours, minutes, seconds = (int(g) if g and g not in "+-" else 0 for g in match.groups())
+    return ((weeks * 7 + days) * 24 + hours) * 60 + minutes + (1 if seconds >= 30 else 0)
+
+
+def _offset_name(offset: timedelta) -> str:
+    seconds = int(offset.total_seconds())
+    if seconds % 3600 == 0 and abs(seconds) <= 14 * 3600:
+        return "UTC" if seconds == 0 else f"Etc/GMT{-seconds // 3600:+d}"
+    return "UTC"

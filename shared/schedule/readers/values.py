@@ -1,0 +1,70 @@
+"""Dates, times and durations as schedule files spell them."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
+
+from shared.archive.variants import canonical_zone, zone
+
+_CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
+_DURATION = re.compile(r"^\s*(?:(\d{1,3}):)?(\d{1,4}):(\d{2})(?::(\d{2}))?\s*$")
+
+
+def parse_date(text: str | None) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text.strip()[:10])
+    except ValueError:
+        return None
+
+
+def parse_datetime(text: str | None) -> datetime | None:
+    """ISO 8601 date-time, with offset or ``Z`` (aware) or without (naive); None when unparsable."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def parse_clock(text: str | None) -> time | None:
+    match = _CLOCK.match(text or "")
+    if match is None:
+        return None
+    hours, minutes, seconds = int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+    if hours > 23 or minutes > 59 or seconds > 59:
+        return None
+    return time(hours, minutes, seconds)
+
+
+def duration_minutes(text: str | None) -> int | None:
+    """``HH:MM``, ``HH:MM:SS`` or ``D:HH:MM`` (days first, as some frab versions wrote long events) -> minutes."""
+    if not text:
+        return None
+    match = _DURATION.match(text)
+    if match is None:
+        return None
+    days, first, second, third = match.group(1), int(match.group(2)), int(match.group(3)), match.group(4)
+    if days is not None and third is not None:
+        return None
+    if third is not None:  # HH:MM:SS
+        return first * 60 + second + (1 if int(third) >= 30 else 0)
+    return (int(days or 0) * 24 + first) * 60 + second
+
+
+def zone_name(text: str | None) -> str | None:
+    """The IANA name for a zone as a file spells it (canonical, loose, alias or whole-hour offset), else None."""
+    if not text:
+        return None
+    if zone(text.strip()) is not None:
+        return text.strip()
+    return canonical_zone(text)
+
+
+def zone_info(text: str | None) -> ZoneInfo | None:
+    name = zone_name(text)
+    return ZoneInfo(name) if name else None
