@@ -21,10 +21,18 @@ import abc
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from typing import Any
 
-from services.storage.types import BackendError, ObjectInfo, ObjectNotFound, ObjectTooLarge, StorageError
+from services.storage.types import (
+    CHUNK_SIZE,
+    BackendError,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectTooLarge,
+    StorageError,
+)
 
-__all__ = ["BackendError", "BackendObjectReader", "ChunkStream", "HashingReader", "ObjectBackend"]
+__all__ = ["BackendError", "BackendObjectReader", "ChunkStream", "HashingReader", "ObjectBackend", "RemoteBackend"]
 
 
 class ObjectBackend(abc.ABC):
@@ -67,6 +75,27 @@ class ObjectBackend(abc.ABC):
         if info is None:
             raise ObjectNotFound(f"no object with key {key!r}")
         return BackendObjectReader(self, info)
+
+
+class RemoteBackend(ObjectBackend):
+    """A backend behind a remote service (S3, GCS, Dropbox, Seafile): ``open_range`` asks the service with a
+    ``Range`` header, except for an empty range, which fetches nothing (a missing key still fails)."""
+
+    def open_range(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        rng = range_header(start, stop)
+        if stop is not None and stop <= start:
+            if not self._exists(key):
+                raise ObjectNotFound(f"no object with key {key!r}")
+            return empty_stream()
+        return self._fetch_range(key, start, stop, rng)
+
+    def _exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+    @abc.abstractmethod
+    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes]:
+        """Chunks of ``[start, stop)`` as the ``Range`` value ``rng`` asks (``None``: the whole object);
+        ``ObjectNotFound`` if there is no object."""
 
 
 class BackendObjectReader:
@@ -233,6 +262,32 @@ def range_header(start: int, stop: int | None) -> str | None:
     if start == 0 and stop is None:
         return None
     return f"bytes={start}-" if stop is None else f"bytes={start}-{stop - 1}"
+
+
+def ranged_body(response: Any, rng: str | None, start: int, fail: Callable[[str], BackendError],
+                what: str) -> ChunkStream | None:
+    """The body of a ranged HTTP GET (a ``requests`` response) as a stream; ``None`` for 404, an empty stream for 416
+    (``start`` at or past the end); ``fail(reason)`` is raised for any other refusal."""
+    if response.status_code == 404:
+        response.close()
+        return None
+    if response.status_code == 416:
+        response.close()
+        return empty_stream()
+    if response.status_code not in (200, 206):
+        response.close()
+        raise fail(f"HTTP {response.status_code}")
+    if rng and response.status_code == 200 and start > 0:
+        response.close()  # a server that ignored Range would send the wrong bytes
+        raise fail("the server ignored the Range header")
+    return ChunkStream(response.iter_content(CHUNK_SIZE), close=response.close, what=what)
+
+
+def positive_ttl(ttl: int) -> int:
+    """A presigned link's lifetime in whole seconds; ``ValueError`` unless it is a positive number."""
+    if isinstance(ttl, bool) or int(ttl) <= 0:
+        raise ValueError("ttl must be a positive number of seconds")
+    return int(ttl)
 
 
 def format_created_at(value: datetime) -> str:

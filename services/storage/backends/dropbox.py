@@ -26,15 +26,13 @@ from dropbox import files as dbx_files
 from dropbox.session import HOST_API, HOST_CONTENT
 
 from services.storage.backends.base import (
-    ChunkStream,
     HashingReader,
-    ObjectBackend,
+    RemoteBackend,
     empty_stream,
     parse_created_at,
-    range_header,
+    ranged_body,
 )
 from services.storage.types import (
-    CHUNK_SIZE,
     CREDENTIALS,
     DEFAULT_CONTENT_TYPE,
     UNREACHABLE,
@@ -82,7 +80,7 @@ class _Client(dropbox.Dropbox):
         super().refresh_access_token(host=host or self._host_map[HOST_API], scope=scope)
 
 
-class DropboxBackend(ObjectBackend):
+class DropboxBackend(RemoteBackend):
     name = "dropbox"
 
     def __init__(self, config: DropboxConfig) -> None:
@@ -248,13 +246,8 @@ class DropboxBackend(ObjectBackend):
             content_type=sidecar.get("content_type") or DEFAULT_CONTENT_TYPE,
         )
 
-    def open_range(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes]:
         path = self._data_path(key)
-        rng = range_header(start, stop)
-        if stop is not None and stop <= start:
-            if self.stat(key) is None:
-                raise ObjectNotFound(f"no object with key {key!r}")
-            return empty_stream()
         try:
             # files_download has no Range parameter; the SDK's generic request() takes extra headers.
             _, response = self._dbx.request(
@@ -274,12 +267,11 @@ class DropboxBackend(ObjectBackend):
             raise self._error("download", key, exc) from None
         except (dbx_exc.DropboxException, *_TRANSPORT_ERRORS) as exc:
             raise self._error("download", key, exc) from None
-        if rng and response.status_code == 200 and start > 0:
-            response.close()
-            raise BackendError(f"dropbox: download of {key!r} failed: the server ignored the Range header")
-        return ChunkStream(
-            response.iter_content(CHUNK_SIZE), close=response.close, what=f"dropbox: download of {key!r}"
-        )
+        stream = ranged_body(response, rng, start, lambda reason: BackendError(
+            f"dropbox: download of {key!r} failed: {reason}"), what=f"dropbox: download of {key!r}")
+        if stream is None:
+            raise ObjectNotFound(f"no object with key {key!r}")
+        return stream
 
     def presigned_get(self, key: str, ttl: int, filename: str | None = None) -> str | None:
         # files/get_temporary_link exists, but it cannot set Content-Disposition and lives 4 hours whatever we ask.

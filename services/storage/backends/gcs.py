@@ -32,17 +32,15 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
 from services.storage.backends.base import (
-    ChunkStream,
     HashingReader,
-    ObjectBackend,
-    empty_stream,
+    RemoteBackend,
     format_created_at,
     parse_created_at,
-    range_header,
+    positive_ttl,
+    ranged_body,
 )
 from services.storage.types import (
     BUCKET_MISSING,
-    CHUNK_SIZE,
     DEFAULT_CONTENT_TYPE,
     BackendError,
     ObjectInfo,
@@ -116,7 +114,7 @@ class _Prepended:
         return self._position
 
 
-class GcsBackend(ObjectBackend):
+class GcsBackend(RemoteBackend):
     name = "gcs"
 
     def __init__(self, config: GcsConfig) -> None:
@@ -248,13 +246,8 @@ class GcsBackend(ObjectBackend):
             content_type=blob.content_type or DEFAULT_CONTENT_TYPE,
         )
 
-    def open_range(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes]:
         name = self._name(key)
-        rng = range_header(start, stop)
-        if stop is not None and stop <= start:
-            if self.stat(key) is None:
-                raise ObjectNotFound(f"no object with key {key!r}")
-            return empty_stream()
         # One streamed media GET (the client library's download helpers buffer whole ranges in memory).
         url = f"{self._api_base}/storage/v1/b/{quote(self.config.bucket, safe='')}/o/{quote(name, safe='')}"
         headers = {"Range": rng} if rng else {}
@@ -264,24 +257,15 @@ class GcsBackend(ObjectBackend):
             )
         except _ERRORS as exc:
             raise self._error("download", key, exc) from None
-        if response.status_code == 404:
-            response.close()
+        stream = ranged_body(response, rng, start, lambda reason: BackendError(
+            f"gcs: download of {key!r} failed: {reason}"), what=f"gcs: download of {key!r}")
+        if stream is None:
             raise ObjectNotFound(f"no object with key {key!r}")
-        if response.status_code == 416:
-            response.close()
-            return empty_stream()
-        if response.status_code not in (200, 206):
-            response.close()
-            raise BackendError(f"gcs: download of {key!r} failed: HTTP {response.status_code}")
-        if rng and response.status_code == 200 and start > 0:
-            response.close()  # a server that ignored Range would send the wrong bytes
-            raise BackendError(f"gcs: download of {key!r} failed: the server ignored the Range header")
-        return ChunkStream(response.iter_content(CHUNK_SIZE), close=response.close, what=f"gcs: download of {key!r}")
+        return stream
 
     def presigned_get(self, key: str, ttl: int, filename: str | None = None) -> str | None:
         name = self._name(key)
-        if isinstance(ttl, bool) or int(ttl) <= 0:
-            raise ValueError("ttl must be a positive number of seconds")
+        ttl = positive_ttl(ttl)
         if self._signer is None:
             return None
         try:

@@ -29,11 +29,11 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from services.storage.backends.base import (
     ChunkStream,
     HashingReader,
-    ObjectBackend,
+    RemoteBackend,
     empty_stream,
     format_created_at,
     parse_created_at,
-    range_header,
+    positive_ttl,
 )
 from services.storage.types import (
     BUCKET_MISSING,
@@ -81,7 +81,7 @@ class S3Config:
     addressing_style: str | None = None  # default: "path" with a custom endpoint, else botocore's choice
 
 
-class S3Backend(ObjectBackend):
+class S3Backend(RemoteBackend):
     name = "s3"
     # Class attributes so a test can exercise the >5 GiB copy path with small objects.
     max_single_copy = MAX_SINGLE_COPY
@@ -283,13 +283,8 @@ class S3Backend(ObjectBackend):
             content_type=head.get("ContentType") or DEFAULT_CONTENT_TYPE,
         )
 
-    def open_range(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes]:
         name = self._name(key)
-        rng = range_header(start, stop)
-        if stop is not None and stop <= start:
-            if self.stat(key) is None:
-                raise ObjectNotFound(f"no object with key {key!r}")
-            return empty_stream()
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": name}
         if rng:
             params["Range"] = rng
@@ -309,8 +304,7 @@ class S3Backend(ObjectBackend):
 
     def presigned_get(self, key: str, ttl: int, filename: str | None = None) -> str | None:
         name = self._name(key)
-        if isinstance(ttl, bool) or int(ttl) <= 0:
-            raise ValueError("ttl must be a positive number of seconds")
+        ttl = positive_ttl(ttl)
         try:
             return self._signer.generate_presigned_url(
                 "get_object",

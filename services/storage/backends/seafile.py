@@ -27,13 +27,12 @@ import requests
 from services.storage.backends.base import (
     ChunkStream,
     HashingReader,
-    ObjectBackend,
-    empty_stream,
+    RemoteBackend,
     parse_created_at,
     range_header,
+    ranged_body,
 )
 from services.storage.types import (
-    CHUNK_SIZE,
     DEFAULT_CONTENT_TYPE,
     BackendError,
     ObjectInfo,
@@ -62,7 +61,7 @@ class _Failure(Exception):
     """Carries the caller's exception out of the request body generator."""
 
 
-class SeafileBackend(ObjectBackend):
+class SeafileBackend(RemoteBackend):
     name = "seafile"
 
     def __init__(self, config: SeafileConfig) -> None:
@@ -225,21 +224,8 @@ class SeafileBackend(ObjectBackend):
             )
         except requests.RequestException as exc:
             raise self._fail(operation, key, type(exc).__name__) from None
-        if response.status_code == 404:
-            response.close()
-            return None
-        if response.status_code == 416:
-            response.close()
-            return empty_stream()
-        if response.status_code not in (200, 206):
-            response.close()
-            raise self._fail(operation, key, f"HTTP {response.status_code}")
-        if rng and response.status_code == 200 and start > 0:
-            response.close()
-            raise self._fail(operation, key, "the server ignored the Range header")
-        return ChunkStream(
-            response.iter_content(CHUNK_SIZE), close=response.close, what=f"seafile: {operation} of {key!r}"
-        )
+        return ranged_body(response, rng, start, lambda reason: self._fail(operation, key, reason),
+                           what=f"seafile: {operation} of {key!r}")
 
     def stat(self, key: str) -> ObjectInfo | None:
         detail = self._detail(self._data_path(key), "stat", key)
@@ -267,11 +253,10 @@ class SeafileBackend(ObjectBackend):
             content_type=sidecar.get("content_type") or DEFAULT_CONTENT_TYPE,
         )
 
-    def open_range(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
-        if stop is not None and stop <= start:
-            if self._detail(self._data_path(key), "download", key) is None:
-                raise ObjectNotFound(f"no object with key {key!r}")
-            return empty_stream()
+    def _exists(self, key: str) -> bool:
+        return self._detail(self._data_path(key), "download", key) is not None
+
+    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes]:
         stream = self._download(self._data_path(key), start, stop, "download", key)
         if stream is None:
             raise ObjectNotFound(f"no object with key {key!r}")
