@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
 from services.storage.types import (
     CHUNK_SIZE,
+    DEFAULT_CONTENT_TYPE,
     BackendError,
     ObjectInfo,
     ObjectNotFound,
     ObjectTooLarge,
     StorageError,
+    validate_key,
 )
 
 __all__ = ["BackendError", "BackendObjectReader", "ChunkStream", "HashingReader", "ObjectBackend", "RemoteBackend"]
@@ -87,15 +89,22 @@ class RemoteBackend(ObjectBackend):
             if not self._exists(key):
                 raise ObjectNotFound(f"no object with key {key!r}")
             return empty_stream()
-        return self._fetch_range(key, start, stop, rng)
+        stream = self._fetch_range(key, start, stop, rng)
+        if stream is None:
+            raise ObjectNotFound(f"no object with key {key!r}")
+        return stream
+
+    def presigned_get(self, key: str, ttl: int, filename: str | None = None) -> str | None:
+        validate_key(key)
+        return None  # cannot sign links (the default): the storage data plane proxies the bytes
 
     def _exists(self, key: str) -> bool:
         return self.stat(key) is not None
 
     @abc.abstractmethod
-    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes]:
-        """Chunks of ``[start, stop)`` as the ``Range`` value ``rng`` asks (``None``: the whole object);
-        ``ObjectNotFound`` if there is no object."""
+    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes] | None:
+        """Chunks of ``[start, stop)`` as the ``Range`` value ``rng`` asks (``None``: the whole object); ``None``
+        (or ``ObjectNotFound``) if there is no object."""
 
 
 class BackendObjectReader:
@@ -281,6 +290,18 @@ def ranged_body(response: Any, rng: str | None, start: int, fail: Callable[[str]
         response.close()  # a server that ignored Range would send the wrong bytes
         raise fail("the server ignored the Range header")
     return ChunkStream(response.iter_content(CHUNK_SIZE), close=response.close, what=what)
+
+
+def sidecar_info(key: str, size: int, sidecar: Mapping[str, Any], fallback_created_at: datetime) -> ObjectInfo:
+    """The ``ObjectInfo`` a sidecar records (the JSON of ``ObjectInfo.to_dict()`` a backend keeps beside the bytes
+    where the service has no custom metadata); ``size`` is what the service reports."""
+    return ObjectInfo(
+        key=key,
+        size=size,
+        sha256=str(sidecar.get("sha256", "")),
+        created_at=parse_created_at(sidecar.get("created_at"), fallback_created_at),
+        content_type=sidecar.get("content_type") or DEFAULT_CONTENT_TYPE,
+    )
 
 
 def positive_ttl(ttl: int) -> int:

@@ -29,8 +29,8 @@ from services.storage.backends.base import (
     HashingReader,
     RemoteBackend,
     empty_stream,
-    parse_created_at,
     ranged_body,
+    sidecar_info,
 )
 from services.storage.types import (
     CREDENTIALS,
@@ -238,15 +238,9 @@ class DropboxBackend(RemoteBackend):
             return None  # bytes replaced or removed without their sidecar: not a committed object
         if sidecar.get("key") != key:
             return None  # a key differing only in case took this (case-insensitive) path
-        return ObjectInfo(
-            key=key,
-            size=int(current.size),
-            sha256=str(sidecar.get("sha256", "")),
-            created_at=parse_created_at(sidecar.get("created_at"), current.server_modified.replace(tzinfo=UTC)),
-            content_type=sidecar.get("content_type") or DEFAULT_CONTENT_TYPE,
-        )
+        return sidecar_info(key, int(current.size), sidecar, current.server_modified.replace(tzinfo=UTC))
 
-    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes]:
+    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes] | None:
         path = self._data_path(key)
         try:
             # files_download has no Range parameter; the SDK's generic request() takes extra headers.
@@ -267,13 +261,8 @@ class DropboxBackend(RemoteBackend):
             raise self._error("download", key, exc) from None
         except (dbx_exc.DropboxException, *_TRANSPORT_ERRORS) as exc:
             raise self._error("download", key, exc) from None
-        stream = ranged_body(response, rng, start, lambda reason: BackendError(
+        return ranged_body(response, rng, start, lambda reason: BackendError(
             f"dropbox: download of {key!r} failed: {reason}"), what=f"dropbox: download of {key!r}")
-        if stream is None:
-            raise ObjectNotFound(f"no object with key {key!r}")
-        return stream
 
-    def presigned_get(self, key: str, ttl: int, filename: str | None = None) -> str | None:
-        # files/get_temporary_link exists, but it cannot set Content-Disposition and lives 4 hours whatever we ask.
-        validate_key(key)
-        return None
+    # presigned_get: none. files/get_temporary_link exists, but it cannot set Content-Disposition and lives 4 hours
+    # whatever we ask.

@@ -44,7 +44,6 @@ from services.storage.types import (
     DEFAULT_CONTENT_TYPE,
     BackendError,
     ObjectInfo,
-    ObjectNotFound,
     content_disposition,
     validate_key,
 )
@@ -246,7 +245,7 @@ class GcsBackend(RemoteBackend):
             content_type=blob.content_type or DEFAULT_CONTENT_TYPE,
         )
 
-    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes]:
+    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes] | None:
         name = self._name(key)
         # One streamed media GET (the client library's download helpers buffer whole ranges in memory).
         url = f"{self._api_base}/storage/v1/b/{quote(self.config.bucket, safe='')}/o/{quote(name, safe='')}"
@@ -257,11 +256,8 @@ class GcsBackend(RemoteBackend):
             )
         except _ERRORS as exc:
             raise self._error("download", key, exc) from None
-        stream = ranged_body(response, rng, start, lambda reason: BackendError(
+        return ranged_body(response, rng, start, lambda reason: BackendError(
             f"gcs: download of {key!r} failed: {reason}"), what=f"gcs: download of {key!r}")
-        if stream is None:
-            raise ObjectNotFound(f"no object with key {key!r}")
-        return stream
 
     def presigned_get(self, key: str, ttl: int, filename: str | None = None) -> str | None:
         name = self._name(key)

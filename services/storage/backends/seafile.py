@@ -28,15 +28,14 @@ from services.storage.backends.base import (
     ChunkStream,
     HashingReader,
     RemoteBackend,
-    parse_created_at,
     range_header,
     ranged_body,
+    sidecar_info,
 )
 from services.storage.types import (
     DEFAULT_CONTENT_TYPE,
     BackendError,
     ObjectInfo,
-    ObjectNotFound,
     StorageError,
     validate_key,
 )
@@ -245,23 +244,10 @@ class SeafileBackend(RemoteBackend):
             return None  # bytes replaced or removed without their sidecar: not a committed object
         mtime = detail.get("mtime")
         fallback = datetime.fromtimestamp(mtime, UTC) if isinstance(mtime, int | float) else datetime.now(UTC)
-        return ObjectInfo(
-            key=key,
-            size=int(detail.get("size", sidecar.get("size", 0))),
-            sha256=str(sidecar.get("sha256", "")),
-            created_at=parse_created_at(sidecar.get("created_at"), fallback),
-            content_type=sidecar.get("content_type") or DEFAULT_CONTENT_TYPE,
-        )
+        return sidecar_info(key, int(detail.get("size", sidecar.get("size", 0))), sidecar, fallback)
 
     def _exists(self, key: str) -> bool:
         return self._detail(self._data_path(key), "download", key) is not None
 
-    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes]:
-        stream = self._download(self._data_path(key), start, stop, "download", key)
-        if stream is None:
-            raise ObjectNotFound(f"no object with key {key!r}")
-        return stream
-
-    def presigned_get(self, key: str, ttl: int, filename: str | None = None) -> str | None:
-        validate_key(key)
-        return None
+    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes] | None:
+        return self._download(self._data_path(key), start, stop, "download", key)
