@@ -33,13 +33,12 @@ from shared.models.mailer import MailDelivery
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, dict[str, Any]], None]
 DUE_BATCH = 50
 
 
 class Postman:
     def __init__(self, *, db: sessionmaker[Session], transport: SmtpTransport, settings: MailSettings,
-                 gateway_url: str, publish: Publish, clock: Callable[[], datetime] = utcnow) -> None:
+                 gateway_url: str, publish: contracts.Publish, clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
         self.transport = transport
         self.settings = settings
