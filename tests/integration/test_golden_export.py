@@ -13,7 +13,6 @@ from shared.archive import (
     iter_file_text,
     iter_records,
 )
-from shared.db import make_engine, make_session_factory
 from shared.models import events as m
 from tests.support.legacy_source import load_legacy_event
 
@@ -24,13 +23,6 @@ GOLDEN_FILES = ("event", "microlocations", "sessions", "speakers", "sponsors", "
 # line, a missing trailing space): no exporter can produce it. It is compared at JSON level instead (json.load keeps the
 # last of the duplicate keys, as the loader does).
 HAND_EDITED = {("FOSSASIA16", "speakers")}
-
-
-@pytest.fixture
-def session_factory(database_url):
-    engine = make_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def golden_bytes(path) -> bytes:

@@ -14,6 +14,7 @@ import requests
 import sqlalchemy as sa
 
 from shared.archive import ARRAY_FILES, dump_object, iter_array_text
+from shared.archive.variants import DATA_FILES
 from shared.contracts import IMPORT_REQUESTED, make_payload
 from shared.models.base import Base
 from shared.models.gateway import Task
@@ -30,15 +31,7 @@ REFERENCES = {
     "tracks": {"sessions": "sessions"},
 }
 # File names an archive may use for each counted collection (legacy, 2016 ``.json``, custom_forms).
-_NAMES = {
-    "microlocations": ("microlocations", "microlocations.json"),
-    "sessions": ("sessions", "sessions.json"),
-    "speakers": ("speakers", "speakers.json"),
-    "sponsors": ("sponsors", "sponsors.json"),
-    "tracks": ("tracks", "tracks.json"),
-    "session_types": ("session_types", "session_types.json"),
-    "forms": ("forms", "forms.json", "custom_forms", "custom_forms.json"),
-}
+_NAMES = {file: DATA_FILES[file] for file in ARRAY_FILES}
 
 
 def zip_folder(folder: Path) -> bytes:
