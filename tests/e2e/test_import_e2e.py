@@ -13,6 +13,7 @@ import re
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -325,12 +326,12 @@ def _stream_upload(client: Client, path: Path) -> requests.Response:
     """A chunked multipart upload read from disk (for archives too large to build a body in memory)."""
     boundary = "hostile-boundary-1"
 
-    def body():
-        yield (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-               f"Content-Type: application/zip\r\n\r\n").encode()
+    def body() -> Iterator[bytes]:
+        part = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+                "Content-Type: application/zip\r\n\r\n")
+        yield part.encode()
         with path.open("rb") as f:
-            while chunk := f.read(1024 * 1024):
-                yield chunk
+            yield from iter(lambda: f.read(1024 * 1024), b"")
         yield f"\r\n--{boundary}--\r\n".encode()
 
     return client.post(IMPORT_PATH, data=body(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})

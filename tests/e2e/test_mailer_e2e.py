@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import requests
@@ -230,16 +231,22 @@ def unknown_track_archive(tmp_path) -> bytes:
     return write_zip(tmp_path / "ghost_track.zip", encode(files)).read_bytes()
 
 
-def test_an_imported_sample_gives_one_mail_with_link_counts_and_warnings(system_ok, samples_dir):
-    system = system_ok
-    folder = samples_dir / "open_event" / "legacy" / "OTS16"
+def import_sample(system: System, samples_dir: Path, name: str, queue: str) -> tuple[dict, int]:
+    """The organizer imports the legacy sample ``name`` (skipped when absent): its terminal task, and how many
+    deliveries the mailer had acknowledged on ``queue`` before."""
+    folder = samples_dir / "open_event" / "legacy" / name
     if not folder.is_dir():
         pytest.skip(f"{folder} absent")
     organizer = system.client("organizer")
-    before = acked(system.env.vhost, IMPORT_QUEUE)
-    task_url = submit_ok(organizer, zip_folder(folder), "OTS16.zip")
-    task = organizer.wait_task(task_url, timeout=180)
+    before = acked(system.env.vhost, queue)
+    return organizer.wait_task(submit_ok(organizer, zip_folder(folder), f"{name}.zip"), timeout=180), before
+
+
+def test_an_imported_sample_gives_one_mail_with_link_counts_and_warnings(system_ok, samples_dir):
+    system = system_ok
+    task, before = import_sample(system, samples_dir, "OTS16", IMPORT_QUEUE)
     assert task["state"] == "SUCCESS", task
+    organizer = system.client("organizer")
     result, task_id = task["result"], task["id"]
 
     [mail] = system.smtp.wait_messages(task_id)
@@ -320,12 +327,7 @@ def test_an_import_failing_on_a_record_mails_the_file_and_record(system_ok, tmp_
 
 def test_an_import_of_invalid_json_mails_the_file(system_ok, samples_dir):
     system = system_ok
-    folder = samples_dir / "open_event" / "legacy" / "FOSSASIA11"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} absent")
-    organizer = system.client("organizer")
-    before = acked(system.env.vhost, IMPORT_FAILED_QUEUE)
-    task = organizer.wait_task(submit_ok(organizer, zip_folder(folder), "FOSSASIA11.zip"), timeout=120)
+    task, before = import_sample(system, samples_dir, "FOSSASIA11", IMPORT_FAILED_QUEUE)
     assert task["state"] == "FAILURE", task
     result = task["result"]
     assert result["code"] == "invalid_json" and result["file"], result

@@ -52,11 +52,11 @@ def make_env(tmp: Path, vhost: str, database_url: str | None = None, **extra: st
     upgrade_to_head(database_url)
     env = {
         "VAR_DIR": str(var_dir),
+        "STORAGE_DIR": str(var_dir / "storage"),
         "DATABASE_URL": database_url,
         "AMQP_URI": amqp_uri(vhost),
         "GATEWAY_URL": f"http://127.0.0.1:{free_port()}",
         "STORAGE_URL": f"http://127.0.0.1:{free_port()}",
-        "STORAGE_DIR": str(var_dir / "storage"),
         # Services refuse secrets under 32 bytes; this one is unique per stack and well above that.
         "SECRET_KEY": f"test-secret-{vhost}-{uuid.uuid4().hex}",
         "RPC_TIMEOUT": "5",
