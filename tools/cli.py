@@ -70,8 +70,7 @@ def cmd_set_password(args: argparse.Namespace) -> int:
     from shared.passwords import hash_password
 
     with _session() as session:
-        user = _known_user(session, args.email)
-        user.password_hash = hash_password(args.password)
+        _known_user(session, args.email).password_hash = hash_password(args.password)
         session.commit()
     print(f"password of {args.email} changed; tokens issued before no longer work")
     return 0
