@@ -4,6 +4,7 @@ storage events that say an archive is gone. The backends an export may name (``s
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 from sqlalchemy import select
@@ -13,7 +14,7 @@ from services.api_gateway import quotas, rules, tasks
 from services.api_gateway.context import Gateway
 from services.api_gateway.errors import BACKEND_REFUSALS, export_gone, storage_errors
 from services.api_gateway.rules import Caller
-from shared import contracts, object_keys
+from shared import contracts
 from shared.archive import formats
 from shared.http import ApiError, json_response
 from shared.models.gateway import Task
@@ -88,7 +89,7 @@ def download(gw: Gateway, caller: Caller, event_id: int, path: str) -> Response:
         key = _archive_key(session, event_id, task_id, ", not SUCCESS.")
     with storage_errors(BackendError, gone=lambda why: export_gone(task_id, why)):
         url = gw.storage.signed_url(key, method="GET", ttl=gw.config.signed_url_ttl,
-                                    filename=object_keys.archive_filename(event_id))
+                                    filename=posixpath.basename(key))  # event<id><extension>: export_key
         if gw.storage.stat(key) is None:  # an object that vanished without storage deleting it
             raise export_gone(task_id)
     return Response(status=302, headers={"Location": url})

@@ -111,11 +111,11 @@ def run_export(
     (``media_link``, ``services/exporter/media.py``). ``export_format``: an identifier of ``shared.archive.formats``
     (what writes the bytes, and their file name and content type).
     """
-    key = export_key(event_id, task_id)
+    fmt = get_format(export_format)
+    key = export_key(event_id, task_id, fmt.extension)
     source = media_source(settings, media_link(storage))
     report = ExportReport()
     digest = _Digest()
-    fmt = get_format(export_format)
     chunks = fmt.write(db, event_id, options, fetcher=source, root_url=settings.gateway_url + "/",
                        exported_at=requested_at, report=report, on_progress=on_progress)
     try:
