@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from services.storage.types import (
@@ -34,7 +34,9 @@ from services.storage.types import (
     validate_key,
 )
 
-__all__ = ["BackendError", "BackendObjectReader", "ChunkStream", "HashingReader", "ObjectBackend", "RemoteBackend"]
+__all__ = [
+    "BackendError", "BackendObjectReader", "ChunkStream", "HashingReader", "Incoming", "ObjectBackend", "RemoteBackend",
+]
 
 
 class ObjectBackend(abc.ABC):
@@ -216,6 +218,20 @@ class HashingReader:
     @property
     def sha256(self) -> str:
         return self._hasher.hexdigest()
+
+
+class Incoming(HashingReader):
+    """What ``put_stream`` was given, read through a ``HashingReader``: the object's key, its content type
+    (defaulted) and creation time; ``info()`` describes the object once everything is read."""
+
+    def __init__(self, key: str, chunks: Iterable[bytes], content_type: str | None, max_size: int | None) -> None:
+        super().__init__(chunks, max_size)
+        self.key = key
+        self.content_type = content_type or DEFAULT_CONTENT_TYPE
+        self.created_at = datetime.now(UTC)
+
+    def info(self) -> ObjectInfo:
+        return ObjectInfo(self.key, self.size, self.sha256, self.created_at, self.content_type)
 
 
 class ChunkStream:

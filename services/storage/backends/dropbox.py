@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import dropbox
@@ -26,7 +26,7 @@ from dropbox import files as dbx_files
 from dropbox.session import HOST_API, HOST_CONTENT
 
 from services.storage.backends.base import (
-    HashingReader,
+    Incoming,
     RemoteBackend,
     empty_stream,
     ranged_body,
@@ -34,7 +34,6 @@ from services.storage.backends.base import (
 )
 from services.storage.types import (
     CREDENTIALS,
-    DEFAULT_CONTENT_TYPE,
     UNREACHABLE,
     BackendError,
     ObjectInfo,
@@ -155,10 +154,8 @@ class DropboxBackend(RemoteBackend):
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None,
                    max_size: int | None = None) -> ObjectInfo:
         data_path = self._data_path(key)
-        content_type = content_type or DEFAULT_CONTENT_TYPE
-        reader = HashingReader(chunks, max_size)
+        reader = Incoming(key, chunks, content_type, max_size)
         size = self.config.chunk_size
-        created_at = datetime.now(UTC)
         try:
             part = reader.read(size)  # the SDK wants bytes (it refuses streams: it may resend a request)
             if reader.at_eof():
@@ -180,7 +177,7 @@ class DropboxBackend(RemoteBackend):
             del part
             if meta.size != reader.size:
                 raise BackendError(f"dropbox: upload of {key!r} stored {meta.size} bytes, sent {reader.size}")
-            info = ObjectInfo(key, reader.size, reader.sha256, created_at, content_type)
+            info = reader.info()
             sidecar = {**info.to_dict(), "rev": meta.rev}
             self._upload_small(self._meta_path(key), json.dumps(sidecar).encode())
             return info

@@ -32,7 +32,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
 from services.storage.backends.base import (
-    HashingReader,
+    Incoming,
     RemoteBackend,
     format_created_at,
     parse_created_at,
@@ -81,7 +81,7 @@ class GcsConfig:
 class _Prepended:
     """A read/tell file of ``head`` followed by the rest of ``reader`` (the chunk read to decide the upload type)."""
 
-    def __init__(self, head: bytearray, reader: HashingReader) -> None:
+    def __init__(self, head: bytearray, reader: Incoming) -> None:
         self._head: bytearray | None = head
         self._reader = reader
         self._position = 0
@@ -176,17 +176,15 @@ class GcsBackend(RemoteBackend):
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None,
                    max_size: int | None = None) -> ObjectInfo:
         name = self._name(key)
-        content_type = content_type or DEFAULT_CONTENT_TYPE
-        reader = HashingReader(chunks, max_size)
+        reader = Incoming(key, chunks, content_type, max_size)
         first = reader.read_part(self.config.chunk_size)
-        created_at = datetime.now(UTC)
         try:
             if reader.at_eof():
-                info = ObjectInfo(key, len(first), reader.sha256, created_at, content_type)
+                info = reader.info()
                 blob = self._bucket.blob(name)
                 blob.metadata = self._metadata(info)
                 blob.upload_from_string(
-                    bytes(first), content_type=content_type, timeout=self._timeout, retry=self._retry
+                    bytes(first), content_type=reader.content_type, timeout=self._timeout, retry=self._retry
                 )
                 return info
             staging = self._bucket.blob(
@@ -196,13 +194,12 @@ class GcsBackend(RemoteBackend):
             del first
             try:
                 # size=None + chunk_size: a resumable upload that learns the total when the stream ends.
-                staging.upload_from_file(
-                    stream, size=None, content_type=content_type, timeout=self._timeout, retry=None, checksum=None
-                )
-                info = ObjectInfo(key, reader.size, reader.sha256, created_at, content_type)
+                staging.upload_from_file(stream, size=None, content_type=reader.content_type, timeout=self._timeout,
+                                         retry=None, checksum=None)
+                info = reader.info()
                 target = self._bucket.blob(name)
                 target.metadata = self._metadata(info)
-                target.content_type = content_type
+                target.content_type = reader.content_type
                 token = None
                 while True:  # rewrite answers in steps when it must copy data
                     token, _, _ = target.rewrite(staging, token=token, timeout=self._timeout, retry=self._retry)

@@ -18,7 +18,6 @@ import logging
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -28,7 +27,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from services.storage.backends.base import (
     ChunkStream,
-    HashingReader,
+    Incoming,
     RemoteBackend,
     empty_stream,
     format_created_at,
@@ -153,22 +152,19 @@ class S3Backend(RemoteBackend):
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None,
                    max_size: int | None = None) -> ObjectInfo:
         name = self._name(key)
-        content_type = content_type or DEFAULT_CONTENT_TYPE
-        reader = HashingReader(chunks, max_size)
+        reader = Incoming(key, chunks, content_type, max_size)
         first = reader.read_part(self.config.part_size)
-        created_at = datetime.now(UTC)
         try:
             if reader.at_eof():
-                info = ObjectInfo(key, len(first), reader.sha256, created_at, content_type)
-                self._client.put_object(
-                    Bucket=self.bucket, Key=name, Body=first, ContentType=content_type, Metadata=self._metadata(info)
-                )
+                info = reader.info()
+                self._client.put_object(Bucket=self.bucket, Key=name, Body=first, ContentType=reader.content_type,
+                                        Metadata=self._metadata(info))
                 return info
             staging = f"{self._prefix}{STAGING_PREFIX}{uuid.uuid4().hex}"
             pending = [first]
             del first  # the upload loop owns the part now, so it is freed as soon as it is sent
             self._multipart_upload(staging, pending, reader)
-            info = ObjectInfo(key, reader.size, reader.sha256, created_at, content_type)
+            info = reader.info()
             try:
                 self._copy(staging, name, info)
             finally:
@@ -183,7 +179,7 @@ class S3Backend(RemoteBackend):
     def _metadata(info: ObjectInfo) -> dict[str, str]:
         return {_META_SHA256: info.sha256, _META_CREATED: format_created_at(info.created_at)}
 
-    def _multipart_upload(self, staging: str, pending: list[bytearray], reader: HashingReader) -> None:
+    def _multipart_upload(self, staging: str, pending: list[bytearray], reader: Incoming) -> None:
         upload_id = self._client.create_multipart_upload(Bucket=self.bucket, Key=staging)["UploadId"]
         try:
             parts = []

@@ -26,14 +26,13 @@ import requests
 
 from services.storage.backends.base import (
     ChunkStream,
-    HashingReader,
+    Incoming,
     RemoteBackend,
     range_header,
     ranged_body,
     sidecar_info,
 )
 from services.storage.types import (
-    DEFAULT_CONTENT_TYPE,
     BackendError,
     ObjectInfo,
     StorageError,
@@ -181,9 +180,7 @@ class SeafileBackend(RemoteBackend):
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None,
                    max_size: int | None = None) -> ObjectInfo:
         data_path, meta_path = self._data_path(key), self._meta_path(key)
-        content_type = content_type or DEFAULT_CONTENT_TYPE
-        reader = HashingReader(chunks, max_size)
-        created_at = datetime.now(UTC)
+        reader = Incoming(key, chunks, content_type, max_size)
 
         def pieces() -> Iterator[bytes]:
             while piece := reader.read(self.config.upload_piece):
@@ -192,7 +189,7 @@ class SeafileBackend(RemoteBackend):
         result = self._upload(data_path, pieces(), "upload", key)
         if int(result.get("size", -1)) != reader.size:
             raise self._fail("upload", key, f"stored {result.get('size')} bytes, sent {reader.size}")
-        info = ObjectInfo(key, reader.size, reader.sha256, created_at, content_type)
+        info = reader.info()
         sidecar = json.dumps({**info.to_dict(), "file_id": result["id"]}).encode()
         self._upload(meta_path, [sidecar], "upload", key)
         return info
