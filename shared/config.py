@@ -28,7 +28,8 @@ LINK_KEY_LABEL = "storage-links/v1"
 SECRET_FILE_NAME = "secret_key"
 
 
-def _env(name: str, default: str) -> str:
+def env_or(name: str, default: str) -> str:
+    """The variable's value, or ``default`` when it is unset or empty."""
     value = os.environ.get(name)
     return default if value in (None, "") else value
 
@@ -73,7 +74,7 @@ class Settings:
 
 
 def _upload_max_bytes() -> int:
-    return int(_env("UPLOAD_MAX_BYTES", str(100 * 1024 * 1024)))
+    return int(env_or("UPLOAD_MAX_BYTES", str(100 * 1024 * 1024)))
 
 
 # Import limits settable from the environment: variable -> ArchiveLimits field (README, Configuration).
@@ -86,11 +87,11 @@ IMPORT_LIMIT_VARIABLES = {
 
 
 def _flag(name: str) -> bool:
-    return _env(name, "").strip().lower() in ("1", "true", "yes", "on")
+    return env_or(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _subkey(secret: str, override_var: str, label: str) -> bytes:
-    override = _env(override_var, "")
+    override = env_or(override_var, "")
     return override.encode() if override else derive_key(secret, label)
 
 
@@ -106,7 +107,7 @@ def secret_problems(settings: Settings) -> list[str]:
     elif len(settings.secret_key.encode()) < MIN_SECRET_BYTES:
         problems.append(f"SECRET_KEY is shorter than {MIN_SECRET_BYTES} bytes")
     for name in ("TOKEN_SECRET_KEY", "LINK_SECRET_KEY"):
-        value = _env(name, "")
+        value = env_or(name, "")
         if value and len(value.encode()) < MIN_SECRET_BYTES:
             problems.append(f"{name} is shorter than {MIN_SECRET_BYTES} bytes")
     return problems
@@ -135,7 +136,7 @@ def check_service_secrets(settings: Settings, service: str) -> None:
 def ensure_local_secret(var_dir: Path) -> dict[str, str]:
     """For the single-machine run command: ``{"SECRET_KEY": ...}`` from the environment, else from
     ``<var_dir>/secret_key``, generated (random, mode 0600) on first start and reused afterwards."""
-    if _env("SECRET_KEY", ""):
+    if env_or("SECRET_KEY", ""):
         return {"SECRET_KEY": os.environ["SECRET_KEY"]}
     path = var_dir / SECRET_FILE_NAME
     if path.exists():
@@ -155,52 +156,52 @@ def ensure_local_secret(var_dir: Path) -> dict[str, str]:
 
 
 def load_settings() -> Settings:
-    var_dir = Path(_env("VAR_DIR", "var")).resolve()
-    secret_key = _env("SECRET_KEY", DEV_SECRET_KEY)
+    var_dir = Path(env_or("VAR_DIR", "var")).resolve()
+    secret_key = env_or("SECRET_KEY", DEV_SECRET_KEY)
     return Settings(
         var_dir=var_dir,
-        database_url=_env("DATABASE_URL", f"sqlite:///{var_dir / 'platform.db'}"),
-        amqp_uri=_env("AMQP_URI", "amqp://guest:guest@localhost:5672/"),
+        database_url=env_or("DATABASE_URL", f"sqlite:///{var_dir / 'platform.db'}"),
+        amqp_uri=env_or("AMQP_URI", "amqp://guest:guest@localhost:5672/"),
         secret_key=secret_key,
         token_key=_subkey(secret_key, "TOKEN_SECRET_KEY", TOKEN_KEY_LABEL),
         link_key=_subkey(secret_key, "LINK_SECRET_KEY", LINK_KEY_LABEL),
         dev_mode=_flag("DEV_MODE"),
-        gateway_url=_env("GATEWAY_URL", "http://127.0.0.1:8000").rstrip("/"),
-        storage_url=_env("STORAGE_URL", "http://127.0.0.1:8001").rstrip("/"),
+        gateway_url=env_or("GATEWAY_URL", "http://127.0.0.1:8000").rstrip("/"),
+        storage_url=env_or("STORAGE_URL", "http://127.0.0.1:8001").rstrip("/"),
         # Where services reach the storage data plane when that differs from the public URL (containers).
-        storage_internal_url=_env("STORAGE_INTERNAL_URL", _env("STORAGE_URL", "http://127.0.0.1:8001")).rstrip("/"),
-        storage_dir=Path(_env("STORAGE_DIR", str(var_dir / "storage"))).resolve(),
-        signed_url_ttl=int(_env("SIGNED_URL_TTL", "86400")),
-        rpc_timeout=float(_env("RPC_TIMEOUT", "10")),
-        media_allow_hosts=tuple(h for h in _env("MEDIA_ALLOW_HOSTS", "").split(",") if h),
-        media_max_bytes=int(_env("MEDIA_MAX_BYTES", str(50 * 1024 * 1024))),
-        media_timeout=float(_env("MEDIA_TIMEOUT", "20")),
+        storage_internal_url=env_or("STORAGE_INTERNAL_URL", env_or("STORAGE_URL", "http://127.0.0.1:8001")).rstrip("/"),
+        storage_dir=Path(env_or("STORAGE_DIR", str(var_dir / "storage"))).resolve(),
+        signed_url_ttl=int(env_or("SIGNED_URL_TTL", "86400")),
+        rpc_timeout=float(env_or("RPC_TIMEOUT", "10")),
+        media_allow_hosts=tuple(h for h in env_or("MEDIA_ALLOW_HOSTS", "").split(",") if h),
+        media_max_bytes=int(env_or("MEDIA_MAX_BYTES", str(50 * 1024 * 1024))),
+        media_timeout=float(env_or("MEDIA_TIMEOUT", "20")),
         # One export's whole media pass (a slow host must not hold a worker for 6 x MEDIA_TIMEOUT per item), and how
         # many media it fetches at once.
-        media_deadline=float(_env("MEDIA_DEADLINE", "600")),
-        media_concurrency=max(1, int(_env("MEDIA_CONCURRENCY", "4"))),
-        jwt_ttl=int(_env("JWT_TTL", "86400")),
+        media_deadline=float(env_or("MEDIA_DEADLINE", "600")),
+        media_concurrency=max(1, int(env_or("MEDIA_CONCURRENCY", "4"))),
+        jwt_ttl=int(env_or("JWT_TTL", "86400")),
         # A working exporter reports progress every few seconds; ten silent minutes means it is gone.
-        stale_task_seconds=int(_env("STALE_TASK_SECONDS", "600")),
+        stale_task_seconds=int(env_or("STALE_TASK_SECONDS", "600")),
         # Largest archive upload the gateway accepts (streamed: memory does not grow with it).
-        import_max_bytes=int(_env("IMPORT_MAX_BYTES", str(512 * 1024 * 1024))),
+        import_max_bytes=int(env_or("IMPORT_MAX_BYTES", str(512 * 1024 * 1024))),
         # The upload API, per file: UPLOAD_MAX_BYTES for /v1/upload/file; UPLOAD_IMAGE_MAX_BYTES for /v1/upload/image,
         # by default 20 MiB or UPLOAD_MAX_BYTES when that is lower.
         upload_max_bytes=_upload_max_bytes(),
-        upload_image_max_bytes=int(_env("UPLOAD_IMAGE_MAX_BYTES", str(min(20 * 1024 * 1024, _upload_max_bytes())))),
-        job_lease_seconds=float(_env("JOB_LEASE_SECONDS", "60")),
-        job_max_deliveries=int(_env("JOB_MAX_DELIVERIES", "5")),
-        storage_retry_seconds=float(_env("STORAGE_RETRY_SECONDS", "120")),
+        upload_image_max_bytes=int(env_or("UPLOAD_IMAGE_MAX_BYTES", str(min(20 * 1024 * 1024, _upload_max_bytes())))),
+        job_lease_seconds=float(env_or("JOB_LEASE_SECONDS", "60")),
+        job_max_deliveries=int(env_or("JOB_MAX_DELIVERIES", "5")),
+        storage_retry_seconds=float(env_or("STORAGE_RETRY_SECONDS", "120")),
         import_limits={name: int(os.environ[var]) for var, name in IMPORT_LIMIT_VARIABLES.items()
                        if os.environ.get(var)},
         # Failed logins allowed per window before 429 (0: no limit), per account and per client address.
-        login_max_failures_per_account=int(_env("LOGIN_MAX_FAILURES_PER_ACCOUNT", "10")),
-        login_max_failures_per_address=int(_env("LOGIN_MAX_FAILURES_PER_ADDRESS", "50")),
-        login_failure_window=int(_env("LOGIN_FAILURE_WINDOW", "900")),
+        login_max_failures_per_account=int(env_or("LOGIN_MAX_FAILURES_PER_ACCOUNT", "10")),
+        login_max_failures_per_address=int(env_or("LOGIN_MAX_FAILURES_PER_ADDRESS", "50")),
+        login_failure_window=int(env_or("LOGIN_FAILURE_WINDOW", "900")),
         # Reverse proxies (IPs or CIDRs) whose X-Forwarded-For names the client; empty: the peer is the client.
-        trusted_proxies=tuple(p.strip() for p in _env("TRUSTED_PROXIES", "").split(",") if p.strip()),
+        trusted_proxies=tuple(p.strip() for p in env_or("TRUSTED_PROXIES", "").split(",") if p.strip()),
         # Browser origins allowed to call the API and download archives by XHR (comma separated; "*": any, never
         # with credentials); a malformed entry stops the service at start-up.
-        cors_origins=parse_origins(_env("CORS_ORIGINS", "")),
-        storage_probe_timeout=float(_env("STORAGE_PROBE_TIMEOUT", "8")),
+        cors_origins=parse_origins(env_or("CORS_ORIGINS", "")),
+        storage_probe_timeout=float(env_or("STORAGE_PROBE_TIMEOUT", "8")),
     )

@@ -7,12 +7,16 @@ Every payload is plain JSON (no kombu ``__type__`` markers: other languages subs
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
 SCHEMA_VERSION = 1
+
+# What a service publishes its events through: (event type, payload).
+Publish = Callable[[str, dict[str, Any]], None]
 
 # Source service names, as nameko routes on them (the exchange is "<service>.events").
 GATEWAY = "api_gateway"

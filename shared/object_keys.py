@@ -3,8 +3,8 @@ public ones.
 
 Layout (keys are portable to S3 and friends: letters, digits and ``._~-`` in non-empty segments):
 
-- ``exports/event<event id>/<task id>/event<event id><extension>``: an export's file, named with its format's
-  extension (``.zip``, ``.xml``, ``.ics``...) (``export_key``);
+- ``exports/event<event id>/<task id>/event<event id><extension>``: an export's file (``export_key``), named with
+  its format's extension (``.zip`` for the Open Event archive);
 - ``imports/<task id>/<safe file name>``: an uploaded archive waiting for its import (``import_key``);
 - ``imports/<task id>/media/<member path>``: a media file an import re-hosted (``import_media_key``);
 - ``uploads/<user id>/<uuid>/<name>``: a file of the upload API (``upload_key``).
@@ -34,6 +34,8 @@ _UPLOAD_KEY = re.compile(rf"uploads/[0-9]+/{_UUID}/[A-Za-z0-9][A-Za-z0-9._-]*")
 _EXPORT_PREFIX = re.compile(r"exports/event([0-9]{1,18})/([A-Za-z0-9-]{1,64})/")
 _IMPORT_PREFIX = re.compile(r"imports/([A-Za-z0-9-]{1,64})/")
 _FILE_NAME_DROP = re.compile(r"[^A-Za-z0-9_-]+")
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,16}")
+ARCHIVE_EXTENSION = ".zip"  # the default format's (the Open Event archive)
 MAX_FILENAME = 100
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -67,12 +69,14 @@ def is_key_prefix(prefix: str) -> bool:
 
 # --- builders --------------------------------------------------------------------------------------------------------
 
-def archive_filename(event_id: int, extension: str = ".zip") -> str:
-    """The file name an export's archive downloads as; ``extension`` is its format's (with the dot)."""
+def archive_filename(event_id: int, extension: str = ARCHIVE_EXTENSION) -> str:
+    """The file name an export downloads as: ``event<id>`` and its format's ``extension`` (with its dot)."""
+    if not isinstance(extension, str) or _EXTENSION.fullmatch(extension) is None:
+        raise ValueError(f"an export's file extension is a dot and 1 to 16 letters or digits, not {extension!r}")
     return f"event{event_id}{extension}"
 
 
-def export_key(event_id: int, task_id: str, extension: str = ".zip") -> str:
+def export_key(event_id: int, task_id: str, extension: str = ARCHIVE_EXTENSION) -> str:
     return f"exports/event{event_id}/{task_id}/{archive_filename(event_id, extension)}"
 
 

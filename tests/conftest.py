@@ -61,6 +61,27 @@ def database_url(request) -> str:
     return url
 
 
+@pytest.fixture
+def session_factory(database_url):
+    """Sessions on ``database_url`` (SQLite and PostgreSQL, migrated to head)."""
+    from shared.db import make_engine, make_session_factory
+
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_factory(sqlite_url):
+    """Sessions on a fresh SQLite database migrated to head."""
+    from shared.db import make_engine, make_session_factory, upgrade_to_head
+
+    upgrade_to_head(sqlite_url)
+    engine = make_engine(sqlite_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
 @pytest.fixture(scope="module")
 def rabbit_vhost_uri():
     """``amqp://.../<vhost>`` of a fresh vhost, deleted (with its queues and exchanges) after the module."""

@@ -22,6 +22,24 @@ def _session():  # noqa: ANN202
     return make_session_factory(make_engine(load_settings().database_url))()
 
 
+def _email(text: str) -> str:
+    """Emails are stored trimmed and in lower case."""
+    return text.strip().lower()
+
+
+def _user(session, email: str) -> User | None:  # noqa: ANN001
+    return session.scalar(select(User).where(User.email == email))
+
+
+def _known_user(session, email: str) -> User:  # noqa: ANN001
+    """The user with ``email``; if there is none, says so on stderr and exits with status 1."""
+    user = _user(session, email)
+    if user is None:
+        print(f"no user {email}", file=sys.stderr)
+        raise SystemExit(1)
+    return user
+
+
 def cmd_migrate(_args: argparse.Namespace) -> int:
     upgrade_to_head(load_settings().database_url)
     print("database at the latest migration")
@@ -31,9 +49,9 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 def cmd_create_user(args: argparse.Namespace) -> int:
     from shared.passwords import hash_password
 
-    email = args.email.strip().lower()
+    email = args.email
     with _session() as session:
-        user = session.scalar(select(User).where(User.email == email))
+        user = _user(session, email)
         if user is not None and not args.update:
             print(f"user {email} already exists (use --update to change the password or admin flag)", file=sys.stderr)
             return 1
@@ -51,30 +69,21 @@ def cmd_set_password(args: argparse.Namespace) -> int:
     """A new password: the hash gets a new salt, so every token issued before stops working."""
     from shared.passwords import hash_password
 
-    email = args.email.strip().lower()
     with _session() as session:
-        user = session.scalar(select(User).where(User.email == email))
-        if user is None:
-            print(f"no user {email}", file=sys.stderr)
-            return 1
-        user.password_hash = hash_password(args.password)
+        _known_user(session, args.email).password_hash = hash_password(args.password)
         session.commit()
-    print(f"password of {email} changed; tokens issued before no longer work")
+    print(f"password of {args.email} changed; tokens issued before no longer work")
     return 0
 
 
 def cmd_delete_user(args: argparse.Namespace) -> int:
-    email = args.email.strip().lower()
     with _session() as session:
-        user = session.scalar(select(User).where(User.email == email))
-        if user is None:
-            print(f"no user {email}", file=sys.stderr)
-            return 1
+        user = _known_user(session, args.email)
         session.query(EventRole).filter(EventRole.user_id == user.id).delete()
         session.delete(user)
         session.commit()
     # Ids are never reused (users.id AUTOINCREMENT): the deleted user's tokens never match anyone again.
-    print(f"user {user.id} {email} deleted")
+    print(f"user {user.id} {args.email} deleted")
     return 0
 
 
@@ -100,7 +109,7 @@ def cmd_reseal_secrets(_args: argparse.Namespace) -> int:
 def _user_id(session, email: str | None) -> int | None:  # noqa: ANN001
     if email is None:
         return None
-    user_id = session.scalar(select(User.id).where(User.email == email.strip().lower()))
+    user_id = session.scalar(select(User.id).where(User.email == _email(email)))
     if user_id is None:
         raise SystemExit(f"no user {email}: create it first with 'python -m tools.cli create-user'")
     return user_id
@@ -170,19 +179,19 @@ def main(argv: list[str] | None = None) -> int:
         func=cmd_migrate)
 
     p = sub.add_parser("create-user", help="create a user (or update one with --update)")
-    p.add_argument("--email", required=True)
+    p.add_argument("--email", type=_email, required=True)
     p.add_argument("--password", required=True)
     p.add_argument("--admin", action="store_true", help="global admin: may see and export every event")
     p.add_argument("--update", action="store_true")
     p.set_defaults(func=cmd_create_user)
 
     p = sub.add_parser("set-password", help="change a user's password (its existing tokens stop working)")
-    p.add_argument("--email", required=True)
+    p.add_argument("--email", type=_email, required=True)
     p.add_argument("--password", required=True)
     p.set_defaults(func=cmd_set_password)
 
     p = sub.add_parser("delete-user", help="delete a user and its event roles (its tokens stop working)")
-    p.add_argument("--email", required=True)
+    p.add_argument("--email", type=_email, required=True)
     p.set_defaults(func=cmd_delete_user)
 
     sub.add_parser("reseal-secrets", help="re-encrypt storage backend secrets with the newest key (after adding "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from shared.models import events as m
@@ -16,6 +16,13 @@ BATCH = 5000
 def _bulk(session: Session, model: type, rows: list[dict]) -> None:
     for start in range(0, len(rows), BATCH):
         session.execute(insert(model), rows[start:start + BATCH])
+
+
+def _bulk_ids(session: Session, model: type, rows: list[dict], event_id: int) -> list[int]:
+    """Insert ``rows`` (all of event ``event_id``) and return the ids of that event's ``model`` rows, in order."""
+    _bulk(session, model, rows)
+    session.flush()
+    return list(session.scalars(select(model.id).where(model.event_id == event_id).order_by(model.id)))
 
 
 def create_synthetic_event(session: Session, *, sessions: int, owner_user_id: int | None = None,
@@ -63,11 +70,7 @@ def create_synthetic_event(session: Session, *, sessions: int, owner_user_id: in
          "photo": f"{media_base_url}/photo{i}.jpg" if media_base_url else None}
         for i in range(n_speakers)
     ]
-    _bulk(session, m.Speaker, speaker_rows)
-    session.flush()
-    speaker_ids = [row[0] for row in session.execute(
-        m.Speaker.__table__.select().with_only_columns(m.Speaker.id).where(m.Speaker.event_id == eid)
-        .order_by(m.Speaker.id))]
+    speaker_ids = _bulk_ids(session, m.Speaker, speaker_rows, eid)
 
     session_rows = []
     for i in range(sessions):
@@ -79,11 +82,7 @@ def create_synthetic_event(session: Session, *, sessions: int, owner_user_id: in
             "track_id": tracks[i % n_tracks].id, "microlocation_id": rooms[i % n_rooms].id,
             "session_type_id": types[i % len(types)].id, "state": "accepted", "comments": "",
         })
-    _bulk(session, m.Session, session_rows)
-    session.flush()
-    session_ids = [row[0] for row in session.execute(
-        m.Session.__table__.select().with_only_columns(m.Session.id).where(m.Session.event_id == eid)
-        .order_by(m.Session.id))]
+    session_ids = _bulk_ids(session, m.Session, session_rows, eid)
     links = []
     for i, sid in enumerate(session_ids):
         first = speaker_ids[i % len(speaker_ids)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -33,19 +34,17 @@ from shared.models.mailer import MailDelivery
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, dict[str, Any]], None]
 DUE_BATCH = 50
 
 
+@dataclass(kw_only=True, eq=False)
 class Postman:
-    def __init__(self, *, db: sessionmaker[Session], transport: SmtpTransport, settings: MailSettings,
-                 gateway_url: str, publish: Publish, clock: Callable[[], datetime] = utcnow) -> None:
-        self.db = db
-        self.transport = transport
-        self.settings = settings
-        self.gateway_url = gateway_url
-        self.publish = publish
-        self.clock = clock
+    db: sessionmaker[Session]
+    transport: SmtpTransport
+    settings: MailSettings
+    gateway_url: str
+    publish: contracts.Publish
+    clock: Callable[[], datetime] = utcnow
 
     # --- a finished job arrives ------------------------------------------------------------------------------------
 

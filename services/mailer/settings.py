@@ -7,12 +7,9 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from string import Formatter
 
+from shared.config import env_or
+
 SECURITY_MODES = ("none", "starttls", "tls")
-
-
-def _env(name: str, default: str) -> str:
-    value = os.environ.get(name)
-    return default if value in (None, "") else value
 
 
 @dataclass(frozen=True)
@@ -70,23 +67,23 @@ def check_event_url_template(template: str | None) -> str | None:
 
 
 def load_mail_settings() -> MailSettings:
-    security = _env("SMTP_SECURITY", "none").lower()
+    security = env_or("SMTP_SECURITY", "none").lower()
     if security not in SECURITY_MODES:
         raise ValueError(f"SMTP_SECURITY must be one of {', '.join(SECURITY_MODES)}, not {security!r}")
-    mail_from = _env("MAIL_FROM", "Event Platform <platform@localhost>")
+    mail_from = env_or("MAIL_FROM", "Event Platform <platform@localhost>")
     if "@" not in parseaddr(mail_from)[1]:
         raise ValueError(f"MAIL_FROM is not an email address: {mail_from!r}")
     return MailSettings(
-        smtp_host=_env("SMTP_HOST", "127.0.0.1"),
-        smtp_port=int(_env("SMTP_PORT", "8025")),
+        smtp_host=env_or("SMTP_HOST", "127.0.0.1"),
+        smtp_port=int(env_or("SMTP_PORT", "8025")),
         smtp_security=security,
         smtp_user=os.environ.get("SMTP_USER") or None,
         smtp_password=os.environ.get("SMTP_PASSWORD") or None,
         mail_from=mail_from,
         reply_to=os.environ.get("MAIL_REPLY_TO") or None,
-        smtp_timeout=float(_env("SMTP_TIMEOUT", "30")),
-        retry_seconds=float(_env("MAIL_RETRY_SECONDS", "3600")),
-        retry_base=float(_env("MAIL_RETRY_BASE", "10")),
-        health_failures=max(1, int(_env("MAIL_HEALTH_FAILURES", "2"))),
+        smtp_timeout=float(env_or("SMTP_TIMEOUT", "30")),
+        retry_seconds=float(env_or("MAIL_RETRY_SECONDS", "3600")),
+        retry_base=float(env_or("MAIL_RETRY_BASE", "10")),
+        health_failures=max(1, int(env_or("MAIL_HEALTH_FAILURES", "2"))),
         event_url_template=check_event_url_template(os.environ.get("EVENT_URL_TEMPLATE") or None),
     )

@@ -14,7 +14,6 @@ HTTP entrypoints.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -33,6 +32,7 @@ from services.storage.types import (
     UnknownBackend,
     validate_key,
 )
+from shared import contracts
 from shared.config import Settings
 from shared.http import ApiError
 from shared.models.base import utcnow
@@ -40,7 +40,6 @@ from shared.models.storage import StorageObject
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, dict[str, Any]], None]
 BACKEND_PARAM, RETENTION_PARAM = "backend", "retention"
 OWNER_PARAM, KEEP_PARAM = "owner", "keep"  # signed like the others: a client can neither drop nor change them
 
@@ -99,7 +98,7 @@ def signed_url(registry: Registry, db: sessionmaker[Session], settings: Settings
                                  filename=filename, extra=extra)
 
 
-def store(registry: Registry, db: sessionmaker[Session], publish: Publish, key: str, request: Request,
+def store(registry: Registry, db: sessionmaker[Session], publish: contracts.Publish, key: str, request: Request,
           max_size: int | None = None) -> Response:
     """``PUT``: stream the body into the backend the (verified) link names, index it, announce ``object_stored``."""
     identifier = request.args.get(BACKEND_PARAM)
@@ -171,7 +170,7 @@ def stat(registry: Registry, db: sessionmaker[Session], key: str) -> dict[str, A
     return result
 
 
-def delete(registry: Registry, db: sessionmaker[Session], publish: Publish, key: str) -> bool:
+def delete(registry: Registry, db: sessionmaker[Session], publish: contracts.Publish, key: str) -> bool:
     """Delete on request: the bytes go, the index row stays (marked) so links can answer 410; ``True`` if there
     was an object."""
     with db() as session:

@@ -13,11 +13,9 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,13 +24,13 @@ from services.storage import object_index
 from services.storage.backends.local import TMP_PREFIX
 from services.storage.records.registry import Registry
 from services.storage.types import StorageError, UnknownBackend
+from shared import contracts
 from shared.jobs.lifecycle import ANNOUNCE_GRACE
 from shared.models.base import utcnow
 from shared.models.storage import StorageObject
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, dict[str, Any]], None]
 RETRY_AFTER = timedelta(minutes=5)  # a backend that failed to delete is asked again after this
 
 
@@ -66,7 +64,7 @@ def claim_due(session: Session, now: datetime, batch: int, lease: timedelta, cla
     return claimed
 
 
-def _publish(session: Session, registry: Registry, publish: Publish, row: StorageObject) -> bool:
+def _publish(session: Session, registry: Registry, publish: contracts.Publish, row: StorageObject) -> bool:
     spec = registry.spec(row.backend, session)
     event_type, payload = object_index.event_payload(row, spec.kind if spec else "unknown")
     try:
@@ -79,7 +77,7 @@ def _publish(session: Session, registry: Registry, publish: Publish, row: Storag
     return True
 
 
-def announce(db: sessionmaker[Session], registry: Registry, publish: Publish, key: str) -> None:
+def announce(db: sessionmaker[Session], registry: Registry, publish: contracts.Publish, key: str) -> None:
     """Publish the event due for ``key`` right after the change that made it due (committed already)."""
     with db() as session:
         row = session.get(StorageObject, key)
@@ -87,7 +85,7 @@ def announce(db: sessionmaker[Session], registry: Registry, publish: Publish, ke
             _publish(session, registry, publish, row)
 
 
-def sweep(db: sessionmaker[Session], registry: Registry, publish: Publish, *, batch: int, claim_seconds: int,
+def sweep(db: sessionmaker[Session], registry: Registry, publish: contracts.Publish, *, batch: int, claim_seconds: int,
           now: datetime | None = None) -> SweepReport:
     """One retention pass: delete what expired, then publish events left unpublished."""
     report = SweepReport()
@@ -126,7 +124,7 @@ def sweep(db: sessionmaker[Session], registry: Registry, publish: Publish, *, ba
     return report
 
 
-def publish_pending(db: sessionmaker[Session], registry: Registry, publish: Publish, *, batch: int) -> int:
+def publish_pending(db: sessionmaker[Session], registry: Registry, publish: contracts.Publish, *, batch: int) -> int:
     """Publish events whose inline publication did not happen (process died, broker down); at least once."""
     published = 0
     with db() as session:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.archive.media_pass import MediaSource
 from shared.archive.writer import ExportReport, ProgressCallback, generate_archive
 from shared.media_fetcher import MediaFetcher
+from shared.object_keys import archive_filename
 from shared.schedule import frab_xml, ical, pentabarf, schedule2_json, schedule_json, xcal
 from shared.schedule.csv_export import write_csv_zip
 from shared.schedule.export import Renderer, chunked, stream_schedule
@@ -41,7 +42,7 @@ class ExportFormat:
         raise NotImplementedError
 
     def filename(self, event_id: int) -> str:
-        return f"event{event_id}{self.extension}"
+        return archive_filename(event_id, self.extension)
 
     @classmethod
     def describe(cls) -> dict[str, str]:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from shared.archive.legacy import (
     ARRAY_FILES,
+    LEADING_FIELDS,
     dump_object,
     format_datetime,
     iter_array_text,
@@ -60,81 +61,26 @@ SOCIAL_LINKS = SocialLink.__table__
 COPYRIGHTS = EventCopyright.__table__
 SESSION_SPEAKERS = SessionSpeaker.__table__
 
-# Columns that are archive keys of the same name, per file (the standard field set of a record).
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "event": (
-        "id",
-        "name",
-        "latitude",
-        "longitude",
-        "location_name",
-        "start_time",
-        "end_time",
-        "timezone",
-        "description",
-        "background_image",
-        "logo",
-        "organizer_name",
-        "organizer_description",
-        "event_url",
-        "ticket_url",
-        "privacy",
-        "type",
-        "topic",
-        "sub_topic",
-        "code_of_conduct",
-        "email",
-        "identifier",
-        "state",
-    ),
-    "microlocations": ("id", "name", "floor", "latitude", "longitude", "room"),
-    "sessions": (
-        "id",
-        "title",
-        "subtitle",
-        "short_abstract",
-        "long_abstract",
-        "start_time",
-        "end_time",
-        "comments",
-        "language",
-        "slides",
-        "audio",
-        "video",
-        "level",
-        "signup_url",
-        "state",
-    ),
-    "speakers": (
-        "id",
-        "name",
-        "email",
-        "mobile",
-        "photo",
-        "organisation",
-        "position",
-        "country",
-        "short_biography",
-        "long_biography",
-        "website",
-        "twitter",
-        "facebook",
-        "github",
-        "linkedin",
-        "city",
-        "gender",
-    ),
-    "sponsors": ("id", "name", "logo", "level", "sponsor_type", "url", "description"),
-    "tracks": ("id", "name", "color", "font_color", "description", "location", "track_image_url"),
-    "session_types": ("id", "name", "length"),
-    "forms": ("id", "session_form", "speaker_form"),
-}
 # Keys derived from relations rather than columns.
 RELATIONS: dict[str, tuple[str, ...]] = {
     "event": ("social_links", "copyright"),
     "sessions": ("session_type", "track", "microlocation", "speakers"),
     "speakers": ("sessions",),
     "tracks": ("sessions",),
+}
+# Columns that are archive keys of the same name, per file (the standard field set of a record): the format's leading
+# fields that are not relations, then the keys the platform's records carry beyond them.
+_MORE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "event": ("email", "identifier", "state"),
+    "microlocations": ("latitude", "longitude", "room"),
+    "sessions": ("level", "signup_url", "state"),
+    "speakers": ("city", "gender"),
+    "tracks": ("description", "location", "track_image_url"),
+    "forms": ("id", "session_form", "speaker_form"),
+}
+COLUMNS: dict[str, tuple[str, ...]] = {
+    file: tuple(key for key in LEADING_FIELDS[file] if key not in RELATIONS.get(file, ())) + _MORE_COLUMNS.get(file, ())
+    for file in TABLES
 }
 COPYRIGHT_COLUMNS: tuple[str, ...] = ("holder", "holder_url", "licence", "licence_url", "logo", "year")
 _BOOKKEEPING = ("extra_fields", "absent_fields")

@@ -57,6 +57,14 @@ class EventRole(Base):
     role: Mapped[str] = mapped_column(String(32))
 
 
+class EventRecord(ArchivedRecord):
+    """An archived record of one event: its own id and its event's (the record goes when the event goes)."""
+
+    # sort_order: first in the table, as in the migrations.
+    id: Mapped[int] = mapped_column(primary_key=True, sort_order=-2)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True, sort_order=-1)
+
+
 class Event(ArchivedRecord, Base):
     __tablename__ = "events"
 
@@ -104,22 +112,18 @@ class EventCopyright(ArchivedRecord, Base):
     event: Mapped[Event] = relationship(back_populates="copyright")
 
 
-class SocialLink(ArchivedRecord, Base):
+class SocialLink(EventRecord, Base):
     __tablename__ = "social_links"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
     name: Mapped[str | None] = mapped_column(Text)
     link: Mapped[str | None] = mapped_column(Text)
 
     event: Mapped[Event] = relationship(back_populates="social_links")
 
 
-class Microlocation(ArchivedRecord, Base):
+class Microlocation(EventRecord, Base):
     __tablename__ = "microlocations"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
     name: Mapped[str | None] = mapped_column(Text)
     floor: Mapped[int | None] = mapped_column(Integer)
     latitude: Mapped[float | None] = mapped_column(Float)
@@ -127,11 +131,9 @@ class Microlocation(ArchivedRecord, Base):
     room: Mapped[str | None] = mapped_column(Text)
 
 
-class Track(ArchivedRecord, Base):
+class Track(EventRecord, Base):
     __tablename__ = "tracks"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
     name: Mapped[str | None] = mapped_column(Text)
     color: Mapped[str | None] = mapped_column(String(32))
     font_color: Mapped[str | None] = mapped_column(String(32))
@@ -140,11 +142,9 @@ class Track(ArchivedRecord, Base):
     track_image_url: Mapped[str | None] = mapped_column(Text)
 
 
-class SessionType(ArchivedRecord, Base):
+class SessionType(EventRecord, Base):
     __tablename__ = "session_types"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
     name: Mapped[str | None] = mapped_column(Text)
     length: Mapped[str | None] = mapped_column(String(16))  # "HH:MM"
 
@@ -161,11 +161,9 @@ class SessionSpeaker(Base):
     position: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class Session(ArchivedRecord, Base):
+class Session(EventRecord, Base):
     __tablename__ = "sessions"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
     title: Mapped[str | None] = mapped_column(Text)
     subtitle: Mapped[str | None] = mapped_column(Text)
     short_abstract: Mapped[str | None] = mapped_column(Text)
@@ -185,11 +183,9 @@ class Session(ArchivedRecord, Base):
     state: Mapped[str | None] = mapped_column(String(32))
 
 
-class Speaker(ArchivedRecord, Base):
+class Speaker(EventRecord, Base):
     __tablename__ = "speakers"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
     name: Mapped[str | None] = mapped_column(Text)
     email: Mapped[str | None] = mapped_column(Text)
     mobile: Mapped[str | None] = mapped_column(Text)
@@ -208,11 +204,9 @@ class Speaker(ArchivedRecord, Base):
     gender: Mapped[str | None] = mapped_column(Text)
 
 
-class Sponsor(ArchivedRecord, Base):
+class Sponsor(EventRecord, Base):
     __tablename__ = "sponsors"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
     name: Mapped[str | None] = mapped_column(Text)
     logo: Mapped[str | None] = mapped_column(Text)
     level: Mapped[str | None] = mapped_column(Text)
@@ -221,13 +215,11 @@ class Sponsor(ArchivedRecord, Base):
     description: Mapped[str | None] = mapped_column(Text)
 
 
-class CustomForm(ArchivedRecord, Base):
+class CustomForm(EventRecord, Base):
     """Session and speaker form settings; both are JSON documents kept as the strings the format carries."""
 
     __tablename__ = "custom_forms"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
     session_form: Mapped[str | None] = mapped_column(Text)
     speaker_form: Mapped[str | None] = mapped_column(Text)
 

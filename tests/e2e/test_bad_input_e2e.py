@@ -24,55 +24,33 @@ import pytest
 import requests
 
 from shared.signing import signed_query
-from tests.e2e.test_export_e2e import PASSWORD, add_users
 from tests.e2e.test_import_e2e import NOT_EVENT_DATA
-from tests.support.e2e import Client, Env, make_env, start_stack
+from tests.support.e2e import Client, SystemBase, stack_for
 from tests.support.hostile_archives import base_files
 from tests.support.import_helpers import row_counts, submit
-from tests.support.rabbit import create_vhost, delete_vhost
-from tools.synthetic import create_synthetic_event
 
 HUGE_ID = "9" * 20
 DEEP = 100_000
 
 
 @dataclass
-class System:
-    env: Env
-    client: Client
+class System(SystemBase):
+    alice: Client
     admin: Client
     event_id: int
-
-    @property
-    def gateway(self) -> str:
-        return self.env.env["GATEWAY_URL"]
-
-    @property
-    def storage(self) -> str:
-        return self.env.env["STORAGE_URL"]
 
     @property
     def secret(self) -> bytes:
         return self.env.link_key
 
-    def log_text(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in (self.env.var_dir / "log").glob("*.log"))
-
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    vhost = create_vhost()
-    env = make_env(tmp_path_factory.mktemp("bad_input"), vhost)
-    users = add_users(env, {"alice": False, "root": True})
-    with env.db() as session:
-        event_id = create_synthetic_event(session, sessions=3, owner_user_id=users["alice"])
-        session.commit()
-    stack = start_stack(env)
-    url = env.env["GATEWAY_URL"]
-    yield System(env=env, client=Client.login(url, "alice@example.org", PASSWORD),
-                 admin=Client.login(url, "root@example.org", PASSWORD), event_id=event_id)
-    stack.stop_all()
-    delete_vhost(vhost)
+    with stack_for(tmp_path_factory.mktemp("bad_input"), {"alice": False, "root": True}) as run:
+        event_id = run.event("alice", sessions=3)
+        run.start()
+        yield System(env=run.env, users=run.users, alice=run.client("alice"), admin=run.client("root"),
+                     event_id=event_id)
 
 
 def _token(system: System, sub: str) -> str:
@@ -94,7 +72,7 @@ class HttpCase:
     code: str | tuple[str, ...]
 
 
-def _post_raw(path: str, body: bytes, who: str = "client") -> Callable[[System], requests.Response]:
+def _post_raw(path: str, body: bytes, who: str = "alice") -> Callable[[System], requests.Response]:
     def send(system: System) -> requests.Response:
         client = getattr(system, who)
         return client.post(path.format(event=system.event_id), data=body,
@@ -106,8 +84,8 @@ def _get(path: str, token: Callable[[System], str] | None = None) -> Callable[[S
     def send(system: System) -> requests.Response:
         headers = {"Authorization": f"Bearer {token(system)}"} if token else {}
         if token is None:
-            return system.client.get(path.format(event=system.event_id))
-        return requests.get(system.gateway + path.format(event=system.event_id), headers=headers, timeout=30)
+            return system.alice.get(path.format(event=system.event_id))
+        return requests.get(system.url + path.format(event=system.event_id), headers=headers, timeout=30)
     return send
 
 
@@ -215,9 +193,9 @@ def _archive(case: ArchiveCase) -> bytes:
 @pytest.mark.parametrize("case", ARCHIVE_CASES, ids=[c.name for c in ARCHIVE_CASES])
 def test_bad_archive_values_fail_the_import_naming_file_record_and_field(system, case):
     before = _event_rows(system)
-    r = submit(system.client, _archive(case))
+    r = submit(system.alice, _archive(case))
     assert r.status_code == 202, r.text
-    task = system.client.wait_task(r.json()["task_url"], timeout=60)
+    task = system.alice.wait_task(r.json()["task_url"], timeout=60)
     assert task["state"] == "FAILURE", task
     result = task["result"]
     assert result["code"] != "internal_error" and result["message"], result

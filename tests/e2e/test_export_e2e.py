@@ -12,53 +12,27 @@ import pytest
 import requests
 
 from shared.models import events as m
-from shared.passwords import hash_password
-from tests.support.e2e import Client, Env, make_env, start_stack
-from tests.support.rabbit import create_vhost, delete_vhost
-from tools.synthetic import create_synthetic_event
-
-PASSWORD = "correct horse battery staple"
+from tests.support.e2e import PASSWORD, Client, SystemBase, stack_for
+from tools.stack import Stack
 
 
 @dataclass
-class System:
-    env: Env
-    stack: object
+class System(SystemBase):
+    stack: Stack
     event_id: int
     other_event_id: int
-    users: dict[str, int]
-
-    @property
-    def url(self) -> str:
-        return self.env.env["GATEWAY_URL"]
-
-    def client(self, who: str) -> Client:
-        return Client.login(self.url, f"{who}@example.org", PASSWORD)
-
-
-def add_users(env: Env, names: dict[str, bool]) -> dict[str, int]:
-    with env.db() as session:
-        users = {name: m.User(email=f"{name}@example.org", password_hash=hash_password(PASSWORD), is_admin=admin)
-                 for name, admin in names.items()}
-        session.add_all(users.values())
-        session.commit()
-        return {name: user.id for name, user in users.items()}
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    vhost = create_vhost()
-    env = make_env(tmp_path_factory.mktemp("export_e2e"), vhost)
-    users = add_users(env, {"admin": True, "organizer": False, "coorganizer": False, "stranger": False})
-    with env.db() as session:
-        event_id = create_synthetic_event(session, sessions=60, owner_user_id=users["organizer"])
-        session.add(m.EventRole(user_id=users["coorganizer"], event_id=event_id, role=m.ROLE_COORGANIZER))
-        other = create_synthetic_event(session, sessions=3, owner_user_id=users["stranger"])
-        session.commit()
-    stack = start_stack(env)
-    yield System(env=env, stack=stack, event_id=event_id, other_event_id=other, users=users)
-    stack.stop_all()
-    delete_vhost(vhost)
+    users = {"admin": True, "organizer": False, "coorganizer": False, "stranger": False}
+    with stack_for(tmp_path_factory.mktemp("export_e2e"), users) as run:
+        event_id = run.event("organizer", sessions=60)
+        other = run.event("stranger", sessions=3)
+        with run.env.db() as session:
+            session.add(m.EventRole(user_id=run.users["coorganizer"], event_id=event_id, role=m.ROLE_COORGANIZER))
+            session.commit()
+        yield System(env=run.env, stack=run.start(), event_id=event_id, other_event_id=other, users=run.users)
 
 
 def export(client: Client, event_id: int, options: dict | None = None) -> str:
@@ -67,6 +41,15 @@ def export(client: Client, event_id: int, options: dict | None = None) -> str:
     task_url = r.json()["task_url"]
     assert r.headers["Location"] == task_url
     return task_url
+
+
+def exported(client: Client, event_id: int) -> bytes:
+    """An export run to success; its archive, downloaded and checked against the task's sha256."""
+    task = client.wait_task(export(client, event_id))
+    assert task["state"] == "SUCCESS", task
+    body = requests.get(task["result"]["download_url"], timeout=30).content
+    assert hashlib.sha256(body).hexdigest() == task["result"]["sha256"]
+    return body
 
 
 def download(url: str, **headers: str) -> requests.Response:

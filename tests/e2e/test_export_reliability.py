@@ -12,61 +12,45 @@ import json
 import threading
 import time
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
 
 from shared.contracts import EXPORT_REQUEST_QUEUE
-from tests.e2e.test_export_e2e import PASSWORD, add_users, export
-from tests.support.e2e import Client, make_env, start_stack
-from tests.support.rabbit import create_vhost, delete_vhost, queue_info
-from tools.synthetic import create_synthetic_event
+from tests.e2e.test_export_e2e import export
+from tests.support.e2e import PASSWORD, Client, stack_for
+from tests.support.media_host import MediaHost, send_body
+from tests.support.rabbit import queue_info
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
 
 
-class MediaServer:
-    """Serves /photoN.jpg as JPEG, 404 for /photo404.jpg; with ``hold`` set, parks requests until released."""
+class MediaServer(MediaHost):
+    """Serves /photoN.jpg as JPEG, 404 for /photo3.jpg; with ``hold`` set, parks requests until released."""
 
     def __init__(self) -> None:
         self.hold = threading.Event()
         self.release = threading.Event()
         self.parked = threading.Event()
         self.requests: list[str] = []
-        server = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                server.requests.append(self.path)
-                if server.hold.is_set():
-                    server.parked.set()
-                    server.release.wait(60)
-                if self.path.endswith("photo3.jpg"):
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(JPEG)))
-                self.end_headers()
-                self.wfile.write(JPEG)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        self.requests.append(request.path)
+        if self.hold.is_set():
+            self.parked.set()
+            self.release.wait(60)
+        if request.path.endswith("photo3.jpg"):
+            request.send_error(404)
+        else:
+            send_body(request, JPEG, "image/jpeg")
 
     def close(self) -> None:
         self.release.set()
-        self.httpd.shutdown()
+        super().close()
 
 
 @pytest.fixture(scope="module")
@@ -76,24 +60,33 @@ def media():
     server.close()
 
 
+@contextmanager
 def _system(tmp_path, media, services=None):
-    vhost = create_vhost()
-    env = make_env(tmp_path, vhost, MEDIA_ALLOW_HOSTS=f"127.0.0.1:{media.port}", MEDIA_TIMEOUT="5")
-    users = add_users(env, {"organizer": False})
-    with env.db() as session:
-        event_id = create_synthetic_event(session, sessions=12, owner_user_id=users["organizer"],
-                                          media_base_url=media.base_url)
-        session.commit()
-    stack = start_stack(env, services)
-    return vhost, env, stack, event_id
+    with stack_for(tmp_path, {"organizer": False}, MEDIA_ALLOW_HOSTS=f"127.0.0.1:{media.port}",
+                   MEDIA_TIMEOUT="5") as run:
+        event_id = run.event("organizer", sessions=12, media_base_url=media.base_url)
+        yield run.env, run.start(services), event_id
 
 
 @pytest.fixture
 def system(tmp_path, media):
-    vhost, env, stack, event_id = _system(tmp_path, media)
-    yield env, stack, event_id
-    stack.stop_all()
-    delete_vhost(vhost)
+    with _system(tmp_path, media) as system:
+        yield system
+
+
+@contextmanager
+def parked_export(media: MediaServer, client: Client, event_id: int) -> Iterator[str]:
+    """An export with media whose exporter is parked in its media pass for the block; its task URL."""
+    media.parked.clear()
+    media.release.clear()
+    media.hold.set()
+    try:
+        task_url = export(client, event_id, {"image": True})
+        assert media.parked.wait(30), "the exporter never started fetching media"
+        yield task_url
+    finally:
+        media.hold.clear()
+        media.release.set()
 
 
 def _client(env) -> Client:
@@ -140,38 +133,26 @@ def test_export_requested_while_exporter_is_stopped_runs_when_it_starts(system):
 
 def test_request_on_a_brand_new_broker_is_kept_until_the_exporter_first_starts(tmp_path, media):
     # A fresh vhost where the exporter has never run: its queue exists only because the gateway declared it.
-    vhost, env, stack, event_id = _system(tmp_path, media, services=("storage", "api_gateway"))
-    try:
+    with _system(tmp_path, media, services=("storage", "api_gateway")) as (env, stack, event_id):
         stack.wait_healthy(required=("storage",))
         client = _client(env)
         task_url = export(client, event_id)
         deadline = time.monotonic() + 15
-        while (queue_info(vhost, EXPORT_REQUEST_QUEUE) or {}).get("messages", 0) < 1:
+        while (queue_info(env.vhost, EXPORT_REQUEST_QUEUE) or {}).get("messages", 0) < 1:
             assert time.monotonic() < deadline, "request never reached the exporter's queue"
             time.sleep(0.2)
         assert client.get(task_url).json()["state"] == "WAITING"
         stack.start("exporter")
         assert client.wait_task(task_url)["state"] == "SUCCESS"
-    finally:
-        stack.stop_all()
-        delete_vhost(vhost)
 
 
 def test_exporter_killed_mid_export_gets_the_request_again(system, media):
     env, stack, event_id = system
     client = _client(env)
-    media.parked.clear()
-    media.release.clear()
-    media.hold.set()
-    try:
-        task_url = export(client, event_id, {"image": True})
-        assert media.parked.wait(30), "the exporter never started fetching media"
+    with parked_export(media, client, event_id) as task_url:
         # The export is now in the middle of its media pass: kill the worker without any chance to clean up.
         stack.stop("exporter", kill=True)
         assert client.get(task_url).json()["state"] not in ("SUCCESS", "FAILURE")
-    finally:
-        media.hold.clear()
-        media.release.set()
     stack.start("exporter")
     task = client.wait_task(task_url)
     assert task["state"] == "SUCCESS", task
@@ -186,12 +167,7 @@ def test_task_contract_is_what_the_open_event_frontend_polls(system, media):
     task underway is WAITING, its phase is in ``status`` (only forward) with ``progress``."""
     env, _stack, event_id = system
     client = _client(env)
-    media.parked.clear()
-    media.release.clear()
-    media.hold.set()
-    try:
-        task_url = export(client, event_id, {"image": True})
-        assert media.parked.wait(30), "the exporter never started fetching media"
+    with parked_export(media, client, event_id) as task_url:
         # The exporter is now parked in its media pass; its started event may still be on its way.
         task = client.wait_task(task_url, timeout=30,
                                 until=lambda t: t["state"] != "WAITING" or t.get("status") in ("started", "progress"))
@@ -202,9 +178,6 @@ def test_task_contract_is_what_the_open_event_frontend_polls(system, media):
         jobs = client.get(f"/v1/events/{event_id}/exports").json()["data"]
         assert [(j["state"], j["status"]) for j in jobs if task_url.endswith(j["task_id"])] == [
             ("WAITING", task["status"])]
-    finally:
-        media.hold.clear()
-        media.release.set()
     # The frontend's loop, literally: poll while WAITING, then it must be SUCCESS.
     seen = set()
     deadline = time.monotonic() + 60
@@ -217,49 +190,36 @@ def test_task_contract_is_what_the_open_event_frontend_polls(system, media):
     assert seen <= {"started", "progress"}, seen
 
 
-class SlowMediaServer:
+class SlowMediaServer(MediaHost):
     """Serves /photoN.jpg as JPEG at once, except the ``slow`` paths, which never answer (until closed); counts the
     requests in flight."""
 
     def __init__(self, slow: set[str]) -> None:
+        self.slow = slow
         self.closed = threading.Event()
         self.lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
         self.requests: list[str] = []
-        server = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                with server.lock:
-                    server.requests.append(self.path)
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    if self.path in slow:
-                        server.closed.wait(300)  # a host that accepted the connection and then stalls
-                        return
-                    self.send_response(200)
-                    self.send_header("Content-Type", "image/jpeg")
-                    self.send_header("Content-Length", str(len(JPEG)))
-                    self.end_headers()
-                    self.wfile.write(JPEG)
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        with self.lock:
+            self.requests.append(request.path)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if request.path in self.slow:
+                self.closed.wait(300)  # a host that accepted the connection and then stalls
+                return
+            send_body(request, JPEG, "image/jpeg")
+        finally:
+            with self.lock:
+                self.in_flight -= 1
 
     def close(self) -> None:
         self.closed.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().close()
 
 
 MEDIA_DEADLINE = 3
@@ -271,17 +231,13 @@ def test_slow_media_host_is_bounded_by_the_export_media_deadline(tmp_path):
     media, fetched MEDIA_CONCURRENCY at a time, are all in the archive."""
     slow = {"/photo0.jpg", "/photo1.jpg"}
     server = SlowMediaServer(slow)
-    vhost = create_vhost()
     # MEDIA_TIMEOUT alone would let each stalled photo hold the export for 60 s per read (6 x 60 s per item).
-    env = make_env(tmp_path, vhost, MEDIA_ALLOW_HOSTS=f"127.0.0.1:{server.port}", MEDIA_TIMEOUT="60",
-                   MEDIA_DEADLINE=str(MEDIA_DEADLINE), MEDIA_CONCURRENCY=str(MEDIA_CONCURRENCY))
-    users = add_users(env, {"organizer": False})
-    with env.db() as session:
-        event_id = create_synthetic_event(session, sessions=24, owner_user_id=users["organizer"],
-                                          media_base_url=f"http://127.0.0.1:{server.port}")
-        session.commit()
-    stack = start_stack(env)
-    try:
+    with closing(server), stack_for(tmp_path, {"organizer": False}, MEDIA_ALLOW_HOSTS=f"127.0.0.1:{server.port}",
+                                    MEDIA_TIMEOUT="60", MEDIA_DEADLINE=str(MEDIA_DEADLINE),
+                                    MEDIA_CONCURRENCY=str(MEDIA_CONCURRENCY)) as run:
+        event_id = run.event("organizer", sessions=24, media_base_url=f"http://127.0.0.1:{server.port}")
+        run.start()
+        env = run.env
         client = _client(env)
         started = time.monotonic()
         # The documented bound: the media deadline plus the rest of a small export (seconds, on a loaded machine).
@@ -303,7 +259,3 @@ def test_slow_media_host_is_bounded_by_the_export_media_deadline(tmp_path):
         # Concurrent, within the bound: the stalled photos held two slots while the rest went through the third.
         assert 2 <= server.max_in_flight <= MEDIA_CONCURRENCY
         assert len(server.requests) == len(speakers) + len(sponsors)
-    finally:
-        stack.stop_all()
-        delete_vhost(vhost)
-        server.close()

@@ -2,40 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import zipfile
 
 import pytest
-import requests
 
-from tests.e2e.test_export_e2e import PASSWORD, add_users, export
+from tests.e2e.test_export_e2e import exported
 from tests.integration.test_golden_export import GOLDEN_EVENTS, GOLDEN_FILES, HAND_EDITED, golden_bytes
-from tests.support.e2e import Client, make_env, start_stack
+from tests.support.e2e import stack_for
 from tests.support.legacy_source import load_legacy_event
-from tests.support.rabbit import create_vhost, delete_vhost
 
 
 @pytest.mark.parametrize("name", GOLDEN_EVENTS)
 def test_golden_archive_round_trips_through_the_services(name, samples_dir, tmp_path):
     source = samples_dir / "open_event" / "legacy" / name
-    vhost = create_vhost()
-    env = make_env(tmp_path, vhost)
-    users = add_users(env, {"organizer": False})
-    with env.db() as session:
-        event_id = load_legacy_event(session, source, keep_ids=True, owner_user_id=users["organizer"]).event_id
-        session.commit()
-    stack = start_stack(env)
-    try:
-        client = Client.login(env.env["GATEWAY_URL"], "organizer@example.org", PASSWORD)
-        task = client.wait_task(export(client, event_id))
-        assert task["state"] == "SUCCESS", task
-        body = requests.get(task["result"]["download_url"], timeout=30).content
-        assert hashlib.sha256(body).hexdigest() == task["result"]["sha256"]
-    finally:
-        stack.stop_all()
-        delete_vhost(vhost)
+    with stack_for(tmp_path, {"organizer": False}) as run:
+        with run.env.db() as session:
+            event_id = load_legacy_event(session, source, keep_ids=True, owner_user_id=run.users["organizer"]).event_id
+            session.commit()
+        run.start()
+        body = exported(run.client("organizer"), event_id)
 
     archive = zipfile.ZipFile(io.BytesIO(body))
     assert archive.namelist() == [*GOLDEN_FILES, "meta"]

@@ -21,9 +21,7 @@ import pytest
 import requests
 
 from services.storage.data_plane import signed_url
-from tests.e2e.test_export_e2e import PASSWORD, add_users
-from tests.support.e2e import Client, Env, make_env, start_stack
-from tests.support.rabbit import create_vhost, delete_vhost
+from tests.support.e2e import PASSWORD, SystemBase, stack_for
 from tests.support.smtp_server import SmtpServer
 
 STALLED = 50
@@ -35,17 +33,8 @@ STREAM_IDLE = 3  # storage PUTs (our own services' streams): no minimum rate, a 
 
 
 @dataclass
-class System:
-    env: Env
+class System(SystemBase):
     token: str
-
-    @property
-    def gateway(self) -> str:
-        return self.env.env["GATEWAY_URL"]
-
-    @property
-    def storage(self) -> str:
-        return self.env.env["STORAGE_URL"]
 
     def signed(self, key: str, method: str) -> str:
         return signed_url(self.storage, self.env.link_key, key, method=method, ttl=600)
@@ -53,26 +42,21 @@ class System:
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    vhost = create_vhost()
     # A mail server that accepts: /health is 200 only when mail is delivered too.
     smtp = SmtpServer(tmp_path_factory.mktemp("smtp"))
     smtp.start()
-    env = make_env(tmp_path_factory.mktemp("http_limits"), vhost, SMTP_PORT=str(smtp.port),
-                   HTTP_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
-                   HTTP_BODY_TIMEOUT=str(BODY_TIMEOUT), HTTP_MIN_UPLOAD_RATE=str(MIN_RATE),
-                   HTTP_MIN_RATE_WINDOW=str(RATE_WINDOW), HTTP_STREAM_IDLE_TIMEOUT=str(STREAM_IDLE))
-    add_users(env, {"alice": False})
-    stack = start_stack(env)
     try:  # a failed set-up must not leave the stack running
-        token = Client.login(env.env["GATEWAY_URL"], "alice@example.org", PASSWORD).http.headers["Authorization"]
-        system = System(env=env, token=token)
-        r = requests.put(system.signed("exports/probe.zip", "PUT"), data=b"x" * 1000, timeout=10)
-        assert r.status_code == 201, r.text
-        yield system
+        with stack_for(tmp_path_factory.mktemp("http_limits"), {"alice": False}, SMTP_PORT=str(smtp.port),
+                       HTTP_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
+                       HTTP_BODY_TIMEOUT=str(BODY_TIMEOUT), HTTP_MIN_UPLOAD_RATE=str(MIN_RATE),
+                       HTTP_MIN_RATE_WINDOW=str(RATE_WINDOW), HTTP_STREAM_IDLE_TIMEOUT=str(STREAM_IDLE)) as run:
+            run.start()
+            system = System(env=run.env, users=run.users, token=run.client("alice").http.headers["Authorization"])
+            r = requests.put(system.signed("exports/probe.zip", "PUT"), data=b"x" * 1000, timeout=10)
+            assert r.status_code == 201, r.text
+            yield system
     finally:
-        stack.stop_all()
         smtp.stop()
-        delete_vhost(vhost)
 
 
 def _connect(base: str) -> socket.socket:
@@ -135,7 +119,7 @@ class Stallers:
 
 def _stall_everything(system: System, stallers: Stallers) -> None:
     """STALLED connections on each server: headers-only and dripping bodies to quick and streaming routes, idle."""
-    gw, st = system.gateway, system.storage
+    gw, st = system.url, system.storage
     login = {"Content-Type": "application/json", "Content-Length": "1000"}
     upload = {"Authorization": system.token, "Content-Type": "multipart/form-data; boundary=x",
               "Content-Length": str(10 * 1024 * 1024)}
@@ -164,9 +148,9 @@ def test_fifty_stalled_connections_leave_quick_routes_answering_within_a_second(
         _stall_everything(system, stallers)
         time.sleep(0.5)  # let the servers accept them all: what is measured below must queue behind them if at all
         for _ in range(3):
-            r, took = _timed(requests.get, system.gateway + "/health")
+            r, took = _timed(requests.get, system.url + "/health")
             assert r.status_code == 200 and took < 1.0, (r.status_code, took)
-            r, took = _timed(requests.post, system.gateway + "/v1/auth/login",
+            r, took = _timed(requests.post, system.url + "/v1/auth/login",
                              json={"email": "alice@example.org", "password": PASSWORD})
             assert r.status_code == 200 and took < 1.0, (r.status_code, took)
             r, took = _timed(requests.get, system.storage + "/health")
@@ -201,7 +185,7 @@ def _one(stallers_kind: str, system: System, base: str, method: str = "POST", ur
 
 @pytest.mark.parametrize("server", ["gateway", "storage"])
 def test_stalled_requests_are_cut_off_by_their_deadlines(system, server):
-    base = getattr(system, server)
+    base = {"gateway": system.url, "storage": system.storage}[server]
     margin = 4
     # A socket that never sends a request line is closed after the header timeout.
     with _one("idle", system, base) as sock:

@@ -12,9 +12,8 @@ import json
 import re
 import threading
 import time
-import uuid
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import requests
 import sqlalchemy as sa
 
 from shared.archive import ARRAY_FILES, media_fields
-from shared.contracts import GATEWAY, IMPORT_REQUEST_QUEUE, IMPORT_REQUESTED, make_payload
+from shared.contracts import GATEWAY, IMPORT_REQUEST_QUEUE, IMPORT_REQUESTED
 from shared.event_stats import record_counts
 from shared.models import events as m
 from shared.models.gateway import Task
@@ -30,9 +29,8 @@ from shared.models.importer import ImportedEvent
 from shared.object_keys import import_media_key as media_key
 from shared.passwords import hash_password
 from tests.conftest import SAMPLES_DIR
-from tests.e2e.test_export_e2e import PASSWORD, add_users
 from tests.integration.test_archive_loader import expected_text
-from tests.support.e2e import Client, Env, make_env, start_stack
+from tests.support.e2e import PASSWORD, Client, Running, stack_for
 from tests.support.hostile_archives import hostile_cases
 from tests.support.import_helpers import (
     EXPORTED,
@@ -41,10 +39,11 @@ from tests.support.import_helpers import (
     expected_counts,
     export_archive,
     file_text,
+    import_all,
     parsed_members,
     position_id_map,
-    put_archive,
     row_counts,
+    staged_import,
     submit,
     submit_ok,
     unmap,
@@ -52,7 +51,6 @@ from tests.support.import_helpers import (
     wait_queue_drained,
 )
 from tests.support.legacy_source import read_legacy_source
-from tests.support.rabbit import create_vhost, delete_vhost
 from tools.synthetic import create_synthetic_event
 
 MAX_BYTES = 16 * 1024 * 1024  # the stack's IMPORT_MAX_BYTES: above every sample, small enough to test the limit
@@ -74,30 +72,16 @@ def _samples() -> list[str]:
 SAMPLES = _samples()
 
 
-@dataclass
-class System:
-    env: Env
-    stack: object
-    users: dict[str, int]
-
-    @property
-    def url(self) -> str:
-        return self.env.env["GATEWAY_URL"]
-
-    def client(self, who: str) -> Client:
-        return Client.login(self.url, f"{who}@example.org", PASSWORD)
+System = Running  # the env, the users, the stack and logged-in clients are all these tests need
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    vhost = create_vhost()
     # No MEDIA_ALLOW_HOSTS: exports read re-hosted media from storage by key, not through the loopback gateway.
-    env = make_env(tmp_path_factory.mktemp("import_e2e"), vhost, IMPORT_MAX_BYTES=str(MAX_BYTES))
-    users = add_users(env, {"alice": False, "bob": False, "admin": True})
-    stack = start_stack(env)
-    yield System(env=env, stack=stack, users=users)
-    stack.stop_all()
-    delete_vhost(vhost)
+    with stack_for(tmp_path_factory.mktemp("import_e2e"), {"alice": False, "bob": False, "admin": True},
+                   IMPORT_MAX_BYTES=str(MAX_BYTES)) as run:
+        run.start()
+        yield run
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +89,7 @@ def sample_imports(system):
     """Every sample submitted at once by alice, then polled together: name -> terminal task."""
     if not SAMPLES:
         pytest.skip(f"samples not found at {SAMPLE_ROOT} (set SAMPLES_DIR to run these tests)")
-    alice = system.client("alice")
-    urls = {name: submit_ok(alice, archive_bytes(SAMPLE_ROOT / name), Path(name).stem + ".zip") for name in SAMPLES}
-    tasks = wait_all(alice, list(urls.values()))
-    return {name: tasks[url] for name, url in urls.items()}
+    return import_all(system.client("alice"), SAMPLE_ROOT, SAMPLES)
 
 
 def invalid_json_files(folder: Path) -> set[str]:
@@ -345,12 +326,12 @@ def _stream_upload(client: Client, path: Path) -> requests.Response:
     """A chunked multipart upload read from disk (for archives too large to build a body in memory)."""
     boundary = "hostile-boundary-1"
 
-    def body():
-        yield (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-               f"Content-Type: application/zip\r\n\r\n").encode()
+    def body() -> Iterator[bytes]:
+        part = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+                "Content-Type: application/zip\r\n\r\n")
+        yield part.encode()
         with path.open("rb") as f:
-            while chunk := f.read(1024 * 1024):
-                yield chunk
+            yield from iter(lambda: f.read(1024 * 1024), b"")
         yield f"\r\n--{boundary}--\r\n".encode()
 
     return client.post(IMPORT_PATH, data=body(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
@@ -439,18 +420,9 @@ def test_same_request_delivered_twice_creates_one_event(system):
     folder = SAMPLE_ROOT / "legacy" / "FOSSASIA10"
     if not folder.is_dir():
         pytest.skip("FOSSASIA10 sample absent")
-    task_id = str(uuid.uuid4())
-    key = f"imports/{task_id}/FOSSASIA10.zip"
-    data = archive_bytes(folder)
-    put_archive(system.env.env["AMQP_URI"], key, data)
-    user = {"id": system.users["bob"], "email": "bob@example.org"}
-    with system.env.db() as session:
-        session.add(Task(id=task_id, kind="import", event_id=None, requested_by=user["id"],
-                           requester_email=user["email"], params={"filename": "FOSSASIA10.zip", "key": key}))
-        session.commit()
+    payload = staged_import(system.env, folder, {"id": system.users["bob"], "email": "bob@example.org"})
+    task_id = payload["task_id"]
     before = row_counts(system.env.database_url, exclude=NOT_EVENT_DATA)
-    payload = make_payload(IMPORT_REQUESTED, task_id=task_id, event_id=None, requested_by=user, key=key,
-                           filename="FOSSASIA10.zip", size=len(data))
     dispatch = event_dispatcher({"AMQP_URI": system.env.env["AMQP_URI"], "serializer": "json"})
     dispatch(GATEWAY, IMPORT_REQUESTED, payload)
     dispatch(GATEWAY, IMPORT_REQUESTED, payload)  # a duplicate delivery, racing the first

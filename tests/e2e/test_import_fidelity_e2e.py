@@ -12,19 +12,16 @@ import collections
 import io
 import json
 import zipfile
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from shared.models import events as m
 from tests.conftest import SAMPLES_DIR
-from tests.e2e.test_export_e2e import add_users
 from tests.e2e.test_import_e2e import NOT_EVENT_DATA, System
-from tests.support.e2e import make_env, start_stack
+from tests.support.e2e import stack_for
 from tests.support.hostile_archives import base_files
-from tests.support.import_helpers import IMPORT_PATH, archive_bytes, row_counts, submit_ok, wait_all
-from tests.support.rabbit import create_vhost, delete_vhost
+from tests.support.import_helpers import IMPORT_PATH, import_all, row_counts, submit_ok
 
 SAMPLE_ROOT = SAMPLES_DIR / "open_event"
 HAND_MADE = sorted(p.relative_to(SAMPLE_ROOT).as_posix() for group in ("early_2016", "dasherized")
@@ -35,13 +32,10 @@ REPEATS = 50  # reader.PER_KIND: no warning code listed more often for one file;
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    vhost = create_vhost()
-    env = make_env(tmp_path_factory.mktemp("import_fidelity"), vhost, IMPORT_MAX_BYTES=str(16 * 2**20))
-    users = add_users(env, {"alice": False})
-    stack = start_stack(env)
-    yield System(env=env, stack=stack, users=users)
-    stack.stop_all()
-    delete_vhost(vhost)
+    with stack_for(tmp_path_factory.mktemp("import_fidelity"), {"alice": False},
+                   IMPORT_MAX_BYTES=str(16 * 2**20)) as run:
+        run.start()
+        yield run
 
 
 def _zip(members: dict[str, object]) -> bytes:
@@ -70,10 +64,7 @@ def _session_speakers(system: System, event_id: int) -> dict[str, list[str]]:
 def sample_imports(system):
     if not HAND_MADE:
         pytest.skip(f"samples not found at {SAMPLE_ROOT} (set SAMPLES_DIR to run these tests)")
-    alice = system.client("alice")
-    urls = {name: submit_ok(alice, archive_bytes(SAMPLE_ROOT / name), Path(name).stem + ".zip") for name in HAND_MADE}
-    tasks = wait_all(alice, list(urls.values()))
-    return {name: tasks[url] for name, url in urls.items()}
+    return import_all(system.client("alice"), SAMPLE_ROOT, HAND_MADE)
 
 
 def test_every_hand_made_sample_imports_with_a_readable_warning_list(sample_imports):

@@ -4,29 +4,25 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 
 import pytest
 import sqlalchemy as sa
 from nameko.standalone.events import event_dispatcher
 
-from shared.contracts import GATEWAY, IMPORT_REQUEST_QUEUE, IMPORT_REQUESTED, make_payload
+from shared.contracts import GATEWAY, IMPORT_REQUEST_QUEUE, IMPORT_REQUESTED
 from shared.models import events as m
-from shared.models.gateway import Task
 from tests.conftest import SAMPLES_DIR
-from tests.e2e.test_export_e2e import PASSWORD, add_users
-from tests.support.e2e import Client, make_env, start_stack
+from tests.support.e2e import stack_for
 from tests.support.hostile_archives import base_files, encode, hostile_cases, write_zip
 from tests.support.import_helpers import (
     archive_bytes,
     expected_counts,
-    put_archive,
     row_counts,
+    staged_import,
     submit_ok,
     wait_all,
     wait_queue_drained,
 )
-from tests.support.rabbit import create_vhost, delete_vhost
 
 SAMPLE_ROOT = SAMPLES_DIR / "open_event"
 # Bookkeeping of other services: tasks, mails, storage's object index (the uploaded archive is indexed there).
@@ -35,18 +31,14 @@ NOT_EVENT_DATA = ("tasks", "mail_deliveries", "storage_objects", "storage_backen
 
 @pytest.fixture
 def pg_system(tmp_path, postgres_url):
-    vhost = create_vhost()
-    env = make_env(tmp_path, vhost, database_url=postgres_url)
-    users = add_users(env, {"alice": False, "bob": False})
-    stack = start_stack(env)
-    yield env, users
-    stack.stop_all()
-    delete_vhost(vhost)
+    with stack_for(tmp_path, {"alice": False, "bob": False}, database_url=postgres_url) as run:
+        run.start()
+        yield run.env, run
 
 
 def test_import_on_postgresql(pg_system, tmp_path):
-    env, users = pg_system
-    alice = Client.login(env.env["GATEWAY_URL"], "alice@example.org", PASSWORD)
+    env, run = pg_system
+    alice = run.client("alice")
     samples = [SAMPLE_ROOT / "legacy" / "FOSSASIA16", SAMPLE_ROOT / "legacy" / "OTS16",
                SAMPLE_ROOT / "dasherized" / "PyCon17"]
     samples = [s for s in samples if s.exists()]
@@ -82,29 +74,20 @@ def test_import_on_postgresql(pg_system, tmp_path):
 
 
 def test_duplicate_delivery_on_postgresql(pg_system):
-    env, users = pg_system
+    env, run = pg_system
     folder = SAMPLE_ROOT / "legacy" / "OTS16"
     if not folder.is_dir():
         pytest.skip("OTS16 sample absent")
-    task_id = str(uuid.uuid4())
-    key = f"imports/{task_id}/OTS16.zip"
-    data = archive_bytes(folder)
-    put_archive(env.env["AMQP_URI"], key, data)
-    user = {"id": users["bob"], "email": "bob@example.org"}
-    with env.db() as session:
-        session.add(Task(id=task_id, kind="import", event_id=None, requested_by=user["id"],
-                           requester_email=user["email"], params={"filename": "OTS16.zip", "key": key}))
-        session.commit()
+    payload = staged_import(env, folder, {"id": run.users["bob"], "email": "bob@example.org"})
+    task_id = payload["task_id"]
     before = row_counts(env.database_url, exclude=NOT_EVENT_DATA)
-    payload = make_payload(IMPORT_REQUESTED, task_id=task_id, event_id=None, requested_by=user, key=key,
-                           filename="OTS16.zip", size=len(data))
     dispatch = event_dispatcher({"AMQP_URI": env.env["AMQP_URI"], "serializer": "json"})
     threads = [threading.Thread(target=dispatch, args=(GATEWAY, IMPORT_REQUESTED, payload)) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
-    bob = Client.login(env.env["GATEWAY_URL"], "bob@example.org", PASSWORD)
+    bob = run.client("bob")
     task = bob.wait_task(f"/v1/tasks/{task_id}", timeout=60)
     assert task["state"] == "SUCCESS", task
     wait_queue_drained(env.vhost, IMPORT_REQUEST_QUEUE)

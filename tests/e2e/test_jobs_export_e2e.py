@@ -12,23 +12,23 @@ import io
 import threading
 import time
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import closing
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
 
 from shared.contracts import EXPORTER
-from tests.e2e.test_export_e2e import PASSWORD, add_users, export
-from tests.support.e2e import Client, make_env, start_stack
+from tests.e2e.test_export_e2e import export
+from tests.support.e2e import stack_for
 from tests.support.event_tap import EventTap
-from tests.support.rabbit import create_vhost, delete_vhost
-from tools.synthetic import create_synthetic_event
+from tests.support.media_host import MediaHost, send_body
 
 RETRY_WINDOW = 25  # STORAGE_RETRY_SECONDS of this stack
 PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 1200  # ~300 KB: each photo fills an upload chunk
 
 
-class ParkingMediaServer:
+class ParkingMediaServer(MediaHost):
     """Serves JPEG photos; with ``park_at`` set, the n-th request waits until ``release`` (once)."""
 
     def __init__(self) -> None:
@@ -36,51 +36,28 @@ class ParkingMediaServer:
         self.parked = threading.Event()
         self.release = threading.Event()
         self.count = 0
-        server = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                server.count += 1
-                if server.park_at is not None and server.count == server.park_at:
-                    server.parked.set()
-                    server.release.wait(120)
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(PHOTO)))
-                self.end_headers()
-                self.wfile.write(PHOTO)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        self.count += 1
+        if self.park_at is not None and self.count == self.park_at:
+            self.parked.set()
+            self.release.wait(120)
+        send_body(request, PHOTO, "image/jpeg")
 
     def close(self) -> None:
         self.release.set()
-        self.httpd.shutdown()
+        super().close()
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    media = ParkingMediaServer()
-    vhost = create_vhost()
-    env = make_env(tmp_path_factory.mktemp("jobs_export"), vhost, MEDIA_ALLOW_HOSTS=f"127.0.0.1:{media.port}",
-                   STORAGE_RETRY_SECONDS=str(RETRY_WINDOW))
-    users = add_users(env, {"organizer": False})
-    with env.db() as session:
-        event_id = create_synthetic_event(session, sessions=12, owner_user_id=users["organizer"],
-                                          media_base_url=f"http://127.0.0.1:{media.port}")
-        session.commit()
-    stack = start_stack(env)
-    tap = EventTap(env.env["AMQP_URI"], EXPORTER)
-    client = Client.login(env.env["GATEWAY_URL"], "organizer@example.org", PASSWORD)
-    yield stack, client, tap, media, event_id
-    stack.stop_all()
-    media.close()
-    delete_vhost(vhost)
+    with closing(ParkingMediaServer()) as media, stack_for(
+            tmp_path_factory.mktemp("jobs_export"), {"organizer": False}, MEDIA_ALLOW_HOSTS=f"127.0.0.1:{media.port}",
+            STORAGE_RETRY_SECONDS=str(RETRY_WINDOW)) as run:
+        event_id = run.event("organizer", sessions=12, media_base_url=f"http://127.0.0.1:{media.port}")
+        stack = run.start()
+        yield stack, run.client("organizer"), EventTap(run.env.env["AMQP_URI"], EXPORTER), media, event_id
 
 
 def task_id_of(task_url: str) -> str:

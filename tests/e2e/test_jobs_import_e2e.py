@@ -15,6 +15,9 @@ import json
 import os
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,29 +26,27 @@ import sqlalchemy as sa
 from shared.contracts import IMPORT_REQUEST_QUEUE, IMPORTER
 from shared.jobs.dead_letter import dead_letter_queue
 from shared.models import mailer as m
-from tests.e2e.test_export_e2e import PASSWORD, add_users
-from tests.support.e2e import Client, make_env, start_stack
+from tests.support.e2e import Client, Env, stack_for
 from tests.support.event_tap import EventTap, close_connection, consumer_connection
 from tests.support.hostile_archives import base_files
 from tests.support.import_helpers import row_counts, wait_queue_drained
-from tests.support.rabbit import create_vhost, delete_vhost, queue_info
+from tests.support.rabbit import queue_info
+from tools.stack import Stack
 
 # Bookkeeping of services, not event data: what a failed import may change.
 NOT_EVENT_DATA = ("tasks", "mail_deliveries", "storage_objects", "storage_backends", "job_leases")
 
 
+@dataclass
 class System:
-    def __init__(self, tmp: Path, database_url: str | None = None, **env: str) -> None:
-        self.vhost = create_vhost()
-        self.env = make_env(tmp, self.vhost, database_url, **env)
-        add_users(self.env, {"alice": False})
-        self.stack = start_stack(self.env)
-        self.tap = EventTap(self.env.env["AMQP_URI"], IMPORTER)
-        self.client = Client.login(self.env.env["GATEWAY_URL"], "alice@example.org", PASSWORD)
+    env: Env
+    stack: Stack
+    tap: EventTap
+    client: Client  # alice's
 
-    def close(self) -> None:
-        self.stack.stop_all()
-        delete_vhost(self.vhost)
+    @property
+    def vhost(self) -> str:
+        return self.env.vhost
 
     def event_rows(self) -> dict[str, int]:
         return row_counts(self.env.database_url, exclude=NOT_EVENT_DATA)
@@ -66,20 +67,26 @@ class System:
         wait_queue_drained(self.vhost, IMPORT_REQUEST_QUEUE, timeout=120)
 
 
+@contextmanager
+def system_for(tmp: Path, database_url: str | None = None, **env: str) -> Iterator[System]:
+    with stack_for(tmp, {"alice": False}, database_url, **env) as run:
+        stack = run.start()
+        yield System(env=run.env, stack=stack, tap=EventTap(run.env.env["AMQP_URI"], IMPORTER),
+                     client=run.client("alice"))
+
+
 @pytest.fixture(scope="module")
 def default_system(tmp_path_factory):
-    system = System(tmp_path_factory.mktemp("jobs_default"))
-    yield system
-    system.close()
+    with system_for(tmp_path_factory.mktemp("jobs_default")) as system:
+        yield system
 
 
 @pytest.fixture(scope="module")
 def tuned_system(tmp_path_factory):
     # Limits and lease lifetimes a test can reach quickly; each is documented in the README's configuration table.
-    system = System(tmp_path_factory.mktemp("jobs_tuned"), IMPORT_MAX_SESSION_SPEAKERS="50000",
-                    IMPORT_MAX_STRING_CHARS="100000", JOB_LEASE_SECONDS="6", JOB_MAX_DELIVERIES="2")
-    yield system
-    system.close()
+    with system_for(tmp_path_factory.mktemp("jobs_tuned"), IMPORT_MAX_SESSION_SPEAKERS="50000",
+                    IMPORT_MAX_STRING_CHARS="100000", JOB_LEASE_SECONDS="6", JOB_MAX_DELIVERIES="2") as system:
+        yield system
 
 
 def task_id_of(task_url: str) -> str:
@@ -200,11 +207,8 @@ def test_redelivery_while_the_first_run_is_alive_does_not_run_again(tuned_system
 
 def test_redelivery_while_the_first_run_is_alive_does_not_run_again_on_postgresql(postgres_url, tmp_path):
     # The same on PostgreSQL, where the lease row's lock (not SQLite's database lock) fences the write.
-    system = System(tmp_path, database_url=postgres_url, JOB_LEASE_SECONDS="6")
-    try:
+    with system_for(tmp_path, postgres_url, JOB_LEASE_SECONDS="6") as system:
         test_redelivery_while_the_first_run_is_alive_does_not_run_again(system, tmp_path)
-    finally:
-        system.close()
 
 
 def test_request_whose_worker_keeps_dying_ends_failure_and_is_dead_lettered(tuned_system, tmp_path):

@@ -9,9 +9,8 @@ import time
 
 import requests
 
-from tests.e2e.test_export_e2e import PASSWORD, add_users, assert_error
-from tests.support.e2e import Client, make_env, start_stack
-from tests.support.rabbit import create_vhost, delete_vhost
+from tests.e2e.test_export_e2e import assert_error
+from tests.support.e2e import PASSWORD, Client, stack_for
 
 
 def _login(url: str, deadline: float) -> Client:
@@ -24,12 +23,9 @@ def _login(url: str, deadline: float) -> Client:
 
 
 def test_mail_log_comes_from_the_mailer(tmp_path):
-    vhost = create_vhost()
-    env = make_env(tmp_path, vhost, RPC_TIMEOUT="2")
-    add_users(env, {"admin": True})
-    stack = start_stack(env, services=("api_gateway",))
-    try:
-        admin = _login(env.env["GATEWAY_URL"], time.monotonic() + 60)
+    with stack_for(tmp_path, {"admin": True}, RPC_TIMEOUT="2") as run:
+        stack = run.start(services=("api_gateway",))
+        admin = _login(run.url, time.monotonic() + 60)
         assert_error(admin.get("/v1/admin/mails"), 503, "mailer_unavailable")
         stack.start("mailer")
         deadline = time.monotonic() + 60
@@ -37,6 +33,3 @@ def test_mail_log_comes_from_the_mailer(tmp_path):
             assert r.status_code == 503 and time.monotonic() < deadline, r.text
             time.sleep(0.2)
         assert r.json() == {"data": []}
-    finally:
-        stack.stop_all()
-        delete_vhost(vhost)

@@ -13,13 +13,14 @@ import html
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import requests
-from kombu import Connection, Queue, binding
-from nameko.standalone.events import event_dispatcher, get_event_exchange
+from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ClusterRpcProxy
 from sqlalchemy import delete, select
 
@@ -27,69 +28,30 @@ from services.api_gateway.dependencies import MAIL_QUEUES
 from shared import contracts
 from shared.models import events as m
 from shared.models.mailer import MailDelivery
-from tests.e2e.test_export_e2e import PASSWORD, add_users, export
-from tests.support.e2e import Client, Env, make_env, start_stack
+from tests.e2e.test_export_e2e import export
+from tests.support.e2e import Env, SystemBase, add_synthetic_event, stack_for
+from tests.support.event_tap import EventTap
 from tests.support.hostile_archives import base_files, encode, write_zip
 from tests.support.import_helpers import submit_ok, zip_folder
-from tests.support.rabbit import create_vhost, delete_vhost, queue_info
+from tests.support.rabbit import queue_info
 from tests.support.smtp_server import SmtpServer
-from tools.synthetic import create_synthetic_event
+from tools.stack import Stack
 
 NAME = "Tom & Jerry's <Open> \"Conf\""
 EXPORT_QUEUE = MAIL_QUEUES[(contracts.EXPORTER, contracts.EXPORT_COMPLETED)]
 IMPORT_QUEUE = MAIL_QUEUES[(contracts.IMPORTER, contracts.IMPORT_COMPLETED)]
 IMPORT_FAILED_QUEUE = MAIL_QUEUES[(contracts.IMPORTER, contracts.IMPORT_FAILED)]
-SERVICES = ("storage", "exporter", "importer", "mailer", "api_gateway")
 MAIL_ENV = {"SMTP_TIMEOUT": "3", "MAIL_RETRY_SECONDS": "10", "MAIL_RETRY_BASE": "0.5",
             "MAIL_FROM": "Event Platform <platform@example.org>", "MAIL_REPLY_TO": "help@example.org",
             "EVENT_URL_TEMPLATE": "https://frontend.example/e/{id}"}
 
 
-class EventTap:
-    """A queue of our own bound to ``mailer.events``: every mail_sent / mail_failed the mailer publishes."""
-
-    def __init__(self, amqp_uri: str) -> None:
-        self.conn = Connection(amqp_uri)
-        exchange = get_event_exchange(contracts.MAILER, {})
-        self.queue = Queue(f"test-tap-{uuid.uuid4().hex[:8]}", exclusive=True,
-                           bindings=[binding(exchange, routing_key=t) for t in (contracts.MAIL_SENT,
-                                                                                contracts.MAIL_FAILED)])
-        self.bound = self.queue(self.conn.channel())
-        exchange(self.bound.channel).declare()
-        self.bound.declare()
-        self.seen: list[tuple[str, dict]] = []
-
-    def wait(self, event_type: str, task_id: str, timeout: float = 30) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            while (msg := self.bound.get(no_ack=True)) is not None:
-                self.seen.append((msg.delivery_info["routing_key"], msg.payload))
-            found = [p for t, p in self.seen if t == event_type and p["task_id"] == task_id]
-            if found:
-                return found[0]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {event_type} for {task_id} after {timeout} s; seen {self.seen}")
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        self.conn.release()
-
-
 @dataclass
-class System:
-    env: Env
-    stack: object
+class System(SystemBase):
+    stack: Stack
     smtp: SmtpServer
     tap: EventTap
     event_id: int
-    users: dict[str, int]
-
-    @property
-    def url(self) -> str:
-        return self.env.env["GATEWAY_URL"]
-
-    def client(self, who: str) -> Client:
-        return Client.login(self.url, f"{who}@example.org", PASSWORD)
 
     def publish(self, source: str, event_type: str, payload: dict, times: int = 1) -> None:
         dispatch = event_dispatcher({"AMQP_URI": self.env.env["AMQP_URI"], "serializer": "json"})
@@ -163,26 +125,16 @@ def system(tmp_path_factory):
     root = tmp_path_factory.mktemp("mailer_e2e")
     smtp = SmtpServer(root / "smtp")
     smtp.start()
-    vhost = create_vhost()
-    stack = tap = None
     try:  # a stack that fails to start is cleaned up too (no stray processes or vhosts)
-        env = make_env(root, vhost, SMTP_PORT=str(smtp.port), **MAIL_ENV)
-        users = add_users(env, {"admin": True, "organizer": False})
-        with env.db() as session:
-            event_id = create_synthetic_event(session, sessions=20, owner_user_id=users["organizer"])
-            session.get(m.Event, event_id).name = NAME
-            session.commit()
-        tap = EventTap(env.env["AMQP_URI"])
-        stack = start_stack(env, services=SERVICES)
-        stack.wait_healthy(timeout=90, required=SERVICES)
-        yield System(env=env, stack=stack, smtp=smtp, tap=tap, event_id=event_id, users=users)
+        with stack_for(root, {"admin": True, "organizer": False}, SMTP_PORT=str(smtp.port), **MAIL_ENV) as run:
+            event_id = run.event("organizer", sessions=20)
+            with run.env.db() as session:
+                session.get(m.Event, event_id).name = NAME
+                session.commit()
+            tap = EventTap(run.env.env["AMQP_URI"], contracts.MAILER)
+            yield System(env=run.env, users=run.users, stack=run.start(), smtp=smtp, tap=tap, event_id=event_id)
     finally:
-        if stack is not None:
-            stack.stop_all()
-        if tap is not None:
-            tap.close()
         smtp.stop()
-        delete_vhost(vhost)
 
 
 @pytest.fixture
@@ -227,7 +179,7 @@ def test_export_mail_link_downloads_the_archive_without_credentials(system_ok, f
     assert hashlib.sha256(r.content).hexdigest() == result["sha256"]
     assert len(r.content) == result["size"]
 
-    sent = system.tap.wait(contracts.MAIL_SENT, task_id)
+    sent = system.tap.wait_for(task_id, contracts.MAIL_SENT)[0]
     assert sent["kind"] == contracts.EXPORT_COMPLETED and sent["recipient"] == "organizer@example.org"
     assert sent["message_id"] == mail["Message-ID"].strip()
 
@@ -250,9 +202,7 @@ def test_an_expired_link_says_so_clearly(system_ok, finished_export):
 
 def test_an_export_failure_mail_names_the_problem(system_ok):
     system = system_ok
-    with system.env.db() as session:
-        doomed = create_synthetic_event(session, sessions=2, owner_user_id=system.users["organizer"])
-        session.commit()
+    doomed = add_synthetic_event(system.env, system.users["organizer"], sessions=2)
     organizer = system.client("organizer")
     system.stack.stop("exporter")
     try:
@@ -281,16 +231,22 @@ def unknown_track_archive(tmp_path) -> bytes:
     return write_zip(tmp_path / "ghost_track.zip", encode(files)).read_bytes()
 
 
-def test_an_imported_sample_gives_one_mail_with_link_counts_and_warnings(system_ok, samples_dir):
-    system = system_ok
-    folder = samples_dir / "open_event" / "legacy" / "OTS16"
+def import_sample(system: System, samples_dir: Path, name: str, queue: str) -> tuple[dict, int]:
+    """The organizer imports the legacy sample ``name`` (skipped when absent): its terminal task, and how many
+    deliveries the mailer had acknowledged on ``queue`` before."""
+    folder = samples_dir / "open_event" / "legacy" / name
     if not folder.is_dir():
         pytest.skip(f"{folder} absent")
     organizer = system.client("organizer")
-    before = acked(system.env.vhost, IMPORT_QUEUE)
-    task_url = submit_ok(organizer, zip_folder(folder), "OTS16.zip")
-    task = organizer.wait_task(task_url, timeout=180)
+    before = acked(system.env.vhost, queue)
+    return organizer.wait_task(submit_ok(organizer, zip_folder(folder), f"{name}.zip"), timeout=180), before
+
+
+def test_an_imported_sample_gives_one_mail_with_link_counts_and_warnings(system_ok, samples_dir):
+    system = system_ok
+    task, before = import_sample(system, samples_dir, "OTS16", IMPORT_QUEUE)
     assert task["state"] == "SUCCESS", task
+    organizer = system.client("organizer")
     result, task_id = task["result"], task["id"]
 
     [mail] = system.smtp.wait_messages(task_id)
@@ -322,7 +278,7 @@ def test_an_imported_sample_gives_one_mail_with_link_counts_and_warnings(system_
     assert "session_44.mp3" in page
     assert "Traceback" not in text
 
-    sent = system.tap.wait(contracts.MAIL_SENT, task_id)
+    sent = system.tap.wait_for(task_id, contracts.MAIL_SENT)[0]
     assert (sent["kind"], sent["event_id"], sent["recipient"]) == (contracts.IMPORT_COMPLETED, result["id"],
                                                                    "organizer@example.org")
     wait_handled(system, IMPORT_QUEUE, before)
@@ -347,7 +303,7 @@ def _assert_failure_mail(system: System, task: dict, before: int, filename: str)
         assert "Traceback" not in part
         assert not re.search(r'File "[^"]+", line \d+', part)
         assert ".py" not in part
-    assert system.tap.wait(contracts.MAIL_SENT, task_id)["kind"] == contracts.IMPORT_FAILED
+    assert system.tap.wait_for(task_id, contracts.MAIL_SENT)[0]["kind"] == contracts.IMPORT_FAILED
     wait_handled(system, IMPORT_FAILED_QUEUE, before)
     assert len(system.smtp.messages(task_id)) == 1
     row = delivery(system.env, task_id, contracts.IMPORT_FAILED)
@@ -371,12 +327,7 @@ def test_an_import_failing_on_a_record_mails_the_file_and_record(system_ok, tmp_
 
 def test_an_import_of_invalid_json_mails_the_file(system_ok, samples_dir):
     system = system_ok
-    folder = samples_dir / "open_event" / "legacy" / "FOSSASIA11"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} absent")
-    organizer = system.client("organizer")
-    before = acked(system.env.vhost, IMPORT_FAILED_QUEUE)
-    task = organizer.wait_task(submit_ok(organizer, zip_folder(folder), "FOSSASIA11.zip"), timeout=120)
+    task, before = import_sample(system, samples_dir, "FOSSASIA11", IMPORT_FAILED_QUEUE)
     assert task["state"] == "FAILURE", task
     result = task["result"]
     assert result["code"] == "invalid_json" and result["file"], result
@@ -406,7 +357,7 @@ def test_a_redelivered_event_gives_one_mail(system_ok, source, kind, make):
     assert len(system.smtp.messages(task_id)) == 1
     row = delivery(system.env, task_id, kind)
     assert (row.state, row.attempts) == ("sent", 1)
-    assert system.tap.wait(contracts.MAIL_SENT, task_id)["kind"] == kind
+    assert system.tap.wait_for(task_id, contracts.MAIL_SENT)[0]["kind"] == kind
 
 
 def test_a_mailer_killed_during_data_never_sends_a_second_mail(system_ok):
@@ -424,7 +375,7 @@ def test_a_mailer_killed_during_data_never_sends_a_second_mail(system_ok):
     # outcome as uncertain instead of sending a second copy.
     row = wait_delivery(system.env, task_id, lambda r: r.state == "uncertain", timeout=45)
     assert "not sent again" in row.last_error
-    failed = system.tap.wait(contracts.MAIL_FAILED, task_id)
+    failed = system.tap.wait_for(task_id, contracts.MAIL_FAILED)[0]
     assert failed["reason"].startswith("delivery uncertain")
     wait_until("event redelivered and handled", lambda: (queue_info(system.env.vhost, EXPORT_QUEUE) or {})
                .get("messages") == 0)
@@ -445,39 +396,39 @@ def test_a_mailer_killed_before_data_sends_exactly_once_after_restart(system_ok)
     row = wait_delivery(system.env, task_id, lambda r: r.state == "sent", timeout=45)
     assert row.attempts == 2  # the dead claim, then one real send once its lease ran out
     assert len(system.smtp.wait_messages(task_id)) == 1
-    system.tap.wait(contracts.MAIL_SENT, task_id)
+    system.tap.wait_for(task_id, contracts.MAIL_SENT)[0]
 
 
 # --- SMTP trouble --------------------------------------------------------------------------------------------------
 
-def test_smtp_down_for_a_while_still_ends_in_one_mail(system_ok):
-    system = system_ok
+@contextmanager
+def smtp_down(system: System) -> Iterator[str]:
+    """An export's mail published while the SMTP server is down (back up when the block ends); its task id."""
     system.smtp.stop()
     payload = completed_payload(system)
-    task_id = payload["task_id"]
     try:
         system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, payload)
-        row = wait_delivery(system.env, task_id, lambda r: r.state == "pending" and r.attempts >= 2)
-        assert "refused the connection" in row.last_error
+        yield payload["task_id"]
     finally:
         system.smtp.start()
+
+
+def test_smtp_down_for_a_while_still_ends_in_one_mail(system_ok):
+    system = system_ok
+    with smtp_down(system) as task_id:
+        row = wait_delivery(system.env, task_id, lambda r: r.state == "pending" and r.attempts >= 2)
+        assert "refused the connection" in row.last_error
     assert len(system.smtp.wait_messages(task_id, timeout=20)) == 1
     assert wait_delivery(system.env, task_id, lambda r: r.state == "sent").attempts >= 3
-    system.tap.wait(contracts.MAIL_SENT, task_id)
+    system.tap.wait_for(task_id, contracts.MAIL_SENT)[0]
 
 
 def test_smtp_down_past_the_retry_window_is_recorded_and_announced(system_ok):
     system = system_ok
-    system.smtp.stop()
-    payload = completed_payload(system)
-    task_id = payload["task_id"]
-    try:
-        system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, payload)
+    with smtp_down(system) as task_id:
         row = wait_delivery(system.env, task_id, lambda r: r.state == "failed", timeout=40)
-    finally:
-        system.smtp.start()
     assert "gave up after" in row.last_error
-    failed = system.tap.wait(contracts.MAIL_FAILED, task_id)
+    failed = system.tap.wait_for(task_id, contracts.MAIL_FAILED)[0]
     assert failed["attempts"] == row.attempts >= 3 and "gave up" in failed["reason"]
     # A later mail goes out; the failed one stays failed for good.
     barrier = completed_payload(system)
@@ -494,7 +445,7 @@ def test_a_permanent_refusal_fails_at_once(system_ok):
     system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, payload)
     row = wait_delivery(system.env, payload["task_id"], lambda r: r.state == "failed")
     assert row.attempts == 1 and "550" in row.last_error
-    assert "550" in system.tap.wait(contracts.MAIL_FAILED, payload["task_id"])["reason"]
+    assert "550" in system.tap.wait_for(payload["task_id"], contracts.MAIL_FAILED)[0]["reason"]
 
 
 def admin_entry(system: System, task_id: str) -> dict:
@@ -514,9 +465,9 @@ def test_a_message_refused_after_data_with_554_ends_failed_never_sent(system_ok)
     assert (row.state, row.attempts, row.sent_at) == ("failed", 1, None)
     assert "554 5.7.1 Message rejected as spam" in row.last_error
     system.smtp.wait_log(f"DATA refused 554 <{contracts.EXPORT_COMPLETED}.{task_id}", since=since)
-    failed = system.tap.wait(contracts.MAIL_FAILED, task_id)
+    failed = system.tap.wait_for(task_id, contracts.MAIL_FAILED)[0]
     assert "554" in failed["reason"] and failed["attempts"] == 1
-    assert not any(t == contracts.MAIL_SENT and p["task_id"] == task_id for t, p in system.tap.seen)
+    assert system.tap.of(task_id, contracts.MAIL_SENT) == []
     entry = admin_entry(system, task_id)
     assert (entry["state"], entry["attempts"], entry["next_retry_at"]) == ("failed", 1, None)
     assert "554 5.7.1 Message rejected as spam" in entry["last_error"]
@@ -538,7 +489,7 @@ def test_a_message_deferred_after_data_with_451_is_retried_then_delivered(system
     row = wait_delivery(system.env, task_id, lambda r: r.state == "sent")
     assert row.attempts >= 2 and row.last_error is None
     assert len(system.smtp.wait_messages(task_id)) == 1
-    system.tap.wait(contracts.MAIL_SENT, task_id)
+    system.tap.wait_for(task_id, contracts.MAIL_SENT)[0]
 
 
 def health(system: System) -> tuple[int, dict]:
@@ -606,7 +557,7 @@ def test_an_invalid_recipient_is_refused_up_front(system_ok):
     system.publish(contracts.EXPORTER, contracts.EXPORT_COMPLETED, payload)
     row = wait_delivery(system.env, payload["task_id"], lambda r: r.state == "failed")
     assert row.attempts == 0 and "not a valid email address" in row.last_error
-    failed = system.tap.wait(contracts.MAIL_FAILED, payload["task_id"])
+    failed = system.tap.wait_for(payload["task_id"], contracts.MAIL_FAILED)[0]
     assert failed["attempts"] == 0
     assert not any("organizer at example" in line for line in system.smtp.log_lines()[since:])
 
@@ -636,16 +587,15 @@ def test_admins_see_the_mail_log_and_nobody_else_does(system_ok, finished_export
 # --- a fresh broker ------------------------------------------------------------------------------------------------
 
 def test_mail_events_published_before_the_mailer_ever_ran_are_kept(tmp_path, system):
-    vhost = create_vhost()
-    env = make_env(tmp_path, vhost, SMTP_PORT=str(system.smtp.port), **MAIL_ENV)
-    stack = start_stack(env, services=("api_gateway",))
-    try:
+    with stack_for(tmp_path, SMTP_PORT=str(system.smtp.port), **MAIL_ENV) as run:
+        vhost = run.vhost
+        stack = run.start(services=("api_gateway",))
         for queue in MAIL_QUEUES.values():
             wait_until(f"{queue} declared by the gateway", lambda q=queue: queue_info(vhost, q))
         payload = contracts.make_payload(contracts.EXPORT_FAILED, task_id=str(uuid.uuid4()), event_id=12345,
                                          requested_by={"id": 1, "email": "someone@example.org"}, code="storage_error",
                                          message="storage refused the archive")
-        event_dispatcher({"AMQP_URI": env.env["AMQP_URI"], "serializer": "json"})(
+        event_dispatcher({"AMQP_URI": run.env.env["AMQP_URI"], "serializer": "json"})(
             contracts.EXPORTER, contracts.EXPORT_FAILED, payload)
         queue = MAIL_QUEUES[(contracts.EXPORTER, contracts.EXPORT_FAILED)]
         wait_until("event waiting in the mailer's queue", lambda: (queue_info(vhost, queue) or {}).get("messages"))
@@ -653,6 +603,3 @@ def test_mail_events_published_before_the_mailer_ever_ran_are_kept(tmp_path, sys
         [mail] = system.smtp.wait_messages(payload["task_id"])
         assert mail["Subject"] == "Export of event #12345 failed"
         assert "did not accept the archive" in plain(mail)
-    finally:
-        stack.stop_all()
-        delete_vhost(vhost)

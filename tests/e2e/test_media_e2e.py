@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import unicodedata
 import uuid
 import zipfile
+from contextlib import closing
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -24,11 +24,10 @@ from sqlalchemy import select
 from shared.archive import legacy
 from shared.models import events as m
 from tests.conftest import SAMPLES_DIR
-from tests.e2e.test_export_e2e import PASSWORD, add_users
 from tests.e2e.test_upload_api import jpeg_bytes, png_bytes
-from tests.support.e2e import Client, Env, make_env, start_stack
+from tests.support.e2e import Client, SystemBase, stack_for
 from tests.support.import_helpers import submit_ok, zip_folder
-from tests.support.rabbit import create_vhost, delete_vhost
+from tests.support.media_host import MediaHost, send_body
 from tools.synthetic import create_synthetic_event
 
 FOSSASIA16 = SAMPLES_DIR / "open_event" / "legacy" / "FOSSASIA16"
@@ -43,69 +42,40 @@ MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(2000)
 JSON_ERROR = b'{"error": {"code": 404, "message": "Not Found"}}'
 
 
-class MediaServer:
+class MediaServer(MediaHost):
     """Serves fixed bodies by path with the Content-Type a misconfigured host would send."""
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[bytes, str]] = {}
-        routes = self.routes
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                found = routes.get(self.path)
-                if found is None:
-                    self.send_error(404)
-                    return
-                data, content_type = found
-                self.send_response(200)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        found = self.routes.get(request.path)
+        if found is None:
+            request.send_error(404)
+        else:
+            send_body(request, *found)
 
     def serve(self, path: str, data: bytes, content_type: str) -> str:
         self.routes[path] = (data, content_type)
         return self.base_url + path
 
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 @dataclass
-class System:
-    env: Env
-    users: dict[str, int]
+class System(SystemBase):
     media: MediaServer
 
-    @property
-    def url(self) -> str:
-        return self.env.env["GATEWAY_URL"]
-
     def client(self, who: str = "alice") -> Client:
-        return Client.login(self.url, f"{who}@example.org", PASSWORD)
+        return super().client(who)
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    media = MediaServer()
-    vhost = create_vhost()
-    env = make_env(tmp_path_factory.mktemp("media_e2e"), vhost, MEDIA_TIMEOUT="10",
-                   MEDIA_ALLOW_HOSTS=media.base_url.split("//", 1)[1])
-    users = add_users(env, {"alice": False})
-    stack = start_stack(env)
-    yield System(env=env, users=users, media=media)
-    stack.stop_all()
-    delete_vhost(vhost)
-    media.close()
+    with closing(MediaServer()) as media, stack_for(tmp_path_factory.mktemp("media_e2e"), {"alice": False},
+                                                    MEDIA_TIMEOUT="10",
+                                                    MEDIA_ALLOW_HOSTS=media.base_url.split("//", 1)[1]) as run:
+        run.start()
+        yield System(env=run.env, users=run.users, media=media)
 
 
 def import_ok(client: Client, data: bytes, filename: str) -> dict:

@@ -24,13 +24,10 @@ import pytest
 from services.storage.backends.local import LocalBackend
 from services.storage.data_plane import signed_url
 from shared.models.storage import StorageObject
-from tests.e2e.test_export_e2e import PASSWORD, add_users
-from tests.support.e2e import Client, Env, make_env, start_stack
+from tests.support.e2e import Client, SystemBase, stack_for
 from tests.support.hostile_archives import base_files
 from tests.support.import_helpers import submit
-from tests.support.rabbit import create_vhost, delete_vhost
 from tools.stack import Stack
-from tools.synthetic import create_synthetic_event
 
 QUOTA_BYTES = 300 * 1024
 JOBS = 2
@@ -38,22 +35,13 @@ KEEP_DAYS = 0.0001  # 8.6 s
 
 
 @dataclass
-class System:
-    env: Env
+class System(SystemBase):
     stack: Stack
     event_id: int
-    users: dict[str, int]
-
-    @property
-    def url(self) -> str:
-        return self.env.env["GATEWAY_URL"]
 
     @property
     def storage_dir(self) -> Path:
         return Path(self.env.env["STORAGE_DIR"])
-
-    def client(self, who: str) -> Client:
-        return Client.login(self.url, f"{who}@example.org", PASSWORD)
 
 
 def _old_file(path: Path, age: float = 3600) -> Path:
@@ -82,21 +70,15 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    vhost = create_vhost()
-    env = make_env(tmp_path_factory.mktemp("quotas"), vhost, QUOTA_STORED_BYTES=str(QUOTA_BYTES),
+    users = {"alice": False, "bob": False, "carol": False, "dave": False}
+    with stack_for(tmp_path_factory.mktemp("quotas"), users, QUOTA_STORED_BYTES=str(QUOTA_BYTES),
                    QUOTA_JOBS_IN_FLIGHT=str(JOBS), IMPORT_ARCHIVE_KEEP_DAYS=str(KEEP_DAYS),
-                   STORAGE_SWEEP_INTERVAL="1", STORAGE_TMP_MAX_AGE="2", IMPORTER_SCRATCH_SWEEP_INTERVAL="1")
-    users = add_users(env, {"alice": False, "bob": False, "carol": False, "dave": False})
-    with env.db() as session:
-        event_id = create_synthetic_event(session, sessions=3, owner_user_id=users["alice"])
-        session.commit()
-    # Leftovers of a crash before this start: an upload part in a shard, an import's scratch directory.
-    _old_file(Path(env.env["STORAGE_DIR"]) / "objects" / "ab" / ".tmp-0123abandoned")
-    _crashed_scratch(env.var_dir)
-    stack = start_stack(env)
-    yield System(env=env, stack=stack, event_id=event_id, users=users)
-    stack.stop_all()
-    delete_vhost(vhost)
+                   STORAGE_SWEEP_INTERVAL="1", STORAGE_TMP_MAX_AGE="2", IMPORTER_SCRATCH_SWEEP_INTERVAL="1") as run:
+        event_id = run.event("alice", sessions=3)
+        # Leftovers of a crash before this start: an upload part in a shard, an import's scratch directory.
+        _old_file(Path(run.env.env["STORAGE_DIR"]) / "objects" / "ab" / ".tmp-0123abandoned")
+        _crashed_scratch(run.env.var_dir)
+        yield System(env=run.env, users=run.users, stack=run.start(), event_id=event_id)
 
 
 def _archive() -> bytes:

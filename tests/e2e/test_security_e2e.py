@@ -23,11 +23,9 @@ from shared.models import events as m
 from shared.passwords import hash_password
 from shared.signing import signed_query
 from tests.conftest import REPO, free_port
-from tests.support.e2e import Client, Env, make_env, start_stack
-from tests.support.rabbit import create_vhost, delete_vhost
+from tests.support.e2e import PASSWORD, Client, Env, SystemBase, stack_for
 from tools.stack import SERVICES, Stack
 
-PASSWORD = "correct horse battery staple"
 PER_ACCOUNT, PER_ADDRESS, WINDOW = 3, 5, 600
 
 
@@ -60,43 +58,23 @@ def cli(env: Env, *args: str) -> str:
 
 
 @dataclass
-class System:
-    env: Env
+class System(SystemBase):
     stack: Stack
-    users: dict[str, int]
     event_id: int
-
-    @property
-    def url(self) -> str:
-        return self.env.env["GATEWAY_URL"]
-
-    def client(self, who: str) -> Client:
-        return Client.login(self.url, f"{who}@example.org", PASSWORD)
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    vhost = create_vhost()
-    env = make_env(tmp_path_factory.mktemp("security"), vhost, LOG_FORMAT="json",
+    users = {"admin": True, "orga": False, "victim": False, "walker": False, "alice": False}
+    with stack_for(tmp_path_factory.mktemp("security"), users, LOG_FORMAT="json",
                    LOGIN_MAX_FAILURES_PER_ACCOUNT=str(PER_ACCOUNT), LOGIN_MAX_FAILURES_PER_ADDRESS=str(PER_ADDRESS),
-                   LOGIN_FAILURE_WINDOW=str(WINDOW))
-    from tools.synthetic import create_synthetic_event
-
-    with env.db() as session:
-        users = {name: m.User(email=f"{name}@example.org", password_hash=hash_password(PASSWORD), is_admin=admin)
-                 for name, admin in {"admin": True, "orga": False, "victim": False, "walker": False,
-                                     "alice": False}.items()}
-        session.add_all(users.values())
-        session.flush()
-        event_id = create_synthetic_event(session, sessions=2, owner_user_id=users["orga"].id)
-        # A media URL whose host resolves to loopback: refused by the fetcher, reported as a warning.
-        session.get(m.Event, event_id).logo = "http://localhost:9/logo.png"
-        session.commit()
-        ids = {name: user.id for name, user in users.items()}
-    stack = start_stack(env)
-    yield System(env=env, stack=stack, users=ids, event_id=event_id)
-    stack.stop_all()
-    delete_vhost(vhost)
+                   LOGIN_FAILURE_WINDOW=str(WINDOW)) as run:
+        event_id = run.event("orga", sessions=2)
+        with run.env.db() as session:
+            # A media URL whose host resolves to loopback: refused by the fetcher, reported as a warning.
+            session.get(m.Event, event_id).logo = "http://localhost:9/logo.png"
+            session.commit()
+        yield System(env=run.env, users=run.users, stack=run.start(), event_id=event_id)
 
 
 def _upload(system: System, data: bytes = b"private bytes of orga") -> str:
@@ -127,45 +105,32 @@ def _wait_exit(stack: Stack, names: tuple[str, ...], timeout: float) -> dict[str
 
 @pytest.mark.parametrize("secret", ["", "only-24-bytes-of-secret!"], ids=["default", "short"])
 def test_every_service_refuses_to_start_with_a_weak_secret(tmp_path, secret):
-    vhost = create_vhost()
-    try:
-        env = make_env(tmp_path, vhost, SECRET_KEY=secret, DEV_MODE="")
-        stack = Stack(env=env.env, log_dir=env.var_dir / "log")
-        stack.start_all()
-        try:
-            codes = _wait_exit(stack, SERVICES, timeout=90)
-        finally:
-            stack.stop_all()
+    with stack_for(tmp_path, SECRET_KEY=secret, DEV_MODE="") as run:
+        stack = run.start(SERVICES)
+        codes = _wait_exit(stack, SERVICES, timeout=90)
+        stack.stop_all()
         assert all(code not in (None, 0) for code in codes.values()), codes
         for name in SERVICES:
-            log = (env.var_dir / "log" / f"{name}.log").read_text()
+            log = (run.env.var_dir / "log" / f"{name}.log").read_text()
             assert f"{name} refuses to start: SECRET_KEY" in log, log[-2000:]
-    finally:
-        delete_vhost(vhost)
 
 
 def test_dev_mode_runs_with_the_default_secret_and_says_so(tmp_path):
-    vhost = create_vhost()
-    try:
-        env = make_env(tmp_path, vhost, SECRET_KEY="", DEV_MODE="1")
-        stack = Stack(env=env.env, log_dir=env.var_dir / "log")
-        stack.start("storage")
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert stack.running("storage"), (env.var_dir / "log" / "storage.log").read_text()[-2000:]
-                try:
-                    if requests.get(env.env["STORAGE_URL"] + "/health", timeout=5).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                assert time.monotonic() < deadline, "storage did not start in DEV_MODE"
-                time.sleep(0.2)
-        finally:
-            stack.stop_all()
+    with stack_for(tmp_path, SECRET_KEY="", DEV_MODE="1") as run:
+        env = run.env
+        stack = run.start(("storage",))
+        deadline = time.monotonic() + 60
+        while True:
+            assert stack.running("storage"), (env.var_dir / "log" / "storage.log").read_text()[-2000:]
+            try:
+                if requests.get(env.env["STORAGE_URL"] + "/health", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "storage did not start in DEV_MODE"
+            time.sleep(0.2)
+        stack.stop_all()
         assert "Running anyway because DEV_MODE=1" in (env.var_dir / "log" / "storage.log").read_text()
-    finally:
-        delete_vhost(vhost)
 
 
 def test_tokens_and_links_forged_with_the_secret_itself_or_the_other_key_are_refused(system):

@@ -24,18 +24,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from kombu import Connection, Queue
-from nameko.standalone.events import get_event_exchange
 from sqlalchemy import select, update
 
 from shared import contracts
 from shared.models import events as m
 from shared.models.base import utcnow
 from shared.models.storage import StorageObject
-from shared.passwords import hash_password
 from tests.conftest import free_port
-from tests.support.e2e import Client, Env, make_env, start_stack
-from tests.support.rabbit import amqp_uri, create_vhost, delete_vhost
+from tests.support.e2e import Client, SystemBase, stack_for
+from tests.support.event_tap import EventTap
+from tests.support.rabbit import amqp_uri
 from tests.support.storage_servers import (
     ServerUnavailable,
     start_dropbox_fake,
@@ -43,9 +41,8 @@ from tests.support.storage_servers import (
     start_seafile_fake,
     start_seaweedfs,
 )
-from tools.synthetic import create_synthetic_event
+from tools.stack import Stack
 
-PASSWORD = "storage e2e password"
 APP_ORIGIN = "https://app.example.org"
 BUCKET = "portability-test"
 KINDS = ("local", "s3", "gcs", "dropbox", "seafile")
@@ -140,81 +137,36 @@ def remotes(tmp_path_factory) -> Iterator[dict[str, Remote]]:
 # -- the system ------------------------------------------------------------------------------------------------------
 
 
-class Events:
-    """Events as a subscriber sees them: a queue bound to ``<source>.events`` (storage: object_stored/expired)."""
-
-    def __init__(self, uri: str, source: str = contracts.STORAGE) -> None:
-        self.connection = Connection(uri)
-        exchange = get_event_exchange(source, {})
-        self.queue = Queue(f"test-{source}-events-{uuid.uuid4().hex[:8]}", exchange=exchange, routing_key="#",
-                           durable=False, auto_delete=True)
-        self.queue(self.connection.default_channel).declare()
-        self.seen: list[tuple[str, dict[str, Any]]] = []
-
-    def drain(self) -> None:
-        bound = self.queue(self.connection.default_channel)
-        while (message := bound.get(no_ack=True)) is not None:
-            self.seen.append((message.delivery_info["routing_key"], json.loads(message.body)))
-
-    def wait_for(self, event_type: str, key: str, timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.drain()
-            for seen_type, payload in self.seen:
-                if seen_type == event_type and payload["key"] == key:
-                    return contracts.load_payload(event_type, payload)
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {event_type} for {key} within {timeout} s; seen {self.seen}")
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        self.connection.release()
+def _event(tap: EventTap, event_type: str, key: str) -> dict[str, Any]:
+    """The first ``event_type`` about object ``key``, loaded as its contract says."""
+    return contracts.load_payload(event_type, tap.first(event_type, lambda payload: payload["key"] == key))
 
 
 @dataclass
-class System:
-    env: Env
-    stack: Any
+class System(SystemBase):
+    stack: Stack
     event_id: int
-    events: Events
-    url: str
-    export_events: Events
-
-    def client(self, who: str) -> Client:
-        return Client.login(self.url, f"{who}@example.org", PASSWORD)
+    events: EventTap
+    export_events: EventTap
 
     def index_row(self, key: str) -> StorageObject | None:
         with self.env.db() as session:
             return session.get(StorageObject, key)
 
-    def log_text(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in (self.env.var_dir / "log").glob("*.log"))
-
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory) -> Iterator[System]:
-    vhost = create_vhost()
-    env = make_env(tmp_path_factory.mktemp("storage_e2e"), vhost, STORAGE_SWEEP_INTERVAL="1",
-                   CORS_ORIGINS=APP_ORIGIN)
-    with env.db() as session:
-        users = {name: m.User(email=f"{name}@example.org", password_hash=hash_password(PASSWORD), is_admin=admin)
-                 for name, admin in (("admin", True), ("organizer", False), ("coorganizer", False),
-                                     ("stranger", False))}
-        session.add_all(users.values())
-        session.flush()
-        event_id = create_synthetic_event(session, sessions=20, owner_user_id=users["organizer"].id)
-        session.add(m.EventRole(user_id=users["coorganizer"].id, event_id=event_id, role=m.ROLE_COORGANIZER))
-        session.commit()
-    events, export_events = Events(amqp_uri(vhost)), Events(amqp_uri(vhost), contracts.EXPORTER)
-    stack = start_stack(env)
-    try:
-        yield System(env=env, stack=stack, event_id=event_id, events=events, url=env.env["GATEWAY_URL"],
+    users = {"admin": True, "organizer": False, "coorganizer": False, "stranger": False}
+    with stack_for(tmp_path_factory.mktemp("storage_e2e"), users, STORAGE_SWEEP_INTERVAL="1",
+                   CORS_ORIGINS=APP_ORIGIN) as run:
+        event_id = run.event("organizer", sessions=20)
+        with run.env.db() as session:
+            session.add(m.EventRole(user_id=run.users["coorganizer"], event_id=event_id, role=m.ROLE_COORGANIZER))
+            session.commit()
+        events, export_events = EventTap(amqp_uri(run.vhost), contracts.STORAGE), \
+            EventTap(amqp_uri(run.vhost), contracts.EXPORTER)
+        yield System(env=run.env, users=run.users, stack=run.start(), event_id=event_id, events=events,
                      export_events=export_events)
-    finally:
-        stack.stop_all()
-        events.close()
-        export_events.close()
-        delete_vhost(vhost)
 
 
 def assert_error(r: requests.Response, status: int, code: str) -> str:
@@ -382,7 +334,7 @@ def test_export_to_each_backend(system, remotes, kind, request):
     row = system.index_row(result["key"])
     assert row is not None and row.backend == identifier and row.sha256 == result["sha256"]
     assert row.expires_at is None  # keep_days 0: kept
-    stored = system.events.wait_for(contracts.OBJECT_STORED, result["key"])
+    stored = _event(system.events, contracts.OBJECT_STORED, result["key"])
     assert (stored["backend"], stored["backend_kind"], stored["task_id"], stored["event_id"]) == (
         identifier, kind, task_id, system.event_id)
     assert stored["sha256"] == result["sha256"] and stored["expires_at"] is None
@@ -469,13 +421,13 @@ def test_expired_exports_are_swept_and_answer_410(system, remotes, kind, request
     row = system.index_row(key)
     assert row.expires_at is not None
     assert timedelta(hours=23) < row.expires_at - row.created_at <= timedelta(days=1)
-    assert system.events.wait_for(contracts.OBJECT_STORED, key)["expires_at"] is not None
+    assert _event(system.events, contracts.OBJECT_STORED, key)["expires_at"] is not None
     assert direct().get(result["download_url"], timeout=30).status_code == 200
 
     _expire_now(system, key)
     row = _wait_deleted(system, key)
     assert row.deleted_reason == "expired"
-    expired = system.events.wait_for(contracts.OBJECT_EXPIRED, key)
+    expired = _event(system.events, contracts.OBJECT_EXPIRED, key)
     assert (expired["reason"], expired["backend"], expired["backend_kind"], expired["task_id"]) == (
         "expired", identifier, kind, task_id)
 
@@ -520,7 +472,7 @@ def test_delete_export_on_request(system):
     assert "deleted on request" in assert_error(organizer.get(path, allow_redirects=False), 410, "export_gone")
     assert "deleted on request" in assert_error(direct().get(result["download_url"], timeout=30), 410, "gone")
     assert organizer.request("DELETE", path).status_code == 204  # idempotent
-    expired = system.events.wait_for(contracts.OBJECT_EXPIRED, result["key"])
+    expired = _event(system.events, contracts.OBJECT_EXPIRED, result["key"])
     assert expired["reason"] == "deleted"
 
     # Admins may delete any event's exports.
@@ -530,9 +482,9 @@ def test_delete_export_on_request(system):
 
 
 def test_storage_events_match_their_schemas(system):
-    system.events.drain()
-    assert system.events.seen
-    for event_type, payload in system.events.seen:
+    seen = system.events.drain()
+    assert seen
+    for event_type, payload in seen:
         assert event_type in (contracts.OBJECT_STORED, contracts.OBJECT_EXPIRED)
         assert contracts.SCHEMAS[event_type]().validate(payload) == {}, payload
         assert payload["requested_by"] is None and payload["occurred_at"].endswith("Z")
@@ -624,7 +576,7 @@ def test_retention_is_in_the_result_the_history_and_export_completed(system):
     row = system.index_row(result["key"])
     assert result["retention"] == {"backend": identifier, "delete_at": row.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
     assert result["retention"]["delete_at"] != result["expires_at"]  # the archive's lifetime, not the link's
-    completed = system.export_events.wait_for(contracts.EXPORT_COMPLETED, result["key"])
+    completed = _event(system.export_events, contracts.EXPORT_COMPLETED, result["key"])
     assert completed["retention"] == result["retention"]
     history = organizer.get(f"/v1/events/{system.event_id}/exports").json()["data"]
     assert [e["retention"] for e in history if e["task_id"] == task_id] == [result["retention"]]

@@ -24,9 +24,7 @@ from services.api_gateway import media_uploads, rules, uploads
 from services.storage.backends.local import LocalBackend
 from shared import object_keys
 from shared.http import ApiError
-from tests.e2e.test_export_e2e import PASSWORD, add_users
-from tests.support.e2e import Client, Env, make_env, start_stack
-from tests.support.rabbit import create_vhost, delete_vhost
+from tests.support.e2e import Client, SystemBase, stack_for
 
 MAX_BYTES = 256 * 1024  # the stack's UPLOAD_MAX_BYTES (and so the image limit too)
 FILE_PATH = "/v1/upload/file"
@@ -83,16 +81,9 @@ def multipart(parts: list[tuple[str, bytes, bytes]], boundary: str = "upload-api
 # --- the stack -----------------------------------------------------------------------------------------------------
 
 @dataclass
-class System:
-    env: Env
-    users: dict[str, int]
-
-    @property
-    def url(self) -> str:
-        return self.env.env["GATEWAY_URL"]
-
+class System(SystemBase):
     def client(self, who: str = "alice") -> Client:
-        return Client.login(self.url, f"{who}@example.org", PASSWORD)
+        return super().client(who)
 
     def upload_keys(self) -> set[str]:
         backend = LocalBackend(Path(self.env.env["STORAGE_DIR"]))
@@ -101,13 +92,10 @@ class System:
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    vhost = create_vhost()
-    env = make_env(tmp_path_factory.mktemp("upload_api"), vhost, UPLOAD_MAX_BYTES=str(MAX_BYTES))
-    users = add_users(env, {"alice": False, "bob": False})
-    stack = start_stack(env)
-    yield System(env=env, users=users)
-    stack.stop_all()
-    delete_vhost(vhost)
+    with stack_for(tmp_path_factory.mktemp("upload_api"), {"alice": False, "bob": False},
+                   UPLOAD_MAX_BYTES=str(MAX_BYTES)) as run:
+        run.start()
+        yield System(env=run.env, users=run.users)
 
 
 def assert_error(r: requests.Response, status: int, code: str) -> str:

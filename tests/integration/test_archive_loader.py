@@ -16,42 +16,11 @@ from shared.archive import (
     order_record,
 )
 from shared.archive.legacy import dump_object
-from shared.db import make_engine, make_session_factory
 from shared.models.events import EventRole, Session, Track, User
+from tests.support.import_helpers import unmap
 from tests.support.legacy_source import load_legacy_event, read_legacy_source
 
 EXPORTED = ("event",) + ARRAY_FILES
-# Keys whose values hold ids of another file (how the test undoes a remapping, independently of the loader).
-REFERENCES = {
-    "event": {"social_links": "social_links"},
-    "sessions": {
-        "track": "tracks",
-        "session_type": "session_types",
-        "microlocation": "microlocations",
-        "speakers": "speakers",
-    },
-    "speakers": {"sessions": "sessions"},
-    "tracks": {"sessions": "sessions"},
-}
-
-
-@pytest.fixture
-def session_factory(database_url):
-    engine = make_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def sqlite_factory(sqlite_url):
-    from shared.db import upgrade_to_head
-
-    upgrade_to_head(sqlite_url)
-    engine = make_engine(sqlite_url)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
 def export_text(db, event_id: int, file: str) -> str:
     return "".join(iter_file_text(db, event_id, file))
 
@@ -65,27 +34,6 @@ def expected_text(source: dict, file: str) -> str:
             event["social_links"] = source["social_links"]
         return dump_object(order_record("event", event))
     return "".join(iter_array_text(order_record(file, r) for r in source.get(file, [])))
-
-
-def unmap(file: str, record: dict, id_map: dict) -> dict:
-    inverse = {name: {new: old for old, new in m.items()} for name, m in id_map.items()}
-
-    def back(target, value):
-        if isinstance(value, dict) and isinstance(value.get("id"), int):
-            return dict(value, id=inverse[target].get(value["id"], value["id"]))
-        if isinstance(value, list):
-            return [back(target, v) for v in value]
-        if isinstance(value, int) and not isinstance(value, bool):
-            return inverse[target].get(value, value)
-        return value
-
-    out = dict(record)
-    if "id" in out:
-        out["id"] = back(file, out["id"])
-    for key, target in REFERENCES.get(file, {}).items():
-        if key in out:
-            out[key] = back(target, out[key])
-    return out
 
 
 def unmapped_export(db, result, file: str) -> str:

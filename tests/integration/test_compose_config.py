@@ -22,12 +22,8 @@ NAMEKO_CONFIG = REPO / "deploy" / "nameko.yml"
 
 APP_SERVICES = {"api_gateway", "exporter", "importer", "storage", "mailer"}
 EXPECTED_SERVICES = APP_SERVICES | {"rabbitmq", "postgres", "minio", "minio-init", "mailpit", "migrate"}
-SECRETS = {
-    "SECRET_KEY": "test-secret-key",
-    "POSTGRES_PASSWORD": "test-pg-password",
-    "RABBITMQ_PASSWORD": "test-amqp-password",
-    "S3_SECRET_KEY": "test-s3-secret",
-}
+SECRETS = dict(SECRET_KEY="test-secret-key", POSTGRES_PASSWORD="test-pg-password",
+               RABBITMQ_PASSWORD="test-amqp-password", S3_SECRET_KEY="test-s3-secret")
 
 
 def _is_binary(path: Path) -> bool:

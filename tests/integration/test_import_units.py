@@ -19,7 +19,6 @@ from shared.archive import ARRAY_FILES, iter_file_text
 from shared.archive import loader as loader_module
 from shared.archive.loader import load_event
 from shared.archive.reader import open_archive
-from shared.db import make_engine, make_session_factory, upgrade_to_head
 from shared.http import ApiError
 from tests.support.legacy_source import ParsedSource, load_legacy_data, read_legacy_source
 
@@ -171,30 +170,22 @@ class CountingSource(ParsedSource):
         return Again()
 
 
-@pytest.fixture
-def factory(sqlite_url):
-    upgrade_to_head(sqlite_url)
-    engine = make_engine(sqlite_url)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-def test_streaming_load_equals_parsed_load_in_small_batches(samples_dir, factory, monkeypatch):
+def test_streaming_load_equals_parsed_load_in_small_batches(samples_dir, sqlite_factory, monkeypatch):
     data = read_legacy_source(samples_dir / "open_event" / "legacy" / "OTS16")
-    with factory() as db:
+    with sqlite_factory() as db:
         reference = load_legacy_data(db, data, keep_ids=False)
         db.commit()
     monkeypatch.setattr(loader_module, "BATCH_ROWS", 7)
     source = CountingSource(data)
     progress = []
-    with factory() as db:
+    with sqlite_factory() as db:
         result = load_event(db, source, keep_ids=False, on_progress=lambda *a: progress.append(a))
         db.commit()
     assert set(source.reads.values()) == {2}  # an index pass, then the rows
     assert progress[-1][1] == progress[-1][2] == sum(result.counts[f] for f in ARRAY_FILES) + \
         result.counts["session_speakers"]
     assert len(progress) > 20
-    with factory() as db:
+    with sqlite_factory() as db:
         for file in ("event",) + ARRAY_FILES:
             a = json.loads("".join(iter_file_text(db, reference.event_id, file)))
             b = json.loads("".join(iter_file_text(db, result.event_id, file)))
@@ -209,13 +200,13 @@ def test_streaming_load_equals_parsed_load_in_small_batches(samples_dir, factory
                                                              "microlocation", "social_links")}
 
 
-def test_write_lock_waits_green_instead_of_failing(factory):
+def test_write_lock_waits_green_instead_of_failing(sqlite_factory):
     from services.importer.import_job import _begin_write
 
     order = []
 
     def writer(label: str, hold: float) -> None:
-        with factory() as db:
+        with sqlite_factory() as db:
             conn = db.connection()
             _begin_write(conn, eventlet.sleep)
             order.append(f"{label} locked")

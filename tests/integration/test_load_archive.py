@@ -7,7 +7,6 @@ import pytest
 import sqlalchemy as sa
 
 from shared.archive.loader import LoadError, load_archive
-from shared.db import make_engine, make_session_factory, upgrade_to_head
 from shared.models.events import Event
 from tests.e2e.test_cli_load_event import _cli
 from tests.support.hostile_archives import hostile_specs, valid_archive
@@ -15,30 +14,22 @@ from tests.support.hostile_archives import hostile_specs, valid_archive
 CASES = {spec.name: spec for spec in hostile_specs()}
 
 
-@pytest.fixture
-def factory(sqlite_url):
-    upgrade_to_head(sqlite_url)
-    engine = make_engine(sqlite_url)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-def test_a_valid_archive_loads(tmp_path, factory):
-    with factory() as session:
+def test_a_valid_archive_loads(tmp_path, sqlite_factory):
+    with sqlite_factory() as session:
         result = load_archive(session, valid_archive(tmp_path), keep_ids=False)
         session.commit()
-    with factory() as session:
+    with sqlite_factory() as session:
         assert session.scalar(sa.select(Event.name).where(Event.id == result.event_id))
 
 
 @pytest.mark.parametrize("name", ["bomb_ratio_media", "event_name_null"])
-def test_what_the_reader_refuses_is_not_loaded(name, tmp_path, factory):
+def test_what_the_reader_refuses_is_not_loaded(name, tmp_path, sqlite_factory):
     spec = CASES[name]
     path = spec.build(tmp_path / f"{name}.zip")
-    with factory() as session, pytest.raises(LoadError) as info:
+    with sqlite_factory() as session, pytest.raises(LoadError) as info:
         load_archive(session, path, keep_ids=False)
     assert info.value.file == spec.expected_file
-    with factory() as session:
+    with sqlite_factory() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Event)) == 0
 
 

@@ -92,6 +92,17 @@ def new_task() -> str:
     return str(uuid.uuid4())
 
 
+def notified(make_postman, smtp, mode: str, **settings):
+    """A postman on a clock of its own, told of one finished export while the SMTP server is in ``mode``:
+    (clock, postman, what it published, the task)."""
+    clock = Clock()
+    postman, published = make_postman(clock, **settings)
+    smtp.set_mode(mode)
+    task = new_task()
+    postman.notify(contracts.EXPORT_COMPLETED, completed(task))
+    return clock, postman, published, task
+
+
 def test_a_finished_export_is_mailed_once_and_announced_once(make_postman, db, smtp):
     postman, published = make_postman()
     task = new_task()
@@ -127,11 +138,7 @@ def test_two_senders_racing_for_one_delivery_send_it_once(make_postman, db, smtp
 
 
 def test_temporary_refusals_are_retried_with_backoff_until_accepted(make_postman, db, smtp):
-    clock = Clock()
-    postman, published = make_postman(clock, retry_base=10.0, retry_seconds=600.0)
-    smtp.set_mode("451")
-    task = new_task()
-    postman.notify(contracts.EXPORT_COMPLETED, completed(task))
+    clock, postman, published, task = notified(make_postman, smtp, "451", retry_base=10.0, retry_seconds=600.0)
     r = row(db, task)
     assert (r.state, r.attempts) == ("pending", 1)
     assert r.next_attempt_at == clock.now + timedelta(seconds=10)
@@ -178,11 +185,7 @@ def test_a_server_down_past_the_retry_window_ends_in_a_recorded_failure(make_pos
 
 
 def test_a_permanent_refusal_fails_at_once(make_postman, db, smtp):
-    clock = Clock()
-    postman, published = make_postman(clock)
-    smtp.set_mode("550")
-    task = new_task()
-    postman.notify(contracts.EXPORT_COMPLETED, completed(task))
+    clock, postman, published, task = notified(make_postman, smtp, "550")
     r = row(db, task)
     assert (r.state, r.attempts) == ("failed", 1)
     assert "550" in r.last_error and "No such mailbox" in r.last_error
@@ -192,11 +195,8 @@ def test_a_permanent_refusal_fails_at_once(make_postman, db, smtp):
 
 
 def test_a_permanent_refusal_after_data_fails_with_the_reply_and_is_announced(make_postman, db, smtp):
-    clock = Clock()
-    postman, published = make_postman(clock)
-    smtp.set_mode("data_554")  # envelope accepted, message body refused with the final reply
-    task = new_task()
-    postman.notify(contracts.EXPORT_COMPLETED, completed(task))
+    # envelope accepted, message body refused with the final reply
+    clock, postman, published, task = notified(make_postman, smtp, "data_554")
     r = row(db, task)
     assert (r.state, r.attempts, r.sent_at) == ("failed", 1, None)
     assert "554 5.7.1 Message rejected as spam" in r.last_error
@@ -209,11 +209,7 @@ def test_a_permanent_refusal_after_data_fails_with_the_reply_and_is_announced(ma
 
 
 def test_a_temporary_refusal_after_data_is_retried_until_accepted(make_postman, db, smtp):
-    clock = Clock()
-    postman, published = make_postman(clock, retry_base=10.0)
-    smtp.set_mode("data_451")
-    task = new_task()
-    postman.notify(contracts.EXPORT_COMPLETED, completed(task))
+    clock, postman, published, task = notified(make_postman, smtp, "data_451", retry_base=10.0)
     r = row(db, task)
     assert (r.state, r.attempts) == ("pending", 1)  # not sent, not uncertain: the server said it did not take it
     assert "451 4.7.1 Message deferred" in r.last_error
@@ -255,11 +251,9 @@ def test_an_invalid_recipient_is_refused_without_talking_to_the_server(make_post
 
 
 def test_a_sender_that_vanished_before_data_is_replaced_after_its_lease(make_postman, db, smtp):
-    clock = Clock()
-    postman, published = make_postman(clock, smtp_timeout=5.0)  # lease 15 s
-    smtp.set_mode("451")
-    task = new_task()
-    postman.notify(contracts.EXPORT_COMPLETED, completed(task))  # recorded, one failed attempt
+    # lease 15 s
+    # recorded, one failed attempt
+    clock, postman, published, task = notified(make_postman, smtp, "451", smtp_timeout=5.0)
     smtp.set_mode("accept")
     clock.advance(10)
     with db() as session:  # a sender claims the row... and dies before DATA
@@ -278,11 +272,7 @@ def test_a_sender_that_vanished_before_data_is_replaced_after_its_lease(make_pos
 
 
 def test_a_sender_that_vanished_during_data_is_never_resent(make_postman, db, smtp):
-    clock = Clock()
-    postman, published = make_postman(clock, smtp_timeout=5.0)
-    smtp.set_mode("451")
-    task = new_task()
-    postman.notify(contracts.EXPORT_COMPLETED, completed(task))
+    clock, postman, published, task = notified(make_postman, smtp, "451", smtp_timeout=5.0)
     clock.advance(10)
     with db() as session:  # claimed, DATA begun, then the process died: the server may have the mail
         dead = outbox.claim(session, row(db, task).id, now=clock(), lease=15)

@@ -79,6 +79,14 @@ class MediaServer:
 # --- routes -------------------------------------------------------------------------------------------------------
 
 
+def head(h: BaseHTTPRequestHandler, status: int, headers: dict[str, str]) -> None:
+    """The status line and ``headers``, then the blank line: what comes before any body."""
+    h.send_response(status)
+    for name, value in headers.items():
+        h.send_header(name, value)
+    h.end_headers()
+
+
 def body(data: bytes, content_type: str | None = "image/jpeg", extra: dict[str, str] | None = None) -> Route:
     def handle(h: BaseHTTPRequestHandler) -> None:
         h.send_response(200)
@@ -95,12 +103,7 @@ def body(data: bytes, content_type: str | None = "image/jpeg", extra: dict[str, 
 
 def redirect(location: str, status: int = 302, cookie: str | None = None) -> Route:
     def handle(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(status)
-        h.send_header("Location", location)
-        if cookie:
-            h.send_header("Set-Cookie", cookie)
-        h.send_header("Content-Length", "0")
-        h.end_headers()
+        head(h, status, {"Location": location, **({"Set-Cookie": cookie} if cookie else {}), "Content-Length": "0"})
 
     return handle
 
@@ -109,10 +112,7 @@ def chunked(total: int, piece: int = 16384) -> Route:
     """A chunked body with no Content-Length, so only the streaming cap can stop it."""
 
     def handle(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Type", "video/mp4")
-        h.send_header("Transfer-Encoding", "chunked")
-        h.end_headers()
+        head(h, 200, {"Content-Type": "video/mp4", "Transfer-Encoding": "chunked"})
         sent = 0
         while sent < total:
             data = b"v" * min(piece, total - sent)
@@ -127,10 +127,7 @@ def until_close(total: int, piece: int = 16384) -> Route:
     """An old-style body delimited by closing the connection (no length, not chunked)."""
 
     def handle(h: BaseHTTPRequestHandler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Type", "audio/mpeg")
-        h.send_header("Connection", "close")
-        h.end_headers()
+        head(h, 200, {"Content-Type": "audio/mpeg", "Connection": "close"})
         h.close_connection = True
         for start in range(0, total, piece):
             h.wfile.write(b"a" * min(piece, total - start))

@@ -55,9 +55,11 @@ class Case:
 # -- servers and backends, once per module -------------------------------------------------------------------------
 
 
-def _start(starter: Callable[[], object]) -> object:
+def _start(tmp_path_factory, name: str, starter: Callable[..., object], *args: str) -> tuple[Path, object]:
+    """A work directory and the server ``starter(workdir, *args)`` runs there; skips when it cannot run here."""
+    workdir = tmp_path_factory.mktemp(name)
     try:
-        return starter()
+        return workdir, starter(workdir, *args)
     except ServerUnavailable as exc:
         pytest.skip(str(exc))
 
@@ -75,8 +77,7 @@ def local_case(tmp_path_factory) -> Iterator[Case]:
 def s3_case(tmp_path_factory) -> Iterator[Case]:
     from services.storage.backends.s3 import S3Backend, S3Config
 
-    workdir = tmp_path_factory.mktemp("seaweedfs")
-    server = _start(lambda: start_seaweedfs(workdir))
+    workdir, server = _start(tmp_path_factory, "seaweedfs", start_seaweedfs)
     config = S3Config(
         bucket="portability-test",
         endpoint_url=server.endpoint,
@@ -133,8 +134,7 @@ def _service_account_file(directory: Path) -> Path:
 def gcs_case(tmp_path_factory) -> Iterator[Case]:
     from services.storage.backends.gcs import GcsBackend, GcsConfig
 
-    workdir = tmp_path_factory.mktemp("gcs")
-    server = _start(lambda: start_fake_gcs(workdir))
+    workdir, server = _start(tmp_path_factory, "gcs", start_fake_gcs)
     config = GcsConfig(
         bucket="portability-test",
         anonymous=True,
@@ -169,8 +169,7 @@ def dropbox_case(tmp_path_factory) -> Iterator[Case]:
     from services.storage.backends.dropbox import DropboxBackend, DropboxConfig
 
     app_key, app_secret, refresh = "app-" + uuid.uuid4().hex[:8], "secret-" + uuid.uuid4().hex, "rt-" + uuid.uuid4().hex
-    workdir = tmp_path_factory.mktemp("dropbox")
-    server = _start(lambda: start_dropbox_fake(workdir, app_key, app_secret, refresh))
+    workdir, server = _start(tmp_path_factory, "dropbox", start_dropbox_fake, app_key, app_secret, refresh)
     hosts = server.settings["hosts"]
     config = DropboxConfig(
         app_key=app_key,
@@ -201,8 +200,7 @@ def seafile_case(tmp_path_factory) -> Iterator[Case]:
     from services.storage.backends.seafile import SeafileBackend, SeafileConfig
 
     token, repo_id = uuid.uuid4().hex, str(uuid.uuid4())
-    workdir = tmp_path_factory.mktemp("seafile")
-    server = _start(lambda: start_seafile_fake(workdir, token, repo_id))
+    workdir, server = _start(tmp_path_factory, "seafile", start_seafile_fake, token, repo_id)
     config = SeafileConfig(server_url=server.base_url, token=token, repo_id=repo_id)
     try:
         yield Case(

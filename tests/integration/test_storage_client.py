@@ -8,20 +8,17 @@ import hashlib
 from dataclasses import replace
 
 import pytest
-from nameko.containers import ServiceContainer
-from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.testing.services import worker_factory
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from services.api_gateway.service import ApiGatewayService
-from services.storage.service import StorageService
 from shared import object_keys
 from shared import storage_client as sc
 from shared.config import load_settings
-from shared.db import upgrade_to_head
 from shared.http import ApiError
 from tests.conftest import free_port
+from tests.support.storage_service import storage_env, storage_service
 
 SECRET = "storage-client-test-secret-0123456789abcdef"
 PUBLIC = "http://storage.public.invalid"  # what links carry: not reachable from here, as behind a proxy
@@ -31,23 +28,11 @@ PUBLIC = "http://storage.public.invalid"  # what links carry: not reachable from
 def client(rabbit_vhost_uri, tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("var")
     port = free_port()
-    database_url = f"sqlite:///{var_dir / 'platform.db'}"
-    upgrade_to_head(database_url)
-    env = {"VAR_DIR": str(var_dir), "DATABASE_URL": database_url, "STORAGE_DIR": str(var_dir / "storage"),
-           "STORAGE_URL": PUBLIC, "STORAGE_INTERNAL_URL": f"http://127.0.0.1:{port}", "SECRET_KEY": SECRET}
-    config = {"AMQP_URI": rabbit_vhost_uri, "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}"}
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in env.items():
-            mp.setenv(name, value)
-        container = ServiceContainer(StorageService, config)
-        container.start()
-        try:
-            with ClusterRpcProxy(config, timeout=10) as cluster:
-                storage = sc.StorageClient(cluster.storage, load_settings())
-                yield storage
-                storage.close()
-        finally:
-            container.stop()
+    env = storage_env(var_dir, SECRET, STORAGE_URL=PUBLIC, STORAGE_INTERNAL_URL=f"http://127.0.0.1:{port}")
+    with storage_service(rabbit_vhost_uri, port, env) as rpc:
+        storage = sc.StorageClient(rpc, load_settings())  # storage's variables are set within the block
+        yield storage
+        storage.close()
 
 
 def chunks(data: bytes, size: int = 1000):

@@ -15,16 +15,13 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import eventlet
 import pytest
 import requests
-from nameko.containers import ServiceContainer
 from nameko.exceptions import RemoteError
-from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.storage import data_plane
-from services.storage.service import StorageService
 from shared.config import LINK_KEY_LABEL
-from shared.db import upgrade_to_head
 from shared.signing import derive_key
 from tests.conftest import free_port
+from tests.support.storage_service import storage_env, storage_service
 
 SECRET = "storage-test-secret-0123456789abcdef"  # services refuse secrets under 32 bytes
 LINK_KEY = derive_key(SECRET, LINK_KEY_LABEL)  # what storage signs its links with
@@ -35,27 +32,10 @@ MiB = 1024 * 1024
 def storage(rabbit_vhost_uri, tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("var")
     port = free_port()
-    database_url = f"sqlite:///{var_dir / 'platform.db'}"
-    upgrade_to_head(database_url)  # storage keeps its object index and backend records there
-    env = {
-        "VAR_DIR": str(var_dir),
-        "DATABASE_URL": database_url,
-        "STORAGE_DIR": str(var_dir / "storage"),
-        "STORAGE_URL": f"http://127.0.0.1:{port}",
-        "SECRET_KEY": SECRET,
-        "SIGNED_URL_TTL": "300",
-    }
-    config = {"AMQP_URI": rabbit_vhost_uri, "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}"}
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in env.items():
-            mp.setenv(name, value)
-        container = ServiceContainer(StorageService, config)
-        container.start()
-        try:
-            with ClusterRpcProxy(config, timeout=10) as cluster:
-                yield {"rpc": cluster.storage, "base": env["STORAGE_URL"], "dir": var_dir / "storage"}
-        finally:
-            container.stop()
+    # storage keeps its object index and backend records in the database
+    env = storage_env(var_dir, SECRET, STORAGE_URL=f"http://127.0.0.1:{port}", SIGNED_URL_TTL="300")
+    with storage_service(rabbit_vhost_uri, port, env) as rpc:
+        yield {"rpc": rpc, "base": env["STORAGE_URL"], "dir": var_dir / "storage"}
 
 
 @pytest.fixture

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,16 @@ from sqlalchemy.orm import Session
 
 from shared.config import LINK_KEY_LABEL
 from shared.db import make_engine, make_session_factory, upgrade_to_head
+from shared.models import events as m
+from shared.passwords import hash_password
 from shared.signing import derive_key
 from tests.conftest import free_port
-from tests.support.rabbit import amqp_uri
+from tests.support.rabbit import amqp_uri, create_vhost, delete_vhost
 from tools.stack import Stack
+from tools.synthetic import create_synthetic_event
 
 TERMINAL = ("SUCCESS", "FAILURE")
+PASSWORD = "correct horse battery staple"
 
 
 @dataclass
@@ -47,11 +52,11 @@ def make_env(tmp: Path, vhost: str, database_url: str | None = None, **extra: st
     upgrade_to_head(database_url)
     env = {
         "VAR_DIR": str(var_dir),
+        "STORAGE_DIR": str(var_dir / "storage"),
         "DATABASE_URL": database_url,
         "AMQP_URI": amqp_uri(vhost),
         "GATEWAY_URL": f"http://127.0.0.1:{free_port()}",
         "STORAGE_URL": f"http://127.0.0.1:{free_port()}",
-        "STORAGE_DIR": str(var_dir / "storage"),
         # Services refuse secrets under 32 bytes; this one is unique per stack and well above that.
         "SECRET_KEY": f"test-secret-{vhost}-{uuid.uuid4().hex}",
         "RPC_TIMEOUT": "5",
@@ -62,14 +67,100 @@ def make_env(tmp: Path, vhost: str, database_url: str | None = None, **extra: st
     return Env(var_dir=var_dir, vhost=vhost, database_url=database_url, env=env)
 
 
+def add_users(env: Env, names: dict[str, bool]) -> dict[str, int]:
+    """Users ``<name>@example.org`` with PASSWORD; ``names`` maps each name to whether it is an admin."""
+    with env.db() as session:
+        users = {name: m.User(email=f"{name}@example.org", password_hash=hash_password(PASSWORD), is_admin=admin)
+                 for name, admin in names.items()}
+        session.add_all(users.values())
+        session.commit()
+        return {name: user.id for name, user in users.items()}
+
+
+def add_synthetic_event(env: Env, owner_user_id: int, sessions: int, **options: object) -> int:
+    with env.db() as session:
+        event_id = create_synthetic_event(session, sessions=sessions, owner_user_id=owner_user_id, **options)
+        session.commit()
+        return event_id
+
+
 def start_stack(env: Env, services: tuple[str, ...] | None = None) -> Stack:
     stack = Stack(env=env.env, log_dir=env.var_dir / "log")
-    if services is None:
-        stack.start_all()
-        stack.wait_healthy(timeout=90)
-    else:
-        stack.start_all(services)
+    try:
+        if services is None:
+            stack.start_all()
+            stack.wait_healthy(timeout=90)
+        else:
+            stack.start_all(services)
+    except BaseException:
+        stack.stop_all()  # a stack that never got healthy must not keep its services running
+        raise
     return stack
+
+
+@dataclass
+class SystemBase:
+    """What a test reaches a stack through: its env, its users (name -> id), the gateway, logged-in clients."""
+
+    env: Env
+    users: dict[str, int]
+
+    @property
+    def url(self) -> str:
+        return self.env.env["GATEWAY_URL"]
+
+    @property
+    def storage(self) -> str:
+        return self.env.env["STORAGE_URL"]
+
+    def log_text(self) -> str:
+        """Every service's log so far."""
+        return "".join(p.read_text(errors="replace") for p in (self.env.var_dir / "log").glob("*.log"))
+
+    def client(self, who: str) -> Client:
+        return Client.login(self.url, f"{who}@example.org", PASSWORD)
+
+
+@dataclass
+class Running(SystemBase):
+    """One test's stack in the making: its env and users now, its services once ``start()`` ran."""
+
+    stacks: list[Stack] = field(default_factory=list)
+
+    @property
+    def vhost(self) -> str:
+        return self.env.vhost
+
+    @property
+    def stack(self) -> Stack:
+        return self.stacks[0]
+
+    def start(self, services: tuple[str, ...] | None = None) -> Stack:
+        """Start the services (all five and wait until healthy, or just ``services``); stopped when the block ends."""
+        stack = start_stack(self.env, services)
+        self.stacks.append(stack)
+        return stack
+
+    def event(self, owner: str, sessions: int, **options: object) -> int:
+        """A synthetic event owned by user ``owner``; its id."""
+        return add_synthetic_event(self.env, self.users[owner], sessions, **options)
+
+
+@contextmanager
+def stack_for(tmp: Path, users: dict[str, bool] | None = None, database_url: str | None = None,
+              **extra: str) -> Iterator[Running]:
+    """A vhost, an env (``extra`` on top of the defaults) and ``users`` for one stack; what ``start()`` started
+    is stopped and the vhost deleted when the block ends, however it ends (a failed set-up included)."""
+    vhost = create_vhost()
+    running: Running | None = None
+    try:
+        env = make_env(tmp, vhost, database_url, **extra)
+        running = Running(env=env, users=add_users(env, users or {}))
+        yield running
+    finally:
+        for stack in running.stacks if running else ():
+            stack.stop_all()
+        delete_vhost(vhost)
 
 
 class Client:

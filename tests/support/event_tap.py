@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from urllib.parse import quote
 
 import requests
@@ -39,6 +40,16 @@ class EventTap:
 
     def of(self, task_id: str, event_type: str | None = None) -> list[dict]:
         return [p for t, p in self.drain() if p.get("task_id") == task_id and (event_type is None or t == event_type)]
+
+    def first(self, event_type: str, match: Callable[[dict], bool], timeout: float = 30) -> dict:
+        """The first ``event_type`` payload ``match`` accepts, waited for up to ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [p for t, p in self.drain() if t == event_type and match(p)]
+            if found:
+                return found[0]
+            assert time.monotonic() < deadline, f"no matching {event_type} in {timeout} s; seen {self.seen}"
+            time.sleep(0.1)
 
     def wait_for(self, task_id: str, event_type: str, count: int = 1, timeout: float = 60) -> list[dict]:
         deadline = time.monotonic() + timeout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,11 @@ import requests
 import sqlalchemy as sa
 
 from shared.archive import ARRAY_FILES, dump_object, iter_array_text
+from shared.archive.variants import DATA_FILES
+from shared.contracts import IMPORT_REQUESTED, make_payload
 from shared.models.base import Base
-from tests.support.e2e import TERMINAL, Client
+from shared.models.gateway import Task
+from tests.support.e2e import TERMINAL, Client, Env
 
 IMPORT_PATH = "/v1/events/import/json"
 EXPORTED = ("event",) + ARRAY_FILES
@@ -27,15 +31,7 @@ REFERENCES = {
     "tracks": {"sessions": "sessions"},
 }
 # File names an archive may use for each counted collection (legacy, 2016 ``.json``, custom_forms).
-_NAMES = {
-    "microlocations": ("microlocations", "microlocations.json"),
-    "sessions": ("sessions", "sessions.json"),
-    "speakers": ("speakers", "speakers.json"),
-    "sponsors": ("sponsors", "sponsors.json"),
-    "tracks": ("tracks", "tracks.json"),
-    "session_types": ("session_types", "session_types.json"),
-    "forms": ("forms", "forms.json", "custom_forms", "custom_forms.json"),
-}
+_NAMES = {file: DATA_FILES[file] for file in ARRAY_FILES}
 
 
 def zip_folder(folder: Path) -> bytes:
@@ -148,6 +144,13 @@ def wait_all(client: Client, task_urls: list[str], timeout: float = 180) -> dict
     return done
 
 
+def import_all(client: Client, root: Path, names: list[str]) -> dict[str, dict]:
+    """Every sample ``root/<name>`` submitted at once, then polled together: name -> terminal task."""
+    urls = {name: submit_ok(client, archive_bytes(root / name), Path(name).stem + ".zip") for name in names}
+    tasks = wait_all(client, list(urls.values()))
+    return {name: tasks[url] for name, url in urls.items()}
+
+
 def row_counts(database_url: str, exclude: tuple[str, ...] = ()) -> dict[str, int]:
     """Rows of every table of the platform database."""
     engine = sa.create_engine(database_url)
@@ -228,6 +231,22 @@ def put_archive(amqp_uri: str, key: str, data: bytes) -> None:
         url = cluster.storage.signed_url(key, method="PUT", ttl=600)
     r = requests.put(url, data=data, timeout=30)
     assert r.status_code == 201, r.text
+
+
+def staged_import(env: Env, folder: Path, user: dict[str, Any]) -> dict[str, Any]:
+    """What the gateway does before an import runs: ``folder`` zipped into storage and its task row for ``user``
+    (``{"id", "email"}``); the import-requested payload to publish (as often as a test wants)."""
+    task_id = str(uuid.uuid4())
+    filename = f"{folder.name}.zip"
+    key = f"imports/{task_id}/{filename}"
+    data = archive_bytes(folder)
+    put_archive(env.env["AMQP_URI"], key, data)
+    with env.db() as session:
+        session.add(Task(id=task_id, kind="import", event_id=None, requested_by=user["id"],
+                         requester_email=user["email"], params={"filename": filename, "key": key}))
+        session.commit()
+    return make_payload(IMPORT_REQUESTED, task_id=task_id, event_id=None, requested_by=user, key=key,
+                        filename=filename, size=len(data))
 
 
 def wait_queue_drained(vhost: str, queue: str, timeout: float = 60) -> None:

@@ -122,13 +122,8 @@ class ParsedSource:
         return value
 
 
-def load_legacy_event(
-    db_session: OrmSession | Connection,
-    source: Path | str,
-    *,
-    keep_ids: bool = True,
-    owner_user_id: int | None = None,
-) -> LoadResult:
+def load_legacy_event(db_session: OrmSession | Connection, source: Path | str, *, keep_ids: bool = True,
+                      owner_user_id: int | None = None) -> LoadResult:
     """Load a legacy archive folder or zip as one new event, in the caller's transaction (the caller commits)."""
     return load_legacy_data(db_session, read_legacy_source(source), keep_ids=keep_ids, owner_user_id=owner_user_id)
 

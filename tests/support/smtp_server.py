@@ -151,6 +151,17 @@ class SmtpServer:
 
 # --- the server side (runs in the subprocess, plain asyncio) -------------------------------------------------------
 
+# Modes in which a command is refused: (command, mode) -> the server's reply.
+REFUSALS = {
+    ("MAIL", "mail_451"): "451 4.3.2 Sender temporarily rejected, try again later",
+    ("MAIL", "mail_553"): "553 5.7.1 Sender address rejected: not allowed to relay",
+    ("RCPT", "451"): "451 4.3.0 Mailbox temporarily unavailable, try again later",
+    ("RCPT", "550"): "550 5.1.1 No such mailbox here",
+    ("DATA", "data_451"): "451 4.7.1 Message deferred: please try again later",
+    ("DATA", "data_554"): "554 5.7.1 Message rejected as spam",
+}
+
+
 class _Handler:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -174,10 +185,8 @@ class _Handler:
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: ANN001, ANN201, N802
         mode = self.mode()
         self.log(f"MAIL {address} mode={mode}")
-        if mode == "mail_451":
-            return "451 4.3.2 Sender temporarily rejected, try again later"
-        if mode == "mail_553":
-            return "553 5.7.1 Sender address rejected: not allowed to relay"
+        if ("MAIL", mode) in REFUSALS:
+            return REFUSALS["MAIL", mode]
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -187,10 +196,8 @@ class _Handler:
 
         mode = self.mode()
         self.log(f"RCPT {address} mode={mode}")
-        if mode == "451":
-            return "451 4.3.0 Mailbox temporarily unavailable, try again later"
-        if mode == "550":
-            return "550 5.1.1 No such mailbox here"
+        if ("RCPT", mode) in REFUSALS:
+            return REFUSALS["RCPT", mode]
         if mode == "stall_rcpt":
             self.log(f"RCPT stalled {address}")
             while self.mode() == "stall_rcpt":
@@ -204,11 +211,9 @@ class _Handler:
         message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         msg_id = str(message["Message-ID"] or "").strip()  # (a folded header keeps its leading space)
         mode = self.mode()
-        if mode in ("data_451", "data_554"):
+        if ("DATA", mode) in REFUSALS:
             self.log(f"DATA refused {mode[5:]} {msg_id}")
-            if mode == "data_451":
-                return "451 4.7.1 Message deferred: please try again later"
-            return "554 5.7.1 Message rejected as spam"
+            return REFUSALS["DATA", mode]
         self.box.add(envelope.original_content)  # Maildir: written to tmp/, renamed into new/ (atomic)
         self.log(f"DATA stored {msg_id}")
         if self.mode() == "stall_data":

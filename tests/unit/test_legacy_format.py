@@ -8,23 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared.archive.legacy import (
-    ARRAY_FILES,
-    FILES,
-    LEADING_FIELDS,
-    MEDIA_FIELDS,
-    dump_meta,
-    dump_object,
-    dump_record,
-    format_datetime,
-    iter_array_text,
-    media_path,
-    media_targets,
-    name_slug,
-    nested_session_type_length,
-    order_record,
-    url_extension,
-)
+from shared.archive import legacy
 
 
 def py2_dumps(value):
@@ -36,22 +20,14 @@ def py2_dumps(value):
 
 
 def test_files_and_leading_fields():
-    assert FILES == (
-        "event",
-        "microlocations",
-        "sessions",
-        "speakers",
-        "sponsors",
-        "tracks",
-        "session_types",
-        "forms",
-        "meta",
-    )
-    assert ARRAY_FILES == FILES[1:-1]
-    assert LEADING_FIELDS["sessions"][:3] == ("id", "title", "subtitle")
-    assert LEADING_FIELDS["event"][-1] == "copyright"
-    assert LEADING_FIELDS["forms"] == ()
-    assert LEADING_FIELDS["tracks"] == ("id", "name", "color", "font_color")
+    # The order the legacy server wrote its members in.
+    assert legacy.FILES == ("event", "microlocations", "sessions", "speakers", "sponsors", "tracks", "session_types",
+                            "forms", "meta")
+    assert legacy.ARRAY_FILES == legacy.FILES[1:-1]
+    assert legacy.LEADING_FIELDS["sessions"][:3] == ("id", "title", "subtitle")
+    assert legacy.LEADING_FIELDS["event"][-1] == "copyright"
+    assert legacy.LEADING_FIELDS["forms"] == ()
+    assert legacy.LEADING_FIELDS["tracks"] == ("id", "name", "color", "font_color")
 
 
 # ------------------------------------------------------------------------------------------------------------ order
@@ -59,11 +35,12 @@ def test_files_and_leading_fields():
 
 def test_order_record_leading_then_alphabetical():
     record = {"zeta": 1, "state": "accepted", "title": "T", "id": 3, "audio": None, "microlocation": None, "a": 0}
-    assert list(order_record("sessions", record)) == ["id", "title", "audio", "a", "microlocation", "state", "zeta"]
+    assert list(legacy.order_record("sessions", record)) == [
+        "id", "title", "audio", "a", "microlocation", "state", "zeta"]
 
 
 def test_order_record_missing_leading_fields_are_skipped():
-    assert list(order_record("tracks", {"sessions": [], "name": "x", "id": 1, "color": "#fff"})) == [
+    assert list(legacy.order_record("tracks", {"sessions": [], "name": "x", "id": 1, "color": "#fff"})) == [
         "id",
         "name",
         "color",
@@ -72,7 +49,7 @@ def test_order_record_missing_leading_fields_are_skipped():
 
 
 def test_order_record_forms_all_alphabetical():
-    assert list(order_record("forms", {"speaker_form": "{}", "id": 1, "session_form": "{}"})) == [
+    assert list(legacy.order_record("forms", {"speaker_form": "{}", "id": 1, "session_form": "{}"})) == [
         "id",
         "session_form",
         "speaker_form",
@@ -86,7 +63,7 @@ def test_nested_objects_sorted_one_level_deep():
         "speakers": [{"organisation": "O", "name": "N", "id": 5, "deep": {"b": 1, "a": 2}}, "plain", [3, 1]],
         "version": {"z": {"y": 1, "x": 2}, "a": 1},
     }
-    out = order_record("sessions", record)
+    out = legacy.order_record("sessions", record)
     assert list(out["session_type"]) == ["id", "length", "name"]
     assert list(out["speakers"][0]) == ["deep", "id", "name", "organisation"]
     assert list(out["speakers"][0]["deep"]) == ["b", "a"]  # deeper levels keep their order
@@ -100,13 +77,13 @@ def test_nested_objects_sorted_one_level_deep():
 
 
 def test_separators_leave_trailing_spaces():
-    text = dump_record({"id": 1, "name": "Ü", "list": [1, 2]})
+    text = legacy.dump_record({"id": 1, "name": "Ü", "list": [1, 2]})
     assert text == '{\n    "id": 1, \n    "name": "Ü", \n    "list": [\n        1, \n        2\n    ]\n}'
 
 
 def test_empty_array_and_no_final_newline():
-    assert "".join(iter_array_text([])) == "[]"
-    assert "".join(iter_array_text(iter([{"a": 1}]))) == '[\n    {\n        "a": 1\n    }\n]'
+    assert "".join(legacy.iter_array_text([])) == "[]"
+    assert "".join(legacy.iter_array_text(iter([{"a": 1}]))) == '[\n    {\n        "a": 1\n    }\n]'
 
 
 def test_iter_array_text_is_lazy():
@@ -117,7 +94,7 @@ def test_iter_array_text_is_lazy():
             consumed.append(i)
             yield {"id": i}
 
-    chunks = iter_array_text(records())
+    chunks = legacy.iter_array_text(records())
     next(chunks)
     assert consumed == [0]
 
@@ -153,47 +130,48 @@ def test_iter_array_text_matches_json_dumps(seed):
     rnd = random.Random(seed)
     records = [_random_value(rnd, 0) if rnd.random() < 0.2 else _random_value(rnd, 2) for _ in range(rnd.randint(0, 6))]
     records += [{"id": i, "nested": _random_value(rnd, 0)} for i in range(rnd.randint(0, 4))]
-    assert "".join(iter_array_text(records)) == py2_dumps(records)
+    assert "".join(legacy.iter_array_text(records)) == py2_dumps(records)
     for record in records:
-        assert dump_record(record) == py2_dumps(record)
+        assert legacy.dump_record(record) == py2_dumps(record)
 
 
 def test_non_string_keys_and_tuples_match_json_dumps():
     value = {1: "a", 2.5: None, False: [1, (2, 3)], None: {}, "s": ()}
-    assert dump_record(value) == py2_dumps(value)
+    assert legacy.dump_record(value) == py2_dumps(value)
 
 
 def test_dump_object_and_meta():
     meta = {"root_url": "http://x/", "generator": "g", "files": {"b": 1, "a": 2}}
-    assert dump_meta(meta) == json.dumps(meta, indent=4, ensure_ascii=False, separators=(", ", ": "), sort_keys=True)
-    assert dump_meta({"root_url": "http://open-event-dev.herokuapp.com/"}) == (
+    assert legacy.dump_meta(meta) == json.dumps(meta, indent=4, ensure_ascii=False, separators=(", ", ": "),
+                                                sort_keys=True)
+    assert legacy.dump_meta({"root_url": "http://open-event-dev.herokuapp.com/"}) == (
         '{\n    "root_url": "http://open-event-dev.herokuapp.com/"\n}'
     )
     event = {"id": 1, "name": "E", "copyright": None}
-    assert dump_object(event) == py2_dumps(event)
+    assert legacy.dump_object(event) == py2_dumps(event)
 
 
 # ------------------------------------------------------------------------------------------------------ datetimes
 
 
 def test_format_datetime():
-    assert format_datetime(datetime(2016, 3, 18, 9, 30)) == "2016-03-18T09:30:00"
-    assert format_datetime(datetime(2016, 3, 18, 9, 30, 5, 123456)) == "2016-03-18T09:30:05"
+    assert legacy.format_datetime(datetime(2016, 3, 18, 9, 30)) == "2016-03-18T09:30:00"
+    assert legacy.format_datetime(datetime(2016, 3, 18, 9, 30, 5, 123456)) == "2016-03-18T09:30:05"
     aware = datetime(2016, 3, 18, 9, 30, tzinfo=timezone(timedelta(hours=8)))
-    assert format_datetime(aware) == "2016-03-18T09:30:00"  # wall time, zone dropped
-    assert format_datetime(datetime(999, 1, 2, 3, 4, 5)) == "0999-01-02T03:04:05"
-    assert format_datetime(None) is None
+    assert legacy.format_datetime(aware) == "2016-03-18T09:30:00"  # wall time, zone dropped
+    assert legacy.format_datetime(datetime(999, 1, 2, 3, 4, 5)) == "0999-01-02T03:04:05"
+    assert legacy.format_datetime(None) is None
 
 
 def test_nested_session_type_length():
-    assert nested_session_type_length("00:30") == 0.3
-    assert nested_session_type_length("0:30") == 0.3
-    assert nested_session_type_length("01:30") == 1.3
-    assert nested_session_type_length("02:05") == 2.05
-    assert nested_session_type_length("01.00") == 1.0
-    assert nested_session_type_length("3") == 3.0
+    assert legacy.nested_session_type_length("00:30") == 0.3
+    assert legacy.nested_session_type_length("0:30") == 0.3
+    assert legacy.nested_session_type_length("01:30") == 1.3
+    assert legacy.nested_session_type_length("02:05") == 2.05
+    assert legacy.nested_session_type_length("01.00") == 1.0
+    assert legacy.nested_session_type_length("3") == 3.0
     for bad in (None, "", "abc", "1:2:3", "inf", 0.3):
-        assert nested_session_type_length(bad) is None
+        assert legacy.nested_session_type_length(bad) is None
 
 
 # ---------------------------------------------------------------------------------------------------------- media
@@ -213,36 +191,36 @@ def test_nested_session_type_length():
     ],
 )
 def test_name_slug(name, slug):
-    assert name_slug(name) == slug
+    assert legacy.name_slug(name) == slug
 
 
 def test_url_extension():
-    assert url_extension("http://x/a/photo.JPG?size=2#frag") == ".JPG"
-    assert url_extension("https://github.com/x/raw/slides/Talk%20v2.ppt.pdf") == ".pdf"
-    assert url_extension("https://www.youtube.com/watch?v=abc.mp4") == ""
-    assert url_extension("http://x/dir.d/") == ""
-    assert url_extension("http://x/file.") == ""
-    assert url_extension("http://x/file.verylongextension") == ""
-    assert url_extension(None) == ""
-    assert url_extension("http://[bad") == ""
+    assert legacy.url_extension("http://x/a/photo.JPG?size=2#frag") == ".JPG"
+    assert legacy.url_extension("https://github.com/x/raw/slides/Talk%20v2.ppt.pdf") == ".pdf"
+    assert legacy.url_extension("https://www.youtube.com/watch?v=abc.mp4") == ""
+    assert legacy.url_extension("http://x/dir.d/") == ""
+    assert legacy.url_extension("http://x/file.") == ""
+    assert legacy.url_extension("http://x/file.verylongextension") == ""
+    assert legacy.url_extension(None) == ""
+    assert legacy.url_extension("http://[bad") == ""
 
 
 def test_media_paths_follow_the_table():
     speaker = {"id": 1, "name": "Hong Phuc Dang", "photo": "http://x/HongPhucDang_1.jpg"}
-    assert media_path("speakers", "photo", speaker) == "/images/speakers/HongPhucDang_1.jpg"  # never .jpg.jpg
-    assert media_path("sponsors", "logo", {"id": 8, "name": "hackerspace.sg", "logo": "h.png"}) == (
+    assert legacy.media_path("speakers", "photo", speaker) == "/images/speakers/HongPhucDang_1.jpg"  # never .jpg.jpg
+    assert legacy.media_path("sponsors", "logo", {"id": 8, "name": "hackerspace.sg", "logo": "h.png"}) == (
         "/images/sponsors/Hackerspace.Sg_8.png"
     )
-    assert media_path("event", "logo", {"logo": "http://x/l.svg"}) == "/images/logo.svg"
-    assert media_path("event", "background_image", {"background_image": "http://x/bg"}) == "/images/background"
+    assert legacy.media_path("event", "logo", {"logo": "http://x/l.svg"}) == "/images/logo.svg"
+    assert legacy.media_path("event", "background_image", {"background_image": "http://x/bg"}) == "/images/background"
     track = {"id": 4, "track_image_url": "u.gif"}
-    assert media_path("tracks", "track_image_url", track) == "/images/tracks/image_4.gif"
+    assert legacy.media_path("tracks", "track_image_url", track) == "/images/tracks/image_4.gif"
     session = {"id": 9, "slides": "http://x/s.pdf", "audio": "http://x/a.mp3", "video": "https://youtu.be/x"}
-    assert media_path("sessions", "slides", session) == "/slides/session_9.pdf"
-    assert media_path("sessions", "audio", session) == "/audios/session_9.mp3"
-    assert media_path("sessions", "video", session) == "/videos/session_9"
-    assert media_path("sessions", "title", session) is None
-    assert {(m.file, m.field, m.flag) for m in MEDIA_FIELDS} == {
+    assert legacy.media_path("sessions", "slides", session) == "/slides/session_9.pdf"
+    assert legacy.media_path("sessions", "audio", session) == "/audios/session_9.mp3"
+    assert legacy.media_path("sessions", "video", session) == "/videos/session_9"
+    assert legacy.media_path("sessions", "title", session) is None
+    assert {(m.file, m.field, m.flag) for m in legacy.MEDIA_FIELDS} == {
         ("event", "logo", "image"),
         ("event", "background_image", "image"),
         ("speakers", "photo", "image"),
@@ -256,10 +234,11 @@ def test_media_paths_follow_the_table():
 
 def test_media_targets_by_flag():
     session = {"id": 9, "slides": "http://x/s.pdf", "audio": "http://x/a.mp3", "video": None}
-    assert media_targets("sessions", session, {"image": True}) == []
-    targets = media_targets("sessions", session, {"document": True, "audio": True, "video": True})
+    assert legacy.media_targets("sessions", session, {"image": True}) == []
+    targets = legacy.media_targets("sessions", session, {"document": True, "audio": True, "video": True})
     assert [(t.field, t.flag, t.path, t.member) for t in targets] == [
         ("slides", "document", "/slides/session_9.pdf", "slides/session_9.pdf"),
         ("audio", "audio", "/audios/session_9.mp3", "audios/session_9.mp3"),
     ]
-    assert [t.field for t in media_targets("event", {"logo": "l.png", "background_image": ""}, ["image"])] == ["logo"]
+    targets = legacy.media_targets("event", {"logo": "l.png", "background_image": ""}, ["image"])
+    assert [t.field for t in targets] == ["logo"]

@@ -29,6 +29,24 @@ def test_built_keys_are_valid_and_parse_back():
     assert media == f"imports/{TASK}/media/images/speakers/J_hn_Doe.jpg"
 
 
+def test_an_export_is_named_with_its_formats_extension():
+    from shared.archive.formats import FORMATS
+
+    key = k.export_key(7, TASK, ".ics")
+    assert key == f"exports/event7/{TASK}/event7.ics" and k.key_problem(key) is None
+    assert k.key_context(key) == {"task_id": TASK, "event_id": 7}
+    assert k.archive_filename(7, ".xml") == "event7.xml"
+    for fmt in FORMATS.values():  # every registered format's extension makes a valid key
+        assert k.key_problem(k.export_key(7, TASK, fmt.extension)) is None, fmt.identifier
+    assert k.export_key(7, TASK, FORMATS["json"].extension) == k.export_key(7, TASK)
+
+
+@pytest.mark.parametrize("extension", ["zip", ".", "./x", ".z/p", ". zip", ".a" + "b" * 16, "", None])
+def test_an_export_extension_that_cannot_name_a_key_is_refused(extension):
+    with pytest.raises(ValueError, match="extension"):
+        k.export_key(7, TASK, extension)
+
+
 def test_only_import_media_and_uploads_are_public():
     media = k.import_media_key(TASK, "images/logo.png")
     upload = k.upload_key(3, "photo.jpg")

@@ -19,12 +19,24 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
-from services.storage.types import BackendError, ObjectInfo, ObjectNotFound, ObjectTooLarge, StorageError
+from services.storage.types import (
+    CHUNK_SIZE,
+    DEFAULT_CONTENT_TYPE,
+    BackendError,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectTooLarge,
+    StorageError,
+    validate_key,
+)
 
-__all__ = ["BackendError", "BackendObjectReader", "ChunkStream", "HashingReader", "ObjectBackend"]
+__all__ = [
+    "BackendError", "BackendObjectReader", "ChunkStream", "HashingReader", "Incoming", "ObjectBackend", "RemoteBackend",
+]
 
 
 class ObjectBackend(abc.ABC):
@@ -67,6 +79,34 @@ class ObjectBackend(abc.ABC):
         if info is None:
             raise ObjectNotFound(f"no object with key {key!r}")
         return BackendObjectReader(self, info)
+
+
+class RemoteBackend(ObjectBackend):
+    """A backend behind a remote service (S3, GCS, Dropbox, Seafile): ``open_range`` asks the service with a
+    ``Range`` header, except for an empty range, which fetches nothing (a missing key still fails)."""
+
+    def open_range(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        rng = range_header(start, stop)
+        if stop is not None and stop <= start:
+            if not self._exists(key):
+                raise ObjectNotFound(f"no object with key {key!r}")
+            return empty_stream()
+        stream = self._fetch_range(key, start, stop, rng)
+        if stream is None:
+            raise ObjectNotFound(f"no object with key {key!r}")
+        return stream
+
+    def presigned_get(self, key: str, ttl: int, filename: str | None = None) -> str | None:
+        validate_key(key)
+        return None  # cannot sign links (the default): the storage data plane proxies the bytes
+
+    def _exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+    @abc.abstractmethod
+    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes] | None:
+        """Chunks of ``[start, stop)`` as the ``Range`` value ``rng`` asks (``None``: the whole object); ``None``
+        (or ``ObjectNotFound``) if there is no object."""
 
 
 class BackendObjectReader:
@@ -180,6 +220,20 @@ class HashingReader:
         return self._hasher.hexdigest()
 
 
+class Incoming(HashingReader):
+    """What ``put_stream`` was given, read through a ``HashingReader``: the object's key, its content type
+    (defaulted) and creation time; ``info()`` describes the object once everything is read."""
+
+    def __init__(self, key: str, chunks: Iterable[bytes], content_type: str | None, max_size: int | None) -> None:
+        super().__init__(chunks, max_size)
+        self.key = key
+        self.content_type = content_type or DEFAULT_CONTENT_TYPE
+        self.created_at = datetime.now(UTC)
+
+    def info(self) -> ObjectInfo:
+        return ObjectInfo(self.key, self.size, self.sha256, self.created_at, self.content_type)
+
+
 class ChunkStream:
     """An iterator of chunks with ``close()`` that releases the underlying response, however iteration ends.
 
@@ -233,6 +287,44 @@ def range_header(start: int, stop: int | None) -> str | None:
     if start == 0 and stop is None:
         return None
     return f"bytes={start}-" if stop is None else f"bytes={start}-{stop - 1}"
+
+
+def ranged_body(response: Any, rng: str | None, start: int, fail: Callable[[str], BackendError],
+                what: str) -> ChunkStream | None:
+    """The body of a ranged HTTP GET (a ``requests`` response) as a stream; ``None`` for 404, an empty stream for 416
+    (``start`` at or past the end); ``fail(reason)`` is raised for any other refusal."""
+    if response.status_code == 404:
+        response.close()
+        return None
+    if response.status_code == 416:
+        response.close()
+        return empty_stream()
+    if response.status_code not in (200, 206):
+        response.close()
+        raise fail(f"HTTP {response.status_code}")
+    if rng and response.status_code == 200 and start > 0:
+        response.close()  # a server that ignored Range would send the wrong bytes
+        raise fail("the server ignored the Range header")
+    return ChunkStream(response.iter_content(CHUNK_SIZE), close=response.close, what=what)
+
+
+def sidecar_info(key: str, size: int, sidecar: Mapping[str, Any], fallback_created_at: datetime) -> ObjectInfo:
+    """The ``ObjectInfo`` a sidecar records (the JSON of ``ObjectInfo.to_dict()`` a backend keeps beside the bytes
+    where the service has no custom metadata); ``size`` is what the service reports."""
+    return ObjectInfo(
+        key=key,
+        size=size,
+        sha256=str(sidecar.get("sha256", "")),
+        created_at=parse_created_at(sidecar.get("created_at"), fallback_created_at),
+        content_type=sidecar.get("content_type") or DEFAULT_CONTENT_TYPE,
+    )
+
+
+def positive_ttl(ttl: int) -> int:
+    """A presigned link's lifetime in whole seconds; ``ValueError`` unless it is a positive number."""
+    if isinstance(ttl, bool) or int(ttl) <= 0:
+        raise ValueError("ttl must be a positive number of seconds")
+    return int(ttl)
 
 
 def format_created_at(value: datetime) -> str:

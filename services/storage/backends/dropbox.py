@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import dropbox
@@ -26,17 +26,14 @@ from dropbox import files as dbx_files
 from dropbox.session import HOST_API, HOST_CONTENT
 
 from services.storage.backends.base import (
-    ChunkStream,
-    HashingReader,
-    ObjectBackend,
+    Incoming,
+    RemoteBackend,
     empty_stream,
-    parse_created_at,
-    range_header,
+    ranged_body,
+    sidecar_info,
 )
 from services.storage.types import (
-    CHUNK_SIZE,
     CREDENTIALS,
-    DEFAULT_CONTENT_TYPE,
     UNREACHABLE,
     BackendError,
     ObjectInfo,
@@ -82,7 +79,7 @@ class _Client(dropbox.Dropbox):
         super().refresh_access_token(host=host or self._host_map[HOST_API], scope=scope)
 
 
-class DropboxBackend(ObjectBackend):
+class DropboxBackend(RemoteBackend):
     name = "dropbox"
 
     def __init__(self, config: DropboxConfig) -> None:
@@ -157,10 +154,8 @@ class DropboxBackend(ObjectBackend):
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None,
                    max_size: int | None = None) -> ObjectInfo:
         data_path = self._data_path(key)
-        content_type = content_type or DEFAULT_CONTENT_TYPE
-        reader = HashingReader(chunks, max_size)
+        reader = Incoming(key, chunks, content_type, max_size)
         size = self.config.chunk_size
-        created_at = datetime.now(UTC)
         try:
             part = reader.read(size)  # the SDK wants bytes (it refuses streams: it may resend a request)
             if reader.at_eof():
@@ -182,7 +177,7 @@ class DropboxBackend(ObjectBackend):
             del part
             if meta.size != reader.size:
                 raise BackendError(f"dropbox: upload of {key!r} stored {meta.size} bytes, sent {reader.size}")
-            info = ObjectInfo(key, reader.size, reader.sha256, created_at, content_type)
+            info = reader.info()
             sidecar = {**info.to_dict(), "rev": meta.rev}
             self._upload_small(self._meta_path(key), json.dumps(sidecar).encode())
             return info
@@ -240,21 +235,10 @@ class DropboxBackend(ObjectBackend):
             return None  # bytes replaced or removed without their sidecar: not a committed object
         if sidecar.get("key") != key:
             return None  # a key differing only in case took this (case-insensitive) path
-        return ObjectInfo(
-            key=key,
-            size=int(current.size),
-            sha256=str(sidecar.get("sha256", "")),
-            created_at=parse_created_at(sidecar.get("created_at"), current.server_modified.replace(tzinfo=UTC)),
-            content_type=sidecar.get("content_type") or DEFAULT_CONTENT_TYPE,
-        )
+        return sidecar_info(key, int(current.size), sidecar, current.server_modified.replace(tzinfo=UTC))
 
-    def open_range(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes] | None:
         path = self._data_path(key)
-        rng = range_header(start, stop)
-        if stop is not None and stop <= start:
-            if self.stat(key) is None:
-                raise ObjectNotFound(f"no object with key {key!r}")
-            return empty_stream()
         try:
             # files_download has no Range parameter; the SDK's generic request() takes extra headers.
             _, response = self._dbx.request(
@@ -274,14 +258,8 @@ class DropboxBackend(ObjectBackend):
             raise self._error("download", key, exc) from None
         except (dbx_exc.DropboxException, *_TRANSPORT_ERRORS) as exc:
             raise self._error("download", key, exc) from None
-        if rng and response.status_code == 200 and start > 0:
-            response.close()
-            raise BackendError(f"dropbox: download of {key!r} failed: the server ignored the Range header")
-        return ChunkStream(
-            response.iter_content(CHUNK_SIZE), close=response.close, what=f"dropbox: download of {key!r}"
-        )
+        return ranged_body(response, rng, start, lambda reason: BackendError(
+            f"dropbox: download of {key!r} failed: {reason}"), what=f"dropbox: download of {key!r}")
 
-    def presigned_get(self, key: str, ttl: int, filename: str | None = None) -> str | None:
-        # files/get_temporary_link exists, but it cannot set Content-Disposition and lives 4 hours whatever we ask.
-        validate_key(key)
-        return None
+    # presigned_get: none. files/get_temporary_link exists, but it cannot set Content-Disposition and lives 4 hours
+    # whatever we ask.

@@ -32,21 +32,18 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
 from services.storage.backends.base import (
-    ChunkStream,
-    HashingReader,
-    ObjectBackend,
-    empty_stream,
+    Incoming,
+    RemoteBackend,
     format_created_at,
     parse_created_at,
-    range_header,
+    positive_ttl,
+    ranged_body,
 )
 from services.storage.types import (
     BUCKET_MISSING,
-    CHUNK_SIZE,
     DEFAULT_CONTENT_TYPE,
     BackendError,
     ObjectInfo,
-    ObjectNotFound,
     content_disposition,
     validate_key,
 )
@@ -84,7 +81,7 @@ class GcsConfig:
 class _Prepended:
     """A read/tell file of ``head`` followed by the rest of ``reader`` (the chunk read to decide the upload type)."""
 
-    def __init__(self, head: bytearray, reader: HashingReader) -> None:
+    def __init__(self, head: bytearray, reader: Incoming) -> None:
         self._head: bytearray | None = head
         self._reader = reader
         self._position = 0
@@ -116,7 +113,7 @@ class _Prepended:
         return self._position
 
 
-class GcsBackend(ObjectBackend):
+class GcsBackend(RemoteBackend):
     name = "gcs"
 
     def __init__(self, config: GcsConfig) -> None:
@@ -179,17 +176,15 @@ class GcsBackend(ObjectBackend):
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None,
                    max_size: int | None = None) -> ObjectInfo:
         name = self._name(key)
-        content_type = content_type or DEFAULT_CONTENT_TYPE
-        reader = HashingReader(chunks, max_size)
+        reader = Incoming(key, chunks, content_type, max_size)
         first = reader.read_part(self.config.chunk_size)
-        created_at = datetime.now(UTC)
         try:
             if reader.at_eof():
-                info = ObjectInfo(key, len(first), reader.sha256, created_at, content_type)
+                info = reader.info()
                 blob = self._bucket.blob(name)
                 blob.metadata = self._metadata(info)
                 blob.upload_from_string(
-                    bytes(first), content_type=content_type, timeout=self._timeout, retry=self._retry
+                    bytes(first), content_type=reader.content_type, timeout=self._timeout, retry=self._retry
                 )
                 return info
             staging = self._bucket.blob(
@@ -199,13 +194,12 @@ class GcsBackend(ObjectBackend):
             del first
             try:
                 # size=None + chunk_size: a resumable upload that learns the total when the stream ends.
-                staging.upload_from_file(
-                    stream, size=None, content_type=content_type, timeout=self._timeout, retry=None, checksum=None
-                )
-                info = ObjectInfo(key, reader.size, reader.sha256, created_at, content_type)
+                staging.upload_from_file(stream, size=None, content_type=reader.content_type, timeout=self._timeout,
+                                         retry=None, checksum=None)
+                info = reader.info()
                 target = self._bucket.blob(name)
                 target.metadata = self._metadata(info)
-                target.content_type = content_type
+                target.content_type = reader.content_type
                 token = None
                 while True:  # rewrite answers in steps when it must copy data
                     token, _, _ = target.rewrite(staging, token=token, timeout=self._timeout, retry=self._retry)
@@ -248,13 +242,8 @@ class GcsBackend(ObjectBackend):
             content_type=blob.content_type or DEFAULT_CONTENT_TYPE,
         )
 
-    def open_range(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes] | None:
         name = self._name(key)
-        rng = range_header(start, stop)
-        if stop is not None and stop <= start:
-            if self.stat(key) is None:
-                raise ObjectNotFound(f"no object with key {key!r}")
-            return empty_stream()
         # One streamed media GET (the client library's download helpers buffer whole ranges in memory).
         url = f"{self._api_base}/storage/v1/b/{quote(self.config.bucket, safe='')}/o/{quote(name, safe='')}"
         headers = {"Range": rng} if rng else {}
@@ -264,24 +253,12 @@ class GcsBackend(ObjectBackend):
             )
         except _ERRORS as exc:
             raise self._error("download", key, exc) from None
-        if response.status_code == 404:
-            response.close()
-            raise ObjectNotFound(f"no object with key {key!r}")
-        if response.status_code == 416:
-            response.close()
-            return empty_stream()
-        if response.status_code not in (200, 206):
-            response.close()
-            raise BackendError(f"gcs: download of {key!r} failed: HTTP {response.status_code}")
-        if rng and response.status_code == 200 and start > 0:
-            response.close()  # a server that ignored Range would send the wrong bytes
-            raise BackendError(f"gcs: download of {key!r} failed: the server ignored the Range header")
-        return ChunkStream(response.iter_content(CHUNK_SIZE), close=response.close, what=f"gcs: download of {key!r}")
+        return ranged_body(response, rng, start, lambda reason: BackendError(
+            f"gcs: download of {key!r} failed: {reason}"), what=f"gcs: download of {key!r}")
 
     def presigned_get(self, key: str, ttl: int, filename: str | None = None) -> str | None:
         name = self._name(key)
-        if isinstance(ttl, bool) or int(ttl) <= 0:
-            raise ValueError("ttl must be a positive number of seconds")
+        ttl = positive_ttl(ttl)
         if self._signer is None:
             return None
         try:

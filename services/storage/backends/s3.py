@@ -18,7 +18,6 @@ import logging
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -28,12 +27,12 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from services.storage.backends.base import (
     ChunkStream,
-    HashingReader,
-    ObjectBackend,
+    Incoming,
+    RemoteBackend,
     empty_stream,
     format_created_at,
     parse_created_at,
-    range_header,
+    positive_ttl,
 )
 from services.storage.types import (
     BUCKET_MISSING,
@@ -81,7 +80,7 @@ class S3Config:
     addressing_style: str | None = None  # default: "path" with a custom endpoint, else botocore's choice
 
 
-class S3Backend(ObjectBackend):
+class S3Backend(RemoteBackend):
     name = "s3"
     # Class attributes so a test can exercise the >5 GiB copy path with small objects.
     max_single_copy = MAX_SINGLE_COPY
@@ -153,22 +152,19 @@ class S3Backend(ObjectBackend):
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None,
                    max_size: int | None = None) -> ObjectInfo:
         name = self._name(key)
-        content_type = content_type or DEFAULT_CONTENT_TYPE
-        reader = HashingReader(chunks, max_size)
+        reader = Incoming(key, chunks, content_type, max_size)
         first = reader.read_part(self.config.part_size)
-        created_at = datetime.now(UTC)
         try:
             if reader.at_eof():
-                info = ObjectInfo(key, len(first), reader.sha256, created_at, content_type)
-                self._client.put_object(
-                    Bucket=self.bucket, Key=name, Body=first, ContentType=content_type, Metadata=self._metadata(info)
-                )
+                info = reader.info()
+                self._client.put_object(Bucket=self.bucket, Key=name, Body=first, ContentType=reader.content_type,
+                                        Metadata=self._metadata(info))
                 return info
             staging = f"{self._prefix}{STAGING_PREFIX}{uuid.uuid4().hex}"
             pending = [first]
             del first  # the upload loop owns the part now, so it is freed as soon as it is sent
             self._multipart_upload(staging, pending, reader)
-            info = ObjectInfo(key, reader.size, reader.sha256, created_at, content_type)
+            info = reader.info()
             try:
                 self._copy(staging, name, info)
             finally:
@@ -183,7 +179,7 @@ class S3Backend(ObjectBackend):
     def _metadata(info: ObjectInfo) -> dict[str, str]:
         return {_META_SHA256: info.sha256, _META_CREATED: format_created_at(info.created_at)}
 
-    def _multipart_upload(self, staging: str, pending: list[bytearray], reader: HashingReader) -> None:
+    def _multipart_upload(self, staging: str, pending: list[bytearray], reader: Incoming) -> None:
         upload_id = self._client.create_multipart_upload(Bucket=self.bucket, Key=staging)["UploadId"]
         try:
             parts = []
@@ -283,13 +279,8 @@ class S3Backend(ObjectBackend):
             content_type=head.get("ContentType") or DEFAULT_CONTENT_TYPE,
         )
 
-    def open_range(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes]:
         name = self._name(key)
-        rng = range_header(start, stop)
-        if stop is not None and stop <= start:
-            if self.stat(key) is None:
-                raise ObjectNotFound(f"no object with key {key!r}")
-            return empty_stream()
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": name}
         if rng:
             params["Range"] = rng
@@ -309,8 +300,7 @@ class S3Backend(ObjectBackend):
 
     def presigned_get(self, key: str, ttl: int, filename: str | None = None) -> str | None:
         name = self._name(key)
-        if isinstance(ttl, bool) or int(ttl) <= 0:
-            raise ValueError("ttl must be a positive number of seconds")
+        ttl = positive_ttl(ttl)
         try:
             return self._signer.generate_presigned_url(
                 "get_object",

@@ -26,18 +26,15 @@ import requests
 
 from services.storage.backends.base import (
     ChunkStream,
-    HashingReader,
-    ObjectBackend,
-    empty_stream,
-    parse_created_at,
+    Incoming,
+    RemoteBackend,
     range_header,
+    ranged_body,
+    sidecar_info,
 )
 from services.storage.types import (
-    CHUNK_SIZE,
-    DEFAULT_CONTENT_TYPE,
     BackendError,
     ObjectInfo,
-    ObjectNotFound,
     StorageError,
     validate_key,
 )
@@ -62,7 +59,7 @@ class _Failure(Exception):
     """Carries the caller's exception out of the request body generator."""
 
 
-class SeafileBackend(ObjectBackend):
+class SeafileBackend(RemoteBackend):
     name = "seafile"
 
     def __init__(self, config: SeafileConfig) -> None:
@@ -183,9 +180,7 @@ class SeafileBackend(ObjectBackend):
     def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str | None = None,
                    max_size: int | None = None) -> ObjectInfo:
         data_path, meta_path = self._data_path(key), self._meta_path(key)
-        content_type = content_type or DEFAULT_CONTENT_TYPE
-        reader = HashingReader(chunks, max_size)
-        created_at = datetime.now(UTC)
+        reader = Incoming(key, chunks, content_type, max_size)
 
         def pieces() -> Iterator[bytes]:
             while piece := reader.read(self.config.upload_piece):
@@ -194,7 +189,7 @@ class SeafileBackend(ObjectBackend):
         result = self._upload(data_path, pieces(), "upload", key)
         if int(result.get("size", -1)) != reader.size:
             raise self._fail("upload", key, f"stored {result.get('size')} bytes, sent {reader.size}")
-        info = ObjectInfo(key, reader.size, reader.sha256, created_at, content_type)
+        info = reader.info()
         sidecar = json.dumps({**info.to_dict(), "file_id": result["id"]}).encode()
         self._upload(meta_path, [sidecar], "upload", key)
         return info
@@ -225,21 +220,8 @@ class SeafileBackend(ObjectBackend):
             )
         except requests.RequestException as exc:
             raise self._fail(operation, key, type(exc).__name__) from None
-        if response.status_code == 404:
-            response.close()
-            return None
-        if response.status_code == 416:
-            response.close()
-            return empty_stream()
-        if response.status_code not in (200, 206):
-            response.close()
-            raise self._fail(operation, key, f"HTTP {response.status_code}")
-        if rng and response.status_code == 200 and start > 0:
-            response.close()
-            raise self._fail(operation, key, "the server ignored the Range header")
-        return ChunkStream(
-            response.iter_content(CHUNK_SIZE), close=response.close, what=f"seafile: {operation} of {key!r}"
-        )
+        return ranged_body(response, rng, start, lambda reason: self._fail(operation, key, reason),
+                           what=f"seafile: {operation} of {key!r}")
 
     def stat(self, key: str) -> ObjectInfo | None:
         detail = self._detail(self._data_path(key), "stat", key)
@@ -259,24 +241,10 @@ class SeafileBackend(ObjectBackend):
             return None  # bytes replaced or removed without their sidecar: not a committed object
         mtime = detail.get("mtime")
         fallback = datetime.fromtimestamp(mtime, UTC) if isinstance(mtime, int | float) else datetime.now(UTC)
-        return ObjectInfo(
-            key=key,
-            size=int(detail.get("size", sidecar.get("size", 0))),
-            sha256=str(sidecar.get("sha256", "")),
-            created_at=parse_created_at(sidecar.get("created_at"), fallback),
-            content_type=sidecar.get("content_type") or DEFAULT_CONTENT_TYPE,
-        )
+        return sidecar_info(key, int(detail.get("size", sidecar.get("size", 0))), sidecar, fallback)
 
-    def open_range(self, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
-        if stop is not None and stop <= start:
-            if self._detail(self._data_path(key), "download", key) is None:
-                raise ObjectNotFound(f"no object with key {key!r}")
-            return empty_stream()
-        stream = self._download(self._data_path(key), start, stop, "download", key)
-        if stream is None:
-            raise ObjectNotFound(f"no object with key {key!r}")
-        return stream
+    def _exists(self, key: str) -> bool:
+        return self._detail(self._data_path(key), "download", key) is not None
 
-    def presigned_get(self, key: str, ttl: int, filename: str | None = None) -> str | None:
-        validate_key(key)
-        return None
+    def _fetch_range(self, key: str, start: int, stop: int | None, rng: str | None) -> Iterator[bytes] | None:
+        return self._download(self._data_path(key), start, stop, "download", key)
