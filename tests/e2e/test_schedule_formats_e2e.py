@@ -5,6 +5,7 @@ conditional requests and CORS."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import pytest
 import requests
@@ -12,44 +13,34 @@ import requests
 from shared.archive import formats
 from shared.contracts import EXPORT_COMPLETED, EXPORTER
 from shared.models import events as m
-from tests.e2e.test_export_e2e import PASSWORD, add_users, assert_error
+from tests.e2e.test_export_e2e import assert_error
 from tests.integration.test_schedule_exports import CHECKS, SCHEDULE_FORMATS
 from tests.support import schedule_checks as checks
-from tests.support.e2e import Client, make_env, start_stack
+from tests.support.e2e import SystemBase, stack_for
 from tests.support.event_tap import EventTap
-from tests.support.rabbit import create_vhost, delete_vhost
-from tools.synthetic import create_synthetic_event
 
 ORIGIN = "https://app.example.org"
 
 
-class System:
-    def __init__(self, env, event_id: int, draft_id: int, tap: EventTap) -> None:
-        self.env, self.event_id, self.draft_id, self.tap = env, event_id, draft_id, tap
-
-    @property
-    def url(self) -> str:
-        return self.env.env["GATEWAY_URL"]
-
-    def client(self, who: str) -> Client:
-        return Client.login(self.url, f"{who}@example.org", PASSWORD)
+@dataclass
+class System(SystemBase):
+    event_id: int
+    draft_id: int
+    tap: EventTap
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    vhost = create_vhost()
-    env = make_env(tmp_path_factory.mktemp("schedule_e2e"), vhost, CORS_ORIGINS=ORIGIN)
-    users = add_users(env, {"organizer": False, "stranger": False})
-    with env.db() as session:
-        event_id = create_synthetic_event(session, sessions=60, owner_user_id=users["organizer"])
-        draft_id = create_synthetic_event(session, sessions=5, owner_user_id=users["organizer"], seed=3)
-        session.get(m.Event, draft_id).state = "Draft"
-        session.commit()
-    tap = EventTap(env.env["AMQP_URI"], EXPORTER)  # before the stack: no event is missed
-    stack = start_stack(env)
-    yield System(env, event_id, draft_id, tap)
-    stack.stop_all()
-    delete_vhost(vhost)
+    users = {"organizer": False, "stranger": False}
+    with stack_for(tmp_path_factory.mktemp("schedule_e2e"), users, CORS_ORIGINS=ORIGIN) as run:
+        event_id = run.event("organizer", 60)
+        draft_id = run.event("organizer", 5, seed=3)
+        with run.env.db() as session:
+            session.get(m.Event, draft_id).state = "Draft"
+            session.commit()
+        tap = EventTap(run.env.env["AMQP_URI"], EXPORTER)  # before the stack: no event is missed
+        run.start()
+        yield System(run.env, run.users, event_id, draft_id, tap)
 
 
 def test_formats_are_listed(system):

@@ -11,11 +11,9 @@ import sqlalchemy as sa
 
 from shared.models import events as m
 from tests.conftest import SAMPLES_DIR
-from tests.e2e.test_export_e2e import PASSWORD, add_users
 from tests.e2e.test_import_e2e import NOT_EVENT_DATA
-from tests.support.e2e import Client, make_env, start_stack
+from tests.support.e2e import PASSWORD, Client, stack_for
 from tests.support.import_helpers import row_counts, wait_all
-from tests.support.rabbit import create_vhost, delete_vhost
 
 PEERS = SAMPLES_DIR / "peers"
 # file, route it is posted to, (sessions, rooms, speakers) the file holds
@@ -45,13 +43,9 @@ pytestmark = pytest.mark.skipif(not PEERS.is_dir(), reason=f"peer samples not fo
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    vhost = create_vhost()
-    env = make_env(tmp_path_factory.mktemp("schedule_import"), vhost)
-    add_users(env, {"alice": False})
-    stack = start_stack(env)
-    yield env
-    stack.stop_all()
-    delete_vhost(vhost)
+    with stack_for(tmp_path_factory.mktemp("schedule_import"), {"alice": False}) as run:
+        run.start()
+        yield run.env
 
 
 def _post(client: Client, fmt: str, name: str, data: bytes) -> str:
