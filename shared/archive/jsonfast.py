@@ -187,7 +187,11 @@ class FastArray:
                     # a value ending with the text read so far may be a number cut short
                     if end < len(self.text) or self.eof:
                         break
-                pos -= self._fill()
+                # At least double what the record has so far before trying again: a long record is parsed a few
+                # times, not once per chunk.
+                wanted = 2 * max(len(self.text) - pos, CHUNK)
+                while not self.eof and len(self.text) - pos < wanted:
+                    pos -= self._fill()
             self._check(value, pos, end)
             self.count += 1
             if self.count > limit:
