@@ -213,7 +213,8 @@ class FastArray:
         text = self.text
         if end - pos > self.cap:
             raise _Unsure("long record")
-        if text.find("\\u", pos, end) != -1 and _SURROGATE_ESCAPE.search(text, pos, end) and not _all_text(value):
+        # (a one-character find is the cheap test; most records hold no backslash at all)
+        if text.find("\\", pos, end) != -1 and _SURROGATE_ESCAPE.search(text, pos, end) and not _all_text(value):
             raise _Unsure("a lone surrogate")  # pairs (escaped emoji) decode to one character and pass
         if text.count("{", pos, end) + text.count("[", pos, end) > self.depth and _depth(value) > self.depth:
             raise _Unsure("deep")
