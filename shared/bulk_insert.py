@@ -50,7 +50,7 @@ def _plan(conn: Connection, table: sa.Table, names: tuple[str, ...], json_null: 
 def _naive_memo(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``process`` remembered for naive date-times (an event's rows share few; aware ones of one instant compare
     equal whatever their zone, so they are not remembered)."""
-    remembered = functools.lru_cache(maxsize=65536)(process)
+    remembered = functools.lru_cache(maxsize=4096)(process)
 
     def memo(value: Any) -> Any:
         if isinstance(value, datetime) and value.tzinfo is None:

@@ -298,7 +298,7 @@ def format_datetime(value: datetime | None) -> str | None:
     return _format_naive(value)
 
 
-@functools.lru_cache(maxsize=65536)  # naive only: aware values of one instant are equal whatever their wall time
+@functools.lru_cache(maxsize=4096)  # naive only: aware values of one instant are equal whatever their wall time
 def _format_naive(value: datetime) -> str:
     return value.isoformat(timespec="seconds")
 
@@ -377,8 +377,13 @@ MEDIA_FIELDS: tuple[MediaField, ...] = (
 )
 
 
+_MEDIA_BY_FILE: dict[str, tuple[MediaField, ...]] = {}
+for _media in MEDIA_FIELDS:
+    _MEDIA_BY_FILE[_media.file] = (*_MEDIA_BY_FILE.get(_media.file, ()), _media)
+
+
 def media_fields(file: str) -> tuple[MediaField, ...]:
-    return tuple(m for m in MEDIA_FIELDS if m.file == file)
+    return _MEDIA_BY_FILE.get(file, ())  # asked for every record of every pass: looked up, not rebuilt
 
 
 def media_path(file: str, field: str, record: Mapping[str, Any], url: str | None = None) -> str | None:

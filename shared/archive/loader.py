@@ -106,7 +106,7 @@ def _to_datetime(value: Any) -> datetime | None:
     return _parse_datetime(value)
 
 
-@functools.lru_cache(maxsize=65536)  # an event's sessions share a few hundred distinct times
+@functools.lru_cache(maxsize=4096)  # an event's sessions share a few hundred distinct times
 def _parse_datetime(value: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.strip())
