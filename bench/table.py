@@ -11,9 +11,9 @@ RabbitMQ vhost and the five services as ``nameko run`` processes (``tools/stack.
 * exported: the imported event, POST to the first SUCCESS seen (``measure_export``) and the download checked,
   against the export floor (``json.dumps(indent=4)`` + deflate level 6 of the same files, in this process).
 
-Best of ``--repeats`` (one run from 20,000 sessions up) for each figure; floors likewise. Peak RSS is the service
-under test's (importer, exporter) process tree, sampled every 20 ms. The machine is shared: the 1-minute load
-average is printed beside each size, and ratios are what compare across runs.
+Best of ``--repeats`` (``--repeats-large``, default one, from 20,000 sessions up) for each figure; floors likewise.
+Peak RSS is the service under test's (importer, exporter) process tree, sampled every 20 ms. The machine is shared:
+the 1-minute load average is printed beside each size, and ratios are what compare across runs.
 
 With ``--profile``, one more import of the largest size (not measured) runs with py-spy sampling the importer
 (``bench/pyspy.py``); its top functions are printed after the table, its raw samples kept in ``var/bench``.
@@ -158,7 +158,7 @@ def measure_size(db_kind: str, n: int, repeats: int, client: Client, stack: Stac
                [asdict(r) for r in imports], [asdict(r) for r in exports])
 
 
-def run_database(kind: str, sizes: list[int], repeats: int, postgres_url: str, keep: bool,
+def run_database(kind: str, sizes: list[int], repeats: tuple[int, int], postgres_url: str, keep: bool,
                  profiles: list[str] | None) -> list[Row]:
     work = Path(tempfile.mkdtemp(prefix="bench_table_"))
     var_dir = work / "var"
@@ -178,7 +178,7 @@ def run_database(kind: str, sizes: list[int], repeats: int, postgres_url: str, k
         stack.wait_healthy(timeout=90)
         client = Client(env["GATEWAY_URL"])
         for n in sizes:
-            rows.append(measure_size(db.kind, n, 1 if n >= LARGE else repeats, client, stack, work,
+            rows.append(measure_size(db.kind, n, repeats[n >= LARGE], client, stack, work,
                                      profiles if n == sizes[-1] else None))
     except BaseException:
         for name in stack.processes:
@@ -241,6 +241,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="server on which a fresh database is created and dropped (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help=f"runs below {LARGE:,} sessions, best taken "
                         "(default %(default)s)")
+    parser.add_argument("--repeats-large", type=int, default=1, help=f"runs from {LARGE:,} sessions up, best taken "
+                        "(default %(default)s)")
     parser.add_argument("--json", type=Path, default=JSON_OUT, help="results file (default var/bench/table.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories (logs, databases)")
     parser.add_argument("--profile", action="store_true", help="py-spy on one more import of the largest size")
@@ -251,7 +253,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     except ValueError:
         parser.error("--sizes: comma-separated integers")
     args.databases = [d.strip() for d in args.databases.split(",") if d.strip()]
-    if not args.sizes or min(args.sizes) < 1 or args.repeats < 1:
+    if not args.sizes or min(args.sizes) < 1 or args.repeats < 1 or args.repeats_large < 1:
         parser.error("sizes and repeats must be positive")
     if not args.databases or set(args.databases) - {"sqlite", "postgresql"}:
         parser.error("--databases: sqlite and/or postgresql")
@@ -265,10 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     profiles: list[str] | None = [] if args.profile else None
     for kind in args.databases:
-        rows += run_database(kind, args.sizes, args.repeats, args.postgres_url, args.keep, profiles)
+        rows += run_database(kind, args.sizes, (args.repeats, args.repeats_large), args.postgres_url, args.keep,
+                             profiles)
     print(table(rows))
     print("(e2e: POST to the first SUCCESS seen, polled every 20 ms; floors in this process, see bench/realistic.py; "
-          f"best of {args.repeats} below {LARGE:,} sessions, else one run; peak RSS: the service's process tree; "
+          f"best of {args.repeats} below {LARGE:,} sessions, else of {args.repeats_large}; peak RSS: the service's "
+          "process tree; "
           f"load: 1-minute load average before the size; {platform.python_version()}, {os.cpu_count()} CPUs)")
     for note in verdicts(rows):
         print(note)
