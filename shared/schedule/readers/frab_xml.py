@@ -81,11 +81,9 @@ def read(data: bytes, limits: ScheduleLimits, source_format: str = "frab-xml",
             if value:
                 extra[tag] = value
         schedule.event_x["timeslot_duration"] = _text(conference.find("timeslot_duration")) or None
-        tracks = conference.find("tracks")
-        if tracks is not None:
-            for track in tracks.iter("track"):
-                schedule.track(_text(track) or track.get("name"), track.get("color"),
-                               slug=track.get("slug"))
+        # The XSD (and pretalx) put <track name color slug/> straight in <conference>; older files wrap them.
+        for track in [*conference.iterfind("track"), *conference.iterfind("tracks/track")]:
+            schedule.track(_text(track) or track.get("name"), track.get("color"), slug=track.get("slug"))
     if extra:
         schedule.event_x["extra"] = {source_format: extra}
     zone = zone_info(schedule.timezone)
@@ -150,7 +148,9 @@ def _read_event(schedule: ScheduleBuilder, event: etree._Element, day_date: date
             x["do_not_record"] = True
     persons = []
     for person in event.iterfind("persons/person"):
-        key = schedule.person(person.get("id"), _text(person), x={"guid": person.get("guid")})
+        code = person.get("code")  # pretalx's speaker code
+        key = schedule.person(person.get("id"), _text(person), x={
+            "guid": person.get("guid"), "extra": {source_format: {"code": code}} if code else None})
         if key is not None:
             persons.append(key)
     links = [{"url": link.get("href"), "title": _text(link)} for link in event.iterfind("links/link")

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from shared.archive.variants import canonical_zone, zone
 
 _CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
-_DURATION = re.compile(r"^\s*(?:(\d{1,3}):)?(\d{1,4}):(\d{2})(?::(\d{2}))?\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,4}):(\d{2})(?::(\d{2}))?\s*$")
 
 
 def parse_date(text: str | None) -> date | None:
@@ -42,18 +42,16 @@ def parse_clock(text: str | None) -> time | None:
 
 
 def duration_minutes(text: str | None) -> int | None:
-    """``HH:MM``, ``HH:MM:SS`` or ``D:HH:MM`` (days first, as some frab versions wrote long events) -> minutes."""
+    """``HH:MM`` or ``HH:MM:SS`` (the XSD's two forms; pentabarf wrote seconds) -> minutes; hours may pass 24."""
     if not text:
         return None
     match = _DURATION.match(text)
     if match is None:
         return None
-    days, first, second, third = match.group(1), int(match.group(2)), int(match.group(3)), match.group(4)
-    if days is not None and third is not None:
+    hours, minutes, seconds = int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+    if minutes > 59 or seconds > 59:
         return None
-    if third is not None:  # HH:MM:SS
-        return first * 60 + second + (1 if int(third) >= 30 else 0)
-    return (int(days or 0) * 24 + first) * 60 + second
+    return hours * 60 + minutes + (1 if seconds >= 30 else 0)
 
 
 def zone_name(text: str | None) -> str | None:
