@@ -240,7 +240,10 @@ class ScheduleBuilder:
             start = self._local(draft.start, tz) if draft.start is not None else None
             end = self._local(draft.end, tz) if draft.end is not None else None
             if start is not None and end is None and draft.minutes is not None:
-                end = start + timedelta(minutes=draft.minutes)
+                if draft.start.tzinfo is not None:  # elapsed time: a talk across a DST change ends an hour off
+                    end = self._local(draft.start.astimezone(UTC) + timedelta(minutes=draft.minutes), tz)
+                else:
+                    end = start + timedelta(minutes=draft.minutes)
             if start is not None and end is not None and end < start:
                 self.warn("end_before_start", f"session {draft.source_id or n} ends before it starts; it is given "
                           "no duration", file="sessions", record_id=draft.source_id, field="end_time")

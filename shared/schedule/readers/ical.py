@@ -54,6 +54,9 @@ def parse_components(text: str, limits: ScheduleLimits) -> Component:
         raise ArchiveError("too_many_elements", f"the iCal file holds more than {limits.max_elements} lines")
     unfolded: list[str] = []
     for line in lines:
+        if len(line) > limits.max_string_chars:
+            raise ArchiveError("text_too_long", "the iCal file holds a property longer than the limit of "
+                               f"{limits.max_string_chars} characters")
         if line[:1] in (" ", "\t") and unfolded:
             unfolded[-1] += line[1:]
             if len(unfolded[-1]) > limits.max_string_chars:
@@ -95,6 +98,16 @@ def parse_components(text: str, limits: ScheduleLimits) -> Component:
     return calendars[0]
 
 
+_FOLD = re.compile(rb"\r?\n[ \t]")
+
+
+def unfold_bytes(data: bytes) -> bytes:
+    """Folds joined before decoding: RFC 5545 folds by octets, and producers split UTF-8 characters across lines."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data  # UTF-16: folds are joined on the decoded text
+    return _FOLD.sub(b"", data)
+
+
 def unescape(value: str) -> str:
     return re.sub(r"\\([\\;,nN])", lambda m: "\n" if m.group(1) in "nN" else m.group(1), value)
 
@@ -102,7 +115,7 @@ def unescape(value: str) -> str:
 def read(data: bytes, limits: ScheduleLimits, source_format: str = "ical",
          pause: Callable[[float], None] | None = None) -> ScheduleBuilder:
     check_size(data, limits, "iCal")
-    calendar = parse_components(decode_text(data, "iCal"), limits)
+    calendar = parse_components(decode_text(unfold_bytes(data), "iCal"), limits)
     schedule = ScheduleBuilder(source_format, limits.max_records, pause)
     zones = {c.value("TZID"): c for c in calendar.children if c.name == "VTIMEZONE"}
     fill(schedule, calendar, [c for c in calendar.children if c.name == "VEVENT"], zones, text=unescape)
@@ -124,20 +137,19 @@ def fill(schedule: ScheduleBuilder, calendar: Component, events: list[Component]
         schedule.event_x["extra"] = {schedule.source_format: {"prodid": prodid}}
     resolver = _Zones(schedule, zones)
     used: Counter[str] = Counter()
-    for n, event in enumerate(events, 1):
+    for n, (event, start, end, minutes, instance) in enumerate(_occurrences(schedule, events, resolver, used,
+                                                                            text), 1):
         uid = text(event.value("UID"))
         source_id = _source_id(event, uid, text)
         where = f"VEVENT {uid[:80]!r}" if uid else f"VEVENT #{n}"
-        start = resolver.time(event.first("DTSTART"), where, used)
-        end = resolver.time(event.first("DTEND"), where, used)
-        minutes = None
-        if end is None:
-            minutes = _duration(event.value("DURATION"))
+        if instance is not None:  # one occurrence of a recurring entry: its own id, a GUID derived from it
+            source_id = f"{source_id}/{instance}"
+            where = f"{where} (occurrence {instance})"
         if start is None:
             schedule.warn("invalid_value", f"{where} has no usable DTSTART; it is left unscheduled",
                           file="sessions", record_id=source_id, field="DTSTART")
         head = uid.split("@", 1)[0]
-        guid = head if is_guid(head) else None
+        guid = head if is_guid(head) and instance is None else None
         persons = []
         for params, value in event.props.get("ATTENDEE", []):
             name = params.get("CN") or text(value)
@@ -170,6 +182,104 @@ def fill(schedule: ScheduleBuilder, calendar: Component, events: list[Component]
         schedule.timezone = named
     elif used:
         schedule.timezone = used.most_common(1)[0][0]
+
+
+MAX_OCCURRENCES = 1000  # of one recurring entry; a schedule holds talks, not a years-long series
+
+
+def _occurrences(schedule: ScheduleBuilder, events: list[Component], resolver: _Zones, used: Counter[str],
+                 text: Any) -> list[tuple[Component, datetime | None, datetime | None, int | None, str | None]]:
+    """(component, start, end, minutes, occurrence key) per session: a recurring entry (RRULE with COUNT or UNTIL,
+    less its EXDATEs) gives one per occurrence, an entry with RECURRENCE-ID replaces the occurrence it names."""
+    overrides: dict[tuple[str, datetime], Component] = {}
+    for event in events:
+        if event.first("RECURRENCE-ID") is not None:
+            recurrence = resolver.time(event.first("RECURRENCE-ID"), "RECURRENCE-ID", Counter())
+            if recurrence is not None:
+                overrides[(text(event.value("UID")), _instant(recurrence))] = event
+    out: list[tuple[Component, datetime | None, datetime | None, int | None, str | None]] = []
+    replaced: set[tuple[str, datetime]] = set()
+    for event in events:
+        uid = text(event.value("UID"))
+        where = f"VEVENT {uid[:80]!r}" if uid else "a VEVENT"
+        is_override = event.first("RECURRENCE-ID") is not None
+        start = resolver.time(event.first("DTSTART"), where, Counter() if is_override else used)
+        end = resolver.time(event.first("DTEND"), where, Counter())
+        minutes = _duration(event.value("DURATION")) if end is None else None
+        if is_override:
+            continue  # placed where its master's occurrence was (below), or alone when that is not found
+        rule = event.value("RRULE").strip()
+        if not rule or start is None:
+            out.append((event, start, end, minutes, None))
+            continue
+        series = _expand(schedule, event, rule, start, resolver, where)
+        if series is None:
+            out.append((event, start, end, minutes, None))
+            continue
+        length = end - start if end is not None else None
+        for occurrence in series:
+            key = (uid, _instant(occurrence))
+            instance = occurrence.strftime("%Y%m%dT%H%M%S")
+            override = overrides.get(key)
+            if override is not None:
+                replaced.add(key)
+                o_start = resolver.time(override.first("DTSTART"), where, Counter())
+                o_end = resolver.time(override.first("DTEND"), where, Counter())
+                o_minutes = _duration(override.value("DURATION")) if o_end is None else None
+                out.append((override, o_start, o_end, o_minutes, instance))
+            else:
+                out.append((event, occurrence, occurrence + length if length is not None else None, minutes,
+                            instance))
+    for key, override in overrides.items():
+        if key not in replaced:
+            o_start = resolver.time(override.first("DTSTART"), "RECURRENCE-ID", Counter())
+            o_end = resolver.time(override.first("DTEND"), "RECURRENCE-ID", Counter())
+            out.append((override, o_start, o_end, _duration(override.value("DURATION")) if o_end is None else None,
+                        key[1].strftime("%Y%m%dT%H%M%S")))
+    return out
+
+
+def _instant(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+
+
+def _expand(schedule: ScheduleBuilder, event: Component, rule: str, start: datetime, resolver: _Zones,
+            where: str) -> list[datetime] | None:
+    """The occurrences of a bounded RRULE (None, with a warning, when it cannot be expanded)."""
+    from dateutil.rrule import rrulestr  # only recurring entries need it
+
+    upper = rule.upper()
+    if "COUNT=" not in upper and "UNTIL=" not in upper:
+        schedule.warn("recurrence_not_expanded", f"{where} repeats without end (RRULE {rule[:80]!r}); only its "
+                      "first occurrence is imported", file="sessions", field="RRULE")
+        return None
+    try:
+        if start.tzinfo is None and re.search(r"UNTIL=\d{8}T\d{6}Z", upper):
+            upper = re.sub(r"(UNTIL=\d{8}T\d{6})Z", r"\1", upper)  # floating series, UNTIL read as wall time
+        elif start.tzinfo is not None and re.search(r"UNTIL=\d{8}(;|$)", upper):
+            upper = re.sub(r"(UNTIL=\d{8})(;|$)", r"\1T235959Z\2", upper)
+        series = rrulestr(upper, dtstart=start, forceset=True)
+        excluded = set()
+        for params, raw in event.props.get("EXDATE", []):
+            for value in raw.split(","):
+                moment = resolver.time((params, value), where, Counter())
+                if moment is not None:
+                    excluded.add(_instant(moment))
+        occurrences = []
+        for occurrence in series:
+            if _instant(occurrence) in excluded:
+                continue
+            occurrences.append(occurrence)
+            if len(occurrences) > MAX_OCCURRENCES:
+                raise ArchiveError("too_many_records", f"{where} repeats more than {MAX_OCCURRENCES} times "
+                                   f"(RRULE {rule[:80]!r})", file="sessions", field="RRULE")
+    except (ValueError, TypeError) as exc:
+        schedule.warn("recurrence_not_expanded", f"{where}: RRULE {rule[:80]!r} cannot be read ({exc}); only its "
+                      "first occurrence is imported", file="sessions", field="RRULE")
+        return None
+    schedule.warn("recurrence_expanded", f"{where} repeats (RRULE {rule[:80]!r}): imported as {len(occurrences)} "
+                  "sessions, one per occurrence", file="sessions", field="RRULE")
+    return occurrences
 
 
 _EVENT_URL = re.compile(r"/events/(\d+)(?:\.html)?/?$")
