@@ -197,9 +197,182 @@ PENTABARF_04 = Expect(3, 1, 2, "UTC", {
     "103": ("2008-03-30T10:00", "2008-03-31T12:00")}, warnings={"missing_element", "timezone_assumed"})
 
 
+# ------------------------------------------------------------------------------------------------------ iCal
+
+def fold_octets(line: str) -> bytes:
+    """A content line folded every 75 octets, mid-character where it falls so (RFC 5545 allows it; readers must
+    unfold before decoding)."""
+    raw = line.encode("utf-8")
+    parts = [raw[:75]] + [raw[i:i + 74] for i in range(75, len(raw), 74)]
+    return b"\r\n ".join(parts)
+
+
+def ical(lines: list[str]) -> bytes:
+    return b"\r\n".join(fold_octets(line) for line in lines) + b"\r\n"
+
+
+ST_JOHNS_VTIMEZONE = [
+    "BEGIN:VTIMEZONE", "TZID:America/St_Johns", "X-LIC-LOCATION:America/St_Johns",
+    "BEGIN:DAYLIGHT", "TZOFFSETFROM:-0330", "TZOFFSETTO:-0230", "TZNAME:NDT", "DTSTART:19700308T020000",
+    "RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=2SU", "END:DAYLIGHT",
+    "BEGIN:STANDARD", "TZOFFSETFROM:-0230", "TZOFFSETTO:-0330", "TZNAME:NST", "DTSTART:19701101T020000",
+    "RRULE:FREQ=YEARLY;BYMONTH=11;BYDAY=1SU", "END:STANDARD", "END:VTIMEZONE"]
+
+
+def google_calendar() -> bytes:
+    """Google Calendar's export: X-WR-TIMEZONE, a VTIMEZONE, attendees, escaped text, an all-day entry, DURATION
+    instead of DTEND, a talk across midnight and the DST change (St John's, -02:30 -> -03:30 on 2024-11-03), a
+    daily recurring event (COUNT=3) with one instance moved, folded UTF-8 lines split mid-character."""
+    def vevent(uid, start, end, summary, *more):
+        return ["BEGIN:VEVENT", f"DTSTART{start}", *([f"DTEND{end}"] if end else []), "DTSTAMP:20241020T101010Z",
+                f"UID:{uid}@google.com", "CREATED:20241001T090000Z", "LAST-MODIFIED:20241001T090000Z",
+                "SEQUENCE:0", "STATUS:CONFIRMED", f"SUMMARY:{summary}", "TRANSP:OPAQUE", *more, "END:VEVENT"]
+    tz = ";TZID=America/St_Johns:"
+    return ical([
+        "BEGIN:VCALENDAR", "PRODID:-//Google Inc//Google Calendar 70.9054//EN", "VERSION:2.0", "CALSCALE:GREGORIAN",
+        "METHOD:PUBLISH", "X-WR-CALNAME:DevFest Ktaqmkuk 2024", "X-WR-TIMEZONE:America/St_Johns",
+        "X-WR-CALDESC:Talks\\, workshops\\; and a screech-in", *ST_JOHNS_VTIMEZONE,
+        *vevent("g1", tz + "20241102T093000", tz + "20241102T103000", "Keynote: Café ☕ and cod\\, really",
+                "DESCRIPTION:Ein Vortrag über Kaffee ☕ und Kabeljau — 日本語のテキストも少しあります。"
+                "Très long pour que la ligne soit pliée au milieu d’un caractère multioctet.",
+                "LOCATION:Hall A\\, Level 2",
+                "ATTENDEE;CUTYPE=INDIVIDUAL;ROLE=REQ-PARTICIPANT;PARTSTAT=ACCEPTED;CN=Siobhán Ó Briain;"
+                "X-NUM-GUESTS=0:mailto:siobhan@example.com",
+                "ORGANIZER;CN=DevFest:mailto:devfest@example.com"),
+        *vevent("g2", tz + "20241102T233000", tz + "20241103T013000", "Night owls across the DST change",
+                "LOCATION:Hall A\\, Level 2"),
+        *vevent("g3", tz + "20241102T140000", None, "Workshop; bring a laptop", "DURATION:PT1H30M",
+                "LOCATION:Room 1"),
+        *vevent("g4", ";VALUE=DATE:20241102", ";VALUE=DATE:20241103", "Registration desk open"),
+        *vevent("g5", tz + "20241102T080000", tz + "20241102T083000", "Morning coffee",
+                "RRULE:FREQ=DAILY;COUNT=3", "LOCATION:Foyer"),
+        "BEGIN:VEVENT", "DTSTART" + tz + "20241103T090000", "DTEND" + tz + "20241103T093000",
+        "DTSTAMP:20241020T101010Z", "UID:g5@google.com", "RECURRENCE-ID" + tz + "20241103T080000",
+        "SUMMARY:Morning coffee (late\\, Sunday)", "LOCATION:Foyer", "END:VEVENT",
+        "END:VCALENDAR"])
+
+
+GOOGLE = Expect(7, 3, 1, "America/St_Johns", {
+    "g1": ("2024-11-02T09:30", "2024-11-02T10:30"), "g2": ("2024-11-02T23:30", "2024-11-03T01:30"),
+    "g3": ("2024-11-02T14:00", "2024-11-02T15:30"), "g4": ("2024-11-02T00:00", "2024-11-03T00:00"),
+    "g5/20241102T080000": ("2024-11-02T08:00", "2024-11-02T08:30"),
+    "g5/20241103T080000": ("2024-11-03T09:00", "2024-11-03T09:30"),  # the moved instance (RECURRENCE-ID)
+    "g5/20241104T080000": ("2024-11-04T08:00", "2024-11-04T08:30")},
+    warnings={"recurrence_expanded"}, no_warnings={"unknown_timezone", "id_reassigned", "bad_encoding"})
+
+
+def outlook() -> bytes:
+    """Outlook's export: Windows zone names (quoted TZID), a 1601 VTIMEZONE, LANGUAGE on SUMMARY, opaque UIDs."""
+    vtz = ["BEGIN:VTIMEZONE", "TZID:W. Europe Standard Time",
+           "BEGIN:STANDARD", "DTSTART:16011028T030000", "RRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=10",
+           "TZOFFSETFROM:+0200", "TZOFFSETTO:+0100", "END:STANDARD",
+           "BEGIN:DAYLIGHT", "DTSTART:16010325T020000", "RRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=3",
+           "TZOFFSETFROM:+0100", "TZOFFSETTO:+0200", "END:DAYLIGHT", "END:VTIMEZONE"]
+
+    def vevent(n, start, end, summary, room):
+        return ["BEGIN:VEVENT", "CLASS:PUBLIC", "CREATED:20240501T080000Z",
+                "DESCRIPTION:Agenda\\n- Punkt 1\\n- Punkt 2\\n", f'DTEND;TZID="W. Europe Standard Time":{end}',
+                "DTSTAMP:20240601T120000Z", f'DTSTART;TZID="W. Europe Standard Time":{start}',
+                "LAST-MODIFIED:20240501T080000Z", f"LOCATION:{room}", "PRIORITY:5", "SEQUENCE:0",
+                f"SUMMARY;LANGUAGE=de:{summary}", "TRANSP:OPAQUE",
+                f"UID:040000008200E00074C5B7101A82E0080000000010{n:04d}D2C3A2DA01000000000000000010000000",
+                "X-MICROSOFT-CDO-BUSYSTATUS:BUSY", "X-MICROSOFT-CDO-IMPORTANCE:1", "END:VEVENT"]
+    return ical(["BEGIN:VCALENDAR", "PRODID:-//Microsoft Corporation//Outlook 16.0 MIMEDIR//EN", "VERSION:2.0",
+                 "METHOD:PUBLISH", "X-MS-OLK-FORCEINSPECTOROPEN:TRUE", *vtz,
+                 *vevent(1, "20240615T100000", "20240615T113000", "Planung Sommerfest", "Konferenzraum 1"),
+                 *vevent(2, "20240116T090000", "20240116T100000", "Jahresauftakt", "Konferenzraum 2"),
+                 "END:VCALENDAR"])
+
+
+OUTLOOK_IDS = [f"040000008200E00074C5B7101A82E0080000000010{n:04d}D2C3A2DA01000000000000000010000000"
+               for n in (1, 2)]
+OUTLOOK = Expect(2, 2, 0, "Europe/Berlin", {
+    OUTLOOK_IDS[0]: ("2024-06-15T10:00", "2024-06-15T11:30"), OUTLOOK_IDS[1]: ("2024-01-16T09:00", "2024-01-16T10:00")})
+
+
+def sched_ics() -> bytes:
+    """Sched's feed: UTC times, CATEGORIES, URL, X-WR-CALNAME, LF line endings (it is served so at times)."""
+    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//Sched.com Open Source Summit 2024//EN",
+             "X-WR-CALNAME:Open Source Summit Japan 2024", "X-WR-TIMEZONE:Asia/Tokyo"]
+    for n, (start, end) in enumerate([("20241028T010000Z", "20241028T014000Z"),
+                                      ("20241028T150000Z", "20241028T160000Z")], 1):
+        lines += ["BEGIN:VEVENT", "DTSTAMP:20241001T000000Z", f"DTSTART:{start}", f"DTEND:{end}",
+                  f"SUMMARY:Session {n}: コンテナ入門", "CATEGORIES:Cloud Native,Kubernetes",
+                  "DESCRIPTION:Speakers: 山田太郎\\, Jane Doe", "LOCATION:Room 101 (Level 1)",
+                  f"URL:https://osssummitjapan2024.sched.com/event/1abc{n}",
+                  f"UID:SCHED-1abc{n}@osssummitjapan2024.sched.com", "END:VEVENT"]
+    lines.append("END:VCALENDAR")
+    return ("\n".join(lines) + "\n").encode()
+
+
+SCHED = Expect(2, 1, 0, "Asia/Tokyo", {"SCHED-1abc1": ("2024-10-28T10:00", "2024-10-28T10:40"),
+                                       "SCHED-1abc2": ("2024-10-29T00:00", "2024-10-29T01:00")})
+
+
+def indico_ics() -> bytes:
+    """Indico's event export: UTC times, contribution UIDs, URL in DESCRIPTION and URL."""
+    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//CERN//INDICO//EN"]
+    for n, (start, end) in enumerate([("20240902T070000Z", "20240902T073000Z"),
+                                      ("20240902T073000Z", "20240902T080000Z"),
+                                      ("20240903T220000Z", "20240903T230000Z")], 1):
+        lines += ["BEGIN:VEVENT", f"SUMMARY:Contribution {n} – Higgs \\; friends", f"DTSTART:{start}",
+                  f"DTEND:{end}", "DTSTAMP:20240801T000000Z", f"UID:indico-contribution-{1400 + n}@indico.cern.ch",
+                  "DESCRIPTION:https://indico.cern.ch/event/1234/contributions/14{n:02d}/",
+                  f"URL:https://indico.cern.ch/event/1234/contributions/14{n:02d}/",
+                  "LOCATION:500/1-001 - Main Auditorium (CERN)", "END:VEVENT"]
+    lines.append("END:VCALENDAR")
+    return ical(lines)
+
+
+INDICO = Expect(3, 1, 0, "UTC", {"indico-contribution-1401": ("2024-09-02T07:00", "2024-09-02T07:30")})
+
+
+def xcal_rfc6321() -> bytes:
+    """RFC 6321 xCal: <properties>/<components>, typed values, TZID parameter, DURATION, two categories."""
+    def vevent(n, start, summary, duration, room, cn):
+        return f"""<vevent><properties>
+        <dtstamp><date-time>2024-03-01T00:00:00Z</date-time></dtstamp>
+        <dtstart><parameters><tzid><text>America/St_Johns</text></tzid></parameters>
+          <date-time>{start}</date-time></dtstart>
+        <duration><duration>{duration}</duration></duration>
+        <uid><text>{G.format(n)}@xcal.example.org</text></uid>
+        <summary><text>{summary}</text></summary>
+        <location><text>{room}</text></location>
+        <categories><text>Talk</text><text>Science</text></categories>
+        <attendee><parameters><cn><text>{cn}</text></cn></parameters>
+          <cal-address>mailto:a{n}@example.org</cal-address></attendee>
+      </properties></vevent>"""
+    return f"""<?xml version="1.0" encoding="utf-8"?>
+<icalendar xmlns="urn:ietf:params:xml:ns:icalendar-2.0">
+ <vcalendar>
+  <properties>
+   <prodid><text>-//Example//xCal 1.0//EN</text></prodid>
+   <version><text>2.0</text></version>
+   <x-wr-calname><text>Ocean Science Day</text></x-wr-calname>
+  </properties>
+  <components>
+   {vevent(31, "2024-03-10T01:30:00", "Before the change", "PT1H", "Aula", "Émilie Dubé")}
+   {vevent(32, "2024-03-10T03:30:00", "After the change", "PT45M", "Aula", "Niels Bohr")}
+   {vevent(33, "2024-03-11T23:00:00", "Late &amp; long", "P1DT2H", "Lab 2", "Émilie Dubé")}
+  </components>
+ </vcalendar>
+</icalendar>
+""".encode()
+
+
+XCAL = Expect(3, 2, 2, "America/St_Johns", {
+    G.format(31): ("2024-03-10T01:30", "2024-03-10T03:30"), G.format(32): ("2024-03-10T03:30", "2024-03-10T04:15"),
+    G.format(33): ("2024-03-11T23:00", "2024-03-13T01:00")}, no_warnings={"unknown_timezone"})
+
+
 FILES: dict[str, tuple[str, bytes, Expect]] = {
     "pretalx_xml": ("frab-xml", pretalx_xml(), PRETALX_XML),
     "pentabarf_04": ("pentabarf", pentabarf_04(), PENTABARF_04),
+    "google": ("ical", google_calendar(), GOOGLE),
+    "outlook": ("ical", outlook(), OUTLOOK),
+    "sched": ("ical", sched_ics(), SCHED),
+    "indico": ("ical", indico_ics(), INDICO),
+    "xcal_rfc6321": ("xcal", xcal_rfc6321(), XCAL),
 }
 
 
@@ -257,21 +430,25 @@ def db(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def loaded(db, tmp_path_factory) -> dict[str, int]:
-    ids = {}
-    for name in FILES:
-        _schedule, recs = read(name)
-        folder = write_folder(recs, tmp_path_factory.mktemp(name) / "archive")
-        with db() as session:
-            ids[name] = load_archive(session, folder, keep_ids=False).event_id
-            session.commit()
-    return ids
+def loaded(db, tmp_path_factory):
+    """Loads a file's records on first use (one broken file fails its own tests only)."""
+    ids: dict[str, int] = {}
+
+    def load(name: str) -> int:
+        if name not in ids:
+            _schedule, recs = read(name)
+            folder = write_folder(recs, tmp_path_factory.mktemp(name) / "archive")
+            with db() as session:
+                ids[name] = load_archive(session, folder, keep_ids=False).event_id
+                session.commit()
+        return ids[name]
+    return load
 
 
 @pytest.mark.parametrize("fmt", SCHEDULE_FORMATS)
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_reexport_validates(name, fmt, db, loaded):
-    data = export(db, loaded[name], fmt)
+    data = export(db, loaded(name), fmt)
     CHECKS[fmt](data)
     if fmt in ("frab-xml", "pentabarf"):
         assert len(checks.giggity_sessions(data)) == FILES[name][2].sessions
@@ -294,3 +471,36 @@ def test_pentabarf_hh_mm_ss_durations_are_hours_minutes_seconds():
     assert {s["title"]: s["session_type"]["name"] for s in recs["sessions"]}["Marathon"] == "other"
     assert {t["name"]: t["length"] for t in recs["session_types"]} == {"lecture": "01:00", "workshop": "00:45",
                                                                       "other": "26:00"}
+
+
+def test_google_text_survives_folds_inside_characters_and_escapes():
+    _schedule, recs = read("google")
+    talk = next(s for s in recs["sessions"] if s["x-schedule"]["source_id"] == "g1")
+    assert talk["title"] == "Keynote: Café ☕ and cod, really"
+    assert "Kaffee ☕ und Kabeljau — 日本語のテキスト" in talk["long_abstract"]
+    assert "d’un caractère multioctet" in talk["long_abstract"]
+    assert talk["microlocation"]["name"] == "Hall A, Level 2"
+    assert [p["name"] for p in recs["speakers"]] == ["Siobhán Ó Briain"]
+    assert recs["event"]["description"] == "Talks, workshops; and a screech-in"
+    guids = [s["x-schedule"]["guid"] for s in recs["sessions"]]
+    assert len(set(guids)) == len(guids)
+
+
+def test_an_endless_recurrence_is_imported_once_with_a_warning():
+    data = ical(["BEGIN:VCALENDAR", "VERSION:2.0", "BEGIN:VEVENT", "UID:weekly@example.org",
+                 "DTSTART:20240101T100000Z", "DTEND:20240101T110000Z", "RRULE:FREQ=WEEKLY", "SUMMARY:Jour fixe",
+                 "END:VEVENT", "END:VCALENDAR"])
+    schedule = read_schedule(data, "ical", LIMITS)
+    assert len(schedule.records()["sessions"]) == 1
+    assert "recurrence_not_expanded" in [w["code"] for w in schedule.warnings]
+
+
+def test_exdate_removes_an_occurrence():
+    data = ical(["BEGIN:VCALENDAR", "VERSION:2.0", "BEGIN:VEVENT", "UID:daily@example.org",
+                 "DTSTART;TZID=Europe/Berlin:20240330T100000", "DURATION:PT1H",
+                 "RRULE:FREQ=DAILY;UNTIL=20240402T080000Z", "EXDATE;TZID=Europe/Berlin:20240401T100000",
+                 "SUMMARY:Stand-up", "END:VEVENT", "END:VCALENDAR"])
+    recs = read_schedule(data, "ical", LIMITS).records()
+    # 10:00 wall time on both sides of the DST change (2024-03-31), 1 April excluded
+    assert [s["start_time"] for s in recs["sessions"]] == ["2024-03-30T10:00:00", "2024-03-31T10:00:00",
+                                                           "2024-04-02T10:00:00"]

@@ -7,6 +7,7 @@ from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
 from shared.archive.variants import canonical_zone, zone
+from shared.schedule.readers.windows_zones import iana_for_windows
 
 _CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
 _DURATION = re.compile(r"^\s*(\d{1,4}):(\d{2})(?::(\d{2}))?\s*$")
@@ -60,7 +61,7 @@ def zone_name(text: str | None) -> str | None:
         return None
     if zone(text.strip()) is not None:
         return text.strip()
-    return canonical_zone(text)
+    return canonical_zone(text) or iana_for_windows(text)
 
 
 def zone_info(text: str | None) -> ZoneInfo | None:
