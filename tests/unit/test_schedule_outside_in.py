@@ -7,6 +7,7 @@ through the API."""
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass, field
 
 import pytest
@@ -197,6 +198,128 @@ PENTABARF_04 = Expect(3, 1, 2, "UTC", {
     "103": ("2008-03-30T10:00", "2008-03-31T12:00")}, warnings={"missing_element", "timezone_assumed"})
 
 
+# ------------------------------------------------------------------------------------------------ frab, merged
+
+def frab_event(n, date, start, duration, title, room, persons=(), guid=None, offset="+02:00", track="Netzpolitik"):
+    people = "".join(f'<person id="{pid}" guid="{G.format(700 + pid)}">{name}</person>' for pid, name in persons)
+    return f"""
+      <event guid="{guid or G.format(n)}" id="{n}">
+        <room>{room}</room>
+        <title>{title}</title>
+        <subtitle/>
+        <type>lecture</type>
+        <date>{date}T{start}:00{offset}</date>
+        <start>{start}</start>
+        <duration>{duration}</duration>
+        <abstract>Über {title}</abstract>
+        <slug>fiffkon24-{n}-talk</slug>
+        <track>{track}</track>
+        <logo/>
+        <persons>{people}</persons>
+        <language>de</language>
+        <description><![CDATA[<p>HTML & mehr</p>]]></description>
+        <recording><license/><optout>false</optout></recording>
+        <links/>
+        <attachments/>
+        <url>https://frab.example.org/de/fiffkon24/public/events/{n}</url>
+        <video_download_url/>
+      </event>"""
+
+
+def frab_newest() -> bytes:
+    """frab's current schedule.xml: <version>, the XSD's schemaLocation, day bounds past midnight, a talk after
+    midnight on the day before (its <date> says the next date), one on the night the clocks go back (02:30 twice)."""
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<schedule xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+          xsi:noNamespaceSchemaLocation="https://c3voc.de/schedule/schema.xsd">
+  <generator name="frab" version="2024.10.2"/>
+  <version>Nachtschicht 1.2</version>
+  <conference>
+    <acronym>fiffkon24</acronym>
+    <title>FIfF-Konferenz 2024</title>
+    <start>2024-10-26</start>
+    <end>2024-10-27</end>
+    <days>2</days>
+    <timeslot_duration>00:15</timeslot_duration>
+    <base_url>https://frab.example.org/de/fiffkon24/public/</base_url>
+    <time_zone_name>Europe/Berlin</time_zone_name>
+    <track name="Netzpolitik" color="#ff0000" slug="netzpolitik"/>
+  </conference>
+  <day index="1" date="2024-10-26" start="2024-10-26T10:00:00+02:00" end="2024-10-27T04:00:00+01:00">
+    <room name="Großer Saal" guid="{G.format(600)}">{frab_event(201, "2024-10-26", "10:00", "00:45", "Datenschutz",
+                                                              "Großer Saal", [(1, "Anna Ässler")])}{frab_event(
+        202, "2024-10-27", "00:30", "01:30", "Mitternachtsvortrag", "Großer Saal", [(2, "Bob O'Brien &amp; Co")])}{
+        frab_event(203, "2024-10-27", "02:30", "00:30", "Zweimal halb drei", "Großer Saal", offset="+01:00")}
+    </room>
+  </day>
+  <day index="2" date="2024-10-27" start="2024-10-27T10:00:00+01:00" end="2024-10-27T18:00:00+01:00">
+    <room name="Großer Saal" guid="{G.format(600)}">{frab_event(204, "2024-10-27", "10:00", "00:00", "Null Minuten",
+                                                              "Großer Saal", [(1, "Anna Ässler")], offset="+01:00")}
+    </room>
+  </day>
+</schedule>
+""".encode()
+
+
+FRAB_NEWEST = Expect(4, 1, 2, "Europe/Berlin", {
+    "201": ("2024-10-26T10:00", "2024-10-26T10:45"), "202": ("2024-10-27T00:30", "2024-10-27T02:00"),
+    "203": ("2024-10-27T02:30", "2024-10-27T03:00"), "204": ("2024-10-27T10:00", "2024-10-27T10:00")},
+    no_warnings={"missing_element", "missing_attribute", "timezone_assumed"})
+
+
+def merged_rooms() -> bytes:
+    """Two rooms' schedule.xml files pasted into one: each day twice (once per room), one talk copied into both
+    (same id, same guid), and two different talks that share id 301 (each file numbered its own)."""
+    day = '<day index="{i}" date="2024-06-0{i}" start="2024-06-0{i}T09:00:00+02:00" end="2024-06-0{i}T18:00:00+02:00">'
+    shared = frab_event(310, "2024-06-01", "12:00", "00:30", "Gemeinsame Keynote", "Saal A", [(9, "Keynote")])
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<schedule>
+  <version>merged</version>
+  <conference><acronym>mrg24</acronym><title>Merged 2024</title><start>2024-06-01</start><end>2024-06-02</end>
+    <days>2</days><timeslot_duration>00:15</timeslot_duration><time_zone_name>Europe/Vienna</time_zone_name>
+  </conference>
+  {day.format(i=1)}<room name="Saal A">{frab_event(301, "2024-06-01", "10:00", "00:30", "A eins", "Saal A",
+                                                     [(1, "Ana")], guid=G.format(3011))}{shared}</room></day>
+  {day.format(i=2)}<room name="Saal A">{frab_event(302, "2024-06-02", "10:00", "00:30", "A zwei", "Saal A",
+                                                     [(1, "Ana")])}</room></day>
+  {day.format(i=1)}<room name="Saal A">{shared}</room>
+  <room name="Saal B">{frab_event(301, "2024-06-01", "10:00", "00:45", "B eins", "Saal B",
+                                                     [(2, "Ben")], guid=G.format(3012))}</room></day>
+  {day.format(i=2)}<room name="Saal B">{frab_event(303, "2024-06-02", "11:00", "00:30", "B zwei", "Saal B",
+                                                     [(2, "Ben"), (1, "Ana")])}</room></day>
+</schedule>
+""".encode()
+
+
+MERGED = Expect(5, 2, 3, "Europe/Vienna", {"302": ("2024-06-02T10:00", "2024-06-02T10:30")},
+                warnings={"duplicate_session", "id_reassigned"})
+
+
+def giggity_variant() -> bytes:
+    """What hand-made files for Giggity look like: UTF-16 with a BOM and CRLF, no <version>, no guids, no
+    <date>, <start> with seconds, char references for emoji, a zone far from UTC with a half hour (St John's)."""
+    text = """<?xml version="1.0" encoding="UTF-16"?>\r
+<schedule>\r
+  <conference><title>Hackerspace Night &#x1F680;</title><start>2024-07-05</start><end>2024-07-06</end>\r
+    <time_zone_name>America/St_Johns</time_zone_name><day_change>05:00</day_change></conference>\r
+  <day index="1" date="2024-07-05">\r
+    <room name="Main room">\r
+      <event id="1"><start>19:00:00</start><duration>0:45</duration><title>Opening &#x1F389;\ttabs</title>\r
+        <persons><person id="1">Zoë</person></persons></event>\r
+      <event id="2"><start>04:30</start><duration>1:00</duration><title>Sunrise</title>\r
+        <persons><person id="1">Zoë</person></persons></event>\r
+    </room>\r
+  </day>\r
+</schedule>\r
+"""
+    return codecs.BOM_UTF16_LE + text.encode("utf-16-le")
+
+
+GIGGITY = Expect(2, 1, 1, "America/St_Johns", {"1": ("2024-07-05T19:00", "2024-07-05T19:45"),
+                                               "2": ("2024-07-06T04:30", "2024-07-06T05:30")},
+                 warnings={"missing_element", "missing_attribute"})
+
+
 # ------------------------------------------------------------------------------------------------------ iCal
 
 def fold_octets(line: str) -> bytes:
@@ -368,6 +491,9 @@ XCAL = Expect(3, 2, 2, "America/St_Johns", {
 FILES: dict[str, tuple[str, bytes, Expect]] = {
     "pretalx_xml": ("frab-xml", pretalx_xml(), PRETALX_XML),
     "pentabarf_04": ("pentabarf", pentabarf_04(), PENTABARF_04),
+    "frab_newest": ("frab-xml", frab_newest(), FRAB_NEWEST),
+    "merged_rooms": ("frab-xml", merged_rooms(), MERGED),
+    "giggity_variant": ("frab-xml", giggity_variant(), GIGGITY),
     "google": ("ical", google_calendar(), GOOGLE),
     "outlook": ("ical", outlook(), OUTLOOK),
     "sched": ("ical", sched_ics(), SCHED),
@@ -504,3 +630,15 @@ def test_exdate_removes_an_occurrence():
     # 10:00 wall time on both sides of the DST change (2024-03-31), 1 April excluded
     assert [s["start_time"] for s in recs["sessions"]] == ["2024-03-30T10:00:00", "2024-03-31T10:00:00",
                                                            "2024-04-02T10:00:00"]
+
+
+def test_a_talk_pasted_under_another_room_is_still_one_talk():
+    talk = frab_event(5, "2024-06-01", "10:00", "00:30", "Einmal", "Saal A")
+    data = f"""<schedule><version>1</version><conference><title>M</title>
+      <time_zone_name>Europe/Vienna</time_zone_name></conference>
+      <day index="1" date="2024-06-01"><room name="Saal A">{talk}</room><room name="Saal B">{talk}</room></day>
+      </schedule>""".encode()
+    schedule = read_schedule(data, "frab-xml", LIMITS)
+    recs = schedule.records()
+    assert len(recs["sessions"]) == 1 and recs["sessions"][0]["microlocation"]["name"] == "Saal A"
+    assert "duplicate_session" in [w["code"] for w in schedule.warnings]

@@ -376,6 +376,8 @@ def _own_extra(draft: SessionDraft, source_format: str) -> dict[str, Any]:
 
 
 def _same_session(a: SessionDraft, b: SessionDraft) -> bool:
+    if a.guid and b.guid and a.guid.lower() == b.guid.lower() and (a.title, a.start) == (b.title, b.start):
+        return True  # same id, GUID, title and time: the same talk, whatever a merge did to its room
     return (a.title, a.start, a.minutes, a.end, _clean_name(a.room)) == (b.title, b.start, b.minutes, b.end,
                                                                          _clean_name(b.room))
 
