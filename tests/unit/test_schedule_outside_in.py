@@ -8,13 +8,19 @@ through the API."""
 from __future__ import annotations
 
 import codecs
+import io
+import json
+import tempfile
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from shared.archive.loader import load_archive
+from shared.archive.reader import ArchiveLimits
 from shared.db import make_engine, make_session_factory, upgrade_to_head
-from shared.schedule.readers import ScheduleLimits, read_schedule
+from shared.schedule.readers import ScheduleLimits, detect_format, read_csv_zip, read_schedule
 from shared.schedule.readers.archive_out import write_folder
 from tests.integration.test_schedule_exports import CHECKS, SCHEDULE_FORMATS, export
 from tests.support import schedule_checks as checks
@@ -488,12 +494,137 @@ XCAL = Expect(3, 2, 2, "America/St_Johns", {
     G.format(33): ("2024-03-11T23:00", "2024-03-13T01:00")}, no_warnings={"unknown_timezone"})
 
 
+# ------------------------------------------------------------------------------------------------ JSON
+
+def pretalx_json() -> bytes:
+    """pretalx's schedule.json (C3VOC v1 with pretalx's keys): rooms and tracks lists, persons with code, name,
+    avatar, biography; St John's (-02:30 in summer); a talk that crosses midnight."""
+    def talk(n, date, start, duration, room, persons):
+        return {"guid": G.format(800 + n), "code": f"T{n:04d}X", "id": n, "logo": None,
+                "date": f"{date}T{start}:00-02:30", "start": start, "duration": duration, "room": room,
+                "slug": f"nlcon-{n}-talk", "url": f"https://pretalx.example.org/nlcon/talk/T{n:04d}X/",
+                "title": f"Talk {n} — “quoted”", "subtitle": "", "track": "Ocean", "type": "Talk",
+                "language": "en", "abstract": "", "description": None, "recording_license": "",
+                "do_not_record": n == 2, "persons": persons, "links": [], "attachments": [],
+                "feedback_url": f"https://pretalx.example.org/nlcon/talk/T{n:04d}X/feedback/",
+                "origin_url": f"https://pretalx.example.org/nlcon/talk/T{n:04d}X/", "answers": []}
+    jane = {"code": "JANE01", "name": "Jane Ó Dúill", "avatar": None, "biography": "Bio ☃",
+            "public_name": "Jane Ó Dúill", "guid": G.format(951), "url": "https://pretalx.example.org/speaker/J/"}
+    raj = {"code": "RAJ002", "name": "Rāj", "avatar": "https://pretalx.example.org/media/raj.png", "biography": None,
+           "public_name": "Rāj", "guid": G.format(952), "url": "https://pretalx.example.org/speaker/R/"}
+    doc = {"$schema": "https://c3voc.de/schedule/schema.json",
+           "generator": {"name": "pretalx", "version": "2024.3.1"},
+           "schedule": {"url": "https://pretalx.example.org/nlcon/schedule/", "version": "0.3",
+                        "base_url": "https://pretalx.example.org",
+                        "conference": {"acronym": "nlcon", "title": "NL Con", "start": "2024-07-05",
+                                       "end": "2024-07-06", "daysCount": 2, "timeslot_duration": "00:05",
+                                       "time_zone_name": "America/St_Johns", "colors": {"primary": "#224466"},
+                                       "rooms": [{"name": "Ocean Hall", "slug": "1-ocean", "guid": G.format(520),
+                                                  "description": None, "capacity": 300}],
+                                       "tracks": [{"name": "Ocean", "slug": "1-ocean", "color": "#0055aa"}],
+                                       "days": [
+                                           {"index": 1, "date": "2024-07-05", "day_start": "2024-07-05T04:00:00-02:30",
+                                            "day_end": "2024-07-06T03:59:00-02:30", "rooms": {"Ocean Hall": [
+                                                talk(1, "2024-07-05", "10:00", "00:30", "Ocean Hall", [jane]),
+                                                talk(2, "2024-07-05", "23:45", "01:00", "Ocean Hall", [jane, raj]),
+                                            ]}},
+                                           {"index": 2, "date": "2024-07-06", "day_start": "2024-07-06T04:00:00-02:30",
+                                            "day_end": "2024-07-07T03:59:00-02:30", "rooms": {"Ocean Hall": []}}]}}}
+    return json.dumps(doc, ensure_ascii=False, indent=1).encode()
+
+
+PRETALX_JSON = Expect(2, 1, 2, "America/St_Johns", {"1": ("2024-07-05T10:00", "2024-07-05T10:30"),
+                                                    "2": ("2024-07-05T23:45", "2024-07-06T00:45")})
+
+
+def pretalx_widget() -> bytes:
+    """pretalx's widget data (``/schedule/widgets/schedule.json``): talks, rooms, tracks, speakers as flat lists
+    joined by ids and codes, names as language dicts, breaks without a code (not talks)."""
+    doc = {
+        "version": "0.7", "timezone": "Pacific/Auckland", "event_start": "2025-01-20", "event_end": "2025-01-21",
+        "talks": [
+            {"code": "ABC123", "id": 41, "title": "Kia ora, widget", "abstract": "Short",
+             "speakers": ["SPK001"], "track": 3, "start": "2025-01-20T09:00:00+13:00",
+             "end": "2025-01-20T09:40:00+13:00", "room": 5, "duration": 40, "updated": "2025-01-01T00:00:00+00:00",
+             "state": None, "do_not_record": False},
+            {"code": "DEF456", "id": 42, "title": {"en": "Night talk", "mi": "Kōrero pō"}, "abstract": None,
+             "speakers": ["SPK001", "SPK002"], "track": None, "start": "2025-01-20T23:30:00+13:00",
+             "end": "2025-01-21T00:30:00+13:00", "room": 6, "duration": 60, "updated": None, "state": "confirmed",
+             "do_not_record": True},
+            {"id": 90, "title": {"en": "Morning tea"}, "start": "2025-01-20T10:00:00+13:00",
+             "end": "2025-01-20T10:20:00+13:00", "room": 5, "duration": 20}],
+        "tracks": [{"id": 3, "name": {"en": "Main track"}, "description": {}, "color": "#00aa44"}],
+        "rooms": [{"id": 5, "name": {"en": "Whare"}, "description": {}}, {"id": 6, "name": "Room 6",
+                                                                        "description": None}],
+        "speakers": [{"code": "SPK001", "name": "Tama Ngata", "biography": "Kia ora", "avatar": None},
+                     {"code": "SPK002", "name": "Émile", "biography": None,
+                      "avatar": "https://pretalx.example.org/media/emile.jpg"}],
+    }
+    return json.dumps(doc).encode()
+
+
+WIDGET = Expect(2, 2, 2, "Pacific/Auckland", {"ABC123": ("2025-01-20T09:00", "2025-01-20T09:40"),
+                                              "DEF456": ("2025-01-20T23:30", "2025-01-21T00:30")})
+
+
+# ------------------------------------------------------------------------------------------------ CSV
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def excel_de_csv() -> bytes:
+    """Our CSV zip after a round through German Excel: Windows-1252, semicolons, CRLF, dates rewritten as
+    DD.MM.YYYY HH:MM (offsets gone), a cell with a line break and a semicolon, folder inside the zip."""
+    sessions = ("id;guid;title;subtitle;state;date;start;end;duration;room;track;type;language;speakers;"
+                "speaker_ids;short_abstract;long_abstract;slides;video;audio;signup_url;event;timezone\r\n"
+                f"1;{G.format(61)};Begrüßung;;accepted;15.06.2024;15.06.2024 10:00;15.06.2024 10:30;00:30;Aula;"
+                "Allgemein;Vortrag;de;Jörg Dürr;1;Kurz;\"Zeile 1\r\nZeile 2; mit Semikolon\";;;;;Sommerfest 2024;"
+                "Europe/Berlin\r\n"
+                f"2;{G.format(62)};Nachtcafé;;accepted;15.06.2024;15.06.2024 23:30;16.06.2024 00:30;01:00;Café;"
+                "Allgemein;Workshop;de;\"Jörg Dürr; Ilse Weiß\";1 2;;;;;;;Sommerfest 2024;Europe/Berlin\r\n")
+    speakers = ("id;guid;name;email;organisation;position;country;city;website;twitter;github;linkedin;facebook;"
+                "short_biography;long_biography;session_ids\r\n"
+                f"1;{G.format(161)};Jörg Dürr;joerg@example.de;Verein für Öffentlichkeit;;;Köln;;;;;;;;1 2\r\n"
+                f"2;{G.format(162)};Ilse Weiß;;;;;;;;;;;;;2\r\n")
+    return _zip({"sommerfest/sessions.csv": sessions.encode("cp1252"),
+                 "sommerfest/speakers.csv": speakers.encode("cp1252")})
+
+
+EXCEL_DE = Expect(2, 2, 2, "Europe/Berlin", {"1": ("2024-06-15T10:00", "2024-06-15T10:30"),
+                                             "2": ("2024-06-15T23:30", "2024-06-16T00:30")},
+                  no_warnings={"invalid_value"})
+
+
+def excel_us_csv() -> bytes:
+    """A hand-made sessions sheet saved by US Excel as "CSV UTF-8": BOM, commas, CRLF, M/D/YYYY H:MM times, a
+    zone column far from UTC, no speakers.csv, the file named Sessions.CSV."""
+    rows = ("\ufeffTitle,Start,End,Room,Speakers,Timezone,Event\r\n"
+            "Kick-off,7/4/2024 9:00,7/4/2024 9:30,Main,\"Lee, Ann\",Pacific/Auckland,Winter Fest\r\n"
+            "Long night,7/4/2024 22:00,7/5/2024 1:15,Main,Bo; Cy,Pacific/Auckland,Winter Fest\r\n"
+            ",,,,,,\r\n")
+    return _zip({"Sessions.CSV": rows.encode("utf-8")})
+
+
+EXCEL_US = Expect(2, 1, 3, "Pacific/Auckland", {"Kick-off": ("2024-07-04T09:00", "2024-07-04T09:30"),
+                                                "Long night": ("2024-07-04T22:00", "2024-07-05T01:15")},
+                  warnings={"spreadsheet_dates"})
+
+
 FILES: dict[str, tuple[str, bytes, Expect]] = {
     "pretalx_xml": ("frab-xml", pretalx_xml(), PRETALX_XML),
     "pentabarf_04": ("pentabarf", pentabarf_04(), PENTABARF_04),
     "frab_newest": ("frab-xml", frab_newest(), FRAB_NEWEST),
     "merged_rooms": ("frab-xml", merged_rooms(), MERGED),
     "giggity_variant": ("frab-xml", giggity_variant(), GIGGITY),
+    "pretalx_json": ("schedule-json", pretalx_json(), PRETALX_JSON),
+    "pretalx_widget": ("schedule-json", pretalx_widget(), WIDGET),
+    "excel_de_csv": ("csv", excel_de_csv(), EXCEL_DE),
+    "excel_us_csv": ("frab-xml", excel_us_csv(), EXCEL_US),  # a zip posted as XML
     "google": ("ical", google_calendar(), GOOGLE),
     "outlook": ("ical", outlook(), OUTLOOK),
     "sched": ("ical", sched_ics(), SCHED),
@@ -504,14 +635,30 @@ FILES: dict[str, tuple[str, bytes, Expect]] = {
 
 # ------------------------------------------------------------------------------------------------------ checks
 
+def _key(session: dict) -> str:
+    """How ``Expect.times`` names a session: its id in the file, else its title."""
+    sid = session["x-schedule"].get("source_id")
+    return str(sid) if sid is not None else session["title"]
+
+
 def _hm(text: str | None) -> str | None:
     return text[:16] if text else None
 
 
+def read_bytes(data: bytes, route: str, tmp: Path):
+    """As the importer reads an upload: the format from the content, CSV zips through the zip checks."""
+    path = tmp / f"upload-{abs(hash(data))}"
+    path.write_bytes(data)
+    found = detect_format(path, route)
+    schedule = read_csv_zip(path, ArchiveLimits(), LIMITS) if found == "csv" else \
+        read_schedule(data, found, LIMITS)
+    return schedule, schedule.records()
+
+
 def read(name: str):
     route, data, _expect = FILES[name]
-    schedule = read_schedule(data, route, LIMITS)
-    return schedule, schedule.records()
+    with tempfile.TemporaryDirectory() as tmp:
+        return read_bytes(data, route, Path(tmp))
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
@@ -526,8 +673,7 @@ def test_counts_and_zone_match_the_file(name):
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_times_match_the_zone(name):
     _schedule, recs = read(name)
-    got = {str(s["x-schedule"].get("source_id")): (_hm(s["start_time"]), _hm(s["end_time"]))
-           for s in recs["sessions"]}
+    got = {_key(s): (_hm(s["start_time"]), _hm(s["end_time"])) for s in recs["sessions"]}
     for sid, want in FILES[name][2].times.items():
         assert got[sid] == want, sid
 
@@ -642,3 +788,22 @@ def test_a_talk_pasted_under_another_room_is_still_one_talk():
     recs = schedule.records()
     assert len(recs["sessions"]) == 1 and recs["sessions"][0]["microlocation"]["name"] == "Saal A"
     assert "duplicate_session" in [w["code"] for w in schedule.warnings]
+
+
+def test_pretalx_widget_names_and_breaks():
+    schedule, recs = read("pretalx_widget")
+    assert sorted(s["title"] for s in recs["sessions"]) == ["Kia ora, widget", "Night talk"]
+    assert sorted(r["name"] for r in recs["microlocations"]) == ["Room 6", "Whare"]
+    assert [(t["name"], t["color"]) for t in recs["tracks"]] == [("Main track", "#00aa44")]
+    night = next(s for s in recs["sessions"] if s["title"] == "Night talk")
+    assert sorted(p["name"] for p in night["speakers"]) == ["Tama Ngata", "Émile"]
+    assert night["x-schedule"]["extra"]["schedule-json"]["titles"]["mi"] == "Kōrero pō"
+    assert "record_skipped" in {w["code"] for w in schedule.warnings}  # the morning tea break
+
+
+def test_excel_csv_text_is_windows_1252_with_cells_kept_whole():
+    _schedule, recs = read("excel_de_csv")
+    first = next(s for s in recs["sessions"] if s["title"] == "Begrüßung")
+    assert first["long_abstract"] == "Zeile 1\r\nZeile 2; mit Semikolon"
+    assert sorted(p["name"] for p in recs["speakers"]) == ["Ilse Weiß", "Jörg Dürr"]
+    assert next(p for p in recs["speakers"] if p["name"] == "Jörg Dürr")["organisation"] == "Verein für Öffentlichkeit"
