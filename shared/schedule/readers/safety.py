@@ -109,6 +109,9 @@ def parse_xml(data: bytes, limits: ScheduleLimits, warn: Warn, what: str = "XML"
     try:
         root = etree.fromstring(text.encode("utf-8"), parser)
     except etree.XMLSyntaxError as exc:
+        if "Excessive depth" in str(exc):  # libxml2's own bound (256) met before ours: the same refusal
+            raise ArchiveError("too_deep", f"the {what} file nests elements deeper than {limits.max_depth} "
+                               "levels") from None
         raise ArchiveError("not_well_formed", f"the {what} file is not well-formed XML: {exc}") from None
     if root is None:
         raise ArchiveError("not_well_formed", f"the {what} file holds no XML element")
