@@ -420,6 +420,30 @@ OUTLOOK = Expect(2, 2, 0, "Europe/Berlin", {
     OUTLOOK_IDS[0]: ("2024-06-15T10:00", "2024-06-15T11:30"), OUTLOOK_IDS[1]: ("2024-01-16T09:00", "2024-01-16T10:00")})
 
 
+def custom_tzid() -> bytes:
+    """A calendar tool's own TZID over real rules (Central European with its DST changes), quoted because of the
+    comma, and no X-WR-TIMEZONE: the zone must come from the VTIMEZONE's rules, summer and winter."""
+    tzid = "(UTC+01:00) Amsterdam, Berlin, Bern, Rom, Stockholm, Wien"
+    vtz = ["BEGIN:VTIMEZONE", f"TZID:{tzid}",
+           "BEGIN:DAYLIGHT", "TZOFFSETFROM:+0100", "TZOFFSETTO:+0200", "TZNAME:CEST", "DTSTART:19700329T020000",
+           "RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU", "END:DAYLIGHT",
+           "BEGIN:STANDARD", "TZOFFSETFROM:+0200", "TZOFFSETTO:+0100", "TZNAME:CET", "DTSTART:19701025T030000",
+           "RRULE:FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU", "END:STANDARD", "END:VTIMEZONE"]
+    events = []
+    for n, (start, end) in enumerate([("20240704T180000", "20240704T193000"), ("20241205T180000",
+                                                                             "20241205T190000")], 1):
+        events += ["BEGIN:VEVENT", f"UID:stammtisch-{n}@verein.example", "DTSTAMP:20240101T000000Z",
+                   f'DTSTART;TZID="{tzid}":{start}', f'DTEND;TZID="{tzid}":{end}', f"SUMMARY:Stammtisch {n}",
+                   "LOCATION:Vereinsheim", "END:VEVENT"]
+    return ical(["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//Vereinsverwaltung//DE", *vtz, *events,
+                 "END:VCALENDAR"])
+
+
+CUSTOM_TZID = Expect(2, 1, 0, "Europe/Berlin", {"stammtisch-1": ("2024-07-04T18:00", "2024-07-04T19:30"),
+                                                "stammtisch-2": ("2024-12-05T18:00", "2024-12-05T19:00")},
+                     warnings={"unknown_timezone"})
+
+
 def sched_ics() -> bytes:
     """Sched's feed: UTC times, CATEGORIES, URL, X-WR-CALNAME, LF line endings (it is served so at times)."""
     lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//Sched.com Open Source Summit 2024//EN",
@@ -688,6 +712,7 @@ FILES: dict[str, tuple[str, bytes, Expect]] = {
     "excel_us_csv": ("frab-xml", excel_us_csv(), EXCEL_US),  # a zip posted as XML
     "ten_thousand": ("frab-xml", ten_thousand(), TEN_THOUSAND),
     "google": ("ical", google_calendar(), GOOGLE),
+    "custom_tzid": ("ical", custom_tzid(), CUSTOM_TZID),
     "outlook": ("ical", outlook(), OUTLOOK),
     "sched": ("ical", sched_ics(), SCHED),
     "indico": ("ical", indico_ics(), INDICO),

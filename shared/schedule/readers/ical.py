@@ -11,19 +11,22 @@ has one (``URL:.../events/70.html``, ``<pentabarf:event-id>``), else the UID's p
 
 from __future__ import annotations
 
+import io
 import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 from shared.archive.safezip import ArchiveError
 from shared.schedule.identity import is_guid
 from shared.schedule.readers.builder import ScheduleBuilder, SessionDraft
 from shared.schedule.readers.safety import ScheduleLimits, check_size, decode_text
 from shared.schedule.readers.values import zone_name
+from shared.schedule.readers.windows_zones import WINDOWS_ZONES
 
 Property = tuple[dict[str, str], str]  # (parameters, raw value)
 
@@ -314,6 +317,13 @@ class _Zones:
                 found = (name, ZoneInfo(name))
                 break
         if found is None:
+            matched = self._vtimezone_zone(tzid)
+            if matched is not None:
+                self.schedule.warn("unknown_timezone", f"TZID {tzid[:64]!r} is not in the tz database; its "
+                                   f"VTIMEZONE keeps the offsets and changes of {matched}, which is used",
+                                   file="sessions", field="TZID")
+                found = (matched, ZoneInfo(matched))
+        if found is None:
             offset = self._vtimezone_offset(tzid)
             if offset is not None:
                 self.schedule.warn("unknown_timezone", f"TZID {tzid[:64]!r} is not in the tz database; its "
@@ -325,6 +335,26 @@ class _Zones:
                                    "by a VTIMEZONE; its times are read as floating", file="sessions", field="TZID")
         self.cache[tzid] = found
         return found
+
+    def _vtimezone_zone(self, tzid: str) -> str | None:
+        """The tz database zone whose offsets agree with the VTIMEZONE's rules through 2000-2035 (a custom TZID
+        over real rules, as exported by calendars), preferring a zone Windows names, then the first by name."""
+        component = self.zones.get(tzid)
+        if component is None or not any(part.name in ("STANDARD", "DAYLIGHT") for part in component.children):
+            return None
+        rules = _vtimezone_rules(component)
+        if rules is None:
+            return None
+        samples = [datetime(year, month, day, 12, tzinfo=UTC) for year in range(2000, 2036, 3)
+                   for month in range(1, 13) for day in (1, 15)]
+        wanted = [moment.astimezone(rules).utcoffset() for moment in samples]
+        matches = [name for name in _candidate_zones()
+                   if all(moment.astimezone(ZoneInfo(name)).utcoffset() == offset
+                          for moment, offset in zip(samples, wanted, strict=True))]
+        if not matches:
+            return None
+        preferred = [name for name in matches if name in _WINDOWS_TARGETS]
+        return (preferred or matches)[0]
 
     def _vtimezone_offset(self, tzid: str) -> timedelta | None:
         component = self.zones.get(tzid)
@@ -375,6 +405,35 @@ def _duration(text: str) -> int | None:
         return None
     _sign, weeks, days, hours, minutes, seconds = (int(g) if g and g not in "+-" else 0 for g in match.groups())
     return ((weeks * 7 + days) * 24 + hours) * 60 + minutes + (1 if seconds >= 30 else 0)
+
+
+def _vtimezone_rules(component: Component) -> tzinfo | None:
+    """The VTIMEZONE as a tzinfo (its STANDARD/DAYLIGHT parts with their RRULEs), or None when unreadable."""
+    from dateutil.tz import tzical  # only calendars with a zone the tz database does not know need it
+
+    lines = ["BEGIN:VTIMEZONE", "TZID:custom"]
+    for part in component.children:
+        if part.name not in ("STANDARD", "DAYLIGHT"):
+            continue
+        lines.append(f"BEGIN:{part.name}")
+        for name in ("DTSTART", "TZOFFSETFROM", "TZOFFSETTO", "RRULE", "TZNAME"):
+            for _params, value in part.props.get(name, []):
+                lines.append(f"{name}:{value.strip()}")
+        lines.append(f"END:{part.name}")
+    lines.append("END:VTIMEZONE")
+    try:
+        return tzical(io.StringIO("\n".join(lines))).get("custom")
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+
+
+@cache
+def _candidate_zones() -> list[str]:
+    return sorted(name for name in available_timezones() if "/" in name and not name.startswith(
+        ("Etc/", "SystemV/", "posix/", "right/", "US/", "Canada/", "Mexico/", "Brazil/", "Chile/")))
+
+
+_WINDOWS_TARGETS = frozenset(WINDOWS_ZONES.values())
 
 
 def _offset_name(offset: timedelta) -> str:
