@@ -917,3 +917,17 @@ def test_a_zip_posted_as_xml_says_what_it_is(tmp_path):
         with open_upload(path, "frab-xml", tmp_path / "scratch", ArchiveLimits()):
             pass
     assert "posted as frab-xml is a zip archive" in str(caught.value) and "File event" in str(caught.value)
+
+
+def test_calendar_edge_entries():
+    data = ical(["BEGIN:VCALENDAR", "VERSION:2.0", "X-WR-TIMEZONE:Europe/Berlin",
+                 "BEGIN:VEVENT", "UID:a", "DTSTART;VALUE=DATE:20240601", "SUMMARY:All day, no end", "END:VEVENT",
+                 "BEGIN:VEVENT", "UID:b", "DTSTART:20240601T100000", "DURATION:-PT1H", "SUMMARY:Negative",
+                 "END:VEVENT",
+                 "BEGIN:VEVENT", "UID:c", "DTSTART;VALUE=DATE:20240601", "DTEND;VALUE=DATE:20240604",
+                 "SUMMARY:Three days", "END:VEVENT", "END:VCALENDAR"])
+    schedule = read_schedule(data, "ical", LIMITS)
+    got = {s["x-schedule"]["source_id"]: (s["start_time"], s["end_time"]) for s in schedule.records()["sessions"]}
+    assert got == {"a": ("2024-06-01T00:00:00", "2024-06-02T00:00:00"), "b": ("2024-06-01T10:00:00", None),
+                   "c": ("2024-06-01T00:00:00", "2024-06-04T00:00:00")}
+    assert any(w["field"] == "DURATION" for w in schedule.warnings)

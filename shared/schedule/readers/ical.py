@@ -202,15 +202,28 @@ def _occurrences(schedule: ScheduleBuilder, events: list[Component], resolver: _
                 overrides[(text(event.value("UID")), _instant(recurrence))] = event
     out: list[tuple[Component, datetime | None, datetime | None, int | None, str | None]] = []
     replaced: set[tuple[str, datetime]] = set()
+
+    def span(event: Component, where: str, counter: Counter[str]) -> tuple[datetime | None, datetime | None,
+                                                                           int | None]:
+        start = resolver.time(event.first("DTSTART"), where, counter)
+        end = resolver.time(event.first("DTEND"), where, Counter())
+        minutes = None
+        if end is None and event.value("DURATION").strip():
+            minutes = _duration(event.value("DURATION"))
+            if minutes is None:
+                schedule.warn("invalid_value", f"{where}: DURATION {event.value('DURATION')[:30]!r} is not a "
+                              "positive duration; no end time", file="sessions", field="DURATION")
+        elif end is None and _is_date(event.first("DTSTART")):
+            minutes = 24 * 60  # RFC 5545: a DATE start with neither DTEND nor DURATION lasts one day
+        return start, end, minutes
+
     for event in events:
         uid = text(event.value("UID"))
         where = f"VEVENT {uid[:80]!r}" if uid else "a VEVENT"
         is_override = event.first("RECURRENCE-ID") is not None
-        start = resolver.time(event.first("DTSTART"), where, Counter() if is_override else used)
-        end = resolver.time(event.first("DTEND"), where, Counter())
-        minutes = _duration(event.value("DURATION")) if end is None else None
         if is_override:
             continue  # placed where its master's occurrence was (below), or alone when that is not found
+        start, end, minutes = span(event, where, used)
         rule = event.value("RRULE").strip()
         if not rule or start is None:
             out.append((event, start, end, minutes, None))
@@ -226,20 +239,20 @@ def _occurrences(schedule: ScheduleBuilder, events: list[Component], resolver: _
             override = overrides.get(key)
             if override is not None:
                 replaced.add(key)
-                o_start = resolver.time(override.first("DTSTART"), where, Counter())
-                o_end = resolver.time(override.first("DTEND"), where, Counter())
-                o_minutes = _duration(override.value("DURATION")) if o_end is None else None
-                out.append((override, o_start, o_end, o_minutes, instance))
+                out.append((override, *span(override, where, Counter()), instance))
             else:
                 out.append((event, occurrence, occurrence + length if length is not None else None, minutes,
                             instance))
     for key, override in overrides.items():
         if key not in replaced:
-            o_start = resolver.time(override.first("DTSTART"), "RECURRENCE-ID", Counter())
-            o_end = resolver.time(override.first("DTEND"), "RECURRENCE-ID", Counter())
-            out.append((override, o_start, o_end, _duration(override.value("DURATION")) if o_end is None else None,
+            out.append((override, *span(override, "a VEVENT with RECURRENCE-ID", Counter()),
                         key[1].strftime("%Y%m%dT%H%M%S")))
     return out
+
+
+def _is_date(prop: Property | None) -> bool:
+    return prop is not None and (prop[0].get("VALUE", "").upper() == "DATE" or bool(re.fullmatch(r"\s*\d{8}\s*",
+                                                                                                   prop[1])))
 
 
 def _instant(value: datetime) -> datetime:
@@ -401,7 +414,7 @@ _DURATION = re.compile(r"^([+-])?P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M
 
 def _duration(text: str) -> int | None:
     match = _DURATION.match(text.strip().upper())
-    if not match or text.strip().upper() in ("P", "PT"):
+    if not match or text.strip().upper() in ("P", "PT") or match.group(1) == "-":
         return None
     _sign, weeks, days, hours, minutes, seconds = (int(g) if g and g not in "+-" else 0 for g in match.groups())
     return ((weeks * 7 + days) * 24 + hours) * 60 + minutes + (1 if seconds >= 30 else 0)
