@@ -302,6 +302,22 @@ MERGED = Expect(5, 2, 3, "Europe/Vienna", {"302": ("2024-06-02T10:00", "2024-06-
                 warnings={"duplicate_session", "id_reassigned"})
 
 
+def no_zone_name(offsets: tuple[str, str], dates: tuple[str, str], acronym: str) -> bytes:
+    """A schedule.xml with offsets on every <date> but no <time_zone_name> (older frab, hand-made files)."""
+    events = "".join(frab_event(900 + n, date, "10:00", "01:00", f"Talk {n}", "Hall", offset=offset)
+                     for n, (date, offset) in enumerate(zip(dates, offsets, strict=True)))
+    return (f"<schedule><version>1</version><conference><acronym>{acronym}</acronym><title>{acronym}</title>"
+            f"</conference><day index='1' date='{dates[0]}'><room name='Hall'>{events}</room></day></schedule>"
+            ).encode()
+
+
+NO_ZONE_DST = Expect(2, 1, 0, "Europe/Berlin", {"900": ("2024-10-26T10:00", "2024-10-26T11:00"),
+                                                "901": ("2024-10-28T10:00", "2024-10-28T11:00")},
+                     warnings={"timezone_from_offset"}, no_warnings={"timezone_assumed"})
+NO_ZONE_INDIA = Expect(2, 1, 0, "Asia/Kolkata", {"900": ("2024-12-01T10:00", "2024-12-01T11:00")},
+                       warnings={"timezone_from_offset"}, no_warnings={"timezone_assumed"})
+
+
 def giggity_variant() -> bytes:
     """What hand-made files for Giggity look like: UTF-16 with a BOM and CRLF, no <version>, no guids, no
     <date>, <start> with seconds, char references for emoji, a zone far from UTC with a half hour (St John's)."""
@@ -706,6 +722,10 @@ FILES: dict[str, tuple[str, bytes, Expect]] = {
     "frab_newest": ("frab-xml", frab_newest(), FRAB_NEWEST),
     "merged_rooms": ("frab-xml", merged_rooms(), MERGED),
     "giggity_variant": ("frab-xml", giggity_variant(), GIGGITY),
+    "no_zone_dst": ("frab-xml", no_zone_name(("+02:00", "+01:00"), ("2024-10-26", "2024-10-28"), "dst24"),
+                    NO_ZONE_DST),
+    "no_zone_india": ("frab-xml", no_zone_name(("+05:30", "+05:30"), ("2024-12-01", "2024-12-02"), "in24"),
+                      NO_ZONE_INDIA),
     "pretalx_json": ("schedule-json", pretalx_json(), PRETALX_JSON),
     "pretalx_widget": ("schedule-json", pretalx_widget(), WIDGET),
     "excel_de_csv": ("csv", excel_de_csv(), EXCEL_DE),

@@ -17,16 +17,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
-from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 from shared.archive.safezip import ArchiveError
 from shared.schedule.identity import is_guid
 from shared.schedule.readers.builder import ScheduleBuilder, SessionDraft
 from shared.schedule.readers.safety import ScheduleLimits, check_size, decode_text
-from shared.schedule.readers.values import zone_name
-from shared.schedule.readers.windows_zones import WINDOWS_ZONES
+from shared.schedule.readers.values import zone_for_offsets, zone_name
 
 Property = tuple[dict[str, str], str]  # (parameters, raw value)
 
@@ -351,7 +349,7 @@ class _Zones:
 
     def _vtimezone_zone(self, tzid: str) -> str | None:
         """The tz database zone whose offsets agree with the VTIMEZONE's rules through 2000-2035 (a custom TZID
-        over real rules, as exported by calendars), preferring a zone Windows names, then the first by name."""
+        over real rules, as exported by calendars)."""
         component = self.zones.get(tzid)
         if component is None or not any(part.name in ("STANDARD", "DAYLIGHT") for part in component.children):
             return None
@@ -360,14 +358,7 @@ class _Zones:
             return None
         samples = [datetime(year, month, day, 12, tzinfo=UTC) for year in range(2000, 2036, 3)
                    for month in range(1, 13) for day in (1, 15)]
-        wanted = [moment.astimezone(rules).utcoffset() for moment in samples]
-        matches = [name for name in _candidate_zones()
-                   if all(moment.astimezone(ZoneInfo(name)).utcoffset() == offset
-                          for moment, offset in zip(samples, wanted, strict=True))]
-        if not matches:
-            return None
-        preferred = [name for name in matches if name in _WINDOWS_TARGETS]
-        return (preferred or matches)[0]
+        return zone_for_offsets((moment, moment.astimezone(rules).utcoffset()) for moment in samples)
 
     def _vtimezone_offset(self, tzid: str) -> timedelta | None:
         component = self.zones.get(tzid)
@@ -438,15 +429,6 @@ def _vtimezone_rules(component: Component) -> tzinfo | None:
         return tzical(io.StringIO("\n".join(lines))).get("custom")
     except (ValueError, TypeError, KeyError, IndexError):
         return None
-
-
-@cache
-def _candidate_zones() -> list[str]:
-    return sorted(name for name in available_timezones() if "/" in name and not name.startswith(
-        ("Etc/", "SystemV/", "posix/", "right/", "US/", "Canada/", "Mexico/", "Brazil/", "Chile/")))
-
-
-_WINDOWS_TARGETS = frozenset(WINDOWS_ZONES.values())
 
 
 def _offset_name(offset: timedelta) -> str:
