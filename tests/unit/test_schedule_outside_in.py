@@ -956,3 +956,27 @@ def test_calendar_edge_entries():
     assert got == {"a": ("2024-06-01T00:00:00", "2024-06-02T00:00:00"), "b": ("2024-06-01T10:00:00", None),
                    "c": ("2024-06-01T00:00:00", "2024-06-04T00:00:00")}
     assert any(w["field"] == "DURATION" for w in schedule.warnings)
+
+
+def test_calendars_pasted_together_are_one_schedule():
+    def calendar(name, uid, room):
+        return ical(["BEGIN:VCALENDAR", "VERSION:2.0", f"X-WR-CALNAME:{name}", "X-WR-TIMEZONE:Europe/Berlin",
+                     "BEGIN:VEVENT", f"UID:{uid}", "DTSTART:20240601T100000Z", "DTEND:20240601T110000Z",
+                     f"SUMMARY:{uid}", f"LOCATION:{room}", "BEGIN:VALARM", "ACTION:DISPLAY", "DESCRIPTION:Alarm",
+                     "TRIGGER:-PT15M", "END:VALARM", "END:VEVENT", "END:VCALENDAR"])
+    schedule = read_schedule(calendar("Room A", "a1", "A") + calendar("Room B", "b1", "B"), "ical", LIMITS)
+    recs = schedule.records()
+    assert sorted(s["title"] for s in recs["sessions"]) == ["a1", "b1"] and len(recs["microlocations"]) == 2
+    assert all(s["long_abstract"] == "" for s in recs["sessions"])  # the alarm's text is not the talk's
+    assert recs["event"]["name"] == "Room A" and "calendars_merged" in [w["code"] for w in schedule.warnings]
+
+
+def test_events_straight_in_a_day_are_read():
+    data = f"""<schedule><version>1</version><conference><title>T</title>
+      <time_zone_name>Europe/Berlin</time_zone_name></conference><day index="1" date="2024-06-01">
+      {frab_event(1, "2024-06-01", "10:00", "00:30", "Loose", "Aula")}
+      <room name="B">{frab_event(2, "2024-06-01", "10:00", "00:30", "In room", "B")}</room></day></schedule>"""
+    schedule = read_schedule(data.encode(), "frab-xml", LIMITS)
+    got = {s["title"]: s["microlocation"]["name"] for s in schedule.records()["sessions"]}
+    assert got == {"Loose": "Aula", "In room": "B"}
+    assert any(w["field"] == "day/event" for w in schedule.warnings)

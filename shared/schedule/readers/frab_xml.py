@@ -101,6 +101,14 @@ def read(data: bytes, limits: ScheduleLimits, source_format: str = "frab-xml",
             for event in room.iter("event"):
                 if not _read_event(schedule, event, day_date, day_change, zone, room_name, source_format):
                     missing_guids += 1
+        loose = day.findall("event")  # hand-made files list events straight in <day>, naming the room inside
+        for event in loose:
+            if not _read_event(schedule, event, day_date, day_change, zone, None, source_format):
+                missing_guids += 1
+        if loose:
+            schedule.warn("missing_element", f"<day date={day.get('date')!r}> holds {len(loose)} <event>(s) outside "
+                          "any <room name>; each is put in the room its own <room> names", file="sessions",
+                          field="day/event")
     if missing_bounds:
         schedule.warn("missing_attribute", f"{missing_bounds} <day> element(s) have no start/end attributes (the "
                       "XSD requires them); the days are taken from their events", file="event", field="day")

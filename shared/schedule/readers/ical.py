@@ -96,7 +96,14 @@ def parse_components(text: str, limits: ScheduleLimits) -> Component:
     calendars = [c for c in stack[0].children if c.name == "VCALENDAR"]
     if not calendars:
         raise ArchiveError("wrong_format", "the iCal file holds no VCALENDAR")
-    return calendars[0]
+    first = calendars[0]
+    for other in calendars[1:]:  # calendars pasted one after another (cat a.ics b.ics): one schedule
+        first.children.extend(other.children)
+        for name, values in other.props.items():
+            first.props.setdefault(name, values)
+    if len(calendars) > 1:
+        first.props.setdefault("X-CALENDARS-MERGED", [({}, str(len(calendars)))])
+    return first
 
 
 _FOLD = re.compile(rb"\r?\n[ \t]")
@@ -118,6 +125,10 @@ def read(data: bytes, limits: ScheduleLimits, source_format: str = "ical",
     check_size(data, limits, "iCal")
     calendar = parse_components(decode_text(unfold_bytes(data), "iCal"), limits)
     schedule = ScheduleBuilder(source_format, limits.max_records, pause)
+    merged = calendar.value("X-CALENDARS-MERGED")
+    if merged:
+        schedule.warn("calendars_merged", f"the file holds {merged} VCALENDARs one after another; their events are "
+                      "read as one schedule (named and zoned by the first)", file="event")
     zones = {c.value("TZID"): c for c in calendar.children if c.name == "VTIMEZONE"}
     fill(schedule, calendar, [c for c in calendar.children if c.name == "VEVENT"], zones, text=unescape)
     return schedule
