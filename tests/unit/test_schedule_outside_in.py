@@ -980,3 +980,25 @@ def test_events_straight_in_a_day_are_read():
     got = {s["title"]: s["microlocation"]["name"] for s in schedule.records()["sessions"]}
     assert got == {"Loose": "Aula", "In room": "B"}
     assert any(w["field"] == "day/event" for w in schedule.warnings)
+
+
+def test_a_lone_excel_unicode_text_sheet_is_csv(tmp_path):
+    """Excel's "Unicode text": UTF-16 with a BOM, tab separated, no zip."""
+    text = "Title\tStart\tEnd\tRoom\tTimezone\r\nErster\t01.09.2024 10:00\t01.09.2024 11:00\tAula\tEurope/Zurich\r\n"
+    path = tmp_path / "sessions.csv"
+    path.write_bytes(codecs.BOM_UTF16_LE + text.encode("utf-16-le"))
+    assert detect_format(path, "csv") == "csv"
+    recs = read_csv_zip(path, ArchiveLimits(), LIMITS).records()
+    assert [(s["title"], s["start_time"], s["microlocation"]["name"]) for s in recs["sessions"]] == \
+        [("Erster", "2024-09-01T10:00:00", "Aula")]
+    assert recs["event"]["timezone"] == "Europe/Zurich"
+
+
+def test_xinclude_is_not_followed():
+    data = ('<schedule xmlns:xi="http://www.w3.org/2001/XInclude"><version>1</version><conference><title>X'
+            '</title></conference><day index="1" date="2024-01-01"><room name="R"><event id="1" guid="'
+            f'{G.format(1)}"><date>2024-01-01T10:00:00Z</date><duration>00:30</duration><title>T</title>'
+            '<description><xi:include href="file:///etc/passwd" parse="text"/></description></event></room></day>'
+            "</schedule>").encode()
+    recs = read_schedule(data, "frab-xml", LIMITS).records()
+    assert "root:" not in repr(recs) and recs["sessions"][0]["long_abstract"] == ""
