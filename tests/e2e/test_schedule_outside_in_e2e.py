@@ -120,3 +120,9 @@ def test_attacks_fail_clearly_and_change_nothing(case, system, imported):
     assert task["result"]["code"] in allowed, task["result"]
     assert task["result"]["message"] and len(task["result"]["message"]) < 600
     assert row_counts(system.database_url, exclude=NOT_EVENT_DATA) == before
+
+
+@pytest.mark.parametrize("name", ["ics_posted_as_xml", "json_posted_as_ics", "excel_us_csv"])
+def test_a_file_posted_under_the_wrong_format_says_what_it_was_read_as(name, imported):
+    warnings = [w for w in imported[name]["result"]["warnings"] if w["code"] == "format_detected"]
+    assert len(warnings) == 1 and "read as" in warnings[0]["message"], imported[name]["result"]["warnings"]

@@ -24,6 +24,7 @@ from shared.db import make_engine, make_session_factory, upgrade_to_head
 from shared.schedule.readers import ScheduleLimits, detect_format, read_csv_zip, read_schedule
 from shared.schedule.readers.archive_out import write_folder
 from tests.integration.test_schedule_exports import CHECKS, SCHEDULE_FORMATS, export
+from tests.integration.test_schedule_round_trips import canonical
 from tests.support import schedule_checks as checks
 
 LIMITS = ScheduleLimits()
@@ -712,7 +713,8 @@ ATTACKS: dict[str, tuple[str, bytes, set[str]]] = {
     "random_zip_as_xml": ("frab-xml", _zip({"readme.txt": b"hello", "photo.jpg": b"\xff\xd8\xff"}),
                           {"missing_file"}),
 }
-UPLOAD_NAMES = {"excel_us_csv": "schedule.xml", "random_zip_as_xml": "schedule.xml", "google": "basic.ics",
+UPLOAD_NAMES = {"excel_us_csv": "schedule.xml", "ics_posted_as_xml": "schedule.xml",
+                "json_posted_as_ics": "schedule.ics", "random_zip_as_xml": "schedule.xml", "google": "basic.ics",
                 "pretalx_widget": "schedule.json", "excel_de_csv": "sommerfest.zip", "outlook": "Kalender.ics"}
 
 
@@ -733,6 +735,8 @@ FILES: dict[str, tuple[str, bytes, Expect]] = {
     "ten_thousand": ("frab-xml", ten_thousand(), TEN_THOUSAND),
     "google": ("ical", google_calendar(), GOOGLE),
     "custom_tzid": ("ical", custom_tzid(), CUSTOM_TZID),
+    "ics_posted_as_xml": ("frab-xml", indico_ics(), INDICO),  # wrong route and extension: read by content
+    "json_posted_as_ics": ("ical", pretalx_json(), PRETALX_JSON),
     "outlook": ("ical", outlook(), OUTLOOK),
     "sched": ("ical", sched_ics(), SCHED),
     "indico": ("ical", indico_ics(), INDICO),
@@ -1002,3 +1006,18 @@ def test_xinclude_is_not_followed():
             "</schedule>").encode()
     recs = read_schedule(data, "frab-xml", LIMITS).records()
     assert "root:" not in repr(recs) and recs["sessions"][0]["long_abstract"] == ""
+
+
+@pytest.mark.parametrize("name", sorted(set(FILES) - {"ten_thousand"}))
+def test_import_then_export_in_its_own_format_gives_the_file_back(name, db, loaded, tmp_path):
+    """import(F) -> export(F) read back: the same talks (by GUID) at the same instants, rooms and persons."""
+    route, data, _expect = FILES[name]
+    path = tmp_path / "in"
+    path.write_bytes(data)
+    fmt = detect_format(path, route)
+    fmt = {"schedule2-json": "schedule-json"}.get(fmt, fmt)
+    exported = export(db, loaded(name), fmt)
+    _s, want = read(name)
+    _s, got = read_bytes(exported, fmt, tmp_path)
+    assert canonical(got)["talks"] == canonical(want)["talks"]
+    assert canonical(got)["rooms"] == canonical(want)["rooms"]
