@@ -8,6 +8,7 @@ through the API."""
 from __future__ import annotations
 
 import codecs
+import functools
 import io
 import json
 import tempfile
@@ -766,7 +767,9 @@ def read_bytes(data: bytes, route: str, tmp: Path):
     return schedule, schedule.records()
 
 
+@functools.cache
 def read(name: str):
+    """The file's schedule and records, read once per run (the tests only look at them)."""
     route, data, _expect = FILES[name]
     with tempfile.TemporaryDirectory() as tmp:
         return read_bytes(data, route, Path(tmp))
