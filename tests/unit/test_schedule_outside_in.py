@@ -320,6 +320,37 @@ NO_ZONE_INDIA = Expect(2, 1, 0, "Asia/Kolkata", {"900": ("2024-12-01T10:00", "20
                        warnings={"timezone_from_offset"}, no_warnings={"timezone_assumed"})
 
 
+def unicode_everywhere() -> bytes:
+    """Non-ASCII in every field: acronym, slugs, ids, rooms, tracks, types, languages, persons (RTL, combining marks,
+    astral emoji), a title of 2,500 characters, a zero-width joiner sequence."""
+    long_title = "Ü" * 2500
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<schedule><version>ünï</version>
+  <conference><acronym>ñandú-2025</acronym><title>Конференция 🦜 مؤتمر</title><start>2025-03-01</start>
+    <end>2025-03-01</end><time_zone_name>America/Argentina/Buenos_Aires</time_zone_name>
+    <track name="Ética &amp; 数据" color="#123abc" slug="ética-数据"/></conference>
+  <day index="1" date="2025-03-01" start="2025-03-01T09:00:00-03:00" end="2025-03-01T20:00:00-03:00">
+    <room name="Sala 🦙 «Ñ»" guid="{G.format(530)}">
+      <event guid="{G.format(531)}" id="ñ-1"><date>2025-03-01T10:00:00-03:00</date><start>10:00</start>
+        <duration>00:40</duration><room>Sala 🦙 «Ñ»</room><slug>ñandú-ñ-1-título</slug><title>Título 👩‍💻 עברית</title>
+        <subtitle>ثانوي</subtitle><track>Ética &amp; 数据</track><type>Ponencia ✨</type><language>es-AR</language>
+        <abstract>Résumé naïve ℌ𝔢𝔩𝔩𝔬</abstract><description>é combining</description>
+        <persons><person id="1" guid="{G.format(532)}">José Ñúñez</person>
+          <person id="2" guid="{G.format(533)}">محمد</person></persons>
+        <links><link href="https://example.org/ñ">Enlace ñ</link></links></event>
+      <event guid="{G.format(534)}" id="2"><date>2025-03-01T11:00:00-03:00</date><start>11:00</start>
+        <duration>00:20</duration><room>Sala 🦙 «Ñ»</room><title>{long_title}</title><type>Ponencia ✨</type>
+        <persons><person id="2" guid="{G.format(533)}">محمد</person></persons></event>
+    </room>
+  </day>
+</schedule>
+""".encode()
+
+
+UNICODE = Expect(2, 1, 2, "America/Argentina/Buenos_Aires", {"ñ-1": ("2025-03-01T10:00", "2025-03-01T10:40")},
+                 warnings={"value_shortened"})
+
+
 def giggity_variant() -> bytes:
     """What hand-made files for Giggity look like: UTF-16 with a BOM and CRLF, no <version>, no guids, no
     <date>, <start> with seconds, char references for emoji, a zone far from UTC with a half hour (St John's)."""
@@ -725,6 +756,7 @@ FILES: dict[str, tuple[str, bytes, Expect]] = {
     "frab_newest": ("frab-xml", frab_newest(), FRAB_NEWEST),
     "merged_rooms": ("frab-xml", merged_rooms(), MERGED),
     "giggity_variant": ("frab-xml", giggity_variant(), GIGGITY),
+    "unicode_everywhere": ("frab-xml", unicode_everywhere(), UNICODE),
     "no_zone_dst": ("frab-xml", no_zone_name(("+02:00", "+01:00"), ("2024-10-26", "2024-10-28"), "dst24"),
                     NO_ZONE_DST),
     "no_zone_india": ("frab-xml", no_zone_name(("+05:30", "+05:30"), ("2024-12-01", "2024-12-02"), "in24"),
