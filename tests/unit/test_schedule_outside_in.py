@@ -1056,3 +1056,18 @@ def test_import_then_export_in_its_own_format_gives_the_file_back(name, db, load
     _s, got = read_bytes(exported, fmt, tmp_path)
     assert canonical(got)["talks"] == canonical(want)["talks"]
     assert canonical(got)["rooms"] == canonical(want)["rooms"]
+
+
+def test_control_characters_of_a_one_line_file_are_named_where_they_were():
+    data = (f'<schedule><version>1</version><conference><title>T&#0;x</title></conference><day index="1" '
+            f'date="2024-06-01"><room name="R&#1;"><event id="7" guid="{G.format(7)}"><date>2024-06-01T10:00:00Z'
+            "</date><duration>00:30</duration><title>&#xFFFE;Talk</title><description><![CDATA[a<b \x06]]>"
+            "</description></event></room></day></schedule>").encode()
+    schedule = read_schedule(data, "frab-xml", LIMITS)
+    removed = [(w["field"], w["record_id"], w["message"].split(" (line")[0]) for w in schedule.warnings
+               if w["code"] == "control_characters_removed"]
+    assert removed == [("title", None, "File event: <title> in <conference>".removeprefix("File event: ")),
+                       ("room", None, "<room> in <day>"),
+                       ("title", "7", "File sessions, ID 7: <title> of <event id='7'>"),
+                       ("description", "7", "File sessions, ID 7: <description> of <event id='7'>")]
+    assert schedule.records()["sessions"][0]["title"] == "Talk"
