@@ -33,7 +33,17 @@ def open_upload(path: Path, claimed: str, scratch: Path, limits: ArchiveLimits, 
     if found != claimed:
         notes.append(issue("format_detected", f"the file was posted as {claimed} but holds {found}; read as {found}"))
     if found == "json":
-        archive = open_archive(path, limits, strict=strict)
+        try:
+            archive = open_archive(path, limits, strict=strict)
+        except ArchiveError as exc:
+            if claimed == "json":
+                raise
+            # Posted as a schedule format, the zip's own complaint alone would puzzle: say what the file is first.
+            error = ArchiveError(exc.code, f"the file posted as {claimed} is a zip archive, neither a CSV zip (no "
+                                 f"sessions.csv) nor a valid Open Event archive: {exc.message}", file=None,
+                                 field=exc.field)
+            error.errors, error.errors_total = exc.errors, exc.errors_total
+            raise error from None
         return _with_warnings(archive, notes, len(notes))
     schedule_limits = ScheduleLimits.from_archive(limits)
     if found == "csv":

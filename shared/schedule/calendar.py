@@ -144,7 +144,8 @@ def vevent(talk: Talk, zone_name: str, stamp: datetime) -> Component:
     text = description(talk)
     if text:
         event.add("DESCRIPTION", escape(text))
-    event.add("LOCATION", escape(talk.room.name))
+    if talk.room.id is not None:  # the "Unassigned" room the XML formats need is no place for a calendar
+        event.add("LOCATION", escape(talk.room.name))
     if talk.track.strip():
         event.add("CATEGORIES", escape(talk.track))
     if talk.url:

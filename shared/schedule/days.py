@@ -94,10 +94,13 @@ def parse_duration(text: str) -> int:
 
 
 def minutes_between(start: datetime | None, end: datetime | None) -> int:
-    """Whole minutes from ``start`` to ``end`` (0 when either is missing or ``end`` is earlier)."""
+    """Whole minutes elapsed from ``start`` to ``end`` (0 when either is missing or ``end`` is earlier). Elapsed,
+    not wall-clock: aware times of one zone subtract as wall times, an hour off across a DST change, and apps add
+    the duration to the start as elapsed time."""
     if start is None or end is None or end <= start:
         return 0
-    return int((end - start).total_seconds() // 60)
+    elapsed = end.astimezone(UTC) - start.astimezone(UTC) if start.tzinfo and end.tzinfo else end - start
+    return max(int(elapsed.total_seconds() // 60), 0)
 
 
 # ----------------------------------------------------------------------------------------------- day change

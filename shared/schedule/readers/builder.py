@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from shared.archive.legacy import format_datetime
 from shared.archive.safezip import ArchiveError, issue
 from shared.schedule.identity import derived_guid, is_guid
-from shared.schedule.readers.values import zone_name
+from shared.schedule.readers.values import zone_for_offsets, zone_name
 
 X = "x-schedule"
 MAX_TITLE = 2000  # longer titles are cut (with a warning): no app shows more, and the column has a bound
@@ -185,6 +185,15 @@ class ScheduleBuilder:
                       "known; times are read by their offsets", file="event", field="timezone")
         offsets = {s.start.utcoffset() for s in self.sessions if s.start is not None and s.start.tzinfo is not None}
         floating = any(s.start is not None and s.start.tzinfo is None for s in self.sessions)
+        if offsets and (len(offsets) > 1 or _fixed_zone_name(next(iter(offsets))) is None):
+            # Several offsets (a DST change) or a half-hour one: the zone that gives every time its offset.
+            name = zone_for_offsets((s.start, s.start.utcoffset()) for s in self.sessions
+                                    if s.start is not None and s.start.tzinfo is not None)
+            if name is not None:
+                self.warn("timezone_from_offset", f"the file names no time zone; its times carry the offsets of "
+                          f"{name} (one zone that fits them all), so the event is in it", file="event",
+                          field="timezone")
+                return name, ZoneInfo(name)
         if len(offsets) == 1:
             (offset,) = offsets
             name = _fixed_zone_name(offset)
@@ -240,7 +249,10 @@ class ScheduleBuilder:
             start = self._local(draft.start, tz) if draft.start is not None else None
             end = self._local(draft.end, tz) if draft.end is not None else None
             if start is not None and end is None and draft.minutes is not None:
-                end = start + timedelta(minutes=draft.minutes)
+                if draft.start.tzinfo is not None:  # elapsed time: a talk across a DST change ends an hour off
+                    end = self._local(draft.start.astimezone(UTC) + timedelta(minutes=draft.minutes), tz)
+                else:
+                    end = start + timedelta(minutes=draft.minutes)
             if start is not None and end is not None and end < start:
                 self.warn("end_before_start", f"session {draft.source_id or n} ends before it starts; it is given "
                           "no duration", file="sessions", record_id=draft.source_id, field="end_time")
@@ -373,6 +385,8 @@ def _own_extra(draft: SessionDraft, source_format: str) -> dict[str, Any]:
 
 
 def _same_session(a: SessionDraft, b: SessionDraft) -> bool:
+    if a.guid and b.guid and a.guid.lower() == b.guid.lower() and (a.title, a.start) == (b.title, b.start):
+        return True  # same id, GUID, title and time: the same talk, whatever a merge did to its room
     return (a.title, a.start, a.minutes, a.end, _clean_name(a.room)) == (b.title, b.start, b.minutes, b.end,
                                                                          _clean_name(b.room))
 

@@ -187,12 +187,13 @@ def _sessions(schedule: ScheduleBuilder, text: str, speakers: dict[str, str], li
                       "event's", file="sessions", field="timezone")
         schedule.timezone = next(row["timezone"] for row in rows if row.get("timezone"))
     zone = zone_info(schedule.timezone)
+    day_first = _spreadsheet_order(schedule, rows)
     names = {row["event"] for row in rows if row.get("event")}
     schedule.name = sorted(names)[0] if names else None
     for row in rows:
         where = f"sessions.csv line {row['_line']}"
-        start = _time(row.get("start"), zone)
-        end = _time(row.get("end"), zone)
+        start = _time(row.get("start"), zone, day_first)
+        end = _time(row.get("end"), zone, day_first)
         if row.get("start") and start is None:
             schedule.warn("invalid_value", f"{where}: start {row['start'][:40]!r} is not an ISO date-time; left "
                           "unscheduled", file="sessions", record_id=row.get("id"), field="start")
@@ -217,12 +218,55 @@ def _sessions(schedule: ScheduleBuilder, text: str, speakers: dict[str, str], li
             persons=[p for p in persons if p], x=x, state=row.get("state") or None,
             fields={**media, "signup_url": row.get("signup_url") or None}), where)
     dates = [d for d in (parse_date(r.get("start")) for r in rows) if d is not None]
+    dates += [s.start.date() for s in schedule.sessions if s.start is not None]
     if dates:
         schedule.start_date, schedule.end_date = min(dates), max(dates)
 
 
-def _time(text: str | None, zone: ZoneInfo | None) -> datetime | None:
+# Spreadsheets re-save ISO times in the locale's form: 15.06.2024 10:00 (day first), 6/15/2024 10:00 (US).
+_DOTTED = re.compile(r"^\s*(\d{1,2})\.(\d{1,2})\.(\d{4})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?\s*$")
+_SLASHED = re.compile(r"^\s*(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?\s*([AaPp][Mm])?)?\s*$")
+
+
+def _spreadsheet_order(schedule: ScheduleBuilder, rows: list[dict[str, str]]) -> bool:
+    """Whether slashed dates are day first (some first part above 12), else month first (Excel's US form); a
+    warning says how spreadsheet dates were read."""
+    values = [row[k] for row in rows for k in ("start", "end") if row.get(k)]
+    slashed = [m for m in (_SLASHED.match(v) for v in values) if m]
+    dotted = any(_DOTTED.match(v) for v in values)
+    day_first = any(int(m.group(1)) > 12 for m in slashed)
+    if slashed:
+        schedule.warn("spreadsheet_dates", "the sessions' times are written as a spreadsheet writes them (D/M/YYYY "
+                      "or M/D/YYYY); read as " + ("day/month/year" if day_first else "month/day/year (US)"),
+                      file="sessions", field="start")
+    elif dotted:
+        schedule.warn("spreadsheet_dates", "the sessions' times are written as DD.MM.YYYY HH:MM (a spreadsheet's "
+                      "form); read as day.month.year in the event's zone", file="sessions", field="start")
+    return day_first
+
+
+def _spreadsheet_time(text: str, day_first: bool) -> datetime | None:
+    match = _DOTTED.match(text)
+    if match:
+        day, month, year, hour, minute, second = match.groups()
+    else:
+        match = _SLASHED.match(text)
+        if match is None:
+            return None
+        first, second_part, year, hour, minute, second, half = match.groups()
+        day, month = (first, second_part) if day_first else (second_part, first)
+        if half and hour is not None:
+            hour = str(int(hour) % 12 + (12 if half.lower() == "pm" else 0))
+    try:
+        return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
+    except ValueError:
+        return None
+
+
+def _time(text: str | None, zone: ZoneInfo | None, day_first: bool = False) -> datetime | None:
     value = parse_datetime((text or "").replace(" ", "T", 1) if text and "T" not in text else text)
+    if value is None and text:
+        value = _spreadsheet_time(text, day_first)
     if value is not None and value.tzinfo is None and zone is not None:
         value = value.replace(tzinfo=zone)
     return value

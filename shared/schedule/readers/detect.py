@@ -37,7 +37,7 @@ def detect_format(path: Path, claimed: str) -> str:
         raise ArchiveError("unknown_format", f"the uploaded XML has the root element <{root}>, which is neither a "
                            "schedule (<schedule>) nor an xCal calendar (<iCalendar>)")
     first_line = text.split("\n", 1)[0].lower()
-    if "," in first_line or ";" in first_line:
+    if "," in first_line or ";" in first_line or "\t" in first_line:  # Excel's "Unicode text" uses tabs
         if "title" in first_line:
             return "csv"
     raise ArchiveError("unknown_format", "the uploaded file is none of the formats read here (Open Event zip, "

@@ -81,11 +81,9 @@ def read(data: bytes, limits: ScheduleLimits, source_format: str = "frab-xml",
             if value:
                 extra[tag] = value
         schedule.event_x["timeslot_duration"] = _text(conference.find("timeslot_duration")) or None
-        tracks = conference.find("tracks")
-        if tracks is not None:
-            for track in tracks.iter("track"):
-                schedule.track(_text(track) or track.get("name"), track.get("color"),
-                               slug=track.get("slug"))
+        # The XSD (and pretalx) put <track name color slug/> straight in <conference>; older files wrap them.
+        for track in [*conference.iterfind("track"), *conference.iterfind("tracks/track")]:
+            schedule.track(_text(track) or track.get("name"), track.get("color"), slug=track.get("slug"))
     if extra:
         schedule.event_x["extra"] = {source_format: extra}
     zone = zone_info(schedule.timezone)
@@ -103,6 +101,14 @@ def read(data: bytes, limits: ScheduleLimits, source_format: str = "frab-xml",
             for event in room.iter("event"):
                 if not _read_event(schedule, event, day_date, day_change, zone, room_name, source_format):
                     missing_guids += 1
+        loose = day.findall("event")  # hand-made files list events straight in <day>, naming the room inside
+        for event in loose:
+            if not _read_event(schedule, event, day_date, day_change, zone, None, source_format):
+                missing_guids += 1
+        if loose:
+            schedule.warn("missing_element", f"<day date={day.get('date')!r}> holds {len(loose)} <event>(s) outside "
+                          "any <room name>; each is put in the room its own <room> names", file="sessions",
+                          field="day/event")
     if missing_bounds:
         schedule.warn("missing_attribute", f"{missing_bounds} <day> element(s) have no start/end attributes (the "
                       "XSD requires them); the days are taken from their events", file="event", field="day")
@@ -150,7 +156,9 @@ def _read_event(schedule: ScheduleBuilder, event: etree._Element, day_date: date
             x["do_not_record"] = True
     persons = []
     for person in event.iterfind("persons/person"):
-        key = schedule.person(person.get("id"), _text(person), x={"guid": person.get("guid")})
+        code = person.get("code")  # pretalx's speaker code
+        key = schedule.person(person.get("id"), _text(person), x={
+            "guid": person.get("guid"), "extra": {source_format: {"code": code}} if code else None})
         if key is not None:
             persons.append(key)
     links = [{"url": link.get("href"), "title": _text(link)} for link in event.iterfind("links/link")

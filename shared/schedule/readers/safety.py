@@ -75,24 +75,31 @@ def decode_text(data: bytes, what: str, declared: str | None = None) -> str:
             raise ArchiveError("bad_encoding", f"the {what} file is neither UTF-8 nor Windows-1252 text") from None
 
 
+_REMOVABLE = re.compile(f"{_CHAR_REF.pattern}|{_FORBIDDEN.pattern}")
+
+
 def _remove_forbidden(text: str) -> tuple[str, list[tuple[int, str]]]:
-    """The text without what XML 1.0 forbids (raw or as character references), and (offset, char) of each removal."""
+    """The text without what XML 1.0 forbids (raw or as character references), and (offset in the returned text,
+    char) of each removal."""
     removed: list[tuple[int, str]] = []
+    shift = 0
 
-    def ref(match: re.Match[str]) -> str:
-        code = int(match.group(1), 16) if match.group(1) else int(match.group(2))
-        char = chr(code) if code <= 0x10FFFF else "\ufffd"
-        if code > 0x10FFFF or _FORBIDDEN.match(char):
-            removed.append((match.start(), char))
-            return ""
-        return match.group(0)
+    def drop(match: re.Match[str]) -> str:
+        nonlocal shift
+        found = match.group(0)
+        if found.startswith("&#"):
+            code = int(match.group(1), 16) if match.group(1) else int(match.group(2))
+            char = chr(code) if code <= 0x10FFFF else "\ufffd"
+            if code <= 0x10FFFF and not _FORBIDDEN.match(char):
+                return found
+        else:
+            char = found
+        removed.append((match.start() - shift, char))
+        shift += len(found)
+        return ""
 
-    if "&#" in text:
-        text = _CHAR_REF.sub(ref, text)
-    if _FORBIDDEN.search(text):
-        for match in _FORBIDDEN.finditer(text):
-            removed.append((match.start(), match.group(0)))
-        text = _FORBIDDEN.sub("", text)
+    if "&#" in text or _FORBIDDEN.search(text):
+        text = _REMOVABLE.sub(drop, text)
     return text, removed
 
 
@@ -109,6 +116,9 @@ def parse_xml(data: bytes, limits: ScheduleLimits, warn: Warn, what: str = "XML"
     try:
         root = etree.fromstring(text.encode("utf-8"), parser)
     except etree.XMLSyntaxError as exc:
+        if "Excessive depth" in str(exc):  # libxml2's own bound (256) met before ours: the same refusal
+            raise ArchiveError("too_deep", f"the {what} file nests elements deeper than {limits.max_depth} "
+                               "levels") from None
         raise ArchiveError("not_well_formed", f"the {what} file is not well-formed XML: {exc}") from None
     if root is None:
         raise ArchiveError("not_well_formed", f"the {what} file holds no XML element")
@@ -175,28 +185,55 @@ def _check_tree(root: etree._Element, limits: ScheduleLimits, what: str) -> None
         stack.extend((child, depth + 1) for child in element)
 
 
+# Markup as far as telling which element a character was in needs: comments, CDATA, PIs, declarations, tags.
+_MARKUP = re.compile(r"<!--.*?-->|<!\[CDATA\[.*?\]\]>|<\?.*?\?>|<![^>]*>|<(/?)([A-Za-z_][\w.:-]*)([^>]*?)(/?)>", re.S)
+_ID_ATTR = re.compile(r"""\bid\s*=\s*["']([^"']*)["']""")
+
+
 def _report_removed(text: str, root: etree._Element, removed: list[tuple[int, str]], warn: Warn) -> None:
-    """One warning per element that lost characters, naming it by tag and the nearest ``id`` up its ancestors."""
+    """One warning per element that lost characters, naming it by tag and the nearest ``id`` up its ancestors
+    (walked over the markup: one-line files put every element on line 1)."""
+    del root
     line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
-    by_line: list[tuple[int, etree._Element]] = [(el.sourceline or 0, el) for el in root.iter()
-                                                 if isinstance(el.tag, str)]
-    lines = [line for line, _ in by_line]
-    found: dict[tuple[int, Any], tuple[str, str | None, list[str]]] = {}  # (line, element) -> (tag, id, chars)
-    for offset, char in removed:
-        line = bisect.bisect_right(line_starts, offset)
-        element = by_line[max(bisect.bisect_right(lines, line) - 1, 0)][1]
-        owner = element if element.get("id") is not None else next(
-            (e for e in element.iterancestors() if e.get("id") is not None), None)
-        entry = found.setdefault((line, element), (etree.QName(element).localname,
-                                                   owner.get("id") if owner is not None else None, []))
-        entry[2].append(f"U+{ord(char):04X}")
-        if owner is not None and len(entry[2]) == 1:
-            found[(line, element)] = (entry[0] + f"> of <{etree.QName(owner).localname} id={owner.get('id')!r}",
-                                      entry[1], entry[2])
-    for (line, _element), (where, owner_id, chars) in found.items():
+    found: dict[tuple[int, str], tuple[str, str | None, int, list[str]]] = {}
+    stack: list[tuple[str, str | None]] = []
+    pending = sorted(removed)
+    index = 0
+    element_start = 0
+    for markup in _MARKUP.finditer(text):
+        while index < len(pending) and pending[index][0] < markup.end():
+            offset, char = pending[index]
+            index += 1
+            inside = offset >= markup.start() and markup.group(2) and not markup.group(1)
+            current = (markup.group(2), _id(markup.group(3))) if inside else (stack[-1] if stack else ("?", None))
+            chain = ([current] + stack[::-1]) if inside else stack[::-1]
+            owner = next(((tag, id_) for tag, id_ in chain if id_ is not None), None)
+            key = (element_start if not inside else markup.start(), current[0])
+            entry = found.setdefault(key, (current[0], owner[1] if owner else None,
+                                           bisect.bisect_right(line_starts, offset), []))
+            entry[3].append(f"U+{ord(char):04X}")
+            parent = chain[1] if len(chain) > 1 else None
+            if ">" not in entry[0]:
+                if owner is not None and owner != current:
+                    found[key] = (f"{current[0]}> of <{owner[0]} id={owner[1]!r}", owner[1], entry[2], entry[3])
+                elif owner is None and parent is not None:
+                    found[key] = (f"{current[0]}> in <{parent[0]}", None, entry[2], entry[3])
+        if markup.group(2):
+            if markup.group(1):
+                if stack:
+                    stack.pop()
+            elif not markup.group(4):
+                stack.append((markup.group(2), _id(markup.group(3))))
+            element_start = markup.end()
+    for _key, (where, owner_id, line, chars) in found.items():
         warn("control_characters_removed", f"<{where}> (line {line}) held {len(chars)} character(s) XML 1.0 "
              f"forbids ({', '.join(sorted(set(chars)))}); removed", file="sessions" if owner_id else None,
              record_id=owner_id, field=where.split(">", 1)[0])
+
+
+def _id(attributes: str) -> str | None:
+    match = _ID_ATTR.search(attributes or "")
+    return match.group(1) if match else None
 
 
 def parse_json(data: bytes, limits: ScheduleLimits, what: str = "JSON") -> Any:

@@ -29,6 +29,9 @@ def read(data: bytes, limits: ScheduleLimits, source_format: str = "schedule-jso
          pause: Callable[[float], None] | None = None) -> ScheduleBuilder:
     schedule = ScheduleBuilder(source_format, limits.max_records, pause)
     document = parse_json(data, limits, "schedule.json")
+    if isinstance(document, dict) and isinstance(document.get("talks"), list) and "schedule" not in document:
+        _widget(schedule, document, source_format)
+        return schedule
     if not isinstance(document, dict) or not isinstance(document.get("schedule"), dict):
         raise ArchiveError("wrong_format", "the JSON file has no \"schedule\" object: it is not a schedule.json")
     root = document["schedule"]
@@ -159,6 +162,67 @@ def _event(schedule: ScheduleBuilder, event: dict[str, Any], day_date: Any, zone
         description=_str(event.get("description")) or None, language=_str(event.get("language")) or None,
         persons=persons, x=x,
     ), where)
+
+
+def _widget(schedule: ScheduleBuilder, document: dict[str, Any], source_format: str) -> None:
+    """pretalx's widget data: flat ``talks``, ``rooms``, ``tracks``, ``speakers`` joined by ids and speaker codes,
+    names as strings or ``{language: text}``. Entries without a code are breaks, not talks: left out (pretalx's
+    schedule.xml leaves them out too)."""
+    schedule.timezone = _str(document.get("timezone")) or None
+    schedule.start_date = parse_date(_str(document.get("event_start")))
+    schedule.end_date = parse_date(_str(document.get("event_end")))
+    schedule.name = _i18n(document.get("name")) or None
+    schedule.event_x["version"] = _str(document.get("version")) or None
+    rooms = {str(r.get("id")): _i18n(r.get("name")) for r in _list(document.get("rooms")) if isinstance(r, dict)}
+    tracks = {}
+    for track in _list(document.get("tracks")):
+        if isinstance(track, dict) and _i18n(track.get("name")):
+            tracks[str(track.get("id"))] = schedule.track(_i18n(track["name"]), _str(track.get("color")) or None)
+    speakers = {}
+    for speaker in _list(document.get("speakers")):
+        if isinstance(speaker, dict) and speaker.get("code"):
+            avatar = _str(speaker.get("avatar"))
+            speakers[str(speaker["code"])] = schedule.person(speaker["code"], _str(speaker.get("name")), fields={
+                "photo": avatar if avatar.startswith(("http://", "https://")) else None,
+                "long_biography": _str(speaker.get("biography")) or None})
+    breaks = 0
+    for talk in _list(document.get("talks")):
+        if not isinstance(talk, dict):
+            continue
+        if not talk.get("code"):
+            breaks += 1
+            continue
+        code = str(talk["code"])
+        where = f"talk {code!r}"
+        start = parse_datetime(_str(talk.get("start")))
+        end = parse_datetime(_str(talk.get("end")))
+        if start is None:
+            schedule.warn("invalid_value", f"{where} has no usable start; it is left unscheduled", file="sessions",
+                          record_id=code, field="start")
+        title = talk.get("title")
+        translations = title if isinstance(title, dict) else None
+        x: dict[str, Any] = {"extra": {source_format: {k: v for k, v in {
+            "id": talk.get("id"), "titles": translations, "state": talk.get("state"),
+            "updated": talk.get("updated")}.items() if v not in (None, "", {})}}}
+        if talk.get("do_not_record"):
+            x["do_not_record"] = True
+        schedule.add_session(SessionDraft(
+            source_id=code, title=_i18n(title), start=start, end=end,
+            minutes=talk.get("duration") if end is None and isinstance(talk.get("duration"), int) else None,
+            room=rooms.get(str(talk.get("room"))) or None, track=tracks.get(str(talk.get("track"))),
+            abstract=_i18n(talk.get("abstract")) or None,
+            persons=[speakers[c] for c in _list(talk.get("speakers")) if c in speakers and speakers[c]], x=x,
+        ), where)
+    if breaks:
+        schedule.warn("record_skipped", f"{breaks} entries without a talk code (breaks) are not talks; left out",
+                      file="sessions")
+
+
+def _i18n(value: Any) -> str:
+    """A pretalx text: a string, or ``{language: text}`` (English first, else the first language)."""
+    if isinstance(value, dict):
+        return _str(value.get("en")) or next((_str(v) for v in value.values() if _str(v)), "")
+    return _str(value)
 
 
 def _person(schedule: ScheduleBuilder, person: Any, people: dict[str, dict[str, Any]]) -> str | None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time
-from zoneinfo import ZoneInfo
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
+from zoneinfo import ZoneInfo, available_timezones
 
 from shared.archive.variants import canonical_zone, zone
+from shared.schedule.readers.windows_zones import WINDOWS_ZONES, iana_for_windows
 
 _CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
-_DURATION = re.compile(r"^\s*(?:(\d{1,3}):)?(\d{1,4}):(\d{2})(?::(\d{2}))?\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,4}):(\d{2})(?::(\d{2}))?\s*$")
 
 
 def parse_date(text: str | None) -> date | None:
@@ -42,18 +45,16 @@ def parse_clock(text: str | None) -> time | None:
 
 
 def duration_minutes(text: str | None) -> int | None:
-    """``HH:MM``, ``HH:MM:SS`` or ``D:HH:MM`` (days first, as some frab versions wrote long events) -> minutes."""
+    """``HH:MM`` or ``HH:MM:SS`` (the XSD's two forms; pentabarf wrote seconds) -> minutes; hours may pass 24."""
     if not text:
         return None
     match = _DURATION.match(text)
     if match is None:
         return None
-    days, first, second, third = match.group(1), int(match.group(2)), int(match.group(3)), match.group(4)
-    if days is not None and third is not None:
+    hours, minutes, seconds = int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+    if minutes > 59 or seconds > 59:
         return None
-    if third is not None:  # HH:MM:SS
-        return first * 60 + second + (1 if int(third) >= 30 else 0)
-    return (int(days or 0) * 24 + first) * 60 + second
+    return hours * 60 + minutes + (1 if seconds >= 30 else 0)
 
 
 def zone_name(text: str | None) -> str | None:
@@ -62,9 +63,34 @@ def zone_name(text: str | None) -> str | None:
         return None
     if zone(text.strip()) is not None:
         return text.strip()
-    return canonical_zone(text)
+    return canonical_zone(text) or iana_for_windows(text)
 
 
 def zone_info(text: str | None) -> ZoneInfo | None:
     name = zone_name(text)
     return ZoneInfo(name) if name else None
+
+
+def zone_for_offsets(pairs: Iterable[tuple[datetime, timedelta]]) -> str | None:
+    """The tz database zone that gives each UTC instant its offset (a file's times carry offsets but no zone name,
+    or a calendar defines its own zone): a zone Windows names first (in the Windows table's order, which lists the
+    main zone of an offset first), then the first by name; None when none fits."""
+    seen: dict[tuple[date, timedelta], datetime] = {}  # one instant per date and offset is enough to tell zones
+    for moment, offset in pairs:
+        seen.setdefault((moment.astimezone(UTC).date(), offset), moment.astimezone(UTC))
+    checks = [(moment, offset) for (_day, offset), moment in seen.items()]
+    if not checks:
+        return None
+    matches = [name for name in _candidate_zones()
+               if all(moment.astimezone(ZoneInfo(name)).utcoffset() == offset for moment, offset in checks)]
+    preferred = sorted((name for name in matches if name in _WINDOWS_ORDER), key=_WINDOWS_ORDER.__getitem__)
+    return (preferred or matches or [None])[0]
+
+
+_WINDOWS_ORDER = {name: i for i, name in enumerate(dict.fromkeys(WINDOWS_ZONES.values()))}
+
+
+@cache
+def _candidate_zones() -> list[str]:
+    return sorted(name for name in available_timezones() if "/" in name and not name.startswith(
+        ("Etc/", "SystemV/", "posix/", "right/", "US/", "Canada/", "Mexico/", "Brazil/", "Chile/")))
