@@ -10,25 +10,19 @@ import requests
 import sqlalchemy as sa
 
 from shared.models import events as m
-from tests.e2e.test_export_e2e import PASSWORD, add_users
 from tests.e2e.test_import_e2e import NOT_EVENT_DATA
 from tests.e2e.test_schedule_import_e2e import _event
 from tests.integration.test_schedule_exports import CHECKS, SCHEDULE_FORMATS
-from tests.support.e2e import Client, make_env, start_stack
+from tests.support.e2e import PASSWORD, Client, stack_for
 from tests.support.import_helpers import row_counts, wait_all
-from tests.support.rabbit import create_vhost, delete_vhost
 from tests.unit.test_schedule_outside_in import ATTACKS, FILES, UPLOAD_NAMES
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    vhost = create_vhost()
-    env = make_env(tmp_path_factory.mktemp("outside_in"), vhost)
-    add_users(env, {"alice": False})
-    stack = start_stack(env)
-    yield env
-    stack.stop_all()
-    delete_vhost(vhost)
+    with stack_for(tmp_path_factory.mktemp("outside_in"), {"alice": False}) as run:
+        run.start()
+        yield run.env
 
 
 def _client(system) -> Client:
