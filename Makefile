@@ -34,4 +34,4 @@ lint: install-dev
 
 bench: install-dev
 	bash tools/ensure_services.sh
-	$(PY) -m bench.export_bench
+	$(PY) -m bench.table $(BENCH_ARGS)

@@ -47,7 +47,6 @@ from typing import Any  # noqa: E402
 import psutil  # noqa: E402
 import requests  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
-from tests.rabbit import amqp_uri, create_vhost, delete_vhost  # noqa: E402
 
 from shared.archive import legacy  # noqa: E402
 from shared.archive.writer import ExportReport, generate_archive  # noqa: E402
@@ -56,6 +55,7 @@ from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa
 from shared.media_fetcher import MediaFetcher  # noqa: E402
 from shared.models import events as m  # noqa: E402
 from shared.passwords import hash_password  # noqa: E402
+from tests.support.rabbit import amqp_uri, create_vhost, delete_vhost  # noqa: E402
 from tools.stack import REPO, Stack  # noqa: E402
 from tools.synthetic import create_synthetic_event  # noqa: E402
 

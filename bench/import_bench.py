@@ -40,8 +40,6 @@ from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from tests.rabbit import create_vhost  # noqa: E402
-
 from bench.export_bench import (  # noqa: E402
     MB,
     Client,
@@ -58,6 +56,7 @@ from shared.archive.writer import ExportReport, generate_archive  # noqa: E402
 from shared.contracts import MEDIA_FLAGS  # noqa: E402
 from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
 from shared.media_fetcher import MediaFetcher  # noqa: E402
+from tests.support.rabbit import create_vhost  # noqa: E402
 from tools.stack import REPO, Stack  # noqa: E402
 from tools.synthetic import create_synthetic_event  # noqa: E402
 

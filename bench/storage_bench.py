@@ -41,13 +41,13 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import requests  # noqa: E402
-from tests.rabbit import amqp_uri, create_vhost, delete_vhost  # noqa: E402
-from tests.storage_servers import start_seaweedfs  # noqa: E402
 
 from bench.export_bench import RssSampler, free_port, tree_cpu, tree_rss  # noqa: E402
 from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
 from shared.models import events as m  # noqa: E402
 from shared.passwords import hash_password  # noqa: E402
+from tests.support.rabbit import amqp_uri, create_vhost, delete_vhost  # noqa: E402
+from tests.support.storage_servers import start_seaweedfs  # noqa: E402
 from tools.stack import REPO, Stack  # noqa: E402
 from tools.synthetic import create_synthetic_event  # noqa: E402
 

@@ -5,7 +5,8 @@ Order, and why:
    that event again, write nothing.
 2. The archive is downloaded into a scratch directory of its own (``VAR_DIR/scratch/<task_id>-<random>``, removed at
    the end, or by ``scratch.sweep`` after a crash), so concurrent imports never see each other's files.
-3. The reader validates every file and record before anything is written (it raises ``ArchiveError``).
+3. The reader validates every file and record before anything is written (it raises ``ArchiveError``); the same
+   pass builds the loader's index and plans the media.
 4. Media inside the archive are re-hosted (``media.py``) before the transaction, so the write lock is held only for
    the inserts; if the write then fails they are deleted again (best effort).
 5. One transaction writes the event (ids remapped, the requester as organizer) and its ``ImportedEvent`` row, after
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.importer import media
 from services.importer.scratch import job_scratch
-from shared.archive.loader import LoadError, LoadResult, SourceIndex, index_source, load_event
+from shared.archive.loader import LOADED_ARRAYS, LoadError, LoadResult, SourceIndex, SourceIndexer, load_event
 from shared.archive.reader import (
     ArchiveError,
     ArchiveLimits,
@@ -60,6 +61,7 @@ SQLITE_LOCK_WAIT = 120.0  # seconds an import waits for another one's write tran
 SQLITE_BUSY_TIMEOUT_MS = 30000  # what shared.db sets for every connection, restored after BEGIN IMMEDIATE
 WRITE_ATTEMPTS = 3
 _WARNINGS_TOTAL = "warnings_total"  # kept inside ImportedEvent.counts (no column of its own)
+_FILE_ORDER = {file: n for n, file in enumerate(("event", *LOADED_ARRAYS))}
 
 
 class ImportFailed(JobFailed):
@@ -229,20 +231,27 @@ class _Stages:
 
 
 def _import_archive(job: ImportJob, archive: EventArchive, stages: _Stages) -> dict[str, Any]:
-    validate_archive(archive, on_progress=job.on_progress)
-    stages.done("validate")
-    # One more read builds the loader's index; media are planned on the way (their paths do not matter to it).
+    # The validation pass also builds the loader's index and plans the media (their paths do not matter to the
+    # index): no read of the archive but that one and the write.
     planner = media.MediaPlanner(archive, job.task_id, job.settings.gateway_url)
-    event = archive.event()
-    planner.visit("event", event)
+    planner.visit("event", archive.event())
+    indexer = SourceIndexer()
+
+    def visit(file: str, record: Any) -> None:
+        planner.visit(file, record)
+        indexer.add(file, record)
+
+    validate_archive(archive, on_progress=job.on_progress, visit=visit)
     try:
-        index = index_source(_Source(archive, None, job.pause), visit=planner.visit)
+        index = indexer.finish()
     except LoadError as exc:
         raise ImportFailed("invalid_archive", str(exc), file=exc.file, record_id=exc.record_id) from exc
     plan = planner.plan
+    # Validation goes through the files in reference order; the media warnings keep the order of the files.
+    plan.warnings.sort(key=lambda w: _FILE_ORDER.get(w.get("file"), len(_FILE_ORDER)))
+    stages.done("validate and index")
     warnings = [*archive.warnings, *limit_repeats(plan.warnings)][:MAX_WARNINGS]
     warnings_total = archive.warnings_total + len(plan.warnings)
-    stages.done("index")
 
     uploaded: list[str] = []
     try:

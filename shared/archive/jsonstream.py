@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 import ijson
 
+from shared.archive.jsonfast import FastArray
 from shared.archive.safezip import ArchiveError, ArchiveLimits
 
 _BOM = b"\xef\xbb\xbf"
@@ -176,11 +177,12 @@ def _bad_text(file: str, stack: list[Any], keys: list[Any], position: int, in_ke
                         position=position if record_id is None else None)
 
 
-def _values(events: Iterator[tuple[str, Any]], file: str, limits: ArchiveLimits, base_depth: int) -> Iterator[Any]:
+def _values(events: Iterator[tuple[str, Any]], file: str, limits: ArchiveLimits, base_depth: int,
+            first_position: int = 0) -> Iterator[Any]:
     """Complete values at the current level, until the enclosing array ends (or the stream does)."""
     stack: list[Any] = []
     keys: list[Any] = []
-    done = [0]  # values completed at this level: the position of the one being built
+    done = [first_position]  # values completed at this level: the position of the one being built
     try:
         yield from _build(events, file, limits, base_depth, stack, keys, done)
     except UnicodeDecodeError:  # yajl hands over the raw bytes of a string; they were not UTF-8
@@ -257,23 +259,59 @@ def _fan_out_error(file: str, key: str, limit: tuple[int, str]) -> ArchiveError:
 
 
 def iter_array(stream: BinaryIO, file: str, limits: ArchiveLimits) -> Iterator[Any]:
-    """The items of a top-level JSON array, one at a time (trailing garbage is an error at the end)."""
-    events = _events(stream, file, limits)
-    first = next(events, None)
-    if first is None:
-        raise ArchiveError("invalid_json", "invalid JSON (empty file)", file=file)
-    if first[0] != "start_array":
-        raise ArchiveError(
-            "wrong_top_level_type", f"expected a JSON array, found {_KIND.get(first[0], first[0])}", file=file
-        )
-    count = 0
-    for value in _values(events, file, limits, base_depth=1):
+    """The items of a top-level JSON array, one at a time (trailing garbage is an error at the end).
+
+    Plain records come from the C decoder (``jsonfast.py``); from the first one it cannot vouch for, the rest of the
+    member goes through the checking parser here, which reports what is wrong as if it had read it all."""
+    fan_out = [(key, getattr(limits, name)) for key, (name, _) in FAN_OUT.get(file, {}).items()]
+    fast = FastArray(stream, file, limits, fan_out)
+    yield from fast
+    if fast.done:
+        return
+    count = fast.count
+    rest = _Chain(fast.rest(), stream)
+    if count == 0:
+        events = _events(rest, file, limits)
+        first = next(events, None)
+        if first is None:
+            raise ArchiveError("invalid_json", "invalid JSON (empty file)", file=file)
+        if first[0] != "start_array":
+            raise ArchiveError(
+                "wrong_top_level_type", f"expected a JSON array, found {_KIND.get(first[0], first[0])}", file=file
+            )
+        values = _values(events, file, limits, base_depth=1)
+    else:
+        # The rest starts with the last record handed out: read again after a "[", it puts the checking parser in
+        # the very state it would be in there, positions carrying on.
+        events = _events(_Chain(b"[", rest), file, limits)
+        next(events)  # start_array
+        values = _values(events, file, limits, base_depth=1, first_position=count - 1)
+        next(values)  # the record handed out already
+    for value in values:
         count += 1
         if count > limits.max_records:
             raise ArchiveError("too_many_records", f"more than {limits.max_records} records", file=file)
         yield value
     for _ in events:  # drains the parser so that trailing content is reported
         pass
+
+
+class _Chain:
+    """``head``, then what ``stream`` still holds."""
+
+    def __init__(self, head: bytes, stream: Any) -> None:
+        self._head, self._stream = head, stream
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._head:
+            return self._stream.read(size)
+        if size is None or size < 0:
+            out, self._head = self._head + self._stream.read(), b""
+        elif len(self._head) < size:  # one read, as the parser would have had it: its messages quote its buffer
+            out, self._head = self._head + self._stream.read(size - len(self._head)), b""
+        else:
+            out, self._head = self._head[:size], self._head[size:]
+        return out
 
 
 def load_object(stream: BinaryIO, file: str, limits: ArchiveLimits) -> dict[str, Any]:

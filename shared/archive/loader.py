@@ -46,6 +46,7 @@ from shared.archive.records import (
     nested_track,
 )
 from shared.archive.safezip import ArchiveError, ArchiveLimits
+from shared.bulk_insert import insert_rows
 from shared.models.events import ROLE_ORGANIZER, EventRole
 
 INT32_MAX = 2**31 - 1
@@ -277,18 +278,13 @@ def _connection(db: OrmSession | Connection) -> Connection:
     return db.connection() if isinstance(db, OrmSession) else db
 
 
+_BOOKKEEPING = frozenset({"extra_fields", "absent_fields"})
+
+
 def _insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    """One executemany (on PostgreSQL SQLAlchemy turns it into multi-row INSERTs)."""
-    if not rows:
-        return
-    stmt = sa.insert(table)
-    if "extra_fields" in rows[0]:
-        # Bind bookkeeping with none_as_null so an empty value is SQL NULL (as for records made on the platform).
-        stmt = stmt.values(
-            extra_fields=sa.bindparam("extra_fields", type_=sa.JSON(none_as_null=True)),
-            absent_fields=sa.bindparam("absent_fields", type_=sa.JSON(none_as_null=True)),
-        )
-    conn.execute(stmt, list(rows))
+    """One batch on the driver's fast path (``shared/bulk_insert.py``)."""
+    # Bookkeeping binds none_as_null: an empty value is SQL NULL (as for records made on the platform).
+    insert_rows(conn, table, rows, json_null=_BOOKKEEPING if rows and "extra_fields" in rows[0] else frozenset())
 
 
 @dataclass
@@ -314,35 +310,61 @@ def _relation_id(record: Mapping[str, Any], key: str) -> int | None:
     return _valid_id(ref.get("id")) if isinstance(ref, dict) else _valid_id(record.get(f"{key}_id"))
 
 
+class SourceIndexer:
+    """Builds a ``SourceIndex`` from records handed in one at a time, per file in file order, the files in any
+    order: the importer feeds it from the reader's validation pass instead of reading the archive once more."""
+
+    def __init__(self) -> None:
+        self.index = SourceIndex()
+        self._problem: LoadError | None = None
+        for file in LOADED_ARRAYS:
+            self.index.src_ids[file] = []
+            self.index.columns[file] = []
+
+    def add(self, file: str, record: Any) -> None:
+        index = self.index
+        ids = index.src_ids.get(file)
+        if ids is None:
+            return  # not a file the loader writes
+        if not isinstance(record, dict):
+            if self._problem is None:
+                self._problem = LoadError(f"record {len(ids)} is not a JSON object", file=file)
+            ids.append(None)
+            return
+        ids.append(_valid_id(record.get("id")))
+        names = _INDEXED_COLUMNS.get(file)
+        if names:
+            row = _coerce_row(TABLES[file], names, record)
+            index.columns[file].append(tuple(row[name] for name in names))
+        if file == "sessions":
+            index.session_refs.append(tuple(_relation_id(record, key) for key, _ in _SESSION_RELATIONS))
+            speakers = record.get("speakers")
+            refs = (_valid_id(s.get("id")) if isinstance(s, dict) else None
+                    for s in (speakers if isinstance(speakers, list) else ()))
+            index.session_speakers.append(tuple(ref for ref in refs if ref is not None))
+
+    def finish(self) -> SourceIndex:
+        """The index; raises LoadError if a record was not a JSON object."""
+        if self._problem is not None:
+            raise self._problem
+        return self.index
+
+
 def index_source(source: RecordSource, visit: Callable[[str, Any], None] | None = None) -> SourceIndex:
     """Read every array file once and keep what the write pass needs; raises LoadError on a non-object record.
 
-    ``visit(file, record)`` sees every record on the way (the importer plans media there: no extra read).
+    ``visit(file, record)`` sees every record on the way.
     """
-    index = SourceIndex()
+    indexer = SourceIndexer()
     for file in LOADED_ARRAYS:
-        ids: list[int | None] = []
-        index.src_ids[file] = ids
-        names = _INDEXED_COLUMNS.get(file)
-        values: list[tuple[Any, ...]] = []
-        index.columns[file] = values
-        table = TABLES[file]
-        for position, record in enumerate(source.records(file)):
+        for record in source.records(file):
             if not isinstance(record, dict):
-                raise LoadError(f"record {position} is not a JSON object", file=file)
+                indexer.add(file, record)
+                indexer.finish()  # raises: a structural error before any write
             if visit is not None:
                 visit(file, record)
-            ids.append(_valid_id(record.get("id")))
-            if names:
-                row = _coerce_row(table, names, record)
-                values.append(tuple(row[name] for name in names))
-            if file == "sessions":
-                index.session_refs.append(tuple(_relation_id(record, key) for key, _ in _SESSION_RELATIONS))
-                speakers = record.get("speakers")
-                refs = (_valid_id(s.get("id")) if isinstance(s, dict) else None
-                        for s in (speakers if isinstance(speakers, list) else ()))
-                index.session_speakers.append(tuple(ref for ref in refs if ref is not None))
-    return index
+            indexer.add(file, record)
+    return indexer.finish()
 
 
 def load_archive(

@@ -323,17 +323,20 @@ class EventArchive(ArchiveLinks, ArchiveIndex, ArchiveMedia):
 
     # ---------------------------------------------------------------------------------------------- validation
 
-    def validate(self, on_progress: ProgressCallback | None = None) -> dict[str, int]:
+    def validate(self, on_progress: ProgressCallback | None = None,
+                 visit: Callable[[str, Any], None] | None = None) -> dict[str, int]:
         """See ``validate_archive``."""
         if self._failure is not None:
             raise self._failure
         if self._counts is not None:
+            if visit is not None:
+                raise ValueError("the archive was validated already: visit would see no record")
             return dict(self._counts)
         progress = on_progress or _no_progress
         index = self._ensure_index(progress)
         self._validating = True
         try:
-            counts = self._validate(index, progress)
+            counts = self._validate(index, progress, visit)
         finally:
             self._validating = False
             self._summarize_warnings()
@@ -345,7 +348,8 @@ class EventArchive(ArchiveLinks, ArchiveIndex, ArchiveMedia):
         self._counts = counts
         return dict(counts)
 
-    def _validate(self, index: Mapping[str, _FileIndex], progress: ProgressCallback) -> dict[str, int]:
+    def _validate(self, index: Mapping[str, _FileIndex], progress: ProgressCallback,
+                  visit: Callable[[str, Any], None] | None) -> dict[str, int]:
         if self._norm.zone_renamed is not None:
             written, renamed = self._norm.zone_renamed
             self._warn("timezone_normalized", f"timezone {written[:64]!r} is read as {renamed!r}", file="event",
@@ -369,6 +373,8 @@ class EventArchive(ArchiveLinks, ArchiveIndex, ArchiveMedia):
                     check_record(file, record, position, self, warn)
                 except ArchiveError as exc:
                     self._fail(exc)
+                if visit is not None:
+                    visit(file, record)
                 done += 1
                 if done % PROGRESS_EVERY == 0:
                     progress(stage, done, total)
@@ -431,7 +437,8 @@ def limit_repeats(warnings: list[dict[str, Any]], per_kind: int = PER_KIND) -> l
 
 
 def validate_archive(
-    archive: EventArchive, on_progress: ProgressCallback | None = None
+    archive: EventArchive, on_progress: ProgressCallback | None = None,
+    visit: Callable[[str, Any], None] | None = None,
 ) -> dict[str, int]:
     """Full validation pass: every file parsed, types, required fields, duplicate ids, every relation resolved.
 
@@ -441,6 +448,10 @@ def validate_archive(
     unreadable data (hostile input) still stop at once. ``on_progress(stage, done,
     total)`` is called every few hundred records (stages ``index:<file>`` then ``validate:<file>``): a
     cooperative caller can yield there.
+
+    ``visit(file, record)`` sees every record of the array files as ``records(file)`` will yield it, the files in
+    reference order (targets first): a caller that needs one more look at each record gets it here instead of
+    reading the archive again. The records are the validation's own: a visit must not change them.
     """
-    return archive.validate(on_progress)
+    return archive.validate(on_progress, visit)
 

@@ -1,0 +1,266 @@
+"""The speed table: import and export of realistic events end to end, each beside its independent floor.
+
+    python -m bench.table [--quick] [--sizes 493,5000,50000] [--databases sqlite,postgresql] [--repeats 3]
+
+Per database (SQLite file, or a fresh database on the PostgreSQL server of ``--postgres-url``) one throwaway
+RabbitMQ vhost and the five services as ``nameko run`` processes (``tools/stack.py``). Per size, an event made by
+``bench/realistic.py`` (FOSSASIA16 cycled to N sessions, no media) is
+
+* imported: the zip uploaded as a chunked multipart body, POST to the first SUCCESS seen (``bench/import_bench.py``)
+  and its counts checked, against the import floor (parse + one sqlite3 transaction, in this process);
+* exported: the imported event, POST to the first SUCCESS seen (``measure_export``) and the download checked,
+  against the export floor (``json.dumps(indent=4)`` + deflate level 6 of the same files, in this process).
+
+Best of ``--repeats`` (one run from 20,000 sessions up) for each figure; floors likewise. Peak RSS is the service
+under test's (importer, exporter) process tree, sampled every 20 ms. The machine is shared: the 1-minute load
+average is printed beside each size, and ratios are what compare across runs.
+
+Results: the table on stdout and ``var/bench/table.json``.
+"""
+
+import eventlet
+
+eventlet.monkey_patch()  # first: nameko clients, and anything importing ssl (docs/architecture.md fact 7)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import zipfile  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import requests  # noqa: E402
+
+from bench import realistic  # noqa: E402
+from bench.export_bench import (  # noqa: E402
+    MB,
+    Client,
+    E2ERun,
+    create_user,
+    fresh_database,
+    log,
+    run_e2e,
+    stack_env,
+    tear_down,
+)
+from bench.import_bench import Run, run_import, verify  # noqa: E402
+from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
+from tests.support.rabbit import create_vhost  # noqa: E402
+from tools.stack import REPO, Stack  # noqa: E402
+
+DEFAULT_SIZES = (493, 5000, 50000)
+QUICK_SIZES = (493, 5000)
+LARGE = 20000  # one run per figure from here on
+POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+JSON_OUT = REPO / "var" / "bench" / "table.json"
+IMPORT_TARGET = 2.0
+EXPORT_TARGET = 1.3
+
+
+@dataclass
+class Row:
+    database: str
+    sessions: int
+    zip_bytes: int
+    json_bytes: int
+    load_before: float
+    import_seconds: float
+    import_floor: float
+    importer_rss_peak: int
+    export_seconds: float
+    export_floor: float
+    exporter_rss_peak: int
+    import_runs: list[dict[str, Any]]
+    export_runs: list[dict[str, Any]]
+
+    @property
+    def import_ratio(self) -> float:
+        return self.import_seconds / self.import_floor
+
+    @property
+    def export_ratio(self) -> float:
+        return self.export_seconds / self.export_floor
+
+
+# ----------------------------------------------------------------------------------------------------- measuring
+
+
+def measure_export(client: Client, stack: Stack, event_id: int, expected: dict[str, int],
+                   work: Path) -> E2ERun:
+    """One export of ``event_id`` end to end (POST to SUCCESS), then its download checked outside the timing."""
+    run, result = run_e2e(client, stack, event_id)
+    path = work / "download.zip"
+    try:
+        with requests.get(result["download_url"], stream=True, timeout=120) as r, path.open("wb") as out:
+            r.raise_for_status()
+            for chunk in r.iter_content(256 * 1024):
+                out.write(chunk)
+        if path.stat().st_size != result["size"]:
+            raise AssertionError(f"download holds {path.stat().st_size} bytes, the task said {result['size']}")
+        with zipfile.ZipFile(path) as archive:
+            counts = {name: len(json.loads(archive.read(name))) for name in expected}
+        if counts != expected:
+            raise AssertionError(f"exported counts {counts} != imported {expected}")
+    finally:
+        path.unlink(missing_ok=True)
+    run.verified = True
+    return run
+
+
+def measure_size(db_kind: str, n: int, repeats: int, client: Client, stack: Stack, work: Path) -> Row:
+    archive = realistic.make_archive(n, work / f"realistic{n}.zip")
+    expected = {name: archive.counts[name] for name in ("sessions", "speakers", "tracks", "microlocations")}
+    files = realistic.read_files(archive.path)
+    load = os.getloadavg()[0]
+    log(f"{db_kind} {n:,} sessions: {archive.zip_bytes / MB:.2f} MB zip "
+        f"({archive.json_bytes / archive.zip_bytes:.1f}:1), load {load:.2f}")
+    imports: list[Run] = []
+    exports: list[E2ERun] = []
+    import_floors: list[float] = []
+    export_floors: list[float] = []
+    for i in range(repeats):
+        floor_db = work / f"floor{n}_{i}.db"
+        import_floors.append(realistic.import_floor(archive.path, floor_db))
+        floor_db.unlink()
+        run = run_import(client, stack, archive.path)
+        verify(client, run, expected)
+        imports.append(run)
+        export_floors.append(realistic.export_floor(files)[0])
+        exports.append(measure_export(client, stack, run.event_id, expected, work))
+        log(f"  run {i + 1}/{repeats}: import {run.seconds:.3f} s (floor {import_floors[-1]:.3f}), importer RSS "
+            f"{run.importer_rss_before / MB:.0f} -> {run.importer_rss_peak / MB:.0f} MB; export "
+            f"{exports[-1].seconds:.3f} s (floor {export_floors[-1]:.3f}), exporter RSS "
+            f"{exports[-1].rss_before / MB:.0f} -> {exports[-1].rss_peak / MB:.0f} MB; load {os.getloadavg()[0]:.2f}")
+    archive.path.unlink()
+    return Row(db_kind, n, archive.zip_bytes, archive.json_bytes, load,
+               min(r.seconds for r in imports), min(import_floors), max(r.importer_rss_peak for r in imports),
+               min(r.seconds for r in exports), min(export_floors), max(r.rss_peak for r in exports),
+               [asdict(r) for r in imports], [asdict(r) for r in exports])
+
+
+def run_database(kind: str, sizes: list[int], repeats: int, postgres_url: str, keep: bool) -> list[Row]:
+    work = Path(tempfile.mkdtemp(prefix="bench_table_"))
+    var_dir = work / "var"
+    var_dir.mkdir()
+    db = fresh_database(var_dir, postgres_url if kind == "postgresql" else None)
+    vhost = create_vhost()
+    env = stack_env(var_dir, db.url, vhost)
+    stack = Stack(env=env, log_dir=var_dir / "log")
+    engine = None
+    rows: list[Row] = []
+    try:
+        log(f"work dir {work}, database {db.kind}, vhost {vhost}")
+        upgrade_to_head(db.url)
+        engine = make_engine(db.url)
+        create_user(make_session_factory(engine))
+        stack.start_all()
+        stack.wait_healthy(timeout=90)
+        client = Client(env["GATEWAY_URL"])
+        for n in sizes:
+            rows.append(measure_size(db.kind, n, 1 if n >= LARGE else repeats, client, stack, work))
+    except BaseException:
+        for name in stack.processes:
+            log(f"--- {name} log tail ---{stack._log_tail(name)}")
+        raise
+    finally:
+        tear_down(stack, vhost, engine, db, work, keep=keep)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------- report
+
+
+def table(rows: list[Row]) -> str:
+    header = ("database", "sessions", "zip MB", "import e2e s", "floor s", "ratio", "export e2e s", "floor s",
+              "ratio", "importer peak MB", "exporter peak MB", "load")
+    cells = [(r.database, f"{r.sessions:,}", f"{r.zip_bytes / MB:.1f}", f"{r.import_seconds:.2f}",
+              f"{r.import_floor:.2f}", f"{r.import_ratio:.1f}", f"{r.export_seconds:.2f}", f"{r.export_floor:.2f}",
+              f"{r.export_ratio:.1f}", f"{r.importer_rss_peak / MB:.0f}", f"{r.exporter_rss_peak / MB:.0f}",
+              f"{r.load_before:.2f}") for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    lines = ["| " + " | ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(c.rjust(w) for c, w in zip(cell, widths, strict=True)) + " |" for cell in cells]
+    return "\n".join(lines)
+
+
+def verdicts(rows: list[Row]) -> list[str]:
+    notes = []
+    for kind in dict.fromkeys(r.database for r in rows):
+        mine = [r for r in rows if r.database == kind]
+        for r in mine:
+            if r.sessions >= 5000:
+                notes.append(f"{kind} {r.sessions:,}: import ratio {r.import_ratio:.2f} "
+                             f"({'meets' if r.import_ratio <= IMPORT_TARGET else 'misses'} <= {IMPORT_TARGET}), "
+                             f"export ratio {r.export_ratio:.2f} "
+                             f"({'meets' if r.export_ratio <= EXPORT_TARGET else 'misses'} <= {EXPORT_TARGET})")
+        small, large = min(mine, key=lambda r: r.sessions), max(mine, key=lambda r: r.sessions)
+        if large is not small:
+            notes.append(f"{kind} peak RSS growth {small.sessions:,} -> {large.sessions:,} sessions: importer "
+                         f"{(large.importer_rss_peak - small.importer_rss_peak) / MB:+.0f} MB, exporter "
+                         f"{(large.exporter_rss_peak - small.exporter_rss_peak) / MB:+.0f} MB (target < 50)")
+    sqlite = {r.sessions: r for r in rows if r.database == "sqlite"}
+    for r in rows:
+        if r.database != "sqlite" and r.sessions in sqlite:
+            base = sqlite[r.sessions]
+            notes.append(f"{r.database}/sqlite at {r.sessions:,}: import {r.import_seconds / base.import_seconds:.2f}"
+                         f"x, export {r.export_seconds / base.export_seconds:.2f}x (target <= 1.5)")
+    return notes
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.table", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help=f"sizes {','.join(map(str, QUICK_SIZES))} only")
+    parser.add_argument("--sizes", default=None, help="comma-separated session counts (default "
+                        f"{','.join(map(str, DEFAULT_SIZES))})")
+    parser.add_argument("--databases", default="sqlite,postgresql", help="sqlite, postgresql or both "
+                        "(default %(default)s)")
+    parser.add_argument("--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL", POSTGRES_URL),
+                        help="server on which a fresh database is created and dropped (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help=f"runs below {LARGE:,} sessions, best taken "
+                        "(default %(default)s)")
+    parser.add_argument("--json", type=Path, default=JSON_OUT, help="results file (default var/bench/table.json)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directories (logs, databases)")
+    args = parser.parse_args(argv)
+    sizes = args.sizes or ",".join(map(str, QUICK_SIZES if args.quick else DEFAULT_SIZES))
+    try:
+        args.sizes = sorted({int(s) for s in sizes.split(",") if s.strip()})
+    except ValueError:
+        parser.error("--sizes: comma-separated integers")
+    args.databases = [d.strip() for d in args.databases.split(",") if d.strip()]
+    if not args.sizes or min(args.sizes) < 1 or args.repeats < 1:
+        parser.error("sizes and repeats must be positive")
+    if not args.databases or set(args.databases) - {"sqlite", "postgresql"}:
+        parser.error("--databases: sqlite and/or postgresql")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rows: list[Row] = []
+    for kind in args.databases:
+        rows += run_database(kind, args.sizes, args.repeats, args.postgres_url, args.keep)
+    print(table(rows))
+    print("(e2e: POST to the first SUCCESS seen, polled every 20 ms; floors in this process, see bench/realistic.py; "
+          f"best of {args.repeats} below {LARGE:,} sessions, else one run; peak RSS: the service's process tree; "
+          f"load: 1-minute load average before the size; {platform.python_version()}, {os.cpu_count()} CPUs)")
+    for note in verdicts(rows):
+        print(note)
+    out = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "rows": [asdict(r) | {"import_ratio": r.import_ratio, "export_ratio": r.export_ratio} for r in rows],
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
