@@ -54,8 +54,14 @@ def read_token(header: str | None, key: bytes) -> TokenClaims:
     scheme, _, token = header.partition(" ")
     if scheme.lower() not in TOKEN_SCHEMES or not token.strip():
         raise ApiError(401, "unauthorized", "Authorization header must be 'Bearer <token>' or 'JWT <token>'.")
+    token = token.strip()
+    # Clients poll with the same token many times a second: its signature is checked once (the user and password
+    # stamp are still checked against the database on every request, by authenticate).
+    cached = _VERIFIED.get((token, key))
+    if cached is not None and cached[1] > time.time():
+        return cached[0]
     try:
-        claims: dict[str, Any] = jwt.decode(token.strip(), key, algorithms=["HS256"],
+        claims: dict[str, Any] = jwt.decode(token, key, algorithms=["HS256"],
                                             options={"require": ["exp", "sub", "pws"]})
     except jwt.ExpiredSignatureError as exc:
         raise ApiError(401, "token_expired", "The access token has expired; log in again.") from exc
@@ -64,7 +70,15 @@ def read_token(header: str | None, key: bytes) -> TokenClaims:
     sub, stamp = claims.get("sub"), claims.get("pws")
     if not isinstance(sub, str) or not _SUB_RE.fullmatch(sub) or not isinstance(stamp, str):
         raise ApiError(401, "invalid_token", "The access token is not valid.")
-    return TokenClaims(int(sub), stamp)
+    verified = TokenClaims(int(sub), stamp)
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()
+    _VERIFIED[token, key] = (verified, float(claims["exp"]))
+    return verified
+
+
+_VERIFIED: dict[tuple[str, bytes], tuple[TokenClaims, float]] = {}  # (token, key) -> (claims, exp)
+_VERIFIED_MAX = 4096
 
 
 def authenticate(session: Session, header: str | None, key: bytes) -> int:

@@ -13,11 +13,10 @@ from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
-from werkzeug import Response
+from werkzeug import Request, Response
 
 from services.api_gateway import rules
 from services.api_gateway.context import Gateway
-from services.api_gateway.rules import Caller
 from shared.contracts import (
     EXPORT_PROGRESS,
     FAILURE,
@@ -181,8 +180,10 @@ def enqueue(gw: Gateway, session: Session, task_id: str, event_type: str, payloa
         raise ApiError(503, "broker_unavailable", f"The {what} could not be queued; try again later.") from exc
 
 
-def get_task(gw: Gateway, caller: Caller, task_id: str) -> Response:
+def get_task(gw: Gateway, request: Request, task_id: str) -> Response:
+    # The most frequent request of all (clients poll it): the caller and the task in one session.
     with gw.db() as session:
+        caller = gw.caller_in(session, request)
         task = session.get(Task, task_id)
         if task is None:
             raise ApiError(404, "task_not_found", f"Task {task_id} does not exist.")
