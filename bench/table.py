@@ -11,9 +11,12 @@ RabbitMQ vhost and the five services as ``nameko run`` processes (``tools/stack.
 * exported: the imported event, POST to the first SUCCESS seen (``measure_export``) and the download checked,
   against the export floor (``json.dumps(indent=4)`` + deflate level 6 of the same files, in this process).
 
-Best of ``--repeats`` (one run from 20,000 sessions up) for each figure; floors likewise. Peak RSS is the service
-under test's (importer, exporter) process tree, sampled every 20 ms. The machine is shared: the 1-minute load
-average is printed beside each size, and ratios are what compare across runs.
+Best of ``--repeats`` (``--repeats-large``, default one, from 20,000 sessions up) for each figure; floors likewise.
+Peak RSS is the service under test's (importer, exporter) process tree, sampled every 20 ms. The machine is shared:
+the 1-minute load average is printed beside each size, and ratios are what compare across runs.
+
+With ``--profile``, one more import of the largest size (not measured) runs with py-spy sampling the importer
+(``bench/pyspy.py``); its top functions are printed after the table, its raw samples kept in ``var/bench``.
 
 Results: the table on stdout and ``var/bench/table.json``.
 """
@@ -36,7 +39,7 @@ from typing import Any  # noqa: E402
 
 import requests  # noqa: E402
 
-from bench import realistic  # noqa: E402
+from bench import pyspy, realistic  # noqa: E402
 from bench.export_bench import (  # noqa: E402
     MB,
     Client,
@@ -71,6 +74,7 @@ class Row:
     load_before: float
     import_seconds: float
     import_floor: float
+    import_cpu: float  # the importer's CPU seconds in its fastest run: what load on the machine inflates least
     importer_rss_peak: int
     export_seconds: float
     export_floor: float
@@ -112,7 +116,17 @@ def measure_export(client: Client, stack: Stack, event_id: int, expected: dict[s
     return run
 
 
-def measure_size(db_kind: str, n: int, repeats: int, client: Client, stack: Stack, work: Path) -> Row:
+def profile_import(db_kind: str, n: int, path: Path, client: Client, stack: Stack) -> str:
+    """One more import of ``path`` with py-spy on the importer; the summary of where its job spent the time."""
+    out = JSON_OUT.parent / f"importer-{db_kind}-{n}.pyspy.txt"
+    with pyspy.Recording(stack.processes["importer"].pid, out):
+        run = run_import(client, stack, path)
+    return (f"importer profile, {db_kind}, {n:,} sessions (import {run.seconds:.2f} s under py-spy; raw samples in "
+            f"{out}):\n{pyspy.summary(out, 'run_import')}")
+
+
+def measure_size(db_kind: str, n: int, repeats: int, client: Client, stack: Stack, work: Path,
+                 profiles: list[str] | None = None) -> Row:
     archive = realistic.make_archive(n, work / f"realistic{n}.zip")
     expected = {name: archive.counts[name] for name in ("sessions", "speakers", "tracks", "microlocations")}
     files = realistic.read_files(archive.path)
@@ -136,14 +150,18 @@ def measure_size(db_kind: str, n: int, repeats: int, client: Client, stack: Stac
             f"{run.importer_rss_before / MB:.0f} -> {run.importer_rss_peak / MB:.0f} MB; export "
             f"{exports[-1].seconds:.3f} s (floor {export_floors[-1]:.3f}), exporter RSS "
             f"{exports[-1].rss_before / MB:.0f} -> {exports[-1].rss_peak / MB:.0f} MB; load {os.getloadavg()[0]:.2f}")
+    if profiles is not None:
+        profiles.append(profile_import(db_kind, n, archive.path, client, stack))
     archive.path.unlink()
     return Row(db_kind, n, archive.zip_bytes, archive.json_bytes, load,
-               min(r.seconds for r in imports), min(import_floors), max(r.importer_rss_peak for r in imports),
+               min(r.seconds for r in imports), min(import_floors),
+               min(imports, key=lambda r: r.seconds).cpu_seconds["importer"], max(r.importer_rss_peak for r in imports),
                min(r.seconds for r in exports), min(export_floors), max(r.rss_peak for r in exports),
                [asdict(r) for r in imports], [asdict(r) for r in exports])
 
 
-def run_database(kind: str, sizes: list[int], repeats: int, postgres_url: str, keep: bool) -> list[Row]:
+def run_database(kind: str, sizes: list[int], repeats: tuple[int, int], postgres_url: str, keep: bool,
+                 profiles: list[str] | None) -> list[Row]:
     work = Path(tempfile.mkdtemp(prefix="bench_table_"))
     var_dir = work / "var"
     var_dir.mkdir()
@@ -162,7 +180,8 @@ def run_database(kind: str, sizes: list[int], repeats: int, postgres_url: str, k
         stack.wait_healthy(timeout=90)
         client = Client(env["GATEWAY_URL"])
         for n in sizes:
-            rows.append(measure_size(db.kind, n, 1 if n >= LARGE else repeats, client, stack, work))
+            rows.append(measure_size(db.kind, n, repeats[n >= LARGE], client, stack, work,
+                                     profiles if n == sizes[-1] else None))
     except BaseException:
         for name in stack.processes:
             log(f"--- {name} log tail ---{stack._log_tail(name)}")
@@ -176,10 +195,11 @@ def run_database(kind: str, sizes: list[int], repeats: int, postgres_url: str, k
 
 
 def table(rows: list[Row]) -> str:
-    header = ("database", "sessions", "zip MB", "import e2e s", "floor s", "ratio", "export e2e s", "floor s",
-              "ratio", "importer peak MB", "exporter peak MB", "load")
+    header = ("database", "sessions", "zip MB", "import e2e s", "floor s", "ratio", "importer CPU s", "export e2e s",
+              "floor s", "ratio", "importer peak MB", "exporter peak MB", "load")
     cells = [(r.database, f"{r.sessions:,}", f"{r.zip_bytes / MB:.1f}", f"{r.import_seconds:.2f}",
-              f"{r.import_floor:.2f}", f"{r.import_ratio:.1f}", f"{r.export_seconds:.2f}", f"{r.export_floor:.2f}",
+              f"{r.import_floor:.2f}", f"{r.import_ratio:.1f}", f"{r.import_cpu:.2f}", f"{r.export_seconds:.2f}",
+              f"{r.export_floor:.2f}",
               f"{r.export_ratio:.1f}", f"{r.importer_rss_peak / MB:.0f}", f"{r.exporter_rss_peak / MB:.0f}",
               f"{r.load_before:.2f}") for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
@@ -224,8 +244,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="server on which a fresh database is created and dropped (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help=f"runs below {LARGE:,} sessions, best taken "
                         "(default %(default)s)")
+    parser.add_argument("--repeats-large", type=int, default=1, help=f"runs from {LARGE:,} sessions up, best taken "
+                        "(default %(default)s)")
     parser.add_argument("--json", type=Path, default=JSON_OUT, help="results file (default var/bench/table.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories (logs, databases)")
+    parser.add_argument("--profile", action="store_true", help="py-spy on one more import of the largest size")
     args = parser.parse_args(argv)
     sizes = args.sizes or ",".join(map(str, QUICK_SIZES if args.quick else DEFAULT_SIZES))
     try:
@@ -233,7 +256,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     except ValueError:
         parser.error("--sizes: comma-separated integers")
     args.databases = [d.strip() for d in args.databases.split(",") if d.strip()]
-    if not args.sizes or min(args.sizes) < 1 or args.repeats < 1:
+    if not args.sizes or min(args.sizes) < 1 or args.repeats < 1 or args.repeats_large < 1:
         parser.error("sizes and repeats must be positive")
     if not args.databases or set(args.databases) - {"sqlite", "postgresql"}:
         parser.error("--databases: sqlite and/or postgresql")
@@ -242,15 +265,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.profile and pyspy.executable() is None:
+        raise SystemExit("--profile needs py-spy (pip install py-spy, or set PY_SPY)")
     rows: list[Row] = []
+    profiles: list[str] | None = [] if args.profile else None
     for kind in args.databases:
-        rows += run_database(kind, args.sizes, args.repeats, args.postgres_url, args.keep)
+        rows += run_database(kind, args.sizes, (args.repeats, args.repeats_large), args.postgres_url, args.keep,
+                             profiles)
     print(table(rows))
     print("(e2e: POST to the first SUCCESS seen, polled every 20 ms; floors in this process, see bench/realistic.py; "
-          f"best of {args.repeats} below {LARGE:,} sessions, else one run; peak RSS: the service's process tree; "
-          f"load: 1-minute load average before the size; {platform.python_version()}, {os.cpu_count()} CPUs)")
+          f"best of {args.repeats} below {LARGE:,} sessions, else of {args.repeats_large}; peak RSS: the service's "
+          "process tree; "
+          "importer CPU: user + system of its process tree in the fastest import; load: 1-minute load average "
+          f"before the size; {platform.python_version()}, {os.cpu_count()} CPUs)")
     for note in verdicts(rows):
         print(note)
+    for text in profiles or ():
+        print(text)
     out = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},

@@ -10,7 +10,9 @@ multi-row INSERTs) on PostgreSQL. Driver errors come out as SQLAlchemy's (``Inte
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,9 +39,25 @@ def _plan(conn: Connection, table: sa.Table, names: tuple[str, ...], json_null: 
         processors = []
         for name in names:
             kind = sa.JSON(none_as_null=True) if name in json_null else table.c[name].type
-            processors.append((name, kind.dialect_impl(dialect).bind_processor(dialect)))
+            process = kind.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None and isinstance(kind, sa.DateTime):
+                process = _naive_memo(process)
+            processors.append((name, process))
         plan = _PLANS[key] = (sql, processors)
     return plan
+
+
+def _naive_memo(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``process`` remembered for naive date-times (an event's rows share few; aware ones of one instant compare
+    equal whatever their zone, so they are not remembered)."""
+    remembered = functools.lru_cache(maxsize=4096)(process)
+
+    def memo(value: Any) -> Any:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return remembered(value)
+        return process(value)
+
+    return memo
 
 
 def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], *,

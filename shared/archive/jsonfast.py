@@ -187,7 +187,11 @@ class FastArray:
                     # a value ending with the text read so far may be a number cut short
                     if end < len(self.text) or self.eof:
                         break
-                pos -= self._fill()
+                # At least double what the record has so far before trying again: a long record is parsed a few
+                # times, not once per chunk.
+                wanted = 2 * max(len(self.text) - pos, CHUNK)
+                while not self.eof and len(self.text) - pos < wanted:
+                    pos -= self._fill()
             self._check(value, pos, end)
             self.count += 1
             if self.count > limit:
@@ -209,7 +213,8 @@ class FastArray:
         text = self.text
         if end - pos > self.cap:
             raise _Unsure("long record")
-        if text.find("\\u", pos, end) != -1 and _SURROGATE_ESCAPE.search(text, pos, end) and not _all_text(value):
+        # (a one-character find is the cheap test; most records hold no backslash at all)
+        if text.find("\\", pos, end) != -1 and _SURROGATE_ESCAPE.search(text, pos, end) and not _all_text(value):
             raise _Unsure("a lone surrogate")  # pairs (escaped emoji) decode to one character and pass
         if text.count("{", pos, end) + text.count("[", pos, end) > self.depth and _depth(value) > self.depth:
             raise _Unsure("deep")

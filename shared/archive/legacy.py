@@ -6,6 +6,7 @@ Pure logic, no database. ``../shared/samples/FORMAT.md`` is the reference; the g
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import posixpath
@@ -308,12 +309,18 @@ def format_datetime(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is not None:
         value = value.replace(tzinfo=None)
+    return _format_naive(value)
+
+
+@functools.lru_cache(maxsize=4096)  # naive only: aware values of one instant are equal whatever their wall time
+def _format_naive(value: datetime) -> str:
     return value.isoformat(timespec="seconds")
 
 
 _LENGTH_RE = re.compile(r"^\s*(\d{1,4})(?:[:.](\d{1,4}))?\s*$")
 
 
+@functools.lru_cache(maxsize=4096)  # a function of the text (non-strings, equal or not, all give None)
 def nested_session_type_length(length: str | None) -> float | None:
     """``session.session_type.length`` as the legacy server wrote it: ``"HH:MM"`` read as the decimal ``HH.MM``.
 
@@ -384,8 +391,13 @@ MEDIA_FIELDS: tuple[MediaField, ...] = (
 )
 
 
+_MEDIA_BY_FILE: dict[str, tuple[MediaField, ...]] = {}
+for _media in MEDIA_FIELDS:
+    _MEDIA_BY_FILE[_media.file] = (*_MEDIA_BY_FILE.get(_media.file, ()), _media)
+
+
 def media_fields(file: str) -> tuple[MediaField, ...]:
-    return tuple(m for m in MEDIA_FIELDS if m.file == file)
+    return _MEDIA_BY_FILE.get(file, ())  # asked for every record of every pass: looked up, not rebuilt
 
 
 def media_path(file: str, field: str, record: Mapping[str, Any], url: str | None = None) -> str | None:

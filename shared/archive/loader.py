@@ -15,6 +15,7 @@ batched Core inserts. Memory holds the index and one batch, never a whole file.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -102,6 +103,11 @@ def _valid_id(value: Any) -> int | None:
 def _to_datetime(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
+    return _parse_datetime(value)
+
+
+@functools.lru_cache(maxsize=4096)  # an event's sessions share a few hundred distinct times
+def _parse_datetime(value: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
