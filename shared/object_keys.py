@@ -107,7 +107,12 @@ def import_key(task_id: str, filename: str) -> str:
 def import_media_key(task_id: str, member: str) -> str:
     """``imports/<task_id>/media/<member>`` with every segment reduced to storage-safe characters."""
     segments = [_SEGMENT_DROP.sub("_", s).strip(".") or "_" for s in member.split("/") if s not in ("", ".", "..")]
-    return f"imports/{task_id}/media/" + "/".join(segments or ["_"])
+    return import_media_prefix(task_id) + "/".join(segments or ["_"])
+
+
+def import_media_prefix(task_id: str) -> str:
+    """What every media key of an import starts with (``imports/<task_id>/media/``)."""
+    return f"imports/{task_id}/media/"
 
 
 def upload_key(user_id: int, name: str, upload_id: str | None = None) -> str:

@@ -26,8 +26,10 @@ import requests
 from nameko.exceptions import RemoteError
 from nameko.rpc import RpcProxy
 
+from shared import object_batch
 from shared.config import Settings, load_settings
 from shared.contracts import STORAGE
+from shared.object_batch import BatchItem
 from shared.rpc import call
 
 __all__ = [
@@ -257,6 +259,22 @@ class StorageClient:
         if response.status_code != 201:
             raise StorageRefused(response.status_code, response.text[:300])
         return response.json()
+
+    def put_many(self, prefix: str, items: Iterable[BatchItem], *, link_ttl: int = PUT_LINK_TTL,
+                 timeout: tuple[float, float] = UPLOAD_TIMEOUT,
+                 on_item: Callable[[BatchItem], None] = lambda item: None, **link: Any) -> list[dict[str, Any]]:
+        """Stream many objects whose keys start with ``prefix`` to storage in one request, on one link
+        (``shared.object_batch``): what storage recorded for each, in order. ``on_item`` is called as each object's
+        bytes have been sent. ``link``: as for ``put``."""
+        url = self.internal_url(self.signed_url(prefix, method=object_batch.SIGN_METHOD, ttl=link_ttl, **link))
+        try:
+            response = self.session().post(url, data=object_batch.encode(items, on_item),
+                                           headers={"Content-Type": object_batch.CONTENT_TYPE}, timeout=timeout)
+        except requests.RequestException as exc:
+            raise StorageUnreachable(str(exc)) from exc
+        if response.status_code != 201:
+            raise StorageRefused(response.status_code, response.text[:300])
+        return response.json()["objects"]
 
     @contextmanager
     def get(self, key: str, *, ttl: int, timeout: tuple[float, float] = DOWNLOAD_TIMEOUT) -> Iterator[Download]:

@@ -90,7 +90,7 @@ class ApiGatewayService:
 
     @http("GET", "/v1/tasks/<task_id>")
     def get_task(self, request: Request, task_id: str) -> Response:
-        return tasks.get_task(self.gw, self.gw.caller(request), task_id)
+        return tasks.get_task(self.gw, request, task_id)
 
     @http("GET", "/v1/events/<int:event_id>/exports")
     def list_exports(self, request: Request, event_id: int) -> Response:

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.importer import media, transcode
 from services.importer.scratch import job_scratch
+from shared import object_keys
 from shared.archive.loader import LOADED_ARRAYS, LoadError, LoadResult, SourceIndex, SourceIndexer, load_event
 from shared.archive.reader import (
     ArchiveError,
@@ -46,12 +47,12 @@ from shared.jobs.lease import Lease, LeaseLost
 from shared.jobs.lifecycle import JobFailed
 from shared.models.events import Event
 from shared.models.importer import ImportedEvent
+from shared.object_batch import BatchItem
 from shared.storage_client import StorageClient, StorageRefused, StorageUnreachable
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, int, int | None], None]
-MapFn = media.MapFn
 
 DOWNLOAD_CHUNK = 256 * 1024
 LINK_TTL = 900
@@ -102,7 +103,6 @@ class ImportJob:
     settings: Settings
     storage: StorageClient  # its links retried in place within the job's RetryWindow (the service's)
     on_progress: ProgressCallback = lambda stage, done, total: None
-    map_fn: MapFn = map  # concurrent map for media uploads (a green pool's imap in the service)
     pause: Callable[[float], None] = time.sleep  # eventlet.sleep in the service: waits must not block the hub
     limits: ArchiveLimits | None = None  # default: ArchiveLimits with the limits of the settings
     lease: Lease | None = None  # checked inside the write transaction: a run that lost it writes nothing
@@ -256,7 +256,7 @@ def _import_archive(job: ImportJob, archive: EventArchive, stages: _Stages) -> d
 
     uploaded: list[str] = []
     try:
-        uploaded = media.rehost(archive, plan, _uploader(job), job.map_fn,
+        uploaded = media.rehost(archive, plan, object_keys.import_media_prefix(job.task_id), _uploader(job),
                                 lambda done, total: job.on_progress("media", done, total))
         stages.done(f"media ({len(uploaded)} files)")
         result = _write(job, _Source(archive, plan, job.pause), index, archive.variant, warnings, warnings_total)
@@ -274,10 +274,10 @@ def _import_archive(job: ImportJob, archive: EventArchive, stages: _Stages) -> d
     return completed_fields(job.settings, result.event_id, name, counts, warnings)
 
 
-def _uploader(job: ImportJob) -> media.Upload:
-    def upload(key: str, chunks: Iterator[bytes], content_type: str) -> None:
+def _uploader(job: ImportJob) -> media.UploadMany:
+    def upload(prefix: str, items: Iterable[BatchItem], on_item: Callable[[BatchItem], None]) -> None:
         try:
-            job.storage.put(key, chunks, content_type=content_type, link_ttl=LINK_TTL, timeout=TRANSFER_TIMEOUT)
+            job.storage.put_many(prefix, items, link_ttl=LINK_TTL, timeout=TRANSFER_TIMEOUT, on_item=on_item)
         except StorageUnreachable as exc:
             raise ImportFailed("storage_unavailable", f"Could not store a media file: {exc}") from exc
         except StorageRefused as exc:

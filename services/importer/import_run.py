@@ -17,7 +17,6 @@ from services.importer.import_job import ImportJob, find_completed, run_import
 from shared.jobs.lifecycle import IMPORT_EVENTS, JobRun
 
 log = logging.getLogger(__name__)
-MEDIA_UPLOADS_AT_ONCE = 8  # parallel media uploads per import (exports fetch MEDIA_CONCURRENCY at once)
 
 
 class ImportRun(JobRun):
@@ -31,7 +30,7 @@ class ImportRun(JobRun):
         job = ImportJob(task_id=self.task_id, key=self.request["key"],
                         requester_id=self.request["requested_by"]["id"], db=self.service.db, settings=self.config,
                         storage=self.service.storage.retrying(self.retry), on_progress=self.progress,
-                        map_fn=eventlet.GreenPool(MEDIA_UPLOADS_AT_ONCE).imap, pause=eventlet.sleep, lease=self.lease,
+                        pause=eventlet.sleep, lease=self.lease,
                         strict=self.request["strict"], format=self.request.get("format", "json"))
         return run_import(job)
 

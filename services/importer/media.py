@@ -8,7 +8,8 @@ gateway redirects it to a fresh signed link). Anything else becomes ``null`` and
 not in the archive (``media_missing``), a member that is not what its field says, such as an XML error page saved as
 ``.mp3``, or a value that is neither a URL nor a usable path (``media_invalid``).
 
-Keys derive from the task id, so a redelivered request overwrites the same objects instead of leaving copies.
+Keys derive from the task id, so a redelivered request overwrites the same objects instead of leaving copies. All of
+an import's media go to storage in one batch request (one link, one index transaction).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from shared import object_keys
 from shared.archive import legacy
 from shared.archive.media import MediaRef
 from shared.archive.safezip import describe
+from shared.object_batch import BatchItem
 
 CHUNK_SIZE = 256 * 1024
 
-# (function, items) -> results in any order; the service passes a green pool's imap to upload concurrently.
-MapFn = Callable[[Callable[[str], Any], Iterable[str]], Iterable[Any]]
-Upload = Callable[[str, Iterator[bytes], str], None]  # (key, chunks, content type)
+# (prefix, objects, called as each object is sent): one request for all of an import's media.
+UploadMany = Callable[[str, Iterable[BatchItem], Callable[[BatchItem], None]], None]
 
 
 class MediaArchive(Protocol):
@@ -158,23 +159,25 @@ def content_type(member: str) -> str:
     return mimetypes.guess_type(member)[0] or "application/octet-stream"
 
 
-def rehost(archive: MediaArchive, plan: MediaPlan, upload: Upload, map_fn: MapFn = map,
+def rehost(archive: MediaArchive, plan: MediaPlan, prefix: str, upload_many: UploadMany,
            on_progress: Callable[[int, int], None] = lambda done, total: None) -> list[str]:
-    """Upload every planned member; returns the keys written (for a best-effort cleanup if the import fails)."""
+    """Upload every planned member in one batch under ``prefix`` (the keys' common start); returns the keys
+    written (for a best-effort cleanup if the import fails). Members are read one at a time as the batch streams."""
     total = len(plan.uploads)
-    done = 0
     on_progress(0, total)
+    if not total:
+        return []
+    done = 0
 
-    def one(member: str) -> str:
-        key = plan.uploads[member]
-        with archive.open_media(member) as fh:
-            upload(key, iter(lambda: fh.read(CHUNK_SIZE), b""), content_type(member))
-        return key
+    def items() -> Iterator[BatchItem]:
+        for member, key in plan.uploads.items():
+            with archive.open_media(member) as fh:
+                yield BatchItem(key, content_type(member), iter(lambda: fh.read(CHUNK_SIZE), b""))
 
-    written = []
-    for key in map_fn(one, list(plan.uploads)):
-        written.append(key)
+    def sent(_item: BatchItem) -> None:
+        nonlocal done
         done += 1
         on_progress(done, total)
-    return written
 
+    upload_many(prefix, items(), sent)
+    return list(plan.uploads.values())

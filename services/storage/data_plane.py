@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
 from urllib.parse import quote
 
 from werkzeug.http import http_date
@@ -24,10 +25,14 @@ from services.storage.types import (
     content_disposition,
     validate_key,
 )
+from shared import object_batch
 from shared.http import ApiError, json_response
+from shared.object_keys import is_key_prefix
 from shared.signing import BadSignature, LinkExpired, signed_query, verify_query
 
+T = TypeVar("T")
 SIGNABLE_METHODS = ("GET", "PUT")
+BATCH_METHOD = object_batch.SIGN_METHOD  # signed for a key prefix: never valid for one object
 # "bytes=-0" is a valid suffix range of zero bytes (RFC 9110 14.1.1), never satisfiable; Werkzeug parses it as no range.
 _ZERO_SUFFIX = re.compile(r"\s*bytes\s*=\s*-\s*0+\s*", re.IGNORECASE)
 # Query parameters a link may carry besides expires/filename, covered by its signature (see services/storage/objects).
@@ -69,15 +74,42 @@ def signed_url(
     return f"{base_url.rstrip('/')}/objects/{quote(key, safe='/')}?{query}"
 
 
-def check_link(secret: str | bytes, method: str, key: str, args: Mapping[str, str],
-               now: float | None = None) -> None:
-    """Raise a 403 ``ApiError`` unless the query carries a valid, unexpired signature for this method and key."""
+def batch_url(base_url: str, secret: str | bytes, prefix: str, ttl: int, now: float | None = None,
+              extra: Mapping[str, str] | None = None) -> str:
+    """``<base_url>/batches/<prefix>?...``: a link to upload many objects under ``prefix`` in one request
+    (``shared.object_batch``), signed as a POST of the prefix."""
+    if not is_key_prefix(prefix):
+        raise InvalidKey(f"not a key prefix: {prefix!r} (whole key segments ending in '/')")
+    if isinstance(ttl, bool) or int(ttl) <= 0:
+        raise ValueError("ttl must be a positive number of seconds")
+    unknown = set(extra or {}) - set(SIGNED_EXTRA)
+    if unknown:
+        raise ValueError(f"cannot sign parameter(s) {', '.join(sorted(unknown))}")
+    expires = int(time.time() if now is None else now) + int(ttl)
+    query = signed_query(secret, BATCH_METHOD, prefix, expires, None, extra)
+    return f"{base_url.rstrip('/')}/batches/{quote(prefix, safe='/')}?{query}"
+
+
+def check_batch_link(secret: str | bytes, prefix: str, args: Mapping[str, str], now: float | None = None) -> None:
+    """Raise a 403 ``ApiError`` unless the query carries a valid, unexpired batch signature for ``prefix``."""
+    _verify(secret, BATCH_METHOD, prefix, args, now)
+    if not is_key_prefix(prefix):
+        raise ApiError(400, "invalid_key", f"not a key prefix: {prefix!r}")
+
+
+def _verify(secret: str | bytes, method: str, key: str, args: Mapping[str, str], now: float | None) -> None:
     try:
         verify_query(secret, method, key, args, now=now, extra_names=SIGNED_EXTRA)
     except LinkExpired:
         raise ApiError(403, "link_expired", LINK_EXPIRED_MESSAGE) from None
     except BadSignature:
         raise ApiError(403, "invalid_signature", INVALID_SIGNATURE_MESSAGE) from None
+
+
+def check_link(secret: str | bytes, method: str, key: str, args: Mapping[str, str],
+               now: float | None = None) -> None:
+    """Raise a 403 ``ApiError`` unless the query carries a valid, unexpired signature for this method and key."""
+    _verify(secret, method, key, args, now)
     try:  # a genuine link for a key no backend may hold (signed by mistake, or with a leaked secret)
         validate_key(key)
     except InvalidKey as exc:
@@ -106,9 +138,51 @@ def _body_chunks(request: Request) -> Iterator[bytes]:
 
 def store_object(backend: ObjectBackend, key: str, request: Request, max_size: int | None = None) -> ObjectInfo:
     """Stream the request body into ``key`` of ``backend``."""
+    return _put(backend, key, _body_chunks(request), request.mimetype or None, max_size)
+
+
+def store_batch(backend: ObjectBackend, prefix: str, request: Request, max_size: int | None = None,
+                stored: list[ObjectInfo] | None = None) -> list[ObjectInfo]:
+    """Stream every object of a batch body (``shared.object_batch``) into ``backend`` (``put_batch``); each key
+    must lie under ``prefix``. ``stored`` (given: filled in as objects are stored) lets the caller index what was
+    stored before a failure half-way."""
+    stored = [] if stored is None else stored
+    body = _body_chunks(request)
+    pending = bytearray()
+
+    def read(n: int) -> bytes:
+        while not pending:
+            chunk = next(body, b"")
+            if not chunk:
+                return b""
+            pending.extend(chunk)
+        data = bytes(pending[:n])
+        del pending[:n]
+        return data
+
+    def items() -> Iterator[tuple[str, Iterator[bytes], str | None]]:
+        for header, chunks in object_batch.decode(read):
+            key, content_type = header["key"], header.get("content_type")
+            if not key.startswith(prefix):
+                raise ApiError(400, "invalid_key", f"{key!r} is not under the batch's prefix {prefix!r}")
+            yield key, chunks, content_type if isinstance(content_type, str) else None
+        if pending or next(body, b""):
+            raise ApiError(400, "invalid_batch", "The batch upload has bytes after its end.")
+
     try:
-        return backend.put_stream(key, _body_chunks(request), content_type=request.mimetype or None,
-                                  max_size=max_size)
+        return _mapped_errors(lambda: backend.put_batch(items(), max_size=max_size, stored=stored))
+    except object_batch.BatchFormatError as exc:
+        raise ApiError(400, "invalid_batch", f"The batch upload is not valid: {exc}.") from None
+
+
+def _put(backend: ObjectBackend, key: str, chunks: Iterator[bytes], content_type: str | None,
+         max_size: int | None) -> ObjectInfo:
+    return _mapped_errors(lambda: backend.put_stream(key, chunks, content_type=content_type, max_size=max_size))
+
+
+def _mapped_errors(write: Callable[[], T]) -> T:
+    try:
+        return write()
     except InvalidKey as exc:
         raise ApiError(400, "invalid_key", str(exc)) from None
     except ObjectTooLarge as exc:

@@ -39,16 +39,18 @@ def lookup(session: Session, key: str) -> StorageObject | None:
 
 def record_stored(session: Session, key: str, spec: BackendSpec, info: ObjectInfo, retention: bool,
                   now: datetime, owner: int | None = None,
-                  keep_seconds: int | None = None) -> tuple[StorageObject, str | None]:
+                  keep_seconds: int | None = None,
+                  rows: dict[str, StorageObject] | None = None) -> tuple[StorageObject, str | None]:
     """Insert or replace the row of ``key`` (flushed, not committed).
 
     ``owner``: the user whose byte quota the object counts against. ``keep_seconds``: an expiry of the writer's
-    own (an uploaded import archive), instead of the backend's keep days.
+    own (an uploaded import archive), instead of the backend's keep days. ``rows``: the existing rows of a batch,
+    locked already (``lock_rows``); the row is then not flushed (the caller's commit writes the batch at once).
 
     Returns the row and, when the previous version of the key still lives in *another* backend, that backend's
     identifier (its bytes are now orphaned: the caller deletes them).
     """
-    row = session.get(StorageObject, key, with_for_update=True)
+    row = session.get(StorageObject, key, with_for_update=True) if rows is None else rows.get(key)
     previous = None
     if row is None:
         row = StorageObject(key=key)
@@ -67,8 +69,22 @@ def record_stored(session: Session, key: str, spec: BackendSpec, info: ObjectInf
     row.claim = row.claimed_until = None
     row.announce = contracts.OBJECT_STORED
     row.updated_at = now
-    session.flush()
+    if rows is None:
+        session.flush()
+    else:
+        rows[key] = row  # the same key twice in one batch: the second replaces the first's row
     return row, previous
+
+
+def lock_rows(session: Session, keys: list[str]) -> dict[str, StorageObject]:
+    """The existing rows of ``keys`` by key, loaded (and locked, where the database can) in few queries, for
+    ``record_stored`` with ``rows``."""
+    found: dict[str, StorageObject] = {}
+    for start in range(0, len(keys), 500):
+        for row in session.scalars(select(StorageObject).where(StorageObject.key.in_(keys[start:start + 500]))
+                                   .with_for_update()):
+            found[row.key] = row
+    return found
 
 
 def mark_deleted(session: Session, key: str, reason: str, now: datetime, claim: str | None = None) -> bool:

@@ -14,6 +14,7 @@ HTTP entrypoints.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -22,11 +23,12 @@ from werkzeug.wrappers import Request, Response
 
 from services.storage import data_plane, object_index
 from services.storage.backends.base import ObjectBackend
-from services.storage.records.registry import MAX_PRESIGN_SECONDS, Registry
-from services.storage.retention import announce
+from services.storage.records.registry import MAX_PRESIGN_SECONDS, BackendSpec, Registry
+from services.storage.retention import announce, announce_many
 from services.storage.types import (
     InactiveBackend,
     ObjectGone,
+    ObjectInfo,
     ObjectNotFound,
     StorageError,
     UnknownBackend,
@@ -34,12 +36,13 @@ from services.storage.types import (
 )
 from shared import contracts
 from shared.config import Settings
-from shared.http import ApiError
+from shared.http import ApiError, json_response
 from shared.models.base import utcnow
 from shared.models.storage import StorageObject
 
 log = logging.getLogger(__name__)
 
+Later = Callable[[Callable[[], None]], Any]  # runs a step now or in the background
 BACKEND_PARAM, RETENTION_PARAM = "backend", "retention"
 OWNER_PARAM, KEEP_PARAM = "owner", "keep"  # signed like the others: a client can neither drop nor change them
 
@@ -71,7 +74,7 @@ def signed_url(registry: Registry, db: sessionmaker[Session], settings: Settings
     ttl = settings.signed_url_ttl if ttl is None else ttl
     method = method.upper()
     extra: dict[str, str] = {}
-    if method == "PUT":
+    if method in ("PUT", data_plane.BATCH_METHOD):
         with db() as session:
             spec = registry.writable(backend, session)
         if spec.identifier != registry.default_spec.identifier:
@@ -94,6 +97,8 @@ def signed_url(registry: Registry, db: sessionmaker[Session], settings: Settings
             presigned = holder.presigned_get(key, int(ttl), filename)
             if presigned is not None:
                 return presigned
+    if method == data_plane.BATCH_METHOD:  # ``key`` is a prefix: a link to upload many objects under it at once
+        return data_plane.batch_url(settings.storage_url, settings.link_key, key, ttl=ttl, extra=extra)
     return data_plane.signed_url(settings.storage_url, settings.link_key, key, method=method, ttl=ttl,
                                  filename=filename, extra=extra)
 
@@ -101,33 +106,76 @@ def signed_url(registry: Registry, db: sessionmaker[Session], settings: Settings
 def store(registry: Registry, db: sessionmaker[Session], publish: contracts.Publish, key: str, request: Request,
           max_size: int | None = None) -> Response:
     """``PUT``: stream the body into the backend the (verified) link names, index it, announce ``object_stored``."""
-    identifier = request.args.get(BACKEND_PARAM)
+    spec, backend = _writable(registry, db, request)
+    info = data_plane.store_object(backend, key, request, max_size=max_size)
+    [expires_at] = _index(registry, db, publish, spec, [info], request)
+    # The writer learns the object's own retention: which backend keeps it and until when (null: until deleted).
+    return data_plane.stored_response(info, backend=spec.identifier, expires_at=expires_at)
+
+
+def store_batch(registry: Registry, db: sessionmaker[Session], publish: contracts.Publish, prefix: str,
+                request: Request, max_size: int | None = None, later: Later = lambda step: step()) -> Response:
+    """``POST /batches/<prefix>``: every object of the body stored in turn, then all indexed in one transaction
+    and announced together. 201 ``{"objects": [{"key", "size", "sha256", "backend", "expires_at"}, ...]}``.
+
+    The announcements are handed to ``later`` (the service runs them in a green thread of their own): the writer
+    waits for the index, not for a broker confirm per object. They are committed as due with the rows, so one that
+    never goes out (the process stopped) is published by the sweeper.
+
+    Objects stored before a failure half-way (a broken body, a backend error) are whole: they are indexed too, so
+    the index never describes bytes that were replaced, and the error is raised.
+    """
+    spec, backend = _writable(registry, db, request)
+    stored: list[ObjectInfo] = []
+    try:
+        data_plane.store_batch(backend, prefix, request, max_size=max_size, stored=stored)
+    finally:
+        expires = _index(registry, db, publish, spec, stored, request, later) if stored else []
+    return json_response({"objects": [
+        {"key": info.key, "size": info.size, "sha256": info.sha256, "backend": spec.identifier, "expires_at": at}
+        for info, at in zip(stored, expires, strict=True)]}, status=201)
+
+
+def _writable(registry: Registry, db: sessionmaker[Session], request: Request) -> tuple[BackendSpec, ObjectBackend]:
+    """The backend the (verified) link names, if it takes new objects (409 otherwise)."""
     try:
         with db() as session:
-            spec = registry.writable(identifier, session)
+            spec = registry.writable(request.args.get(BACKEND_PARAM), session)
     except (UnknownBackend, InactiveBackend) as exc:
         raise ApiError(409, "storage_unavailable", str(exc)) from None
-    backend = registry.backend(spec)
-    info = data_plane.store_object(backend, key, request, max_size=max_size)
-    previous = None
+    return spec, registry.backend(spec)
+
+
+def _index(registry: Registry, db: sessionmaker[Session], publish: contracts.Publish, spec: BackendSpec,
+           stored: list[ObjectInfo], request: Request, later: Later = lambda step: step()) -> list[str | None]:
+    """Index rows of ``stored`` in one transaction, then their announcements; returns each one's expiry."""
+    retention = request.args.get(RETENTION_PARAM) == "1"
+    owner, keep = _int_param(request, OWNER_PARAM), _int_param(request, KEEP_PARAM)
+    orphans: list[tuple[str, str]] = []
+    expires: list[str | None] = []
     for attempt in range(2):
         with db() as session:
             try:
-                row, previous = object_index.record_stored(
-                    session, key, spec, info, request.args.get(RETENTION_PARAM) == "1", utcnow(),
-                    owner=_int_param(request, OWNER_PARAM), keep_seconds=_int_param(request, KEEP_PARAM))
-                expires_at = object_index.iso(row.expires_at)
+                now = utcnow()
+                orphans, expires = [], []
+                rows = object_index.lock_rows(session, [info.key for info in stored])
+                for info in stored:
+                    row, previous = object_index.record_stored(session, info.key, spec, info, retention, now,
+                                                               owner=owner, keep_seconds=keep, rows=rows)
+                    expires.append(object_index.iso(row.expires_at))
+                    if previous is not None:
+                        orphans.append((previous, info.key))
                 session.commit()
                 break
             except IntegrityError:  # the same key stored concurrently for the first time: the row exists now
                 session.rollback()
                 if attempt:
                     raise
-    if previous is not None:
+    for previous, key in orphans:
         _delete_orphan(registry, previous, key)
-    announce(db, registry, publish, key)
-    # The writer learns the object's own retention: which backend keeps it and until when (null: until deleted).
-    return data_plane.stored_response(info, backend=spec.identifier, expires_at=expires_at)
+    keys = [info.key for info in stored]
+    later(lambda: announce_many(db, registry, publish, keys))
+    return expires
 
 
 def _int_param(request: Request, name: str) -> int | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import eventlet
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,6 +33,7 @@ from shared.models.storage import StorageObject
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = timedelta(minutes=5)  # a backend that failed to delete is asked again after this
+PUBLISHES_AT_ONCE = 8  # announcements of one batch in flight together
 
 
 @dataclass
@@ -79,10 +81,40 @@ def _publish(session: Session, registry: Registry, publish: contracts.Publish, r
 
 def announce(db: sessionmaker[Session], registry: Registry, publish: contracts.Publish, key: str) -> None:
     """Publish the event due for ``key`` right after the change that made it due (committed already)."""
+    announce_many(db, registry, publish, [key])
+
+
+def announce_many(db: sessionmaker[Session], registry: Registry, publish: contracts.Publish, keys: list[str]) -> None:
+    """Publish the events due for ``keys`` (a batch stored at once; several publishes in flight, each waiting for
+    the broker's confirm), then clear them in one transaction; a row whose event could not be published keeps it
+    for the sweeper."""
+    if not keys:
+        return
     with db() as session:
-        row = session.get(StorageObject, key)
-        if row is not None and row.announce is not None:
-            _publish(session, registry, publish, row)
+        rows = [row for row in session.scalars(select(StorageObject).where(StorageObject.key.in_(keys)))
+                if row.announce is not None]
+        kinds = {row.backend: _kind(registry, session, row.backend) for row in rows}
+
+        def publish_one(row: StorageObject) -> bool:
+            event_type, payload = object_index.event_payload(row, kinds[row.backend])
+            try:
+                publish(event_type, payload)
+            except Exception:  # the broker is away: the row keeps its announcement for the next sweep
+                log.warning("could not publish %s for %s; will retry", event_type, row.key, exc_info=True)
+                return False
+            return True
+
+        published = list(eventlet.GreenPool(PUBLISHES_AT_ONCE).imap(publish_one, rows)) if len(rows) > 1 \
+            else [publish_one(row) for row in rows]
+        for row, ok in zip(rows, published, strict=True):
+            if ok:
+                object_index.clear_announce(session, row)
+        session.commit()
+
+
+def _kind(registry: Registry, session: Session, backend: str) -> str:
+    spec = registry.spec(backend, session)
+    return spec.kind if spec else "unknown"
 
 
 def sweep(db: sessionmaker[Session], registry: Registry, publish: contracts.Publish, *, batch: int, claim_seconds: int,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import eventlet
 from nameko.events import EventDispatcher
 from nameko.rpc import rpc
 from nameko.timer import timer
@@ -159,6 +160,12 @@ class StorageService:
     def put_object(self, request: Request, key: str) -> Response:
         data_plane.check_link(self.settings.link_key, "PUT", key, request.args)
         return objects.store(self.registry, self.db, self._publish, key, request)
+
+    @http("POST", "/batches/<path:prefix>", stream=True, paced=False)
+    def put_batch(self, request: Request, prefix: str) -> Response:
+        """Many objects under ``prefix`` in one request (``shared.object_batch``), on a link signed for the prefix."""
+        data_plane.check_batch_link(self.settings.link_key, prefix, request.args)
+        return objects.store_batch(self.registry, self.db, self._publish, prefix, request, later=eventlet.spawn_n)
 
     @http("GET,HEAD", "/objects/<path:key>")
     def get_object(self, request: Request, key: str) -> Response:

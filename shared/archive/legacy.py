@@ -185,6 +185,16 @@ def _key(key: Any) -> str:
     return text
 
 
+_PREFIXES: dict[int, dict[str, str]] = {}
+
+
+def _prefix_cache(level: int) -> dict[str, str]:
+    cache = _PREFIXES.get(level)
+    if cache is None:
+        cache = _PREFIXES[level] = {}
+    return cache
+
+
 def _scalar(value: Any) -> str | None:
     """Text of a JSON scalar of an exact builtin type, or None for containers and anything else."""
     kind = type(value)
@@ -209,28 +219,32 @@ def _write(value: Any, level: int, out: list[str]) -> None:
         if not value:
             out.append("{}")
             return
-        inner = "\n" + _INDENT * (level + 1)
-        sep, following = "{" + inner, ", " + inner
-        append, cache = out.append, _KEY_CACHE
-        # The common scalar cases are inlined: this loop is the hot path of a large export.
+        append, cache = out.append, _prefix_cache(level)
+        first = True
+        # The common scalar cases are inlined: this loop is the hot path of a large export. Each key's text with
+        # its separator and indentation (", \n" + indent + '"key": ') is cached per level.
         for key, item in value.items():
-            name = cache.get(key) if type(key) is str else None
-            if name is None:
-                name = _key(key)
+            prefix = cache.get(key) if type(key) is str else None
+            if prefix is None:
+                prefix = ", \n" + _INDENT * (level + 1) + _key(key) + ": "
+                if type(key) is str and len(cache) < _KEY_CACHE_MAX:
+                    cache[key] = prefix
+            if first:
+                prefix = "{" + prefix[2:]
+                first = False
             kind = type(item)
             if kind is str:
-                append(sep + name + ": " + _encode_str(item))
+                append(prefix + _encode_str(item))
             elif item is None:
-                append(sep + name + ": null")
+                append(prefix + "null")
             else:
                 text = _scalar(item)
                 if text is not None:
-                    append(sep + name + ": " + text)
+                    append(prefix + text)
                 else:
-                    append(sep + name + ": ")
+                    append(prefix)
                     _write(item, level + 1, out)
-            sep = following
-        out.append("\n" + _INDENT * level + "}")
+        append("\n" + _INDENT * level + "}")
     elif isinstance(value, (list, tuple)):
         if not value:
             out.append("[]")

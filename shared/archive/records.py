@@ -13,6 +13,7 @@ stores as extras is computed by exactly the rules the exporter applies.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,7 @@ from shared.archive.legacy import (
     format_datetime,
     iter_array_text,
     nested_session_type_length,
+    normalize_value,
     order_record,
 )
 from shared.models.events import (
@@ -152,7 +154,27 @@ def finish_record(
     if absent_fields:
         for key in absent_fields:
             derived.pop(key, None)
-    return order_record(file, derived)
+    # The key order depends on the key set only, and imported records share a few key sets: order_record's result
+    # reused. Derived values are flat or come from the nested builders (already sorted); only extras need sorting.
+    record = {key: derived[key] for key in _key_order(file, tuple(derived))}
+    if extra_fields:
+        for key, value in extra_fields.items():
+            if key in record and isinstance(value, (dict, list)):
+                record[key] = normalize_value(value)
+    return record
+
+
+_KEY_ORDERS: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
+_KEY_ORDERS_MAX = 4096
+
+
+def _key_order(file: str, keys: tuple[str, ...]) -> tuple[str, ...]:
+    order = _KEY_ORDERS.get((file, keys))
+    if order is None:
+        order = tuple(order_record(file, dict.fromkeys(keys)))
+        if len(_KEY_ORDERS) < _KEY_ORDERS_MAX:
+            _KEY_ORDERS[file, keys] = order
+    return order
 
 
 # Key order of a record carrying exactly the standard field set.
@@ -179,8 +201,30 @@ def _stream(conn: Connection, stmt: sa.Select) -> sa.CursorResult:
     return conn.execute(stmt.execution_options(yield_per=YIELD_PER))
 
 
-def _columns(table: sa.Table, names: Sequence[str]) -> list[sa.Column]:
-    return [table.c[name] for name in names]
+def _columns(table: sa.Table, names: Sequence[str]) -> list[sa.ColumnElement]:
+    # The bookkeeping columns come as their JSON text (parsed by _bookkeeping): most rows share a few values.
+    return [sa.cast(table.c[name], sa.Text).label(name) if name in _BOOKKEEPING else table.c[name] for name in names]
+
+
+_PARSED: dict[str, Any] = {}
+_PARSED_MAX = 4096
+
+
+def _parsed(text: str | None) -> Any:
+    # Parsed values are shared between records: nothing downstream mutates them (finish_record copies).
+    if text is None:
+        return None
+    value = _PARSED.get(text)
+    if value is None:
+        value = json.loads(text)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[text] = value
+    return value
+
+
+def _finish(file: str, derived: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    return finish_record(file, derived, _parsed(values["extra_fields"]), _parsed(values["absent_fields"]))
 
 
 def _groups(rows: Iterable[Sequence[Any]]) -> Iterator[tuple[Any, list[Sequence[Any]]]]:
@@ -260,7 +304,7 @@ def event_record(db: OrmSession | Connection, event_id: int) -> dict[str, Any]:
         )
     ]
     derived = derive_record("event", values, {"social_links": links, "copyright": nested_copyright(copyright_row)})
-    return finish_record("event", derived, values["extra_fields"], values["absent_fields"])
+    return _finish("event", derived, values)
 
 
 def iter_records(db: OrmSession | Connection, event_id: int, file: str) -> Iterator[dict[str, Any]]:
@@ -294,7 +338,7 @@ def _iter_plain(conn: Connection, event_id: int, file: str) -> Iterator[dict[str
     with _main_rows(conn, TABLES[file], event_id, names) as rows:
         for row in rows:
             values = dict(zip(names, row, strict=True))
-            yield finish_record(file, derive_record(file, values), values["extra_fields"], values["absent_fields"])
+            yield _finish(file, derive_record(file, values), values)
 
 
 def _iter_sessions(conn: Connection, event_id: int) -> Iterator[dict[str, Any]]:
@@ -331,7 +375,7 @@ def _iter_sessions(conn: Connection, event_id: int) -> Iterator[dict[str, Any]]:
                 "speakers": [nested_speaker(r[1], r[2], r[3]) for r in merge.take(v["id"])],
             }
             derived = derive_record("sessions", v, relations)
-            yield finish_record("sessions", derived, v["extra_fields"], v["absent_fields"])
+            yield _finish("sessions", derived, v)
 
 
 def _iter_with_sessions(conn: Connection, event_id: int, file: str) -> Iterator[dict[str, Any]]:
@@ -358,4 +402,4 @@ def _iter_with_sessions(conn: Connection, event_id: int, file: str) -> Iterator[
         for row in rows:
             v = dict(zip(names, row, strict=True))
             relations = {"sessions": [nested_session(r[1], r[2]) for r in merge.take(v["id"])]}
-            yield finish_record(file, derive_record(file, v, relations), v["extra_fields"], v["absent_fields"])
+            yield _finish(file, derive_record(file, v, relations), v)

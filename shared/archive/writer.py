@@ -107,6 +107,7 @@ def generate_archive(
                         yield zipper.drain()
                         on_progress(name, counter.count, counts.get(name))
                 count = counter.count
+            out.finish()
             report.files[name] = {"count": count, "sha256": out.sha256.hexdigest(), "size": out.size}
         on_progress(name, count, count)
         if zipper.pending:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
+BLOCK_BYTES = 128 * 1024  # uncompressed bytes handed to deflate at once
+
 
 class _ChunkSink:
     def __init__(self) -> None:
@@ -59,14 +61,34 @@ class ZipStream:
 
 
 class HashingWriter:
-    """Wraps a member handle to count and hash the uncompressed bytes written (for ``meta``)."""
+    """Wraps a member handle to count and hash the uncompressed bytes written (for ``meta``).
 
-    def __init__(self, handle: IO[bytes]) -> None:
+    Small writes (one record each) are gathered into blocks of ``block_bytes`` before they reach crc32, deflate and
+    sha256: a per-call cost paid per block instead of per record; deflate's output does not depend on how its input
+    is split, so the bytes are the same. ``finish()`` writes the rest: call it before the member closes and before
+    reading ``sha256``.
+    """
+
+    def __init__(self, handle: IO[bytes], block_bytes: int = BLOCK_BYTES) -> None:
         self.handle = handle
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self._block_bytes = block_bytes
+        self._parts: list[bytes] = []
+        self._buffered = 0
 
     def write(self, data: bytes) -> None:
-        self.handle.write(data)
-        self.sha256.update(data)
-        self.size += len(data)
+        self._parts.append(data)
+        self._buffered += len(data)
+        if self._buffered >= self._block_bytes:
+            self.finish()
+
+    def finish(self) -> None:
+        if not self._parts:
+            return
+        block = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        self._parts.clear()
+        self._buffered = 0
+        self.handle.write(block)
+        self.sha256.update(block)
+        self.size += len(block)

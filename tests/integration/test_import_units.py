@@ -14,7 +14,7 @@ from werkzeug.wrappers import Request
 
 from services.api_gateway import uploads
 from services.importer import media
-from shared import object_keys
+from shared import object_batch, object_keys
 from shared.archive import ARRAY_FILES, iter_file_text
 from shared.archive import loader as loader_module
 from shared.archive.loader import load_event
@@ -141,10 +141,20 @@ def test_plan_and_rehost(tmp_path):
     speakers = [plan.rewrite("speakers", s) for s in archive.records("speakers")]
     assert [s["photo"] for s in speakers][1:] == [None, event["logo"]]
     assert plan.rewrite("sessions", next(archive.records("sessions")))["audio"] is None
-    stored = {}
-    written = media.rehost(archive, plan, lambda key, chunks, ctype: stored.__setitem__(key, (b"".join(chunks), ctype)))
-    assert sorted(written) == sorted(plan.uploads.values())
+    stored, progress = {}, []
+
+    def upload_many(prefix, items, on_item):
+        # Through the batch body format, as storage's data plane reads it.
+        body = io.BytesIO(b"".join(object_batch.encode(items, on_item)))
+        for header, chunks in object_batch.decode(body.read):
+            assert header["key"].startswith(prefix)
+            stored[header["key"]] = (b"".join(chunks), header["content_type"])
+
+    written = media.rehost(archive, plan, "imports/task/media/", upload_many, lambda done, total: progress.append(done))
+    assert sorted(written) == sorted(plan.uploads.values()) == sorted(stored)
     assert stored["imports/task/media/images/logo.png"] == (png, "image/png")
+    assert stored["imports/task/media/images/speakers/A_5.jpg"] == (jpeg, "image/jpeg")
+    assert progress == [0, 1, 2]
     archive.close()
 
 

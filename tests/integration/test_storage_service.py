@@ -18,6 +18,7 @@ import requests
 from nameko.exceptions import RemoteError
 
 from services.storage import data_plane
+from shared import object_batch
 from shared.config import LINK_KEY_LABEL
 from shared.signing import derive_key
 from tests.conftest import free_port
@@ -201,6 +202,64 @@ def test_short_content_length_body_is_not_stored(storage, rpc):
     assert b"incomplete_body" in reply
     wait_until(lambda: not tmp_files(storage))
     assert rpc.stat("aborted/short") is None
+
+
+# -- batch uploads ----------------------------------------------------------------------------------------------------
+
+
+def batch(items):
+    return object_batch.encode(object_batch.BatchItem(key, ctype, chunks) for key, ctype, chunks in items)
+
+
+def test_batch_upload_stores_indexes_and_serves_every_object(storage, rpc):
+    photo = os.urandom(300 * 1024)
+    url = rpc.signed_url("batch/one/", method="POST", retention=True)
+    assert url.startswith(storage["base"] + "/batches/batch/one/?")
+    response = requests.post(url, data=batch([
+        ("batch/one/a.jpg", "image/jpeg", [photo[:1000], photo[1000:]]),
+        ("batch/one/sub/b.txt", "text/plain", [b"hello"]),
+        ("batch/one/empty", "application/octet-stream", []),
+    ]), timeout=30)
+    assert response.status_code == 201, response.text
+    objects = response.json()["objects"]
+    assert [(o["key"], o["size"], o["sha256"]) for o in objects] == [
+        ("batch/one/a.jpg", len(photo), hashlib.sha256(photo).hexdigest()),
+        ("batch/one/sub/b.txt", 5, hashlib.sha256(b"hello").hexdigest()),
+        ("batch/one/empty", 0, hashlib.sha256(b"").hexdigest())]
+    assert all(o["backend"] == "default" for o in objects)
+    got = requests.get(rpc.signed_url("batch/one/a.jpg", must_exist=True), timeout=10)
+    assert got.content == photo and got.headers["Content-Type"] == "image/jpeg"
+    assert rpc.stat("batch/one/sub/b.txt")["size"] == 5
+    assert not tmp_files(storage)
+
+
+def test_batch_key_outside_its_prefix_stores_nothing(storage, rpc):
+    url = rpc.signed_url("batch/two/", method="POST")
+    response = requests.post(url, data=batch([("batch/two/ok.txt", "text/plain", [b"fine"]),
+                                              ("batch/other/x.txt", "text/plain", [b"sneaky"])]), timeout=30)
+    assert_error(response, 400, "invalid_key")
+    assert rpc.stat("batch/two/ok.txt") is None and rpc.stat("batch/other/x.txt") is None
+    wait_until(lambda: not tmp_files(storage))
+
+
+def test_batch_cut_short_stores_nothing(storage, rpc):
+    url = rpc.signed_url("batch/three/", method="POST")
+    body = b"".join(batch([("batch/three/a.txt", "text/plain", [b"abc"]), ("batch/three/b.txt", "text/plain", [b"d"])]))
+    assert_error(requests.post(url, data=body[:-6], timeout=30), 400, "invalid_batch")
+    assert rpc.stat("batch/three/a.txt") is None
+    wait_until(lambda: not tmp_files(storage))
+
+
+def test_batch_links_are_bound_to_their_prefix_and_method(storage, rpc):
+    url = rpc.signed_url("batch/four/", method="POST")
+    other = url.replace("/batches/batch/four/", "/batches/batch/five/")
+    assert_error(requests.post(other, data=batch([("batch/five/a", "text/plain", [b"x"])]), timeout=10), 403,
+                 "invalid_signature")
+    as_put = url.replace("/batches/batch/four/", "/objects/batch/four/a")
+    assert_error(requests.put(as_put, data=b"x", timeout=10), 403, "invalid_signature")
+    with pytest.raises(RemoteError) as info:
+        rpc.signed_url("batch/no-slash", method="POST")
+    assert info.value.exc_type == "InvalidKey"
 
 
 def wait_until(predicate, timeout=5.0):

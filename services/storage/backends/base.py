@@ -49,6 +49,16 @@ class ObjectBackend(abc.ABC):
                    max_size: int | None = None) -> ObjectInfo:
         """Store ``chunks`` under ``key``; raises ``ObjectTooLarge`` past ``max_size`` bytes (nothing is stored)."""
 
+    def put_batch(self, items: Iterable[tuple[str, Iterable[bytes], str | None]], max_size: int | None = None,
+                  stored: list[ObjectInfo] | None = None) -> list[ObjectInfo]:
+        """Store ``(key, chunks, content_type)`` items in turn, each as ``put_stream`` would; ``stored`` (given:
+        filled in as objects are stored) tells a caller what was stored before a failure half-way. Backends that can
+        make a batch durable at once override it."""
+        stored = [] if stored is None else stored
+        for key, chunks, content_type in items:
+            stored.append(self.put_stream(key, chunks, content_type=content_type, max_size=max_size))
+        return stored
+
     @abc.abstractmethod
     def stat(self, key: str) -> ObjectInfo | None:
         """The object's size, sha256, content type and creation time, or ``None`` if there is no object."""

@@ -22,9 +22,13 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
+
+import eventlet
+from eventlet import tpool
 
 from services.storage.backends.base import ObjectBackend
 from services.storage.types import (
@@ -39,13 +43,43 @@ from services.storage.types import (
 TMP_PREFIX = _TMP_PREFIX = ".tmp-"  # parts of uploads in progress (retention.purge_partial_uploads)
 
 
-def _fsync_dir(path: Path) -> None:
-    # The rename itself is only durable once the directory entry is on disk.
+def _fsync_path(path: Path) -> None:
+    # A file's bytes, or a directory's entries (a rename is only durable once the directory is on disk).
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+FSYNCS_AT_ONCE = 16
+
+
+def _fsync_paths(paths: list[Path]) -> None:
+    """fsync files or directories in OS threads, several at once: a waiting fsync blocks neither the eventlet hub
+    nor the others, and concurrent ones share the filesystem journal's commits."""
+    if len(paths) == 1:
+        tpool.execute(_fsync_path, paths[0])
+        return
+    for _ in eventlet.GreenPool(FSYNCS_AT_ONCE).imap(lambda path: tpool.execute(_fsync_path, path), paths):
+        pass
+
+
+@dataclass
+class _Part:
+    """An object written as temporary files of its shard, not yet committed."""
+
+    shard: Path
+    digest: str
+    tmp_blob: Path
+    tmp_meta: Path
+    blob_name: str
+    info: ObjectInfo | None = None
+
+    def discard(self) -> None:
+        for path in (self.tmp_blob, self.tmp_meta):
+            with contextlib.suppress(OSError):  # never mask the original error
+                os.unlink(path)
 
 
 class _ShardLock:
@@ -165,16 +199,49 @@ class LocalBackend(ObjectBackend):
         Nothing becomes visible until every byte is on disk; if ``chunks`` raises (client gone, size limit, the
         worker killed) no object and no temporary file are left behind.
         """
+        part = self._write_part(key, chunks, content_type, max_size)
+        try:
+            _fsync_paths([part.tmp_blob, part.tmp_meta])
+        except BaseException:
+            part.discard()
+            raise
+        self._commit(part)
+        _fsync_paths([part.shard])
+        return part.info
+
+    def put_batch(self, items: Iterable[tuple[str, Iterable[bytes], str | None]], max_size: int | None = None,
+                  stored: list[ObjectInfo] | None = None) -> list[ObjectInfo]:
+        """Every object written first, then all made durable at once (their fsyncs concurrent: the journal commits
+        them together), then committed; nothing is visible before every byte of the batch is on disk, and a failure
+        before that leaves nothing behind."""
+        stored = [] if stored is None else stored
+        parts: list[_Part] = []
+        try:
+            for key, chunks, content_type in items:
+                parts.append(self._write_part(key, chunks, content_type, max_size))
+            _fsync_paths([path for part in parts for path in (part.tmp_blob, part.tmp_meta)])
+        except BaseException:
+            for part in parts:
+                part.discard()
+            raise
+        for part in parts:
+            self._commit(part)
+            stored.append(part.info)
+        _fsync_paths(sorted({part.shard for part in parts}))
+        return stored
+
+    def _write_part(self, key: str, chunks: Iterable[bytes], content_type: str | None,
+                    max_size: int | None) -> _Part:
+        """The bytes and the metadata sidecar as temporary files of the shard (not yet fsynced nor visible)."""
         shard, digest = self._shard(key)
         shard.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
-        tmp_blob = shard / f"{_TMP_PREFIX}{token}"
-        tmp_meta = shard / f"{_TMP_PREFIX}{token}.json"
-        blob_name = f"{digest}.{token}"
+        part = _Part(shard, digest, shard / f"{_TMP_PREFIX}{token}", shard / f"{_TMP_PREFIX}{token}.json",
+                     f"{digest}.{token}")
         try:
             hasher = hashlib.sha256()
             size = 0
-            with open(tmp_blob, "xb") as f:
+            with open(part.tmp_blob, "xb") as f:
                 for chunk in chunks:
                     if not chunk:
                         continue
@@ -183,34 +250,29 @@ class LocalBackend(ObjectBackend):
                         raise ObjectTooLarge(f"object larger than {max_size} bytes")
                     hasher.update(chunk)
                     f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            info = ObjectInfo(
+            part.info = ObjectInfo(
                 key=key,
                 size=size,
                 sha256=hasher.hexdigest(),
                 created_at=datetime.now(UTC),
                 content_type=content_type or DEFAULT_CONTENT_TYPE,
             )
-            with open(tmp_meta, "x", encoding="utf-8") as f:
-                json.dump({**info.to_dict(), "blob": blob_name}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            with _ShardLock(shard):
-                old = self._read_meta(shard, digest)
-                os.rename(tmp_blob, shard / blob_name)
-                os.replace(tmp_meta, shard / f"{digest}.json")  # the commit point
-                _fsync_dir(shard)
-                if old and old.get("blob") != blob_name:
-                    # Readers that already opened the old version keep reading it (POSIX unlink semantics).
-                    _unlink_quietly(shard / old["blob"])
-            return info
+            with open(part.tmp_meta, "x", encoding="utf-8") as f:
+                json.dump({**part.info.to_dict(), "blob": part.blob_name}, f)
+            return part
         except BaseException:
             # BaseException too: a killed green thread (GreenletExit) or eventlet.Timeout must not leave debris.
-            for path in (tmp_blob, tmp_meta):
-                with contextlib.suppress(OSError):  # never mask the original error
-                    os.unlink(path)
+            part.discard()
             raise
+
+    def _commit(self, part: _Part) -> None:
+        with _ShardLock(part.shard):
+            old = self._read_meta(part.shard, part.digest)
+            os.rename(part.tmp_blob, part.shard / part.blob_name)
+            os.replace(part.tmp_meta, part.shard / f"{part.digest}.json")  # the commit point
+            if old and old.get("blob") != part.blob_name:
+                # Readers that already opened the old version keep reading it (POSIX unlink semantics).
+                _unlink_quietly(part.shard / old["blob"])
 
     def delete(self, key: str) -> bool:
         shard, digest = self._shard(key)
@@ -222,7 +284,7 @@ class LocalBackend(ObjectBackend):
                 return False
             os.unlink(shard / f"{digest}.json")
             _unlink_quietly(shard / meta["blob"])
-            _fsync_dir(shard)
+            _fsync_paths([shard])
         return True
 
     # -- reads ---------------------------------------------------------------------------------------------------
