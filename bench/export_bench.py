@@ -29,207 +29,45 @@ eventlet.monkey_patch()  # first: nameko clients, and anything importing ssl (do
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
 import zipfile  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import psutil  # noqa: E402
 import requests  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
 
+from bench.common import (  # noqa: E402
+    MB,
+    NO_MEDIA,
+    POLL_SECONDS,
+    SAMPLE_SECONDS,
+    Client,
+    RssSampler,
+    bench_stack,
+    create_events,
+    create_user,
+    log,
+    machine,
+    parse_sizes,
+    render_table,
+    request_export,
+    tree_cpu,
+    tree_rss,
+    wait_for_task,
+    write_results,
+)
 from shared.archive import legacy  # noqa: E402
 from shared.archive.writer import ExportReport, generate_archive  # noqa: E402
-from shared.contracts import MEDIA_FLAGS  # noqa: E402
-from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
 from shared.media_fetcher import MediaFetcher  # noqa: E402
-from shared.models import events as m  # noqa: E402
-from shared.passwords import hash_password  # noqa: E402
-from tests.support.rabbit import amqp_uri, create_vhost, delete_vhost  # noqa: E402
 from tools.stack import REPO, Stack  # noqa: E402
-from tools.synthetic import create_synthetic_event  # noqa: E402
-
-# The sampler must run on a real OS thread with a real sleep: a green one would only run when this process's hub
-# gets a turn, not every 20 ms.
-_os_threading = eventlet.patcher.original("threading")
-_os_time = eventlet.patcher.original("time")
 
 DEFAULT_SIZES = (500, 5000, 50000)
 LARGE = 20000  # sizes from here on use --repeats-large
-POLL_SECONDS = 0.02
-SAMPLE_SECONDS = 0.02
-EXPORT_TIMEOUT = 900.0
-EMAIL = "bench-organizer@example.org"
-PASSWORD = "bench password"
-NO_MEDIA = dict.fromkeys(MEDIA_FLAGS, False)
-MB = 1024 * 1024
 JSON_OUT = REPO / "var" / "bench" / "export.json"
 TARGET_RATIO = 1.5
-
-
-# ------------------------------------------------------------------------------------------------------ measuring
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    proc = psutil.Process(pid)
-    return [proc, *proc.children(recursive=True)]
-
-
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants."""
-    total = 0
-    for proc in _tree(pid):
-        try:
-            total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a process and its descendants."""
-    total = 0.0
-    for proc in _tree(pid):
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
-class RssSampler:
-    """Peak RSS of a process tree, sampled every ``interval`` seconds on an OS thread while the block runs."""
-
-    def __init__(self, pid: int, interval: float = SAMPLE_SECONDS) -> None:
-        self.pid = pid
-        self.interval = interval
-        self.peak = 0
-        self.samples = 0
-        self._stop = False
-        self._thread = _os_threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop:
-            self._sample()
-            _os_time.sleep(self.interval)
-
-    def _sample(self) -> None:
-        try:
-            rss = tree_rss(self.pid)
-        except psutil.NoSuchProcess:
-            return
-        self.peak = max(self.peak, rss)
-        self.samples += 1
-
-    def __enter__(self) -> "RssSampler":
-        self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop = True
-        self._thread.join()
-        self._sample()
-
-
-# --------------------------------------------------------------------------------------------------------- set-up
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Database:
-    url: str
-    kind: str
-    drop: Callable[[], None] | None = None
-
-
-def fresh_database(var_dir: Path, server_url: str | None) -> Database:
-    """A new, empty database: a SQLite file under ``var_dir``, or a new database on the given server."""
-    if server_url is None:
-        return Database(f"sqlite:///{var_dir / 'platform.db'}", "sqlite")
-    url = sa.engine.make_url(server_url)
-    if url.get_backend_name() == "sqlite":
-        path = Path(url.database or "")
-        if not url.database or url.database == ":memory:" or path.exists():
-            raise SystemExit("--database-url: give a path to a SQLite file that does not exist yet")
-        return Database(server_url, "sqlite")
-    name = f"export_bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    fresh = url.set(database=name).render_as_string(hide_password=False)
-    return Database(fresh, url.get_backend_name(), drop)
-
-
-def stack_env(var_dir: Path, database_url: str, vhost: str) -> dict[str, str]:
-    return {
-        "VAR_DIR": str(var_dir),
-        "DATABASE_URL": database_url,
-        "AMQP_URI": amqp_uri(vhost),
-        "GATEWAY_URL": f"http://127.0.0.1:{free_port()}",
-        "STORAGE_URL": f"http://127.0.0.1:{free_port()}",
-        "STORAGE_DIR": str(var_dir / "storage"),
-        "SECRET_KEY": f"bench-{uuid.uuid4().hex}",
-    }
-
-
-def create_user(factory) -> int:
-    with factory() as session:
-        user = m.User(email=EMAIL, password_hash=hash_password(PASSWORD), is_admin=False)
-        session.add(user)
-        session.commit()
-        return user.id
-
-
-def create_events(factory, sizes: list[int], owner: int) -> dict[int, int]:
-    events = {}
-    for n in sizes:
-        started = time.perf_counter()
-        with factory() as session:
-            events[n] = create_synthetic_event(session, sessions=n, owner_user_id=owner)
-            session.commit()
-        log(f"  event {events[n]}: {n:,} sessions created in {time.perf_counter() - started:.1f} s")
-    return events
-
-
-class Client:
-    """Logged-in HTTP client of the gateway (no proxies from the environment)."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.http = requests.Session()
-        self.http.trust_env = False
-        r = self.http.post(base_url + "/v1/auth/login", json={"email": EMAIL, "password": PASSWORD}, timeout=30)
-        r.raise_for_status()
-        self.http.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-
-    def post(self, path: str, body: dict) -> requests.Response:
-        return self.http.post(self.base_url + path, json=body, timeout=30)
-
-    def get(self, path: str) -> requests.Response:
-        return self.http.get(self.base_url + path, timeout=30)
 
 
 # ----------------------------------------------------------------------------------------------------------- runs
@@ -279,11 +117,10 @@ def run_e2e(client: Client, stack: Stack, event_id: int) -> tuple[E2ERun, dict[s
     polls = 0
     with RssSampler(exporter) as sampler:
         started = time.perf_counter()
-        r = client.post(f"/v1/events/{event_id}/export/json", NO_MEDIA)
-        if r.status_code != 202:
-            raise RuntimeError(f"export request refused: {r.status_code} {r.text[:300]}")
-        task_url = r.json()["task_url"]
-        while True:
+        task_url = request_export(client, event_id, NO_MEDIA)
+
+        def fetch() -> dict[str, Any]:
+            nonlocal polls
             r = client.get(task_url)
             polls += 1
             r.raise_for_status()
@@ -292,14 +129,9 @@ def run_e2e(client: Client, stack: Stack, event_id: int) -> tuple[E2ERun, dict[s
             phase = task["state"] if task["state"] != "WAITING" else f"WAITING/{task.get('status')}"
             if not states or states[-1] != phase:
                 states.append(phase)
-            if task["state"] == "SUCCESS":
-                seconds = time.perf_counter() - started
-                break
-            if task["state"] == "FAILURE":
-                raise RuntimeError(f"export failed: {task.get('result')}")
-            if time.perf_counter() - started > EXPORT_TIMEOUT:
-                raise RuntimeError(f"export still {task['state']} after {EXPORT_TIMEOUT:.0f} s")
-            time.sleep(POLL_SECONDS)
+            return task
+
+        task, seconds = wait_for_task(fetch, started)
     cpu = {name: round(tree_cpu(pid) - cpu_before[name], 3) for name, pid in pids.items()}
     result = task["result"]
     run = E2ERun(seconds, result["size"], result["sha256"], rss_before, max(sampler.peak, rss_before),
@@ -395,11 +227,7 @@ def table(results: list[SizeResult]) -> str:
          f"{r.ratio:.2f}", f"{r.exporter_rss_before / MB:.1f}", f"{r.exporter_rss_peak / MB:.1f}")
         for r in results
     ]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    lines = [" | ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)),
-             "-|-".join("-" * w for w in widths)]
-    lines += [" | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(lines)
+    return render_table(header, rows)
 
 
 def verdict(results: list[SizeResult]) -> list[str]:
@@ -419,24 +247,6 @@ def verdict(results: list[SizeResult]) -> list[str]:
     return notes
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def tear_down(stack: Stack, vhost: str, engine, db: Database, work: Path, *, keep: bool) -> None:
-    """Stop the services and remove what the run made (the vhost, a fresh PostgreSQL database, the work dir)."""
-    stack.stop_all()
-    delete_vhost(vhost)
-    if engine is not None:
-        engine.dispose()
-    if db.drop is not None:
-        db.drop()
-    if keep:
-        log(f"kept {work}")
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.export_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)),
@@ -450,10 +260,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=JSON_OUT, help="results file (default var/bench/export.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (service logs, database)")
     args = parser.parse_args(argv)
-    try:
-        args.sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
-    except ValueError:
-        parser.error("--sizes: comma-separated integers")
+    args.sizes = parse_sizes(parser, args.sizes)
     if not args.sizes or min(args.sizes) < 1 or args.repeats < 1 or args.repeats_large < 1:
         parser.error("sizes and repeats must be positive")
     return args
@@ -461,36 +268,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="export_bench_"))
-    var_dir = work / "var"
-    var_dir.mkdir()
-    db = fresh_database(var_dir, args.database_url)
-    vhost = create_vhost()
-    env = stack_env(var_dir, db.url, vhost)
-    stack = Stack(env=env, log_dir=var_dir / "log")
-    engine = None
     total = time.perf_counter()
-    try:
-        log(f"work dir {work}, database {db.kind}, vhost {vhost}")
-        upgrade_to_head(db.url)
-        engine = make_engine(db.url)
-        factory = make_session_factory(engine)
+    with bench_stack("export_bench_", args.database_url, keep=args.keep) as bench:
+        factory = bench.factory
         events = create_events(factory, args.sizes, create_user(factory))
-        stack.start_all()
-        stack.wait_healthy(timeout=90)
-        log("stack healthy")
-        client = Client(env["GATEWAY_URL"])
-        root_url = env["GATEWAY_URL"] + "/"  # what the exporter writes in meta: archives then match byte for byte
+        client = bench.start()
+        root_url = bench.env["GATEWAY_URL"] + "/"  # what the exporter writes in meta: archives match byte for byte
         results = []
         for n in args.sizes:
             repeats = args.repeats_large if n >= LARGE else args.repeats
-            results.append(bench_size(n, events[n], repeats, factory, client, stack, root_url, work))
-    except BaseException:
-        for name in stack.processes:
-            log(f"--- {name} log tail ---{stack._log_tail(name)}")
-        raise
-    finally:
-        tear_down(stack, vhost, engine, db, work, keep=args.keep)
+            results.append(bench_size(n, events[n], repeats, factory, client, bench.stack, root_url, bench.work))
+    db = bench.db
 
     repeats_note = ", ".join(f"{r.sessions:,}: best of {r.repeats}" for r in results)
     print(table(results))
@@ -503,16 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "database": db.kind,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "poll_seconds": POLL_SECONDS,
         "sample_seconds": SAMPLE_SECONDS,
         "target_ratio": TARGET_RATIO,
         "total_seconds": round(time.perf_counter() - total, 1),
         "results": [asdict(r) for r in results],
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"results written to {args.json}")
+    write_results(args.json, out)
     return 0
 
 

@@ -29,19 +29,14 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import sqlalchemy as sa  # noqa: E402
-
+from bench.common import fresh_database, synthetic_database  # noqa: E402
 from shared.archive.formats import FORMATS  # noqa: E402
 from shared.archive.records import event_record, iter_records  # noqa: E402
 from shared.archive.writer import ExportReport  # noqa: E402
-from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
 from tools.stack import REPO  # noqa: E402
-from tools.synthetic import create_synthetic_event  # noqa: E402
 
 EXPORTED_AT = datetime(2026, 12, 1, tzinfo=UTC)
 FLOOR_FILES = ("sessions", "speakers", "microlocations", "tracks")
@@ -73,23 +68,6 @@ def timed(fn, *args):
     return time.perf_counter() - start, result
 
 
-def _database(url: str | None, tmp: Path) -> tuple[str, Callable[[], None]]:
-    if not url:
-        return f"sqlite:///{tmp / 'bench.db'}", lambda: None
-    name = f"bench_formats_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(url, pool_size=1).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    target = url.rsplit("/", 1)[0] + f"/{name}"
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return target, drop
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=5000)
@@ -98,14 +76,10 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        url, drop = _database(args.database_url, Path(tmp))
+        database = fresh_database(Path(tmp), args.database_url)
+        url = database.url
         try:
-            upgrade_to_head(url)
-            engine = make_engine(url)
-            db = make_session_factory(engine)
-            with db() as session:
-                event_id = create_synthetic_event(session, sessions=args.sessions)
-                session.commit()
+            engine, db, event_id = synthetic_database(url, args.sessions)
             best: dict[str, float] = {}
             sizes: dict[str, int] = {}
             digests: dict[str, str] = {}
@@ -120,7 +94,8 @@ def main() -> None:
                     sizes[identifier], digests[identifier] = size, sha
             engine.dispose()
         finally:
-            drop()
+            if database.drop is not None:
+                database.drop()
 
     rows = [("floor (records read)", best["floor"], None)] + [(i, best[i], sizes[i]) for i in FORMATS]
     print(f"{args.sessions} sessions, best of {args.repeats}, {url.split(':', 1)[0]}, Python "

@@ -29,9 +29,7 @@ eventlet.monkey_patch()  # first: nameko clients, and anything importing ssl (do
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 import zipfile  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -40,35 +38,34 @@ from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from bench.export_bench import (  # noqa: E402
+from bench.common import (  # noqa: E402
     MB,
+    NO_MEDIA,
+    POLL_SECONDS,
     Client,
     RssSampler,
+    bench_stack,
     create_user,
-    fresh_database,
     log,
-    stack_env,
-    tear_down,
+    machine,
+    parse_sizes,
+    render_table,
     tree_cpu,
     tree_rss,
+    write_results,
 )
 from shared.archive.writer import ExportReport, generate_archive  # noqa: E402
-from shared.contracts import MEDIA_FLAGS  # noqa: E402
-from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
 from shared.media_fetcher import MediaFetcher  # noqa: E402
-from tests.support.rabbit import create_vhost  # noqa: E402
 from tools.stack import REPO, Stack  # noqa: E402
 from tools.synthetic import create_synthetic_event  # noqa: E402
 
 SAMPLES_DIR = Path(os.environ.get("SAMPLES_DIR", REPO.parent / "shared" / "samples")).resolve()
 SAMPLE = SAMPLES_DIR / "open_event" / "legacy" / "FOSSASIA16"
 DEFAULT_SIZES = (5000, 50000)
-POLL_SECONDS = 0.02
 IMPORT_TIMEOUT = 900.0
 SAMPLE_TARGET_SECONDS = 2.0
 JSON_OUT = REPO / "var" / "bench" / "import.json"
 BOUNDARY = "import-bench-boundary-7f3a"
-NO_MEDIA = dict.fromkeys(MEDIA_FLAGS, False)
 
 
 # ------------------------------------------------------------------------------------------------------- archives
@@ -199,11 +196,7 @@ def table(results: list[CaseResult]) -> str:
         rows.append((r.case, f"{r.sessions:,}", f"{r.archive_bytes / MB:.2f}", f"{r.best_seconds:.3f}",
                      str(len(r.runs)), f"{before / MB:.1f}", f"{peak / MB:.1f}", f"{(peak - before) / MB:+.1f}",
                      f"{max(x['gateway_rss_peak'] for x in r.runs) / MB:.1f}"))
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    lines = [" | ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)),
-             "-|-".join("-" * w for w in widths)]
-    lines += [" | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(lines)
+    return render_table(header, rows)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -216,10 +209,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=JSON_OUT, help="results file (default var/bench/import.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     args = parser.parse_args(argv)
-    try:
-        args.sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
-    except ValueError:
-        parser.error("--sizes: comma-separated integers")
+    args.sizes = parse_sizes(parser, args.sizes)
     if args.repeats < 1 or any(n < 1 for n in args.sizes):
         parser.error("sizes and repeats must be positive")
     return args
@@ -227,20 +217,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="import_bench_"))
-    var_dir = work / "var"
-    var_dir.mkdir()
-    db = fresh_database(var_dir, args.database_url)
-    vhost = create_vhost()
-    env = stack_env(var_dir, db.url, vhost)
-    stack = Stack(env=env, log_dir=var_dir / "log")
-    engine = None
     results: list[CaseResult] = []
-    try:
-        log(f"work dir {work}, database {db.kind}, vhost {vhost}")
-        upgrade_to_head(db.url)
-        engine = make_engine(db.url)
-        factory = make_session_factory(engine)
+    with bench_stack("import_bench_", args.database_url, keep=args.keep) as bench:
+        work, factory = bench.work, bench.factory
         owner = create_user(factory)
         archives: list[tuple[str, int, Path, int, dict[str, int]]] = []
         if not args.no_sample:
@@ -259,18 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  synthetic {n:,}: {path.stat().st_size / MB:.1f} MB archive made in "
                 f"{time.perf_counter() - started:.1f} s")
             archives.append((f"synthetic {n:,}", n, path, 1, expected))
-        stack.start_all()
-        stack.wait_healthy(timeout=90)
-        log("stack healthy")
-        client = Client(env["GATEWAY_URL"])  # logs in as the user create_user made
+        client = bench.start()
         for case, sessions, path, repeats, expected in archives:
-            results.append(bench_case(case, sessions, path, repeats, client, stack, expected))
-    except BaseException:
-        for name in stack.processes:
-            log(f"--- {name} log tail ---{stack._log_tail(name)}")
-        raise
-    finally:
-        tear_down(stack, vhost, engine, db, work, keep=args.keep)
+            results.append(bench_case(case, sessions, path, repeats, client, bench.stack, expected))
+    db = bench.db
 
     print(table(results))
     print(f"(time: POST of a chunked multipart upload to the first SUCCESS seen, polled every "
@@ -284,12 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "database": db.kind,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "results": [asdict(r) for r in results],
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"results written to {args.json}")
+    write_results(args.json, out)
     return 0
 
 

@@ -17,15 +17,11 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import zipfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from bench.export_bench import Client, create_user, fresh_database, log, stack_env, tear_down  # noqa: E402
+from bench.common import bench_stack, create_user, log  # noqa: E402
 from bench.import_bench import SAMPLE, run_import, verify, zip_folder  # noqa: E402
-from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
-from tests.support.rabbit import create_vhost  # noqa: E402
-from tools.stack import Stack  # noqa: E402
 
 TARGET_SECONDS = 1.0
 
@@ -43,39 +39,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not SAMPLE.is_dir():
         raise SystemExit(f"sample not found at {SAMPLE} (set SAMPLES_DIR)")
-    work = Path(tempfile.mkdtemp(prefix="media_import_bench_"))
-    var_dir = work / "var"
-    var_dir.mkdir()
-    db = fresh_database(var_dir, args.database_url)
-    vhost = create_vhost()
-    env = stack_env(var_dir, db.url, vhost)
-    stack = Stack(env=env, log_dir=var_dir / "log")
-    engine = None
     seconds: list[float] = []
-    try:
-        upgrade_to_head(db.url)
-        engine = make_engine(db.url)
-        create_user(make_session_factory(engine))
-        archive = zip_folder(SAMPLE, work / "FOSSASIA16.zip")
+    with bench_stack("media_import_bench_", args.database_url, keep=args.keep) as bench:
+        db = bench.db
+        create_user(bench.factory)
+        archive = zip_folder(SAMPLE, bench.work / "FOSSASIA16.zip")
         expected = {name: len(json.loads((SAMPLE / name).read_text())) for name in ("sessions", "speakers")}
         log(f"FOSSASIA16.zip: {archive.stat().st_size / 2**20:.1f} MB, {media_members(archive)} media files; "
             f"database {db.kind}")
-        stack.start_all()
-        stack.wait_healthy(timeout=90)
-        client = Client(env["GATEWAY_URL"])
+        client = bench.start()
         for i in range(args.repeats):
             load = os.getloadavg()[0]
-            run = run_import(client, stack, archive)
+            run = run_import(client, bench.stack, archive)
             verify(client, run, expected)
             seconds.append(run.seconds)
             print(f"run {i + 1} ({'cold' if i == 0 else 'warm'}): {run.seconds:.3f} s, load {load:.2f}, "
                   f"CPU s {run.cpu_seconds}", flush=True)
-    except BaseException:
-        for name in stack.processes:
-            log(f"--- {name} log tail ---{stack._log_tail(name)}")
-        raise
-    finally:
-        tear_down(stack, vhost, engine, db, work, keep=args.keep)
     cold = seconds[0]
     print(f"FOSSASIA16 with media: cold {cold:.3f} s ({'meets' if cold < TARGET_SECONDS else 'misses'} the target "
           f"< {TARGET_SECONDS:.0f} s), best warm {min(seconds[1:] or seconds):.3f} s")

@@ -20,18 +20,13 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import requests  # noqa: E402
 
 from bench import realistic  # noqa: E402
-from bench.export_bench import NO_MEDIA, Client, create_user, fresh_database, log, stack_env, tear_down, tree_cpu  # noqa: E402
+from bench.common import NO_MEDIA, bench_stack, create_user, request_export, tree_cpu  # noqa: E402
 from shared.archive.loader import load_archive  # noqa: E402
-from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
-from tests.support.rabbit import create_vhost  # noqa: E402
-from tools.stack import Stack  # noqa: E402
 
 TIMEOUT = 900.0
 TARGET_P99 = 0.050
@@ -79,26 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=None, help="a PostgreSQL server URL (see bench/export_bench.py)")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="poll_bench_"))
-    var_dir = work / "var"
-    var_dir.mkdir()
-    db = fresh_database(var_dir, args.database_url)
-    vhost = create_vhost()
-    env = {**stack_env(var_dir, db.url, vhost), "QUOTA_JOBS_IN_FLIGHT": "0"}
-    stack = Stack(env=env, log_dir=var_dir / "log")
-    engine = None
-    try:
-        upgrade_to_head(db.url)
-        engine = make_engine(db.url)
-        factory = make_session_factory(engine)
+    with bench_stack("poll_bench_", args.database_url, keep=args.keep,
+                     extra_env={"QUOTA_JOBS_IN_FLIGHT": "0"}) as bench:
+        db, stack, factory = bench.db, bench.stack, bench.factory
         owner = create_user(factory)
-        archive = realistic.make_archive(args.sessions, work / "event.zip")
+        archive = realistic.make_archive(args.sessions, bench.work / "event.zip")
         with factory() as session:
             event_id = load_archive(session, archive.path, keep_ids=False, owner_user_id=owner).event_id
             session.commit()
-        stack.start_all()
-        stack.wait_healthy(timeout=90)
-        client = Client(env["GATEWAY_URL"])
+        client = bench.start()
         gateway = stack.processes["api_gateway"].pid
         load = os.getloadavg()[0]
         cpu_before = tree_cpu(gateway)
@@ -106,10 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         tasks = []
         for _ in range(args.exports):
-            r = client.post(f"/v1/events/{event_id}/export/json", NO_MEDIA)
-            if r.status_code != 202:
-                raise RuntimeError(f"export request refused: {r.status_code} {r.text[:300]}")
-            tasks.append(r.json()["task_url"])  # a path of the gateway
+            tasks.append(request_export(client, event_id, NO_MEDIA))
         latencies: list[float] = []
         states: dict[str, str] = {}
         deadline = time.monotonic() + TIMEOUT
@@ -126,12 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         waited_after = run_queue_seconds(gateway)
         waited = None if waited_before is None or waited_after is None else waited_after - waited_before
         final = {url: client.get(url).json()["state"] for url in tasks}
-    except BaseException:
-        for name in stack.processes:
-            log(f"--- {name} log tail ---{stack._log_tail(name)}")
-        raise
-    finally:
-        tear_down(stack, vhost, engine, db, work, keep=args.keep)
     done = sum(1 for state in final.values() if state == "SUCCESS")
     p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
     print(f"{args.exports} exports of {args.sessions:,} sessions, {args.clients} clients polling every "

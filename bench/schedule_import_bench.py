@@ -27,15 +27,14 @@ import time  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from bench.common import synthetic_database  # noqa: E402
 from shared.archive.formats import FORMATS  # noqa: E402
 from shared.archive.loader import load_archive  # noqa: E402
 from shared.archive.reader import ArchiveLimits, open_archive, validate_archive  # noqa: E402
 from shared.archive.writer import ExportReport  # noqa: E402
-from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
 from shared.media_fetcher import MediaFetcher  # noqa: E402
 from shared.schedule.readers import ScheduleLimits, detect_format, read_csv_zip, read_schedule  # noqa: E402
 from shared.schedule.readers.archive_out import write_folder  # noqa: E402
-from tools.synthetic import create_synthetic_event  # noqa: E402
 
 FORMAT_IDS = ("frab-xml", "schedule-json", "ical", "xcal", "pentabarf", "csv")
 
@@ -71,13 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="schedule-import-bench-"))
     try:
-        url = f"sqlite:///{work / 'bench.db'}"
-        upgrade_to_head(url)
-        engine = make_engine(url)
-        factory = make_session_factory(engine)
-        with factory() as session:
-            event_id = create_synthetic_event(session, sessions=args.sessions)
-            session.commit()
+        engine, factory, event_id = synthetic_database(f"sqlite:///{work / 'bench.db'}", args.sessions)
         files = {"json": work / "event.zip"}
         files["json"].write_bytes(_export(factory, event_id, "json"))
         for fmt in FORMAT_IDS:

@@ -26,9 +26,7 @@ eventlet.monkey_patch()  # first: nameko clients, boto3 (docs/architecture.md fa
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -42,7 +40,21 @@ from typing import Any  # noqa: E402
 
 import requests  # noqa: E402
 
-from bench.export_bench import RssSampler, free_port, tree_cpu, tree_rss  # noqa: E402
+from bench.common import (  # noqa: E402
+    MB,
+    PASSWORD,
+    Client,
+    RssSampler,
+    free_port,
+    log,
+    machine,
+    render_table,
+    request_export,
+    tree_cpu,
+    tree_rss,
+    wait_for_task,
+    write_results,
+)
 from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
 from shared.models import events as m  # noqa: E402
 from shared.passwords import hash_password  # noqa: E402
@@ -51,13 +63,11 @@ from tests.support.storage_servers import start_seaweedfs  # noqa: E402
 from tools.stack import REPO, Stack  # noqa: E402
 from tools.synthetic import create_synthetic_event  # noqa: E402
 
-MB = 1024 * 1024
 RSS_LIMIT = 200 * MB
 MEDIA_ITEMS = 10  # create_synthetic_event(sessions=10): 5 speakers with photos, 5 sponsors with logos
 POLL_SECONDS = 0.05
 EXPORT_TIMEOUT = 1800.0
 BUCKET = "bench-exports"
-PASSWORD = "bench password"
 JSON_OUT = REPO / "var" / "bench" / "storage.json"
 
 
@@ -80,10 +90,6 @@ class Run:
         return self.archive_bytes / MB / self.seconds
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def disk_report(path: Path) -> int:
     usage = shutil.disk_usage(path)
     log(f"disk at {path}: {usage.free / 1024**3:.1f} GiB free of {usage.total / 1024**3:.1f} GiB")
@@ -102,43 +108,16 @@ def start_media_server(work: Path, size: int) -> tuple[subprocess.Popen, int]:
     return proc, int(port_file.read_text())
 
 
-class Api:
-    def __init__(self, base_url: str, email: str) -> None:
-        self.base_url = base_url
-        self.http = requests.Session()
-        self.http.trust_env = False
-        r = self.http.post(base_url + "/v1/auth/login", json={"email": email, "password": PASSWORD}, timeout=30)
-        r.raise_for_status()
-        self.http.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-
-    def post(self, path: str, body: dict[str, Any]) -> requests.Response:
-        return self.http.post(self.base_url + path, json=body, timeout=30)
-
-    def get(self, path: str) -> requests.Response:
-        return self.http.get(self.base_url + path, timeout=30)
-
-
-def export_once(api: Api, stack: Stack, event_id: int, storage: str | None) -> tuple[Run, dict[str, Any]]:
+def export_once(api: Client, stack: Stack, event_id: int, storage: str | None) -> tuple[Run, dict[str, Any]]:
     pids = {name: proc.pid for name, proc in stack.processes.items()}
     cpu_before = {name: tree_cpu(pid) for name, pid in pids.items()}
     before = {name: tree_rss(pids[name]) for name in ("storage", "exporter")}
     body: dict[str, Any] = {"image": True, **({"storage": storage} if storage else {})}
     with RssSampler(pids["storage"]) as storage_rss, RssSampler(pids["exporter"]) as exporter_rss:
         started = time.perf_counter()
-        r = api.post("/v1/events/" + str(event_id) + "/export/json", body)
-        if r.status_code != 202:
-            raise RuntimeError(f"export refused: {r.status_code} {r.text[:300]}")
-        task_url = r.json()["task_url"]
-        while True:
-            task = api.get(task_url).json()
-            if task["state"] == "SUCCESS":
-                seconds = time.perf_counter() - started
-                break
-            if task["state"] == "FAILURE":
-                raise RuntimeError(f"export failed: {task.get('result')}")
-            if time.perf_counter() - started > EXPORT_TIMEOUT:
-                raise RuntimeError(f"export still {task['state']} after {EXPORT_TIMEOUT:.0f} s")
-            time.sleep(POLL_SECONDS)
+        task_url = request_export(api, event_id, body)
+        task, seconds = wait_for_task(lambda: api.get(task_url).json(), started, timeout=EXPORT_TIMEOUT,
+                                      poll_seconds=POLL_SECONDS)
     result = task["result"]
     if result.get("warnings_total"):
         raise RuntimeError(f"media were not all fetched: {result['warnings'][:3]}")
@@ -184,11 +163,7 @@ def table(runs: list[Run]) -> str:
              f"{r.exporter_rss_before / MB:.0f} -> {r.exporter_rss_peak / MB:.0f}", r.download_host,
              f"{r.archive_bytes / MB / r.download_seconds:.0f}", "sha256+Range" if r.verified else "no")
             for r in runs]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
-             "-|-".join("-" * w for w in widths)]
-    lines += [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(lines)
+    return render_table(header, rows, left=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -245,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         stack = Stack(env=env, log_dir=var_dir / "log")
         stack.start_all()
         stack.wait_healthy(timeout=90)
-        admin_api = Api(env["GATEWAY_URL"], "bench-admin@example.org")
-        organizer_api = Api(env["GATEWAY_URL"], "bench-orga@example.org")
+        admin_api = Client(env["GATEWAY_URL"], "bench-admin@example.org")
+        organizer_api = Client(env["GATEWAY_URL"], "bench-orga@example.org")
         for backend in args.backends:
             storage = None
             if backend == "s3":
@@ -294,14 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     print("peak RSS within the limit" if not over else f"peak RSS over the limit: {', '.join(over)}")
     out = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "media": {"items": MEDIA_ITEMS, "bytes_each": media_size},
         "rss_limit": RSS_LIMIT,
         "runs": [{**asdict(r), "mb_per_s": round(r.mb_per_s, 2)} for r in runs],
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"results written to {args.json}")
+    write_results(args.json, out)
     return 1 if over else 0
 
 

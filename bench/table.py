@@ -30,7 +30,6 @@ import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import zipfile  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
@@ -40,20 +39,9 @@ from typing import Any  # noqa: E402
 import requests  # noqa: E402
 
 from bench import pyspy, realistic  # noqa: E402
-from bench.export_bench import (  # noqa: E402
-    MB,
-    Client,
-    E2ERun,
-    create_user,
-    fresh_database,
-    log,
-    run_e2e,
-    stack_env,
-    tear_down,
-)
+from bench.common import MB, Client, bench_stack, create_user, log, machine, parse_sizes, write_results  # noqa: E402
+from bench.export_bench import E2ERun, run_e2e  # noqa: E402
 from bench.import_bench import Run, run_import, verify  # noqa: E402
-from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
-from tests.support.rabbit import create_vhost  # noqa: E402
 from tools.stack import REPO, Stack  # noqa: E402
 
 DEFAULT_SIZES = (493, 5000, 50000)
@@ -162,32 +150,13 @@ def measure_size(db_kind: str, n: int, repeats: int, client: Client, stack: Stac
 
 def run_database(kind: str, sizes: list[int], repeats: tuple[int, int], postgres_url: str, keep: bool,
                  profiles: list[str] | None) -> list[Row]:
-    work = Path(tempfile.mkdtemp(prefix="bench_table_"))
-    var_dir = work / "var"
-    var_dir.mkdir()
-    db = fresh_database(var_dir, postgres_url if kind == "postgresql" else None)
-    vhost = create_vhost()
-    env = stack_env(var_dir, db.url, vhost)
-    stack = Stack(env=env, log_dir=var_dir / "log")
-    engine = None
     rows: list[Row] = []
-    try:
-        log(f"work dir {work}, database {db.kind}, vhost {vhost}")
-        upgrade_to_head(db.url)
-        engine = make_engine(db.url)
-        create_user(make_session_factory(engine))
-        stack.start_all()
-        stack.wait_healthy(timeout=90)
-        client = Client(env["GATEWAY_URL"])
+    with bench_stack("bench_table_", postgres_url if kind == "postgresql" else None, keep=keep) as bench:
+        create_user(bench.factory)
+        client = bench.start()
         for n in sizes:
-            rows.append(measure_size(db.kind, n, repeats[n >= LARGE], client, stack, work,
+            rows.append(measure_size(bench.db.kind, n, repeats[n >= LARGE], client, bench.stack, bench.work,
                                      profiles if n == sizes[-1] else None))
-    except BaseException:
-        for name in stack.processes:
-            log(f"--- {name} log tail ---{stack._log_tail(name)}")
-        raise
-    finally:
-        tear_down(stack, vhost, engine, db, work, keep=keep)
     return rows
 
 
@@ -251,10 +220,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="py-spy on one more import of the largest size")
     args = parser.parse_args(argv)
     sizes = args.sizes or ",".join(map(str, QUICK_SIZES if args.quick else DEFAULT_SIZES))
-    try:
-        args.sizes = sorted({int(s) for s in sizes.split(",") if s.strip()})
-    except ValueError:
-        parser.error("--sizes: comma-separated integers")
+    args.sizes = parse_sizes(parser, sizes)
     args.databases = [d.strip() for d in args.databases.split(",") if d.strip()]
     if not args.sizes or min(args.sizes) < 1 or args.repeats < 1 or args.repeats_large < 1:
         parser.error("sizes and repeats must be positive")
@@ -284,12 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
     out = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "rows": [asdict(r) | {"import_ratio": r.import_ratio, "export_ratio": r.export_ratio} for r in rows],
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"results written to {args.json}")
+    write_results(args.json, out)
     return 0
 
 
