@@ -8,7 +8,8 @@ storage stay outside: the gateway validates the identifier against the registry,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import ClassVar
 
@@ -27,19 +28,26 @@ DEFAULT_FORMAT = "json"
 
 
 class ExportFormat:
-    """One export format. Subclasses set the class attributes and implement ``write``."""
+    """One export format. Subclasses only declare: the class attributes below and the ``writer`` that makes the
+    bytes, which ``write`` calls with ``db``, ``event_id`` and those of its other arguments the writer names (plus
+    the format's ``render``, for a writer that takes one)."""
 
     identifier: ClassVar[str]
     extension: ClassVar[str]  # with its dot: ".zip"
     content_type: ClassVar[str]
     description: ClassVar[str]
+    writer: ClassVar[Callable[..., Iterator[bytes]]]
 
     def write(self, db: sessionmaker[Session], event_id: int, options: dict[str, bool], *,
               fetcher: MediaFetcher | MediaSource, root_url: str, exported_at: datetime, report: ExportReport,
               on_progress: ProgressCallback) -> Iterator[bytes]:
         """The event's bytes, chunk by chunk, without the whole file in memory; ``report`` is complete at the end.
         Raises ``shared.archive.writer.EventNotFound`` on the first chunk when the event is gone."""
-        raise NotImplementedError
+        writer = type(self).writer
+        given = {"options": options, "fetcher": fetcher, "root_url": root_url, "exported_at": exported_at,
+                 "report": report, "on_progress": on_progress, "render": getattr(type(self), "render", None)}
+        wanted = inspect.signature(writer).parameters
+        return writer(db, event_id, **{name: value for name, value in given.items() if name in wanted})
 
     def filename(self, event_id: int) -> str:
         return archive_filename(event_id, self.extension)
@@ -86,24 +94,14 @@ class OpenEventZip(ExportFormat):
     extension = ".zip"
     content_type = "application/zip"
     description = "Open Event archive: the event's JSON files (and optionally its media) in a zip"
-
-    def write(self, db: sessionmaker[Session], event_id: int, options: dict[str, bool], *,
-              fetcher: MediaFetcher | MediaSource, root_url: str, exported_at: datetime, report: ExportReport,
-              on_progress: ProgressCallback) -> Iterator[bytes]:
-        return generate_archive(db, event_id, options, fetcher=fetcher, root_url=root_url, exported_at=exported_at,
-                                report=report, on_progress=on_progress)
+    writer = staticmethod(generate_archive)
 
 
 class ScheduleFormat(ExportFormat):
     """A schedule format: the event's public schedule (``shared/schedule/snapshot.py``) rendered by ``render``."""
 
     render: ClassVar[Renderer]
-
-    def write(self, db: sessionmaker[Session], event_id: int, options: dict[str, bool], *,
-              fetcher: MediaFetcher | MediaSource, root_url: str, exported_at: datetime, report: ExportReport,
-              on_progress: ProgressCallback) -> Iterator[bytes]:
-        return stream_schedule(db, event_id, type(self).render, root_url=root_url, exported_at=exported_at,
-                               report=report, on_progress=on_progress)
+    writer = staticmethod(stream_schedule)
 
     def render_schedule(self, schedule: Schedule) -> Iterator[bytes]:
         """The bytes of an already read schedule (the public feeds render from their own read)."""
@@ -170,11 +168,7 @@ class Csv(ExportFormat):
     extension = ".zip"
     content_type = "application/zip"
     description = "sessions.csv and speakers.csv in a zip: every session with its state, every speaker"
-
-    def write(self, db: sessionmaker[Session], event_id: int, options: dict[str, bool], *,
-              fetcher: MediaFetcher | MediaSource, root_url: str, exported_at: datetime, report: ExportReport,
-              on_progress: ProgressCallback) -> Iterator[bytes]:
-        return write_csv_zip(db, event_id, exported_at=exported_at, report=report, on_progress=on_progress)
+    writer = staticmethod(write_csv_zip)
 
 
 def format_choices() -> list[str]:

@@ -6,14 +6,24 @@ carries its GUID, slug, persons (id, GUID), recording licence and opt-out, links
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from shared.schedule.days import iso_local
-from shared.schedule.snapshot import Schedule, Talk
+from shared.schedule.snapshot import Link, Schedule, Talk
 from shared.schedule.xmlout import XML_DECLARATION, attrs, element, optional
 from shared.schedule.xmltext import escape_text
 
 GENERATOR = {"name": "open-event-portability", "version": "1.0"}
+
+
+def conference_span(schedule: Schedule, i: str) -> list[str]:
+    """``<start>``, ``<end>``, ``<days>`` and ``<timeslot_duration>`` of ``<conference>`` (pentabarf's too)."""
+    return [
+        element("start", schedule.start_date.isoformat() if schedule.start_date else "", i),
+        element("end", schedule.end_date.isoformat() if schedule.end_date else "", i),
+        element("days", len(schedule.days), i),
+        element("timeslot_duration", schedule.timeslot, i),
+    ]
 
 
 def conference(schedule: Schedule) -> str:
@@ -22,10 +32,7 @@ def conference(schedule: Schedule) -> str:
         "  <conference>\n",
         element("acronym", schedule.acronym, i),
         element("title", schedule.title, i),
-        element("start", schedule.start_date.isoformat() if schedule.start_date else "", i),
-        element("end", schedule.end_date.isoformat() if schedule.end_date else "", i),
-        element("days", len(schedule.days), i),
-        element("timeslot_duration", schedule.timeslot, i),
+        *conference_span(schedule, i),
         optional("logo", schedule.logo, i),
         optional("url", schedule.url, i),
         element("time_zone_name", schedule.zone_name, i),
@@ -36,36 +43,37 @@ def conference(schedule: Schedule) -> str:
     return "".join(parts)
 
 
+def fields(talk: Talk, i: str, *names: str) -> list[str]:
+    """One element per name, holding the talk's attribute of that name."""
+    return [element(name, getattr(talk, name), i) for name in names]
+
+
+def link_list(tag: str, links: Iterable[Link], i: str) -> list[str]:
+    """``<links>`` of ``<link href>`` elements (or ``<attachments>`` of ``<attachment href>``)."""
+    return [f"{i}<{tag}s>\n", *(element(tag, link.title, i + "  ", href=link.url) for link in links),
+            f"{i}</{tag}s>\n"]
+
+
 def event(talk: Talk, indent: str = "      ") -> str:
     i = indent + "  "
     parts = [
         f"{indent}<event{attrs({'guid': talk.guid, 'id': talk.id})}>\n",
         element("room", talk.room.name, i),
-        element("title", talk.title, i),
-        element("subtitle", talk.subtitle, i),
-        element("type", talk.type, i),
+        *fields(talk, i, "title", "subtitle", "type"),
         element("date", iso_local(talk.start), i),
         element("start", talk.start.strftime("%H:%M"), i),
-        element("duration", talk.duration, i),
-        element("abstract", talk.abstract, i),
-        element("slug", talk.slug, i),
-        element("track", talk.track, i),
+        *fields(talk, i, "duration", "abstract", "slug", "track"),
         optional("logo", talk.logo, i),
         f"{i}<persons>\n",
         *(element("person", p.name, i + "  ", id=p.id, guid=p.guid) for p in talk.persons),
         f"{i}</persons>\n",
-        element("language", talk.language, i),
-        element("description", talk.description, i),
+        *fields(talk, i, "language", "description"),
         f"{i}<recording>\n",
         element("license", talk.recording_license, i + "  "),
         element("optout", "true" if talk.do_not_record else "false", i + "  "),
         f"{i}</recording>\n",
-        f"{i}<links>\n",
-        *(element("link", link.title, i + "  ", href=link.url) for link in talk.links),
-        f"{i}</links>\n",
-        f"{i}<attachments>\n",
-        *(element("attachment", link.title, i + "  ", href=link.url) for link in talk.attachments),
-        f"{i}</attachments>\n",
+        *link_list("link", talk.links, i),
+        *link_list("attachment", talk.attachments, i),
         optional("url", talk.url or None, i),
         optional("feedback_url", talk.feedback_url, i),
         f"{indent}</event>\n",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from shared.schedule.days import iso_local
-from shared.schedule.frab_xml import document
+from shared.schedule.frab_xml import conference_span, document, fields, link_list
 from shared.schedule.snapshot import Schedule, Talk
 from shared.schedule.xmlout import attrs, element
 from shared.schedule.xmltext import escape_text
@@ -23,10 +23,7 @@ def conference(schedule: Schedule) -> str:
         "  <conference>\n",
         element("title", schedule.title, i),
         element("acronym", schedule.acronym, i),
-        element("start", schedule.start_date.isoformat() if schedule.start_date else "", i),
-        element("end", schedule.end_date.isoformat() if schedule.end_date else "", i),
-        element("days", len(schedule.days), i),
-        element("timeslot_duration", schedule.timeslot, i),
+        *conference_span(schedule, i),
         element("time_zone_name", schedule.zone_name, i),
         "  </conference>\n",
     ])
@@ -40,23 +37,12 @@ def event(talk: Talk, indent: str = "      ") -> str:
         element("start", talk.start.strftime("%H:%M"), i),
         element("duration", talk.duration, i),
         element("room", talk.room.name, i),
-        element("slug", talk.slug, i),
-        element("title", talk.title, i),
-        element("subtitle", talk.subtitle, i),
-        element("track", talk.track, i),
-        element("type", talk.type, i),
-        element("language", talk.language, i),
-        element("abstract", talk.abstract, i),
-        element("description", talk.description, i),
+        *fields(talk, i, "slug", "title", "subtitle", "track", "type", "language", "abstract", "description"),
         f"{i}<persons>\n",
         *(element("person", p.name, i + "  ", id=p.id) for p in talk.persons),
         f"{i}</persons>\n",
-        f"{i}<attachments>\n",
-        *(element("attachment", link.title, i + "  ", href=link.url) for link in talk.attachments),
-        f"{i}</attachments>\n",
-        f"{i}<links>\n",
-        *(element("link", link.title, i + "  ", href=link.url) for link in talk.links),
-        f"{i}</links>\n",
+        *link_list("attachment", talk.attachments, i),
+        *link_list("link", talk.links, i),
         f"{indent}</event>\n",
     ])
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.api_gateway.feeds import _content_type, _render
-from shared.db import make_engine, make_session_factory
 from shared.models import events as m
 from shared.schedule.feeds import FeedCache, FeedNotFound, is_published, not_modified
 from tests.support import schedule_checks as checks
@@ -15,13 +14,8 @@ from tools.synthetic import create_synthetic_event
 
 
 @pytest.fixture
-def db(sqlite_url):
-    from shared.db import upgrade_to_head
-
-    upgrade_to_head(sqlite_url)
-    engine = make_engine(sqlite_url)
-    yield make_session_factory(engine)
-    engine.dispose()
+def db(sqlite_factory):
+    return sqlite_factory
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from shared.archive.formats import FORMATS
 from shared.archive.loader import load_archive
 from shared.archive.reader import ArchiveLimits
 from shared.archive.writer import ExportReport
-from shared.db import make_engine, make_session_factory, upgrade_to_head
 from shared.schedule.readers import ScheduleLimits, detect_format, read_csv_zip, read_schedule
 from shared.schedule.readers.archive_out import write_folder
 from tests.conftest import SAMPLES_DIR
@@ -35,11 +34,8 @@ SOURCES = {
 
 
 @pytest.fixture
-def db(sqlite_url):
-    upgrade_to_head(sqlite_url)
-    engine = make_engine(sqlite_url)
-    yield make_session_factory(engine)
-    engine.dispose()
+def db(sqlite_factory):
+    return sqlite_factory
 
 
 def parse(data: bytes, fmt: str, tmp: Path) -> dict:

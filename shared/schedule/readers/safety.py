@@ -19,7 +19,7 @@ import bisect
 import codecs
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -166,23 +166,31 @@ def _check_doctype(tree: etree._ElementTree, what: str) -> None:
                                "declarations are refused (they can expand without bound)")
 
 
-def _check_tree(root: etree._Element, limits: ScheduleLimits, what: str) -> None:
+def _walk(root: Any, children: Callable[[Any], Iterable[Any]], limits: ScheduleLimits, what: str, *, units: str,
+          nests: str) -> Iterator[Any]:
+    """Every node of a tree, depth first, each yielded before its children are taken; more than
+    ``limits.max_elements`` nodes or ``limits.max_depth`` levels are refused."""
     count = 0
     stack = [(root, 1)]
     while stack:
-        element, depth = stack.pop()
+        node, depth = stack.pop()
         count += 1
         if count > limits.max_elements:
-            raise ArchiveError("too_many_elements", f"the {what} file holds more than {limits.max_elements} elements")
+            raise ArchiveError("too_many_elements", f"the {what} file holds more than {limits.max_elements} {units}")
         if depth > limits.max_depth:
-            raise ArchiveError("too_deep", f"the {what} file nests elements deeper than {limits.max_depth} levels")
+            raise ArchiveError("too_deep", f"the {what} file {nests} deeper than {limits.max_depth} levels")
+        yield node
+        stack.extend((child, depth + 1) for child in children(node))
+
+
+def _check_tree(root: etree._Element, limits: ScheduleLimits, what: str) -> None:
+    for element in _walk(root, iter, limits, what, units="elements", nests="nests elements"):
         if isinstance(element, etree._Entity):
             raise ArchiveError("xml_entities", f"the {what} file uses the undeclared entity &{element.name};")
         for text in (element.text, element.tail):
             if text is not None and len(text) > limits.max_string_chars:
                 raise ArchiveError("text_too_long", f"the {what} file holds a text of {len(text)} characters, more "
                                    f"than the limit of {limits.max_string_chars}")
-        stack.extend((child, depth + 1) for child in element)
 
 
 # Markup as far as telling which element a character was in needs: comments, CDATA, PIs, declarations, tags.
@@ -249,24 +257,17 @@ def parse_json(data: bytes, limits: ScheduleLimits, what: str = "JSON") -> Any:
     return value
 
 
+def _json_children(item: Any) -> Iterable[Any]:
+    if isinstance(item, dict):
+        return item.values()
+    return item if isinstance(item, list) else ()
+
+
 def _check_json(value: Any, limits: ScheduleLimits, what: str) -> None:
-    count = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        count += 1
-        if count > limits.max_elements:
-            raise ArchiveError("too_many_elements", f"the {what} file holds more than {limits.max_elements} values")
-        if depth > limits.max_depth:
-            raise ArchiveError("too_deep", f"the {what} file nests deeper than {limits.max_depth} levels")
+    for item in _walk(value, _json_children, limits, what, units="values", nests="nests"):
         if isinstance(item, str):
             if len(item) > limits.max_string_chars:
                 raise ArchiveError("text_too_long", f"the {what} file holds a string of {len(item)} characters, "
                                    f"more than the limit of {limits.max_string_chars}")
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                if len(key) > limits.max_string_chars:
-                    raise ArchiveError("text_too_long", f"the {what} file holds a key longer than the limit")
-                stack.append((child, depth + 1))
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, dict) and any(len(key) > limits.max_string_chars for key in item):
+            raise ArchiveError("text_too_long", f"the {what} file holds a key longer than the limit")
