@@ -71,15 +71,25 @@ def session_factory(database_url):
     engine.dispose()
 
 
+def _migrated_sqlite(url: str):
+    from shared.db import make_engine, make_session_factory, upgrade_to_head
+
+    upgrade_to_head(url)
+    engine = make_engine(url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
 @pytest.fixture
 def sqlite_factory(sqlite_url):
     """Sessions on a fresh SQLite database migrated to head."""
-    from shared.db import make_engine, make_session_factory, upgrade_to_head
+    yield from _migrated_sqlite(sqlite_url)
 
-    upgrade_to_head(sqlite_url)
-    engine = make_engine(sqlite_url)
-    yield make_session_factory(engine)
-    engine.dispose()
+
+@pytest.fixture(scope="module")
+def module_sqlite_factory(tmp_path_factory):
+    """Sessions on a fresh SQLite database migrated to head, one for all the tests of a module."""
+    yield from _migrated_sqlite(f"sqlite:///{tmp_path_factory.mktemp('module_db') / 'platform.db'}")
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,7 @@ from tests.support.import_helpers import (
     unmap,
     wait_all,
     wait_queue_drained,
+    zip_members,
 )
 from tests.support.legacy_source import read_legacy_source
 from tools.synthetic import create_synthetic_event
@@ -276,7 +277,7 @@ def test_import_then_export_gives_back_the_source(name, system, sample_imports):
 
 def _fixed_point(system: System, client: Client, event_id: int) -> None:
     first = export_archive(client, event_id)
-    task = client.wait_task(submit_ok(client, _zip(first), "again.zip"), timeout=120)
+    task = client.wait_task(submit_ok(client, zip_members(first), "again.zip"), timeout=120)
     assert task["state"] == "SUCCESS", task
     # Media are absolute URLs now: nothing is left to re-host or drop.
     assert not [w for w in task["result"]["warnings"] if w["code"].startswith("media_")], task["result"]
@@ -287,14 +288,6 @@ def _fixed_point(system: System, client: Client, event_id: int) -> None:
     for file in EXPORTED:
         back = unmap(file, new[file], id_map) if file == "event" else [unmap(file, r, id_map) for r in new[file]]
         assert file_text(file, back).encode() == first[file], file
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def test_export_import_export_is_a_fixed_point(system, sample_imports):

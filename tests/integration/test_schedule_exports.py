@@ -46,12 +46,8 @@ def export(db, event_id: int, identifier: str, report: ExportReport | None = Non
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('schedule_exports') / 'platform.db'}"
-    upgrade_to_head(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
+def db(module_sqlite_factory):
+    return module_sqlite_factory
 
 
 @pytest.fixture(scope="module")

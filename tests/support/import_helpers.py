@@ -44,6 +44,15 @@ def zip_folder(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
+def zip_members(members: dict[str, bytes]) -> bytes:
+    """A zip holding the given members (name -> bytes), deflated."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
 def archive_bytes(sample: Path) -> bytes:
     return sample.read_bytes() if sample.is_file() else zip_folder(sample)
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import codecs
 import functools
-import io
 import json
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,12 +19,12 @@ import pytest
 from services.importer.transcode import open_upload
 from shared.archive.loader import load_archive
 from shared.archive.reader import ArchiveError, ArchiveLimits
-from shared.db import make_engine, make_session_factory, upgrade_to_head
 from shared.schedule.readers import ScheduleLimits, detect_format, read_csv_zip, read_schedule
 from shared.schedule.readers.archive_out import write_folder
 from tests.integration.test_schedule_exports import CHECKS, SCHEDULE_FORMATS, export
 from tests.integration.test_schedule_round_trips import canonical
 from tests.support import schedule_checks as checks
+from tests.support.import_helpers import zip_members
 
 LIMITS = ScheduleLimits()
 G = "0b6a3f3e-1c2d-4e5f-8a9b-{:012d}"  # GUIDs of the hand-written files
@@ -643,14 +641,6 @@ WIDGET = Expect(2, 2, 2, "Pacific/Auckland", {"ABC123": ("2025-01-20T09:00", "20
 
 # ------------------------------------------------------------------------------------------------ CSV
 
-def _zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
 def excel_de_csv() -> bytes:
     """Our CSV zip after a round through German Excel: Windows-1252, semicolons, CRLF, dates rewritten as
     DD.MM.YYYY HH:MM (offsets gone), a cell with a line break and a semicolon, folder inside the zip."""
@@ -665,7 +655,7 @@ def excel_de_csv() -> bytes:
                 "short_biography;long_biography;session_ids\r\n"
                 f"1;{G.format(161)};Jörg Dürr;joerg@example.de;Verein für Öffentlichkeit;;;Köln;;;;;;;;1 2\r\n"
                 f"2;{G.format(162)};Ilse Weiß;;;;;;;;;;;;;2\r\n")
-    return _zip({"sommerfest/sessions.csv": sessions.encode("cp1252"),
+    return zip_members({"sommerfest/sessions.csv": sessions.encode("cp1252"),
                  "sommerfest/speakers.csv": speakers.encode("cp1252")})
 
 
@@ -681,7 +671,7 @@ def excel_us_csv() -> bytes:
             "Kick-off,7/4/2024 9:00,7/4/2024 9:30,Main,\"Lee, Ann\",Pacific/Auckland,Winter Fest\r\n"
             "Long night,7/4/2024 22:00,7/5/2024 1:15,Main,Bo; Cy,Pacific/Auckland,Winter Fest\r\n"
             ",,,,,,\r\n")
-    return _zip({"Sessions.CSV": rows.encode("utf-8")})
+    return zip_members({"Sessions.CSV": rows.encode("utf-8")})
 
 
 EXCEL_US = Expect(2, 1, 3, "Pacific/Auckland", {"Kick-off": ("2024-07-04T09:00", "2024-07-04T09:30"),
@@ -742,7 +732,7 @@ ATTACKS: dict[str, tuple[str, bytes, set[str]]] = {
     "utf16_xxe": ("frab-xml", codecs.BOM_UTF16_LE + '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE s [<!ENTITY x '
                   'SYSTEM "file:///etc/passwd">]><schedule><conference><title>&x;</title></conference></schedule>'
                   .encode("utf-16-le"), {"xml_external_reference"}),
-    "random_zip_as_xml": ("frab-xml", _zip({"readme.txt": b"hello", "photo.jpg": b"\xff\xd8\xff"}),
+    "random_zip_as_xml": ("frab-xml", zip_members({"readme.txt": b"hello", "photo.jpg": b"\xff\xd8\xff"}),
                           {"missing_file"}),
 }
 UPLOAD_NAMES = {"excel_us_csv": "schedule.xml", "ics_posted_as_xml": "schedule.xml",
@@ -839,12 +829,8 @@ def test_warnings_name_what_was_repaired(name):
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('outside_in') / 'platform.db'}"
-    upgrade_to_head(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
+def db(module_sqlite_factory):
+    return module_sqlite_factory
 
 
 @pytest.fixture(scope="module")
