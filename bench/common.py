@@ -1,7 +1,7 @@
 """What the benchmarks share: process-tree RSS/CPU sampling, a throwaway stack (database, vhost, services), the
 logged-in gateway client, export-task polling, argument and result helpers, and plain-text tables.
 
-Imported by the ``bench`` entry modules after they have run ``eventlet.monkey_patch()``.
+Imported by the ``bench`` entry modules (the package has run ``eventlet.monkey_patch()`` by then).
 """
 
 import argparse

@@ -22,24 +22,20 @@ floor's (same names, and per-file sha256/size/count of ``meta`` equal to those t
 Results: a table on stdout and ``var/bench/export.json``.
 """
 
-import eventlet
+import argparse
+import hashlib
+import json
+import sys
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-eventlet.monkey_patch()  # first: nameko clients, and anything importing ssl (docs/architecture.md fact 7)
+import requests
 
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import zipfile  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import requests  # noqa: E402
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     MB,
     NO_MEDIA,
     POLL_SECONDS,
@@ -59,10 +55,10 @@ from bench.common import (  # noqa: E402
     wait_for_task,
     write_results,
 )
-from shared.archive import legacy  # noqa: E402
-from shared.archive.writer import ExportReport, generate_archive  # noqa: E402
-from shared.media_fetcher import MediaFetcher  # noqa: E402
-from tools.stack import REPO, Stack  # noqa: E402
+from shared.archive import legacy
+from shared.archive.writer import ExportReport, generate_archive
+from shared.media_fetcher import MediaFetcher
+from tools.stack import REPO, Stack
 
 DEFAULT_SIZES = (500, 5000, 50000)
 LARGE = 20000  # sizes from here on use --repeats-large

@@ -19,24 +19,20 @@ are the same for every format and measured by ``bench/export_bench.py``.
 Results: a table on stdout and ``var/bench/formats.json``.
 """
 
-import eventlet
+import argparse
+import hashlib
+import json
+import platform
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 
-eventlet.monkey_patch()  # first, as in the services (nameko, ssl)
-
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from bench.common import fresh_database, synthetic_database  # noqa: E402
-from shared.archive.formats import FORMATS  # noqa: E402
-from shared.archive.records import event_record, iter_records  # noqa: E402
-from shared.archive.writer import ExportReport  # noqa: E402
-from tools.stack import REPO  # noqa: E402
+from bench.common import fresh_database, synthetic_database
+from shared.archive.formats import FORMATS
+from shared.archive.records import event_record, iter_records
+from shared.archive.writer import ExportReport
+from tools.stack import REPO
 
 EXPORTED_AT = datetime(2026, 12, 1, tzinfo=UTC)
 FLOOR_FILES = ("sessions", "speakers", "microlocations", "tracks")

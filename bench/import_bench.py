@@ -22,23 +22,19 @@ through ``GET /v1/events/{id}``.
 Results: a table on stdout and ``var/bench/import.json``.
 """
 
-import eventlet
+import argparse
+import json
+import os
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-eventlet.monkey_patch()  # first: nameko clients, and anything importing ssl (docs/architecture.md fact 7)
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import zipfile  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     MB,
     NO_MEDIA,
     POLL_SECONDS,
@@ -54,10 +50,10 @@ from bench.common import (  # noqa: E402
     tree_rss,
     write_results,
 )
-from shared.archive.writer import ExportReport, generate_archive  # noqa: E402
-from shared.media_fetcher import MediaFetcher  # noqa: E402
-from tools.stack import REPO, Stack  # noqa: E402
-from tools.synthetic import create_synthetic_event  # noqa: E402
+from shared.archive.writer import ExportReport, generate_archive
+from shared.media_fetcher import MediaFetcher
+from tools.stack import REPO, Stack
+from tools.synthetic import create_synthetic_event
 
 SAMPLES_DIR = Path(os.environ.get("SAMPLES_DIR", REPO.parent / "shared" / "samples")).resolve()
 SAMPLE = SAMPLES_DIR / "open_event" / "legacy" / "FOSSASIA16"

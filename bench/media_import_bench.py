@@ -9,19 +9,15 @@ under 1 s end to end), the following ones warm. Time: the POST of the upload to 
 every run's counts are checked.
 """
 
-import eventlet
+import argparse
+import json
+import os
+import sys
+import zipfile
+from pathlib import Path
 
-eventlet.monkey_patch()  # first: nameko clients, and anything importing ssl (docs/architecture.md fact 7)
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-import zipfile  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from bench.common import bench_stack, create_user, log  # noqa: E402
-from bench.import_bench import SAMPLE, run_import, verify, zip_folder  # noqa: E402
+from bench.common import bench_stack, create_user, log
+from bench.import_bench import SAMPLE, run_import, verify, zip_folder
 
 TARGET_SECONDS = 1.0
 

@@ -12,21 +12,18 @@ and how long it waited for a CPU while it had work. The machine is shared: the l
 figures.
 """
 
+import argparse
+import os
+import statistics
+import sys
+import time
+
 import eventlet
+import requests
 
-eventlet.monkey_patch()  # first: nameko clients, and anything importing ssl (docs/architecture.md fact 7)
-
-import argparse  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import requests  # noqa: E402
-
-from bench import realistic  # noqa: E402
-from bench.common import NO_MEDIA, bench_stack, create_user, request_export, tree_cpu  # noqa: E402
-from shared.archive.loader import load_archive  # noqa: E402
+from bench import realistic
+from bench.common import NO_MEDIA, bench_stack, create_user, request_export, tree_cpu
+from shared.archive.loader import load_archive
 
 TIMEOUT = 900.0
 TARGET_P99 = 0.050

@@ -15,26 +15,22 @@ measured by ``bench/import_bench.py`` for the zip; the transcoding step is the o
 Results: a table on stdout and ``var/bench/schedule_import.json``.
 """
 
-import eventlet
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 
-eventlet.monkey_patch()  # first, like every script here (docs/architecture.md fact 7)
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from bench.common import synthetic_database  # noqa: E402
-from shared.archive.formats import FORMATS  # noqa: E402
-from shared.archive.loader import load_archive  # noqa: E402
-from shared.archive.reader import ArchiveLimits, open_archive, validate_archive  # noqa: E402
-from shared.archive.writer import ExportReport  # noqa: E402
-from shared.media_fetcher import MediaFetcher  # noqa: E402
-from shared.schedule.readers import ScheduleLimits, detect_format, read_csv_zip, read_schedule  # noqa: E402
-from shared.schedule.readers.archive_out import write_folder  # noqa: E402
+from bench.common import synthetic_database
+from shared.archive.formats import FORMATS
+from shared.archive.loader import load_archive
+from shared.archive.reader import ArchiveLimits, open_archive, validate_archive
+from shared.archive.writer import ExportReport
+from shared.media_fetcher import MediaFetcher
+from shared.schedule.readers import ScheduleLimits, detect_format, read_csv_zip, read_schedule
+from shared.schedule.readers.archive_out import write_folder
 
 FORMAT_IDS = ("frab-xml", "schedule-json", "ical", "xcal", "pentabarf", "csv")
 

@@ -20,48 +20,31 @@ copy is done; the local reference run keeps one more copy); everything is delete
 Results: a table on stdout and ``var/bench/storage.json``. Exit status 1 if a peak RSS reaches the limit.
 """
 
-import eventlet
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-eventlet.monkey_patch()  # first: nameko clients, boto3 (docs/architecture.md fact 7)
+import requests
 
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import requests  # noqa: E402
-
-from bench.common import (  # noqa: E402
-    MB,
-    PASSWORD,
-    Client,
-    RssSampler,
-    free_port,
-    log,
-    machine,
-    render_table,
-    request_export,
-    tree_cpu,
-    tree_rss,
-    wait_for_task,
-    write_results,
-)
-from shared.db import make_engine, make_session_factory, upgrade_to_head  # noqa: E402
-from shared.models import events as m  # noqa: E402
-from shared.passwords import hash_password  # noqa: E402
-from tests.support.rabbit import amqp_uri, create_vhost, delete_vhost  # noqa: E402
-from tests.support.storage_servers import start_seaweedfs  # noqa: E402
-from tools.stack import REPO, Stack  # noqa: E402
-from tools.synthetic import create_synthetic_event  # noqa: E402
+from bench import common
+from bench.common import MB, PASSWORD, Client, RssSampler, free_port, log
+from shared.db import make_engine, make_session_factory, upgrade_to_head
+from shared.models import events as m
+from shared.passwords import hash_password
+from tests.support.rabbit import amqp_uri, create_vhost, delete_vhost
+from tests.support.storage_servers import start_seaweedfs
+from tools.stack import REPO, Stack
+from tools.synthetic import create_synthetic_event
 
 RSS_LIMIT = 200 * MB
 MEDIA_ITEMS = 10  # create_synthetic_event(sessions=10): 5 speakers with photos, 5 sponsors with logos
@@ -110,18 +93,18 @@ def start_media_server(work: Path, size: int) -> tuple[subprocess.Popen, int]:
 
 def export_once(api: Client, stack: Stack, event_id: int, storage: str | None) -> tuple[Run, dict[str, Any]]:
     pids = {name: proc.pid for name, proc in stack.processes.items()}
-    cpu_before = {name: tree_cpu(pid) for name, pid in pids.items()}
-    before = {name: tree_rss(pids[name]) for name in ("storage", "exporter")}
+    cpu_before = {name: common.tree_cpu(pid) for name, pid in pids.items()}
+    before = {name: common.tree_rss(pids[name]) for name in ("storage", "exporter")}
     body: dict[str, Any] = {"image": True, **({"storage": storage} if storage else {})}
     with RssSampler(pids["storage"]) as storage_rss, RssSampler(pids["exporter"]) as exporter_rss:
         started = time.perf_counter()
-        task_url = request_export(api, event_id, body)
-        task, seconds = wait_for_task(lambda: api.get(task_url).json(), started, timeout=EXPORT_TIMEOUT,
+        task_url = common.request_export(api, event_id, body)
+        task, seconds = common.wait_for_task(lambda: api.get(task_url).json(), started, timeout=EXPORT_TIMEOUT,
                                       poll_seconds=POLL_SECONDS)
     result = task["result"]
     if result.get("warnings_total"):
         raise RuntimeError(f"media were not all fetched: {result['warnings'][:3]}")
-    cpu = {name: round(tree_cpu(pid) - cpu_before[name], 1) for name, pid in pids.items()}
+    cpu = {name: round(common.tree_cpu(pid) - cpu_before[name], 1) for name, pid in pids.items()}
     download_seconds = verify_download(result)
     run = Run(storage or "default", result["size"], seconds, before["storage"],
               max(storage_rss.peak, before["storage"]), before["exporter"], max(exporter_rss.peak, before["exporter"]),
@@ -163,7 +146,7 @@ def table(runs: list[Run]) -> str:
              f"{r.exporter_rss_before / MB:.0f} -> {r.exporter_rss_peak / MB:.0f}", r.download_host,
              f"{r.archive_bytes / MB / r.download_seconds:.0f}", "sha256+Range" if r.verified else "no")
             for r in runs]
-    return render_table(header, rows, left=True)
+    return common.render_table(header, rows, left=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -269,12 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     print("peak RSS within the limit" if not over else f"peak RSS over the limit: {', '.join(over)}")
     out = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": common.machine(),
         "media": {"items": MEDIA_ITEMS, "bytes_each": media_size},
         "rss_limit": RSS_LIMIT,
         "runs": [{**asdict(r), "mb_per_s": round(r.mb_per_s, 2)} for r in runs],
     }
-    write_results(args.json, out)
+    common.write_results(args.json, out)
     return 1 if over else 0
 
 

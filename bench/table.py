@@ -21,28 +21,24 @@ With ``--profile``, one more import of the largest size (not measured) runs with
 Results: the table on stdout and ``var/bench/table.json``.
 """
 
-import eventlet
+import argparse
+import json
+import os
+import platform
+import sys
+import zipfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-eventlet.monkey_patch()  # first: nameko clients, and anything importing ssl (docs/architecture.md fact 7)
+import requests
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import zipfile  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import requests  # noqa: E402
-
-from bench import pyspy, realistic  # noqa: E402
-from bench.common import MB, Client, bench_stack, create_user, log, machine, parse_sizes, write_results  # noqa: E402
-from bench.export_bench import E2ERun, run_e2e  # noqa: E402
-from bench.import_bench import Run, run_import, verify  # noqa: E402
-from tools.stack import REPO, Stack  # noqa: E402
+from bench import pyspy, realistic
+from bench.common import MB, Client, bench_stack, create_user, log, machine, parse_sizes, write_results
+from bench.export_bench import E2ERun, run_e2e
+from bench.import_bench import Run, run_import, verify
+from tools.stack import REPO, Stack
 
 DEFAULT_SIZES = (493, 5000, 50000)
 QUICK_SIZES = (493, 5000)
