@@ -122,6 +122,20 @@ PRETALX_XML = Expect(4, 2, 3, "Pacific/Auckland", {
 def pentabarf_04() -> bytes:
     """Pentabarf 0.4's schedule.xml: no <version>, no guids, <day_change> and durations as HH:MM:SS, <release>,
     events after midnight listed on the day before, Latin-1 declared."""
+    def inner(*lines: str) -> str:
+        return "".join(f"\n          {line}" for line in lines) + "\n        " if lines else ""
+
+    def event(n, start, duration, tag, title, track, kind, language, persons=(), links=(), *, subtitle=False,
+              abstract=""):
+        return (f'      <event id="{n}">\n        <start>{start}</start>\n        <duration>{duration}</duration>\n'
+                f"        <room>Saal 1</room>\n        <tag>{tag}</tag>\n        <title>{title}</title>\n"
+                + ("        <subtitle></subtitle>\n" if subtitle else "")
+                + f"        <track>{track}</track>\n        <type>{kind}</type>\n"
+                f"        <language>{language}</language>\n        <abstract>{abstract}</abstract>\n"
+                f"        <description></description>\n        <persons>{inner(*persons)}</persons>\n"
+                f"        <links>{inner(*links)}</links>\n      </event>\n")
+
+    juergen = '<person id="7">Jürgen Müller</person>'
     text = """<?xml version="1.0" encoding="ISO-8859-1"?>
 <schedule>
   <conference>
@@ -138,61 +152,14 @@ def pentabarf_04() -> bytes:
   </conference>
   <day date="2008-03-29" index="1">
     <room name="Saal 1">
-      <event id="101">
-        <start>11:00</start>
-        <duration>01:00:00</duration>
-        <room>Saal 1</room>
-        <tag>eroeffnung</tag>
-        <title>Eröffnung</title>
-        <subtitle></subtitle>
-        <track>Community</track>
-        <type>lecture</type>
-        <language>de</language>
-        <abstract>Begrüßung</abstract>
-        <description></description>
-        <persons>
-          <person id="7">Jürgen Müller</person>
-        </persons>
-        <links>
-          <link href="http://www.example.de/">Homepage</link>
-        </links>
-      </event>
-      <event id="102">
-        <start>02:30</start>
-        <duration>00:45:00</duration>
-        <room>Saal 1</room>
-        <tag>nacht</tag>
-        <title>Nachtschicht</title>
-        <track>Hacking</track>
-        <type>workshop</type>
-        <language>de</language>
-        <abstract></abstract>
-        <description></description>
-        <persons>
-          <person id="7">Jürgen Müller</person>
-          <person id="8">Ångström Å</person>
-        </persons>
-        <links></links>
-      </event>
-    </room>
+""" + event(101, "11:00", "01:00:00", "eroeffnung", "Eröffnung", "Community", "lecture", "de", [juergen],
+            ['<link href="http://www.example.de/">Homepage</link>'], subtitle=True, abstract="Begrüßung") \
+        + event(102, "02:30", "00:45:00", "nacht", "Nachtschicht", "Hacking", "workshop", "de",
+                [juergen, '<person id="8">Ångström Å</person>']) + """    </room>
   </day>
   <day date="2008-03-30" index="2">
     <room name="Saal 1">
-      <event id="103">
-        <start>10:00</start>
-        <duration>26:00:00</duration>
-        <room>Saal 1</room>
-        <tag>marathon</tag>
-        <title>Marathon</title>
-        <track>Hacking</track>
-        <type>other</type>
-        <language>en</language>
-        <abstract></abstract>
-        <description></description>
-        <persons></persons>
-        <links></links>
-      </event>
-    </room>
+""" + event(103, "10:00", "26:00:00", "marathon", "Marathon", "Hacking", "other", "en") + """    </room>
   </day>
 </schedule>
 """
