@@ -108,29 +108,37 @@ class ScheduleFormat(ExportFormat):
         return chunked(type(self).render(schedule))
 
 
-@register
-class FrabXml(ScheduleFormat):
-    identifier = "frab-xml"
+class XmlSchedule(ScheduleFormat):
+    """A schedule format written as XML."""
+
     extension = ".xml"
     content_type = "application/xml"
+
+
+class JsonSchedule(ScheduleFormat):
+    """A schedule format written as JSON."""
+
+    extension = ".json"
+    content_type = "application/json"
+
+
+@register
+class FrabXml(XmlSchedule):
+    identifier = "frab-xml"
     description = "frab schedule.xml (C3VOC schedule.xml.xsd): Giggity, EventFahrplan, C3VOC tooling"
     render = staticmethod(frab_xml.render)
 
 
 @register
-class ScheduleJson(ScheduleFormat):
+class ScheduleJson(JsonSchedule):
     identifier = "schedule-json"
-    extension = ".json"
-    content_type = "application/json"
     description = "C3VOC schedule.json (schema.json v1): the schedule.xml tree as JSON"
     render = staticmethod(schedule_json.render)
 
 
 @register
-class Schedule2Json(ScheduleFormat):
+class Schedule2Json(JsonSchedule):
     identifier = "schedule2-json"
-    extension = ".json"
-    content_type = "application/json"
     description = "C3VOC schedule.json 2.0 (schema2.json): conference, days and a flat list of events"
     render = staticmethod(schedule2_json.render)
 
@@ -145,19 +153,16 @@ class ICal(ScheduleFormat):
 
 
 @register
-class XCal(ScheduleFormat):
+class XCal(XmlSchedule):
     identifier = "xcal"
     extension = ".xcal"
-    content_type = "application/xml"
     description = "xCal in pentabarf's and frab's <iCalendar> dialect, the same content as the iCal file"
     render = staticmethod(xcal.render)
 
 
 @register
-class Pentabarf(ScheduleFormat):
+class Pentabarf(XmlSchedule):
     identifier = "pentabarf"
-    extension = ".xml"
-    content_type = "application/xml"
     description = "Pentabarf-style schedule.xml (as the Open Event Server offered), valid against the C3VOC XSD"
     render = staticmethod(pentabarf.render)
 
@@ -175,6 +180,6 @@ def format_choices() -> list[str]:
     return list(FORMATS)
 
 
-__all__ = ["DEFAULT_FORMAT", "FORMATS", "Csv", "ExportFormat", "FrabXml", "ICal", "OpenEventZip", "Pentabarf",
-           "Schedule2Json", "ScheduleFormat", "ScheduleJson", "UnknownFormat", "XCal", "describe_formats",
-           "format_choices", "get_format", "register"]
+__all__ = ["DEFAULT_FORMAT", "FORMATS", "Csv", "ExportFormat", "FrabXml", "ICal", "JsonSchedule", "OpenEventZip",
+           "Pentabarf", "Schedule2Json", "ScheduleFormat", "ScheduleJson", "UnknownFormat", "XCal", "XmlSchedule",
+           "describe_formats", "format_choices", "get_format", "register"]
