@@ -13,7 +13,8 @@ Typical use by the importer::
 
 Memory stays bounded: records are streamed with ijson, and the archive keeps only per-file id sets (plus small
 maps for the rare repairs). Reading happens in up to three passes over each member: an index pass (ids,
-duplicates), the validation pass and the importer's own pass; each re-reads the member from the zip on disk.
+duplicates), the validation pass and the importer's own pass; the first inflates the member from the zip and keeps a
+copy on disk that the later ones read (``safezip``).
 
 Repairs (each one reported in ``warnings``): an exact copy of an earlier record is skipped (``duplicate_record``);
 a relation to a record whose file is absent, or (hand-made variants only) that its file lacks, is rebuilt from the
@@ -215,7 +216,7 @@ class EventArchive(ArchiveLinks, ArchiveIndex, ArchiveMedia):
             self._event["social_links"] = copy.deepcopy(links)
 
     def _stream(self, file: str, hasher: Any = None) -> Iterator[Any]:
-        with closing(self._source.open(self._data[file], label=file, hasher=hasher)) as stream:
+        with closing(self._source.open(self._data[file], label=file, hasher=hasher, keep=True)) as stream:
             yield from iter_array(stream, file, self.limits)
 
     # ----------------------------------------------------------------------------------------------- warnings
