@@ -2,11 +2,8 @@
 
 Archives are hostile input. Everything that can be checked from the zip's directory is checked when the source is
 opened (member count, names, links, duplicates, declared sizes, compression ratio, overlapping entries); what the
-directory could lie about is enforced again while the bytes are read (``LimitedReader``). Nothing is extracted under
-a member's name: members are streamed from the zip file, except that a member opened with ``keep=True`` (the data
-files, read in several passes) is copied while it is read into an anonymous temporary file beside the archive, and
-once that first read has reached its end (every limit and the CRC checked) later opens read the copy instead of
-inflating the member again.
+directory could lie about is enforced again while the bytes are read (``LimitedReader``). Nothing is ever extracted
+to disk: members are streamed from the zip file on each read.
 
 Error codes raised here (``ArchiveError.code``): ``not_found``, ``empty_archive``, ``archive_too_large``,
 ``not_a_zip``, ``bad_zip``, ``too_many_members``, ``unsafe_path``, ``symlink``, ``special_file``,
@@ -21,7 +18,6 @@ import os
 import re
 import stat
 import struct
-import tempfile
 import unicodedata
 import zipfile
 import zlib
@@ -203,58 +199,13 @@ class LimitedReader(io.RawIOBase):
             super().close()
 
 
-class _Tee:
-    """A zip member's stream that copies what it yields into ``copy``; handed to ``done`` once the end was read."""
-
-    def __init__(self, raw: Any, copy: BinaryIO, done: Any) -> None:
-        self._raw, self._copy, self._done = raw, copy, done
-        self._complete = False
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
-        if data:
-            self._copy.write(data)
-        elif size != 0:
-            self._complete = True  # zipfile checks the CRC before it reports the end
-        return data
-
-    def close(self) -> None:
-        try:
-            self._raw.close()
-        finally:
-            if self._complete:
-                self._copy.flush()
-                self._done(self._copy)
-            else:  # an error or an early stop: a partial copy must never be read as the member
-                self._copy.close()
-
-
-class _CopyReader:
-    """One reader of a kept copy; positioned reads, so several can be open at once."""
-
-    def __init__(self, copy: BinaryIO) -> None:
-        self._fd = copy.fileno()
-        self._pos = 0
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = max(os.fstat(self._fd).st_size - self._pos, 0)
-        data = os.pread(self._fd, size, self._pos)
-        self._pos += len(data)
-        return data
-
-    def close(self) -> None:
-        pass
-
-
 class Source:
     """Members of an archive by name (directories left out), each opened as a ``LimitedReader``."""
 
     members: dict[str, Member]
     limits: ArchiveLimits
 
-    def open(self, name: str, *, label: str | None = None, hasher: Any = None, keep: bool = False) -> LimitedReader:
-        """``keep``: the member will be read again; a source may keep a copy of what this read yields."""
+    def open(self, name: str, *, label: str | None = None, hasher: Any = None) -> LimitedReader:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -290,7 +241,6 @@ class ZipSource(Source):
             raise ArchiveError("empty_archive", "the archive is an empty file")
         if size > limits.max_archive_bytes:
             raise ArchiveError("archive_too_large", f"the archive is larger than {limits.max_archive_bytes} bytes")
-        self._copies: dict[str, BinaryIO] = {}  # member -> its inflated bytes (see the module docstring)
         self._fh = open(path, "rb")  # noqa: SIM115 - kept open for the life of the source
         try:
             self._open(size)
@@ -380,45 +330,23 @@ class ZipSource(Source):
             if start < end:
                 raise ArchiveError("overlapping_members", f"members {name!r} and {other!r} share data")
 
-    def open(self, name: str, *, label: str | None = None, hasher: Any = None, keep: bool = False) -> LimitedReader:
+    def open(self, name: str, *, label: str | None = None, hasher: Any = None) -> LimitedReader:
         info = self._infos[name]
         label = label or name
-        limit = min(info.file_size, self.limits.max_member_bytes)
-        copy = self._copies.get(name)
-        if copy is not None:  # read to its end before: the limits held and the CRC matched
-            return LimitedReader(_CopyReader(copy), label=label, limit=limit, compressed=None,
-                                 max_ratio=self.limits.max_ratio, hasher=hasher)
         try:
-            raw: Any = self._zip.open(info)
+            raw = self._zip.open(info)
         except _READ_ERRORS as exc:
             raise ArchiveError("bad_zip", f"unreadable zip member ({exc})", file=label) from None
-        if keep:
-            raw = _Tee(raw, self._spill_file(), lambda copy: self._keep(name, copy))
         return LimitedReader(
             raw,
             label=label,
-            limit=limit,
+            limit=min(info.file_size, self.limits.max_member_bytes),
             compressed=info.compress_size,
             max_ratio=self.limits.max_ratio,
             hasher=hasher,
         )
 
-    def _keep(self, name: str, copy: BinaryIO) -> None:
-        if name in self._copies:  # two first reads at once: one copy is enough
-            copy.close()
-        else:
-            self._copies[name] = copy
-
-    def _spill_file(self) -> BinaryIO:
-        try:
-            return tempfile.TemporaryFile(dir=self.path.parent)  # the job's scratch directory
-        except OSError:
-            return tempfile.TemporaryFile()
-
     def close(self) -> None:
-        for copy in self._copies.values():
-            copy.close()
-        self._copies.clear()
         zf = getattr(self, "_zip", None)
         if zf is not None:
             zf.close()
@@ -461,7 +389,7 @@ class FolderSource(Source):
                     if len(self.members) > limits.max_members:
                         raise ArchiveError("too_many_members", f"more than {limits.max_members} members")
 
-    def open(self, name: str, *, label: str | None = None, hasher: Any = None, keep: bool = False) -> LimitedReader:
+    def open(self, name: str, *, label: str | None = None, hasher: Any = None) -> LimitedReader:
         member = self.members[name]
         raw = open(self.path / name, "rb")  # noqa: SIM115 - owned by the returned reader
         return LimitedReader(
