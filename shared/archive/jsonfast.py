@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 from shared.archive.safezip import ArchiveError, ArchiveLimits
 
 CHUNK = 64 * 1024
+MARGIN = 16 * 1024  # most records are shorter
 MAX_CHARS = 4 * 2**20  # longer records go through the checking parser whatever max_string_chars allows
 _WS = re.compile(r"[ \t\n\r]*")  # JSON's blanks, nothing else (str.isspace knows many more)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -100,6 +101,7 @@ class FastArray:
                  fan_out: Sequence[tuple[str, int]] = ()) -> None:
         self.stream, self.file, self.limits = stream, file, limits
         self.cap = min(limits.max_string_chars, MAX_CHARS)
+        self.margin = min(MARGIN, self.cap)  # text kept ahead of a record (at most cap: see _fill's limit)
         self.depth = limits.max_depth - 1  # a record's own nesting (the array is the first level)
         self.fan_out = tuple(fan_out)  # (key, most entries) of the records' relation lists
         self.raw = b""  # bytes read, from the last point text was forgotten up to
@@ -175,6 +177,10 @@ class FastArray:
                 pos += 1
                 expect_value = True
                 continue
+            if not self.eof and len(self.text) - pos < self.margin:
+                # Read ahead before a record would run past the text: a failed decode costs a JSONDecodeError,
+                # which counts the lines of everything before it.
+                pos -= self._fill()
             while True:
                 try:
                     value, end = _DECODE(self.text, pos)

@@ -13,7 +13,8 @@ Typical use by the importer::
 
 Memory stays bounded: records are streamed with ijson, and the archive keeps only per-file id sets (plus small
 maps for the rare repairs). Reading happens in up to three passes over each member: an index pass (ids,
-duplicates), the validation pass and the importer's own pass; each re-reads the member from the zip on disk.
+duplicates), the validation pass and the importer's own pass; the first inflates and parses the member and keeps
+its records on disk for the later ones (``kept.py``), so memory still holds no whole file.
 
 Repairs (each one reported in ``warnings``): an exact copy of an earlier record is skipped (``duplicate_record``);
 a relation to a record whose file is absent, or (hand-made variants only) that its file lacks, is rebuilt from the
@@ -71,6 +72,7 @@ from shared.archive.checks import (
     valid_id,
 )
 from shared.archive.jsonstream import iter_array, load_object
+from shared.archive.kept import KeptRecords
 from shared.archive.legacy import ARRAY_FILES
 from shared.archive.media import MediaRef
 from shared.archive.safezip import ArchiveError, ArchiveLimits, Source, issue, open_source
@@ -118,6 +120,7 @@ class EventArchive(ArchiveLinks, ArchiveIndex, ArchiveMedia):
         self._index: dict[str, _FileIndex] | None = None
         self._counts: dict[str, int] | None = None
         self._digests: dict[str, str] = {}
+        self._kept: dict[str, KeptRecords] = {}  # array file -> its records after a first complete read
         self._locate()
         self._load_event()
 
@@ -130,6 +133,9 @@ class EventArchive(ArchiveLinks, ArchiveIndex, ArchiveMedia):
         self.close()
 
     def close(self) -> None:
+        for kept in self._kept.values():
+            kept.close()
+        self._kept.clear()
         self._source.close()
 
     # ------------------------------------------------------------------------------------------------- opening
@@ -215,8 +221,25 @@ class EventArchive(ArchiveLinks, ArchiveIndex, ArchiveMedia):
             self._event["social_links"] = copy.deepcopy(links)
 
     def _stream(self, file: str, hasher: Any = None) -> Iterator[Any]:
-        with closing(self._source.open(self._data[file], label=file, hasher=hasher)) as stream:
-            yield from iter_array(stream, file, self.limits)
+        """The records of an array file as ``iter_array`` parses them; after a first complete read, from the copy
+        kept of them (``kept.py``), unless the bytes are wanted (``hasher``)."""
+        kept = self._kept.get(file)
+        if kept is not None and hasher is None:
+            yield from kept.replay()
+            return
+        keep = KeptRecords(self.path.parent) if kept is None else None
+        try:
+            with closing(self._source.open(self._data[file], label=file, hasher=hasher)) as stream:
+                for record in iter_array(stream, file, self.limits):
+                    if keep is not None:
+                        keep.add(record)
+                    yield record
+            if keep is not None:
+                keep.finish()
+                self._kept[file], keep = keep, None
+        finally:
+            if keep is not None:  # a failed or abandoned read is never replayed
+                keep.close()
 
     # ----------------------------------------------------------------------------------------------- warnings
 

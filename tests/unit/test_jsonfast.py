@@ -99,7 +99,7 @@ def _error(error: dict | None) -> dict | None:
     return {**error, "message": error["message"].split(", near: ")[0]}
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(16))
 def test_chunk_boundaries_anywhere_change_nothing(monkeypatch, seed):
     rnd = random.Random(seed)
     records = _records(rnd.randint(1, 12))
@@ -108,6 +108,7 @@ def test_chunk_boundaries_anywhere_change_nothing(monkeypatch, seed):
         cut = data.rindex(b"}")
         data = data[:cut] + b', "x": "\\udc00"' + data[cut:]
     monkeypatch.setattr(jsonfast, "CHUNK", rnd.randint(1, 50))
+    monkeypatch.setattr(jsonfast, "MARGIN", rnd.choice([0, 1, rnd.randint(2, 200), 16 * 1024]))  # read-ahead too
     assert _outcome(data) == _checked(monkeypatch, data)
 
 
