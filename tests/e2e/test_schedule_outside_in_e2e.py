@@ -20,7 +20,8 @@ from tests.unit.test_schedule_outside_in import ATTACKS, FILES, UPLOAD_NAMES
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    with stack_for(tmp_path_factory.mktemp("outside_in"), {"alice": False}) as run:
+    # Every file in every format is exported at once: more jobs than the default per-user quota of 100.
+    with stack_for(tmp_path_factory.mktemp("outside_in"), {"alice": False}, QUOTA_JOBS_IN_FLIGHT="1000") as run:
         run.start()
         yield run.env
 
