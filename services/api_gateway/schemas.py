@@ -66,6 +66,16 @@ class LoginSchema(RequestSchema):
     password = fields.String(required=True)
 
 
+class PublicationSchema(RequestSchema):
+    """``PUT /v1/events/{id}/publication``: ``{"published": true|false}``."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    error_message = "Send {\"published\": true} or {\"published\": false} as JSON."
+    published = fields.Boolean(required=True, truthy={True}, falsy={False})  # JSON booleans only
+
+
 class ExportRequestSchema(RequestSchema):
     """``POST /v1/events/{id}/export/json``: the media flags and the storage backend record (``storage``)."""
 

@@ -10,22 +10,10 @@ from nameko.rpc import RpcProxy
 from nameko.timer import timer
 from werkzeug import Request, Response
 
-from services.api_gateway import (
-    admin,
-    events,
-    exports,
-    feeds,
-    health,
-    imports,
-    login,
-    media_uploads,
-    rules,
-    schemas,
-    tasks,
-)
+from services.api_gateway import admin, events, exports, feeds, health, imports, login, media_uploads, schemas, tasks
 from services.api_gateway.context import Gateway
 from services.api_gateway.dependencies import Quotas, RequestDispatcher
-from services.api_gateway.rules import Caller
+from services.api_gateway.rules import Caller, require_admin
 from shared import contracts
 from shared.dependencies import Config, Database
 from shared.http import http, parse_json
@@ -58,7 +46,7 @@ class ApiGatewayService:
 
     def _admin(self, request: Request, what: str) -> Caller:
         caller = self.gw.caller(request)
-        rules.require_admin(caller, what)
+        require_admin(caller, what)
         return caller
 
     @http("POST", "/v1/auth/login")
@@ -73,6 +61,11 @@ class ApiGatewayService:
     @http("GET", "/v1/events/<int:event_id>")
     def get_event(self, request: Request, event_id: int) -> Response:
         return events.get_event(self.gw, self.gw.caller(request), event_id)
+
+    @http("PUT", "/v1/events/<int:event_id>/publication")
+    def set_publication(self, request: Request, event_id: int) -> Response:
+        published = schemas.parse(schemas.PublicationSchema(), _body(request))["published"]
+        return events.set_publication(self.gw, self.gw.caller(request), event_id, published)
 
     @http("GET", "/v1/formats")
     def list_formats(self, request: Request) -> Response:
@@ -153,20 +146,14 @@ class ApiGatewayService:
         self._admin(request, admin.BACKENDS)
         return admin.create_backend(self.gw, _body(request))
 
-    @http("GET", "/v1/admin/storage-backends/<identifier>")
-    def get_storage_backend(self, request: Request, identifier: str) -> Response:
+    @http("GET,PATCH,DELETE", "/v1/admin/storage-backends/<identifier>")
+    def storage_backend(self, request: Request, identifier: str) -> Response:
         self._admin(request, admin.BACKENDS)
+        if request.method == "PATCH":
+            return admin.update_backend(self.gw, identifier, _body(request))
+        if request.method == "DELETE":
+            return admin.deactivate_backend(self.gw, identifier)
         return admin.get_backend(self.gw, identifier)
-
-    @http("PATCH", "/v1/admin/storage-backends/<identifier>")
-    def update_storage_backend(self, request: Request, identifier: str) -> Response:
-        self._admin(request, admin.BACKENDS)
-        return admin.update_backend(self.gw, identifier, _body(request))
-
-    @http("DELETE", "/v1/admin/storage-backends/<identifier>")
-    def deactivate_storage_backend(self, request: Request, identifier: str) -> Response:
-        self._admin(request, admin.BACKENDS)
-        return admin.deactivate_backend(self.gw, identifier)
 
     @http("GET", "/health")
     def health(self, request: Request) -> Response:
@@ -175,7 +162,8 @@ class ApiGatewayService:
         return health.system_health(self.gw, lambda name: call(proxies[name], "health", timeout=HEALTH_TIMEOUT))
 
     @event_handler(contracts.EXPORTER, contracts.EXPORT_STARTED)
-    def on_export_started(self, payload: dict[str, Any]) -> None:
+    @event_handler(contracts.IMPORTER, contracts.IMPORT_STARTED)
+    def on_job_started(self, payload: dict[str, Any]) -> None:
         tasks.record_status(self.gw, payload["task_id"], contracts.STARTED)
 
     @event_handler(contracts.EXPORTER, contracts.EXPORT_PROGRESS)
@@ -189,10 +177,6 @@ class ApiGatewayService:
     @event_handler(contracts.EXPORTER, contracts.EXPORT_FAILED)
     def on_export_failed(self, payload: dict[str, Any]) -> None:
         exports.on_failed(self.gw, payload)
-
-    @event_handler(contracts.IMPORTER, contracts.IMPORT_STARTED)
-    def on_import_started(self, payload: dict[str, Any]) -> None:
-        tasks.record_status(self.gw, payload["task_id"], contracts.STARTED)
 
     @event_handler(contracts.IMPORTER, contracts.IMPORT_PROGRESS)
     def on_import_progress(self, payload: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from shared.models import events as m
 from tests.e2e.test_export_e2e import assert_error
 from tests.integration.test_schedule_exports import CHECKS, SCHEDULE_FORMATS
 from tests.support import schedule_checks as checks
-from tests.support.e2e import SystemBase, stack_for
+from tests.support.e2e import SystemBase, add_synthetic_event, stack_for
 from tests.support.event_tap import EventTap
 
 ORIGIN = "https://app.example.org"
@@ -129,3 +129,29 @@ def test_unpublished_and_unknown_feeds_are_404(system):
                  "schedule_not_published")
     assert_error(requests.get(f"{system.url}/v1/events/{system.event_id}/schedule.pdf", timeout=10), 404,
                  "not_found")
+
+
+def test_organizer_publishes_and_withdraws_a_schedule(system):
+    event_id = add_synthetic_event(system.env, system.users["organizer"], 5, seed=11)
+    with system.env.db() as session:
+        session.get(m.Event, event_id).state = "Draft"
+        session.commit()
+    feed = f"{system.url}/v1/events/{event_id}/schedule.xml"
+    path = f"/v1/events/{event_id}/publication"
+    assert_error(requests.get(feed, timeout=10), 404, "schedule_not_published")
+    assert_error(requests.put(system.url + path, json={"published": True}, timeout=10), 401, "unauthorized")
+    assert_error(system.client("stranger").request("PUT", path, json={"published": True}), 403, "forbidden")
+    organizer = system.client("organizer")
+    assert_error(organizer.request("PUT", path, json={"published": "yes"}), 400, "invalid_request")
+    assert_error(requests.get(feed, timeout=10), 404, "schedule_not_published")  # refusals changed nothing
+
+    r = organizer.request("PUT", path, json={"published": True})
+    assert r.status_code == 200, r.text
+    assert r.json()["published"] is True and r.json()["feeds"]["xml"] == feed
+    published = requests.get(feed, timeout=30)
+    assert published.status_code == 200, published.text
+    CHECKS["frab-xml"](published.content)
+
+    r = organizer.request("PUT", path, json={"published": False})
+    assert r.status_code == 200 and r.json() == {"id": event_id, "published": False, "feeds": {}}
+    assert_error(requests.get(feed, timeout=10), 404, "schedule_not_published")
