@@ -67,16 +67,21 @@ def _complete(data: bytes) -> int:
     return n
 
 
+def is_text(value: str) -> bool:
+    """False for strings holding a lone surrogate: valid JSON (``"\\ud800"``), but not text any database stores."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _all_text(value: Any) -> bool:
     """No string (key or value) inside holds a lone surrogate."""
     if type(value) is str:
-        if value.isascii():
-            return True
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
+        return is_text(value)
     if type(value) is dict:
         return all(_all_text(k) and _all_text(v) for k, v in value.items())
     if type(value) is list:

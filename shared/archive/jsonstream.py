@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 import ijson
 
-from shared.archive.jsonfast import FastArray
+from shared.archive.jsonfast import FastArray, is_text
 from shared.archive.safezip import ArchiveError, ArchiveLimits
 
 _BOM = b"\xef\xbb\xbf"
@@ -147,17 +147,6 @@ def _record_error(exc: ArchiveError, stack: list[Any], keys: list[Any], position
                         position=None if record_id is not None else position)
 
 
-def _is_text(value: str) -> bool:
-    """False for strings holding a lone surrogate: valid JSON (``"\\ud800"``), but not text any database stores."""
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _bad_text(file: str, stack: list[Any], keys: list[Any], position: int, in_key: bool) -> ArchiveError:
     record = stack[0] if stack else None
     record_id = record.get("id") if type(record) is dict else None
@@ -203,7 +192,7 @@ def _build(events: Iterator[tuple[str, Any]], file: str, limits: ArchiveLimits, 
         if event == "map_key":
             if len(value) > max_chars:
                 raise _too_long(file, limits, "key")
-            if not _is_text(value):
+            if not is_text(value):
                 raise _bad_text(file, stack, keys, done[0], in_key=True)
             keys[-1] = value
             continue
@@ -238,7 +227,7 @@ def _build(events: Iterator[tuple[str, Any]], file: str, limits: ArchiveLimits, 
         if event == "string":
             if len(value) > max_chars:
                 raise _too_long(file, limits, "string")
-            if not _is_text(value):
+            if not is_text(value):
                 raise _bad_text(file, stack, keys, done[0], in_key=False)
         if stack:
             parent = stack[-1]
