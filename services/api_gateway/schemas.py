@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate
 
 from shared.contracts import MEDIA_FLAGS
 from shared.http import ApiError
@@ -86,7 +86,8 @@ class ExportRequestSchema(RequestSchema):
     video = StrictBoolean(load_default=False)
     document = StrictBoolean(load_default=False)
     audio = StrictBoolean(load_default=False)
-    storage = fields.Raw(load_default=None)
+    storage = fields.Raw(load_default=None, metadata={"type": "string", "minLength": 1,
+                                                      "description": "a storage_backend_id (GET /v1/storage-backends)"})
 
     @pre_load
     def _check(self, data: Any, **kwargs: Any) -> dict[str, Any]:
@@ -118,7 +119,7 @@ class MailLogQuerySchema(RequestSchema):
 
     DEFAULT_LIMIT: ClassVar[int] = 50
     MAX_LIMIT: ClassVar[int] = 500
-    limit = fields.Raw(load_default=None)
+    limit = fields.Raw(load_default=DEFAULT_LIMIT, metadata={"type": "integer", "minimum": 1, "maximum": MAX_LIMIT})
 
     @pre_load
     def _check(self, data: Any, **kwargs: Any) -> dict[str, Any]:
@@ -148,3 +149,29 @@ class UploadQuerySchema(RequestSchema):
 
     error_code = "invalid_parameter"
     force_local = QueryFlag(load_default=False)
+
+
+class BackendCreateSchema(Schema):
+    """``POST /v1/admin/storage-backends``: documented here, checked by storage (which owns the records)."""
+
+    class Meta:
+        unknown = RAISE
+
+    storage_backend = fields.String(required=True, metadata={"description": "local, s3, gcs, dropbox or seafile"})
+    storage_backend_id = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
+                                       metadata={"description": "not `default` or `local` (reserved)"})
+    token = fields.Raw(allow_none=True, metadata={"type": ["string", "object"],
+                                                  "description": "write-only: answers say token_set"})
+    config = fields.Dict(allow_none=True, metadata={"description": "the kind's settings; secrets are write-only"})
+    keep_days = fields.Integer(validate=validate.Range(0, 36500), metadata={"description": "0: keep"})
+    description = fields.String(allow_none=True, validate=validate.Length(max=2000))
+    active = fields.Boolean()
+
+
+class BackendUpdateSchema(BackendCreateSchema):
+    """``PATCH /v1/admin/storage-backends/{id}``: ``config`` is merged (``null`` removes a key; secrets not sent
+    are kept); ``token: null`` clears the token."""
+
+    class Meta:
+        unknown = RAISE
+        exclude = ("storage_backend", "storage_backend_id")

@@ -11,6 +11,7 @@ from nameko.timer import timer
 from werkzeug import Request, Response
 
 from services.api_gateway import admin, events, exports, feeds, health, imports, login, media_uploads, schemas, tasks
+from services.api_gateway.api_docs import serve as serve_contract
 from services.api_gateway.context import Gateway
 from services.api_gateway.dependencies import Quotas, RequestDispatcher
 from services.api_gateway.rules import Caller, require_admin
@@ -160,6 +161,12 @@ class ApiGatewayService:
         proxies = {"storage": self.storage.proxy, "exporter": self.exporter, "importer": self.importer,
                    "mailer": self.mailer}
         return health.system_health(self.gw, lambda name: call(proxies[name], "health", timeout=HEALTH_TIMEOUT))
+
+    @http("GET", "/openapi.json")
+    @http("GET", "/docs")
+    @http("GET", "/docs/<asset>")
+    def api_contract(self, request: Request, asset: str | None = None) -> Response:  # public: no caller
+        return serve_contract(request.path, asset, self.config.gateway_url)
 
     @event_handler(contracts.EXPORTER, contracts.EXPORT_STARTED)
     @event_handler(contracts.IMPORTER, contracts.IMPORT_STARTED)
