@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,9 +34,9 @@ def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'platform.db'}"
 
 
-@pytest.fixture
-def postgres_url():
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
+@contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database, dropped when the block ends (skips the test if none is reachable)."""
     import sqlalchemy as sa
 
     name = f"t_{uuid.uuid4().hex[:12]}"
@@ -44,11 +46,19 @@ def postgres_url():
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError as exc:
         pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
-    url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    with throwaway_postgres() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -64,7 +64,8 @@ def visible_events(session: Session, caller: Caller) -> list[Event]:
     """The events ``GET /v1/events`` lists: those the caller has a role in (all of them for admins)."""
     query = select(Event).order_by(Event.id)
     if not is_admin(caller):
-        query = query.join(EventRole, EventRole.event_id == Event.id).where(EventRole.user_id == caller.id).distinct()
+        # IN, not JOIN + DISTINCT: PostgreSQL cannot compare the JSON columns that DISTINCT would compare
+        query = query.where(Event.id.in_(select(EventRole.event_id).where(EventRole.user_id == caller.id)))
     return list(session.scalars(query))
 
 
