@@ -132,9 +132,10 @@ def file_parts(request: Request, *, fields: tuple[str, ...], max_bytes: int, hin
     """The file parts of a multipart request named one of ``fields``, in body order, as they arrive.
 
     Each part's ``chunks`` must be consumed (or abandoned by stopping the iteration) before the next part is asked
-    for; more than ``max_bytes`` in one part raises ``too_large`` (413, "``what`` is larger..."). Other parts, and
-    fields of the right name without a file name, are read and dropped (bounded). ``max_body`` bounds the whole
-    body for the Content-Length pre-check (default ``max_bytes``); ``hint`` says what to send, for 400 messages.
+    for; more than ``max_bytes`` in one part raises ``too_large`` (413, "``what`` is larger..."). Other parts are
+    read and dropped (bounded); a text part named one of ``fields`` is a 400 ``missing_file`` (its sender meant a
+    file). ``max_body`` bounds the whole body for the Content-Length pre-check (default ``max_bytes``); ``hint``
+    says what to send, for 400 messages.
     """
     max_body = max_bytes if max_body is None else max_body
     body_error = too_large(max_bytes, what) if max_body == max_bytes else \
@@ -148,6 +149,9 @@ def file_parts(request: Request, *, fields: tuple[str, ...], max_bytes: int, hin
             yield FilePart(field=event.name, filename=event.filename or "", chunks=chunks)
             for _ in chunks:  # whatever the consumer left of this part
                 pass
+        elif isinstance(event, Field) and event.name in fields:
+            raise ApiError(400, "missing_file", f"The field '{event.name[:40]}' holds text, not a file: attach {hint} "
+                                                "as a file (a multipart part with a file name).")
         elif isinstance(event, Field | File):
             oversized = ApiError(400, "invalid_request",
                                  f"Unexpected large field '{event.name}': send only {hint}.")

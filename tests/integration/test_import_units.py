@@ -101,6 +101,29 @@ def test_bad_uploads(kwargs, status, code):
         assert sink.chunks == []  # refused before anything reached storage
 
 
+def test_a_text_part_named_like_a_file_field_is_refused_and_the_files_before_it_removed():
+    """``files[]=1532372`` as a form field beside a real ``file`` was silently dropped (the contract test's
+    negative data got 200): the client meant a file there, so the request fails and nothing stays stored."""
+    from services.api_gateway import media_uploads
+
+    stored: list[str] = []
+    deleted: list[str] = []
+
+    def put(key: str, chunks, content_type: str) -> dict:
+        data = b"".join(chunks)
+        stored.append(key)
+        return {"size": len(data), "sha256": "0" * 64}
+
+    body = (b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhello\r\n'
+            b'--zz\r\nContent-Disposition: form-data; name="files[]"\r\n\r\n1532372\r\n--zz--\r\n')
+    request = _request(body, content_type="multipart/form-data; boundary=zz")
+    with pytest.raises(ApiError) as info:
+        media_uploads.receive_uploads(request, kind="file", max_bytes=1024, user_id=1, put=put,
+                                      delete=deleted.append)
+    assert (info.value.status, info.value.code) == (400, "missing_file"), info.value.message
+    assert len(stored) == 1 and deleted == stored
+
+
 # --- media planning ------------------------------------------------------------------------------------------------
 
 
