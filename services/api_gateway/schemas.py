@@ -124,9 +124,10 @@ class MailLogQuerySchema(RequestSchema):
     @pre_load
     def _check(self, data: Any, **kwargs: Any) -> dict[str, Any]:
         raw = data.get("limit")
-        if raw is None or raw == "":
+        if raw is None:
             return {"limit": self.DEFAULT_LIMIT}
-        if not raw.isdigit() or not 1 <= int(raw) <= self.MAX_LIMIT:
+        # ASCII digits only: str.isdigit() is also true for "²", which int() refuses (a 500)
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= self.MAX_LIMIT:
             raise ValidationError(f"limit must be a whole number from 1 to {self.MAX_LIMIT}.")
         return {"limit": int(raw)}
 
