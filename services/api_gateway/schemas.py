@@ -73,7 +73,8 @@ class PublicationSchema(RequestSchema):
         unknown = EXCLUDE
 
     error_message = "Send {\"published\": true} or {\"published\": false} as JSON."
-    published = fields.Boolean(required=True, truthy={True}, falsy={False})  # JSON booleans only
+    # JSON booleans only (a Boolean with truthy={True} also took 1 and 0.0: they compare equal to True and False)
+    published = StrictBoolean(required=True)
 
 
 class ExportRequestSchema(RequestSchema):

@@ -40,7 +40,7 @@ from tests.support.e2e import Client, stack_for
 from tests.support.smtp_server import SmtpServer
 
 ROLES = ("admin", "organizer", "coorganizer", "user", "anonymous")
-MAX_EXAMPLES = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "10"))
+MAX_EXAMPLES = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "20"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance, negative_data_rejection]
 # What negative data may get: a refusal, never a success and never a 5xx (not_a_server_error says so too).

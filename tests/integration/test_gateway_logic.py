@@ -88,6 +88,19 @@ def test_mail_log_limit_is_ascii_digits_in_range():
         assert (err.value.status, err.value.code) == (400, "invalid_request"), bad
 
 
+def test_publication_takes_json_booleans_only():
+    from services.api_gateway.schemas import PublicationSchema, parse
+
+    assert parse(PublicationSchema(), {"published": True}) == {"published": True}
+    assert parse(PublicationSchema(), {"published": False}) == {"published": False}
+    # 0.0 was taken as false, 1 as true (the contract test's negative data got 200)
+    for bad in ({"published": 0.0}, {"published": 1}, {"published": 0}, {"published": "true"}, {"published": None},
+                {}, [], None):
+        with pytest.raises(ApiError) as err:
+            parse(PublicationSchema(), bad)
+        assert (err.value.status, err.value.code) == (400, "invalid_request"), bad
+
+
 def test_tokens_roundtrip_and_refuse_tampering():
     key, other = b"k" * 32, b"o" * 32
     user = User(id=42, email="a@example.org", password_hash="scrypt:1:8:1$salt$hash")
