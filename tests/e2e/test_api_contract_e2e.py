@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -41,6 +41,8 @@ from tests.support.smtp_server import SmtpServer
 
 ROLES = ("admin", "organizer", "coorganizer", "user", "anonymous")
 MAX_EXAMPLES = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "20"))
+# Unset: derandomized, the same requests on every run (CI). A number: other requests, the same for that number.
+SEED = os.environ.get("CONTRACT_SEED")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance, negative_data_rejection]
 # What negative data may get: a refusal, never a success and never a 5xx (not_a_server_error says so too).
@@ -132,13 +134,16 @@ def _strategy(contract: Contract, operation: Any, path: str, mode: GenerationMod
 def test_the_api_keeps_its_contract(contract, role, method, path):
     operation = contract.schema[path][method]
     headers = contract.headers(role)
+    # /health's 503 is its documented answer for a degraded system (a service slow to answer on a loaded machine):
+    # status, content type and body are still checked
+    checks = [c for c in CHECKS if path != "/health" or c is not not_a_server_error]
 
     modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if (method, path) in NEGATABLE else [])
     for mode in modes:
-        @settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
+        @settings(max_examples=MAX_EXAMPLES, derandomize=SEED is None, database=None, deadline=None,
                   phases=(Phase.explicit, Phase.generate), suppress_health_check=list(HealthCheck))
         @given(case=_strategy(contract, operation, path, mode))
         def fuzz(case: Any) -> None:
-            case.call_and_validate(base_url=contract.url, headers=headers, checks=CHECKS)
+            case.call_and_validate(base_url=contract.url, headers=headers, checks=checks)
 
-        fuzz()
+        (fuzz if SEED is None else seed(int(SEED))(fuzz))()
