@@ -48,11 +48,14 @@ class ApiError(Exception):
 
 
 def _reject_bad_text(value: Any, path: str, depth: int) -> None:
-    """Nesting deeper than ``MAX_JSON_DEPTH`` and strings with lone surrogates (which no database or UTF-8
-    encoder takes) are refused, naming where."""
+    """Nesting deeper than ``MAX_JSON_DEPTH`` and strings with lone surrogates or NUL characters (which no database
+    or UTF-8 encoder takes) are refused, naming where."""
     if depth > MAX_JSON_DEPTH:
         raise ApiError(400, "too_deep", f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels (at {path}).")
     if isinstance(value, str):
+        if "\x00" in value:  # PostgreSQL refuses NUL in text: it would be a 500 at the first query
+            raise ApiError(400, "invalid_text", f"The string at {path} holds a NUL character (\\u0000), which is "
+                                                "not text.")
         if not value.isascii():
             try:
                 value.encode("utf-8")
