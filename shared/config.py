@@ -26,6 +26,9 @@ MIN_SECRET_BYTES = 32
 TOKEN_KEY_LABEL = "access-tokens/v1"
 LINK_KEY_LABEL = "storage-links/v1"
 SECRET_FILE_NAME = "secret_key"
+# Settings whose defaults fit one machine only (the public development secret, SQLite, localhost): every deployment
+# sets them (tools/settings_inventory.py; the manifest and compose tests check it).
+DEPLOYMENT_REQUIRED = ("SECRET_KEY", "DATABASE_URL", "AMQP_URI", "GATEWAY_URL", "STORAGE_URL")
 
 
 def env_or(name: str, default: str) -> str:
