@@ -199,9 +199,11 @@ class JobRun:
             return
         self.emit(event_type, ids, **fields)
         self.lease.finish()
-        state = contracts.SUCCESS if event_type == self.events.completed else contracts.FAILURE
-        metrics.JOBS.labels(self.kind, state.lower()).inc()
-        metrics.JOB_DURATION.labels(self.kind, state.lower()).observe(time.monotonic() - self._taken)
+        state = (contracts.SUCCESS if event_type == self.events.completed else contracts.FAILURE).lower()
+        took = time.monotonic() - self._taken
+        metrics.JOBS.labels(self.kind, state).inc()
+        metrics.JOB_DURATION.labels(self.kind, state).observe(took)
+        log.info("%s %s: %s after %.1f s", self.kind, self.task_id, state, took)
 
     def _count_start(self) -> None:
         """A started job, and how long its request waited: the request event's ``occurred_at`` is when the gateway
@@ -209,3 +211,4 @@ class JobRun:
         metrics.JOBS.labels(self.kind, "started").inc()
         waited = (datetime.now(UTC) - contracts.parse_utc_iso(self.request["occurred_at"])).total_seconds()
         metrics.JOB_QUEUE_LAG.labels(self.kind).observe(max(0.0, waited))
+        log.info("%s %s: started (requested %.0f s ago)", self.kind, self.task_id, waited)
