@@ -80,17 +80,31 @@ def _declared_required(tree: ast.AST) -> Iterator[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "DEPLOYMENT_REQUIRED"
                                                 for t in node.targets):
-            for element in ast.literal_eval(node.value):
-                yield element
+            yield from ast.literal_eval(node.value)
+
+
+def _dict_literal(path: str, name: str) -> ast.Dict:
+    """The dict literal assigned to ``name`` at the top of module ``path`` (read, not imported: tools do not import
+    services)."""
+    for node in ast.parse((REPO / path).read_text()).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign)
+                                                                      else None)
+        if isinstance(target, ast.Name) and target.id == name and isinstance(node.value, ast.Dict):
+            return node.value
+    raise LookupError(f"{path} has no dict literal {name}")
+
+
+def _keys(node: ast.AST) -> list[str]:
+    return [k.value for k in getattr(node, "keys", []) if isinstance(k, ast.Constant) and isinstance(k.value, str)]
 
 
 def _table_names() -> set[str]:
-    """Variables whose names the code builds from tables rather than spelling out."""
-    from services.storage.records.config import FIELDS
-    from shared.config import IMPORT_LIMIT_VARIABLES
-
-    names = set(IMPORT_LIMIT_VARIABLES)
-    names |= {f"{kind.upper()}_{key.upper()}" for kind, fields in FIELDS.items() for key in fields}
+    """Variables whose names the code builds from tables rather than spelling out: the import limits, and the default
+    storage backend's ``<KIND>_<KEY>`` (``services/storage/settings.py``)."""
+    names = set(_keys(_dict_literal("shared/config.py", "IMPORT_LIMIT_VARIABLES")))
+    fields = _dict_literal("services/storage/records/config.py", "FIELDS")
+    for kind, table in zip(_keys(fields), fields.values, strict=True):
+        names |= {f"{kind.upper()}_{key.upper()}" for key in _keys(table)}
     return names
 
 

@@ -28,14 +28,13 @@ from services.mailer.smtp import (
 )
 from shared import contracts, metrics
 from shared.jobs.lifecycle import ANNOUNCE_GRACE
-
-# An attempt's resulting state -> the outcome counted in shared.metrics.MAILS (pending again: "retried").
-MAIL_OUTCOMES = {outbox.SENT: "sent", outbox.FAILED: "failed", outbox.UNCERTAIN: "uncertain"}
 from shared.models.base import utcnow
 from shared.models.events import Event
 from shared.models.mailer import MailDelivery
 
 log = logging.getLogger(__name__)
+# An attempt's resulting state -> the outcome counted in shared.metrics.MAILS (pending again: "retried").
+MAIL_OUTCOMES = {outbox.SENT: "sent", outbox.FAILED: "failed", outbox.UNCERTAIN: "uncertain"}
 
 DUE_BATCH = 50
 

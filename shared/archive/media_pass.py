@@ -24,9 +24,9 @@ import eventlet
 from eventlet.queue import LightQueue
 
 from shared import object_keys
-from shared.logs import carry_context
 from shared.archive import legacy
 from shared.archive.media import media_kind
+from shared.logs import carry_context
 from shared.media_fetcher import FetchedMedia, MediaFetcher, MediaFetchError
 
 SPOOL_IN_MEMORY = 1024 * 1024  # a fetched file up to this size stays in memory; larger ones go to a temp file

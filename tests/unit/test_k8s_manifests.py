@@ -188,7 +188,7 @@ def _containers() -> list[tuple[str, dict[str, Any], bool]]:
         if doc["kind"] not in ("Deployment", "Job"):
             continue
         pod = doc["spec"]["template"]["spec"]
-        for i, container in enumerate(pod.get("initContainers", []) + pod["containers"]):
+        for container in pod.get("initContainers", []) + pod["containers"]:
             is_service = doc["kind"] == "Deployment" and container in pod["containers"]
             found.append((f"{doc['kind']}/{doc['metadata']['name']}/{container['name']}", container, is_service))
     return found
