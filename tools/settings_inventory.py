@@ -1,8 +1,10 @@
 """Which environment variables the code reads, found in the code itself: what deployment files are checked against.
 
 ``read_names()`` parses (never imports) every module under ``services/`` and ``shared/`` and the tools that run in the
-pods, and collects the names passed to the environment readers: ``env_or(NAME, ...)``, ``os.environ.get(NAME)``,
-``os.environ[NAME]``, ``os.getenv(NAME)``, ``_flag(NAME)``, ``_get(environ, NAME)``, ``_subkey(secret, NAME, ...)``.
+pods, and collects the names read from the environment: ``os.environ.get(NAME)``, ``os.environ[NAME]``,
+``os.getenv(NAME)`` and the literal names given to any function that hands one of its parameters on to those (or to
+an ``environ`` mapping's ``.get``, or to another such function): ``env_or(NAME, ...)``, ``_flag(NAME)``,
+``_get(environ, NAME)``, ``_subkey(secret, NAME, ...)``, a module's local ``get(NAME, default)``, found by fixpoint.
 To that come the names built from tables (the import limits, the storage backends' ``<KIND>_<KEY>``), the
 ``${NAME...}`` of ``deploy/nameko.yml`` and the ``Dockerfile``, and the few variables libraries read themselves.
 
@@ -25,8 +27,8 @@ CODE_DIRS = ("services", "shared")
 POD_TOOLS = ("tools/cli.py", "tools/probe.py")  # what the image runs besides the services
 TEMPLATES = ("deploy/nameko.yml", "Dockerfile")
 
-# reader function name -> position of the variable name among its arguments
-READERS = {"env_or": 0, "getenv": 0, "_flag": 0, "_get": 1, "_subkey": 1}
+# Readers known by name (getenv: os.getenv); the others are found in the code (``_readers``).
+BASE_READERS = {"getenv": 0}
 # Read by libraries, not by our code: boto3 takes the S3 keys of the default backend from these.
 LIBRARY_READS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
 
@@ -43,9 +45,15 @@ def _modules() -> Iterator[Path]:
             yield path
 
 
-def _is_environ(node: ast.AST) -> bool:
-    """``os.environ`` (a bare ``environ`` is mostly a WSGI request's, whose keys are no settings)."""
+def _is_os_environ(node: ast.AST) -> bool:
     return isinstance(node, ast.Attribute) and node.attr == "environ"
+
+
+def _is_mapping_read(node: ast.Call) -> bool:
+    """``<x>.get(...)`` on ``os.environ`` or on a name called ``environ`` (a mapping passed in for tests)."""
+    func = node.func
+    return isinstance(func, ast.Attribute) and func.attr == "get" and (
+        _is_os_environ(func.value) or (isinstance(func.value, ast.Name) and func.value.id == "environ"))
 
 
 def _literal_name(node: ast.AST | None) -> str | None:
@@ -54,26 +62,51 @@ def _literal_name(node: ast.AST | None) -> str | None:
     return None
 
 
-def _names_in(tree: ast.AST) -> Iterator[str]:
+def _call_name(node: ast.Call) -> str:
+    return node.func.id if isinstance(node.func, ast.Name) else ""
+
+
+def _readers(trees: list[ast.AST]) -> dict[str, int]:
+    """Function name -> position of the variable name among its arguments, for every function that passes one of its
+    parameters on to ``os.environ`` (``.get``, ``[...]``), to an ``environ`` mapping's ``.get`` or to another reader:
+    ``env_or(name, default)``, ``_flag(name)``, ``_get(environ, name)``, a module's local ``get(name, default)``."""
+    readers = dict(BASE_READERS)
+    functions = [f for tree in trees for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)]
+    changed = True
+    while changed:
+        changed = False
+        for function in functions:
+            params = [a.arg for a in function.args.posonlyargs + function.args.args]
+            if function.name in readers or not params:
+                continue
+            for node in ast.walk(function):
+                passed = None
+                if isinstance(node, ast.Subscript) and _is_os_environ(node.value):
+                    passed = node.slice
+                elif isinstance(node, ast.Call) and _is_mapping_read(node) and node.args:
+                    passed = node.args[0]
+                elif isinstance(node, ast.Call) and _call_name(node) in readers:
+                    position = readers[_call_name(node)]
+                    passed = node.args[position] if len(node.args) > position else None
+                if isinstance(passed, ast.Name) and passed.id in params:
+                    readers[function.name] = params.index(passed.id)
+                    changed = True
+                    break
+    return readers
+
+
+def _names_in(tree: ast.AST, readers: dict[str, int]) -> Iterator[str]:
     for node in ast.walk(tree):
-        if isinstance(node, ast.Subscript) and _is_environ(node.value):
+        found = None
+        if isinstance(node, ast.Subscript) and _is_os_environ(node.value):
             found = _literal_name(node.slice)
-            if found:
-                yield found
-        if not isinstance(node, ast.Call):
-            continue
-        func = node.func
-        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-        if isinstance(func, ast.Attribute) and func.attr == "get" and _is_environ(func.value):
-            position = 0
-        elif name in READERS:
-            position = READERS[name]
-        else:
-            continue
-        if len(node.args) > position:
-            found = _literal_name(node.args[position])
-            if found:
-                yield found
+        elif isinstance(node, ast.Call) and _is_os_environ(getattr(node.func, "value", None)) and node.args:
+            found = _literal_name(node.args[0])  # os.environ.get(NAME)
+        elif isinstance(node, ast.Call) and _call_name(node) in readers:
+            position = readers[_call_name(node)]
+            found = _literal_name(node.args[position]) if len(node.args) > position else None
+        if found:
+            yield found
 
 
 def _declared_required(tree: ast.AST) -> Iterator[str]:
@@ -119,16 +152,17 @@ def _template_vars() -> dict[str, bool]:
     return found
 
 
-def _trees() -> Iterator[ast.AST]:
-    for path in _modules():
-        yield ast.parse(path.read_text(), filename=str(path))
+def _trees() -> list[ast.AST]:
+    return [ast.parse(path.read_text(), filename=str(path)) for path in _modules()]
 
 
 def read_names() -> frozenset[str]:
     """Every environment variable the services (and the tools run in their pods) read."""
     names: set[str] = set(LIBRARY_READS) | _table_names() | set(_template_vars())
-    for tree in _trees():
-        names.update(_names_in(tree))
+    trees = _trees()
+    readers = _readers(trees)
+    for tree in trees:
+        names.update(_names_in(tree, readers))
     return frozenset(names)
 
 

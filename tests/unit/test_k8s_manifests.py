@@ -199,9 +199,9 @@ REQUIRED = settings_inventory.required_names()
 
 
 def test_the_inventory_finds_the_settings_the_code_reads() -> None:
-    # One of each kind of reader: env_or, _flag, a table, nameko.yml, the Dockerfile, a library's.
+    # One of each kind of reader: env_or, _flag, a table, nameko.yml, the Dockerfile, a library, a local get().
     assert {"DATABASE_URL", "DEV_MODE", "IMPORT_MAX_STRING_CHARS", "S3_BUCKET", "AMQP_HEARTBEAT", "SERVICE",
-            "AWS_SECRET_ACCESS_KEY", "METRICS_PORT", "SMTP_HOST"} <= READ
+            "AWS_SECRET_ACCESS_KEY", "METRICS_PORT", "SMTP_HOST", "HTTP_HEADER_TIMEOUT", "QUOTA_JOBS_IN_FLIGHT"} <= READ
     assert {"SECRET_KEY", "DATABASE_URL", "AMQP_URI", "SERVICE", "SMTP_HOST"} <= REQUIRED <= READ
     assert "PATH_INFO" not in READ  # a WSGI environ key, not a setting
 
