@@ -83,6 +83,19 @@ def test_metrics_logs_and_probe_of_a_real_export(tmp_path) -> None:
         assert mine and all(line.get("task_id") == task_id for line in mine), mine
         assert any("started" in line["message"] for line in mine)
 
-        assert probe(run.env.env, "exporter", 5).returncode == 0
+        for service in ("exporter", "storage", "mailer"):
+            answered = probe(run.env.env, service, 5)
+            assert answered.returncode == 0, answered.stderr
         missing = probe(run.env.env, "no_such_service", 1)
-        assert missing.returncode == 1 and "not healthy" in missing.stderr
+        assert missing.returncode == 1 and "no answer within 1 s" in missing.stderr
+        broker_down = probe({**run.env.env, "AMQP_URI": f"amqp://guest:guest@127.0.0.1:{free_port()}/"}, "exporter", 2)
+        assert broker_down.returncode == 1 and "not healthy" in broker_down.stderr
+
+        # Liveness of the HTTP services: answered by the server itself, outside the routes and their metrics.
+        live = requests.get(run.url + "/livez", timeout=5)
+        assert live.status_code == 200 and live.json() == {"status": "alive"}
+        assert requests.get(run.storage + "/livez", timeout=5).status_code == 200
+        assert not [k for k in scrape(ports["api_gateway"]) if ("route", "/livez") in k[1]]
+        assert requests.get(run.url + "/no/such/route", timeout=5).status_code == 404
+        assert value(scrape(ports["api_gateway"]), "eventport_http_requests_total", method="GET", route="<unmatched>",
+                     status="404") == 1
