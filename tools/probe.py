@@ -15,7 +15,6 @@ the CPU), one connection, one exclusive reply queue, one message. nameko's RPC o
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import time
 import uuid
@@ -54,7 +53,7 @@ def probe(service: str, amqp_uri: str, timeout: float) -> str | None:
                         return f"no answer within {timeout:g} s"
                     try:
                         conn.drain_events(timeout=left)
-                    except socket.timeout:
+                    except TimeoutError:
                         continue
     except Exception as exc:  # broker unreachable, refused login, connection lost: all mean "not healthy"
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
