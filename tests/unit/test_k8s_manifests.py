@@ -160,6 +160,17 @@ def test_grace_period_covers_the_drain_deadline() -> None:
         assert pod["terminationGracePeriodSeconds"] >= sleep + deadline + GRACE_MARGIN, name
 
 
+def test_committed_secrets_are_placeholders() -> None:
+    for name, secret in _of_kind("Secret").items():
+        assert "data" not in secret, f"{name}: placeholders go in stringData"
+        for key, text in secret["stringData"].items():
+            assert "REPLACE-ME" in text, f"{name}.{key} is not a placeholder"
+    # Too short to pass the services' check: a cluster running on the example Secret refuses to start.
+    from shared.config import MIN_SECRET_BYTES
+
+    assert len(_of_kind("Secret")["eventport-secrets"]["stringData"]["SECRET_KEY"]) < MIN_SECRET_BYTES
+
+
 def test_migration_job_and_init_containers() -> None:
     [job] = _of_kind("Job").values()
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["python", "-m", "tools.cli", "migrate"]
