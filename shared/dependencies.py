@@ -52,6 +52,9 @@ class TaskLogContext(DependencyProvider):
     format). Set in ``worker_setup``, which runs in the worker's own greenthread just before the handler, and reset in
     ``worker_teardown``; workers without a task (RPC, HTTP, timers) leave it unset."""
 
+    def setup(self) -> None:
+        self._tokens: dict = {}  # worker context -> the token that restores the context variable
+
     def worker_setup(self, worker_ctx) -> None:  # noqa: ANN001
         task_id = _payload_task_id(worker_ctx)
         if task_id is not None:
@@ -61,9 +64,6 @@ class TaskLogContext(DependencyProvider):
         token = self._tokens.pop(worker_ctx, None)
         if token is not None:
             TASK_ID.reset(token)
-
-    def setup(self) -> None:
-        self._tokens: dict = {}
 
 
 class MetricsServer(DependencyProvider):
