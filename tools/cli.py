@@ -46,6 +46,32 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wait_migrated(args: argparse.Namespace) -> int:
+    """Until the database is at this code's migration head (a Deployment's init container: the migration Job of the
+    same release runs meanwhile); exits 1 after ``--timeout`` seconds, so the pod retries and says why."""
+    import time
+
+    from shared.db import migration_status
+
+    engine = make_engine(load_settings().database_url, pool_size=1)
+    deadline = time.monotonic() + args.timeout
+    state = "not checked yet"
+    while True:
+        try:
+            current, head = migration_status(engine)
+            if current == head:
+                print(f"database at the migration head {head}")
+                return 0
+            state = f"at {current}, head is {head}"
+        except Exception as exc:  # database not reachable yet: the same as not migrated, for a while
+            state = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() >= deadline:
+            print(f"database not migrated after {args.timeout:g} s ({state}): has the migration Job run?",
+                  file=sys.stderr)
+            return 1
+        time.sleep(args.interval)
+
+
 def cmd_create_user(args: argparse.Namespace) -> int:
     from shared.passwords import hash_password
 
@@ -178,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="upgrade the platform database to the latest migration").set_defaults(
         func=cmd_migrate)
 
+    p = sub.add_parser("wait-migrated", help="wait until the database is at the latest migration (init containers)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait before exiting 1")
+    p.add_argument("--interval", type=float, default=2, help="seconds between checks")
+    p.set_defaults(func=cmd_wait_migrated)
     p = sub.add_parser("create-user", help="create a user (or update one with --update)")
     p.add_argument("--email", type=_email, required=True)
     p.add_argument("--password", required=True)

@@ -15,7 +15,7 @@ from services.api_gateway.context import Gateway
 from services.api_gateway.dependencies import Quotas, RequestDispatcher
 from services.api_gateway.rules import Caller, require_admin
 from shared import contracts
-from shared.dependencies import Config, Database
+from shared.dependencies import Config, Database, MetricsServer, TaskLogContext
 from shared.http import http, parse_json
 from shared.rpc import call
 from shared.storage_client import Storage
@@ -38,6 +38,7 @@ class ApiGatewayService:
     exporter = RpcProxy("exporter", expiration=HEALTH_TIMEOUT)
     importer = RpcProxy("importer", expiration=HEALTH_TIMEOUT)
     mailer = RpcProxy("mailer", expiration=HEALTH_TIMEOUT)
+    log_context, metrics_server = TaskLogContext(), MetricsServer()  # task ids in the job handlers' logs; METRICS_PORT
 
     @property
     def gw(self) -> Gateway:

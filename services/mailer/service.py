@@ -16,7 +16,7 @@ from services.mailer import delivery_health, mail_log
 from services.mailer.dependencies import MailConfig, Smtp
 from services.mailer.postman import Postman
 from shared import contracts
-from shared.dependencies import Config, Database
+from shared.dependencies import Config, Database, MetricsServer, TaskLogContext
 
 log = logging.getLogger(__name__)
 MAIL_LOG_MAX = 500  # rows per recent_deliveries call
@@ -31,6 +31,8 @@ class MailerService:
     db = Database()
     smtp = Smtp()
     dispatch = EventDispatcher()
+    log_context = TaskLogContext()
+    metrics_server = MetricsServer()
 
     # requeue_on_error: an event that could not even be recorded (database down) goes back to the queue instead of
     # being acked and lost; everything past recording is handled inside the postman.

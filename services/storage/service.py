@@ -26,7 +26,7 @@ from services.storage.records.probe import BackendCheckFailed, check_backend
 from services.storage.records.registry import BackendSpec, build_backend, check_buildable
 from services.storage.settings import load_storage_settings
 from services.storage.types import BackendError, InactiveBackend, InvalidKey, ObjectGone, ObjectNotFound, UnknownBackend
-from shared.dependencies import Database
+from shared.dependencies import Database, MetricsServer
 from shared.http import http, json_response
 from shared.models.base import utcnow
 
@@ -43,6 +43,7 @@ class StorageService:
     backend = StorageBackend()  # the default backend alone
     db = Database()
     dispatch = EventDispatcher()
+    metrics_server = MetricsServer()
 
     # -- control plane (RPC) ---------------------------------------------------------------------------------------
 
