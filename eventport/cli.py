@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin, not the terminal")
     command("logout", commands.logout, "forget the stored login for this server")
     command("whoami", commands.whoami, "who the stored login is (GET /v1/me)")
-    command("events", commands.events, "the events you organize (all of them for admins)")
+    p = command("events", commands.events, "the events you organize (all of them for admins)")
+    p.add_argument("--page-size", type=_positive, metavar="N", help="items per request (1..200; every page is read)")
 
     p = command("export", commands.export, "export an event; prints the task id, or waits with --wait")
     p.add_argument("event", type=_positive, metavar="EVENT", help="the event id")
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("export", "import"))
     p.add_argument("--state", choices=("WAITING", "SUCCESS", "FAILURE"), type=str.upper)
     p.add_argument("--event", type=_positive, metavar="EVENT", help="only tasks of this event id")
+    p.add_argument("--page-size", type=_positive, metavar="N", help="items per request (1..200; every page is read)")
 
     p = command("task", commands.task, "one task: state, progress and result")
     p.add_argument("task", metavar="TASK", help="task id or task URL")

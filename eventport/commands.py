@@ -98,7 +98,7 @@ def whoami(ctx: Context) -> int:
 # --- lists -----------------------------------------------------------------------------------------------------
 
 def events(ctx: Context) -> int:
-    rows = list(ctx.api.pages("/v1/events"))
+    rows = list(ctx.api.pages("/v1/events", {"limit": ctx.args.page_size}))
     if ctx.out.as_json:
         ctx.out.document({"data": rows})
     else:
@@ -108,7 +108,7 @@ def events(ctx: Context) -> int:
 
 
 def tasks(ctx: Context) -> int:
-    params = {"kind": ctx.args.kind, "state": ctx.args.state, "event_id": ctx.args.event}
+    params = {"kind": ctx.args.kind, "state": ctx.args.state, "event_id": ctx.args.event, "limit": ctx.args.page_size}
     rows = list(ctx.api.pages("/v1/tasks", params))
     if ctx.out.as_json:
         ctx.out.document({"data": rows})

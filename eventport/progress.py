@@ -105,7 +105,10 @@ class _RichTask:
 
     def show(self, task: dict[str, Any]) -> None:
         label, done, total = task_step(task)
-        if total is None:
+        if task.get("state") == "SUCCESS":  # a full bar, whatever the last progress report said
+            last = self.progress.tasks[0].total or 1
+            self.progress.update(self.id, description=label, total=last, completed=last)
+        elif total is None:
             self.progress.update(self.id, description=label, total=None, completed=done or 0)
         else:
             self.progress.update(self.id, description=label, total=total, completed=done)

@@ -164,8 +164,9 @@ def download(get: Callable[[dict[str, str]], requests.Response], dest: Path, *, 
             digest = _file_digest(part, have) if have else hashlib.sha256()
             if action != "complete":
                 limit = RateLimit(rate)
+                size = min(CHUNK, max(1024, rate // 10)) if rate else CHUNK  # ~10 pieces a second when limited
                 with open(part, "ab" if have else "wb") as f, bar(total, have) as progress:
-                    for chunk in response.iter_content(CHUNK):
+                    for chunk in response.iter_content(size):
                         f.write(chunk)
                         digest.update(chunk)
                         have += len(chunk)
