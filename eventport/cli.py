@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="then download the archive to FILE (implies --wait)")
     p.add_argument("--limit-rate", type=_rate, metavar="RATE", help="download at most RATE bytes/s (200k, 1M)")
 
+    p = command("exports", commands.exports, "an event's exports, newest first: task, format, state, size")
+    p.add_argument("event", type=_positive, metavar="EVENT", help="the event id")
+    p.add_argument("--page-size", type=_positive, metavar="N", help="items per request (1..200; every page is read)")
+
     p = command("import", commands.import_command, "import an archive (.zip or a folder) or a schedule file")
     p.add_argument("file", metavar="FILE", help="a .zip, a folder of an Open Event archive, or a schedule file")
     p.add_argument("--format", help="import format (default: from the extension; eventport formats lists them)")

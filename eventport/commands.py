@@ -118,6 +118,19 @@ def tasks(ctx: Context) -> int:
     return 0
 
 
+def exports(ctx: Context) -> int:
+    rows = list(ctx.api.pages(f"/v1/events/{ctx.args.event}/exports", {"limit": ctx.args.page_size}))
+    if ctx.out.as_json:
+        ctx.out.document({"data": rows})
+    else:
+        shown = [{**row, "size": human_bytes(row["size"]) if row.get("size") is not None else None,
+                  "gone": row.get("deleted_at") or row.get("expired_at")} for row in rows]
+        ctx.out.table(shown, [("TASK", "task_id"), ("FORMAT", "format"), ("STATE", "state"), ("SIZE", "size"),
+                              ("CREATED", "created_at"), ("BY", "requested_by"), ("GONE", "gone")],
+                      f"Event {ctx.args.event} has no exports.")
+    return 0
+
+
 def backends(ctx: Context) -> int:
     rows = list(ctx.api.pages("/v1/storage-backends"))
     if ctx.out.as_json:

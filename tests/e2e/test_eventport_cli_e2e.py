@@ -103,7 +103,7 @@ def sha256(path: Path) -> str:
 
 def test_help_lists_commands_and_exit_codes(tmp_path):
     done = Cli("http://127.0.0.1:9", tmp_path).ok("--help")
-    for command in ("login", "logout", "whoami", "events", "export", "import", "tasks", "task", "download",
+    for command in ("login", "logout", "whoami", "events", "export", "exports", "import", "tasks", "task", "download",
                     "backends", "formats"):
         assert f"    {command} " in done.stdout, command
     for line in ("0    success", "1    the request or the job failed", "2    usage error",
@@ -194,6 +194,11 @@ def test_export_wait_out_downloads_the_archive_with_its_sha256(system, orga):
     assert "Saved small.ics" in done.stdout and (orga.work / "small.ics").read_bytes().startswith(b"BEGIN:VCALENDAR")
     task_id = orga.ok("export", str(system.small)).stdout.strip()
     assert orga.json("task", task_id)["id"] == task_id
+    # The event's export history has them all, newest first.
+    history = orga.json("exports", str(system.small))["data"]
+    assert history[0]["task_id"] == task_id and history[2]["task_id"] == doc["id"]
+    assert [row["format"] for row in history[:3]] == ["json", "ical", "json"]
+    assert doc["id"] in orga.ok("exports", str(system.small)).stdout
 
 
 def test_export_shows_a_progress_bar_on_a_terminal(system, orga):
