@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
@@ -74,12 +73,22 @@ def task_step(task: dict[str, Any]) -> tuple[str, int | None, int | None]:
     return " · ".join(parts), done, total
 
 
+def count_text(task: dict[str, Any]) -> str:
+    """The numbers beside the bar: ``"120/500"``, ``"120"`` without a total, bytes for an import's download phase
+    (``"1.5 MiB / 4.4 MiB"``), ``""`` before any."""
+    _, done, total = task_step(task)
+    if done is None:
+        return ""
+    if (task.get("progress") or {}).get("phase") == "download":
+        return human_bytes(done) + (f" / {human_bytes(total)}" if total is not None else "")
+    return f"{done}/{total}" if total is not None else str(done)
+
+
 def step_text(task: dict[str, Any]) -> str:
     """The one-line form of ``task_step``, for logs: ``"export · sessions 120/500"``."""
-    label, done, total = task_step(task)
-    if done is None:
-        return label
-    return f"{label} {done}/{total}" if total is not None else f"{label} {done}"
+    label = task_step(task)[0]
+    count = count_text(task)
+    return f"{label} {count}" if count else label
 
 
 class TaskBar(Protocol):
@@ -101,17 +110,17 @@ class _Quiet:
 class _RichTask:
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        self.id = progress.add_task("waiting", total=None)
+        self.id = progress.add_task("waiting", total=None, count="")
 
     def show(self, task: dict[str, Any]) -> None:
         label, done, total = task_step(task)
+        count = count_text(task)
         if task.get("state") == "SUCCESS":  # a full bar, whatever the last progress report said
-            last = self.progress.tasks[0].total or 1
-            self.progress.update(self.id, description=label, total=last, completed=last)
+            self.progress.update(self.id, description=label, total=1, completed=1, count=count)
         elif total is None:
-            self.progress.update(self.id, description=label, total=None, completed=done or 0)
+            self.progress.update(self.id, description=label, total=None, completed=done or 0, count=count)
         else:
-            self.progress.update(self.id, description=label, total=total, completed=done)
+            self.progress.update(self.id, description=label, total=total, completed=done, count=count)
 
 
 class _RichBytes:
@@ -140,8 +149,8 @@ class Reporter:
         if not self.bars:
             yield _Quiet()
             return
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=self.console) as progress:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.fields[count]}"), TimeElapsedColumn(), console=self.console) as progress:
             yield _RichTask(progress)
 
     @contextmanager

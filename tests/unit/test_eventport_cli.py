@@ -16,7 +16,7 @@ from eventport.cli import build_parser
 from eventport.commands import download_name, failure, import_format, task_id_of
 from eventport.config import TOKEN_VARIABLE, Credentials, config_dir
 from eventport.errors import FAILED, CliError
-from eventport.progress import human_bytes, parse_rate, step_text, task_step
+from eventport.progress import count_text, human_bytes, parse_rate, step_text, task_step
 from eventport.transfer import MultipartFile, part_path, resume_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,6 +72,18 @@ def test_task_step_with_progress():
                 "progress": {"stage": "speakers", "done": 3, "total": None, "phase": "validate"}}
     assert task_step(imported) == ("import · validate · speakers", 3, None)
     assert step_text(imported) == "import · validate · speakers 3"
+
+
+def test_count_text():
+    assert count_text({"kind": "export", "state": "WAITING", "status": "queued"}) == ""
+    downloading = {"kind": "import", "state": "WAITING", "status": "progress",
+                   "progress": {"stage": "FOSSASIA16.zip", "done": 1572864, "total": 4620884, "phase": "download"}}
+    assert count_text(downloading) == "1.5 MiB / 4.4 MiB"
+    assert step_text(downloading) == "import · download · FOSSASIA16.zip 1.5 MiB / 4.4 MiB"
+    downloading["progress"]["total"] = None
+    assert count_text(downloading) == "1.5 MiB"
+    assert count_text({"kind": "export", "state": "WAITING", "status": "progress",
+                       "progress": {"stage": "sessions", "done": 7, "total": None}}) == "7"
 
 
 def test_task_step_tolerates_odd_numbers():
