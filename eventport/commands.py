@@ -85,8 +85,19 @@ def logout(ctx: Context) -> int:
     return 0
 
 
+def older_server(ctx: Context, path: str, exc: CliError) -> CliError:
+    """A bare 404 (no error code of ours) for a route that older servers lack says so plainly."""
+    if exc.status == 404 and exc.code == "not_found":
+        return CliError(f"the server at {ctx.api.base_url} has no GET {path} (an older version?)", FAILED,
+                        "not_supported", 404)
+    return exc
+
+
 def whoami(ctx: Context) -> int:
-    me = ctx.api.get("/v1/me")
+    try:
+        me = ctx.api.get("/v1/me")
+    except CliError as exc:
+        raise older_server(ctx, "/v1/me", exc) from None
     if ctx.out.as_json:
         ctx.out.document(me)
     else:
@@ -109,7 +120,10 @@ def events(ctx: Context) -> int:
 
 def tasks(ctx: Context) -> int:
     params = {"kind": ctx.args.kind, "state": ctx.args.state, "event_id": ctx.args.event, "limit": ctx.args.page_size}
-    rows = list(ctx.api.pages("/v1/tasks", params))
+    try:
+        rows = list(ctx.api.pages("/v1/tasks", params))
+    except CliError as exc:
+        raise older_server(ctx, "/v1/tasks", exc) from None
     if ctx.out.as_json:
         ctx.out.document({"data": rows})
     else:
@@ -302,6 +316,9 @@ def fetch(ctx: Context, found: dict[str, Any], dest: Path | None) -> dict[str, A
 
     def get(headers: dict[str, str]) -> requests.Response:
         if auth:
+            if not ctx.api.token:
+                raise CliError("the download link expired and a fresh one needs a login: eventport login",
+                               UNAVAILABLE, "not_logged_in")
             headers = {**headers, "Authorization": f"Bearer {ctx.api.token}"}
         try:
             response = ctx.api.http.get(url, headers=headers, stream=True, timeout=(10, 60))
