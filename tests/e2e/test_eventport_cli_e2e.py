@@ -31,6 +31,7 @@ from tests.support.hostile_archives import hostile_cases
 EVENTPORT = Path(sys.executable).parent / "eventport"
 FOSSASIA16 = SAMPLES_DIR / "open_event" / "legacy" / "FOSSASIA16"
 BAR = "━"  # what rich draws bars with
+IMPORT_MAX_BYTES = 8 * 2**20  # above FOSSASIA16 with its images
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def system(tmp_path_factory):
     if not EVENTPORT.exists():
         pytest.fail(f"{EVENTPORT} is missing: install the project (make install, or pip install -e .)")
     users = {"admin": True, "orga": False, "stranger": False}
-    with stack_for(tmp_path_factory.mktemp("cli_e2e"), users) as run:
+    with stack_for(tmp_path_factory.mktemp("cli_e2e"), users, IMPORT_MAX_BYTES=str(IMPORT_MAX_BYTES)) as run:
         run.small = run.event("orga", sessions=20)
         run.big = run.event("orga", sessions=1500)
         run.foreign = run.event("stranger", sessions=2)
@@ -299,6 +300,15 @@ def test_import_failure_exits_1_with_the_problem(system, orga, tmp_path):
     assert f"({case.expected_code})" in done.stderr and "import" in done.stderr
     done = orga.run("import", str(case.path), "--format", "json", "--wait")
     assert done.returncode == 1 and case.expected_code in done.stderr and case.expected_file in done.stderr
+
+
+def test_an_oversized_upload_is_refused_before_it_is_sent(system, orga):
+    big = orga.work / "big-upload.zip"
+    with zipfile.ZipFile(big, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("event", os.urandom(IMPORT_MAX_BYTES + 2**20))
+    done = orga.run("import", str(big), "--wait")
+    assert done.returncode == 1, done.stderr
+    assert "(too_large, HTTP 413)" in done.stderr and str(IMPORT_MAX_BYTES) in done.stderr, done.stderr
 
 
 # --- lists ---------------------------------------------------------------------------------------------------
