@@ -2,14 +2,16 @@
 (behind a round-robin TCP proxy on ``STORAGE_URL``) on PostgreSQL and S3 (SeaweedFS, real SigV4), 60 mixed jobs
 pushed through both gateways, one exporter and one importer killed with ``kill -9`` while they hold a job.
 
-What must hold however the work was spread: every task ends exactly once (one terminal event each, and the row
-agrees), an import makes one event, every task one mail, the bucket holds exactly the objects of live records
+What must hold however the work was spread: every task ends exactly once (one terminal state, the row agrees with
+its terminal events; an outcome is published again only by the run that took a killed one's lease over, and says
+the same), an import makes one event, every task one mail, the bucket holds exactly the objects of live records
 (every successful export's archive with its recorded size and sha256, nothing partial), and the retention sweeper,
 run by both storage instances every second, deletes each expired import archive exactly once (one
 ``object_expired`` per key). Import archives expire ``ARCHIVE_KEEP_SECONDS`` after their import ended
 (``IMPORT_ARCHIVE_KEEP_DAYS`` as a fraction of a day).
 
-The figures (jobs, kills, redeliveries, duplicates, time) are printed as one line starting ``replicas:`` (``-s``).
+The figures (jobs, kills, redeliveries, outcomes published twice, duplicates, time) are printed as one line
+starting ``replicas:`` (``-s``).
 """
 
 from __future__ import annotations
@@ -194,12 +196,13 @@ def check_replicated_run(run: Running, tmp: Path, seaweed, smtp: SmtpServer, med
     half = JOBS // 2
     for i, job in enumerate(jobs[:half]):
         submit(i, job)
+    pids = {run.pid(name): name for name in run.stack.processes}
     killed = {"exporter.1": kill_while_holding(run, "exporter.1", "export"),
               "importer.1": kill_while_holding(run, "importer.1", "import")}
+    run.restart(*killed)  # before the second half: the restarted instances take their share of it
+    pids.update({run.pid(name): f"{name} (restarted)" for name in killed})
     for i, job in enumerate(jobs[half:], start=half):
         submit(i, job)
-    for name in killed:
-        run.restart(name)
 
     def all_terminal() -> bool:
         with run.env.db() as session:
@@ -223,9 +226,12 @@ def check_replicated_run(run: Running, tmp: Path, seaweed, smtp: SmtpServer, med
         else:
             assert (view["state"], view["result"]["code"]) == ("FAILURE", job["expected"]), view
 
-    # -- every task terminal exactly once: one terminal event each, and the row agrees ------------------------------
-    terminal_events: Counter[str] = Counter()
-    terminal_kind: dict[str, str] = {}
+    # -- every task terminal exactly once: the row, and its terminal events ----------------------------------------
+    # Outcomes are published at least once: a worker killed after publishing and before marking its lease done has
+    # its successor (which finds the work committed) publish the same outcome again; the gateway's state machine and
+    # the mailer's dedupe key apply it once. So a task has one terminal outcome, and more than one terminal event
+    # only if its lease changed hands, each saying the same.
+    outcomes: dict[str, list[tuple[str, object]]] = {}
     started: Counter[str] = Counter()
     for service, done, failed, start in (
             (contracts.EXPORTER, contracts.EXPORT_COMPLETED, contracts.EXPORT_FAILED, contracts.EXPORT_STARTED),
@@ -235,17 +241,22 @@ def check_replicated_run(run: Running, tmp: Path, seaweed, smtp: SmtpServer, med
             if task_id not in submitted:
                 continue
             if event_type in (done, failed):
-                terminal_events[task_id] += 1
-                terminal_kind[task_id] = "SUCCESS" if event_type == done else "FAILURE"
+                what = payload.get("code") if event_type == failed else payload.get("key", payload.get("id"))
+                outcomes.setdefault(task_id, []).append(("SUCCESS" if event_type == done else "FAILURE", what))
             elif event_type == start:
                 started[task_id] += 1
-    duplicates = {t: n for t, n in terminal_events.items() if n != 1}
-    assert not duplicates, duplicates
-    assert set(terminal_events) == set(submitted), set(submitted) - set(terminal_events)
-    assert {t: views[t]["state"] for t in submitted} == terminal_kind
+    with run.env.db() as session:
+        deliveries = dict(session.execute(sa.select(JobLease.task_id, JobLease.deliveries)
+                                          .where(JobLease.task_id.in_(list(submitted)))).all())
+    assert set(outcomes) == set(submitted), set(submitted) - set(outcomes)
+    assert all(len(set(said)) == 1 for said in outcomes.values()), {t: o for t, o in outcomes.items() if len(o) > 1}
+    assert {t: said[0][0] for t, said in outcomes.items()} == {t: views[t]["state"] for t in submitted}
+    republished = {t: len(said) for t, said in outcomes.items() if len(said) > 1}
+    assert all(deliveries[t] > 1 for t in republished), (republished, deliveries)
     for task_id in killed.values():
         assert started[task_id] >= 2, f"killed task {task_id} started {started[task_id]} time(s)"
     redelivered = sorted(t for t, n in started.items() if n > 1)
+    taken_over = sorted(t for t, n in deliveries.items() if n > 1)
 
     with run.env.db() as session:
         # -- one event per import -----------------------------------------------------------------------------------
@@ -314,10 +325,16 @@ def check_replicated_run(run: Running, tmp: Path, seaweed, smtp: SmtpServer, med
     assert all(spread.values()), spread
     sweeps = {name: (run.env.var_dir / "log" / f"{name}.log").read_text(errors="replace").count("retention: Sweep")
               for name in run.stack.instances("storage")}
+    assert all(sweeps.values()), f"a storage instance never swept anything: {sweeps}"
+    with run.env.db() as session:  # who finished each job: the lease's last owner (host:pid:...)
+        finished_by = Counter(pids.get(int(owner.split(":")[1]), "?") for owner in session.scalars(
+            sa.select(JobLease.owner).where(JobLease.task_id.in_(list(submitted)))))
     print(f"\nreplicas: jobs={JOBS} (exports={len(exports_ok)}, imports={len(archive_keys)}, "
           f"failed as expected={sum(1 for j in submitted.values() if j['expected'])}) kills={len(killed)} "
-          f"redeliveries={len(redelivered)} duplicates={len(duplicates) + len(extra_mails)} "
+          f"redeliveries={len(redelivered)} (leases taken over={len(taken_over)}) "
+          f"outcomes published twice={len(republished)} duplicate outcomes=0 duplicate mails={len(extra_mails)} "
           f"archives expired={len(archive_keys)} (object_expired per key: 1) storage connections={spread} "
-          f"sweeps that did work={sweeps} start-up={started_up:.0f}s jobs done={jobs_done:.0f}s "
+          f"sweeps that did work={sweeps} jobs finished by={dict(sorted(finished_by.items()))} "
+          f"start-up={started_up:.0f}s jobs done={jobs_done:.0f}s "
           f"total={time.monotonic() - began:.0f}s")
 

@@ -191,9 +191,10 @@ class Running(SystemBase):
         self.stack.stop(name, kill=True)
         return pid
 
-    def restart(self, name: str) -> None:
-        """Start a stopped or killed instance again (same HTTP port) and wait until it takes messages."""
-        self.stack.start(name)
+    def restart(self, *names: str) -> None:
+        """Start stopped or killed instances again (same HTTP ports) and wait until they take messages."""
+        for name in names:
+            self.stack.start(name)
         wait_instances(self.vhost, self.stack)
 
     def pid(self, name: str) -> int:
