@@ -87,7 +87,8 @@ class Stack:
         return names
 
     def instances(self, service: str) -> list[str]:
-        """The names of the started instances of ``service`` (running or not), first instance first."""
+        """The instances of ``service`` this stack started and did not ``stop`` (one that died is still listed),
+        first instance first."""
         return sorted((n for n in self.processes if service_of(n) == service),
                       key=lambda n: (n != service, int(n.partition(".")[2] or 0)))
 

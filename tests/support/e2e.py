@@ -120,13 +120,11 @@ def wait_instances(vhost: str, stack: Stack, timeout: float = 90) -> None:
     broker's count), each gateway answers /health."""
     deadline = time.monotonic() + timeout
     for service in RPC_SERVICES:
-        want = sum(stack.running(n) for n in stack.instances(service))
+        want = len(stack.instances(service))
         while (have := consumers(vhost, f"rpc-{service}")) != want:
             for name in stack.instances(service):
                 if not stack.running(name):
-                    continue
-                if stack.processes[name].poll() is not None:
-                    raise RuntimeError(f"{name} exited")
+                    raise RuntimeError(f"{name} exited with {stack.processes[name].returncode}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"{service}: {have} of {want} instances consume after {timeout} s")
             time.sleep(0.2)
