@@ -27,6 +27,7 @@ from shared.db import make_engine, make_session_factory
 from shared.http import ApiError
 from shared.models.base import utcnow
 from shared.models.events import ROLE_ORGANIZER, Event, EventRole, User
+from shared.models.gateway import Task
 from shared.models.mailer import MailDelivery
 from shared.models.storage import StorageBackendRecord
 from shared.pagination import InvalidCursor, InvalidLimit
@@ -138,7 +139,6 @@ def test_tasks_come_once_each_newest_first_while_new_ones_arrive(gateway, same_t
     assert [len(p) for p in pages] == [3, 3, 1]
     assert sorted(seen) == sorted(first) and len(set(seen)) == len(seen)  # every old task exactly once
     with factory() as session:
-        from shared.models.gateway import Task
         stamps = [session.get(Task, t).created_at for t in seen]
     assert stamps == sorted(stamps, reverse=True)
     listed = _answer(service.list_tasks(_request("/v1/tasks?limit=200", tokens["owner"])))["data"]
