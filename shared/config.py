@@ -25,6 +25,7 @@ DEV_SECRET_KEY = "dev-only-secret-change-me"
 MIN_SECRET_BYTES = 32
 TOKEN_KEY_LABEL = "access-tokens/v1"
 LINK_KEY_LABEL = "storage-links/v1"
+CURSOR_KEY_LABEL = "page-cursors/v1"
 SECRET_FILE_NAME = "secret_key"
 # Settings whose defaults fit one machine only (the public development secret, SQLite, localhost): every deployment
 # sets them (tools/settings_inventory.py; the manifest and compose tests check it).
@@ -45,6 +46,7 @@ class Settings:
     secret_key: str = field(repr=False)
     token_key: bytes = field(repr=False)  # signs access tokens (JWT HS256)
     link_key: bytes = field(repr=False)  # signs storage data-plane links
+    cursor_key: bytes = field(repr=False)  # signs the pagination cursors of every list (shared/pagination.py)
     dev_mode: bool
     gateway_url: str
     storage_url: str
@@ -170,6 +172,7 @@ def load_settings() -> Settings:
         secret_key=secret_key,
         token_key=_subkey(secret_key, "TOKEN_SECRET_KEY", TOKEN_KEY_LABEL),
         link_key=_subkey(secret_key, "LINK_SECRET_KEY", LINK_KEY_LABEL),
+        cursor_key=derive_key(secret_key, CURSOR_KEY_LABEL),
         dev_mode=_flag("DEV_MODE"),
         gateway_url=env_or("GATEWAY_URL", "http://127.0.0.1:8000").rstrip("/"),
         storage_url=env_or("STORAGE_URL", "http://127.0.0.1:8001").rstrip("/"),

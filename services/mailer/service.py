@@ -67,10 +67,12 @@ class MailerService:
         return {"service": self.name, "status": "ok" if delivery["ok"] else "degraded", "delivery": delivery}
 
     @rpc
-    def recent_deliveries(self, limit: int) -> list[dict[str, Any]]:
-        """The newest ``limit`` deliveries (states and errors, no bodies): the admin mail log of the gateway."""
+    def recent_deliveries(self, limit: int, before_id: int | None = None) -> list[dict[str, Any]]:
+        """The newest ``limit`` deliveries (states and errors, no bodies), older than ``before_id`` if given (the
+        next page): the admin mail log of the gateway."""
+        before = int(before_id) if before_id is not None else None
         with self.db() as session:
-            return mail_log.recent_deliveries(session, max(1, min(int(limit), MAIL_LOG_MAX)))
+            return mail_log.recent_deliveries(session, max(1, min(int(limit), MAIL_LOG_MAX)), before)
 
     def _postman(self) -> Postman:
         return Postman(db=self.db, transport=self.smtp, settings=self.mail_config,

@@ -96,18 +96,20 @@ class StorageService:
 
     # -- backend records (the gateway's admin API) -----------------------------------------------------------------
 
+    # Both lists are paged here, where the records live (keyset; ``limit=None``: all of them): admins add records
+    # and never delete them, so no bound on their number holds for ever.
     @rpc
-    def list_backends(self) -> dict[str, Any]:
+    def list_backends(self, limit: int | None = None, after: str | None = None) -> dict[str, Any]:
         spec = self.registry.default_spec
         with self.db() as session:
-            return {"data": admin.list_records(session),
+            return {"data": admin.list_records(session, limit, after),
                     "default": {"storage_backend": spec.kind, "keep_days": spec.keep_days}}
 
     @rpc
-    def backend_choices(self) -> list[dict[str, Any]]:
+    def backend_choices(self, limit: int | None = None, after: str | None = None) -> list[dict[str, Any]]:
         """The backends an export may name (the default and the active records), without config or secrets."""
         with self.db() as session:
-            return admin.choices(session, self.registry.default_spec)
+            return admin.choices(session, self.registry.default_spec, limit, after)
 
     @rpc
     def describe_backend(self, identifier: str) -> dict[str, Any] | None:

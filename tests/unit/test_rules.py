@@ -21,6 +21,7 @@ EXPECTED = {
     "is_admin": {"admin"},
     "can_manage_event": {"admin", "organizer", "coorganizer"},
     "can_delete_export": {"admin", "organizer"},
+    "can_change_roles": {"admin", "organizer"},
     "can_see_task": {"admin", "requester"},
     "can_read_media": set(ROLES),  # public media need no credentials: every role, and nobody at all
     "can_read_private_media": set(),  # exports are never served at /media/, whoever asks
@@ -56,6 +57,8 @@ def _allowed(rule: str, session, caller: Caller, event_id: int) -> bool:
         return rules.can_manage_event(session, caller, event_id)
     if rule == "can_delete_export":
         return rules.can_delete_export(session, caller, event_id)
+    if rule == "can_change_roles":
+        return rules.can_change_roles(session, caller, event_id)
     if rule == "can_see_task":
         return rules.can_see_task(caller, session.get(Task, "t1"))
     if rule == "can_read_media":
@@ -63,7 +66,7 @@ def _allowed(rule: str, session, caller: Caller, event_id: int) -> bool:
     if rule == "can_read_private_media":
         return rules.can_read_media(PRIVATE_KEY)
     if rule == "visible_events":
-        return event_id in [e.id for e in rules.visible_events(session, caller)]
+        return event_id in [e.id for e in session.scalars(rules.visible_events(caller))]
     raise AssertionError(rule)
 
 
@@ -84,6 +87,7 @@ def test_refusals_follow_the_rules(world, role):
         (lambda s: rules.require_admin(caller, "see the mail log"), "is_admin", 403),
         (lambda s: rules.require_event_manager(s, caller, event_id), "can_manage_event", 403),
         (lambda s: rules.require_export_deleter(s, caller, event_id), "can_delete_export", 403),
+        (lambda s: rules.require_role_manager(s, caller, event_id), "can_change_roles", 403),
         (lambda s: rules.require_task_viewer(caller, s.get(Task, "t1")), "can_see_task", 403),
     ]
     with factory() as session:
@@ -96,6 +100,9 @@ def test_refusals_follow_the_rules(world, role):
                 assert (info.value.status, info.value.code) == (status, "forbidden")
         with pytest.raises(ApiError) as info:  # an event that does not exist: 404 for everyone, admins too
             rules.require_event_manager(session, caller, event_id + 1000)
+        assert info.value.status == 404
+        with pytest.raises(ApiError) as info:
+            rules.require_role_manager(session, caller, event_id + 1000)
         assert info.value.status == 404
         with pytest.raises(ApiError) as info:
             rules.require_public_media(PRIVATE_KEY)
