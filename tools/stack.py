@@ -2,12 +2,19 @@
 
 Each service runs in its own ``nameko run`` process, as in production, so a test can stop or ``kill -9`` one of
 them while the others keep going.
+
+A service may run as several instances (``scale``), each a process of its own; instances are named by
+``instance_name``: the first one is the service's name (``exporter``), the others add their index (``exporter.1``,
+``exporter.2``). Of the services with an HTTP server, the first instance binds the address of ``GATEWAY_URL`` or
+``STORAGE_URL`` and every other one a free port of its own (``address``), kept across restarts; ``Stack.addresses``
+given up front overrides that (storage instances behind a proxy that listens on ``STORAGE_URL``).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,15 +27,37 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 NAMEKO_CONFIG = REPO / "deploy" / "nameko.yml"
 SERVICES = ("storage", "exporter", "importer", "mailer", "api_gateway")
+# The services with an HTTP server, and the variable that holds the (public) URL of their first instance.
+HTTP_URL_VARIABLES = {"api_gateway": "GATEWAY_URL", "storage": "STORAGE_URL"}
+
+
+def instance_name(service: str, index: int = 0) -> str:
+    """The name of a service's instance: ``exporter`` for the first (index 0), ``exporter.2`` for index 2."""
+    return service if index == 0 else f"{service}.{index}"
+
+
+def service_of(name: str) -> str:
+    """The service an instance name belongs to (``exporter.2`` -> ``exporter``)."""
+    return name.partition(".")[0]
+
+
+def free_address(host: str = "127.0.0.1") -> str:
+    """``host:port`` with a port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return f"{host}:{s.getsockname()[1]}"
 
 
 @dataclass
 class Stack:
-    """The five services against one broker vhost, one database and one var directory."""
+    """The five services (each as one or more instances) against one broker vhost, one database and one var
+    directory. ``processes`` and the log files (``<instance name>.log``) are per instance."""
 
     env: dict[str, str]
     log_dir: Path | None = None  # None: inherit the console
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # Instance name -> the host:port its HTTP server binds (HTTP services only); filled in on first start.
+    addresses: dict[str, str] = field(default_factory=dict)
     _logs: dict[str, IO[bytes]] = field(default_factory=dict)
 
     @property
@@ -36,7 +65,8 @@ class Stack:
         return self.env["GATEWAY_URL"]
 
     def start(self, name: str) -> None:
-        cmd, env = service_command(name, {**os.environ, **self.env})
+        """Start one instance (``exporter``, ``exporter.1``, ...): a ``nameko run`` process of its own."""
+        cmd, env = service_command(service_of(name), {**os.environ, **self.env}, bind=self.address(name))
         out: IO[bytes] | None = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -47,6 +77,37 @@ class Stack:
     def start_all(self, names: tuple[str, ...] = SERVICES) -> None:
         for name in names:
             self.start(name)
+
+    def scale(self, service: str, count: int) -> list[str]:
+        """Start the instances of ``service`` with indexes below ``count`` that are not running; all their names."""
+        names = [instance_name(service, index) for index in range(count)]
+        for name in names:
+            if not self.running(name):
+                self.start(name)
+        return names
+
+    def instances(self, service: str) -> list[str]:
+        """The instances of ``service`` this stack started and did not ``stop`` (one that died is still listed),
+        first instance first."""
+        return sorted((n for n in self.processes if service_of(n) == service),
+                      key=lambda n: (n != service, int(n.partition(".")[2] or 0)))
+
+    def address(self, name: str) -> str | None:
+        """The host:port instance ``name`` binds, for the services with an HTTP server (else ``None``)."""
+        variable = HTTP_URL_VARIABLES.get(service_of(name))
+        if variable is None:
+            return None
+        if name not in self.addresses:
+            self.addresses[name] = (self.env[variable].split("//", 1)[1] if name == service_of(name)
+                                    else free_address())
+        return self.addresses[name]
+
+    def url(self, name: str) -> str:
+        """The base URL of one instance's own HTTP server (``http://host:port``)."""
+        address = self.address(name)
+        if address is None:
+            raise ValueError(f"{name} has no HTTP server")
+        return f"http://{address}"
 
     def stop(self, name: str, *, kill: bool = False, timeout: float = 15) -> None:
         proc = self.processes.pop(name, None)
@@ -74,23 +135,31 @@ class Stack:
         return proc is not None and proc.poll() is None
 
     def wait_healthy(self, timeout: float = 60, required: tuple[str, ...] = SERVICES) -> dict:
-        """Poll the gateway's /health until the broker, database and ``required`` services are up."""
+        """Poll every running gateway instance's /health until the broker, database and ``required`` services are
+        up (a service with several instances counts as up once one of them answers); the first gateway's report."""
         deadline = time.monotonic() + timeout
         last: dict | str = "no answer"
+        gateways = [n for n in self.instances("api_gateway") if self.running(n)] or ["api_gateway"]
+        reports: dict[str, dict] = {}
         while time.monotonic() < deadline:
             for name, proc in self.processes.items():
                 if proc.poll() is not None:
                     raise RuntimeError(f"service {name} exited with {proc.returncode}{self._log_tail(name)}")
-            try:
-                report = requests.get(self.gateway_url + "/health", timeout=10).json()
-                last = report
-                services = report.get("services", {})
-                if report["broker"]["ok"] and report["database"]["ok"] and all(
-                    services.get(name, {}).get("ok") for name in required if name != "api_gateway"
-                ):
-                    return report
-            except (requests.RequestException, ValueError, KeyError) as exc:
-                last = repr(exc)
+            for gateway in gateways:
+                if gateway in reports:
+                    continue
+                try:
+                    report = requests.get(self.url(gateway) + "/health", timeout=10).json()
+                    last = report
+                    services = report.get("services", {})
+                    if report["broker"]["ok"] and report["database"]["ok"] and all(
+                        services.get(name, {}).get("ok") for name in required if name != "api_gateway"
+                    ):
+                        reports[gateway] = report
+                except (requests.RequestException, ValueError, KeyError) as exc:
+                    last = repr(exc)
+            if len(reports) == len(gateways):
+                return reports[gateways[0]]
             time.sleep(0.2)
         raise RuntimeError(f"stack not healthy after {timeout} s: {last}")
 
@@ -101,13 +170,13 @@ class Stack:
         return "\n" + path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 
-def service_command(name: str, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-    """The ``nameko run`` command of one service and its environment (``env`` plus the HTTP bind address)."""
+def service_command(name: str, env: dict[str, str], bind: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """The ``nameko run`` command of one service and its environment (``env`` plus the HTTP bind address: ``bind``,
+    or the address of ``GATEWAY_URL``/``STORAGE_URL``)."""
     env = dict(env)
-    if name == "api_gateway":
-        env["WEB_SERVER_ADDRESS"] = env["GATEWAY_URL"].split("//", 1)[1]
-    elif name == "storage":
-        env["WEB_SERVER_ADDRESS"] = env["STORAGE_URL"].split("//", 1)[1]
+    variable = HTTP_URL_VARIABLES.get(name)
+    if variable is not None:
+        env["WEB_SERVER_ADDRESS"] = bind or env[variable].split("//", 1)[1]
     return [sys.executable, "-m", "nameko", "run", "--config", str(NAMEKO_CONFIG), f"services.{name}.service"], env
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from werkzeug import Response
+from werkzeug import Request, Response
 
+from services.api_gateway import pagination
 from services.api_gateway.context import Gateway
 from services.api_gateway.errors import BACKEND_REFUSALS, storage_errors, unavailable
 from shared.http import ApiError, json_response
@@ -24,10 +25,13 @@ MAIL_LOG = "see the mail log"
 BACKENDS = "manage storage backends"
 
 
-def mail_log(gw: Gateway, limit: int) -> Response:
-    """The mailer's recent deliveries and their states (no message bodies or links)."""
+def mail_log(gw: Gateway, request: Request) -> Response:
+    """The mailer's recent deliveries and their states (no message bodies or links), newest first, one page: the
+    mailer pages its log (keyset on the delivery id)."""
+    page = pagination.page_query(gw, request, "mails", 1, (int,))
     with unavailable("mailer_unavailable"):
-        return json_response({"data": gw.mailer("recent_deliveries", limit)})
+        found = gw.mailer("recent_deliveries", page.limit + 1, page.after[0] if page.after else None)
+    return pagination.page_response(gw, request, "mails", page, found, lambda d: (d["id"],), lambda d: d)
 
 
 def _backends(step: Callable[[], T]) -> T:
@@ -36,8 +40,12 @@ def _backends(step: Callable[[], T]) -> T:
         return step()
 
 
-def list_backends(gw: Gateway) -> Response:
-    return json_response(_backends(gw.storage.list_backends))
+def list_backends(gw: Gateway, request: Request) -> Response:
+    """The backend records in creation order, one page (storage pages them: keyset on the record)."""
+    page = pagination.page_query(gw, request, "backends", 1, (str,))
+    found = _backends(lambda: gw.storage.list_backends(page.limit + 1, page.after[0] if page.after else None))
+    return pagination.page_response(gw, request, "backends", page, found["data"], lambda r: (r["storage_backend_id"],),
+                                    lambda r: r, extra={"default": found["default"]})
 
 
 def create_backend(gw: Gateway, body: Any) -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from amqp.exceptions import NotFound as BrokerNotFound
 from nameko.exceptions import UnknownService
 
 from shared.http import ApiError
@@ -53,10 +54,11 @@ BACKEND_REFUSALS = (InvalidBackendConfig, BackendCheckFailed, UnknownBackend, Ba
 @contextmanager
 def unavailable(code: str, message: str | None = None) -> Iterator[None]:
     """A service that does not answer in time (``RpcTimeout``), or never ran on this broker (nameko's
-    ``UnknownService``: its RPC queue does not exist yet), is 503 ``code``."""
+    ``UnknownService``: its RPC queue does not exist yet; the broker's ``NotFound``: not even the RPC exchange does,
+    nothing with an RPC entrypoint has started on this vhost yet), is 503 ``code``."""
     try:
         yield
-    except (RpcTimeout, UnknownService) as exc:
+    except (RpcTimeout, UnknownService, BrokerNotFound) as exc:
         raise ApiError(503, code, message or str(exc)) from exc
 
 

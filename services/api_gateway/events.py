@@ -3,11 +3,12 @@ whether its schedule feeds are public."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from werkzeug import Response
+from werkzeug import Request, Response
 
-from services.api_gateway import rules
+from services.api_gateway import pagination, rules
 from services.api_gateway.context import Gateway
 from services.api_gateway.rules import Caller
 from shared.event_stats import record_counts
@@ -30,9 +31,14 @@ def summary(event: Event) -> dict[str, Any]:
     }
 
 
-def list_events(gw: Gateway, caller: Caller) -> Response:
+def list_events(gw: Gateway, request: Request, caller: Caller) -> Response:
+    """The caller's events (all for admins), newest first, one page."""
+    name = f"events:{caller.id}"
+    page = pagination.page_query(gw, request, name, 2, (datetime, int))
     with gw.db() as session:
-        return json_response({"data": [summary(e) for e in rules.visible_events(session, caller)]})
+        found = list(session.scalars(pagination.keyset(rules.visible_events(caller), (Event.created_at, Event.id),
+                                                       page)))
+        return pagination.page_response(gw, request, name, page, found, lambda e: (e.created_at, e.id), summary)
 
 
 def get_event(gw: Gateway, caller: Caller, event_id: int) -> Response:

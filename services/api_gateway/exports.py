@@ -4,12 +4,13 @@ storage events that say an archive is gone. The backends an export may name (``s
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from werkzeug import Response
+from werkzeug import Request, Response
 
-from services.api_gateway import quotas, rules, tasks
+from services.api_gateway import pagination, quotas, rules, tasks
 from services.api_gateway.context import Gateway
 from services.api_gateway.errors import BACKEND_REFUSALS, export_gone, storage_errors
 from services.api_gateway.rules import Caller
@@ -62,12 +63,15 @@ def request_export(gw: Gateway, caller: Caller, event_id: int, format: str, opti
     return tasks.accepted(task_id)
 
 
-def list_exports(gw: Gateway, caller: Caller, event_id: int) -> Response:
+def list_exports(gw: Gateway, request: Request, caller: Caller, event_id: int) -> Response:
+    """The event's exports, newest first, one page."""
+    name = f"exports:{event_id}"
+    page = pagination.page_query(gw, request, name, 2, (datetime, str))
     with gw.db() as session:
         rules.require_event_manager(session, caller, event_id)
-        found = session.scalars(
-            select(Task).where(Task.kind == "export", Task.event_id == event_id).order_by(Task.created_at.desc()))
-        return json_response({"data": [tasks.export_entry(t) for t in found]})
+        found = list(session.scalars(pagination.keyset(
+            select(Task).where(Task.kind == "export", Task.event_id == event_id), (Task.created_at, Task.id), page)))
+        return pagination.page_response(gw, request, name, page, found, tasks.sort_key, tasks.export_entry)
 
 
 def _archive_key(session: Any, event_id: int, task_id: str, not_ready: str) -> str:
@@ -108,10 +112,14 @@ def delete(gw: Gateway, caller: Caller, event_id: int, path: str) -> Response:
     return Response(status=204)
 
 
-def backend_choices(gw: Gateway) -> Response:
-    """The backends an export may name in ``storage`` (identifiers and descriptions only)."""
+def backend_choices(gw: Gateway, request: Request) -> Response:
+    """The backends an export may name in ``storage`` (identifiers and descriptions only), one page: storage pages
+    them (keyset on the identifier; the default entry, always first, sorts as ``""``)."""
+    page = pagination.page_query(gw, request, "backend-choices", 1, (str,))
     with storage_errors(*BACKEND_REFUSALS):
-        return json_response({"data": gw.storage.backend_choices()})
+        found = gw.storage.backend_choices(page.limit + 1, page.after[0] if page.after else None)
+    return pagination.page_response(gw, request, "backend-choices", page, found,
+                                    lambda c: ("" if c["default"] else c["storage_backend_id"],), lambda c: c)
 
 
 def on_completed(gw: Gateway, payload: dict[str, Any]) -> None:

@@ -8,19 +8,20 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from werkzeug import Request, Response
 
-from services.api_gateway import quotas, tasks, uploads
+from services.api_gateway import pagination, quotas, tasks, uploads
 from services.api_gateway.context import Gateway
 from services.api_gateway.rules import Caller
 from services.api_gateway.tasks import task_view
 from services.api_gateway.uploads import Store, Upload, put_to_storage
 from shared import contracts
 from shared.contracts import SUCCESS
-from shared.http import ApiError, json_response
+from shared.http import ApiError
 from shared.models.gateway import Task
 from shared.object_keys import import_key
 from shared.schedule.readers import IMPORT_FORMATS
@@ -133,11 +134,15 @@ def request_import(gw: Gateway, caller: Caller, request: Request, strict: bool, 
     return tasks.accepted(task_id)
 
 
-def list_imports(gw: Gateway, caller: Caller) -> Response:
+def list_imports(gw: Gateway, request: Request, caller: Caller) -> Response:
+    """The caller's imports, newest first, one page."""
+    name = f"imports:{caller.id}"
+    page = pagination.page_query(gw, request, name, 2, (datetime, str))
     with gw.db() as session:
-        found = session.scalars(select(Task).where(Task.kind == "import", Task.requested_by == caller.id)
-                                .order_by(Task.created_at.desc()))
-        return json_response({"data": [import_entry(t) for t in found]})
+        found = list(session.scalars(pagination.keyset(
+            select(Task).where(Task.kind == "import", Task.requested_by == caller.id), (Task.created_at, Task.id),
+            page)))
+        return pagination.page_response(gw, request, name, page, found, tasks.sort_key, import_entry)
 
 
 def on_completed(gw: Gateway, payload: dict[str, Any]) -> None:

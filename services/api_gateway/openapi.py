@@ -25,11 +25,10 @@ from werkzeug import Response
 
 from services.api_gateway import responses, schemas
 from shared.http import MAX_DB_INT, ApiError
+from shared.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 OPENAPI_VERSION = "3.1.0"
 JSON = "application/json"
-MAX_PAGE_SIZE = 200  # the pagination contract: limit is 1..MAX_PAGE_SIZE, default DEFAULT_PAGE_SIZE
-DEFAULT_PAGE_SIZE = 50
 
 # --- what routes share --------------------------------------------------------------------------------------------
 
@@ -66,10 +65,10 @@ class Answer:
     headers: tuple[str, ...] = ()
 
 
-def list_of(item: type[Schema], description: str = "") -> Answer:
-    """``{"data": [item, ...]}``, the shape of every list."""
-    return Answer({"type": "object", "required": ["data"], "additionalProperties": False,
-                   "properties": {"data": {"type": "array", "items": item}}}, description)
+def list_of(item: type[Schema], description: str = "", **extra: type[Schema]) -> Answer:
+    """``{"data": [item, ...]}``, the shape of every list (``extra``: more keys the answer always has)."""
+    return Answer({"type": "object", "required": ["data", *extra], "additionalProperties": False,
+                   "properties": {"data": {"type": "array", "items": item}, **extra}}, description)
 
 
 def multipart(*files: str, many: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -184,12 +183,13 @@ def _parameters(op: Op) -> list[dict[str, Any]]:
     for name, description in op.request_headers.items():
         params.append({"in": "header", "name": name, "required": False, "schema": {"type": "string"},
                        "description": description})
-    if op.paginated:
+    if op.paginated:  # an empty value is an absent one (shared/pagination.py)
         params += [
             {"in": "query", "name": "limit", "required": False, "description": "items per page",
+             "allowEmptyValue": True,
              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE}},
             {"in": "query", "name": "cursor", "required": False, "schema": {"type": "string"},
-             "description": "`next_cursor` of the previous page (opaque)"},
+             "allowEmptyValue": True, "description": "`next_cursor` of the previous page (opaque)"},
         ]
     return params
 
@@ -226,6 +226,12 @@ def _tag(path: str) -> str:
     return parts[0] if parts else "system"
 
 
+def _empty_means_absent(converter: Any, field: Any, **kwargs: Any) -> dict[str, Any]:
+    """``allowEmptyValue`` for the query fields whose schema reads ``?name=`` as no value
+    (``metadata={"allowEmptyValue": True}``)."""
+    return {"allowEmptyValue": True} if field.metadata.get("allowEmptyValue") else {}
+
+
 def build_document(routes: tuple[Op, ...], server_url: str | None = None, version: str = "1") -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``routes`` (``server_url``: the gateway's public address)."""
     spec = APISpec(title="Event-data portability platform API", version=version, openapi_version=OPENAPI_VERSION,
@@ -235,6 +241,7 @@ def build_document(routes: tuple[Op, ...], server_url: str | None = None, versio
     plugin = spec.plugins[0]
     for custom in (schemas.StrictBoolean, schemas.QueryFlag):
         plugin.map_to_openapi_type(custom, "boolean", None)
+    plugin.converter.add_parameter_attribute_function(_empty_means_absent)
     spec.components.security_scheme("bearerAuth", {
         "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
         "description": "the access_token of POST /v1/auth/login; 'Authorization: JWT <token>' works too"})

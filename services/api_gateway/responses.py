@@ -12,6 +12,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from shared.contracts import FAILURE, IN_PROGRESS, QUEUED, STARTED, SUCCESS, WAITING
+from shared.models.events import EVENT_ROLES
 
 STATES = (WAITING, SUCCESS, FAILURE)
 PHASES = (QUEUED, STARTED, IN_PROGRESS)
@@ -92,6 +93,25 @@ class TaskSchema(Schema):
         "description": "once SUCCESS or FAILURE: the export's download_url, size, sha256, expires_at, key, warnings, "
                        "retention (or deleted_at/expired_at once the archive is gone), the import's event; "
                        "on FAILURE {code, message} (imports add file, record_id, field, errors, errors_total)"})
+
+
+class TaskListItemSchema(TaskSchema):
+    """One line of ``GET /v1/tasks``: the task as ``GET /v1/tasks/{id}`` answers it, and where that is."""
+
+    task_url = fields.String(required=True)
+
+
+class MeSchema(Schema):
+    id = fields.Integer(required=True)
+    email = fields.String(required=True)
+    is_admin = fields.Boolean(required=True)
+
+
+class RoleSchema(Schema):
+    user_id = fields.Integer(required=True)
+    email = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(EVENT_ROLES))
+    created_at = _time()
 
 
 class TaskAcceptedSchema(Schema):
@@ -175,9 +195,6 @@ class DefaultBackendSchema(Schema):
     keep_days = fields.Integer(required=True)
 
 
-class BackendListSchema(Schema):
-    data = fields.List(fields.Nested(BackendRecordSchema), required=True)
-    default = fields.Nested(DefaultBackendSchema, required=True)
 
 
 class MailDeliverySchema(Schema):

@@ -1,7 +1,8 @@
 """Every authorization rule of the gateway, named, in one place.
 
 Roles: an admin (``users.is_admin``) may do everything; an event's organizer and co-organizer (``event_roles``)
-manage that event, but only the organizer may delete its exports; the user who started a task sees it; media at a
+manage that event, but only the organizer may delete its exports and change who holds the event's roles; the user
+who started a task sees it (and lists it at ``GET /v1/tasks``); media at a
 public key (``shared.object_keys``) need no credentials at all. ``can_*`` rules answer a question; ``require_*``
 turn a ``False`` into the HTTP refusal the API documents.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
 from shared import object_keys
@@ -50,6 +51,12 @@ def can_delete_export(session: Session, caller: Caller, event_id: int) -> bool:
     return is_admin(caller) or _has_role(session, caller, event_id, (ROLE_ORGANIZER,))
 
 
+def can_change_roles(session: Session, caller: Caller, event_id: int) -> bool:
+    """Add or remove an event's organizers and co-organizers: its organizers and admins (co-organizers read the
+    list only: ``can_manage_event``)."""
+    return is_admin(caller) or _has_role(session, caller, event_id, (ROLE_ORGANIZER,))
+
+
 def can_see_task(caller: Caller, task: Task) -> bool:
     """A task (export or import): the user who started it, and admins."""
     return task.requested_by == caller.id or is_admin(caller)
@@ -60,13 +67,13 @@ def can_read_media(key: str) -> bool:
     return object_keys.is_public_key(key)
 
 
-def visible_events(session: Session, caller: Caller) -> list[Event]:
-    """The events ``GET /v1/events`` lists: those the caller has a role in (all of them for admins)."""
-    query = select(Event).order_by(Event.id)
+def visible_events(caller: Caller) -> Select:
+    """The events ``GET /v1/events`` lists: those the caller has a role in (all of them for admins), unordered (the
+    route pages through it)."""
+    query = select(Event)
     if not is_admin(caller):
-        # IN, not JOIN + DISTINCT: PostgreSQL cannot compare the JSON columns that DISTINCT would compare
-        query = query.where(Event.id.in_(select(EventRole.event_id).where(EventRole.user_id == caller.id)))
-    return list(session.scalars(query))
+        query = query.where(exists().where(EventRole.event_id == Event.id, EventRole.user_id == caller.id))
+    return query
 
 
 # --- refusals ----------------------------------------------------------------------------------------------------
@@ -85,6 +92,13 @@ def require_event_manager(session: Session, caller: Caller, event_id: int) -> Ev
     if not can_manage_event(session, caller, event_id):
         raise ApiError(403, "forbidden", f"Only organizers, co-organizers and admins may do this for event {event_id}.")
     return event
+
+
+def require_role_manager(session: Session, caller: Caller, event_id: int) -> None:
+    """404 for an event that does not exist, 403 unless the caller may change its roles."""
+    require_event_manager(session, caller, event_id)
+    if not can_change_roles(session, caller, event_id):
+        raise ApiError(403, "forbidden", f"Only organizers and admins may change the roles of event {event_id}.")
 
 
 def require_export_deleter(session: Session, caller: Caller, event_id: int) -> None:

@@ -11,8 +11,12 @@ from typing import Any, ClassVar
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate
 
-from shared.contracts import MEDIA_FLAGS
-from shared.http import ApiError
+from shared.contracts import MEDIA_FLAGS, TERMINAL_STATES, WAITING
+from shared.http import MAX_DB_INT, ApiError
+from shared.models.events import EVENT_ROLES
+
+TASK_KINDS = ("export", "import")
+EMPTY_IS_ABSENT = {"allowEmptyValue": True}  # the API contract (openapi.py): ``?name=`` is no filter
 
 
 class StrictBoolean(fields.Field):
@@ -112,25 +116,56 @@ def export_request(body: Any) -> tuple[dict[str, bool], str | None]:
     return {flag: loaded[flag] for flag in MEDIA_FLAGS}, loaded["storage"]
 
 
-class MailLogQuerySchema(RequestSchema):
-    """``GET /v1/admin/mails?limit=``."""
+class TaskListQuerySchema(RequestSchema):
+    """``GET /v1/tasks?kind=&state=&event_id=`` (``limit`` and ``cursor`` are the pagination's)."""
 
     class Meta:
         unknown = EXCLUDE
 
-    DEFAULT_LIMIT: ClassVar[int] = 50
-    MAX_LIMIT: ClassVar[int] = 500
-    limit = fields.Raw(load_default=DEFAULT_LIMIT, metadata={"type": "integer", "minimum": 1, "maximum": MAX_LIMIT})
+    error_code = "invalid_parameter"
+    kind = fields.String(load_default=None, validate=validate.OneOf(TASK_KINDS, error="kind must be one of {choices}."),
+                         metadata=EMPTY_IS_ABSENT)
+    state = fields.String(load_default=None, validate=validate.OneOf(
+        (WAITING, *TERMINAL_STATES), error="state must be one of {choices}."), metadata=EMPTY_IS_ABSENT)
+    event_id = fields.Raw(load_default=None, metadata={**EMPTY_IS_ABSENT, "type": "integer", "minimum": 1,
+                                                       "maximum": MAX_DB_INT})
 
     @pre_load
     def _check(self, data: Any, **kwargs: Any) -> dict[str, Any]:
-        raw = data.get("limit")
-        if raw is None:
-            return {"limit": self.DEFAULT_LIMIT}
-        # ASCII digits only: str.isdigit() is also true for "²", which int() refuses (a 500)
-        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= self.MAX_LIMIT:
-            raise ValidationError(f"limit must be a whole number from 1 to {self.MAX_LIMIT}.")
-        return {"limit": int(raw)}
+        loaded = {name: data[name] for name in ("kind", "state", "event_id") if data.get(name) not in (None, "")}
+        raw = loaded.get("event_id")
+        if raw is not None:
+            if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= MAX_DB_INT:
+                raise ValidationError(f"event_id must be an event's id (a whole number), not {raw[:30]!r}.")
+            loaded["event_id"] = int(raw)
+        return loaded
+
+
+class RoleGrantSchema(RequestSchema):
+    """``POST /v1/events/{id}/roles``: ``{"email": ..., "role": "organizer" | "coorganizer"}``."""
+
+    class Meta:
+        unknown = RAISE
+
+    email = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    role = fields.String(required=True, validate=validate.OneOf(EVENT_ROLES, error="role must be one of {choices}."))
+
+    @pre_load
+    def _check(self, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValidationError('Send {"email": ..., "role": "organizer" or "coorganizer"} as a JSON object.')
+        return data
+
+
+class RoleQuerySchema(RequestSchema):
+    """``DELETE /v1/events/{id}/roles/{user_id}?role=``: absent, every role of the user in the event."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    error_code = "invalid_parameter"
+    role = fields.String(load_default=None, validate=validate.OneOf(EVENT_ROLES, error="role must be one of "
+                                                                                       "{choices}."))
 
 
 class ImportQuerySchema(RequestSchema):

@@ -10,14 +10,26 @@ from nameko.rpc import RpcProxy
 from nameko.timer import timer
 from werkzeug import Request, Response
 
-from services.api_gateway import admin, events, exports, feeds, health, imports, login, media_uploads, schemas, tasks
+from services.api_gateway import (
+    admin,
+    events,
+    exports,
+    feeds,
+    health,
+    imports,
+    login,
+    media_uploads,
+    roles,
+    schemas,
+    tasks,
+)
 from services.api_gateway.api_docs import serve as serve_contract
 from services.api_gateway.context import Gateway
 from services.api_gateway.dependencies import Quotas, RequestDispatcher
 from services.api_gateway.rules import Caller, require_admin
 from shared import contracts
-from shared.dependencies import Config, Database
-from shared.http import http, parse_json
+from shared.dependencies import Config, Database, MetricsServer, TaskLogContext
+from shared.http import http, json_response, parse_json
 from shared.rpc import call
 from shared.storage_client import Storage
 
@@ -39,6 +51,7 @@ class ApiGatewayService:
     exporter = RpcProxy("exporter", expiration=HEALTH_TIMEOUT)
     importer = RpcProxy("importer", expiration=HEALTH_TIMEOUT)
     mailer = RpcProxy("mailer", expiration=HEALTH_TIMEOUT)
+    log_context, metrics_server = TaskLogContext(), MetricsServer()  # task ids in the job handlers' logs; METRICS_PORT
 
     @property
     def gw(self) -> Gateway:
@@ -55,9 +68,14 @@ class ApiGatewayService:
         body = schemas.parse(schemas.LoginSchema(), _body(request))
         return login.login_route(self.gw, request, body["email"], body["password"])
 
+    @http("GET", "/v1/me")
+    def me(self, request: Request) -> Response:
+        caller = self.gw.caller(request)
+        return json_response({"id": caller.id, "email": caller.email, "is_admin": caller.is_admin})
+
     @http("GET", "/v1/events")
     def list_events(self, request: Request) -> Response:
-        return events.list_events(self.gw, self.gw.caller(request))
+        return events.list_events(self.gw, request, self.gw.caller(request))
 
     @http("GET", "/v1/events/<int:event_id>")
     def get_event(self, request: Request, event_id: int) -> Response:
@@ -82,13 +100,33 @@ class ApiGatewayService:
     def schedule_feed(self, request: Request, event_id: int, extension: str) -> Response:
         return feeds.schedule_feed(self.gw, request, event_id, extension)  # public: no caller
 
+    @http("GET,POST", "/v1/events/<int:event_id>/roles")
+    def event_roles(self, request: Request, event_id: int) -> Response:
+        caller = self.gw.caller(request)
+        if request.method == "GET":
+            return roles.list_roles(self.gw, request, caller, event_id)
+        body = schemas.parse(schemas.RoleGrantSchema(), _body(request))
+        return roles.add_role(self.gw, caller, event_id, body["email"], body["role"])
+
+    @http("DELETE", "/v1/events/<int:event_id>/roles/<int:user_id>")
+    def remove_event_role(self, request: Request, event_id: int, user_id: int) -> Response:
+        caller = self.gw.caller(request)
+        role = schemas.parse(schemas.RoleQuerySchema(), request.args)["role"]
+        return roles.remove_role(self.gw, caller, event_id, user_id, role)
+
+    @http("GET", "/v1/tasks")
+    def list_tasks(self, request: Request) -> Response:
+        caller = self.gw.caller(request)
+        filters = schemas.parse(schemas.TaskListQuerySchema(), request.args)
+        return tasks.list_tasks(self.gw, request, caller, filters)
+
     @http("GET", "/v1/tasks/<task_id>")
     def get_task(self, request: Request, task_id: str) -> Response:
         return tasks.get_task(self.gw, request, task_id)
 
     @http("GET", "/v1/events/<int:event_id>/exports")
     def list_exports(self, request: Request, event_id: int) -> Response:
-        return exports.list_exports(self.gw, self.gw.caller(request), event_id)
+        return exports.list_exports(self.gw, request, self.gw.caller(request), event_id)
 
     @http("GET", "/v1/events/<int:event_id>/exports/<path:path>")
     def download_export(self, request: Request, event_id: int, path: str) -> Response:
@@ -101,7 +139,7 @@ class ApiGatewayService:
     @http("GET", "/v1/storage-backends")
     def storage_backend_choices(self, request: Request) -> Response:
         self.gw.caller(request)  # any logged-in user
-        return exports.backend_choices(self.gw)
+        return exports.backend_choices(self.gw, request)
 
     @http("POST", "/v1/events/import/<string:fmt>", stream=True)
     def request_import(self, request: Request, fmt: str) -> Response:
@@ -112,7 +150,7 @@ class ApiGatewayService:
 
     @http("GET", "/v1/import-jobs")
     def list_imports(self, request: Request) -> Response:
-        return imports.list_imports(self.gw, self.gw.caller(request))
+        return imports.list_imports(self.gw, request, self.gw.caller(request))
 
     @http("POST", "/v1/upload/file", stream=True)
     @http("POST", "/v1/upload/files", stream=True)  # the Open Event Server's path for the same endpoint
@@ -135,12 +173,12 @@ class ApiGatewayService:
     @http("GET", "/v1/admin/mails")
     def list_mails(self, request: Request) -> Response:
         self._admin(request, admin.MAIL_LOG)
-        return admin.mail_log(self.gw, schemas.parse(schemas.MailLogQuerySchema(), request.args)["limit"])
+        return admin.mail_log(self.gw, request)
 
     @http("GET", "/v1/admin/storage-backends")
     def list_storage_backends(self, request: Request) -> Response:
         self._admin(request, admin.BACKENDS)
-        return admin.list_backends(self.gw)
+        return admin.list_backends(self.gw, request)
 
     @http("POST", "/v1/admin/storage-backends")
     def create_storage_backend(self, request: Request) -> Response:

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from werkzeug import Request, Response
 
-from services.api_gateway import rules
+from services.api_gateway import pagination, rules
 from services.api_gateway.context import Gateway
 from shared.archive.formats import DEFAULT_FORMAT
 from shared.contracts import (
@@ -194,6 +194,28 @@ def get_task(gw: Gateway, request: Request, task_id: str) -> Response:
             raise ApiError(404, "task_not_found", f"Task {task_id} does not exist.")
         rules.require_task_viewer(caller, task)
         return json_response(task_view(task))
+
+
+def sort_key(task: Task) -> tuple[datetime, str]:
+    """Where a task sits in the time-ordered lists (tasks, exports, imports): newest first, ties by id."""
+    return task.created_at, task.id
+
+
+def list_tasks(gw: Gateway, request: Request, caller: rules.Caller, filters: dict[str, Any]) -> Response:
+    """``GET /v1/tasks``: the caller's own tasks (admins' too: theirs only), newest first, each as
+    ``GET /v1/tasks/{id}`` answers it plus its ``task_url``; ``filters``: ``kind``, ``state``, ``event_id``."""
+    # The filters are part of the list's name: a cursor of one filtered list is refused by another.
+    name = "tasks:" + ":".join(str(v) for v in (caller.id, filters.get("kind"), filters.get("state"),
+                                                filters.get("event_id")))
+    page = pagination.page_query(gw, request, name, 2, (datetime, str))
+    query = select(Task).where(Task.requested_by == caller.id)
+    for field in ("kind", "state", "event_id"):
+        if filters.get(field) is not None:
+            query = query.where(getattr(Task, field) == filters[field])
+    with gw.db() as session:
+        found = list(session.scalars(pagination.keyset(query, (Task.created_at, Task.id), page)))
+        return pagination.page_response(gw, request, name, page, found, sort_key,
+                                        lambda t: {**task_view(t), "task_url": task_url(t.id)})
 
 
 def record_status(gw: Gateway, task_id: str, status: str, progress: dict[str, Any] | None = None) -> None:

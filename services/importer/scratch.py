@@ -28,10 +28,16 @@ UNLOCKED_GRACE = 60.0  # a directory without a lock file yet may be a job betwee
 def job_scratch(root: Path, task_id: str) -> Iterator[Path]:
     """A fresh directory for one job, locked while the job runs and removed afterwards."""
     root.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f"{task_id}-", dir=root))
-    fd = os.open(path / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o600)
+    while True:
+        path = Path(tempfile.mkdtemp(prefix=f"{task_id}-", dir=root))
+        fd = os.open(path / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o600)
+        # Waits only while another importer process's sweep holds it: between our open and our flock that sweep
+        # saw an unlocked directory and removed it (it held the lock meanwhile). Then the file is unlinked: again.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink:
+            break
+        os.close(fd)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # a fresh file: never waits
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)

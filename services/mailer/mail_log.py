@@ -19,9 +19,13 @@ def _time(value: Any) -> str | None:
     return value.strftime(UTC_FORMAT) if value is not None else None
 
 
-def recent_deliveries(session: Session, limit: int) -> list[dict[str, Any]]:
-    """The newest ``limit`` deliveries, newest first."""
-    rows = session.scalars(select(MailDelivery).order_by(MailDelivery.id.desc()).limit(limit))
+def recent_deliveries(session: Session, limit: int, before_id: int | None = None) -> list[dict[str, Any]]:
+    """The newest ``limit`` deliveries, newest first; keyset paging: only those older than ``before_id`` (the last
+    id of the previous page), so rows added meanwhile never shift a page."""
+    query = select(MailDelivery).order_by(MailDelivery.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(MailDelivery.id < before_id)
+    rows = session.scalars(query)
     return [
         {
             "id": r.id, "task_id": r.task_id, "kind": r.kind, "event_id": r.event_id, "recipient": r.recipient,

@@ -26,13 +26,15 @@ from services.mailer.smtp import (
     TemporaryFailure,
     invalid_recipient,
 )
-from shared import contracts
+from shared import contracts, metrics
 from shared.jobs.lifecycle import ANNOUNCE_GRACE
 from shared.models.base import utcnow
 from shared.models.events import Event
 from shared.models.mailer import MailDelivery
 
 log = logging.getLogger(__name__)
+# An attempt's resulting state -> the outcome counted in shared.metrics.MAILS (pending again: "retried").
+MAIL_OUTCOMES = {outbox.SENT: "sent", outbox.FAILED: "failed", outbox.UNCERTAIN: "uncertain"}
 
 DUE_BATCH = 50
 
@@ -131,6 +133,8 @@ class Postman:
             with self.db() as session:
                 state = outbox.SENT if outbox.mark_sent(session, claim, now=self.clock()) else None
             log.info("mail %s sent to its recipient", delivery_id)
+        if state is not None:
+            metrics.MAILS.labels(MAIL_OUTCOMES.get(state, "retried")).inc()
         if state in outbox.TERMINAL:
             self._announce(delivery_id)
         return state

@@ -16,7 +16,7 @@ from services.mailer import delivery_health, mail_log
 from services.mailer.dependencies import MailConfig, Smtp
 from services.mailer.postman import Postman
 from shared import contracts
-from shared.dependencies import Config, Database
+from shared.dependencies import Config, Database, MetricsServer, TaskLogContext
 
 log = logging.getLogger(__name__)
 MAIL_LOG_MAX = 500  # rows per recent_deliveries call
@@ -31,6 +31,8 @@ class MailerService:
     db = Database()
     smtp = Smtp()
     dispatch = EventDispatcher()
+    log_context = TaskLogContext()
+    metrics_server = MetricsServer()
 
     # requeue_on_error: an event that could not even be recorded (database down) goes back to the queue instead of
     # being acked and lost; everything past recording is handled inside the postman.
@@ -65,10 +67,12 @@ class MailerService:
         return {"service": self.name, "status": "ok" if delivery["ok"] else "degraded", "delivery": delivery}
 
     @rpc
-    def recent_deliveries(self, limit: int) -> list[dict[str, Any]]:
-        """The newest ``limit`` deliveries (states and errors, no bodies): the admin mail log of the gateway."""
+    def recent_deliveries(self, limit: int, before_id: int | None = None) -> list[dict[str, Any]]:
+        """The newest ``limit`` deliveries (states and errors, no bodies), older than ``before_id`` if given (the
+        next page): the admin mail log of the gateway."""
+        before = int(before_id) if before_id is not None else None
         with self.db() as session:
-            return mail_log.recent_deliveries(session, max(1, min(int(limit), MAIL_LOG_MAX)))
+            return mail_log.recent_deliveries(session, max(1, min(int(limit), MAIL_LOG_MAX)), before)
 
     def _postman(self) -> Postman:
         return Postman(db=self.db, transport=self.smtp, settings=self.mail_config,

@@ -10,6 +10,8 @@ from string import Formatter
 from shared.config import env_or
 
 SECURITY_MODES = ("none", "starttls", "tls")
+# The default mail server is the run command's sink on 127.0.0.1 (tools/settings_inventory.py).
+DEPLOYMENT_REQUIRED = ("SMTP_HOST",)
 
 
 @dataclass(frozen=True)

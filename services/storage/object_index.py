@@ -142,6 +142,21 @@ def clear_announce(session: Session, row: StorageObject) -> None:
     )
 
 
+def claim_announcement(session: Session, row: StorageObject, now: datetime) -> bool:
+    """Take a row's late event for publishing (several storage instances look for them at once): moving
+    ``updated_at`` to ``now`` keeps the others off it for the grace period, after which it is due again if this
+    publisher died first. Commits; ``False`` if another publisher (or a change of the row) came first."""
+    changed = session.execute(
+        update(StorageObject)
+        .where(StorageObject.key == row.key, StorageObject.announce == row.announce,
+               StorageObject.updated_at == row.updated_at)
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.commit()
+    return bool(changed)
+
+
 def pending_announcements(session: Session, older_than: datetime, limit: int) -> list[StorageObject]:
     """Rows whose event was not published (the publisher died or the broker was down) for a while."""
     return list(session.scalars(

@@ -5,6 +5,8 @@ conditional UPDATE (``... WHERE claimed_until IS NULL OR claimed_until < now``) 
 row; on PostgreSQL the candidates are read with ``SELECT ... FOR UPDATE SKIP LOCKED`` as well, so concurrent
 sweepers pick different rows instead of waiting for each other. A claim is a lease (``claim_seconds``): rows of a
 sweeper that died are taken over when it runs out. A row is marked deleted only if its sweeper's claim still holds.
+Events left unpublished are claimed the same way (``object_index.claim_announcement``) before a sweeper
+publishes them again, so two sweepers do not both send one.
 """
 
 from __future__ import annotations
@@ -157,11 +159,15 @@ def sweep(db: sessionmaker[Session], registry: Registry, publish: contracts.Publ
 
 
 def publish_pending(db: sessionmaker[Session], registry: Registry, publish: contracts.Publish, *, batch: int) -> int:
-    """Publish events whose inline publication did not happen (process died, broker down); at least once."""
+    """Publish events whose inline publication did not happen (process died, broker down); at least once, and once
+    per grace period however many storage instances sweep (each row is claimed first)."""
     published = 0
     with db() as session:
         for row in object_index.pending_announcements(session, utcnow() - ANNOUNCE_GRACE, batch):
-            if _publish(session, registry, publish, row):
+            if not object_index.claim_announcement(session, row, utcnow()):
+                continue  # another sweeper publishes this one
+            session.refresh(row)
+            if row.announce is not None and _publish(session, registry, publish, row):
                 published += 1
     return published
 

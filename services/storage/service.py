@@ -26,7 +26,7 @@ from services.storage.records.probe import BackendCheckFailed, check_backend
 from services.storage.records.registry import BackendSpec, build_backend, check_buildable
 from services.storage.settings import load_storage_settings
 from services.storage.types import BackendError, InactiveBackend, InvalidKey, ObjectGone, ObjectNotFound, UnknownBackend
-from shared.dependencies import Database
+from shared.dependencies import Database, MetricsServer
 from shared.http import http, json_response
 from shared.models.base import utcnow
 
@@ -43,6 +43,7 @@ class StorageService:
     backend = StorageBackend()  # the default backend alone
     db = Database()
     dispatch = EventDispatcher()
+    metrics_server = MetricsServer()
 
     # -- control plane (RPC) ---------------------------------------------------------------------------------------
 
@@ -95,18 +96,20 @@ class StorageService:
 
     # -- backend records (the gateway's admin API) -----------------------------------------------------------------
 
+    # Both lists are paged here, where the records live (keyset; ``limit=None``: all of them): admins add records
+    # and never delete them, so no bound on their number holds for ever.
     @rpc
-    def list_backends(self) -> dict[str, Any]:
+    def list_backends(self, limit: int | None = None, after: str | None = None) -> dict[str, Any]:
         spec = self.registry.default_spec
         with self.db() as session:
-            return {"data": admin.list_records(session),
+            return {"data": admin.list_records(session, limit, after),
                     "default": {"storage_backend": spec.kind, "keep_days": spec.keep_days}}
 
     @rpc
-    def backend_choices(self) -> list[dict[str, Any]]:
+    def backend_choices(self, limit: int | None = None, after: str | None = None) -> list[dict[str, Any]]:
         """The backends an export may name (the default and the active records), without config or secrets."""
         with self.db() as session:
-            return admin.choices(session, self.registry.default_spec)
+            return admin.choices(session, self.registry.default_spec, limit, after)
 
     @rpc
     def describe_backend(self, identifier: str) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ from eventlet.queue import LightQueue
 from shared import object_keys
 from shared.archive import legacy
 from shared.archive.media import media_kind
+from shared.logs import carry_context
 from shared.media_fetcher import FetchedMedia, MediaFetcher, MediaFetchError
 
 SPOOL_IN_MEMORY = 1024 * 1024  # a fetched file up to this size stays in memory; larger ones go to a temp file
@@ -119,6 +120,7 @@ def fetch_concurrently(items: list[MediaItem], source: MediaSource, deadline: fl
     finished: LightQueue = LightQueue()
     running: set[Any] = set()
     todo = iter(items)
+    spawn = carry_context(pool.spawn)  # the fetches' log lines carry the export's task id
 
     def run(item: MediaItem) -> None:
         # Every fetch puts exactly one outcome, so the consumer never waits for a thread that is gone.
@@ -134,7 +136,7 @@ def fetch_concurrently(items: list[MediaItem], source: MediaSource, deadline: fl
     try:
         while True:
             while len(running) < size and (item := next(todo, None)) is not None:
-                running.add(pool.spawn(run, item))
+                running.add(spawn(run, item))
             if not running and finished.empty():
                 return
             outcome = finished.get()

@@ -23,14 +23,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
 import eventlet
 
-from shared import contracts
+from shared import contracts, metrics
 from shared.jobs.lease import DONE, EXHAUSTED, Lease, LeaseLost
 from shared.jobs.retry import RetryWindow
+from shared.logs import carry_context
 from shared.rpc import RpcTimeout
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class JobRun:
         # A step retried in place (a link) and the whole work retried around it share this one window.
         self.window = RetryWindow(self.config.storage_retry_seconds, pause=eventlet.sleep)
         self._last_progress = 0.0
+        self._taken = time.monotonic()  # for the job's duration metric
 
     # ---------------------------------------------------------------------------------------- what a job declares
 
@@ -131,7 +133,7 @@ class JobRun:
         if claim == DONE:
             log.info("%s %s: already finished by another delivery; nothing to do", self.kind, self.task_id)
             return  # that delivery published the outcome
-        with self.lease.keep(eventlet.spawn):
+        with self.lease.keep(carry_context(eventlet.spawn)):  # the renewal's log lines carry the task id
             done = self.recovered()
             if done is not None:
                 self.succeed(done)
@@ -140,6 +142,7 @@ class JobRun:
                 self._give_up()
                 return
             self.emit(self.events.started, self.ids)
+            self._count_start()
             try:
                 result = self.retry(self.work)
             except LeaseLost:
@@ -196,3 +199,16 @@ class JobRun:
             return
         self.emit(event_type, ids, **fields)
         self.lease.finish()
+        state = (contracts.SUCCESS if event_type == self.events.completed else contracts.FAILURE).lower()
+        took = time.monotonic() - self._taken
+        metrics.JOBS.labels(self.kind, state).inc()
+        metrics.JOB_DURATION.labels(self.kind, state).observe(took)
+        log.info("%s %s: %s after %.1f s", self.kind, self.task_id, state, took)
+
+    def _count_start(self) -> None:
+        """A started job, and how long its request waited: the request event's ``occurred_at`` is when the gateway
+        accepted it (to the second), so the lag also counts redeliveries and a backlog behind busy workers."""
+        metrics.JOBS.labels(self.kind, "started").inc()
+        waited = (datetime.now(UTC) - contracts.parse_utc_iso(self.request["occurred_at"])).total_seconds()
+        metrics.JOB_QUEUE_LAG.labels(self.kind).observe(max(0.0, waited))
+        log.info("%s %s: started (requested %.0f s ago)", self.kind, self.task_id, waited)

@@ -14,7 +14,7 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 
 from shared.config import load_settings
-from shared.dependencies import Config, Database
+from shared.dependencies import Config, Database, MetricsServer, TaskLogContext
 from shared.jobs.dead_letter import DeadLetters
 from shared.storage_client import Storage
 
@@ -40,6 +40,8 @@ class JobWorker:
     name: str
 
     priority = BatchPriority()
+    log_context = TaskLogContext()
+    metrics_server = MetricsServer()
 
     config = Config()
     db = Database()

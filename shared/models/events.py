@@ -20,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -67,6 +68,7 @@ class EventRecord(ArchivedRecord):
 
 class Event(ArchivedRecord, Base):
     __tablename__ = "events"
+    __table_args__ = (Index("ix_events_created", "created_at", "id"),)  # GET /v1/events pages (migration 0009)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     identifier: Mapped[str | None] = mapped_column(String(64), unique=True)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     DateTime,
+    Index,
     Integer,
     String,
 )
@@ -31,6 +32,9 @@ class Task(Base):
     """Owned by the api_gateway: one row per export/import job, updated from status events."""
 
     __tablename__ = "tasks"
+    # Migration 0009: the paged lists (newest first) of a requester's tasks and of an event's exports.
+    __table_args__ = (Index("ix_tasks_requester_created", "requested_by", "created_at", "id"),
+                      Index("ix_tasks_event_created", "event_id", "created_at", "id"))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # export | import

@@ -14,9 +14,9 @@ from sqlalchemy import (
     String,
     Text,
     select,
+    update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
-from sqlalchemy.orm.attributes import flag_modified
 
 from shared.models.base import Base, utcnow
 from shared.secretbox import EncryptedText, SecretsJSON
@@ -77,10 +77,22 @@ class StorageObject(Base):
 def reseal_secrets(session: Session) -> int:
     """Re-encrypt every backend record's token and secret config values with the newest key: rows from before
     encryption existed and rows under a key being rotated out. ``SecretsKeyError`` if a row fits none of the keys.
-    Storage runs it at start-up; ``tools/cli.py reseal-secrets`` on request."""
-    records = list(session.scalars(select(StorageBackendRecord)))
-    for record in records:  # loading decrypted them; marking them rewrites them with the current first key
-        flag_modified(record, "token")
-        flag_modified(record, "config")
+    Storage runs it at start-up (every instance); ``tools/cli.py reseal-secrets`` on request. Returns the rows
+    rewritten."""
+    records = [(r.id, r.token, r.config, r.updated_at) for r in session.scalars(select(StorageBackendRecord))]
+    session.rollback()  # nothing held while writing: each row is written on its own condition
+    return sum(reseal_record(session, *record) for record in records)
+
+
+def reseal_record(session: Session, record_id: int, token: str | None, config: dict[str, Any],
+                  seen_updated_at: datetime) -> bool:
+    """Write a record's decrypted ``token`` and ``config`` back, sealed with the newest key, unless the record
+    changed since they were read (``updated_at`` moved): a storage instance starting while an admin edits the record
+    through another instance must not put the old values back. Commits; whether the row was rewritten."""
+    changed = session.execute(
+        update(StorageBackendRecord)
+        .where(StorageBackendRecord.id == record_id, StorageBackendRecord.updated_at == seen_updated_at)
+        .values(token=token, config=config)
+    ).rowcount
     session.commit()
-    return len(records)
+    return bool(changed)

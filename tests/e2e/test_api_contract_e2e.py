@@ -109,7 +109,7 @@ def contract(tmp_path_factory):
         schema = schemathesis.openapi.from_url(run.url + "/openapi.json", config=CONFIG)
         yield Contract(url=run.url, schema=schema, tokens=tokens,
                        known={"event_id": event_id, "task_id": task["id"], "path": task["id"], "key": key,
-                              "identifier": "default"})
+                              "identifier": "default", "user_id": run.users["coorganizer"]})
 
 
 def test_the_served_document_is_the_one_the_code_builds(contract):

@@ -175,7 +175,7 @@ def test_task_contract_is_what_the_open_event_frontend_polls(system, media):
         assert task["status"] in ("started", "progress"), task
         if task["status"] == "progress":
             assert set(task["progress"]) == {"stage", "done", "total"}, task
-        jobs = client.get(f"/v1/events/{event_id}/exports").json()["data"]
+        jobs = client.get(f"/v1/events/{event_id}/exports?limit=200").json()["data"]
         assert [(j["state"], j["status"]) for j in jobs if task_url.endswith(j["task_id"])] == [
             ("WAITING", task["status"])]
     # The frontend's loop, literally: poll while WAITING, then it must be SUCCESS.

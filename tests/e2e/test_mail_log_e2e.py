@@ -32,4 +32,4 @@ def test_mail_log_comes_from_the_mailer(tmp_path):
         while (r := admin.get("/v1/admin/mails")).status_code != 200:
             assert r.status_code == 503 and time.monotonic() < deadline, r.text
             time.sleep(0.2)
-        assert r.json() == {"data": []}
+        assert r.json() == {"data": [], "next_cursor": None}

@@ -1,16 +1,20 @@
 """The README's "Try it" block, run literally with bash against `make run` on a fresh ``var/`` (issue 8 item 23).
 
 It runs in a copy of the working tree, so ``.venv/bin/python`` and ``../shared/samples`` resolve as they do for a
-user, on the ports the README names (8000, 8001, 8025). Checks what a user would look at: the archive downloads and
-``unzip -l`` lists its files, the export mail lands in ``var/mail/new`` and its link downloads without credentials.
+user, on the ports the README names (8000, 8001, 8025). The block drives the ``eventport`` CLI that ``make run``
+installs; its login goes to a config folder of the test's own (``XDG_CONFIG_HOME``), not the user's. Checks what a
+user would look at: the login file is private and the token never shows, the archive downloads and ``unzip -l``
+lists its files, the export mail lands in ``var/mail/new`` and its link downloads without credentials.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
+import json
 import re
 import socket
+import stat
 import subprocess
 import time
 import zipfile
@@ -50,11 +54,13 @@ def _mails(new: Path) -> list[email.message.EmailMessage]:
     return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in sorted(new.glob("*"))]
 
 
-def _wait_for_mail(new: Path, subject: str, timeout: float) -> email.message.EmailMessage:
+def _wait_for_mail(new: Path, subject: str, to: str, timeout: float) -> email.message.EmailMessage:
+    """The first mail to ``to`` with ``subject``; other mail in the sink is not ours (the sink listens on the
+    well-known port 8025, where any stack left at the default SMTP_PORT delivers, a benchmark's for instance)."""
     deadline = time.monotonic() + timeout
     while True:
         for mail in _mails(new) if new.is_dir() else []:
-            if subject in str(mail["Subject"]):
+            if subject in str(mail["Subject"]) and to in str(mail["To"]):
                 return mail
         if time.monotonic() > deadline:
             found = [str(m["Subject"]) for m in _mails(new)] if new.is_dir() else f"{new} does not exist"
@@ -82,17 +88,24 @@ def run(tmp_path):
         delete_vhost(vhost)
 
 
-def test_readme_try_it_block_works_as_written(run):
+def test_readme_try_it_block_works_as_written(run, tmp_path):
     repo, command = run
     script = repo / "try_it.sh"
     script.write_text(try_it_block(REPO / "README.md"))
+    config = tmp_path / "config"
     # -e stops at the first failing command; no pipefail, as in a user's shell (`curl | grep -q` may end curl early).
     try:
-        done = subprocess.run(["bash", "-e", str(script)], cwd=repo, env=clean_env(),
+        done = subprocess.run(["bash", "-e", str(script)], cwd=repo, env=clean_env(XDG_CONFIG_HOME=str(config)),
                               capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the README block did not finish in 600 s:\n{exc.stdout}\n{exc.stderr}\n{command.tail()}")
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}\n{command.tail()}"
+
+    # The CLI's login: a private file, and the token in no output.
+    credentials = config / "eventport" / "credentials.json"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    token = json.loads(credentials.read_text())["servers"]["http://127.0.0.1:8000"]["token"]
+    assert token not in done.stdout and token not in done.stderr
 
     # The download: a zip of the Open Event files, which unzip -l listed.
     archives = sorted(repo.glob("event*.zip"))
@@ -105,7 +118,7 @@ def test_readme_try_it_block_works_as_written(run):
         assert re.search(rf"^\s*\d+\s+\S+\s+\S+\s+{name}$", done.stdout, re.M), done.stdout[-3000:]
 
     # The export mail, in the Maildir the README points at, with a link that works without credentials.
-    mail = _wait_for_mail(repo / "var" / "mail" / "new", "has been exported", timeout=60)
+    mail = _wait_for_mail(repo / "var" / "mail" / "new", "has been exported", "orga@example.org", timeout=60)
     text = mail.get_body(("plain",)).get_content()
     # As a mail client's autolinker reads them: a closing bracket or a sentence's full stop is not part of a URL.
     links = [link.rstrip(".,;:") for link in re.findall(r"https?://[^\s<>()\"']+", text)]

@@ -71,7 +71,7 @@ def test_export_in_every_format_downloads_a_valid_file(system, identifier):
     task_id = task_url.rsplit("/", 1)[1]
     completed = system.tap.wait_for(task_id, EXPORT_COMPLETED)[0]
     assert completed["format"] == identifier and completed["key"] == result["key"]
-    history = organizer.get(f"/v1/events/{system.event_id}/exports").json()["data"]
+    history = organizer.get(f"/v1/events/{system.event_id}/exports?limit=200").json()["data"]
     entry = next(e for e in history if e["task_id"] == task_id)
     assert entry["format"] == identifier
     again = organizer.get(entry["download"], allow_redirects=False)

@@ -37,7 +37,7 @@ from shared.media_fetcher import MediaFetcher, MediaFetchError
 from shared.models import gateway as m
 from shared.models.base import utcnow
 from shared.models.events import EventRole, User
-from shared.models.storage import StorageBackendRecord, reseal_secrets
+from shared.models.storage import StorageBackendRecord, reseal_record, reseal_secrets
 from shared.signing import BadSignature, derive_key, sign, verify
 
 GOOD_SECRET = "a-perfectly-random-secret-of-40-bytes-xx"
@@ -296,6 +296,28 @@ def test_backend_secrets_are_encrypted_rotatable_and_plain_rows_get_resealed(tmp
     assert token.startswith(secretbox.PREFIX) and "LEGACY" not in token + config
     assert read("box").config["app_secret"] == "LEGACY-APP-SECRET"
 
+
+
+def test_a_reseal_never_writes_back_values_an_admin_changed_meanwhile(tmp_path, clean_env):
+    # Two storage instances: one starts (reads the records to reseal them) while an admin's PATCH, served by the
+    # other, changes a record. The starting instance's write must not restore the old token.
+    clean_env.setenv("SECRET_KEY", GOOD_SECRET)
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    upgrade_to_head(url)
+    factory = make_session_factory(make_engine(url))
+    body = {"storage_backend": "seafile", "storage_backend_id": "team", "token": "OLD-TOKEN",
+            "config": {"server_url": "https://seafile.example.org", "repo_id": "r1"}}
+    with factory() as session:
+        backend_records.create(session, body, lambda spec, active: None)
+        record = session.scalar(sa.select(StorageBackendRecord))
+        seen = (record.id, record.token, record.config, record.updated_at)
+    with factory() as session:
+        backend_records.update(session, "team", {"token": "NEW-TOKEN"}, lambda spec, active: None)
+    with factory() as session:
+        assert not reseal_record(session, *seen)
+        assert session.scalar(sa.select(StorageBackendRecord)).token == "NEW-TOKEN"
+        assert reseal_secrets(session) == 1  # unchanged since read: resealed
+        assert session.scalar(sa.select(StorageBackendRecord)).token == "NEW-TOKEN"
 
 def test_every_declared_secret_is_encrypted_by_name():
     from services.storage.records.config import FIELDS

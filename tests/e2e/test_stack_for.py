@@ -3,6 +3,7 @@ the set-up fails (before, a failed set-up left nameko services running)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -50,3 +51,27 @@ def test_a_stack_that_never_gets_healthy_is_stopped_too(tmp_path):
         run.start()
     assert _processes_with(var_dir) == []
     assert not _vhost_exists(vhost)
+
+
+def test_replicas_get_their_own_ports_behind_one_storage_url_and_are_stopped_with_the_block(tmp_path):
+    with stack_for(tmp_path, replicas={"storage": 2}) as run:
+        stack = run.start(("storage", "storage.1"))
+        var_dir, proxy = run.env.var_dir, run.storage_proxy
+        assert stack.instances("storage") == ["storage", "storage.1"]
+        urls = [stack.url(name) for name in stack.instances("storage")]
+        assert len(set(urls + [run.storage])) == 3  # each instance its own port, the proxy on STORAGE_URL
+        session = requests.Session()
+        session.trust_env = False
+        deadline = time.monotonic() + 60
+        while not all(proxy.connections().values()):  # the proxy's round robin reaches both instances
+            assert time.monotonic() < deadline, proxy.connections()
+            try:
+                session.get(run.storage + "/health", timeout=5, headers={"Connection": "close"})
+            except requests.RequestException:
+                time.sleep(0.2)  # not listening yet
+        assert sorted(proxy.connections()) == sorted(u.split("//", 1)[1] for u in urls)
+        pid = run.kill("storage.1")
+        assert not stack.running("storage.1") and stack.running("storage")
+        stack.start("storage.1")  # same port again
+        assert stack.url("storage.1") == urls[1] and run.pid("storage.1") != pid
+    assert not _processes_with(var_dir) and proxy.proc is None

@@ -153,3 +153,20 @@ def test_unpublished_events_are_published_by_a_later_sweep(db, tmp_path, monkeyp
     assert (event_type, payload["key"], payload["reason"]) == (contracts.OBJECT_EXPIRED, key, "expired")
     with db() as session:
         assert session.get(StorageObject, key).announce is None
+
+
+def test_several_sweepers_publish_each_late_event_once(db, tmp_path):
+    # Every storage instance sweeps, so every one of them looks for events left unpublished: each goes out once.
+    registry = make_registry(db, tmp_path)
+    keys = store_expired(db, registry, 6)
+    assert retention.sweep(db, registry, Published(fail=True), batch=10, claim_seconds=60).deleted == 6
+    with db() as session:  # left unpublished for longer than the grace, as time would
+        session.execute(update(StorageObject).values(updated_at=utcnow() - 2 * retention.ANNOUNCE_GRACE))
+        session.commit()
+    up = Published()
+    pool = eventlet.GreenPool()
+    runs = [pool.spawn(retention.publish_pending, db, make_registry(db, tmp_path), up, batch=10) for _ in range(4)]
+    assert sum(run.wait() for run in runs) == 6
+    assert sorted(payload["key"] for _, payload in up.events) == sorted(keys)
+    with db() as session:
+        assert all(session.get(StorageObject, key).announce is None for key in keys)

@@ -1,10 +1,17 @@
-"""End-to-end helpers: a running stack on its own vhost, database and var directory, and an HTTP client for it."""
+"""End-to-end helpers: a running stack on its own vhost, database and var directory, and an HTTP client for it.
+
+``stack_for(..., replicas={"exporter": 3, "storage": 2})`` runs that many instances of a service (the others run
+once). Several storage instances sit behind a round-robin TCP proxy listening on ``STORAGE_URL`` (what a load
+balancer is in production: signed links name one address); several gateways each answer on their own port
+(``Running.gateway_urls``), the first on ``GATEWAY_URL``. ``Running.kill`` / ``Running.restart`` stop one instance
+with ``kill -9`` and start it again.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +26,9 @@ from shared.models import events as m
 from shared.passwords import hash_password
 from shared.signing import derive_key
 from tests.conftest import free_port
-from tests.support.rabbit import amqp_uri, create_vhost, delete_vhost
-from tools.stack import Stack
+from tests.support.rabbit import amqp_uri, consumers, create_vhost, delete_vhost
+from tests.support.tcp_proxy import TcpProxy
+from tools.stack import SERVICES, Stack, free_address, instance_name
 from tools.synthetic import create_synthetic_event
 
 TERMINAL = ("SUCCESS", "FAILURE")
@@ -84,18 +92,43 @@ def add_synthetic_event(env: Env, owner_user_id: int, sessions: int, **options: 
         return event_id
 
 
-def start_stack(env: Env, services: tuple[str, ...] | None = None) -> Stack:
-    stack = Stack(env=env.env, log_dir=env.var_dir / "log")
+# Services whose every instance consumes its ``rpc-<service>`` queue (health): how a test knows an instance is up.
+RPC_SERVICES = ("storage", "exporter", "importer", "mailer")
+
+
+def start_stack(env: Env, services: tuple[str, ...] | None = None, replicas: Mapping[str, int] | None = None,
+                addresses: Mapping[str, str] | None = None) -> Stack:
+    """All five services (``replicas`` of each, default 1) waited for until healthy, or just ``services``."""
+    stack = Stack(env=env.env, log_dir=env.var_dir / "log", addresses=dict(addresses or {}))
     try:
         if services is None:
-            stack.start_all()
+            for service in SERVICES:
+                stack.scale(service, (replicas or {}).get(service, 1))
             stack.wait_healthy(timeout=90)
+            if replicas:
+                wait_instances(env.vhost, stack)
         else:
             stack.start_all(services)
     except BaseException:
         stack.stop_all()  # a stack that never got healthy must not keep its services running
         raise
     return stack
+
+
+def wait_instances(vhost: str, stack: Stack, timeout: float = 90) -> None:
+    """Until every running instance takes messages: each one of an RPC service consumes its ``rpc-`` queue (the
+    broker's count), each gateway answers /health."""
+    deadline = time.monotonic() + timeout
+    for service in RPC_SERVICES:
+        want = len(stack.instances(service))
+        while (have := consumers(vhost, f"rpc-{service}")) != want:
+            for name in stack.instances(service):
+                if not stack.running(name):
+                    raise RuntimeError(f"{name} exited with {stack.processes[name].returncode}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{service}: {have} of {want} instances consume after {timeout} s")
+            time.sleep(0.2)
+    stack.wait_healthy(timeout=max(1.0, deadline - time.monotonic()))
 
 
 @dataclass
@@ -126,6 +159,9 @@ class Running(SystemBase):
     """One test's stack in the making: its env and users now, its services once ``start()`` ran."""
 
     stacks: list[Stack] = field(default_factory=list)
+    replicas: dict[str, int] = field(default_factory=dict)  # instances per service (absent: one)
+    addresses: dict[str, str] = field(default_factory=dict)  # instance name -> its HTTP bind address, if fixed
+    storage_proxy: TcpProxy | None = None  # in front of the storage instances when there are several
 
     @property
     def vhost(self) -> str:
@@ -135,11 +171,32 @@ class Running(SystemBase):
     def stack(self) -> Stack:
         return self.stacks[0]
 
+    @property
+    def gateway_urls(self) -> list[str]:
+        """The base URL of every gateway instance (the first is ``url``)."""
+        return [self.stack.url(name) for name in self.stack.instances("api_gateway")] if self.stacks else [self.url]
+
     def start(self, services: tuple[str, ...] | None = None) -> Stack:
-        """Start the services (all five and wait until healthy, or just ``services``); stopped when the block ends."""
-        stack = start_stack(self.env, services)
+        """Start the services (all five, ``replicas`` of each, and wait until healthy, or just ``services``);
+        stopped when the block ends."""
+        stack = start_stack(self.env, services, self.replicas, self.addresses)
         self.stacks.append(stack)
         return stack
+
+    def kill(self, name: str) -> int:
+        """``kill -9`` one instance (``exporter.1``); its pid. What it held is redelivered to the others."""
+        pid = self.stack.processes[name].pid
+        self.stack.stop(name, kill=True)
+        return pid
+
+    def restart(self, *names: str) -> None:
+        """Start stopped or killed instances again (same HTTP ports) and wait until they take messages."""
+        for name in names:
+            self.stack.start(name)
+        wait_instances(self.vhost, self.stack)
+
+    def pid(self, name: str) -> int:
+        return self.stack.processes[name].pid
 
     def event(self, owner: str, sessions: int, **options: object) -> int:
         """A synthetic event owned by user ``owner``; its id."""
@@ -148,18 +205,28 @@ class Running(SystemBase):
 
 @contextmanager
 def stack_for(tmp: Path, users: dict[str, bool] | None = None, database_url: str | None = None,
-              **extra: str) -> Iterator[Running]:
-    """A vhost, an env (``extra`` on top of the defaults) and ``users`` for one stack; what ``start()`` started
-    is stopped and the vhost deleted when the block ends, however it ends (a failed set-up included)."""
+              replicas: Mapping[str, int] | None = None, **extra: str) -> Iterator[Running]:
+    """A vhost, an env (``extra`` on top of the defaults) and ``users`` for one stack, whose ``start()`` runs
+    ``replicas`` instances of the services named there; what ``start()`` started is stopped (and the storage proxy,
+    and the vhost deleted) when the block ends, however it ends (a failed set-up included)."""
     vhost = create_vhost()
     running: Running | None = None
     try:
         env = make_env(tmp, vhost, database_url, **extra)
-        running = Running(env=env, users=add_users(env, users or {}))
+        running = Running(env=env, users=add_users(env, users or {}), replicas=dict(replicas or {}))
+        storages = running.replicas.get("storage", 1)
+        if storages > 1:
+            # The proxy takes STORAGE_URL's port; each storage instance binds one of its own behind it.
+            running.addresses = {instance_name("storage", i): free_address() for i in range(storages)}
+            running.storage_proxy = TcpProxy(env.env["STORAGE_URL"].split("//", 1)[1],
+                                             list(running.addresses.values()), env.var_dir / "storage-proxy")
+            running.storage_proxy.start()
         yield running
     finally:
         for stack in running.stacks if running else ():
             stack.stop_all()
+        if running is not None and running.storage_proxy is not None:
+            running.storage_proxy.stop()
         delete_vhost(vhost)
 
 

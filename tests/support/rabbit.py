@@ -32,3 +32,9 @@ def amqp_uri(vhost: str) -> str:
 def queue_info(vhost: str, queue: str) -> dict | None:
     r = requests.get(f"{MGMT_URL}/api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}", auth=AUTH, timeout=10)
     return r.json() if r.status_code == 200 else None
+
+
+def consumers(vhost: str, queue: str) -> int:
+    """How many consumers ``queue`` has now (0 if it does not exist yet)."""
+    info = queue_info(vhost, queue)
+    return int(info.get("consumers") or 0) if info else 0

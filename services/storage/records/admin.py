@@ -94,34 +94,49 @@ def public_view(record: StorageBackendRecord, objects: int | None = None) -> dic
     return view
 
 
-def _object_counts(session: Session) -> dict[str, int]:
-    rows = session.execute(
-        select(StorageObject.backend, func.count()).where(StorageObject.deleted_at.is_(None))
-        .group_by(StorageObject.backend)
-    )
-    return {backend: count for backend, count in rows}
+def _object_counts(session: Session, identifiers: list[str] | None = None) -> dict[str, int]:
+    query = select(StorageObject.backend, func.count()).where(StorageObject.deleted_at.is_(None))
+    if identifiers is not None:
+        query = query.where(StorageObject.backend.in_(identifiers))
+    return {backend: count for backend, count in session.execute(query.group_by(StorageObject.backend))}
 
 
-def list_records(session: Session) -> list[dict[str, Any]]:
-    counts = _object_counts(session)
-    records = session.scalars(select(StorageBackendRecord).order_by(StorageBackendRecord.id))
+def list_records(session: Session, limit: int | None = None, after: str | None = None) -> list[dict[str, Any]]:
+    """Every record in the order they were created, or (keyset) ``limit`` of them after the record ``after`` (an
+    identifier: records are never deleted, so it always names one)."""
+    query = select(StorageBackendRecord).order_by(StorageBackendRecord.id)
+    if after is not None:
+        query = query.where(StorageBackendRecord.id > select(StorageBackendRecord.id).where(
+            StorageBackendRecord.storage_backend_id == after).scalar_subquery())
+    records = list(session.scalars(query if limit is None else query.limit(limit)))
+    counts = _object_counts(session, [r.storage_backend_id for r in records])
     return [public_view(r, counts.get(r.storage_backend_id, 0)) for r in records]
 
 
 DEFAULT_DESCRIPTION = "The platform's default storage."
 
 
-def choices(session: Session, default: BackendSpec) -> list[dict[str, Any]]:
-    """What an organizer may name in an export's ``storage`` option: the default backend, then the active records.
+def choices(session: Session, default: BackendSpec, limit: int | None = None,
+            after: str | None = None) -> list[dict[str, Any]]:
+    """What an organizer may name in an export's ``storage`` option: the default backend, then the active records
+    by identifier. Keyset: ``limit`` of them after the identifier ``after``, where the default entry sorts as ``""``
+    (before every identifier).
 
     Identifiers, kinds, descriptions and keep days only: never a token, a config value or an object count.
     """
-    records = session.scalars(select(StorageBackendRecord).where(StorageBackendRecord.active.is_(True))
-                              .order_by(StorageBackendRecord.storage_backend_id))
-    return [{"storage_backend_id": DEFAULT_ID, "storage_backend": default.kind, "description": DEFAULT_DESCRIPTION,
-             "keep_days": default.keep_days, "default": True}] + [
+    first = [] if after is not None else [
+        {"storage_backend_id": DEFAULT_ID, "storage_backend": default.kind, "description": DEFAULT_DESCRIPTION,
+         "keep_days": default.keep_days, "default": True}]
+    query = (select(StorageBackendRecord).where(StorageBackendRecord.active.is_(True))
+             .order_by(StorageBackendRecord.storage_backend_id))
+    if after:
+        query = query.where(StorageBackendRecord.storage_backend_id > after)
+    if limit is not None:
+        query = query.limit(max(0, limit - len(first)))
+    return (first + [
         {"storage_backend_id": r.storage_backend_id, "storage_backend": r.storage_backend,
-         "description": r.description, "keep_days": r.keep_days, "default": False} for r in records]
+         "description": r.description, "keep_days": r.keep_days, "default": False} for r in session.scalars(query)]
+    )[:limit]
 
 
 def describe(session: Session, identifier: str) -> dict[str, Any] | None:
