@@ -176,6 +176,10 @@ class HttpEntrypoint(HttpRequestHandler):
             if isinstance(value, int) and value > MAX_DB_INT:
                 http_server.close_unless_body_done(environ)
                 return error_response(404, "not_found", f"Nothing exists at this address (no id is {value}).")
+            # %00 in a path names nothing either, and PostgreSQL refuses NUL in text (it was a 500 there)
+            if isinstance(value, str) and "\x00" in value:
+                http_server.close_unless_body_done(environ)
+                return error_response(404, "not_found", "Nothing exists at this address (it holds a NUL character).")
         if "eventlet.input" not in environ:  # not under our server (werkzeug.test): nothing to guard
             _mark_input_terminated(request)
             return super().handle_request(request)

@@ -47,6 +47,10 @@ class Probe:
     def upload(self, request):
         return json_response({name: len(f.read()) for name, f in request.files.items()})
 
+    @http("GET", "/named/<name>")
+    def named(self, request, name):
+        return json_response({"name": name})
+
     @http("GET", "/plain")
     def plain(self, request):
         return 200, "plain text still works"
@@ -97,6 +101,12 @@ def test_routing_errors_are_json(base):
     response = requests.delete(f"{base}/echo-size", timeout=5)
     assert error_of(response, 405)["code"] == "method_not_allowed"
     assert set(response.headers["Allow"].split(", ")) >= {"PUT", "POST"}
+
+
+def test_a_nul_in_a_path_names_nothing(base):
+    # PostgreSQL refuses NUL in text: GET /v1/tasks/a%00b was a 500 there
+    assert requests.get(f"{base}/named/ab", timeout=5).json() == {"name": "ab"}
+    assert error_of(requests.get(f"{base}/named/a%00b", timeout=5), 404)["code"] == "not_found"
 
 
 def test_request_bodies_are_readable_chunked_or_not(base):
