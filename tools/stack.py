@@ -19,12 +19,12 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 NAMEKO_CONFIG = REPO / "deploy" / "nameko.yml"
-SERVICES = ("storage", "exporter", "importer", "mailer", "api_gateway")
+SERVICES = ("storage", "exporter", "importer", "mailer", "webhooks", "api_gateway")
 
 
 @dataclass
 class Stack:
-    """The five services against one broker vhost, one database and one var directory."""
+    """The six services against one broker vhost, one database and one var directory."""
 
     env: dict[str, str]
     log_dir: Path | None = None  # None: inherit the console
