@@ -58,7 +58,7 @@ class RequestDispatcher(EventDispatcher):
             self.declare.append(
                 Queue(queue_name, exchange=exchange, routing_key=event_type, durable=True, auto_delete=False)
             )
-        for (source, event_type), queue_name in {**MAIL_QUEUES, **WEBHOOK_QUEUES}.items():
+        for (source, event_type), queue_name in [*MAIL_QUEUES.items(), *WEBHOOK_QUEUES.items()]:
             # The other services' exchanges, declared with nameko's own arguments so their declarations agree.
             source_exchange = get_event_exchange(source, self.container.config)
             self.declare.append(

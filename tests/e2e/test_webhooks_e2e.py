@@ -3,7 +3,8 @@
 (a) one signed delivery per finished export and import, verifiable with the secret, a redelivered AMQP event adds
 nothing; (b) the webhooks service killed while a receiver holds its first delivery open: after the restart the
 receiver has one webhook-id per job and the log says delivered; (c) a receiver answering 500 gets the retries of the
-(short) schedule, then the log says failed; (d) who may register what, and the URL guard.
+(short) schedule, then the log says failed; (d) who may register what, and the URL guard. Events published before
+the service ever ran are kept.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ import requests
 from nameko.standalone.events import event_dispatcher
 from standardwebhooks.webhooks import Webhook
 
+from services.api_gateway.dependencies import WEBHOOK_QUEUES
 from shared import contracts
+from shared.models.webhooks import WebhookEndpoint
+from shared.webhook_signature import new_secret
 from tests.e2e.test_export_e2e import export
 from tests.support.e2e import Client, stack_for
 from tests.support.import_helpers import IMPORT_PATH
+from tests.support.rabbit import queue_info
 from tests.support.webhook_receiver import WebhookReceiver
 
 TIMEOUT = 4  # WEBHOOK_TIMEOUT of this stack: a killed sender's delivery is due again after 2 x 4 + 5 s
@@ -196,3 +201,29 @@ def test_webhook_lists_are_paginated(system):
     for hook_id in ids:
         assert organizer.request("DELETE", f"/v1/webhooks/{hook_id}").status_code == 204
     assert organizer.get(f"/v1/webhooks/{ids[0]}").status_code == 404
+
+
+def test_events_published_before_the_webhooks_service_ever_ran_are_delivered(tmp_path, monkeypatch):
+    """The gateway declares the webhooks service's queues at its start (events are dropped by a broker whose
+    subscriber queue does not exist yet)."""
+    with closing(WebhookReceiver()) as receiver, stack_for(
+            tmp_path, WEBHOOK_ALLOW_HOSTS=f"127.0.0.1:{receiver.port}") as run:
+        stack = run.start(services=("api_gateway",))
+        for queue in WEBHOOK_QUEUES.values():
+            deadline = time.monotonic() + 30
+            while not queue_info(run.vhost, queue):
+                assert time.monotonic() < deadline, f"{queue} not declared by the gateway"
+                time.sleep(0.1)
+        secret = new_secret()
+        monkeypatch.setenv("SECRET_KEY", run.env.env["SECRET_KEY"])  # the secret is sealed with the stack's key
+        with run.env.db() as session:  # registered before, while the service was up: its row is there
+            session.add(WebhookEndpoint(url=receiver.url, events=["export.failed"], event_id=None, secret=secret,
+                                        active=True, created_by=1))
+            session.commit()
+        payload = contracts.make_payload(contracts.EXPORT_FAILED, task_id="before-it-ran", event_id=5,
+                                         requested_by={"id": 1, "email": "a@example.org"}, code="x", message="y")
+        event_dispatcher({"AMQP_URI": run.env.env["AMQP_URI"], "serializer": "json"})(
+            contracts.EXPORTER, contracts.EXPORT_FAILED, payload)
+        stack.start("webhooks")
+        (got,) = receiver.wait_for(lambda seen: len(seen) == 1)
+        assert Webhook(secret).verify(got.body, got.headers)["data"] == payload
