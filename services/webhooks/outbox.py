@@ -6,7 +6,8 @@ Exactly one delivery per (event, endpoint), in three rules:
    every attempt sends, so retries are byte-for-byte the same message.
 2. A sender claims a due row with a conditional UPDATE (``pending`` -> ``sending``, ``attempts + 1``, a lease until
    ``next_attempt_at``). ``attempts`` after the claim is its fencing token: every later update requires it, so two
-   instances, or a killed sender and its successor, never both record an outcome.
+   instances, or a killed sender and its successor, never both record an outcome (``shared/outbox.py``, the mailer's
+   too).
 3. A sender killed mid-request leaves the row ``sending``; when the lease runs out the row is due again and is sent
    again with the same ``webhook-id``. Unlike mail, HTTP has a receiver-side answer to "maybe delivered": receivers
    dedupe by ``webhook-id`` (the Standard Webhooks rule), so a possible duplicate is preferred to a lost event.
@@ -19,22 +20,23 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.webhooks.schedule import next_attempt
 from services.webhooks.settings import WebhookSettings
-from shared import contracts
+from shared import contracts, outbox
 from shared.models.webhooks import WebhookDelivery, WebhookEndpoint
 
 PENDING, SENDING, DELIVERED, FAILED = "pending", "sending", "delivered", "failed"
 ACTIVE = (PENDING, SENDING)
 
-T = WebhookDelivery.__table__.c
+TABLE = WebhookDelivery.__table__
+T = TABLE.c
 E = WebhookEndpoint.__table__.c
 
 
@@ -110,34 +112,21 @@ def due(session: Session, *, now: datetime, limit: int) -> list[int]:
 
 def claim(session: Session, delivery_id: int, *, now: datetime, lease: float) -> Claim | None:
     """Take a due row for one attempt; None if another sender has it (or it is no longer due)."""
-    result = session.execute(
-        update(WebhookDelivery)
-        .where(T.id == delivery_id, T.state.in_(ACTIVE), T.next_attempt_at <= now)
-        .values(state=SENDING, attempts=T.attempts + 1, next_attempt_at=now + timedelta(seconds=lease),
-                first_attempt_at=func.coalesce(T.first_attempt_at, now), updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        session.rollback()
+    row = outbox.claim(session, TABLE, delivery_id, states=ACTIVE, to_state=SENDING, now=now, lease=lease,
+                       read=(T.message_id, T.body, T.endpoint_id, T.first_attempt_at),
+                       first_attempt_at=func.coalesce(T.first_attempt_at, now))
+    if row is None:
         return None
-    # Read inside the claiming transaction: the row is locked by our UPDATE, so this is our token.
-    row = session.execute(select(T.attempts, T.message_id, T.body, T.endpoint_id, T.first_attempt_at)
-                          .where(T.id == delivery_id)).one()
     endpoint = session.get(WebhookEndpoint, row.endpoint_id)
     live = endpoint is not None and endpoint.active and endpoint.deleted_at is None
-    session.commit()
+    session.rollback()
     return Claim(id=delivery_id, token=row.attempts, message_id=row.message_id, body=row.body,
                  url=endpoint.url if live else None, secret=endpoint.secret if live else None,
                  first_attempt_at=row.first_attempt_at)
 
 
 def _change(session: Session, c: Claim, **values: object) -> bool:
-    result = session.execute(
-        update(WebhookDelivery).where(T.id == c.id, T.attempts == c.token, T.state == SENDING)
-        .values(**values).execution_options(synchronize_session=False)
-    )
-    session.commit()
-    return result.rowcount == 1
+    return outbox.fenced(session, TABLE, c.id, c.token, (SENDING,), **values)
 
 
 def mark_delivered(session: Session, c: Claim, status: int, *, now: datetime) -> bool:
