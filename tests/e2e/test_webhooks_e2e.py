@@ -116,6 +116,21 @@ def test_one_signed_delivery_per_finished_export_and_import(system):
     assert admin.request("DELETE", f"/v1/webhooks/{hook['id']}").status_code == 204
 
 
+def test_a_deleted_archive_is_announced_as_object_expired(system):
+    organizer, receiver = system.client("organizer"), system.receivers["ok"]
+    hook = register(organizer, receiver.url, ["object.expired"], system.own_event)
+    task = finished(organizer, export(organizer, system.own_event))
+    assert organizer.request("DELETE", f"/v1/events/{system.own_event}/exports/{task['id']}").status_code == 204
+    def expired(s) -> bool:
+        return s.message["type"] == "object.expired" and s.task_id == task["id"]
+
+    receiver.wait_for(lambda seen: any(expired(s) for s in seen))
+    (got,) = receiver.requests(expired)
+    message = Webhook(hook["secret"]).verify(got.body, got.headers)
+    assert message["data"]["reason"] == "deleted" and message["data"]["event_id"] == system.own_event
+    assert organizer.request("DELETE", f"/v1/webhooks/{hook['id']}").status_code == 204
+
+
 def test_killed_while_the_receiver_holds_the_first_delivery_one_webhook_id_per_job(system):
     organizer, receiver = system.client("organizer"), system.receivers["held"]
     hook = register(organizer, receiver.url, ["export.completed"], system.own_event)
