@@ -33,16 +33,17 @@ def _payload(task_id: str = "t-1", event_id: int | None = 7) -> dict:
 
 
 @pytest.fixture
-def hook(sqlite_factory):
-    """(session factory, guard, create(url, events, event_id) -> endpoint record with its secret)."""
+def hook(session_factory):
+    """(session factory, guard, create(url, events, event_id) -> endpoint record with its secret), on SQLite and
+    PostgreSQL."""
     guard = AddressGuard(["127.0.0.1"], what="webhook URL")
 
     def create(url: str, events: tuple[str, ...] = ("export.failed",), event_id: int | None = 7) -> dict:
-        with sqlite_factory() as session:
+        with session_factory() as session:
             return endpoints.create(session, guard, {"url": url, "events": list(events), "event_id": event_id},
                                     created_by=1)
 
-    return sqlite_factory, guard, create
+    return session_factory, guard, create
 
 
 def _rows(factory) -> list[WebhookDelivery]:
