@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm.attributes import flag_modified
 
 from shared.models.base import Base, utcnow
 from shared.secretbox import EncryptedText
@@ -60,3 +61,14 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+def reseal_secrets(session: Session) -> int:
+    """Re-encrypt every endpoint's secret with the newest key of ``SECRETS_ENCRYPTION_KEYS`` (rows under a key being
+    rotated out); ``SecretsKeyError`` if a row fits none. The webhooks service runs it at start-up,
+    ``tools/cli.py reseal-secrets`` on request."""
+    endpoints = list(session.scalars(select(WebhookEndpoint)))
+    for endpoint in endpoints:  # loading decrypted them; marking them rewrites them with the current first key
+        flag_modified(endpoint, "secret")
+    session.commit()
+    return len(endpoints)

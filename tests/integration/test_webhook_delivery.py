@@ -8,7 +8,7 @@ from contextlib import closing
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from standardwebhooks.webhooks import Webhook
 
 from services.webhooks import endpoints, outbox
@@ -17,7 +17,7 @@ from services.webhooks.settings import WebhookSettings
 from shared import contracts
 from shared.address_guard import AddressGuard
 from shared.models.base import utcnow
-from shared.models.webhooks import WebhookDelivery
+from shared.models.webhooks import WebhookDelivery, WebhookEndpoint, reseal_secrets
 from tests.support.webhook_receiver import WebhookReceiver
 
 
@@ -178,3 +178,19 @@ def test_lists_are_newest_first_in_pages(hook):
         third = endpoints.list_endpoints(session, None, 2, second["next"])
         assert [e["id"] for e in first["data"] + second["data"] + third["data"]] == ids[::-1]
         assert third["next"] is None and endpoints.list_endpoints(session, 2, 10, None)["data"] == []
+
+
+def test_secrets_are_stored_encrypted_and_resealed_with_the_newest_key(hook, monkeypatch):
+    factory, _, create = hook
+    monkeypatch.setenv("SECRETS_ENCRYPTION_KEYS", "old-passphrase-of-at-least-32-bytes!!")
+    secret = create("http://127.0.0.1:1/a")["secret"]
+    with factory() as session:
+        stored = session.execute(text("SELECT secret FROM webhook_endpoints")).scalar_one()
+    assert stored.startswith("enc:v1:") and secret not in stored
+    monkeypatch.setenv("SECRETS_ENCRYPTION_KEYS", "new-passphrase-of-at-least-32-bytes!!,"
+                                                  "old-passphrase-of-at-least-32-bytes!!")
+    with factory() as session:
+        assert reseal_secrets(session) == 1
+    monkeypatch.setenv("SECRETS_ENCRYPTION_KEYS", "new-passphrase-of-at-least-32-bytes!!")  # the old key can go
+    with factory() as session:
+        assert session.scalars(select(WebhookEndpoint.secret)).one() == secret
