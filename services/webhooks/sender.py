@@ -72,6 +72,9 @@ def post(guard: AddressGuard, url: str, body: bytes, headers: dict[str, str], *,
                     pool.close()
                     last = _why(exc)
                     continue
+                except BaseException:  # no answer (timeout, reset, our deadline): nothing is left open
+                    pool.close()
+                    raise
                 try:
                     return _judge(response, max_response_bytes)
                 finally:
