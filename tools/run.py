@@ -1,4 +1,4 @@
-"""The whole system on one machine: migrations, a local mail sink and the five services, until Ctrl-C.
+"""The whole system on one machine: migrations, a local mail sink and the six services, until Ctrl-C.
 
 Services that die are reported on the console and restarted (``tools/supervisor.py``); Ctrl-C stops everything once,
 in a few seconds.
