@@ -12,12 +12,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.webhooks import outbox
 from services.webhooks.sender import Outcome, post
 from services.webhooks.settings import WebhookSettings
+from shared import metrics
 from shared.address_guard import AddressGuard
 from shared.models.base import utcnow
 from shared.webhook_signature import headers
 
 log = logging.getLogger(__name__)
 BATCH = 100  # due rows taken per tick
+# An attempt that leaves the row pending was a failure that will be retried.
+_OUTCOMES = {outbox.DELIVERED: "delivered", outbox.FAILED: "failed"}
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,9 @@ class Courier:
 
     def _guarded(self, delivery_id: int) -> None:
         try:
-            self.deliver(delivery_id)
+            state = self.deliver(delivery_id)
+            if state is not None:
+                metrics.WEBHOOK_DELIVERIES.labels(_OUTCOMES.get(state, "retried")).inc()
         except Exception:  # one row's trouble (the database) must not stop the others; it is due again later
             log.exception("webhook delivery %s could not be attempted", delivery_id)
 

@@ -14,7 +14,7 @@ from services.webhooks import endpoints, outbox
 from services.webhooks.courier import Courier
 from services.webhooks.dependencies import Guard, WebhookConfig
 from shared import contracts, intake
-from shared.dependencies import Config, Database
+from shared.dependencies import Config, Database, MetricsServer, TaskLogContext
 from shared.models.base import utcnow
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ class WebhooksService:
     settings = WebhookConfig()
     guard = Guard()
     db = Database()
+    log_context, metrics_server = TaskLogContext(), MetricsServer()  # task ids in the handlers' logs; METRICS_PORT
 
     # requeue_on_error: an event that could not be recorded (database down) goes back to its queue, not lost.
     @event_handler(contracts.EXPORTER, contracts.EXPORT_COMPLETED, requeue_on_error=True)
