@@ -32,3 +32,18 @@ def amqp_uri(vhost: str) -> str:
 def queue_info(vhost: str, queue: str) -> dict | None:
     r = requests.get(f"{MGMT_URL}/api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}", auth=AUTH, timeout=10)
     return r.json() if r.status_code == 200 else None
+
+
+def consumer_ports(vhost: str, queue: str | None = None) -> set[int]:
+    """The client-side TCP ports of the connections consuming from ``queue`` (any queue of the vhost if None); the
+    management API lists a new consumer within a few seconds."""
+    r = requests.get(f"{MGMT_URL}/api/consumers/{quote(vhost, safe='')}", auth=AUTH, timeout=10)
+    r.raise_for_status()
+    return {c["channel_details"]["peer_port"] for c in r.json() if queue is None or c["queue"]["name"] == queue}
+
+
+def queue_stats(vhost: str) -> dict[str, dict]:
+    """Every queue of the vhost: its ``message_stats`` counters (``ack``, ``redeliver``, ...), sampled every 5 s."""
+    r = requests.get(f"{MGMT_URL}/api/queues/{quote(vhost, safe='')}", auth=AUTH, timeout=10)
+    r.raise_for_status()
+    return {q["name"]: q.get("message_stats") or {} for q in r.json()}
