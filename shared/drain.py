@@ -113,6 +113,7 @@ class DrainingContainer(ServiceContainer):
         self.subextensions.all.stop()
         self._kill_managed_threads()
         self.started = False
+        log.info("%s stopped in %.1f s", self.service_name, time.monotonic() - started)
         if not self._died.ready():
             self._died.send(None)
 

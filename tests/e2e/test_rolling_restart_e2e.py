@@ -13,6 +13,7 @@ mailer or storage was handling: their acks were lost).
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -57,7 +58,7 @@ def test_rolling_restart_of_every_service_loses_and_duplicates_nothing(tmp_path)
             tmp_path, {"organizer": False}, SMTP_PORT=str(smtp.port), MEDIA_ALLOW_HOSTS=f"127.0.0.1:{media.port}",
             MEDIA_TIMEOUT="30", DRAIN_DEADLINE=DRAIN_DEADLINE, QUOTA_JOBS_IN_FLIGHT="0") as run:
         slow_event = run.event("organizer", sessions=14, media_base_url=media.base_url)  # 12 media
-        big_event = run.event("organizer", sessions=1500)
+        big_event = run.event("organizer", sessions=4000)
         stack = run.start()
         taps = {kind: EventTap(run.env.env["AMQP_URI"], service)
                 for kind, service in (("export", contracts.EXPORTER), ("import", contracts.IMPORTER))}
@@ -69,13 +70,18 @@ def test_rolling_restart_of_every_service_loses_and_duplicates_nothing(tmp_path)
         try:
             for service in ORDER:
                 new = instances.start(service)
+                wait_until(f"{new.name} ready", lambda new=new, s=service: ready(new, run.vhost, ports.get(s)), 90)
+                wave = []
                 for _ in range(WAVE[0]):
                     r = client.post(f"/v1/events/{slow_event}/export/json", json={"image": True})
                     assert r.status_code == 202, r.text
-                    tasks[r.json()["task_url"]] = "export"
-                for i in range(WAVE[1]):
-                    tasks[submit_ok(client, archive, f"{service}-{i}.zip")] = "import"
-                wait_until(f"{new.name} ready", lambda new=new, s=service: ready(new, run.vhost, ports.get(s)), 90)
+                    wave.append((r.json()["task_url"], "export"))
+                wave += [(submit_ok(client, archive, f"{service}-{i}.zip"), "import") for i in range(WAVE[1])]
+                tasks.update(wave)
+                # Every job of the wave taken (the broker alternates between the two instances of the exporter and
+                # of the importer, so the old one holds some): then the old instance is stopped.
+                for url, kind in wave:
+                    taps[kind].wait_for(url.rsplit("/", 1)[1], f"{kind}_started", timeout=60)
                 old = stack.processes[service]
                 stack.stop(service, timeout=150)  # SIGTERM; SIGKILL only if it never exits
                 assert old.returncode == 0, f"old {service} exited with {old.returncode}"
@@ -110,4 +116,10 @@ def test_rolling_restart_of_every_service_loses_and_duplicates_nothing(tmp_path)
             assert len(smtp.messages(task_id)) == 1, task_id
         redelivered = {name: s["redeliver"] for name, s in stats.items() if s.get("redeliver")}
         assert redelivered == {}, redelivered
-        assert "handed back" not in run.log_text()
+        log = run.log_text()
+        assert "handed back" not in log
+        drained: dict[str, int] = {}  # service -> the most workers one of its instances drained
+        for m in re.finditer(r"(\w+) draining: (\d+) worker", log):
+            drained[m[1]] = max(drained.get(m[1], 0), int(m[2]))
+        assert drained.keys() == set(ORDER), drained
+        assert drained["exporter"] >= 1, drained  # it was stopped in the middle of exports, and let them finish
