@@ -13,9 +13,9 @@ deadline, and the HTTP server keeps accepting connections until the very end.
 
 ``DrainingContainer.stop``:
 
-1. holds every ``QueueConsumer``'s connection open (a placeholder in its consumer table), stops the entrypoints as
-   nameko does (consumers are cancelled: no new deliveries; timers stop), then closes the HTTP listening sockets
-   (new connections go to the other instances; a readiness probe fails) and turns keep-alive off;
+1. holds every ``QueueConsumer``'s connection open (a placeholder in its consumer table), closes the HTTP listening
+   sockets (new connections go to the other instances; a readiness probe fails) and turns keep-alive off, then
+   stops the entrypoints as nameko does (consumers are cancelled: no new deliveries; timers stop);
 2. waits up to ``DRAIN_DEADLINE`` seconds for the running workers: they finish and their acks reach the broker;
 3. past the deadline, throws ``HandedBack`` into every worker still running, except one publishing its outcome
    (``finishing``: waited for a little longer). A job releases its lease and publishes nothing; its message, never
@@ -78,6 +78,18 @@ class _HoldOpen:
         pass
 
 
+def _stop_accepting(server: WebServer) -> None:
+    """``WebServer.stop`` without its wait for the HTTP entrypoints (they unregister later): the listening socket
+    closes now, and kept-alive connections close after their current response."""
+    if server._serv is not None:
+        server._serv.keepalive = False
+    server._is_accepting = False
+    if server._gt is not None:
+        server._gt.kill()
+    if server._sock is not None:
+        server._sock.close()
+
+
 class DrainingContainer(ServiceContainer):
     """nameko's container with the drain above; ``kill`` is unchanged."""
 
@@ -96,14 +108,15 @@ class DrainingContainer(ServiceContainer):
         consumers = [ext for ext in self.subextensions if isinstance(ext, QueueConsumer)]
         for consumer in consumers:
             consumer._consumers[hold] = hold
-        self.entrypoints.all.stop()
         for server in (ext for ext in self.subextensions if isinstance(ext, WebServer)):
-            if server._serv is not None:
-                server._serv.keepalive = False  # a kept-alive connection closes after its current response
-                server.stop()  # the listening socket closes (its handlers unregistered with the entrypoints)
-        running = len(self._worker_threads)
-        log.info("%s draining: %d worker(s) running, deadline %g s", self.service_name, running, deadline)
-        if not self._wait_for_workers(deadline):
+            _stop_accepting(server)
+        log.info("%s draining: %d worker(s) running, deadline %g s", self.service_name, len(self._worker_threads),
+                 deadline)
+        # A timer's stop waits for its running tick: within the deadline too (a tick still running is handed back
+        # below and its stop ends with the container's managed threads).
+        with eventlet.Timeout(deadline, False):
+            self.entrypoints.all.stop()
+        if not self._wait_for_workers(max(0.0, started + deadline - time.monotonic())):
             self._hand_back()
         for consumer in consumers:
             consumer._consumers.pop(hold, None)  # the connection closes once the remaining consumers are cancelled

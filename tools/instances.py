@@ -19,6 +19,16 @@ import psutil
 from tools.stack import REPO, service_command
 
 
+def local_ports(pid: int, listening: bool = False) -> set[int]:
+    """The local ports of a process's TCP connections (to match it with the broker's list of consumers), or with
+    ``listening`` of its listening sockets."""
+    try:
+        connections = psutil.Process(pid).net_connections("tcp")
+    except psutil.NoSuchProcess:
+        return set()
+    return {c.laddr.port for c in connections if (c.status == psutil.CONN_LISTEN) == listening}
+
+
 @dataclass
 class Instance:
     name: str  # "exporter#2": the service and the instance's number
@@ -27,13 +37,7 @@ class Instance:
     log_path: Path
 
     def local_ports(self, listening: bool = False) -> set[int]:
-        """The local ports of the process's TCP connections (to match it with the broker's list of consumers), or
-        with ``listening`` of its listening sockets."""
-        try:
-            connections = psutil.Process(self.proc.pid).net_connections("tcp")
-        except psutil.NoSuchProcess:
-            return set()
-        return {c.laddr.port for c in connections if (c.status == psutil.CONN_LISTEN) == listening}
+        return local_ports(self.proc.pid, listening)
 
     def terminate(self) -> None:
         """SIGTERM: the graceful stop (drain)."""

@@ -14,19 +14,26 @@ mailer or storage was handling: their acks were lost).
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import closing
+from types import SimpleNamespace
 
+from nameko.standalone.events import event_dispatcher
+
+from services.api_gateway.dependencies import MAIL_QUEUES
 from shared import contracts
+from shared.models.jobs import JobLease
+from tests.e2e.test_mailer_e2e import completed_payload
 from tests.support.e2e import TERMINAL, stack_for
 from tests.support.event_tap import EventTap
 from tests.support.import_helpers import export_archive, submit_ok, zip_members
 from tests.support.media_host import SlowMediaHost
 from tests.support.rabbit import consumer_ports, queue_stats
 from tests.support.smtp_server import SmtpServer
-from tools.instances import Instance, Instances
+from tools.instances import Instance, Instances, local_ports
 
 ORDER = ("storage", "importer", "exporter", "mailer", "api_gateway")
 WAVE = (4, 2)  # exports, imports per service restarted: 5 x 6 = 30 jobs
@@ -123,3 +130,71 @@ def test_rolling_restart_of_every_service_loses_and_duplicates_nothing(tmp_path)
             drained[m[1]] = max(drained.get(m[1], 0), int(m[2]))
         assert drained.keys() == set(ORDER), drained
         assert drained["exporter"] >= 1, drained  # it was stopped in the middle of exports, and let them finish
+
+
+def test_a_job_past_the_drain_deadline_is_handed_back_and_run_once_more_elsewhere(tmp_path):
+    with closing(SlowMediaHost(3.0)) as media, stack_for(
+            tmp_path, {"organizer": False}, MEDIA_ALLOW_HOSTS=f"127.0.0.1:{media.port}", MEDIA_TIMEOUT="30",
+            DRAIN_DEADLINE="1") as run:
+        event_id = run.event("organizer", sessions=14, media_base_url=media.base_url)  # 12 media: ~9 s
+        stack = run.start()
+        tap = EventTap(run.env.env["AMQP_URI"], contracts.EXPORTER)
+        client = run.client("organizer")
+        r = client.post(f"/v1/events/{event_id}/export/json", json={"image": True})
+        assert r.status_code == 202, r.text
+        task_url = r.json()["task_url"]
+        task_id = task_url.rsplit("/", 1)[1]
+        tap.wait_for(task_id, contracts.EXPORT_STARTED)  # on the only exporter
+        instances = Instances(run.env.env, run.env.var_dir / "log")
+        try:
+            new = instances.start("exporter")
+            wait_until("new exporter ready", lambda: ready(new, run.vhost, None), 90)
+            old = stack.processes["exporter"]
+            started = time.monotonic()
+            stack.stop("exporter", timeout=60)
+            assert old.returncode == 0
+            assert time.monotonic() - started < 20  # the deadline, not the job, ended the drain
+            task = client.wait_task(task_url, timeout=120)
+        finally:
+            instances.stop_all()
+        assert task["state"] == "SUCCESS", task
+        assert len(tap.of(task_id, contracts.EXPORT_STARTED)) == 2  # handed back, run again by the new instance
+        assert len(tap.of(task_id, contracts.EXPORT_COMPLETED)) == 1
+        assert tap.of(task_id, contracts.EXPORT_FAILED) == []
+        with run.env.db() as session:
+            lease = session.get(JobLease, task_id)
+        assert lease.deliveries == 1  # a hand-back is not a lost worker
+        log = (run.env.var_dir / "log" / "exporter.log").read_text()
+        assert f"export {task_id}: handed back unfinished" in log
+
+
+def test_a_mail_being_sent_when_the_mailer_gets_sigterm_is_acked_not_redelivered(tmp_path):
+    # nameko's own stop closed the mailer's broker connection at once (it has no RPC reply queue holding it open):
+    # the event went back to the queue and the next mailer got it again while the first was still sending.
+    with SmtpServer(tmp_path / "smtp") as smtp, stack_for(tmp_path, {"organizer": False}, SMTP_PORT=str(smtp.port),
+                                                           DRAIN_DEADLINE=DRAIN_DEADLINE) as run:
+        event_id = run.event("organizer", sessions=2)
+        stack = run.start()
+        payload = completed_payload(SimpleNamespace(users=run.users, event_id=event_id))
+        queue = MAIL_QUEUES[(contracts.EXPORTER, contracts.EXPORT_COMPLETED)]
+        smtp.set_mode("stall_rcpt")
+        event_dispatcher({"AMQP_URI": run.env.env["AMQP_URI"], "serializer": "json"})(
+            contracts.EXPORTER, contracts.EXPORT_COMPLETED, payload)
+        smtp.wait_log("RCPT stalled organizer@example.org")
+        instances = Instances(run.env.env, run.env.var_dir / "log")
+        try:
+            new = instances.start("mailer")
+            wait_until("new mailer ready", lambda: ready(new, run.vhost, None), 90)
+            old = stack.processes["mailer"]
+            old_ports = local_ports(old.pid)
+            old.send_signal(signal.SIGTERM)
+            # Its consumer is cancelled (under nameko's own stop its connection was closed with it) ...
+            wait_until("old mailer's consumer gone", lambda: not old_ports & consumer_ports(run.vhost, queue), 30)
+            smtp.set_mode("accept")  # ... and only then can its mail go out
+            stack.stop("mailer", timeout=60)
+            assert old.returncode == 0
+            assert len(smtp.wait_messages(payload["task_id"])) == 1
+            wait_until("the event acked", lambda: queue_stats(run.vhost).get(queue, {}).get("ack", 0) >= 1, 30)
+            assert queue_stats(run.vhost)[queue].get("redeliver", 0) == 0
+        finally:
+            instances.stop_all()

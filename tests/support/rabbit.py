@@ -39,7 +39,9 @@ def consumer_ports(vhost: str, queue: str | None = None) -> set[int]:
     management API lists a new consumer within a few seconds."""
     r = requests.get(f"{MGMT_URL}/api/consumers/{quote(vhost, safe='')}", auth=AUTH, timeout=10)
     r.raise_for_status()
-    return {c["channel_details"]["peer_port"] for c in r.json() if queue is None or c["queue"]["name"] == queue}
+    # A consumer whose channel is closing is listed with empty details.
+    return {c["channel_details"]["peer_port"] for c in r.json()
+            if isinstance(c.get("channel_details"), dict) and (queue is None or c["queue"]["name"] == queue)}
 
 
 def queue_stats(vhost: str) -> dict[str, dict]:
