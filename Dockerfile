@@ -28,5 +28,5 @@ USER app
 
 EXPOSE 8000 8001
 
-# exec: nameko is PID 1 and gets SIGTERM directly, so it stops its workers gracefully.
+# exec: nameko is PID 1 and gets SIGTERM directly, so it drains (shared/drain.py via deploy/nameko.yml).
 CMD ["sh", "-c", "exec nameko run --config deploy/nameko.yml \"services.${SERVICE:?set SERVICE to api_gateway, exporter, importer, storage or mailer}.service\""]

@@ -31,7 +31,7 @@ from tests.support.e2e import TERMINAL, stack_for
 from tests.support.event_tap import EventTap
 from tests.support.import_helpers import export_archive, submit_ok, zip_members
 from tests.support.media_host import SlowMediaHost
-from tests.support.rabbit import consumer_ports, queue_stats
+from tests.support.rabbit import connection_ports, consumer_ports, queue_stats
 from tests.support.smtp_server import SmtpServer
 from tools.instances import Instance, Instances, local_ports
 
@@ -49,6 +49,14 @@ def wait_until(what: str, check: Callable[[], object], timeout: float) -> object
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not after {timeout} s")
+        time.sleep(0.2)
+
+
+def holds_for(what: str, check: Callable[[], object], seconds: float) -> None:
+    """``check`` stays true for ``seconds`` (what must not happen is watched for that long)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert check(), f"{what}: no longer after {seconds - (deadline - time.monotonic()):.1f} s"
         time.sleep(0.2)
 
 
@@ -186,11 +194,14 @@ def test_a_mail_being_sent_when_the_mailer_gets_sigterm_is_acked_not_redelivered
             new = instances.start("mailer")
             wait_until("new mailer ready", lambda: ready(new, run.vhost, None), 90)
             old = stack.processes["mailer"]
-            old_ports = local_ports(old.pid)
+            consuming = local_ports(old.pid) & consumer_ports(run.vhost, queue)
+            assert consuming
             old.send_signal(signal.SIGTERM)
-            # Its consumer is cancelled (under nameko's own stop its connection was closed with it) ...
-            wait_until("old mailer's consumer gone", lambda: not old_ports & consumer_ports(run.vhost, queue), 30)
-            smtp.set_mode("accept")  # ... and only then can its mail go out
+            wait_until("old mailer's consumer cancelled", lambda: not consuming & consumer_ports(run.vhost, queue), 30)
+            # nameko's own stop closed the consumer's connection on the consumer loop's next turn (within 1 s):
+            # watched for 5 s, it must stay open while the mail is being sent.
+            holds_for("old mailer's connection open", lambda: consuming & connection_ports(run.vhost), 5)
+            smtp.set_mode("accept")  # only now can its mail go out
             stack.stop("mailer", timeout=60)
             assert old.returncode == 0
             assert len(smtp.wait_messages(payload["task_id"])) == 1

@@ -49,3 +49,10 @@ def queue_stats(vhost: str) -> dict[str, dict]:
     r = requests.get(f"{MGMT_URL}/api/queues/{quote(vhost, safe='')}", auth=AUTH, timeout=10)
     r.raise_for_status()
     return {q["name"]: q.get("message_stats") or {} for q in r.json()}
+
+
+def connection_ports(vhost: str) -> set[int]:
+    """The client-side TCP ports of the vhost's open AMQP connections."""
+    r = requests.get(f"{MGMT_URL}/api/vhosts/{quote(vhost, safe='')}/connections", auth=AUTH, timeout=10)
+    r.raise_for_status()
+    return {c["peer_port"] for c in r.json() if "peer_port" in c}
