@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_more_than_once": sum(1 for t in task_ids if count[EXPORT_STARTED][t] > 1),
         "redelivery_waited_for_live_run": logs.count("is being worked on by another run"),
         "lease_taken_over": sum(1 for t in task_ids if leases.get(t, 0) > 1),
-        "handed_back": logs.count("handed back"),
+        "handed_back": logs.count("handed back unfinished"),
         "lost": sum(1 for s in states if s != "SUCCESS"),
         "failed": sum(1 for t in task_ids if count[EXPORT_FAILED][t]),
         "duplicated": sum(1 for t in task_ids if count[EXPORT_COMPLETED][t] > 1),

@@ -26,7 +26,7 @@ READY_TIMEOUT = 90.0  # seconds from start to a healthy /health
 STOP_TIMEOUT = 7.0  # seconds a service gets to stop gracefully before SIGKILL (the whole stop stays under 10 s)
 # Seconds a stopping service lets its running jobs finish before it hands them back to the queue (shared/drain.py):
 # well inside STOP_TIMEOUT, so Ctrl-C stays quick and the jobs are requeued cleanly rather than killed.
-LOCAL_DRAIN_DEADLINE = 3.0
+LOCAL_DRAIN_DEADLINE = 2.0
 
 
 def say(text: str) -> None:
