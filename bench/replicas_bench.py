@@ -9,8 +9,10 @@ about ``media / MEDIA_CONCURRENCY x media-delay`` seconds. Each exporter runs at
 once (its nameko ``max_workers``; the other services keep the default 10). One stack serves every run; before each,
 the exporters are replaced by ``N`` fresh ones (``tools/instances.py``), then ``rounds x N x max_workers`` exports
 are posted at once and the time runs from the first POST until the last ``export_completed`` (a tap on the
-exporter's events). Every task is checked SUCCESS at the end. Expected: about N times the throughput of one
-exporter, until something shared (the gateway, storage, the CPU) is the limit.
+exporter's events); "steady" is the rate between the 10th and the 90th percentile of the completions (no ramp-up
+while the POSTs go out, no tail). Every task is checked SUCCESS at the end. Expected: about N times the throughput of one
+exporter, until something shared (the gateway, storage, the CPU) is the limit: the CPU seconds each service used
+during the run are printed beside it (load: the 1-minute load average at its end).
 
 Results: a table on stdout and ``var/bench/replicas.json``.
 """
@@ -29,6 +31,7 @@ from bench.common import (
     machine,
     render_table,
     request_export,
+    tree_cpu,
     write_results,
 )
 from shared.contracts import EXPORT_COMPLETED, EXPORT_REQUEST_QUEUE, EXPORTER
@@ -93,31 +96,52 @@ def main(argv: list[str] | None = None) -> int:
                 jobs = args.rounds * n * args.max_workers
                 tap.drain()
                 seen = len(tap.seen)
+                pids = {name: proc.pid for name, proc in bench.stack.processes.items()}
+                pids.update({i.name: i.proc.pid for i in fresh})
+                cpu_before = {name: tree_cpu(pid) for name, pid in pids.items()}
                 started = time.monotonic()
                 urls = [request_export(client, event_id, {"image": True}) for _ in range(jobs)]
                 ids = {url.rsplit("/", 1)[1] for url in urls}
 
-                def done(ids=ids, seen=seen):
-                    return len({p["task_id"] for t, p in tap.drain()[seen:] if t == EXPORT_COMPLETED} & ids) \
-                        == len(ids)
+                finished: dict[str, float] = {}  # task id -> when its export_completed was first seen
+
+                def done(ids=ids, seen=seen, finished=finished):
+                    now = time.monotonic()
+                    for t, p in tap.drain()[seen:]:
+                        if t == EXPORT_COMPLETED and p["task_id"] in ids:
+                            finished.setdefault(p["task_id"], now)
+                    return len(finished) == len(ids)
 
                 wait_until(done, f"{jobs} exports with {n} exporter(s)", 900)
                 seconds = time.monotonic() - started
+                cpu = {name: tree_cpu(pid) - cpu_before[name] for name, pid in pids.items()}
+                cpu_by_service = {"exporters": sum(v for k, v in cpu.items() if k.startswith(EXPORTER))}
+                cpu_by_service.update({k: v for k, v in cpu.items() if not k.startswith(EXPORTER)})
                 states = {client.get(url).json()["state"] for url in urls}
                 if states != {"SUCCESS"}:
                     raise RuntimeError(f"{n} exporter(s): task states {states}")
+                times = sorted(finished.values())
+                first, last = times[len(times) // 10], times[len(times) * 9 // 10 - 1]
+                steady = (len(times) * 9 // 10 - len(times) // 10 - 1) / (last - first) * 60
                 runs.append({"exporters": n, "jobs": jobs, "seconds": round(seconds, 2),
-                             "jobs_per_minute": round(jobs / seconds * 60, 1), "load": round(os.getloadavg()[0], 2)})
+                             "jobs_per_minute": round(jobs / seconds * 60, 1), "steady_per_minute": round(steady, 1),
+                             "load": round(os.getloadavg()[0], 2),
+                             "cpu_seconds": {k: round(v, 1) for k, v in cpu_by_service.items()}})
                 log(f"  {n} exporter(s): {jobs} exports in {seconds:.1f} s")
         finally:
             instances.stop_all()
     base = runs[0]["jobs_per_minute"] / runs[0]["exporters"]
+    steady_base = runs[0]["steady_per_minute"] / runs[0]["exporters"]
     rows = [[str(r["exporters"]), str(r["jobs"]), f"{r['seconds']:.1f}", f"{r['jobs_per_minute']:.0f}",
-             f"{r['jobs_per_minute'] / base:.2f}x", f"{r['load']:.1f}"] for r in runs]
+             f"{r['jobs_per_minute'] / base:.2f}x", f"{r['steady_per_minute']:.0f}",
+             f"{r['steady_per_minute'] / steady_base:.2f}x", f"{r['load']:.1f}",
+             ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_seconds"].items())] for r in runs]
     limits = (f"limits: exporter max_workers={args.max_workers}, MEDIA_CONCURRENCY={concurrency}; "
               f"{args.media} media x {args.media_delay:g} s per export")
     print(limits)
-    print(render_table(["exporters", "jobs", "seconds", "jobs/min", "vs 1 exporter", "load"], rows))
+    header = ["exporters", "jobs", "seconds", "jobs/min", "vs 1", "steady jobs/min", "vs 1", "load",
+              "CPU seconds during the run"]
+    print(render_table(header, rows))
     write_results(JSON_OUT, {"machine": machine(), "limits": limits, "runs": runs})
     return 0
 

@@ -1,14 +1,16 @@
-"""A rolling restart of every service while jobs run loses and duplicates nothing (the drain of shared/drain.py).
+"""Rolling restarts lose and duplicate nothing: the drain of shared/drain.py, on the real services.
 
-Each service in turn (storage, importer, exporter, mailer, gateway) gets a second instance (``tools/instances.py``;
-the HTTP services share their port), a wave of jobs is submitted while it starts, and once it consumes (and
-listens) the old instance gets SIGTERM and must exit by itself (code 0) after draining. Exports fetch their media
-from a slow local host (seconds per export), imports read an archive of a larger event, so the old instance has
-work in flight when it is stopped. The drain deadline is generous: nothing may be handed back.
-
-At the end every task is SUCCESS, reported once (one ``<kind>_completed``, no ``<kind>_failed``), started once,
-mailed once, and the broker redelivered nothing on any queue (on nameko's own stop it redelivers whatever the
-mailer or storage was handling: their acks were lost).
+- Every service in turn (storage, importer, exporter, mailer, gateway) gets a second instance
+  (``tools/instances.py``; the HTTP services share their port); once it consumes (and listens), a wave of jobs is
+  submitted and taken (the broker alternates between the two instances, so the old one holds some), then the old
+  instance gets SIGTERM and must exit by itself (code 0) after draining. Exports fetch their media from a slow
+  local host (seconds each), imports read an archive of a larger event. The deadline is generous: nothing is
+  handed back. At the end every task is SUCCESS, reported once, started once, mailed once, and the broker
+  redelivered nothing on any queue.
+- A job still running at a short deadline is handed back: no FAILURE, the lease not counted as a lost worker, and
+  the new instance runs it once more to SUCCESS.
+- A mail being sent when the mailer gets SIGTERM is acked over a connection that stays open (nameko's own stop
+  closed it within a second, and the event was delivered again).
 """
 
 from __future__ import annotations
