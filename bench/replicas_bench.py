@@ -10,9 +10,9 @@ once (its nameko ``max_workers``; the other services keep the default 10). One s
 the exporters are replaced by ``N`` fresh ones (``tools/instances.py``), then ``rounds x N x max_workers`` exports
 are posted at once and the time runs from the first POST until the last ``export_completed`` (a tap on the
 exporter's events); "steady" is the rate between the 10th and the 90th percentile of the completions (no ramp-up
-while the POSTs go out, no tail). Every task is checked SUCCESS at the end. Expected: about N times the throughput of one
-exporter, until something shared (the gateway, storage, the CPU) is the limit: the CPU seconds each service used
-during the run are printed beside it (load: the 1-minute load average at its end).
+while the POSTs go out, no tail). Every task is checked SUCCESS at the end. Expected: about N times the throughput
+of one exporter, until something shared (the gateway, storage, the CPU) is the limit: the CPU seconds each service
+used during the run are printed beside it (load: the 1-minute load average at its end).
 
 Results: a table on stdout and ``var/bench/replicas.json``.
 """
