@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DEADLINE = 120.0  # seconds; DRAIN_DEADLINE overrides it
 FINISHING_GRACE = 10.0  # seconds past the deadline for a worker that is publishing its outcome
 HANDED_BACK_GRACE = 10.0  # seconds handed-back workers get to release their leases
+ENTRYPOINTS_STOP_MIN = 5.0  # seconds the entrypoints always get to stop (consumers cancelled)
 
 _finishing: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -113,8 +114,9 @@ class DrainingContainer(ServiceContainer):
         log.info("%s draining: %d worker(s) running, deadline %g s", self.service_name, len(self._worker_threads),
                  deadline)
         # A timer's stop waits for its running tick: within the deadline too (a tick still running is handed back
-        # below and its stop ends with the container's managed threads).
-        with eventlet.Timeout(deadline, False):
+        # below and its stop ends with the container's managed threads). Cancelling the consumers takes one turn
+        # of the consumer loop (up to 1 s): always given that, or deliveries would go on with DRAIN_DEADLINE=0.
+        with eventlet.Timeout(max(deadline, ENTRYPOINTS_STOP_MIN), False):
             self.entrypoints.all.stop()
         if not self._wait_for_workers(max(0.0, started + deadline - time.monotonic())):
             self._hand_back()
