@@ -29,5 +29,5 @@ USER app
 # 8000 gateway, 8001 storage data plane, 9100 Prometheus metrics (METRICS_PORT).
 EXPOSE 8000 8001 9100
 
-# exec: nameko is PID 1 and gets SIGTERM directly, so it stops its workers gracefully.
+# exec: nameko is PID 1 and gets SIGTERM directly, so it drains (shared/drain.py via deploy/nameko.yml).
 CMD ["sh", "-c", "exec nameko run --config deploy/nameko.yml \"services.${SERVICE:?set SERVICE to api_gateway, exporter, importer, storage, mailer or webhooks}.service\""]

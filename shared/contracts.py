@@ -24,6 +24,7 @@ EXPORTER = "exporter"
 IMPORTER = "importer"
 MAILER = "mailer"
 STORAGE = "storage"
+WEBHOOKS = "webhooks"
 
 EXPORT_REQUESTED = "export_requested"
 EXPORT_STARTED = "export_started"
@@ -42,6 +43,15 @@ MAIL_FAILED = "mail_failed"
 
 OBJECT_STORED = "object_stored"
 OBJECT_EXPIRED = "object_expired"
+
+# The events webhooks announce, under their public names (docs/webhooks.md); the AMQP payload is the body's data.
+WEBHOOK_EVENTS = {
+    EXPORT_COMPLETED: "export.completed",
+    EXPORT_FAILED: "export.failed",
+    IMPORT_COMPLETED: "import.completed",
+    IMPORT_FAILED: "import.failed",
+    OBJECT_EXPIRED: "object.expired",
+}
 
 # Task states seen by HTTP clients, as the Open Event Server's contract has them (its frontend polls while WAITING
 # and takes anything else but SUCCESS for a failure); a terminal state never changes again.

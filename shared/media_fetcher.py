@@ -21,22 +21,18 @@ It uses urllib3 directly (no proxies, no environment, no cookies), which works u
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import posixpath
 import re
-import socket
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from http.client import HTTPException
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urljoin, urlsplit
 
-from urllib3 import HTTPConnectionPool, HTTPResponse, HTTPSConnectionPool
+from urllib3 import HTTPConnectionPool, HTTPResponse
 from urllib3.exceptions import (
     ConnectTimeoutError,
     DecodeError,
@@ -48,6 +44,16 @@ from urllib3.exceptions import (
 )
 from urllib3.util import Timeout
 
+from shared.address_guard import (
+    AddressGuard,
+    IPAddress,
+    Resolver,
+    Target,
+    UrlRefused,
+    hard_deadline,
+    parse_target,
+    pinned_pool,
+)
 from shared.media_types import SNIFF_BYTES, extension_for, is_never_media, sniff
 
 if TYPE_CHECKING:
@@ -56,7 +62,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_MAX_BYTES", "FetchedMedia", "MediaFetchError", "MediaFetcher", "extension_of"]
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
-ALLOWED_SCHEMES = frozenset({"http", "https"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Error pages saved as "media" were the reference server's failure mode: never accept documents as media.
 REFUSED_CONTENT_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/xml", "application/xml",
@@ -64,31 +69,16 @@ REFUSED_CONTENT_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/x
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 USER_AGENT = "event-portability-media-fetcher/1"
 _EXTENSION_RE = re.compile(r"\.[a-z0-9]{1,8}")
-_NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
 _POOL_REPR_RE = re.compile(r"HTTPS?Connection(?:Pool)?\(host=[^)]*\):\s*")
 _log = logging.getLogger(__name__)
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-Resolver = Callable[[str, int], Iterable[str]]
 
-
-class MediaFetchError(Exception):
+class MediaFetchError(UrlRefused):
     """A media URL could not be fetched; ``code`` is a short machine-readable reason.
 
     Codes: ``bad_url``, ``scheme_not_allowed``, ``address_not_allowed``, ``connection_failed``, ``tls_error``,
     ``timeout``, ``too_many_redirects``, ``http_error``, ``bad_content_type``, ``too_large``.
     """
-
-    def __init__(self, message: str, code: str, url: str | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.url = url
-        self.status = status
-
-    def __repr__(self) -> str:
-        return f"MediaFetchError({self.message!r}, code={self.code!r})"
 
 
 def extension_of(url: str) -> str:
@@ -107,165 +97,21 @@ def extension_of(url: str) -> str:
     return ext if _EXTENSION_RE.fullmatch(ext) else ""
 
 
-def _is_public(ip: IPAddress) -> bool:
-    """True if ``ip`` is a globally routable unicast address, looking through IPv6 forms that embed IPv4."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            # The kernel sends ::ffff:a.b.c.d to a.b.c.d: judge the IPv4 address.
-            return _is_public(ip.ipv4_mapped)
-        embedded: list[IPAddress] = []
-        if ip.sixtofour is not None:
-            embedded.append(ip.sixtofour)
-        if ip.teredo is not None:
-            embedded.extend(ip.teredo)
-        if ip in _NAT64_PREFIX:
-            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-        if any(not _is_public(inner) for inner in embedded):
-            return False
-        if ip.is_site_local:
-            return False
-    # is_global alone misses some multicast ranges; the explicit checks document intent.
-    return ip.is_global and not (
-        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
-    )
+def _hard_deadline(seconds: float, url: str) -> AbstractContextManager[None]:
+    return hard_deadline(seconds, lambda: MediaFetchError("media fetch exceeded its overall deadline", "timeout", url))
 
 
-def _ip_literal(host: str) -> IPAddress | None:
+def _as_fetch_error(exc: UrlRefused) -> MediaFetchError:
+    """The guard's refusal as this module's error (callers catch MediaFetchError only)."""
+    return exc if isinstance(exc, MediaFetchError) else MediaFetchError(exc.message, exc.code, exc.url, exc.status)
+
+
+def _parse_target(url: str) -> Target:
     try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
+        return parse_target(url, "media URL")
+    except UrlRefused as exc:
+        raise _as_fetch_error(exc) from None
 
-
-def _ascii_host(host: str) -> str:
-    """Lowercase A-label form of a hostname (IP literals unchanged); raises UnicodeError if it has none."""
-    if _ip_literal(host) is not None:
-        return host
-    return host.encode("idna").decode("ascii").lower() if not host.isascii() else host.lower()
-
-
-@dataclass(frozen=True)
-class _AllowRule:
-    network: IPNetwork | None = None
-    host: str | None = None
-    port: int | None = None
-
-    def matches(self, host: str, port: int, ip: IPAddress) -> bool:
-        if self.port is not None and self.port != port:
-            return False
-        if self.network is not None:
-            # Compare IPv4-mapped addresses as the IPv4 address they reach.
-            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-                ip = ip.ipv4_mapped
-            return ip.version == self.network.version and ip in self.network
-        return self.host == host.rstrip(".")
-
-
-def _parse_allow_entry(entry: str) -> _AllowRule:
-    text = entry.strip().lower()
-    port: int | None = None
-    bracketed = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
-    if bracketed:
-        text, port_text = bracketed.group(1), bracketed.group(2)
-        port = int(port_text) if port_text else None
-    elif text.count(":") == 1:
-        text, _, port_text = text.partition(":")
-        if not port_text.isdigit():
-            raise ValueError(f"invalid media allow-list entry {entry!r}")
-        port = int(port_text)
-    if port is not None and not 0 < port < 65536:
-        raise ValueError(f"invalid port in media allow-list entry {entry!r}")
-    try:
-        return _AllowRule(network=ipaddress.ip_network(text, strict=False), port=port)
-    except ValueError:
-        pass
-    host = text.rstrip(".")
-    if not host or "/" in host or ":" in host:
-        raise ValueError(f"invalid media allow-list entry {entry!r}")
-    try:
-        return _AllowRule(host=_ascii_host(host), port=port)
-    except UnicodeError:
-        raise ValueError(f"invalid hostname in media allow-list entry {entry!r}") from None
-
-
-@dataclass(frozen=True)
-class _Target:
-    url: str
-    scheme: str
-    host: str  # A-label hostname or bare IP literal (no brackets)
-    port: int
-    request_path: str
-    host_header: str
-
-
-def _parse_target(url: str) -> _Target:
-    if not isinstance(url, str) or not url.strip():
-        raise MediaFetchError("empty or non-string media URL", "bad_url", None)
-    url = url.strip()
-    try:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ALLOWED_SCHEMES:
-            raise MediaFetchError(
-                f"scheme {scheme or '(none)'!r} is not allowed for media URLs", "scheme_not_allowed", url
-            )
-        explicit_port = parts.port
-        raw_host = parts.hostname
-    except ValueError as exc:
-        raise MediaFetchError(f"malformed media URL: {exc}", "bad_url", url) from None
-    if parts.username is not None or parts.password is not None:
-        # Refuse rather than strip: credentials in event data must not be sent anywhere, nor silently dropped.
-        raise MediaFetchError("media URLs must not carry credentials", "bad_url", url)
-    if not raw_host:
-        raise MediaFetchError("media URL has no host", "bad_url", url)
-    try:
-        host = _ascii_host(raw_host)
-    except UnicodeError:
-        raise MediaFetchError(f"invalid hostname {raw_host!r}", "bad_url", url) from None
-    default_port = 443 if scheme == "https" else 80
-    port = explicit_port if explicit_port is not None else default_port
-    if port == 0:
-        raise MediaFetchError("port 0 is not a valid destination", "bad_url", url)
-    # Keep existing %-escapes, escape anything http.client would reject (spaces, non-ASCII).
-    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
-    if parts.query:
-        path += "?" + quote(parts.query, safe="/?%:@!$&'()*+,;=-._~")
-    literal = _ip_literal(host)
-    shown = f"[{host}]" if literal is not None and literal.version == 6 else host
-    host_header = shown if port == default_port else f"{shown}:{port}"
-    return _Target(url=url, scheme=scheme, host=host, port=port, request_path=path, host_header=host_header)
-
-
-def _green_timeout_class() -> Any:
-    """eventlet.Timeout when sockets are green (nameko services, the test suite), else None."""
-    eventlet = sys.modules.get("eventlet")
-    if eventlet is None:
-        return None
-    from eventlet import patcher
-
-    return eventlet.Timeout if patcher.is_monkey_patched("socket") else None
-
-
-@contextmanager
-def _hard_deadline(seconds: float, url: str) -> Iterator[None]:
-    """Bound a blocking step by wall-clock time under eventlet.
-
-    Socket timeouts bound each recv, not a peer that trickles one byte per recv (headers included); a green timeout
-    does. Without eventlet, the per-recv bounds set by the callers are the best available.
-    """
-    timeout_class = _green_timeout_class()
-    if timeout_class is None:
-        yield
-        return
-    timer = timeout_class(max(seconds, 0.001))
-    try:
-        yield
-    except timeout_class as exc:
-        if exc is not timer:
-            raise
-        raise MediaFetchError("media fetch exceeded its overall deadline", "timeout", url) from None
-    finally:
-        timer.cancel()
 
 
 def _reason(exc: BaseException) -> str:
@@ -431,12 +277,12 @@ class MediaFetcher:
     ) -> None:
         if max_bytes <= 0 or timeout <= 0 or max_redirects < 0:
             raise ValueError("max_bytes and timeout must be positive, max_redirects non-negative")
-        self.allow_rules = tuple(_parse_allow_entry(entry) for entry in allow_hosts if entry.strip())
+        self.guard = AddressGuard(allow_hosts, resolver=resolver, what="media URL")
+        self.allow_rules = self.guard.allow_rules
         self.max_bytes = max_bytes
         self.timeout = float(timeout)
         self.total_timeout = float(total_timeout) if total_timeout is not None else 6 * self.timeout
         self.max_redirects = max_redirects
-        self._resolver = resolver
         self._ca_certs = ca_certs
 
     @classmethod
@@ -480,65 +326,19 @@ class MediaFetcher:
 
     def is_allowed_address(self, host: str, port: int, ip: IPAddress) -> bool:
         """Whether connecting to ``ip`` for ``host:port`` is permitted (public, or allow-listed)."""
-        return _is_public(ip) or any(rule.matches(host, port, ip) for rule in self.allow_rules)
+        return self.guard.is_allowed_address(host, port, ip)
 
-    def _validated_addresses(self, target: _Target, deadline: float) -> list[IPAddress]:
-        addresses = self._resolve(target, deadline)
-        for ip in addresses:
-            # Refuse if any answer is non-public: a name mixing public and internal answers is suspect.
-            if not self.is_allowed_address(target.host, target.port, ip):
-                # What a name resolves to inside our network is for operators, not for the organizer who sees the
-                # message in the export's warnings.
-                _log.info("media fetch refused: %s resolves to %s (not public, not allow-listed)", target.host, ip)
-                raise MediaFetchError(
-                    "the host resolves to a private address; media are only fetched from public addresses",
-                    "address_not_allowed",
-                    target.url,
-                )
-        return addresses
-
-    def _resolve(self, target: _Target, deadline: float) -> list[IPAddress]:
-        literal = _ip_literal(target.host)
-        if literal is not None:
-            return [literal]
+    def _validated_addresses(self, target: Target, deadline: float) -> list[IPAddress]:
         try:
-            with _hard_deadline(deadline - time.monotonic(), target.url):
-                if self._resolver is not None:
-                    raw = [str(address) for address in self._resolver(target.host, target.port)]
-                else:
-                    infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-                    raw = [str(info[4][0]) for info in infos]
-        except (OSError, UnicodeError) as exc:
-            raise MediaFetchError(f"cannot resolve {target.host}: {exc}", "connection_failed", target.url) from exc
-        addresses: list[IPAddress] = []
-        for text in raw:
-            ip = _ip_literal(text.split("%", 1)[0])
-            if ip is None:
-                raise MediaFetchError(f"resolver returned {text!r} for {target.host}", "connection_failed", target.url)
-            if ip not in addresses:
-                addresses.append(ip)
-        if not addresses:
-            raise MediaFetchError(f"{target.host} has no addresses", "connection_failed", target.url)
-        return addresses
+            return self.guard.validated_addresses(target, deadline - time.monotonic())
+        except UrlRefused as exc:
+            raise _as_fetch_error(exc) from None
 
-    def _pool(self, target: _Target, ip: IPAddress) -> HTTPConnectionPool:
-        # The pool's host is the validated IP: urllib3 connects to it without resolving anything again.
-        if target.scheme == "https":
-            # server_hostname drives both SNI and OpenSSL's hostname check, so the certificate must match the
-            # URL's hostname even though the socket goes to a bare IP.
-            return HTTPSConnectionPool(
-                str(ip),
-                target.port,
-                maxsize=1,
-                retries=False,
-                cert_reqs="CERT_REQUIRED",
-                ca_certs=self._ca_certs,
-                server_hostname=target.host,
-            )
-        return HTTPConnectionPool(str(ip), target.port, maxsize=1, retries=False)
+    def _pool(self, target: Target, ip: IPAddress) -> HTTPConnectionPool:
+        return pinned_pool(target, ip, self._ca_certs)
 
     def _request(
-        self, target: _Target, addresses: list[IPAddress], deadline: float
+        self, target: Target, addresses: list[IPAddress], deadline: float
     ) -> tuple[HTTPResponse, HTTPConnectionPool]:
         headers = {
             "Host": target.host_header,
@@ -586,7 +386,7 @@ class MediaFetcher:
         raise MediaFetchError("media fetch exceeded its overall deadline", "timeout", target.url)
 
     def _accept(
-        self, target: _Target, response: HTTPResponse, pool: HTTPConnectionPool, deadline: float, kind: str | None
+        self, target: Target, response: HTTPResponse, pool: HTTPConnectionPool, deadline: float, kind: str | None
     ) -> FetchedMedia:
         status = response.status
         if not 200 <= status < 300:

@@ -116,6 +116,7 @@ def cmd_reseal_secrets(_args: argparse.Namespace) -> int:
     import os
 
     from shared.config import SECRET_FILE_NAME
+    from shared.models import webhooks
     from shared.models.storage import reseal_secrets
 
     if not os.environ.get("SECRETS_ENCRYPTION_KEYS") and not os.environ.get("SECRET_KEY"):
@@ -127,7 +128,9 @@ def cmd_reseal_secrets(_args: argparse.Namespace) -> int:
         os.environ["SECRET_KEY"] = path.read_text().strip()
     with _session() as session:
         count = reseal_secrets(session)
+        hooks = webhooks.reseal_secrets(session)
     print(f"{count} storage backend record(s) encrypted with the first key of SECRETS_ENCRYPTION_KEYS")
+    print(f"{hooks} webhook secret(s) encrypted with the first key of SECRETS_ENCRYPTION_KEYS")
     return 0
 
 

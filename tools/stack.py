@@ -26,7 +26,7 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 NAMEKO_CONFIG = REPO / "deploy" / "nameko.yml"
-SERVICES = ("storage", "exporter", "importer", "mailer", "api_gateway")
+SERVICES = ("storage", "exporter", "importer", "mailer", "webhooks", "api_gateway")
 # The services with an HTTP server, and the variable that holds the (public) URL of their first instance.
 HTTP_URL_VARIABLES = {"api_gateway": "GATEWAY_URL", "storage": "STORAGE_URL"}
 
@@ -50,7 +50,7 @@ def free_address(host: str = "127.0.0.1") -> str:
 
 @dataclass
 class Stack:
-    """The five services (each as one or more instances) against one broker vhost, one database and one var
+    """The six services (each as one or more instances) against one broker vhost, one database and one var
     directory. ``processes`` and the log files (``<instance name>.log``) are per instance."""
 
     env: dict[str, str]

@@ -47,6 +47,9 @@ def _backend_body_errors() -> dict[int, tuple[str, ...]]:
     return {400: ("invalid_storage_backend", "storage_backend_check_failed"), 403: FORBIDDEN, 503: STORAGE_DOWN}
 
 
+WEBHOOK = {"webhook_id": {**ID_PARAM, "description": "the webhook's id"}}
+WEBHOOKS_DOWN = ("webhooks_unavailable",)
+WEBHOOK_ERRORS = {403: FORBIDDEN, 404: ("webhook_not_found",), 503: WEBHOOKS_DOWN}
 FEED_TYPES = tuple(dict.fromkeys(FORMATS[identifier].content_type for identifier in FEEDS.values()))
 DOCS_ASSET = {"asset": {"type": "string", "enum": sorted(openapi.ASSETS)}}
 
@@ -145,6 +148,20 @@ ROUTES: tuple[Op, ...] = (
     Op("DELETE", "/v1/admin/storage-backends/{identifier}", "Admins: deactivate a record (never removed)",
        {200: r.BackendRecordSchema}, params=BACKEND_ID,
        errors={403: FORBIDDEN, 404: ("storage_backend_not_found",), 503: STORAGE_DOWN}),
+    Op("POST", "/v1/webhooks", "Register a webhook (admins; organizers for their own events)",
+       {201: Answer(r.WebhookCreatedSchema, "registered: the secret is shown only now", headers=("Location",))},
+       body=s.WebhookSchema, tag="webhooks",
+       errors={400: ("invalid_request", "invalid_webhook_url"), 403: FORBIDDEN, 404: ("event_not_found",),
+               503: WEBHOOKS_DOWN}),
+    Op("GET", "/v1/webhooks", "The webhooks (admins: all; others: their own)", {200: list_of(r.WebhookEndpointSchema)},
+       paginated=True, tag="webhooks", errors={503: WEBHOOKS_DOWN}),
+    Op("GET", "/v1/webhooks/{webhook_id}", "One webhook", {200: r.WebhookEndpointSchema}, params=WEBHOOK,
+       tag="webhooks", errors=WEBHOOK_ERRORS),
+    Op("DELETE", "/v1/webhooks/{webhook_id}", "Delete a webhook (its delivery log stays)",
+       {204: Answer(None, "deleted")}, params=WEBHOOK, tag="webhooks", errors=WEBHOOK_ERRORS),
+    Op("GET", "/v1/webhooks/{webhook_id}/deliveries", "A webhook's deliveries, newest first",
+       {200: list_of(r.WebhookDeliverySchema)}, params=WEBHOOK, paginated=True, tag="webhooks",
+       errors=WEBHOOK_ERRORS),
     Op("GET", "/health", "Broker, database and every service", public=True, tag="system",
        answers={200: Answer(r.HealthSchema, "all well"),
                 503: Answer(r.HealthSchema, "degraded: `reasons` says why")}),

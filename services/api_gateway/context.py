@@ -27,6 +27,7 @@ class Gateway:
     quota: QuotaSettings
     storage: StorageClient
     mailer: ServiceCall  # call(mailer proxy, method, *args) within RPC_TIMEOUT
+    webhooks: ServiceCall  # the same for the webhooks service
     dispatch: Callable[[str, dict[str, Any]], None]
 
     def caller(self, request: Request) -> Caller:

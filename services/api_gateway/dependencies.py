@@ -28,6 +28,18 @@ MAIL_QUEUES = {
     )
 }
 
+# The same for the webhooks service's handlers (method names as in services/webhooks/service.py).
+WEBHOOK_QUEUES = {
+    (source, event_type): contracts.handler_queue(source, event_type, contracts.WEBHOOKS, method)
+    for source, event_type, method in (
+        (contracts.EXPORTER, contracts.EXPORT_COMPLETED, "on_export_completed"),
+        (contracts.EXPORTER, contracts.EXPORT_FAILED, "on_export_failed"),
+        (contracts.IMPORTER, contracts.IMPORT_COMPLETED, "on_import_completed"),
+        (contracts.IMPORTER, contracts.IMPORT_FAILED, "on_import_failed"),
+        (contracts.STORAGE, contracts.OBJECT_EXPIRED, "on_object_expired"),
+    )
+}
+
 
 class RequestDispatcher(EventDispatcher):
     """An EventDispatcher that never drops a request.
@@ -46,7 +58,7 @@ class RequestDispatcher(EventDispatcher):
             self.declare.append(
                 Queue(queue_name, exchange=exchange, routing_key=event_type, durable=True, auto_delete=False)
             )
-        for (source, event_type), queue_name in MAIL_QUEUES.items():
+        for (source, event_type), queue_name in [*MAIL_QUEUES.items(), *WEBHOOK_QUEUES.items()]:
             # The other services' exchanges, declared with nameko's own arguments so their declarations agree.
             source_exchange = get_event_exchange(source, self.container.config)
             self.declare.append(

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from amqp.exceptions import NotFound as BrokerNotFound
-from nameko.exceptions import UnknownService
+from nameko.exceptions import RemoteError, UnknownService
 
 from shared.http import ApiError
 from shared.rpc import RpcTimeout
@@ -75,3 +75,23 @@ def storage_errors(*expected: type[StorageFault], gone: Callable[[str], ApiError
         raise gone(str(exc)) from None
     except expected as exc:
         raise MAPPED_ERRORS[type(exc)](str(exc)) from None
+
+
+# the webhooks service's refusals (by exception name, as nameko's RemoteError carries them) -> the ApiError
+WEBHOOK_REFUSALS: dict[str, Callable[[str], ApiError]] = {
+    "InvalidWebhookUrl": lambda why: ApiError(400, "invalid_webhook_url", why),
+    "InvalidWebhookSecret": lambda why: ApiError(400, "invalid_request", why),
+}
+
+
+@contextmanager
+def webhook_errors() -> Iterator[None]:
+    """The webhooks service's silence is 503; its refusals answer as ``WEBHOOK_REFUSALS`` says."""
+    try:
+        with unavailable("webhooks_unavailable", "The webhooks service is not answering; try again later."):
+            yield
+    except RemoteError as exc:
+        refusal = WEBHOOK_REFUSALS.get(exc.exc_type)
+        if refusal is None:
+            raise
+        raise refusal(str(exc.value)) from None

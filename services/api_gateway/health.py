@@ -71,7 +71,7 @@ def problems(report: dict[str, Any]) -> list[str]:
     return found
 
 
-SERVICES = ("storage", "exporter", "importer", "mailer")
+SERVICES = ("storage", "exporter", "importer", "mailer", "webhooks")
 
 
 def system_health(gw: Gateway, ping: Callable[[str], Any]) -> Response:

@@ -21,7 +21,7 @@ from shared import pagination
 from shared.http import ApiError, json_response
 from shared.pagination import MAX_PAGE_SIZE, CursorValue, InvalidCursor, InvalidLimit, PageQuery
 
-__all__ = ["MAX_PAGE_SIZE", "PageQuery", "keyset", "page_query", "page_response"]
+__all__ = ["MAX_PAGE_SIZE", "PageQuery", "answer", "keyset", "page_query", "page_response", "signed_cursor"]
 
 T = TypeVar("T")
 
@@ -60,6 +60,17 @@ def next_page_url(gw: Gateway, request: Request, cursor: str) -> str:
     return f"{gw.config.gateway_url}{request.path}?{urlencode(args)}"
 
 
+def signed_cursor(gw: Gateway, list_name: str, values: Sequence[CursorValue]) -> str:
+    return pagination.encode_cursor(list_name, values, gw.config.cursor_key)
+
+
+def answer(gw: Gateway, request: Request, data: list[Any], cursor: str | None,
+           extra: dict[str, Any] | None = None) -> Response:
+    """``{"data", **extra, "next_cursor"}`` with the ``Link`` header of the next page when there is one."""
+    headers = {"Link": f'<{next_page_url(gw, request, cursor)}>; rel="next"'} if cursor else {}
+    return json_response({"data": data, **(extra or {}), "next_cursor": cursor}, headers=headers)
+
+
 def page_response(gw: Gateway, request: Request, list_name: str, page: PageQuery, rows: Sequence[T],
                   sort_key: Callable[[T], Sequence[CursorValue]], render: Callable[[T], Any],
                   extra: dict[str, Any] | None = None) -> Response:
@@ -67,7 +78,5 @@ def page_response(gw: Gateway, request: Request, list_name: str, page: PageQuery
     ``extra``: more top-level keys of the answer."""
     more = len(rows) > page.limit
     shown = rows[:page.limit]
-    cursor = pagination.encode_cursor(list_name, sort_key(shown[-1]), gw.config.cursor_key) if more else None
-    headers = {"Link": f'<{next_page_url(gw, request, cursor)}>; rel="next"'} if cursor else {}
-    return json_response({"data": [render(row) for row in shown], **(extra or {}), "next_cursor": cursor},
-                         headers=headers)
+    cursor = signed_cursor(gw, list_name, sort_key(shown[-1])) if more else None
+    return answer(gw, request, [render(row) for row in shown], cursor, extra)

@@ -221,3 +221,31 @@ class HealthSchema(Schema):
     broker = fields.Dict(required=True)
     database = fields.Dict(required=True)
     services = fields.Dict(keys=fields.String(), values=fields.Dict(), required=True)
+
+
+class WebhookEndpointSchema(Schema):
+    """A registered webhook (``secret`` only in the answer that created it)."""
+
+    id = fields.Integer(required=True)
+    url = fields.String(required=True)
+    events = fields.List(fields.String(), required=True)
+    event_id = _nullable(fields.Integer, metadata={"description": "null: every event (admins only)"})
+    description = _nullable(fields.String)
+    active = fields.Boolean(required=True)
+    created_at = _time(required=True)
+
+
+class WebhookCreatedSchema(WebhookEndpointSchema):
+    secret = fields.String(required=True, metadata={"description": "whsec_ + base64: shown only here"})
+
+
+class WebhookDeliverySchema(Schema):
+    id = fields.String(required=True, metadata={"description": "the webhook-id header the receiver saw"})
+    event_type = fields.String(required=True)
+    state = fields.String(required=True, validate=validate.OneOf(("pending", "delivered", "failed")))
+    attempts = fields.Integer(required=True)
+    last_status = _nullable(fields.Integer, metadata={"description": "the receiver's HTTP status"})
+    last_error = _nullable(fields.String)
+    next_retry_at = _time(required=True, allow_none=True)
+    delivered_at = _time(required=True, allow_none=True)
+    created_at = _time(required=True)

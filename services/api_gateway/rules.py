@@ -1,8 +1,9 @@
 """Every authorization rule of the gateway, named, in one place.
 
 Roles: an admin (``users.is_admin``) may do everything; an event's organizer and co-organizer (``event_roles``)
-manage that event, but only the organizer may delete its exports and change who holds the event's roles; the user
-who started a task sees it (and lists it at ``GET /v1/tasks``); media at a
+manage that event, but only the organizer may delete its exports, change who holds the event's roles or register
+webhooks for it; the user who started a task sees it (and lists it at ``GET /v1/tasks``), the user who registered a
+webhook sees and deletes it; media at a
 public key (``shared.object_keys``) need no credentials at all. ``can_*`` rules answer a question; ``require_*``
 turn a ``False`` into the HTTP refusal the API documents.
 """
@@ -62,6 +63,18 @@ def can_see_task(caller: Caller, task: Task) -> bool:
     return task.requested_by == caller.id or is_admin(caller)
 
 
+def can_register_webhook(session: Session, caller: Caller, event_id: int | None) -> bool:
+    """A webhook for one event: its organizers and admins; for every event (``None``): admins only."""
+    if event_id is None:
+        return is_admin(caller)
+    return is_admin(caller) or _has_role(session, caller, event_id, (ROLE_ORGANIZER,))
+
+
+def can_see_webhook(caller: Caller, created_by: int) -> bool:
+    """A webhook (and its deliveries; deleting it): the user who registered it, and admins."""
+    return created_by == caller.id or is_admin(caller)
+
+
 def can_read_media(key: str) -> bool:
     """``GET /media/<key>`` without credentials: uploads and media re-hosted by imports, nothing else."""
     return object_keys.is_public_key(key)
@@ -109,6 +122,20 @@ def require_export_deleter(session: Session, caller: Caller, event_id: int) -> N
 def require_task_viewer(caller: Caller, task: Task) -> None:
     if not can_see_task(caller, task):
         raise ApiError(403, "forbidden", "Only the user who started a task and admins may see it.")
+
+
+def require_webhook_registrar(session: Session, caller: Caller, event_id: int | None) -> None:
+    if event_id is not None and session.get(Event, event_id) is None:
+        raise ApiError(404, "event_not_found", f"Event {event_id} does not exist.")
+    if not can_register_webhook(session, caller, event_id):
+        if event_id is None:
+            raise ApiError(403, "forbidden", "Only admins may register a webhook for all events; give an event_id.")
+        raise ApiError(403, "forbidden", f"Only organizers and admins may register webhooks for event {event_id}.")
+
+
+def require_webhook_viewer(caller: Caller, created_by: int) -> None:
+    if not can_see_webhook(caller, created_by):
+        raise ApiError(403, "forbidden", "Only the user who registered a webhook and admins may see or delete it.")
 
 
 def require_public_media(key: str) -> str:

@@ -11,9 +11,10 @@ from typing import Any, ClassVar
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate
 
-from shared.contracts import MEDIA_FLAGS, TERMINAL_STATES, WAITING
+from shared.contracts import MEDIA_FLAGS, TERMINAL_STATES, WAITING, WEBHOOK_EVENTS
 from shared.http import MAX_DB_INT, ApiError
 from shared.models.events import EVENT_ROLES
+from shared.webhook_signature import InvalidSecret, secret_key
 
 TASK_KINDS = ("export", "import")
 EMPTY_IS_ABSENT = {"allowEmptyValue": True}  # the API contract (openapi.py): ``?name=`` is no filter
@@ -186,6 +187,41 @@ class UploadQuerySchema(RequestSchema):
 
     error_code = "invalid_parameter"
     force_local = QueryFlag(load_default=False)
+
+
+class StrictInteger(fields.Integer):
+    """A JSON integer (not ``"5"``, not ``true``, not ``5.0``), within the range of a database id."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**63 - 1:
+            raise ValidationError(f"'{attr}' must be a positive integer or null.")
+        return value
+
+
+class WebhookSchema(RequestSchema):
+    """``POST /v1/webhooks``: ``{"url", "events", "event_id", "secret"?, "description"?}`` (docs/webhooks.md)."""
+
+    class Meta:
+        unknown = RAISE
+
+    url = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    events = fields.List(fields.String(validate=validate.OneOf(sorted(WEBHOOK_EVENTS.values()))), required=True,
+                         validate=validate.Length(min=1, error="'events' must name at least one event."))
+    event_id = StrictInteger(load_default=None, allow_none=True)  # null or absent: every event (admins only)
+    secret = fields.String(load_default=None, allow_none=True)
+    description = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+    @pre_load
+    def _check(self, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValidationError("The request body must be a JSON object.")
+        secret = data.get("secret")
+        if secret is not None:
+            try:
+                secret_key(secret)
+            except InvalidSecret as exc:
+                raise ValidationError(f"'secret': {exc}.") from None
+        return data
 
 
 class BackendCreateSchema(Schema):

@@ -22,6 +22,7 @@ from services.api_gateway import (
     roles,
     schemas,
     tasks,
+    webhooks,
 )
 from services.api_gateway.api_docs import serve as serve_contract
 from services.api_gateway.context import Gateway
@@ -51,12 +52,14 @@ class ApiGatewayService:
     exporter = RpcProxy("exporter", expiration=HEALTH_TIMEOUT)
     importer = RpcProxy("importer", expiration=HEALTH_TIMEOUT)
     mailer = RpcProxy("mailer", expiration=HEALTH_TIMEOUT)
+    webhooks = RpcProxy(contracts.WEBHOOKS, expiration=HEALTH_TIMEOUT)
     log_context, metrics_server = TaskLogContext(), MetricsServer()  # task ids in the job handlers' logs; METRICS_PORT
 
     @property
     def gw(self) -> Gateway:
         return Gateway(db=self.db, config=self.config, quota=self.quota, dispatch=self.dispatch, storage=self.storage,
-                       mailer=lambda name, /, *a: call(self.mailer, name, *a, timeout=self.config.rpc_timeout))
+                       mailer=lambda name, /, *a: call(self.mailer, name, *a, timeout=self.config.rpc_timeout),
+                       webhooks=lambda name, /, *a: call(self.webhooks, name, *a, timeout=self.config.rpc_timeout))
 
     def _admin(self, request: Request, what: str) -> Caller:
         caller = self.gw.caller(request)
@@ -194,10 +197,28 @@ class ApiGatewayService:
             return admin.deactivate_backend(self.gw, identifier)
         return admin.get_backend(self.gw, identifier)
 
+    @http("GET,POST", "/v1/webhooks")
+    def webhooks_list(self, request: Request) -> Response:
+        caller = self.gw.caller(request)
+        if request.method == "POST":
+            return webhooks.create(self.gw, caller, _body(request))
+        return webhooks.list_webhooks(self.gw, caller, request)
+
+    @http("GET,DELETE", "/v1/webhooks/<int:webhook_id>")
+    def webhook(self, request: Request, webhook_id: int) -> Response:
+        caller = self.gw.caller(request)
+        if request.method == "DELETE":
+            return webhooks.delete(self.gw, caller, webhook_id)
+        return webhooks.get(self.gw, caller, webhook_id)
+
+    @http("GET", "/v1/webhooks/<int:webhook_id>/deliveries")
+    def webhook_deliveries(self, request: Request, webhook_id: int) -> Response:
+        return webhooks.deliveries(self.gw, self.gw.caller(request), request, webhook_id)
+
     @http("GET", "/health")
     def health(self, request: Request) -> Response:
         proxies = {"storage": self.storage.proxy, "exporter": self.exporter, "importer": self.importer,
-                   "mailer": self.mailer}
+                   "mailer": self.mailer, "webhooks": self.webhooks}
         return health.system_health(self.gw, lambda name: call(proxies[name], "health", timeout=HEALTH_TIMEOUT))
 
     @http("GET", "/openapi.json")

@@ -5,7 +5,7 @@ Exactly once, in three rules:
    event finds the row and sends nothing.
 2. A sender claims a row with a conditional UPDATE (``pending`` -> ``sending``, ``attempts + 1``). ``attempts`` after
    the claim is the sender's fencing token: every later update requires it, so two mailer instances (or a crashed
-   sender and its successor) can never both get to DATA with the same row.
+   sender and its successor) can never both get to DATA with the same row (claim and fence: ``shared/outbox.py``).
 3. ``sending`` -> ``transmitting`` is committed right before SMTP DATA. A crash before it left nothing at the server, so
    an expired ``sending`` claim is simply sent again. A crash after it is the one window SMTP cannot close (the server
    may have stored the mail and lost only its reply): we prefer one possibly-lost mail over a duplicate, so an expired
@@ -21,10 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared import outbox
 from shared.models.mailer import MailDelivery
 
 PENDING, SENDING, TRANSMITTING = "pending", "sending", "transmitting"
@@ -33,7 +34,8 @@ ACTIVE = (PENDING, SENDING, TRANSMITTING)
 TERMINAL = (SENT, FAILED, UNCERTAIN)
 MAX_BACKOFF = 900.0  # seconds: however long the window, try at least every 15 minutes
 
-T = MailDelivery.__table__.c
+TABLE = MailDelivery.__table__
+T = TABLE.c
 
 
 def dedupe_key(task_id: str, kind: str) -> str:
@@ -91,52 +93,42 @@ def record(session: Session, n: Notification, *, now: datetime, refused: str | N
 
 
 def _change(session: Session, where: list, **values: object) -> bool:
-    result = session.execute(update(MailDelivery).where(*where).values(**values).execution_options(
-        synchronize_session=False))
-    session.commit()
-    return result.rowcount == 1
+    return outbox.change(session, TABLE, where, **values)
+
+
+def _fenced(session: Session, c: Claim, states: tuple[str, ...], **values: object) -> bool:
+    return outbox.fenced(session, TABLE, c.id, c.token, states, **values)
 
 
 def claim(session: Session, delivery_id: int, *, now: datetime, lease: float) -> Claim | None:
     """Take a due ``pending`` row, or a ``sending`` row whose sender vanished before DATA; None if not ours."""
-    result = session.execute(
-        update(MailDelivery)
-        .where(T.id == delivery_id, T.state.in_((PENDING, SENDING)), T.next_attempt_at <= now)
-        .values(state=SENDING, attempts=T.attempts + 1, next_attempt_at=now + timedelta(seconds=lease),
-                updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        session.rollback()
+    row = outbox.claim(session, TABLE, delivery_id, states=(PENDING, SENDING), to_state=SENDING, now=now, lease=lease,
+                       read=(T.recipient, T.message))
+    if row is None:
         return None
-    # Read inside the claiming transaction: the row is locked by our UPDATE, so this is our token.
-    token, recipient, message = session.execute(
-        select(T.attempts, T.recipient, T.message).where(T.id == delivery_id)
-    ).one()
-    session.commit()
-    return Claim(id=delivery_id, token=token, recipient=recipient, message=message or "")
+    return Claim(id=delivery_id, token=row.attempts, recipient=row.recipient, message=row.message or "")
 
 
 def begin_data(session: Session, c: Claim, *, now: datetime, lease: float) -> bool:
     """Commit ``transmitting`` just before SMTP DATA; False if the claim was lost (then DATA must not be sent)."""
-    return _change(session, [T.id == c.id, T.state == SENDING, T.attempts == c.token],
-                   state=TRANSMITTING, next_attempt_at=now + timedelta(seconds=lease), updated_at=now)
+    return _fenced(session, c, (SENDING,), state=TRANSMITTING, next_attempt_at=now + timedelta(seconds=lease),
+                   updated_at=now)
 
 
 def mark_sent(session: Session, c: Claim, *, now: datetime) -> bool:
     # UNCERTAIN too: a slow but live sender whose lease ran out still reports the truth.
-    return _change(session, [T.id == c.id, T.attempts == c.token, T.state.in_((TRANSMITTING, UNCERTAIN))],
-                   state=SENT, sent_at=now, last_error=None, next_attempt_at=None, updated_at=now)
+    return _fenced(session, c, (TRANSMITTING, UNCERTAIN), state=SENT, sent_at=now, last_error=None,
+                   next_attempt_at=None, updated_at=now)
 
 
 def mark_failed(session: Session, c: Claim, reason: str, *, now: datetime) -> bool:
-    return _change(session, [T.id == c.id, T.attempts == c.token, T.state.in_((SENDING, TRANSMITTING))],
-                   state=FAILED, last_error=reason, next_attempt_at=None, updated_at=now)
+    return _fenced(session, c, (SENDING, TRANSMITTING), state=FAILED, last_error=reason, next_attempt_at=None,
+                   updated_at=now)
 
 
 def mark_uncertain(session: Session, c: Claim, reason: str, *, now: datetime) -> bool:
-    return _change(session, [T.id == c.id, T.attempts == c.token, T.state == TRANSMITTING],
-                   state=UNCERTAIN, last_error=reason, next_attempt_at=None, updated_at=now)
+    return _fenced(session, c, (TRANSMITTING,), state=UNCERTAIN, last_error=reason, next_attempt_at=None,
+                   updated_at=now)
 
 
 def retry_later(session: Session, c: Claim, reason: str, *, now: datetime, window: float, base: float) -> str | None:
@@ -148,14 +140,13 @@ def retry_later(session: Session, c: Claim, reason: str, *, now: datetime, windo
     if created is None:
         return None
     deadline = created + timedelta(seconds=window)
-    where = [T.id == c.id, T.attempts == c.token, T.state.in_((SENDING, TRANSMITTING))]
     if now >= deadline:
         reason = f"gave up after {c.token} attempt(s) in {window:g} s; last error: {reason}"
-        return FAILED if _change(session, where, state=FAILED, last_error=reason, next_attempt_at=None,
-                                 updated_at=now) else None
+        return FAILED if _fenced(session, c, (SENDING, TRANSMITTING), state=FAILED, last_error=reason,
+                                 next_attempt_at=None, updated_at=now) else None
     next_at = min(now + timedelta(seconds=backoff(c.token, base)), deadline)
-    return PENDING if _change(session, where, state=PENDING, last_error=reason, next_attempt_at=next_at,
-                              updated_at=now) else None
+    return PENDING if _fenced(session, c, (SENDING, TRANSMITTING), state=PENDING, last_error=reason,
+                              next_attempt_at=next_at, updated_at=now) else None
 
 
 def expire_transmitting(session: Session, delivery_id: int, *, now: datetime) -> bool:

@@ -5,22 +5,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import eventlet
-from marshmallow import ValidationError
 from nameko.events import EventDispatcher, event_handler
 from nameko.rpc import rpc
 from nameko.timer import timer
-from sqlalchemy.exc import SQLAlchemyError
 
 from services.mailer import delivery_health, mail_log
 from services.mailer.dependencies import MailConfig, Smtp
 from services.mailer.postman import Postman
-from shared import contracts
+from shared import contracts, intake
 from shared.dependencies import Config, Database, MetricsServer, TaskLogContext
 
 log = logging.getLogger(__name__)
 MAIL_LOG_MAX = 500  # rows per recent_deliveries call
-DB_ERROR_PAUSE = 2.0  # seconds before a message is requeued because the database is unavailable
 
 
 class MailerService:
@@ -79,13 +75,4 @@ class MailerService:
                        gateway_url=self.config.gateway_url, publish=self.dispatch)
 
     def _notify(self, kind: str, payload: dict[str, Any]) -> None:
-        try:
-            self._postman().notify(kind, payload)
-        except ValidationError as exc:  # a producer bug: redelivering it would fail the same way
-            log.error("dropped %s that breaks the contract: %s", kind, exc.messages)
-        except SQLAlchemyError:
-            log.exception("database unavailable; %s goes back to the queue", kind)
-            eventlet.sleep(DB_ERROR_PAUSE)  # no hot redelivery loop while the database is down
-            raise
-        except Exception:  # a bug: log it, but do not redeliver the same poison message forever
-            log.exception("could not handle %s", kind)
+        intake.take(kind, lambda: self._postman().notify(kind, payload), log)

@@ -9,7 +9,9 @@ request is delivered again. Each run therefore takes the task's lease (a ``job_l
 - expired (the holder died: ``kill -9``, a lost machine, a hub blocked for longer than the lease), or held by a
   process of this host that no longer exists: the run takes it over and counts one more delivery; past
   ``max_deliveries`` it gets ``EXHAUSTED`` and must end the task FAILURE instead of working (a poison message);
-- finished (``done``): the run acks and does nothing.
+- finished (``done``): the run acks and does nothing;
+- handed back (``release``: a draining worker stopped at its deadline): expired at once and not counted, so the
+  next delivery takes it over immediately.
 
 The holder renews the lease from a green thread while working (``keep``), checks it inside its write transaction
 (``holds(conn)``: on PostgreSQL the row lock fences out a takeover until the commit, on SQLite the write lock does)
@@ -203,6 +205,18 @@ class Lease:
             kill = getattr(thread, "kill", None)
             if kill is not None:
                 kill()
+
+    def release(self) -> None:
+        """Hand the task back unfinished (a draining worker past its deadline, ``shared/drain.py``): the lease
+        expires now, so the next delivery takes it over at once, and this run is not counted as a lost worker."""
+        def hand_back(conn: Connection) -> None:
+            now = utcnow()
+            conn.execute(sa.update(_LEASES)
+                         .where(_LEASES.c.task_id == self.task_id, _LEASES.c.owner == self.owner,
+                                _LEASES.c.state == RUNNING)
+                         .values(expires_at=now, deliveries=_LEASES.c.deliveries - 1, updated_at=now))
+
+        self._write(hand_back)
 
     # ---------------------------------------------------------------------------------------------- internals
 

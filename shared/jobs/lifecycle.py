@@ -11,7 +11,10 @@ A delivery of a job request runs ``JobRun.handle``:
 4. the error ladder: the job's own ``JobFailed`` ends FAILURE with its fields, a dependency that stayed down
    (``RpcTimeout``) ``storage_unavailable``, anything else ``internal_error`` (logged with its traceback);
    ``LeaseLost`` publishes nothing (the run that took over owns the outcome);
-5. the outcome is published only by the lease holder, then the lease is finished.
+5. the outcome is published only by the lease holder, then the lease is finished (``finishing``: a draining
+   worker's deadline waits for that step);
+6. a run handed back by a draining worker past its deadline (``shared/drain.py``) publishes nothing and releases
+   the lease: the request is back on its queue and the next delivery takes over at once (no FAILURE).
 
 A service declares its job as a small subclass (``kind``, ``events``, ``work``) and calls ``handle`` from its event
 handler.
@@ -29,6 +32,7 @@ from typing import Any, ClassVar, TypeVar
 import eventlet
 
 from shared import contracts, metrics
+from shared.drain import HandedBack, finishing
 from shared.jobs.lease import DONE, EXHAUSTED, Lease, LeaseLost
 from shared.jobs.retry import RetryWindow
 from shared.logs import carry_context
@@ -129,6 +133,17 @@ class JobRun:
     # ------------------------------------------------------------------------------------------------ the ladder
 
     def handle(self) -> None:
+        try:
+            self._run()
+        except HandedBack:
+            # The worker is draining past its deadline: nothing is reported, the lease is free for the next
+            # delivery (the request goes back to the queue), and what was half done is redone by it.
+            log.warning("%s %s: handed back unfinished (drain deadline); another instance takes it", self.kind,
+                        self.task_id)
+            self.lease.release()
+            raise
+
+    def _run(self) -> None:
         claim = self.lease.acquire(self.config.job_max_deliveries)
         if claim == DONE:
             log.info("%s %s: already finished by another delivery; nothing to do", self.kind, self.task_id)
@@ -136,10 +151,12 @@ class JobRun:
         with self.lease.keep(carry_context(eventlet.spawn)):  # the renewal's log lines carry the task id
             done = self.recovered()
             if done is not None:
-                self.succeed(done)
+                with finishing():
+                    self.succeed(done)
                 return
             if claim == EXHAUSTED:
-                self._give_up()
+                with finishing():
+                    self._give_up()
                 return
             self.emit(self.events.started, self.ids)
             self._count_start()
@@ -149,17 +166,21 @@ class JobRun:
                 log.warning("%s %s: another run took over; this one stands down", self.kind, self.task_id)
                 return
             except JobFailed as exc:
-                self.fail(**exc.fields())
+                with finishing():
+                    self.fail(**exc.fields())
                 return
             except RpcTimeout as exc:
-                self.fail(code="storage_unavailable", message=str(exc))
+                with finishing():
+                    self.fail(code="storage_unavailable", message=str(exc))
                 return
             except Exception:
                 log.exception("%s %s failed", self.kind, self.task_id)
-                self.fail(code="internal_error", message=f"The {self.kind} failed because of an internal error; "
-                                                         "the operators have the details.")
+                with finishing():
+                    self.fail(code="internal_error", message=f"The {self.kind} failed because of an internal "
+                                                             "error; the operators have the details.")
                 return
-            self.succeed(result)
+            with finishing():
+                self.succeed(result)
 
     def _give_up(self) -> None:
         deliveries = self.lease.deliveries - 1

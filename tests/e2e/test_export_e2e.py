@@ -224,7 +224,7 @@ def test_health_reports_broker_database_and_services(system):
     report = requests.get(system.url + "/health", timeout=30).json()
     assert report["broker"]["ok"] and report["database"]["ok"]
     assert report["database"]["migrations"]["at_head"] is True
-    assert set(report["services"]) == {"storage", "exporter", "importer", "mailer"}
+    assert set(report["services"]) == {"storage", "exporter", "importer", "mailer", "webhooks"}
     assert all(service["ok"] for service in report["services"].values())
     # This stack has no mail server (tests/e2e.py points SMTP_PORT at nothing): mail delivery is its only problem.
     assert report["status"] == "degraded"

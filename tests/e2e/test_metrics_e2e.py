@@ -44,7 +44,7 @@ def probe(env: dict[str, str], service: str, timeout: float) -> subprocess.Compl
 def test_metrics_logs_and_probe_of_a_real_export(tmp_path) -> None:
     with stack_for(tmp_path, {"organizer": False}, LOG_FORMAT="json") as run:
         event_id = run.event("organizer", sessions=5)
-        run.start(("storage", "importer"))
+        run.start(("storage", "importer", "webhooks"))
         ports = {name: free_port() for name in ("exporter", "mailer", "api_gateway")}
         for name, port in ports.items():  # one metrics port per process: they share this host
             stack = Stack(env={**run.env.env, "METRICS_PORT": str(port)}, log_dir=run.env.var_dir / "log")

@@ -109,7 +109,7 @@ def test_a_dead_service_is_reported_and_restarted(run):
 
 def test_ctrl_c_stops_everything_in_under_10_s_without_traceback(run):
     procs = run.command.processes()
-    assert len(procs) >= 8, [p.cmdline() for p in procs]  # make, the run command, the mail sink, five services
+    assert len(procs) >= 9, [p.cmdline() for p in procs]  # make, the run command, the mail sink, six services
     before = len(run.command.output)
     started = time.monotonic()
     run.command.ctrl_c()

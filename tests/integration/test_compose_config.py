@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 NAMEKO_CONFIG = REPO / "deploy" / "nameko.yml"
 
-APP_SERVICES = {"api_gateway", "exporter", "importer", "storage", "mailer"}
+APP_SERVICES = {"api_gateway", "exporter", "importer", "storage", "mailer", "webhooks"}
 EXPECTED_SERVICES = APP_SERVICES | {"rabbitmq", "postgres", "minio", "minio-init", "mailpit", "migrate"}
 SECRETS = dict(SECRET_KEY="test-secret-key", POSTGRES_PASSWORD="test-pg-password",
                RABBITMQ_PASSWORD="test-amqp-password", S3_SECRET_KEY="test-s3-secret")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -39,3 +40,20 @@ def send_body(request: BaseHTTPRequestHandler, data: bytes, content_type: str) -
     request.send_header("Content-Length", str(len(data)))
     request.end_headers()
     request.wfile.write(data)
+
+
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8
+
+
+class SlowMediaHost(MediaHost):
+    """Every GET answers a small JPEG after ``delay`` seconds: exports whose time is mostly waiting on media."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.requests = 0
+        super().__init__()
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        self.requests += 1
+        time.sleep(self.delay)
+        send_body(request, JPEG, "image/jpeg")

@@ -38,3 +38,25 @@ def consumers(vhost: str, queue: str) -> int:
     """How many consumers ``queue`` has now (0 if it does not exist yet)."""
     info = queue_info(vhost, queue)
     return int(info.get("consumers") or 0) if info else 0
+def consumer_ports(vhost: str, queue: str | None = None) -> set[int]:
+    """The client-side TCP ports of the connections consuming from ``queue`` (any queue of the vhost if None); the
+    management API lists a new consumer within a few seconds."""
+    r = requests.get(f"{MGMT_URL}/api/consumers/{quote(vhost, safe='')}", auth=AUTH, timeout=10)
+    r.raise_for_status()
+    # A consumer whose channel is closing is listed with empty details.
+    return {c["channel_details"]["peer_port"] for c in r.json()
+            if isinstance(c.get("channel_details"), dict) and (queue is None or c["queue"]["name"] == queue)}
+
+
+def queue_stats(vhost: str) -> dict[str, dict]:
+    """Every queue of the vhost: its ``message_stats`` counters (``ack``, ``redeliver``, ...), sampled every 5 s."""
+    r = requests.get(f"{MGMT_URL}/api/queues/{quote(vhost, safe='')}", auth=AUTH, timeout=10)
+    r.raise_for_status()
+    return {q["name"]: q.get("message_stats") or {} for q in r.json()}
+
+
+def connection_ports(vhost: str) -> set[int]:
+    """The client-side TCP ports of the vhost's open AMQP connections."""
+    r = requests.get(f"{MGMT_URL}/api/vhosts/{quote(vhost, safe='')}/connections", auth=AUTH, timeout=10)
+    r.raise_for_status()
+    return {c["peer_port"] for c in r.json() if "peer_port" in c}

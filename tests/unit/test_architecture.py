@@ -19,7 +19,7 @@ import pytest
 from shared.models.base import Base
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("api_gateway", "exporter", "importer", "mailer", "storage")
+SERVICES = ("api_gateway", "exporter", "importer", "mailer", "storage", "webhooks")
 
 # table -> the code that owns it: a service, or "jobs" (the job lifecycle in shared/jobs, used by the two workers)
 TABLE_OWNERS = {
@@ -30,12 +30,14 @@ TABLE_OWNERS = {
     "mail_deliveries": "mailer",
     "storage_objects": "storage",
     "storage_backends": "storage",
+    "webhook_endpoints": "webhooks",
+    "webhook_deliveries": "webhooks",
 }
 # owner -> the code allowed to touch its tables (besides the owner itself)
 SHARERS = {"jobs": ("exporter", "importer")}
 # shared/models/<module>.py -> the owner of its tables (None: event data, everyone's)
 MODULE_OWNERS = {"base": None, "events": None, "gateway": "api_gateway", "importer": "importer", "jobs": "jobs",
-                 "mailer": "mailer", "storage": "storage"}
+                 "mailer": "mailer", "storage": "storage", "webhooks": "webhooks"}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from shared import contracts
+from shared import contracts, drain
 from tests.support.keda_schema import SCHEMAS
 from tools import settings_inventory
 
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30"  # the oldest version the manifests are meant for; newer ones accept them too
 SERVICES = ("api_gateway", "storage", "exporter", "importer", "mailer", "webhooks")
-DEFAULT_DRAIN_DEADLINE = 120  # seconds: DRAIN_DEADLINE's default
+DEFAULT_DRAIN_DEADLINE = int(drain.DEFAULT_DEADLINE)  # seconds: what a pod drains for without DRAIN_DEADLINE
 GRACE_MARGIN = 15  # seconds the pod needs past the drain deadline at least (the manifests give 30)
 
 

@@ -26,6 +26,9 @@ EXPECTED = {
     "can_read_media": set(ROLES),  # public media need no credentials: every role, and nobody at all
     "can_read_private_media": set(),  # exports are never served at /media/, whoever asks
     "visible_events": {"admin", "organizer", "coorganizer"},
+    "can_register_webhook": {"admin", "organizer"},  # for the event; co-organizers may not
+    "can_register_webhook_for_all_events": {"admin"},
+    "can_see_webhook": {"admin", "requester"},  # the requester registered it
 }
 
 
@@ -67,6 +70,12 @@ def _allowed(rule: str, session, caller: Caller, event_id: int) -> bool:
         return rules.can_read_media(PRIVATE_KEY)
     if rule == "visible_events":
         return event_id in [e.id for e in session.scalars(rules.visible_events(caller))]
+    if rule == "can_register_webhook":
+        return rules.can_register_webhook(session, caller, event_id)
+    if rule == "can_register_webhook_for_all_events":
+        return rules.can_register_webhook(session, caller, None)
+    if rule == "can_see_webhook":
+        return rules.can_see_webhook(caller, session.get(Task, "t1").requested_by)
     raise AssertionError(rule)
 
 
@@ -89,6 +98,9 @@ def test_refusals_follow_the_rules(world, role):
         (lambda s: rules.require_export_deleter(s, caller, event_id), "can_delete_export", 403),
         (lambda s: rules.require_role_manager(s, caller, event_id), "can_change_roles", 403),
         (lambda s: rules.require_task_viewer(caller, s.get(Task, "t1")), "can_see_task", 403),
+        (lambda s: rules.require_webhook_registrar(s, caller, event_id), "can_register_webhook", 403),
+        (lambda s: rules.require_webhook_registrar(s, caller, None), "can_register_webhook_for_all_events", 403),
+        (lambda s: rules.require_webhook_viewer(caller, s.get(Task, "t1").requested_by), "can_see_webhook", 403),
     ]
     with factory() as session:
         for check, rule, status in checks:
