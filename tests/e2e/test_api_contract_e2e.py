@@ -40,7 +40,7 @@ from tests.support.e2e import Client, stack_for
 from tests.support.smtp_server import SmtpServer
 
 ROLES = ("admin", "organizer", "coorganizer", "user", "anonymous")
-MAX_EXAMPLES = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "20"))
+MAX_EXAMPLES = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "12"))
 # Unset: derandomized, the same requests on every run (CI). A number: other requests, the same for that number.
 SEED = os.environ.get("CONTRACT_SEED")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
