@@ -265,7 +265,7 @@ def bench_stack(prefix: str, database_url: str | None, *, keep: bool,
         yield bench
     except BaseException:
         for name in bench.stack.processes:
-            log(f"--- {name} log tail ---{bench.stack._log_tail(name)}")
+            log(f"--- {name} log tail ---{bench.stack.log_tail(name)}")
         raise
     finally:
         tear_down(bench.stack, vhost, bench.engine, db, work, keep=keep)

@@ -7,7 +7,7 @@ Exports whose time is mostly waiting: every export fetches ``--media`` files fro
 GET answers after ``--media-delay`` seconds), ``MEDIA_CONCURRENCY`` (4 unless set) at a time, so one export waits
 about ``media / MEDIA_CONCURRENCY x media-delay`` seconds. Each exporter runs at most ``--max-workers`` exports at
 once (its nameko ``max_workers``; the other services keep the default 10). One stack serves every run; before each,
-the exporters are replaced by ``N`` fresh ones (``tools/instances.py``), then ``rounds x N x max_workers`` exports
+the exporters are replaced by ``N`` fresh ones (``Stack.scale``), then ``rounds x N x max_workers`` exports
 are posted at once and the time runs from the first POST until the last ``export_completed`` (a tap on the
 exporter's events); "steady" is the rate between the 10th and the 90th percentile of the completions (no ramp-up
 while the POSTs go out, no tail). Every task is checked SUCCESS at the end. Expected: about N times the throughput
@@ -38,22 +38,11 @@ from shared.contracts import EXPORT_COMPLETED, EXPORT_REQUEST_QUEUE, EXPORTER
 from tests.support.event_tap import EventTap
 from tests.support.media_host import SlowMediaHost
 from tests.support.rabbit import consumer_ports
-from tools.instances import Instances
+from tests.support.waiting import wait_until
 from tools.stack import REPO, SERVICES
 from tools.synthetic import create_synthetic_event
 
 JSON_OUT = REPO / "var" / "bench" / "replicas.json"
-
-
-def wait_until(check, what: str, timeout: float, pause: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {timeout:g} s")
-        time.sleep(pause)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,57 +68,51 @@ def main(argv: list[str] | None = None) -> int:
             event_id = create_synthetic_event(session, sessions=sessions, owner_user_id=owner,
                                               media_base_url=media.base_url)
             session.commit()
-        instances = Instances(bench.env, bench.work / "var" / "log")
-        try:
-            bench.stack.start_all(tuple(s for s in SERVICES if s != EXPORTER))
-            tap = EventTap(bench.env["AMQP_URI"], EXPORTER)
-            for n in replicas:
-                for old in instances.running(EXPORTER):
-                    old.terminate()
-                    old.wait(60)
-                fresh = [instances.start(EXPORTER, {"MAX_WORKERS": str(args.max_workers)}) for _ in range(n)]
-                for instance in fresh:
-                    wait_until(lambda i=instance: i.local_ports() & consumer_ports(bench.vhost, EXPORT_REQUEST_QUEUE),
-                               f"{instance.name} consuming", 90, pause=0.5)
-                bench.stack.wait_healthy(timeout=90)
-                client = Client(bench.env["GATEWAY_URL"])
-                jobs = args.rounds * n * args.max_workers
-                tap.drain()
-                seen = len(tap.seen)
-                pids = {name: proc.pid for name, proc in bench.stack.processes.items()}
-                pids.update({i.name: i.proc.pid for i in fresh})
-                cpu_before = {name: tree_cpu(pid) for name, pid in pids.items()}
-                started = time.monotonic()
-                urls = [request_export(client, event_id, {"image": True}) for _ in range(jobs)]
-                ids = {url.rsplit("/", 1)[1] for url in urls}
+        bench.stack.service_env[EXPORTER] = {"MAX_WORKERS": str(args.max_workers)}
+        bench.stack.start_all(tuple(s for s in SERVICES if s != EXPORTER))
+        tap = EventTap(bench.env["AMQP_URI"], EXPORTER)
+        for n in replicas:
+            for old in bench.stack.instances(EXPORTER):
+                bench.stack.stop(old, timeout=60)
+            for name in bench.stack.scale(EXPORTER, n):
+                wait_until(f"{name} consuming", lambda name=name: bench.stack.local_ports(name)
+                           & consumer_ports(bench.vhost, EXPORT_REQUEST_QUEUE), 90, pause=0.5)
+            bench.stack.wait_healthy(timeout=90)
+            client = Client(bench.env["GATEWAY_URL"])
+            jobs = args.rounds * n * args.max_workers
+            tap.drain()
+            seen = len(tap.seen)
+            pids = {name: proc.pid for name, proc in bench.stack.processes.items()}
+            cpu_before = {name: tree_cpu(pid) for name, pid in pids.items()}
+            started = time.monotonic()
+            urls = [request_export(client, event_id, {"image": True}) for _ in range(jobs)]
+            ids = {url.rsplit("/", 1)[1] for url in urls}
 
-                finished: dict[str, float] = {}  # task id -> when its export_completed was first seen
+            finished: dict[str, float] = {}  # task id -> when its export_completed was first seen
 
-                def done(ids=ids, seen=seen, finished=finished):
-                    now = time.monotonic()
-                    for t, p in tap.drain()[seen:]:
-                        if t == EXPORT_COMPLETED and p["task_id"] in ids:
-                            finished.setdefault(p["task_id"], now)
-                    return len(finished) == len(ids)
+            def done(ids=ids, seen=seen, finished=finished):
+                now = time.monotonic()
+                for t, p in tap.drain()[seen:]:
+                    if t == EXPORT_COMPLETED and p["task_id"] in ids:
+                        finished.setdefault(p["task_id"], now)
+                return len(finished) == len(ids)
 
-                wait_until(done, f"{jobs} exports with {n} exporter(s)", 900)
-                seconds = time.monotonic() - started
-                cpu = {name: tree_cpu(pid) - cpu_before[name] for name, pid in pids.items()}
-                cpu_by_service = {"exporters": sum(v for k, v in cpu.items() if k.startswith(EXPORTER))}
-                cpu_by_service.update({k: v for k, v in cpu.items() if not k.startswith(EXPORTER)})
-                states = {client.get(url).json()["state"] for url in urls}
-                if states != {"SUCCESS"}:
-                    raise RuntimeError(f"{n} exporter(s): task states {states}")
-                times = sorted(finished.values())
-                first, last = times[len(times) // 10], times[len(times) * 9 // 10 - 1]
-                steady = (len(times) * 9 // 10 - len(times) // 10 - 1) / (last - first) * 60
-                runs.append({"exporters": n, "jobs": jobs, "seconds": round(seconds, 2),
-                             "jobs_per_minute": round(jobs / seconds * 60, 1), "steady_per_minute": round(steady, 1),
-                             "load": round(os.getloadavg()[0], 2),
-                             "cpu_seconds": {k: round(v, 1) for k, v in cpu_by_service.items()}})
-                log(f"  {n} exporter(s): {jobs} exports in {seconds:.1f} s")
-        finally:
-            instances.stop_all()
+            wait_until(f"{jobs} exports with {n} exporter(s)", done, 900)
+            seconds = time.monotonic() - started
+            cpu = {name: tree_cpu(pid) - cpu_before[name] for name, pid in pids.items()}
+            cpu_by_service = {"exporters": sum(v for k, v in cpu.items() if k.startswith(EXPORTER))}
+            cpu_by_service.update({k: v for k, v in cpu.items() if not k.startswith(EXPORTER)})
+            states = {client.get(url).json()["state"] for url in urls}
+            if states != {"SUCCESS"}:
+                raise RuntimeError(f"{n} exporter(s): task states {states}")
+            times = sorted(finished.values())
+            first, last = times[len(times) // 10], times[len(times) * 9 // 10 - 1]
+            steady = (len(times) * 9 // 10 - len(times) // 10 - 1) / (last - first) * 60
+            runs.append({"exporters": n, "jobs": jobs, "seconds": round(seconds, 2),
+                         "jobs_per_minute": round(jobs / seconds * 60, 1), "steady_per_minute": round(steady, 1),
+                         "load": round(os.getloadavg()[0], 2),
+                         "cpu_seconds": {k: round(v, 1) for k, v in cpu_by_service.items()}})
+            log(f"  {n} exporter(s): {jobs} exports in {seconds:.1f} s")
     base = runs[0]["jobs_per_minute"] / runs[0]["exporters"]
     steady_base = runs[0]["steady_per_minute"] / runs[0]["exporters"]
     rows = [[str(r["exporters"]), str(r["jobs"]), f"{r['seconds']:.1f}", f"{r['jobs_per_minute']:.0f}",

@@ -4,7 +4,7 @@
                                     [--database-url URL] [--keep]
 
 The five services run as in ``bench/common.py`` but the exporter runs ``--exporters`` instances
-(``tools/instances.py``). Exports fetch their media (``--media`` files per event) from a slow local media server
+(``Stack.scale``). Exports fetch their media (``--media`` files per event) from a slow local media server
 (each GET answers after ``--media-delay`` seconds), so each job lasts seconds and most of that is waiting. Once
 ``--jobs`` exports are queued and some have started, every exporter is replaced in turn: a new instance is started
 and is consuming, then the old one gets SIGTERM and is waited for (its drain time is reported). Then every task is
@@ -32,44 +32,27 @@ from shared.contracts import EXPORT_COMPLETED, EXPORT_FAILED, EXPORT_REQUEST_QUE
 from shared.models.jobs import JobLease
 from tests.support.event_tap import EventTap
 from tests.support.media_host import SlowMediaHost
-from tests.support.rabbit import consumer_ports, queue_info
-from tools.instances import Instances
-from tools.stack import REPO, SERVICES
+from tests.support.rabbit import consumer_ports, consumers, queue_info
+from tests.support.waiting import wait_until
+from tools.stack import REPO, Stack
 from tools.synthetic import create_synthetic_event
 
 JSON_OUT = REPO / "var" / "bench" / "rolling_restart.json"
 TERMINAL = ("SUCCESS", "FAILURE")
 
 
-def wait_until(check, what: str, timeout: float, pause: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {timeout:g} s")
-        time.sleep(pause)
-
-
-def consumers(vhost: str, queue: str) -> int:
-    info = queue_info(vhost, queue) or {}
-    return int(info.get("consumers", 0))
-
-
-def rolling_restart(instances: Instances, service: str, vhost: str, queue: str, *, stop_timeout: float) -> list[dict]:
-    """Replace every running instance of ``service``: start one, wait until it consumes, SIGTERM an old one and wait
-    for its exit. One record per replaced instance."""
+def rolling_restart(stack: Stack, service: str, vhost: str, queue: str, *, stop_timeout: float) -> list[dict]:
+    """Replace every running instance of ``service``: start one (``Stack.add``, on the old one's port if it has one),
+    wait until it consumes, SIGTERM the old one and wait for its exit. One record per replaced instance."""
     records = []
-    for old in instances.running(service):
-        new = instances.start(service)
-        wait_until(lambda new=new: new.local_ports() & consumer_ports(vhost, queue), f"{new.name} consuming", 90)
+    for old in [name for name in stack.instances(service) if stack.running(name)]:
+        new = stack.add(service, same_port_as=old)
+        wait_until(f"{new} consuming", lambda new=new: stack.local_ports(new) & consumer_ports(vhost, queue), 90)
         started = time.monotonic()
-        old.terminate()
-        code = old.wait(stop_timeout)
-        records.append({"stopped": old.name, "replaced_by": new.name, "exit_code": code,
+        code = stack.stop(old, timeout=stop_timeout)
+        records.append({"stopped": old, "replaced_by": new, "exit_code": code,
                         "stop_seconds": round(time.monotonic() - started, 1)})
-        log(f"  {old.name} -> {new.name}: exit {code} after {records[-1]['stop_seconds']} s")
+        log(f"  {old} -> {new}: exit {code} after {records[-1]['stop_seconds']} s")
     return records
 
 
@@ -98,44 +81,39 @@ def main(argv: list[str] | None = None) -> int:
             event_id = create_synthetic_event(session, sessions=sessions, owner_user_id=owner,
                                               media_base_url=media.base_url)
             session.commit()
-        instances = Instances(bench.env, bench.work / "var" / "log")
+        bench.stack.start_all()
+        bench.stack.scale(EXPORTER, args.exporters)
+        bench.stack.wait_healthy(timeout=90)
+        wait_until("exporters up", lambda: consumers(bench.vhost, EXPORT_REQUEST_QUEUE) >= args.exporters, 60)
+        client = Client(bench.env["GATEWAY_URL"])
+        tap = EventTap(bench.env["AMQP_URI"], EXPORTER)
+        body = {"image": True}
+        begun = time.monotonic()
+        task_urls = [request_export(client, event_id, body) for _ in range(args.jobs)]
+        log(f"{args.jobs} exports queued ({args.media} media x {args.media_delay:g} s each)")
+        wait_until("exports started", lambda: sum(t == EXPORT_STARTED for t, _ in tap.drain()) >= min(args.jobs, 5),
+                   60)
+        restarts = rolling_restart(bench.stack, EXPORTER, bench.vhost, EXPORT_REQUEST_QUEUE,
+                                   stop_timeout=stop_timeout)
+
+        def all_terminal():
+            states = [client.get(url).json()["state"] for url in task_urls]
+            return states if all(s in TERMINAL for s in states) else None
+
         try:
-            bench.stack.start_all(tuple(s for s in SERVICES if s != EXPORTER))
-            for _ in range(args.exporters):
-                instances.start(EXPORTER)
-            bench.stack.wait_healthy(timeout=90)
-            wait_until(lambda: consumers(bench.vhost, EXPORT_REQUEST_QUEUE) >= args.exporters, "exporters up", 60)
-            client = Client(bench.env["GATEWAY_URL"])
-            tap = EventTap(bench.env["AMQP_URI"], EXPORTER)
-            body = {"image": True}
-            begun = time.monotonic()
-            task_urls = [request_export(client, event_id, body) for _ in range(args.jobs)]
-            log(f"{args.jobs} exports queued ({args.media} media x {args.media_delay:g} s each)")
-            wait_until(lambda: sum(t == EXPORT_STARTED for t, _ in tap.drain()) >= min(args.jobs, 5),
-                       "exports started", 60)
-            restarts = rolling_restart(instances, EXPORTER, bench.vhost, EXPORT_REQUEST_QUEUE,
-                                       stop_timeout=stop_timeout)
-
-            def all_terminal():
-                states = [client.get(url).json()["state"] for url in task_urls]
-                return states if all(s in TERMINAL for s in states) else None
-
-            try:
-                states = wait_until(all_terminal, "every task terminal", 600, pause=1)
-            except RuntimeError:
-                states = [client.get(url).json()["state"] for url in task_urls]
-            elapsed = time.monotonic() - begun
-            time.sleep(6)  # the broker's queue counters are sampled every 5 s
-            stats = (queue_info(bench.vhost, EXPORT_REQUEST_QUEUE) or {}).get("message_stats", {})
-            events = tap.drain()
-        finally:
-            instances.stop_all()
+            states = wait_until("every task terminal", all_terminal, 600, pause=1)
+        except TimeoutError:
+            states = [client.get(url).json()["state"] for url in task_urls]
+        elapsed = time.monotonic() - begun
+        time.sleep(6)  # the broker's queue counters are sampled every 5 s
+        stats = (queue_info(bench.vhost, EXPORT_REQUEST_QUEUE) or {}).get("message_stats", {})
+        events = tap.drain()
         task_ids = [url.rsplit("/", 1)[1] for url in task_urls]
         count = {kind: Counter(p["task_id"] for t, p in events if t == kind)
                  for kind in (EXPORT_STARTED, EXPORT_COMPLETED, EXPORT_FAILED)}
         with bench.engine.connect() as conn:
             leases = dict(conn.execute(sa.select(JobLease.task_id, JobLease.deliveries)).all())
-        logs = "".join(p.read_text(errors="replace") for p in (bench.work / "var" / "log").glob("exporter-*.log"))
+        logs = "".join(p.read_text(errors="replace") for p in (bench.work / "var" / "log").glob("exporter*.log"))
     result = {
         "label": args.label,
         "jobs": args.jobs, "exporters": args.exporters, "media": args.media, "media_delay": args.media_delay,

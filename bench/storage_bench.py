@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         if stack is not None:
             for name in stack.processes:
-                log(f"--- {name} log tail ---{stack._log_tail(name)}")
+                log(f"--- {name} log tail ---{stack.log_tail(name)}")
         raise
     finally:
         if stack is not None:

@@ -8,6 +8,11 @@ A service may run as several instances (``scale``), each a process of its own; i
 ``exporter.2``). Of the services with an HTTP server, the first instance binds the address of ``GATEWAY_URL`` or
 ``STORAGE_URL`` and every other one a free port of its own (``address``), kept across restarts; ``Stack.addresses``
 given up front overrides that (storage instances behind a proxy that listens on ``STORAGE_URL``).
+
+``add`` starts one more instance under a new index; with ``same_port_as`` an HTTP service's new instance binds the
+address of a running one beside it (eventlet listens with ``SO_REUSEPORT``: the kernel spreads new connections over
+the instances still accepting), so a rolling restart (``add``, then ``stop`` the old one) keeps the URL clients use.
+``local_ports`` matches an instance with the broker's list of consumers (their client-side ports).
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ def service_of(name: str) -> str:
     return name.partition(".")[0]
 
 
+def index_of(name: str) -> int:
+    """An instance's index (``exporter`` -> 0, ``exporter.2`` -> 2)."""
+    return int(name.partition(".")[2] or 0)
+
+
 def free_address(host: str = "127.0.0.1") -> str:
     """``host:port`` with a port nothing listens on right now."""
     with socket.socket() as s:
@@ -58,7 +68,10 @@ class Stack:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     # Instance name -> the host:port its HTTP server binds (HTTP services only); filled in on first start.
     addresses: dict[str, str] = field(default_factory=dict)
+    # Service -> variables on top of ``env`` for every instance of it (``{"exporter": {"MAX_WORKERS": "4"}}``).
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     _logs: dict[str, IO[bytes]] = field(default_factory=dict)
+    _next_index: dict[str, int] = field(default_factory=dict)  # service -> the lowest index no instance has had
 
     @property
     def gateway_url(self) -> str:
@@ -66,7 +79,10 @@ class Stack:
 
     def start(self, name: str) -> None:
         """Start one instance (``exporter``, ``exporter.1``, ...): a ``nameko run`` process of its own."""
-        cmd, env = service_command(service_of(name), {**os.environ, **self.env}, bind=self.address(name))
+        service = service_of(name)
+        self._next_index[service] = max(self._next_index.get(service, 0), index_of(name) + 1)
+        cmd, env = service_command(service, {**os.environ, **self.env, **self.service_env.get(service, {})},
+                                   bind=self.address(name))
         out: IO[bytes] | None = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -86,11 +102,22 @@ class Stack:
                 self.start(name)
         return names
 
+    def add(self, service: str, *, same_port_as: str | None = None) -> str:
+        """Start one more instance of ``service`` under an index none of its instances had yet; its name. An HTTP
+        service's new instance binds a free port of its own or, with ``same_port_as``, the address of that instance
+        of the same service, beside it (a service without an HTTP server has no port to share)."""
+        if same_port_as is not None and service_of(same_port_as) != service:
+            raise ValueError(f"{same_port_as} is not an instance of {service}")
+        name = instance_name(service, self._next_index.get(service, 0))
+        if same_port_as is not None and service in HTTP_URL_VARIABLES:
+            self.addresses[name] = self.address(same_port_as)
+        self.start(name)
+        return name
+
     def instances(self, service: str) -> list[str]:
         """The instances of ``service`` this stack started and did not ``stop`` (one that died is still listed),
         first instance first."""
-        return sorted((n for n in self.processes if service_of(n) == service),
-                      key=lambda n: (n != service, int(n.partition(".")[2] or 0)))
+        return sorted((n for n in self.processes if service_of(n) == service), key=index_of)
 
     def address(self, name: str) -> str | None:
         """The host:port instance ``name`` binds, for the services with an HTTP server (else ``None``)."""
@@ -109,7 +136,21 @@ class Stack:
             raise ValueError(f"{name} has no HTTP server")
         return f"http://{address}"
 
-    def stop(self, name: str, *, kill: bool = False, timeout: float = 15) -> None:
+    def local_ports(self, name: str, *, listening: bool = False) -> set[int]:
+        """The local ports of an instance's TCP connections (to match it with the broker's consumers, listed by
+        client-side port), or with ``listening`` of its listening sockets; empty once it is gone."""
+        import psutil  # a test and benchmark dependency: the run command, which uses this module too, has no need
+
+        proc = self.processes.get(name)
+        try:
+            connections = psutil.Process(proc.pid).net_connections("tcp") if proc else []
+        except psutil.NoSuchProcess:
+            return set()
+        return {c.laddr.port for c in connections if (c.status == psutil.CONN_LISTEN) == listening}
+
+    def stop(self, name: str, *, kill: bool = False, timeout: float = 15) -> int | None:
+        """SIGTERM (the graceful stop: a drain) or with ``kill`` SIGKILL, and SIGKILL after ``timeout`` seconds if
+        it has not exited; its exit code (``-9`` when killed), ``None`` if it was not started."""
         proc = self.processes.pop(name, None)
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
@@ -121,6 +162,7 @@ class Stack:
         log = self._logs.pop(name, None)
         if log:
             log.close()
+        return proc.returncode if proc is not None else None
 
     def stop_all(self) -> None:
         # Signal everyone first: a graceful nameko shutdown takes seconds, and they can overlap.
@@ -144,7 +186,7 @@ class Stack:
         while time.monotonic() < deadline:
             for name, proc in self.processes.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"service {name} exited with {proc.returncode}{self._log_tail(name)}")
+                    raise RuntimeError(f"service {name} exited with {proc.returncode}{self.log_tail(name)}")
             for gateway in gateways:
                 if gateway in reports:
                     continue
@@ -163,7 +205,8 @@ class Stack:
             time.sleep(0.2)
         raise RuntimeError(f"stack not healthy after {timeout} s: {last}")
 
-    def _log_tail(self, name: str) -> str:
+    def log_tail(self, name: str) -> str:
+        """The end of an instance's log file, after a newline (empty when it logs to the console)."""
         if self.log_dir is None:
             return ""
         path = self.log_dir / f"{name}.log"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import html
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from tests.support.hostile_archives import base_files, encode, write_zip
 from tests.support.import_helpers import submit_ok, zip_folder
 from tests.support.rabbit import queue_info
 from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_until
 from tools.stack import Stack
 
 NAME = "Tom & Jerry's <Open> \"Conf\""
@@ -57,17 +57,6 @@ class System(SystemBase):
         dispatch = event_dispatcher({"AMQP_URI": self.env.env["AMQP_URI"], "serializer": "json"})
         for _ in range(times):
             dispatch(source, event_type, payload)
-
-
-def wait_until(what: str, check: Callable[[], object], timeout: float = 30) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not after {timeout} s")
-        time.sleep(0.1)
 
 
 def delivery(env: Env, task_id: str, kind: str = contracts.EXPORT_COMPLETED) -> MailDelivery | None:

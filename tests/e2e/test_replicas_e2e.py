@@ -43,6 +43,7 @@ from tests.support.media_host import MediaHost, send_body
 from tests.support.rabbit import amqp_uri
 from tests.support.smtp_server import SmtpServer
 from tests.support.storage_servers import ServerUnavailable, start_seaweedfs
+from tests.support.waiting import wait_until
 
 REPLICAS = {"api_gateway": 2, "exporter": 3, "importer": 2, "mailer": 2, "storage": 2}
 BUCKET = "replicas"
@@ -89,17 +90,6 @@ def bucket_listing(s3) -> dict[str, int]:
     return found
 
 
-def wait(condition, what: str, timeout: float, poll: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(poll)
-
-
 def held_task(run: Running, name: str, kind: str) -> str | None:
     """A task instance ``name`` holds the lease of and has reported ``started`` (or progress) for."""
     pid = run.pid(name)
@@ -115,7 +105,7 @@ def kill_while_holding(run: Running, name: str, kind: str, tries: int = 3) -> st
     query and the signal: the lease read after the kill (a dead process writes nothing) says whether the kill came
     mid-job; if not, the instance is started again and the next job it takes is the target."""
     for _ in range(tries):
-        task_id = wait(lambda: held_task(run, name, kind), f"{name} holding a started {kind}", 90, poll=0.05)
+        task_id = wait_until(f"{name} holding a started {kind}", lambda: held_task(run, name, kind), 90, pause=0.05)
         run.kill(name)
         with run.env.db() as session:
             if session.scalar(sa.select(JobLease.state).where(JobLease.task_id == task_id)) == "running":
@@ -217,7 +207,7 @@ def check_replicated_run(run: Running, tmp: Path, seaweed, smtp: SmtpServer, med
             rows = session.execute(sa.select(Task.id, Task.state).where(Task.id.in_(list(submitted)))).all()
         return len(rows) == JOBS and all(state in TERMINAL for _, state in rows)
 
-    wait(all_terminal, "every task terminal", 180, poll=0.5)
+    wait_until("every task terminal", all_terminal, 180, pause=0.5)
     views: dict[str, dict] = {}
     for task_id, job in submitted.items():  # through the gateway it was not submitted to: each answers for all
         other = gateways[1] if job["gateway"] == gateways[0] else gateways[0]
@@ -286,7 +276,7 @@ def check_replicated_run(run: Running, tmp: Path, seaweed, smtp: SmtpServer, med
             counts.update(t for t in submitted if t in msg_id)
         return counts
 
-    wait(lambda: set(mails()) == set(submitted), "a mail for every task", 90, poll=0.5)
+    wait_until("a mail for every task", lambda: set(mails()) == set(submitted), 90, pause=0.5)
     mail_counts = mails()
     extra_mails = {t: n for t, n in mail_counts.items() if n != 1}
     assert not extra_mails, extra_mails
@@ -301,7 +291,7 @@ def check_replicated_run(run: Running, tmp: Path, seaweed, smtp: SmtpServer, med
             rows = list(rows)
             return len(rows) == len(archive_keys) and all(r.deleted_at is not None and r.announce is None for r in rows)
 
-    wait(archives_gone, "every import archive expired and announced", ARCHIVE_KEEP_SECONDS + 60, poll=0.5)
+    wait_until("every import archive expired and announced", archives_gone, ARCHIVE_KEEP_SECONDS + 60, pause=0.5)
     expired = Counter(p["key"] for t, p in taps[contracts.STORAGE].drain() if t == contracts.OBJECT_EXPIRED)
     assert {k: expired[k] for k in archive_keys.values()} == dict.fromkeys(archive_keys.values(), 1)
     assert all(n == 1 for n in expired.values()), expired

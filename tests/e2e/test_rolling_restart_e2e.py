@@ -1,12 +1,12 @@
 """Rolling restarts lose and duplicate nothing: the drain of shared/drain.py, on the real services.
 
 - Every service in turn (storage, importer, exporter, mailer, gateway) gets a second instance
-  (``tools/instances.py``; the HTTP services share their port); once it consumes (and listens), a wave of jobs is
-  submitted and taken (the broker alternates between the two instances, so the old one holds some), then the old
-  instance gets SIGTERM and must exit by itself (code 0) after draining. Exports fetch their media from a slow
-  local host (seconds each), imports read an archive of a larger event. The deadline is generous: nothing is
-  handed back. At the end every task is SUCCESS, reported once, started once, mailed once, and the broker
-  redelivered nothing on any queue.
+  (``Stack.add(service, same_port_as=service)``: the HTTP services' new instance binds the old one's port, so clients
+  keep their URL); once it consumes (and listens), a wave of jobs is submitted and taken (the broker alternates
+  between the two instances, so the old one holds some), then the old instance gets SIGTERM and must exit by itself
+  (code 0) after draining. Exports fetch their media from a slow local host (seconds each), imports read an archive
+  of a larger event. The deadline is generous: nothing is handed back. At the end every task is SUCCESS, reported
+  once, started once, mailed once, and the broker redelivered nothing on any queue.
 - A job still running at a short deadline is handed back: no FAILURE, the lease not counted as a lost worker, and
   the new instance runs it once more to SUCCESS.
 - A mail being sent when the mailer gets SIGTERM is acked over a connection that stays open (nameko's own stop
@@ -35,23 +35,13 @@ from tests.support.import_helpers import export_archive, submit_ok, zip_members
 from tests.support.media_host import SlowMediaHost
 from tests.support.rabbit import connection_ports, consumer_ports, queue_stats
 from tests.support.smtp_server import SmtpServer
-from tools.instances import Instance, Instances, local_ports
+from tests.support.waiting import wait_until
+from tools.stack import Stack
 
 ORDER = ("storage", "importer", "exporter", "mailer", "api_gateway")
 WAVE = (4, 2)  # exports, imports per service restarted: 5 x 6 = 30 jobs
 MEDIA_DELAY = 2.0  # seconds per media GET: 12 media, 4 at once, ~6 s per export
 DRAIN_DEADLINE = "120"
-
-
-def wait_until(what: str, check: Callable[[], object], timeout: float) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not after {timeout} s")
-        time.sleep(0.2)
 
 
 def holds_for(what: str, check: Callable[[], object], seconds: float) -> None:
@@ -62,12 +52,14 @@ def holds_for(what: str, check: Callable[[], object], seconds: float) -> None:
         time.sleep(0.2)
 
 
-def ready(instance: Instance, vhost: str, http_port: int | None) -> bool:
-    """Consuming from the broker (one of its connections is a listed consumer) and, for HTTP services, listening."""
-    assert instance.proc.poll() is None, f"{instance.name} exited: {instance.log_path.read_text()[-3000:]}"
-    if http_port is not None and http_port not in instance.local_ports(listening=True):
+def ready(stack: Stack, name: str, vhost: str) -> bool:
+    """Consuming from the broker (one of its connections is a listed consumer) and, for HTTP services, listening on
+    its address (the port it shares with the instance it replaces)."""
+    assert stack.running(name), f"{name} exited:{stack.log_tail(name)}"
+    address = stack.address(name)
+    if address is not None and int(address.rsplit(":", 1)[1]) not in stack.local_ports(name, listening=True):
         return False
-    return bool(instance.local_ports() & consumer_ports(vhost))
+    return bool(stack.local_ports(name) & consumer_ports(vhost))
 
 
 def test_rolling_restart_of_every_service_loses_and_duplicates_nothing(tmp_path):
@@ -81,44 +73,40 @@ def test_rolling_restart_of_every_service_loses_and_duplicates_nothing(tmp_path)
                 for kind, service in (("export", contracts.EXPORTER), ("import", contracts.IMPORTER))}
         client = run.client("organizer")
         archive = zip_members(export_archive(client, big_event))
-        ports = {"api_gateway": int(run.url.rsplit(":", 1)[1]), "storage": int(run.storage.rsplit(":", 1)[1])}
-        instances = Instances(run.env.env, run.env.var_dir / "log")
         tasks: dict[str, str] = {}  # task URL -> kind
-        try:
-            for service in ORDER:
-                new = instances.start(service)
-                wait_until(f"{new.name} ready", lambda new=new, s=service: ready(new, run.vhost, ports.get(s)), 90)
-                wave = []
-                for _ in range(WAVE[0]):
-                    r = client.post(f"/v1/events/{slow_event}/export/json", json={"image": True})
-                    assert r.status_code == 202, r.text
-                    wave.append((r.json()["task_url"], "export"))
-                wave += [(submit_ok(client, archive, f"{service}-{i}.zip"), "import") for i in range(WAVE[1])]
-                tasks.update(wave)
-                # Every job of the wave taken (the broker alternates between the two instances of the exporter and
-                # of the importer, so the old one holds some): then the old instance is stopped.
-                for url, kind in wave:
-                    taps[kind].wait_for(url.rsplit("/", 1)[1], f"{kind}_started", timeout=60)
-                old = stack.processes[service]
-                stack.stop(service, timeout=150)  # SIGTERM; SIGKILL only if it never exits
-                assert old.returncode == 0, f"old {service} exited with {old.returncode}"
+        for service in ORDER:
+            new = stack.add(service, same_port_as=service)
+            assert stack.address(new) == stack.address(service)  # HTTP: the URL clients use
+            wait_until(f"{new} ready", lambda new=new: ready(stack, new, run.vhost), 90)
+            wave = []
+            for _ in range(WAVE[0]):
+                r = client.post(f"/v1/events/{slow_event}/export/json", json={"image": True})
+                assert r.status_code == 202, r.text
+                wave.append((r.json()["task_url"], "export"))
+            wave += [(submit_ok(client, archive, f"{service}-{i}.zip"), "import") for i in range(WAVE[1])]
+            tasks.update(wave)
+            # Every job of the wave taken (the broker alternates between the two instances of the exporter and
+            # of the importer, so the old one holds some): then the old instance is stopped.
+            for url, kind in wave:
+                taps[kind].wait_for(url.rsplit("/", 1)[1], f"{kind}_started", timeout=60)
+            old = stack.processes[service]
+            stack.stop(service, timeout=150)  # SIGTERM; SIGKILL only if it never exits
+            assert old.returncode == 0, f"old {service} exited with {old.returncode}"
 
-            def states() -> dict[str, str] | None:
-                found = {url: client.get(url).json()["state"] for url in tasks}
-                return found if all(s in TERMINAL for s in found.values()) else None
+        def states() -> dict[str, str] | None:
+            found = {url: client.get(url).json()["state"] for url in tasks}
+            return found if all(s in TERMINAL for s in found.values()) else None
 
-            final = wait_until("every task terminal", states, 240)
-            ids = {url.rsplit("/", 1)[1]: kind for url, kind in tasks.items()}
-            for task_id in ids:
-                smtp.wait_messages(task_id, timeout=60)
-            # The broker's counters lag (sampled every 5 s): wait until they count every job request acked.
-            request_queues = {"export": contracts.EXPORT_REQUEST_QUEUE, "import": contracts.IMPORT_REQUEST_QUEUE}
-            wait_until("queue counters up to date", lambda: all(
-                queue_stats(run.vhost).get(queue, {}).get("ack", 0) >= sum(k == kind for k in ids.values())
-                for kind, queue in request_queues.items()), 60)
-            stats = queue_stats(run.vhost)
-        finally:
-            instances.stop_all()
+        final = wait_until("every task terminal", states, 240)
+        ids = {url.rsplit("/", 1)[1]: kind for url, kind in tasks.items()}
+        for task_id in ids:
+            smtp.wait_messages(task_id, timeout=60)
+        # The broker's counters lag (sampled every 5 s): wait until they count every job request acked.
+        request_queues = {"export": contracts.EXPORT_REQUEST_QUEUE, "import": contracts.IMPORT_REQUEST_QUEUE}
+        wait_until("queue counters up to date", lambda: all(
+            queue_stats(run.vhost).get(queue, {}).get("ack", 0) >= sum(k == kind for k in ids.values())
+            for kind, queue in request_queues.items()), 60)
+        stats = queue_stats(run.vhost)
 
         assert Counter(final.values()) == {"SUCCESS": len(tasks)}, final
         assert len(tasks) == 30
@@ -155,18 +143,12 @@ def test_a_job_past_the_drain_deadline_is_handed_back_and_run_once_more_elsewher
         task_url = r.json()["task_url"]
         task_id = task_url.rsplit("/", 1)[1]
         tap.wait_for(task_id, contracts.EXPORT_STARTED)  # on the only exporter
-        instances = Instances(run.env.env, run.env.var_dir / "log")
-        try:
-            new = instances.start("exporter")
-            wait_until("new exporter ready", lambda: ready(new, run.vhost, None), 90)
-            old = stack.processes["exporter"]
-            started = time.monotonic()
-            stack.stop("exporter", timeout=60)
-            assert old.returncode == 0
-            assert time.monotonic() - started < 20  # the deadline, not the job, ended the drain
-            task = client.wait_task(task_url, timeout=120)
-        finally:
-            instances.stop_all()
+        new = stack.add("exporter")
+        wait_until("new exporter ready", lambda: ready(stack, new, run.vhost), 90)
+        started = time.monotonic()
+        assert stack.stop("exporter", timeout=60) == 0
+        assert time.monotonic() - started < 20  # the deadline, not the job, ended the drain
+        task = client.wait_task(task_url, timeout=120)
         assert task["state"] == "SUCCESS", task
         assert len(tap.of(task_id, contracts.EXPORT_STARTED)) == 2  # handed back, run again by the new instance
         assert len(tap.of(task_id, contracts.EXPORT_COMPLETED)) == 1
@@ -191,23 +173,18 @@ def test_a_mail_being_sent_when_the_mailer_gets_sigterm_is_acked_not_redelivered
         event_dispatcher({"AMQP_URI": run.env.env["AMQP_URI"], "serializer": "json"})(
             contracts.EXPORTER, contracts.EXPORT_COMPLETED, payload)
         smtp.wait_log("RCPT stalled organizer@example.org")
-        instances = Instances(run.env.env, run.env.var_dir / "log")
-        try:
-            new = instances.start("mailer")
-            wait_until("new mailer ready", lambda: ready(new, run.vhost, None), 90)
-            old = stack.processes["mailer"]
-            consuming = local_ports(old.pid) & consumer_ports(run.vhost, queue)
-            assert consuming
-            old.send_signal(signal.SIGTERM)
-            wait_until("old mailer's consumer cancelled", lambda: not consuming & consumer_ports(run.vhost, queue), 30)
-            # nameko's own stop closed the consumer's connection on the consumer loop's next turn (within 1 s):
-            # watched for 5 s, it must stay open while the mail is being sent.
-            holds_for("old mailer's connection open", lambda: consuming & connection_ports(run.vhost), 5)
-            smtp.set_mode("accept")  # only now can its mail go out
-            stack.stop("mailer", timeout=60)
-            assert old.returncode == 0
-            assert len(smtp.wait_messages(payload["task_id"])) == 1
-            wait_until("the event acked", lambda: queue_stats(run.vhost).get(queue, {}).get("ack", 0) >= 1, 30)
-            assert queue_stats(run.vhost)[queue].get("redeliver", 0) == 0
-        finally:
-            instances.stop_all()
+        new = stack.add("mailer")
+        wait_until("new mailer ready", lambda: ready(stack, new, run.vhost), 90)
+        old = stack.processes["mailer"]
+        consuming = stack.local_ports("mailer") & consumer_ports(run.vhost, queue)
+        assert consuming
+        old.send_signal(signal.SIGTERM)
+        wait_until("old mailer's consumer cancelled", lambda: not consuming & consumer_ports(run.vhost, queue), 30)
+        # nameko's own stop closed the consumer's connection on the consumer loop's next turn (within 1 s):
+        # watched for 5 s, it must stay open while the mail is being sent.
+        holds_for("old mailer's connection open", lambda: consuming & connection_ports(run.vhost), 5)
+        smtp.set_mode("accept")  # only now can its mail go out
+        assert stack.stop("mailer", timeout=60) == 0
+        assert len(smtp.wait_messages(payload["task_id"])) == 1
+        wait_until("the event acked", lambda: queue_stats(run.vhost).get(queue, {}).get("ack", 0) >= 1, 30)
+        assert queue_stats(run.vhost)[queue].get("redeliver", 0) == 0

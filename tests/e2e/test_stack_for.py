@@ -12,6 +12,7 @@ import requests
 
 from tests.support.e2e import stack_for
 from tests.support.rabbit import AUTH, MGMT_URL
+from tests.support.waiting import wait_until
 
 
 def _vhost_exists(name: str) -> bool:
@@ -75,3 +76,20 @@ def test_replicas_get_their_own_ports_behind_one_storage_url_and_are_stopped_wit
         stack.start("storage.1")  # same port again
         assert stack.url("storage.1") == urls[1] and run.pid("storage.1") != pid
     assert not _processes_with(var_dir) and proxy.proc is None
+
+
+def test_a_new_instance_on_the_old_ones_port_keeps_the_url_answering_after_the_old_one_stops(tmp_path):
+    with stack_for(tmp_path) as run:
+        stack = run.start(("storage",))
+        port = int(run.storage.rsplit(":", 1)[1])
+        new = stack.add("storage", same_port_as="storage")
+        assert new == "storage.1" and stack.url(new) == stack.url("storage") == run.storage
+        for name in ("storage", new):  # both bind the port (SO_REUSEPORT) and listen on it
+            wait_until(f"{name} listening", lambda name=name: port in stack.local_ports(name, listening=True), 60)
+        assert stack.stop("storage") == 0  # SIGTERM: drained, exited by itself
+        session = requests.Session()
+        session.trust_env = False
+        r = session.get(run.storage + "/health", timeout=10)
+        assert r.status_code == 200 and stack.running(new), r.text
+        assert stack.add("storage") == "storage.2"  # a fresh index, never one an instance had
+        assert stack.url("storage.2") not in (run.storage, stack.url(new))
