@@ -13,6 +13,7 @@ from eventport.errors import FAILED, UNAVAILABLE, CliError
 
 TIMEOUT = (10, 60)  # connect, read
 DEFAULT_URL = "http://127.0.0.1:8000"
+MAX_PAGE_SIZE = 200  # the API's largest ?limit= (README, Pagination)
 
 
 def error_from(response: requests.Response) -> CliError:
