@@ -40,6 +40,11 @@ def unreachable(url: str, exc: Exception) -> CliError:
                     UNAVAILABLE, "unreachable")
 
 
+def not_the_api(path: str, status: int | None = None) -> CliError:
+    return CliError(f"{path} answered JSON that is not the platform's answer: is --url the platform's API?",
+                    FAILED, "invalid_response", status)
+
+
 class Api:
     def __init__(self, base_url: str, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -75,9 +80,12 @@ class Api:
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
         try:
-            return response.json()
+            body = response.json()
         except ValueError:
             raise CliError(f"{path} did not answer JSON", FAILED, "invalid_response", response.status_code) from None
+        if not isinstance(body, dict):  # every answer of the API is an object: this is not the platform
+            raise not_the_api(path, response.status_code)
+        return body
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.json("GET", path, **kwargs)
@@ -88,8 +96,11 @@ class Api:
         seen: set[str] = set()
         while True:
             page = self.get(path, params=params, **kwargs)
-            yield from page.get("data") or []
-            cursor = page.get("next_cursor")
+            data, cursor = page.get("data") or [], page.get("next_cursor")
+            if not isinstance(data, list) or not all(isinstance(item, dict) for item in data) or not isinstance(
+                    cursor, str | None):
+                raise not_the_api(path)
+            yield from data
             if not cursor or cursor in seen:  # a cursor seen before would loop for ever
                 return
             seen.add(cursor)
