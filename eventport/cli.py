@@ -77,7 +77,8 @@ def _url(text: str) -> str:
 def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
     """The global options, accepted before and after the command (after it, a default must not override them)."""
     default = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--url", default=default, type=_url, help=f"API base URL (default: $EVENTPORT_URL or {DEFAULT_URL})")
+    parser.add_argument("--url", default=default, type=_url,
+                        help=f"API base URL (default: $EVENTPORT_URL or {DEFAULT_URL})")
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
                         help="print one JSON document on stdout (no bars, no notes)")
     parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS if suppress else False,
