@@ -134,6 +134,20 @@ class GuardedProtocol(HttpOnlyProtocol):
         finally:
             timer.cancel()
 
+    def _read_request_line(self) -> bytes:
+        line = super()._read_request_line()
+        limit = self.server.url_length_limit
+        if len(line) >= limit:  # eventlet would answer its own 414 with an empty body: ours says why, in JSON
+            try:
+                self.wfile.write(_raw_response(
+                    "414 URI Too Long", "uri_too_long",
+                    f"The request line is longer than {limit} bytes; shorten the query string or path."))
+                self.wfile.flush()
+            except OSError:
+                pass
+            return b""  # nothing more is read: eventlet closes the connection
+        return line
+
     def get_environ(self) -> dict[str, Any]:
         self._header_timer.cancel()  # the headers are in: the body has deadlines of its own
         env = super().get_environ()
