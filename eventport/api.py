@@ -13,6 +13,7 @@ from eventport.errors import FAILED, UNAVAILABLE, CliError
 
 TIMEOUT = (10, 60)  # connect, read
 DEFAULT_URL = "http://127.0.0.1:8000"
+MAX_PAGE_SIZE = 200  # the API's largest ?limit= (README, Pagination)
 
 
 def error_from(response: requests.Response) -> CliError:
@@ -37,6 +38,11 @@ def unreachable(url: str, exc: Exception) -> CliError:
     reason = type(exc).__name__ if isinstance(exc, requests.Timeout) else "connection failed"
     return CliError(f"cannot reach the server at {url} ({reason}); is it running? Set --url or EVENTPORT_URL.",
                     UNAVAILABLE, "unreachable")
+
+
+def not_the_api(path: str, status: int | None = None) -> CliError:
+    return CliError(f"{path} answered JSON that is not the platform's answer: is --url the platform's API?",
+                    FAILED, "invalid_response", status)
 
 
 class Api:
@@ -74,9 +80,12 @@ class Api:
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
         try:
-            return response.json()
+            body = response.json()
         except ValueError:
             raise CliError(f"{path} did not answer JSON", FAILED, "invalid_response", response.status_code) from None
+        if not isinstance(body, dict):  # every answer of the API is an object: this is not the platform
+            raise not_the_api(path, response.status_code)
+        return body
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.json("GET", path, **kwargs)
@@ -87,8 +96,11 @@ class Api:
         seen: set[str] = set()
         while True:
             page = self.get(path, params=params, **kwargs)
-            yield from page.get("data") or []
-            cursor = page.get("next_cursor")
+            data, cursor = page.get("data") or [], page.get("next_cursor")
+            if not isinstance(data, list) or not all(isinstance(item, dict) for item in data) or not isinstance(
+                    cursor, str | None):
+                raise not_the_api(path)
+            yield from data
             if not cursor or cursor in seen:  # a cursor seen before would loop for ever
                 return
             seen.add(cursor)

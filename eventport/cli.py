@@ -12,9 +12,9 @@ import requests
 from rich.console import Console
 
 from eventport import __version__, commands
-from eventport.api import DEFAULT_URL, Api
+from eventport.api import DEFAULT_URL, MAX_PAGE_SIZE, Api
 from eventport.config import Credentials, config_dir
-from eventport.errors import EXIT_CODES_HELP, FAILED, INTERRUPTED, UNAVAILABLE, CliError
+from eventport.errors import EXIT_CODES_HELP, FAILED, INTERRUPTED, UNAVAILABLE, USAGE, CliError
 from eventport.output import Output
 from eventport.progress import Reporter, parse_rate
 
@@ -61,10 +61,24 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _page_size(text: str) -> int:
+    size = _positive(text)
+    if size > MAX_PAGE_SIZE:  # the server's own bound: refused here as a usage error, not as its 400
+        raise argparse.ArgumentTypeError(f"at most {MAX_PAGE_SIZE}, not {size}")
+    return size
+
+
+def _url(text: str) -> str:
+    if not text.lower().startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"not an http:// or https:// URL: {text!r}")
+    return text
+
+
 def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
     """The global options, accepted before and after the command (after it, a default must not override them)."""
     default = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--url", default=default, help=f"API base URL (default: $EVENTPORT_URL or {DEFAULT_URL})")
+    parser.add_argument("--url", default=default, type=_url,
+                        help=f"API base URL (default: $EVENTPORT_URL or {DEFAULT_URL})")
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
                         help="print one JSON document on stdout (no bars, no notes)")
     parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS if suppress else False,
@@ -92,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("logout", commands.logout, "forget the stored login for this server")
     command("whoami", commands.whoami, "who the stored login is (GET /v1/me)")
     p = command("events", commands.events, "the events you organize (all of them for admins)")
-    p.add_argument("--page-size", type=_positive, metavar="N", help="items per request (1..200; every page is read)")
+    p.add_argument("--page-size", type=_page_size, metavar="N", help="items per request (1..200; every page is read)")
 
     p = command("export", commands.export, "export an event; prints the task id, or waits with --wait")
     p.add_argument("event", type=_positive, metavar="EVENT", help="the event id")
@@ -106,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("exports", commands.exports, "an event's exports, newest first: task, format, state, size")
     p.add_argument("event", type=_positive, metavar="EVENT", help="the event id")
-    p.add_argument("--page-size", type=_positive, metavar="N", help="items per request (1..200; every page is read)")
+    p.add_argument("--page-size", type=_page_size, metavar="N", help="items per request (1..200; every page is read)")
 
     p = command("import", commands.import_command, "import an archive (.zip or a folder) or a schedule file")
     p.add_argument("file", metavar="FILE", help="a .zip, a folder of an Open Event archive, or a schedule file")
@@ -118,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("export", "import"))
     p.add_argument("--state", choices=("WAITING", "SUCCESS", "FAILURE"), type=str.upper)
     p.add_argument("--event", type=_positive, metavar="EVENT", help="only tasks of this event id")
-    p.add_argument("--page-size", type=_positive, metavar="N", help="items per request (1..200; every page is read)")
+    p.add_argument("--page-size", type=_page_size, metavar="N", help="items per request (1..200; every page is read)")
 
     p = command("task", commands.task, "one task: state, progress and result")
     p.add_argument("task", metavar="TASK", help="task id or task URL")
@@ -136,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _context(args: argparse.Namespace) -> commands.Context:
     url = (args.url or os.environ.get("EVENTPORT_URL") or DEFAULT_URL).rstrip("/")
+    if not url.lower().startswith(("http://", "https://")):
+        raise CliError(f"EVENTPORT_URL is not an http:// or https:// URL: {url!r}", USAGE, "usage")
     credentials = Credentials(config_dir())
     terminal = sys.stdout.isatty() and sys.stderr.isatty()
     report = Reporter(bars=terminal and not (args.json or args.quiet), notes=not (args.json or args.quiet))

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from eventport.api import Api, error_from, unreachable
+from eventport.api import Api, error_from, not_the_api, unreachable
 from eventport.config import Credentials
 from eventport.errors import FAILED, UNAVAILABLE, USAGE, CliError, Interrupted
 from eventport.output import Output
@@ -68,7 +68,10 @@ def login(ctx: Context) -> int:
             raise CliError(exc.message.replace(" Log in again: eventport login", ""), FAILED, exc.code,
                            exc.status) from None
         raise
-    ctx.credentials.save(ctx.api.base_url, body["access_token"], email)
+    token = body.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise not_the_api("/v1/auth/login")
+    ctx.credentials.save(ctx.api.base_url, token, email)
     if ctx.out.as_json:
         ctx.out.document({"url": ctx.api.base_url, "email": email, "credentials": str(ctx.credentials.path)})
     else:
@@ -156,7 +159,7 @@ def backends(ctx: Context) -> int:
 
 
 def formats(ctx: Context) -> int:
-    rows = ctx.api.get("/v1/formats", auth=False).get("data") or []
+    rows = list(ctx.api.pages("/v1/formats", auth=False))
     if ctx.out.as_json:
         ctx.out.document({"data": rows})
     else:

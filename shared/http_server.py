@@ -134,6 +134,33 @@ class GuardedProtocol(HttpOnlyProtocol):
         finally:
             timer.cancel()
 
+    def _refuse(self, status: str, code: str, message: str) -> None:
+        """Answer before the app saw anything (eventlet's own answers here have an empty body) and hang up."""
+        self.close_connection = 1
+        try:
+            self.wfile.write(_raw_response(status, code, message))
+            self.wfile.flush()
+        except OSError:
+            pass
+
+    def _read_request_line(self) -> bytes:
+        line = super()._read_request_line()
+        limit = self.server.url_length_limit
+        if len(line) >= limit:
+            self._refuse("414 URI Too Long", "uri_too_long",
+                         f"The request line is longer than {limit} bytes; shorten the query string or path.")
+            return b""  # nothing more is read: eventlet closes the connection
+        return line
+
+    def parse_request(self) -> bool:
+        try:
+            return super().parse_request()
+        except (wsgi.HeaderLineTooLong, wsgi.HeadersTooLarge):
+            self._refuse("431 Request Header Fields Too Large", "headers_too_large",
+                         f"A request header line is longer than {wsgi.MAX_HEADER_LINE} bytes, or all of them "
+                         f"together longer than {wsgi.MAX_TOTAL_HEADER_SIZE}.")
+            return False
+
     def get_environ(self) -> dict[str, Any]:
         self._header_timer.cancel()  # the headers are in: the body has deadlines of its own
         env = super().get_environ()

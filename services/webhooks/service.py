@@ -59,7 +59,7 @@ class WebhooksService:
     def health(self) -> dict[str, Any]:
         return {"service": self.name, "status": "ok"}
 
-    @rpc
+    @rpc(expected_exceptions=(endpoints.InvalidWebhookUrl, endpoints.InvalidWebhookSecret))  # a client's 400
     def create_endpoint(self, spec: dict[str, Any], created_by: int) -> dict[str, Any]:
         """Raises ``InvalidWebhookUrl`` / ``InvalidWebhookSecret`` (the gateway answers 400)."""
         with self.db() as session:

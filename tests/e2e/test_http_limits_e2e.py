@@ -231,3 +231,25 @@ def test_stalled_requests_are_cut_off_by_their_deadlines(system, server):
             assert b'"upload_stalled"' in data
         r = requests.get(system.signed("exports/slow.zip", "GET"), timeout=10)
         assert r.status_code == 404, r.text
+
+
+@pytest.mark.parametrize("server", ["gateway", "storage"])
+def test_an_overlong_request_line_is_a_json_414(system, server):
+    # seen: GET /v1/tasks?cursor=<9000 characters> answered eventlet's "414 Request URI Too Long" with an empty body
+    base = system.url if server == "gateway" else system.storage
+    r = requests.get(f"{base}/v1/tasks", params={"cursor": "a" * 9000}, headers={"Authorization": system.token},
+                     timeout=10)
+    assert r.status_code == 414
+    assert r.json()["error"]["code"] == "uri_too_long"
+    ok = requests.get(f"{base}/v1/tasks", params={"cursor": "a" * 5000}, headers={"Authorization": system.token},
+                      timeout=10)
+    assert ok.status_code in (400, 404) and ok.json()["error"]["code"]  # under the limit: the app's own answer
+
+
+@pytest.mark.parametrize("server", ["gateway", "storage"])
+def test_an_overlong_header_is_a_json_431(system, server):
+    # seen: a 9000-byte Authorization header answered eventlet's "400 Header Line Too Long" with an empty body
+    base = system.url if server == "gateway" else system.storage
+    r = requests.get(f"{base}/v1/me", headers={"Authorization": "Bearer " + "a" * 9000}, timeout=10)
+    assert r.status_code == 431
+    assert r.json()["error"]["code"] == "headers_too_large"

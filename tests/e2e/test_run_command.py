@@ -141,3 +141,25 @@ def test_a_busy_port_is_named_and_nothing_starts(tmp_path):
     assert done.returncode == 1
     assert f"port {port} is in use (GATEWAY_URL=http://127.0.0.1:{port})" in done.stderr, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
+
+
+def test_the_copy_installs_nothing_into_the_shared_virtualenv(tmp_path):
+    # seen: after this module ran, the shared virtualenv's bin/eventport started with
+    # "#!/tmp/pytest-of-root/.../make_run0/repo/.venv/bin/python" and its editable install mapped eventport to that
+    # deleted copy ("cannot execute: required file not found" for everyone, test_eventport_cli_e2e included)
+    shared = Path(sys.prefix)
+    before = {p: p.read_bytes() for p in [shared / "bin" / "eventport", *shared.glob("lib/python*/site-packages/"
+                                                                                     "__editable__*eventport*")]}
+    repo = repo_copy(tmp_path)
+    make = subprocess.run(["make", "install"], cwd=repo, env=clean_env(), capture_output=True, text=True, timeout=240)
+    assert make.returncode == 0 and "-e ." in make.stdout, make.stdout + make.stderr
+    assert {p: p.read_bytes() for p in before} == before
+    where = subprocess.run([repo / ".venv" / "bin" / "python", "-c", "import eventport; print(eventport.__file__)"],
+                           cwd="/", capture_output=True, text=True, timeout=60)
+    assert where.stdout.strip() == str(repo / "eventport" / "__init__.py"), where.stderr
+    # the copy's own eventport, found on the PATH its activate sets, runs the copy's code
+    found = subprocess.run(["bash", "-c", ". .venv/bin/activate && command -v eventport && eventport --version"],
+                           cwd=repo, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.splitlines()[0] == str(repo / ".venv" / "bin" / "eventport")
+    assert found.stdout.splitlines()[1].startswith("eventport ")

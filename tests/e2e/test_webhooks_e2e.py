@@ -181,6 +181,9 @@ def test_who_may_register_what_and_the_url_guard(system):
     for bad in ("http://127.0.0.1:1/hook", "http://localhost:5/x", "file:///etc/passwd", "http://10.0.0.1/x"):
         r = post(admin, event_id=None, url=bad)
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_webhook_url", (bad, r.text)
+    # seen: each refusal also put an ERROR with a whole traceback on the webhooks service's console (make run)
+    assert "cannot receive webhooks" in system.log_text()
+    assert "raise InvalidWebhookUrl" not in system.log_text()
     for body in ({"events": ["export.exploded"]}, {"events": []}, {"secret": "plain"}, {"event_id": "1"}):
         r = post(admin, **{"event_id": None, **body})
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request", (body, r.text)

@@ -4,6 +4,7 @@ built elsewhere. The real gateway: tests/e2e/test_eventport_cli_e2e.py."""
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ TASKS = [{"id": f"t{i}", "kind": "export", "event_id": 7, "state": "SUCCESS", "s
 class ContractServer(BaseHTTPRequestHandler):
     seen: list[tuple[str, dict[str, list[str]], str | None]] = []
     loop = False  # answer the same cursor for ever (a broken server)
+    garbage: object = None  # when set: the JSON answered (200) to every request, as a server that is not ours
 
     def log_message(self, *args: object) -> None:
         pass
@@ -33,10 +35,18 @@ class ContractServer(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.garbage is not None:
+            return self._json(200, self.garbage)
+        return self._json(404, {"error": {"code": "not_found", "message": "The requested URL was not found."}})
+
     def do_GET(self) -> None:  # noqa: N802
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         self.seen.append((url.path, query, self.headers.get("Authorization")))
+        if self.garbage is not None:
+            return self._json(200, self.garbage)
         if self.headers.get("Authorization") != "Bearer tok":
             return self._json(401, {"error": {"code": "invalid_token", "message": "Log in first."}})
         if url.path == "/v1/me":
@@ -55,6 +65,7 @@ class ContractServer(BaseHTTPRequestHandler):
 def server(monkeypatch) -> Iterator[str]:
     ContractServer.seen = []
     ContractServer.loop = False
+    ContractServer.garbage = None
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), ContractServer)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -105,3 +116,27 @@ def test_a_refused_token_is_exit_3(server, capsys, monkeypatch):
     monkeypatch.setenv("EVENTPORT_TOKEN", "stale")
     assert main(["--url", server, "whoami"]) == 3
     assert "Log in first. Log in again: eventport login (invalid_token, HTTP 401)" in capsys.readouterr().err
+
+
+
+@pytest.mark.parametrize("body", [[1, 2, 3], "x", {"data": "x", "next_cursor": 5}, {"data": [1]}])
+@pytest.mark.parametrize("argv", [["events"], ["formats"], ["whoami"], ["task", "t1"], ["tasks"], ["exports", "1"],
+                                  ["backends"], ["download", "t1"]])
+def test_json_that_is_not_the_apis_is_a_clear_error(server, capsys, body, argv):
+    # seen: a server answering [1, 2, 3] (or {"data": "x"}) made every command end in "internal error:
+    # AttributeError: 'list' object has no attribute 'get'"
+    ContractServer.garbage = body
+    code = main(["--url", server, *argv])
+    err = capsys.readouterr().err
+    assert "internal error" not in err
+    if isinstance(body, list | str) or argv[0] in ("events", "formats", "tasks", "exports", "backends"):
+        assert code == 1 and "is --url the platform's API? (invalid_response" in err, err
+
+
+def test_a_login_answer_without_a_token_is_a_clear_error(server, capsys, monkeypatch, tmp_path):
+    ContractServer.garbage = {"access_token": 7}
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw\n"))
+    assert main(["--url", server, "login", "a@example.org", "--password-stdin"]) == 1
+    assert "invalid_response" in capsys.readouterr().err
+    assert not (tmp_path / "eventport" / "credentials.json").exists()

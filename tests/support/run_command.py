@@ -5,6 +5,7 @@ terminal's foreground job), with its console captured. Ctrl-C is SIGINT to that 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,16 +30,38 @@ def repo_copy(parent: Path) -> Path:
     virtualenv), and ``parent/shared/samples`` linked to the samples so the README's ``../shared/samples`` resolves."""
     repo = parent / "repo"
     shutil.copytree(REPO, repo, ignore=_NOT_COPIED, symlinks=True)
-    venv = Path(sys.prefix)
-    (repo / ".venv").mkdir()
-    for name in ("bin", "lib", "lib64", "include"):
-        if (venv / name).exists():
-            (repo / ".venv" / name).symlink_to(venv / name)
-    shutil.copy(venv / "pyvenv.cfg", repo / ".venv" / "pyvenv.cfg")
+    venv, copy = Path(sys.prefix), repo / ".venv"
+    copy.mkdir()
+    if (venv / "include").exists():
+        (copy / "include").symlink_to(venv / "include")
+    shutil.copy(venv / "pyvenv.cfg", copy / "pyvenv.cfg")
+    _own_bin_and_site_packages(venv, copy)
     if SAMPLES_DIR.is_dir():
         (parent / "shared").mkdir(exist_ok=True)
         (parent / "shared" / "samples").symlink_to(SAMPLES_DIR)
     return repo
+
+
+def _own_bin_and_site_packages(venv: Path, copy: Path) -> None:
+    """``copy/bin`` and ``copy/lib/.../site-packages``: real directories of links to the virtualenv's entries, less
+    the project's own install, so that make's ``pip install -e .`` in the copy installs into the copy (its
+    ``bin/eventport`` runs the copy's code) and never rewrites the shared virtualenv to point at this temporary
+    copy (which broke its ``bin/eventport`` for everyone once the copy was deleted). Dependencies are the links:
+    ``pip install -r requirements.txt`` finds them installed. ``activate`` names the copy."""
+    (copy / "bin").mkdir()
+    for entry in (venv / "bin").iterdir():
+        if entry.name not in ("eventport", "activate"):
+            (copy / "bin" / entry.name).symlink_to(entry)
+    activate = (venv / "bin" / "activate").read_text()
+    (copy / "bin" / "activate").write_text(re.sub(r"(?m)^VIRTUAL_ENV=.*$", f'VIRTUAL_ENV="{copy}"', activate))
+    for shared in venv.glob("lib/python*/site-packages"):
+        own = copy / shared.relative_to(venv)
+        own.mkdir(parents=True)
+        for entry in shared.iterdir():
+            if not re.match(r"(__editable__[._]+)?eventport[-_.]", entry.name):
+                (own / entry.name).symlink_to(entry)
+    if (venv / "lib64").exists():
+        (copy / "lib64").symlink_to("lib")
 
 
 def clean_env(**extra: str) -> dict[str, str]:

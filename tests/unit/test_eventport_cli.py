@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from werkzeug.sansio.multipart import Data, Epilogue, File, MultipartDecoder, NeedData
 
-from eventport.cli import build_parser
+from eventport.cli import build_parser, main
 from eventport.commands import download_name, failure, import_format, task_id_of
 from eventport.config import TOKEN_VARIABLE, Credentials, config_dir
 from eventport.errors import FAILED, CliError
@@ -249,7 +249,11 @@ def test_global_options_before_or_after_the_command():
 
 
 @pytest.mark.parametrize("argv", [["export", "x"], ["export", "0"], ["export", "1", "--media", "gif"],
-                                  ["download"], ["tasks", "--kind", "mail"], ["export", "1", "--limit-rate", "x"], []])
+                                  ["download"], ["tasks", "--kind", "mail"], ["export", "1", "--limit-rate", "x"], [],
+                                  # seen: these reached the server (400, exit 1) or requests ("No connection
+                                  # adapters", exit 1) instead of being usage errors
+                                  ["events", "--page-size", "201"], ["tasks", "--page-size", "500"],
+                                  ["--url", "127.0.0.1:8000", "formats"], ["formats", "--url", "localhost:8000"]])
 def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as caught:
         build_parser().parse_args(argv)
@@ -277,3 +281,9 @@ def test_error_documents():
     assert error.as_json() == {"error": {"code": "task_not_found", "message": "Task x does not exist.", "status": 404}}
     assert error.line() == "eventport: error: Task x does not exist. (task_not_found, HTTP 404)"
     assert CliError("boom").line() == "eventport: error: boom"
+
+
+def test_eventport_url_without_a_scheme_is_a_usage_error(monkeypatch, capsys):
+    monkeypatch.setenv("EVENTPORT_URL", "127.0.0.1:8000")
+    assert main(["formats"]) == 2
+    assert "EVENTPORT_URL is not an http:// or https:// URL" in capsys.readouterr().err
