@@ -211,7 +211,7 @@ def _equal(a: Any, b: Any, key_order_matters: bool) -> bool:
         # Objects directly inside a list are key-sorted on output (one level), deeper levels are not.
         if len(a) != len(b):
             return False
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             if not _equal(x, y, type(x) is not dict or key_order_matters):
                 return False
         return True
