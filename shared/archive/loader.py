@@ -183,22 +183,38 @@ def _float_same(a: float, b: float) -> bool:
 
 def _equal(a: Any, b: Any, key_order_matters: bool) -> bool:
     """Strict JSON equality: 1, 1.0, "1" and True all differ; dict key order counts when it shows in the output."""
+    # Loops rather than all(<generator>), and scalars compared in place: this runs for most values of every record.
     kind = type(a)
     if kind is not type(b):
         return False
+    if kind is str or kind is int or kind is bool or a is None:
+        return a == b
     if kind is float:
         return _float_same(a, b)
     if kind is dict:
         if len(a) != len(b) or (key_order_matters and list(a) != list(b)):
             return False
-        return all(key in b and _equal(value, b[key], True) for key, value in a.items())
+        for key, value in a.items():
+            if key not in b:
+                return False
+            other = b[key]
+            inner = type(value)
+            if inner is not type(other):
+                return False
+            if inner is str or inner is int or inner is bool or value is None:
+                if value != other:
+                    return False
+            elif not _equal(value, other, True):
+                return False
+        return True
     if kind is list:
         # Objects directly inside a list are key-sorted on output (one level), deeper levels are not.
-        return len(a) == len(b) and all(
-            _equal(x, y, type(x) is not dict or key_order_matters) for x, y in zip(a, b, strict=True)
-        )
-    if kind in (str, int, bool) or a is None:
-        return a == b
+        if len(a) != len(b):
+            return False
+        for x, y in zip(a, b, strict=True):
+            if not _equal(x, y, type(x) is not dict or key_order_matters):
+                return False
+        return True
     return json.dumps(normalize_value(a), ensure_ascii=False) == json.dumps(normalize_value(b), ensure_ascii=False)
 
 
@@ -215,7 +231,7 @@ def bookkeeping(
     for key, value in source.items():
         mine = derived.get(key, _MISSING)
         kind = type(value)
-        if kind is type(mine) and (kind is str or value is None):  # the common case, short-circuited
+        if kind is type(mine) and (kind is str or value is None or kind is int or kind is bool):  # the common case
             if mine != value:
                 extras[key] = value
         elif mine is _MISSING or not _same(mine, value):

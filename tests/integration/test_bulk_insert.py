@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
@@ -59,3 +60,14 @@ def test_a_conflict_is_sqlalchemys_integrity_error_and_the_transaction_rolls_bac
             insert_rows(conn, THINGS, [{"id": 2, "name": "b"}, {"id": 1, "name": "again"}])
     with engine.connect() as conn:
         assert conn.scalar(sa.text("SELECT count(*) FROM bulk_things")) == 0
+
+
+def test_text_with_separators_escapes_and_empty_strings_round_trips(engine):
+    # On PostgreSQL the rows travel as COPY text: tabs, newlines, backslashes and \N must come back as written.
+    names = ["tab\there", "new\nline\r\n", "back\\slash \\N \\t", "", "\\", "\N{GRINNING FACE}\"q\"'"]
+    with engine.begin() as conn:
+        insert_rows(conn, THINGS, [{"id": 100 + i, "name": n, "doc": {"s": n}} for i, n in enumerate(names)])
+        stored = conn.execute(sa.text("SELECT name, doc FROM bulk_things WHERE id >= 100 ORDER BY id")).all()
+    assert [row[0] for row in stored] == names
+    assert [row[1] if isinstance(row[1], dict) else json.loads(row[1]) for row in stored] == [
+        {"s": n} for n in names]
