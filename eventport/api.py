@@ -35,6 +35,9 @@ def error_from(response: requests.Response) -> CliError:
 
 
 def unreachable(url: str, exc: Exception) -> CliError:
+    if isinstance(exc, requests.ReadTimeout):  # it is running (it took the connection) but does not answer
+        return CliError(f"the server at {url} took the connection but did not answer in time (ReadTimeout); it may "
+                        "be overloaded or stuck: try again later.", UNAVAILABLE, "unreachable")
     reason = type(exc).__name__ if isinstance(exc, requests.Timeout) else "connection failed"
     return CliError(f"cannot reach the server at {url} ({reason}); is it running? Set --url or EVENTPORT_URL.",
                     UNAVAILABLE, "unreachable")

@@ -287,3 +287,16 @@ def test_eventport_url_without_a_scheme_is_a_usage_error(monkeypatch, capsys):
     monkeypatch.setenv("EVENTPORT_URL", "127.0.0.1:8000")
     assert main(["formats"]) == 2
     assert "EVENTPORT_URL is not an http:// or https:// URL" in capsys.readouterr().err
+
+
+def test_a_server_that_takes_the_connection_but_never_answers_is_not_called_down():
+    import requests
+
+    from eventport.api import unreachable
+    from eventport.errors import UNAVAILABLE
+
+    stuck = unreachable("http://x", requests.ReadTimeout())
+    down = unreachable("http://x", requests.ConnectionError())
+    assert (stuck.exit_code, down.exit_code) == (UNAVAILABLE, UNAVAILABLE)
+    assert "did not answer in time" in str(stuck) and "is it running" not in str(stuck)
+    assert "is it running" in str(down)
