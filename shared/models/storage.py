@@ -14,9 +14,9 @@ from sqlalchemy import (
     String,
     Text,
     select,
-    update,
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm.attributes import flag_modified
 
 from shared.models.base import Base, utcnow
 from shared.secretbox import EncryptedText, SecretsJSON
@@ -87,12 +87,16 @@ def reseal_secrets(session: Session) -> int:
 def reseal_record(session: Session, record_id: int, token: str | None, config: dict[str, Any],
                   seen_updated_at: datetime) -> bool:
     """Write a record's decrypted ``token`` and ``config`` back, sealed with the newest key, unless the record
-    changed since they were read (``updated_at`` moved): a storage instance starting while an admin edits the record
-    through another instance must not put the old values back. Commits; whether the row was rewritten."""
-    changed = session.execute(
-        update(StorageBackendRecord)
-        .where(StorageBackendRecord.id == record_id, StorageBackendRecord.updated_at == seen_updated_at)
-        .values(token=token, config=config)
-    ).rowcount
+    changed since they were read: a storage instance starting while an admin edits the record through another
+    instance must not put the old values back. The row is read again under ``FOR UPDATE`` (PostgreSQL holds an edit
+    until the commit) and compared by value: a timestamp compared in SQL would miss rows whose stored text has no
+    fraction of a second (SQLite). Commits; whether the row was rewritten."""
+    record = session.scalars(select(StorageBackendRecord).where(StorageBackendRecord.id == record_id)
+                             .with_for_update()).one_or_none()
+    if record is None or (record.token, record.config, record.updated_at) != (token, config, seen_updated_at):
+        session.rollback()
+        return False
+    flag_modified(record, "token")  # loading decrypted them; marked, they are written with the newest key
+    flag_modified(record, "config")
     session.commit()
-    return bool(changed)
+    return True
