@@ -321,9 +321,11 @@ def check_replicated_run(run: Running, tmp: Path, seaweed, smtp: SmtpServer, med
     # -- both instances of each HTTP service served ------------------------------------------------------------------
     spread = run.storage_proxy.connections()
     assert all(spread.values()), spread
+    # Which sweeper did the work is a race (one may claim every batch); what is guaranteed, and checked above, is that
+    # two sweepers ran and each expired object was deleted and announced once. The split is only reported.
     sweeps = {name: (run.env.var_dir / "log" / f"{name}.log").read_text(errors="replace").count("retention: Sweep")
               for name in run.stack.instances("storage")}
-    assert all(sweeps.values()), f"a storage instance never swept anything: {sweeps}"
+    assert sum(sweeps.values()) > 0, f"no storage instance logged a sweep: {sweeps}"
     with run.env.db() as session:  # who finished each job: the lease's last owner (host:pid:...)
         finished_by = Counter(pids.get(int(owner.split(":")[1]), "?") for owner in session.scalars(
             sa.select(JobLease.owner).where(JobLease.task_id.in_(list(submitted)))))
