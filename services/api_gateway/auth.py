@@ -9,6 +9,7 @@ request (``current_caller``).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from services.api_gateway.rules import Caller
@@ -30,6 +31,7 @@ TOKEN_SCHEMES = ("jwt", "bearer")
 _SUB_RE = re.compile(r"[1-9][0-9]{0,17}")
 
 
+@functools.lru_cache(maxsize=1024)  # asked on every request; a user's hash changes only with the password
 def password_stamp(password_hash: str, key: bytes) -> str:
     """A short keyed digest of the password hash: reveals nothing about it, changes whenever it does."""
     digest = hmac.new(key, b"password-stamp/" + password_hash.encode(), hashlib.sha256).digest()[:12]
@@ -55,17 +57,34 @@ def read_token(header: str | None, key: bytes) -> TokenClaims:
     scheme, _, token = header.partition(" ")
     if scheme.lower() not in TOKEN_SCHEMES or not token.strip():
         raise ApiError(401, "unauthorized", "Authorization header must be 'Bearer <token>' or 'JWT <token>'.")
+    user_id, stamp, expires = _verified(token.strip(), key)
+    if expires <= time.time():  # as PyJWT decides it (no leeway), for a token verified before it expired
+        raise ApiError(401, "token_expired", "The access token has expired; log in again.")
+    return TokenClaims(user_id, stamp)
+
+
+# A client polls with one token many times a second: its signature is checked once, then its claims are looked up
+# (expiry is still checked on every request, above). Only tokens that verified are kept: forged or malformed ones
+# raise, and raising is not cached.
+@functools.lru_cache(maxsize=4096)
+def _verified(token: str, key: bytes) -> tuple[int, str, float]:
     try:
-        claims: dict[str, Any] = jwt.decode(token.strip(), key, algorithms=["HS256"],
+        claims: dict[str, Any] = jwt.decode(token, key, algorithms=["HS256"],
                                             options={"require": ["exp", "sub", "pws"]})
     except jwt.ExpiredSignatureError as exc:
         raise ApiError(401, "token_expired", "The access token has expired; log in again.") from exc
     except jwt.InvalidTokenError as exc:
         raise ApiError(401, "invalid_token", "The access token is not valid.") from exc
-    sub, stamp = claims.get("sub"), claims.get("pws")
+    sub, stamp, expires = claims.get("sub"), claims.get("pws"), claims.get("exp")
     if not isinstance(sub, str) or not _SUB_RE.fullmatch(sub) or not isinstance(stamp, str):
         raise ApiError(401, "invalid_token", "The access token is not valid.")
-    return TokenClaims(int(sub), stamp)
+    return int(sub), stamp, float(expires)
+
+
+_USERS = User.__table__
+# Built once: a statement object keeps its cache key, where one built per request is keyed again every time.
+_CALLER_ROW = select(_USERS.c.id, _USERS.c.email, _USERS.c.is_admin, _USERS.c.password_hash).where(
+    _USERS.c.id == bindparam("user_id"))
 
 
 def current_caller(session: Session, header: str | None, key: bytes) -> Caller:
@@ -77,9 +96,7 @@ def current_caller(session: Session, header: str | None, key: bytes) -> Caller:
     claims = read_token(header, key)
     if not 0 < claims.user_id <= MAX_DB_INT:  # a signed token with a 30-digit sub: no row can have that id
         raise ApiError(401, "invalid_token", "The access token names no valid user.")
-    users = User.__table__
-    user = session.execute(select(users.c.id, users.c.email, users.c.is_admin, users.c.password_hash)
-                           .where(users.c.id == claims.user_id)).first()
+    user = session.execute(_CALLER_ROW, {"user_id": claims.user_id}).first()
     if user is None:
         raise ApiError(401, "invalid_token", "The access token belongs to a user that no longer exists.")
     if not hmac.compare_digest(password_stamp(user.password_hash, key), claims.stamp):

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 from werkzeug import Request, Response
 
@@ -36,6 +36,7 @@ from shared.models.base import utcnow
 from shared.models.gateway import Task
 
 TASKS = Task.__table__
+_TASK_BY_ID = select(TASKS).where(TASKS.c.id == bindparam("task_id"))  # built once: the poll's statement
 
 # Status events travel on separate queues, so they may arrive out of order: a phase only moves forward, and only
 # while the task is underway.
@@ -189,7 +190,7 @@ def get_task(gw: Gateway, request: Request, task_id: str) -> Response:
     with gw.db() as session:
         caller = gw.caller_in(session, request)
         # A Core row (the view reads the same attributes): no ORM object to build for a read.
-        task = session.execute(select(TASKS).where(TASKS.c.id == task_id)).first()
+        task = session.execute(_TASK_BY_ID, {"task_id": task_id}).first()
         if task is None:
             raise ApiError(404, "task_not_found", f"Task {task_id} does not exist.")
         rules.require_task_viewer(caller, task)

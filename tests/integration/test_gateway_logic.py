@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -104,6 +105,24 @@ def test_tokens_roundtrip_and_refuse_tampering():
     with pytest.raises(ApiError) as err:
         auth.read_token(f"Bearer {expired}", key)
     assert err.value.code == "token_expired"
+
+
+def test_a_token_verified_while_valid_is_refused_once_it_expires(monkeypatch):
+    # Verified signatures are remembered (polls repeat one token); the expiry is decided on every request.
+    key = b"k" * 32
+    user = User(id=7, email="a@example.org", password_hash="scrypt:1:8:1$salt$hash")
+    token = auth.issue_token(user, key, ttl=30)
+    assert auth.read_token(f"Bearer {token}", key).user_id == 7
+    later = time.time() + 31
+    monkeypatch.setattr(auth.time, "time", lambda: later)
+    with pytest.raises(ApiError) as err:
+        auth.read_token(f"Bearer {token}", key)
+    assert (err.value.status, err.value.code) == (401, "token_expired")
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    for _ in range(2):  # a refusal is never remembered as a pass
+        with pytest.raises(ApiError) as err:
+            auth.read_token(f"Bearer {forged}", key)
+        assert err.value.code == "invalid_token"
 
 
 def test_payloads_are_validated_at_the_source():
