@@ -55,6 +55,7 @@ class HttpLimits:
     stream_slots: int | None  # None: max_workers - RESERVED_WORKERS (at least 1)
     stream_queue_timeout: float
     stream_idle_timeout: float  # unpaced streams: longest silence
+    listen_backlog: int  # connections the kernel queues before they are accepted (capped by net.core.somaxconn)
 
     def slots_for(self, max_workers: int) -> int:
         if self.stream_slots is not None:
@@ -81,6 +82,7 @@ def load_limits(environ: Mapping[str, str] | None = None) -> HttpLimits:
         stream_queue_timeout=float(get("HTTP_STREAM_QUEUE_TIMEOUT", "60")),
         # The exporter's own read timeout on its PUT is 300 s: storage waits as long for it.
         stream_idle_timeout=float(get("HTTP_STREAM_IDLE_TIMEOUT", "300")),
+        listen_backlog=max(1, int(get("HTTP_LISTEN_BACKLOG", "1024"))),
     )
 
 
@@ -180,6 +182,16 @@ class GuardedWebServer(WebServer):
         super().__init__()
         self.limits = load_limits()
         self._stream_slots: Semaphore | None = None
+
+    def start(self) -> None:
+        # nameko's start with a listen backlog of our own: eventlet's default of 50 drops the SYNs of a burst of new
+        # clients beyond it (200 pollers connecting at once), and each then waits a retransmission (1 s, then 3 s).
+        if not self._starting:
+            self._starting = True
+            self._sock = eventlet.listen(self.bind_addr, backlog=load_limits().listen_backlog)
+            self._sock.settimeout(None)  # as nameko does (kombu sets a default socket timeout)
+            self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
+            self._gt = self.container.spawn_managed_thread(self.run)
 
     def get_wsgi_server(self, sock: Any, wsgi_app: Any, protocol: Any = GuardedProtocol,
                         debug: bool = False) -> wsgi.Server:

@@ -19,6 +19,7 @@ from typing import Any
 
 import jwt
 from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from services.api_gateway.rules import Caller
@@ -87,7 +88,7 @@ _CALLER_ROW = select(_USERS.c.id, _USERS.c.email, _USERS.c.is_admin, _USERS.c.pa
     _USERS.c.id == bindparam("user_id"))
 
 
-def current_caller(session: Session, header: str | None, key: bytes) -> Caller:
+def current_caller(session: Session | Connection, header: str | None, key: bytes) -> Caller:
     """The caller of a request whose ``Authorization`` header is ``header``: a valid token of a user that still
     exists with the password the token was issued under; ApiError(401) otherwise.
 

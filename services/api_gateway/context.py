@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug import Request
 
@@ -35,7 +36,12 @@ class Gateway:
         with self.db() as session:
             return self.caller_in(session, request)
 
-    def caller_in(self, session: Session, request: Request) -> Caller:
+    def reader(self) -> Connection:
+        """A Core connection for a route that only reads a row or two (``with gw.reader() as conn``): no ORM session
+        to set up and tear down on the most frequent requests."""
+        return self.db.kw["bind"].connect()
+
+    def caller_in(self, session: Session | Connection, request: Request) -> Caller:
         """``caller`` within the route's own session (a route that reads one row needs no second session)."""
         return auth.current_caller(session, request.headers.get("Authorization"), self.config.token_key)
 

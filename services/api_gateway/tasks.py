@@ -186,11 +186,11 @@ def enqueue(gw: Gateway, session: Session, task_id: str, event_type: str, payloa
 
 
 def get_task(gw: Gateway, request: Request, task_id: str) -> Response:
-    # The most frequent request of all (clients poll it): the caller and the task in one session.
-    with gw.db() as session:
-        caller = gw.caller_in(session, request)
-        # A Core row (the view reads the same attributes): no ORM object to build for a read.
-        task = session.execute(_TASK_BY_ID, {"task_id": task_id}).first()
+    # The most frequent request of all (clients poll it): the caller and the task on one Core connection, as Core
+    # rows (the view reads the same attributes): no ORM session or object for two reads.
+    with gw.reader() as conn:
+        caller = gw.caller_in(conn, request)
+        task = conn.execute(_TASK_BY_ID, {"task_id": task_id}).first()
         if task is None:
             raise ApiError(404, "task_not_found", f"Task {task_id} does not exist.")
         rules.require_task_viewer(caller, task)
