@@ -195,7 +195,12 @@ def test_redelivery_while_the_first_run_is_alive_does_not_run_again(tuned_system
     close_connection(consumer_connection(system.vhost, IMPORT_REQUEST_QUEUE))
     task = system.client.wait_task(task_url, timeout=180)
     system.settle(task_id)
-    stats = (queue_info(system.vhost, IMPORT_REQUEST_QUEUE) or {}).get("message_stats", {})
+    # The management API counts from periodic statistics (every 5 s): a quick import ends before the redelivery
+    # shows. Wait for the count, not for a guess at its delay.
+    deadline = time.monotonic() + 30
+    while (stats := (queue_info(system.vhost, IMPORT_REQUEST_QUEUE) or {}).get("message_stats", {})).get(
+            "redeliver", 0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert stats.get("redeliver", 0) >= 1, stats  # the broker did deliver the request a second time
     assert task["state"] == "SUCCESS", task
     assert system.event_rows()["events"] == events_before + 1
