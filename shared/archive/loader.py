@@ -224,11 +224,17 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def bookkeeping(
-    derived: Mapping[str, Any], source: Mapping[str, Any]
+    derived: Mapping[str, Any], source: Mapping[str, Any], remaps: Mapping[str, Mapping[int, int]] | None = None
 ) -> tuple[dict[str, Any] | None, list[str] | None]:
-    """(extra_fields, absent_fields) that turn ``derived`` into ``source`` once the exporter applies them."""
+    """(extra_fields, absent_fields) that turn ``derived`` into ``source`` once the exporter applies them.
+
+    ``remaps`` (``source_remaps``): the source's ids are compared, and kept in extras, as database ids."""
     extras = {}
     for key, value in source.items():
+        if remaps is not None:
+            mapping = remaps.get(key)
+            if mapping is not None:
+                value = _remap_value(value, mapping)
         mine = derived.get(key, _MISSING)
         kind = type(value)
         if kind is type(mine) and (kind is str or value is None or kind is int or kind is bool):  # the common case
@@ -252,17 +258,11 @@ def _remap_value(value: Any, mapping: Mapping[int, int]) -> Any:
     return mapping.get(ref, ref) if ref is not None else value
 
 
-def remap_source(file: str, record: Mapping[str, Any], id_map: Mapping[str, Mapping[int, int]]) -> dict[str, Any]:
-    """The source record with archive ids replaced by database ids (own id, nested relation snapshots, flat *_id)."""
-    out = dict(record)
-    if "id" in out:
-        out["id"] = _remap_value(out["id"], id_map.get(file, {}))
-    if "event_id" in out:
-        out["event_id"] = _remap_value(out["event_id"], id_map.get("event", {}))
-    for key, target in _ID_KEYS.get(file, {}).items():
-        if key in out:
-            out[key] = _remap_value(out[key], id_map.get(target, {}))
-    return out
+def source_remaps(file: str, id_map: Mapping[str, Mapping[int, int]]) -> dict[str, Mapping[int, int]]:
+    """Per key of a ``file`` record that holds ids, the map of its archive ids to database ids (own id, nested
+    relation snapshots, flat *_id): what ``bookkeeping`` rewrites a source value with before comparing it."""
+    return {"id": id_map.get(file, {}), "event_id": id_map.get("event", {}),
+            **{key: id_map.get(target, {}) for key, target in _ID_KEYS.get(file, {}).items()}}
 
 
 # ------------------------------------------------------------------------------------------------------ sources
@@ -525,8 +525,8 @@ class _EventLoad:
                 "copyright": nested_copyright(copyright_row),
             },
         )
-        event_source = remap_source("event", event_src, self.id_map) if self.remap else event_src
-        differences = bookkeeping(event_derived, event_source)
+        differences = bookkeeping(event_derived, event_src,
+                                  source_remaps("event", self.id_map) if self.remap else None)
         if copyright_row is not None:
             _insert(self.conn, COPYRIGHTS, [copyright_row])
         _insert(self.conn, SOCIAL_LINKS, link_rows)
@@ -538,6 +538,7 @@ class _EventLoad:
         table, ids, names = TABLES[file], self.db_ids[file], COLUMNS[file][1:]
         batch: list[dict[str, Any]] = []
         written = 0
+        remaps = source_remaps(file, self.id_map) if self.remap else None
         for position, record in enumerate(self.source.records(file)):
             if position >= len(ids) or not isinstance(record, dict):
                 raise LoadError("the file changed while it was being read", file=file)
@@ -546,8 +547,7 @@ class _EventLoad:
             if file == "sessions":
                 row.update(self.relations.session_columns(position))
             derived = derive_record(file, row, self.relations.of(file, position, row))
-            compared = remap_source(file, record, self.id_map) if self.remap else record
-            row["extra_fields"], row["absent_fields"] = bookkeeping(derived, compared)
+            row["extra_fields"], row["absent_fields"] = bookkeeping(derived, record, remaps)
             batch.append(row)
             if len(batch) >= BATCH_ROWS:
                 _insert(self.conn, table, batch)
