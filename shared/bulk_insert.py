@@ -88,7 +88,9 @@ def _copy(cursor: Any, sql: str, lines: list[str]) -> None:
     lines.append("")  # the last row's newline
     buffer = io.StringIO("\n".join(lines))
     # psycopg2 refuses COPY while a green wait callback is set (eventlet's, in the services). The COPY of one batch
-    # runs without yielding, so no other greenlet can see the callback unset; it is back before this returns.
+    # runs without yielding, so no other greenlet can see the callback unset; it is back before this returns. Keep
+    # it so: a COPY on another thread while greenlets run would let one of them query blocking, and one that waits
+    # for a lock this transaction holds (a redelivered job's lease) would stop the hub, and this transaction with it.
     wait = extensions.get_wait_callback()
     extensions.set_wait_callback(None)
     try:
