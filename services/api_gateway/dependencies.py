@@ -16,29 +16,25 @@ from shared import contracts
 REQUEST_QUEUES = {contracts.EXPORT_REQUESTED: contracts.EXPORT_REQUEST_QUEUE,
                   contracts.IMPORT_REQUESTED: contracts.IMPORT_REQUEST_QUEUE}
 
-# (source service, event type) -> the mailer's handler queue: completion events the exporter or importer publish
-# before the mailer ever ran must wait for it too (method names as in services/mailer/service.py).
-MAIL_QUEUES = {
-    (source, event_type): contracts.handler_queue(source, event_type, contracts.MAILER, method)
-    for source, event_type, method in (
-        (contracts.EXPORTER, contracts.EXPORT_COMPLETED, "on_export_completed"),
-        (contracts.EXPORTER, contracts.EXPORT_FAILED, "on_export_failed"),
-        (contracts.IMPORTER, contracts.IMPORT_COMPLETED, "on_import_completed"),
-        (contracts.IMPORTER, contracts.IMPORT_FAILED, "on_import_failed"),
-    )
-}
+# The handlers of the job outcomes, named alike in the mailer and the webhooks service (their service.py).
+_JOB_OUTCOME_HANDLERS = (
+    (contracts.EXPORTER, contracts.EXPORT_COMPLETED, "on_export_completed"),
+    (contracts.EXPORTER, contracts.EXPORT_FAILED, "on_export_failed"),
+    (contracts.IMPORTER, contracts.IMPORT_COMPLETED, "on_import_completed"),
+    (contracts.IMPORTER, contracts.IMPORT_FAILED, "on_import_failed"),
+)
 
-# The same for the webhooks service's handlers (method names as in services/webhooks/service.py).
-WEBHOOK_QUEUES = {
-    (source, event_type): contracts.handler_queue(source, event_type, contracts.WEBHOOKS, method)
-    for source, event_type, method in (
-        (contracts.EXPORTER, contracts.EXPORT_COMPLETED, "on_export_completed"),
-        (contracts.EXPORTER, contracts.EXPORT_FAILED, "on_export_failed"),
-        (contracts.IMPORTER, contracts.IMPORT_COMPLETED, "on_import_completed"),
-        (contracts.IMPORTER, contracts.IMPORT_FAILED, "on_import_failed"),
-        (contracts.STORAGE, contracts.OBJECT_EXPIRED, "on_object_expired"),
-    )
-}
+
+def _handler_queues(service: str, handlers: tuple[tuple[str, str, str], ...]) -> dict[tuple[str, str], str]:
+    return {(source, event_type): contracts.handler_queue(source, event_type, service, method)
+            for source, event_type, method in handlers}
+
+
+# (source service, event type) -> the subscriber's handler queue: completion events the exporter or importer publish
+# before the mailer or the webhooks service ever ran must wait for them too.
+MAIL_QUEUES = _handler_queues(contracts.MAILER, _JOB_OUTCOME_HANDLERS)
+WEBHOOK_QUEUES = _handler_queues(contracts.WEBHOOKS, (
+    *_JOB_OUTCOME_HANDLERS, (contracts.STORAGE, contracts.OBJECT_EXPIRED, "on_object_expired")))
 
 
 class RequestDispatcher(EventDispatcher):
