@@ -195,8 +195,10 @@ def check_replicated_run(run: Running, tmp: Path, seaweed, smtp: SmtpServer, med
     for i, job in enumerate(jobs[:half]):
         submit(i, job)
     pids = {run.pid(name): name for name in run.stack.processes}
-    killed = {"exporter.1": kill_while_holding(run, "exporter.1", "export"),
-              "importer.1": kill_while_holding(run, "importer.1", "import")}
+    # Imports first: they end in well under a second, exports (media from the slow server) take longer; caught the
+    # other way round, every import of the first half could end while the exporter was being waited for.
+    killed = {"importer.1": kill_while_holding(run, "importer.1", "import"),
+              "exporter.1": kill_while_holding(run, "exporter.1", "export")}
     run.restart(*killed)  # before the second half: the restarted instances take their share of it
     pids.update({run.pid(name): f"{name} (restarted)" for name in killed})
     for i, job in enumerate(jobs[half:], start=half):
