@@ -21,7 +21,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -100,12 +100,23 @@ def held_task(run: Running, name: str, kind: str) -> str | None:
                    Task.state == "WAITING", Task.status.in_((contracts.STARTED, "progress"))).limit(1))
 
 
-def kill_while_holding(run: Running, name: str, kind: str, tries: int = 3) -> str:
+def kill_while_holding(run: Running, name: str, kind: str, tries: int = 3,
+                       feed: Callable[[], bool] | None = None) -> str:
     """``kill -9`` instance ``name`` while it holds a started job; the job's task id. A job can end between the
     query and the signal: the lease read after the kill (a dead process writes nothing) says whether the kill came
-    mid-job; if not, the instance is started again and the next job it takes is the target."""
+    mid-job; if not, the instance is started again and the next job it takes is the target. ``feed()`` submits one
+    more job of ``kind`` ahead of its turn (False when none is left): called while the instance holds none, as when
+    every job of the kind submitted so far has already ended."""
     for _ in range(tries):
-        task_id = wait_until(f"{name} holding a started {kind}", lambda: held_task(run, name, kind), 90, pause=0.05)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                task_id = wait_until(f"{name} holding a started {kind}", lambda: held_task(run, name, kind), 5,
+                                     pause=0.05)
+                break
+            except TimeoutError:
+                if time.monotonic() > deadline or feed is None or not feed():
+                    raise
         run.kill(name)
         with run.env.db() as session:
             if session.scalar(sa.select(JobLease.state).where(JobLease.task_id == task_id)) == "running":
@@ -195,14 +206,27 @@ def check_replicated_run(run: Running, tmp: Path, seaweed, smtp: SmtpServer, med
     for i, job in enumerate(jobs[:half]):
         submit(i, job)
     pids = {run.pid(name): name for name in run.stack.processes}
-    # Imports first: they end in well under a second, exports (media from the slow server) take longer; caught the
-    # other way round, every import of the first half could end while the exporter was being waited for.
-    killed = {"importer.1": kill_while_holding(run, "importer.1", "import"),
-              "exporter.1": kill_while_holding(run, "exporter.1", "export")}
+    early: set[int] = set()  # second-half jobs submitted ahead of their turn, to give an instance one to hold
+
+    def feed(kind: str) -> Callable[[], bool]:
+        def submit_next() -> bool:
+            for i in range(half, JOBS):
+                if jobs[i][0] == kind and i not in early:
+                    early.add(i)
+                    submit(i, jobs[i])
+                    return True
+            return False
+
+        return submit_next
+
+    # Imports end in well under a second: every import of the first half can end while exporter.1 is waited for.
+    killed = {"exporter.1": kill_while_holding(run, "exporter.1", "export", feed=feed("export")),
+              "importer.1": kill_while_holding(run, "importer.1", "import", feed=feed("import"))}
     run.restart(*killed)  # before the second half: the restarted instances take their share of it
     pids.update({run.pid(name): f"{name} (restarted)" for name in killed})
     for i, job in enumerate(jobs[half:], start=half):
-        submit(i, job)
+        if i not in early:
+            submit(i, job)
 
     def all_terminal() -> bool:
         with run.env.db() as session:
