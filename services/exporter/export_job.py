@@ -1,8 +1,11 @@
 """One export job: stream the archive to storage (``storage.put(key, archive_chunks)``) and describe the stored
 object.
 
-Idempotent by construction: the object key is derived from the task id, storage replaces an object atomically, so a
-redelivered request (worker killed, ack lost) rewrites the same object and reports it again.
+The object key is derived from the task id and storage replaces an object atomically, so a rerun (worker killed
+before it reached an outcome) rewrites the same object. A rerun's bytes differ (media members are written in the
+order their fetches end): a run that reached its outcome saved it under the lease, and a run taking over reports that
+outcome instead of exporting again (``shared/jobs/lifecycle.py``); a run that lost the lease breaks off its upload
+before the body ends.
 """
 
 from __future__ import annotations
@@ -106,8 +109,8 @@ def run_export(
 
     ``backend``: the ``storage_backend_id`` to store the archive in (``None``: the default backend). The archive
     follows that backend's keep days; the download link is the backend's own presigned URL where it can sign (S3,
-    GCS), else the storage data plane's. ``before_upload`` runs just before the upload starts (the service checks
-    there that this run still holds the task's lease). The platform's own media are read from storage by key
+    GCS), else the storage data plane's. ``before_upload`` runs just before the upload starts and again just before
+    its body ends (the service checks there that this run still holds the task's lease). The platform's own media are read from storage by key
     (``media_link``, ``services/exporter/media.py``). ``export_format``: an identifier of ``shared.archive.formats``
     (what writes the bytes, and their file name and content type).
     """
@@ -126,6 +129,9 @@ def run_export(
     def body() -> Iterator[bytes]:
         yield first
         yield from chunks
+        # Once more before the body ends: a run that lost the lease while streaming (its process stalled past the
+        # lease) breaks off its upload here, before storage commits it over the bytes of the run that took over.
+        before_upload()
 
     before_upload()
     try:

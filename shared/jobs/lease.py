@@ -14,9 +14,12 @@ request is delivered again. Each run therefore takes the task's lease (a ``job_l
   next delivery takes it over immediately.
 
 The holder renews the lease from a green thread while working (``keep``), checks it inside its write transaction
-(``holds(conn)``: on PostgreSQL the row lock fences out a takeover until the commit, on SQLite the write lock does)
-and before publishing an outcome, and marks it done after publishing (``finish``). A run that lost its lease
-publishes nothing: the run that took over owns the outcome.
+(``holds(conn)``: on PostgreSQL the row lock fences out a takeover until the commit, on SQLite the write lock does),
+saves the outcome it reached in the row while still holding it (``record``), publishes it, and then marks the lease
+done (``finish``). A run that lost its lease publishes nothing: the run that took over owns the outcome. A run that
+takes over a lease with an outcome saved (the holder died between saving and finishing: it may have published)
+publishes that outcome again, the same event, instead of working again: two runs of one task never report two
+different outcomes (an export rerun writes different bytes: media members in the order their fetches ended).
 
 SQLite: lease writes never use sqlite's own busy wait (it blocks the whole process, including the transaction
 holding the lock, docs/architecture.md fact 4); they retry green.
@@ -85,6 +88,7 @@ class Lease:
         self.owner = owner or new_owner()
         self.deliveries = 0
         self.lost = False
+        self.outcome: dict[str, Any] | None = None  # saved by an earlier run of the task that died before finishing
 
     # ------------------------------------------------------------------------------------------------ claiming
 
@@ -134,6 +138,7 @@ class Lease:
             if not won:
                 return None
             self.deliveries = deliveries
+            self.outcome = row.outcome
             if row.owner != self.owner:
                 log.warning("task %s: took over the lease of %s (delivery %d)", self.task_id, row.owner, deliveries)
             return EXHAUSTED if deliveries > max_deliveries else ACQUIRED
@@ -171,6 +176,24 @@ class Lease:
         """``holds``, raising ``LeaseLost`` when another run took over."""
         if not self.holds(conn):
             raise LeaseLost(f"task {self.task_id}: another run took the lease over")
+
+    def record(self, outcome: dict[str, Any]) -> bool:
+        """Save the outcome this run reached, if it still holds the lease (extending it); ``False`` (and ``lost``
+        set) when another run took over. Saved before it is published: a run taking over publishes it again."""
+        def save(conn: Connection) -> bool:
+            now = utcnow()
+            return conn.execute(
+                sa.update(_LEASES)
+                .where(_LEASES.c.task_id == self.task_id, _LEASES.c.owner == self.owner, _LEASES.c.state == RUNNING)
+                .values(outcome=outcome, expires_at=self._expiry(now), updated_at=now)
+            ).rowcount == 1
+
+        held = self._write(save)
+        if held:
+            self.outcome = outcome
+        else:
+            self.lost = True
+        return held
 
     def finish(self) -> None:
         """The outcome is published: later deliveries of the request do nothing."""

@@ -11,8 +11,10 @@ A delivery of a job request runs ``JobRun.handle``:
 4. the error ladder: the job's own ``JobFailed`` ends FAILURE with its fields, a dependency that stayed down
    (``RpcTimeout``) ``storage_unavailable``, anything else ``internal_error`` (logged with its traceback);
    ``LeaseLost`` publishes nothing (the run that took over owns the outcome);
-5. the outcome is published only by the lease holder, then the lease is finished (``finishing``: a draining
-   worker's deadline waits for that step);
+5. the outcome is saved under the lease (only the holder can), published, then the lease is finished
+   (``finishing``: a draining worker's deadline waits for that step); a run that takes over a lease with an
+   outcome saved (its run died between saving and finishing, perhaps after publishing) publishes that same event
+   again instead of working again, so every report of a task says the same;
 6. a run handed back by a draining worker past its deadline (``shared/drain.py``) publishes nothing and releases
    the lease: the request is back on its queue and the next delivery takes over at once (no FAILURE).
 
@@ -149,6 +151,10 @@ class JobRun:
             log.info("%s %s: already finished by another delivery; nothing to do", self.kind, self.task_id)
             return  # that delivery published the outcome
         with self.lease.keep(carry_context(eventlet.spawn)):  # the renewal's log lines carry the task id
+            if self.lease.outcome is not None:
+                with finishing():
+                    self._publish_saved(self.lease.outcome)
+                return
             done = self.recovered()
             if done is not None:
                 with finishing():
@@ -213,12 +219,23 @@ class JobRun:
         self.service.dispatch(event_type, contracts.make_payload(event_type, **ids, **fields))
 
     def _publish(self, event_type: str, ids: dict[str, Any], fields: dict[str, Any]) -> None:
-        """The outcome, only as the lease holder: a run that was taken over leaves it to its successor."""
-        if not self.lease.holds():
+        """The outcome, only as the lease holder: a run that was taken over leaves it to its successor. Saved
+        under the lease first (``Lease.record``), so a successor of a run dying after this publishes the same."""
+        payload = contracts.make_payload(event_type, **ids, **fields)
+        if not self.lease.record({"type": event_type, "payload": payload}):
             log.warning("%s %s ended (%s) after another run took over: not reported", self.kind, self.task_id,
                         fields.get("code", "completed"))
             return
-        self.emit(event_type, ids, **fields)
+        self._announce(event_type, payload)
+
+    def _publish_saved(self, outcome: dict[str, Any]) -> None:
+        """The outcome an earlier run saved and may have published before it died: the same event again."""
+        log.warning("%s %s: an earlier run reached its outcome and stopped before finishing; reporting that outcome",
+                    self.kind, self.task_id)
+        self._announce(outcome["type"], outcome["payload"])
+
+    def _announce(self, event_type: str, payload: dict[str, Any]) -> None:
+        self.service.dispatch(event_type, payload)
         self.lease.finish()
         state = (contracts.SUCCESS if event_type == self.events.completed else contracts.FAILURE).lower()
         took = time.monotonic() - self._taken

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     DateTime,
     Integer,
     String,
@@ -19,7 +21,9 @@ class JobLease(Base):
 
     A run takes the lease before the work, renews it while working and checks it before writing; a redelivered
     request finds it held and waits, or takes it over once it expired (the holder died). ``deliveries`` counts the
-    runs that took it: past ``JOB_MAX_DELIVERIES`` the task ends FAILURE (a poison message).
+    runs that took it: past ``JOB_MAX_DELIVERIES`` the task ends FAILURE (a poison message). ``outcome`` is the
+    outcome event a run reached (``{"type", "payload"}``), saved under the lease before it is published: a run that
+    takes over from one that died before finishing publishes that same event again instead of working again.
     """
 
     __tablename__ = "job_leases"
@@ -32,3 +36,4 @@ class JobLease(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -17,6 +17,7 @@ starting ``replicas:`` (``-s``).
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import time
 import uuid
@@ -252,7 +253,8 @@ def check_replicated_run(run: Running, tmp: Path, seaweed, smtp: SmtpServer, med
 
     # -- every task terminal exactly once: the row, and its terminal events ----------------------------------------
     # Outcomes are published at least once: a worker killed after publishing and before marking its lease done has
-    # its successor (which finds the work committed) publish the same outcome again; the gateway's state machine and
+    # its successor (which finds the outcome saved under the lease, or the import committed) publish the same outcome
+    # again; the gateway's state machine and
     # the mailer's dedupe key apply it once. So a task has one terminal outcome, and more than one terminal event
     # only if its lease changed hands, each saying the same.
     outcomes: dict[str, list[tuple[str, object]]] = {}
@@ -265,7 +267,10 @@ def check_replicated_run(run: Running, tmp: Path, seaweed, smtp: SmtpServer, med
             if task_id not in submitted:
                 continue
             if event_type in (done, failed):
-                what = payload.get("code") if event_type == failed else payload.get("key", payload.get("id"))
+                # An export's outcome published again is the saved event itself, byte for byte (size, sha256,
+                # warnings: a rerun's archive would differ); an import's names the event its run committed.
+                what = json.dumps(payload, sort_keys=True) if service == contracts.EXPORTER \
+                    else payload.get("code") if event_type == failed else payload.get("id")
                 outcomes.setdefault(task_id, []).append(("SUCCESS" if event_type == done else "FAILURE", what))
             elif event_type == start:
                 started[task_id] += 1

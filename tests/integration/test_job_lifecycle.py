@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from nameko.testing.services import worker_factory
 
-from services.exporter.service import ExporterService
+from services.exporter.service import ExporterService, ExportRun
 from services.importer.import_run import ImportRun
 from services.importer.service import ImporterService
 from shared import contracts
@@ -85,6 +85,54 @@ def test_export_of_a_missing_event_starts_then_fails_once(env):
     assert failed["code"] == "event_not_found" and failed["task_id"] == "t-missing" and failed["event_id"] == 404
     service.handle_export_requested(_export_request("t-missing"))  # a redelivery: the lease is finished
     assert len(recorder.events) == 2
+
+
+class Died(BaseException):
+    """The process stopped (``kill -9``) right after its outcome went out, before the lease was finished."""
+
+
+class DiesAfterOutcome(Recorder):
+    def dispatch(self, event_type: str, payload: dict) -> None:
+        super().dispatch(event_type, payload)
+        if event_type in (contracts.EXPORT_COMPLETED, contracts.EXPORT_FAILED):
+            raise Died
+
+
+def test_a_run_taking_over_after_the_outcome_went_out_reports_that_same_outcome_without_working(env):
+    db, _ = env
+    first = DiesAfterOutcome()
+    with pytest.raises(Died):
+        _worker(ExporterService, env, first).handle_export_requested(_export_request("t-died"))
+    assert first.types == [contracts.EXPORT_STARTED, contracts.EXPORT_FAILED]
+    with db() as session:  # the lease of the dead run ran out
+        session.execute(sa.update(JobLease).where(JobLease.task_id == "t-died")
+                        .values(expires_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
+    second = Recorder()
+    _worker(ExporterService, env, second).handle_export_requested(_export_request("t-died"))
+    # No second start and no second run of the work: the very event the dead run published, again.
+    assert second.events == [first.events[-1]]
+    third = Recorder()
+    _worker(ExporterService, env, third).handle_export_requested(_export_request("t-died"))
+    assert third.events == []  # finished now
+
+
+def test_a_run_that_lost_its_lease_before_saving_its_outcome_reports_nothing(env):
+    db, _ = env
+    recorder = Recorder()
+    service = _worker(ExporterService, env, recorder)
+    run = ExportRun(service, _export_request("t-lost"))
+    assert run.lease.acquire(max_deliveries=9) == "acquired"
+    other = Lease(db, "t-lost", "export", ttl=60)
+    with db() as session:
+        session.execute(sa.update(JobLease).where(JobLease.task_id == "t-lost")
+                        .values(expires_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
+    assert other.acquire(max_deliveries=9) == "acquired"
+    run.fail(code="event_not_found", message="gone")
+    assert recorder.events == [] and run.lease.lost
+    with db() as session:
+        assert session.get(JobLease, "t-lost").outcome is None
 
 
 def test_export_whose_worker_kept_dying_is_dead_lettered(env):
