@@ -110,9 +110,9 @@ def run_export(
     ``backend``: the ``storage_backend_id`` to store the archive in (``None``: the default backend). The archive
     follows that backend's keep days; the download link is the backend's own presigned URL where it can sign (S3,
     GCS), else the storage data plane's. ``before_upload`` runs just before the upload starts and again just before
-    its body ends (the service checks there that this run still holds the task's lease). The platform's own media are read from storage by key
-    (``media_link``, ``services/exporter/media.py``). ``export_format``: an identifier of ``shared.archive.formats``
-    (what writes the bytes, and their file name and content type).
+    its body ends (the service checks there that this run still holds the task's lease). The platform's own media
+    are read from storage by key (``media_link``, ``services/exporter/media.py``). ``export_format``: an identifier
+    of ``shared.archive.formats`` (what writes the bytes, and their file name and content type).
     """
     fmt = get_format(export_format)
     key = export_key(event_id, task_id, fmt.extension)

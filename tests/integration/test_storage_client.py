@@ -123,3 +123,23 @@ def test_gateway_media_route_on_the_client(client):
     with pytest.raises(ApiError) as info:
         service.media(_media_request(key), key)
     assert (info.value.status, info.value.code) == (410, "media_gone")
+
+
+def test_an_upload_whose_writer_breaks_off_before_the_body_ends_leaves_the_stored_object_as_it_was(client):
+    # What a run that lost its lease does (services/exporter/export_job.py): every byte sent, then no end of body.
+    class StandDown(Exception):
+        pass
+
+    key = object_keys.export_key(7, "0" * 8 + "-1111-2222-3333-" + "4" * 12)
+    first = b"the archive of the run that reported" * 500
+    stored = client.put(key, chunks(first), content_type="application/zip")
+
+    def stale_body():
+        yield from chunks(b"the archive of a stale run" * 500)
+        raise StandDown
+
+    with pytest.raises(StandDown):
+        client.put(key, stale_body(), content_type="application/zip")
+    assert client.stat(key)["sha256"] == stored["sha256"] == hashlib.sha256(first).hexdigest()
+    with client.get(key, ttl=60) as download:
+        assert b"".join(download.chunks(4096)) == first
