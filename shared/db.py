@@ -11,13 +11,18 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-def make_engine(url: str, pool_size: int = 10) -> Engine:
+def make_engine(url: str, pool_size: int = 10, *, max_overflow: int | None = None, pre_ping: bool = True,
+                autocommit: bool = False) -> Engine:
+    """The platform database's engine. PostgreSQL: ``pool_size`` connections kept, ``max_overflow`` (default: as
+    many again) more at peaks, each checked (``pre_ping``) as it is taken from the pool. ``autocommit``: no
+    transaction around statements (single-statement reads: no BEGIN and ROLLBACK round trips)."""
     # hide_parameters: errors (logged with their message) and SQL logging never carry the values (emails, hashes).
+    options: dict = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True, **options)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
@@ -29,7 +34,8 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size if max_overflow is None else max_overflow,
+                         pool_pre_ping=pre_ping, hide_parameters=True, **options)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

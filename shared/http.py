@@ -11,6 +11,7 @@ for a slot of the stream pool and must keep a minimum rate.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Mapping
@@ -162,6 +163,19 @@ class HttpEntrypoint(HttpRequestHandler):
         self.stream = stream  # the handler reads the body as it arrives (uploads): see shared.http_server
         self.paced = paced  # False: a stream from our own services, bounded by silence only
         super().__init__(method, url, expected_exceptions=expected_exceptions, **kwargs)
+
+    def check_signature(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        # nameko binds the call with inspect on every request (a tenth of a task poll's CPU); a route's call is
+        # always (request, **its path variables): the handler's parameters are looked up once and compared.
+        parameters = self.__dict__.get("_parameters")
+        if parameters is None:
+            fn = getattr(self.container.service_cls, self.method_name)
+            found = list(inspect.signature(fn).parameters.values())[1:]  # after self
+            plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in found)
+            parameters = self._parameters = (plain, frozenset(p.name for p in found[1:]), len(found))
+        plain, names, count = parameters
+        if not plain or len(args) != 1 or len(kwargs) != count - 1 or not names.issuperset(kwargs):
+            super().check_signature(args, kwargs)  # anything unusual: nameko's own check and its message
 
     def handle_request(self, request: Request) -> Response:
         response = self._handle(request)

@@ -30,16 +30,13 @@ class Gateway:
     mailer: ServiceCall  # call(mailer proxy, method, *args) within RPC_TIMEOUT
     webhooks: ServiceCall  # the same for the webhooks service
     dispatch: Callable[[str, dict[str, Any]], None]
+    # One statement on a connection of the row reader (dependencies.RowReader): read(lambda conn: ...)
+    read: Callable[[Callable[[Connection], Any]], Any]
 
     def caller(self, request: Request) -> Caller:
         """The authenticated user of ``request`` (401 otherwise); the session is closed before the route goes on."""
         with self.db() as session:
             return self.caller_in(session, request)
-
-    def reader(self) -> Connection:
-        """A Core connection for a route that only reads a row or two (``with gw.reader() as conn``): no ORM session
-        to set up and tear down on the most frequent requests."""
-        return self.db.kw["bind"].connect()
 
     def caller_in(self, session: Session | Connection, request: Request) -> Caller:
         """``caller`` within the route's own session (a route that reads one row needs no second session)."""

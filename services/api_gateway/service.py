@@ -26,7 +26,7 @@ from services.api_gateway import (
 )
 from services.api_gateway.api_docs import serve as serve_contract
 from services.api_gateway.context import Gateway
-from services.api_gateway.dependencies import Quotas, RequestDispatcher
+from services.api_gateway.dependencies import Quotas, RequestDispatcher, RowReader
 from services.api_gateway.rules import Caller, require_admin
 from shared import contracts
 from shared.dependencies import Config, Database, MetricsServer, TaskLogContext
@@ -47,6 +47,7 @@ class ApiGatewayService:
     config = Config()
     quota = Quotas()
     db = Database()
+    reader = RowReader()
     dispatch = RequestDispatcher()
     storage = Storage(expiration=10)
     exporter = RpcProxy("exporter", expiration=HEALTH_TIMEOUT)
@@ -58,6 +59,7 @@ class ApiGatewayService:
     @property
     def gw(self) -> Gateway:
         return Gateway(db=self.db, config=self.config, quota=self.quota, dispatch=self.dispatch, storage=self.storage,
+                       read=self.reader,
                        mailer=lambda name, /, *a: call(self.mailer, name, *a, timeout=self.config.rpc_timeout),
                        webhooks=lambda name, /, *a: call(self.webhooks, name, *a, timeout=self.config.rpc_timeout))
 

@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 from werkzeug import Request, Response
 
-from services.api_gateway import pagination, rules
+from services.api_gateway import auth, pagination, rules
 from services.api_gateway.context import Gateway
 from shared.archive.formats import DEFAULT_FORMAT
 from shared.contracts import (
@@ -36,7 +36,10 @@ from shared.models.base import utcnow
 from shared.models.gateway import Task
 
 TASKS = Task.__table__
-_TASK_BY_ID = select(TASKS).where(TASKS.c.id == bindparam("task_id"))  # built once: the poll's statement
+# The poll's one statement, built once: its caller and the task (all nulls when there is no such task).
+_CALLER_AND_TASK = (select(*auth.CALLER_COLUMNS, TASKS)
+                    .select_from(auth.USERS.outerjoin(TASKS, TASKS.c.id == bindparam("task_id")))
+                    .where(auth.USERS.c.id == auth.CALLER_ID))
 
 # Status events travel on separate queues, so they may arrive out of order: a phase only moves forward, and only
 # while the task is underway.
@@ -186,15 +189,16 @@ def enqueue(gw: Gateway, session: Session, task_id: str, event_type: str, payloa
 
 
 def get_task(gw: Gateway, request: Request, task_id: str) -> Response:
-    # The most frequent request of all (clients poll it): the caller and the task on one Core connection, as Core
-    # rows (the view reads the same attributes): no ORM session or object for two reads.
-    with gw.reader() as conn:
-        caller = gw.caller_in(conn, request)
-        task = conn.execute(_TASK_BY_ID, {"task_id": task_id}).first()
-        if task is None:
-            raise ApiError(404, "task_not_found", f"Task {task_id} does not exist.")
-        rules.require_task_viewer(caller, task)
-        return json_response(task_view(task))
+    # The most frequent request of all (clients poll it): the caller and the task in one statement on the gateway's
+    # row reader, read as a Core row (the view reads the same attributes): one round trip, no ORM session.
+    claims = auth.token_user(request.headers.get("Authorization"), gw.config.token_key)
+    row = gw.read(lambda conn: conn.execute(_CALLER_AND_TASK, {"caller_id": claims.user_id,
+                                                               "task_id": task_id}).first())
+    caller = auth.caller_of(row, claims, gw.config.token_key)
+    if row.id is None:
+        raise ApiError(404, "task_not_found", f"Task {task_id} does not exist.")
+    rules.require_task_viewer(caller, row)
+    return json_response(task_view(row))
 
 
 def sort_key(task: Task) -> tuple[datetime, str]:

@@ -14,6 +14,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from services.api_gateway import auth
+from services.api_gateway.dependencies import row_reader
 from services.api_gateway.quotas import load_quota_settings
 from services.api_gateway.service import ApiGatewayService
 from shared import event_roles
@@ -41,7 +42,8 @@ def world(database_url, monkeypatch):
         session.commit()
         tokens = {n: auth.issue_token(u, settings.token_key, 600) for n, u in users.items()}
         ids = {n: u.id for n, u in users.items()}
-    service = worker_factory(ApiGatewayService, db=factory, config=settings, quota=load_quota_settings())
+    service = worker_factory(ApiGatewayService, db=factory, config=settings, quota=load_quota_settings(),
+                   reader=row_reader(factory.kw["bind"]))
     return service, factory, tokens, ids, event.id
 
 

@@ -15,6 +15,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from services.api_gateway import auth
+from services.api_gateway.dependencies import row_reader
 from services.api_gateway.quotas import load_quota_settings
 from services.api_gateway.service import ApiGatewayService
 from services.api_gateway.tasks import create_task, finish
@@ -81,7 +82,8 @@ def gateway(database_url, monkeypatch):
         session.commit()
         tokens = {u.email.split("@")[0]: auth.issue_token(u, settings.token_key, 600) for u in users}
         ids = {u.email.split("@")[0]: u.id for u in users}
-    service = worker_factory(ApiGatewayService, db=factory, config=settings, quota=load_quota_settings())
+    service = worker_factory(ApiGatewayService, db=factory, config=settings, quota=load_quota_settings(),
+                   reader=row_reader(factory.kw["bind"]))
     return service, factory, tokens, ids, settings
 
 

@@ -13,6 +13,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from services.api_gateway import auth
+from services.api_gateway.dependencies import row_reader
 from services.api_gateway.quotas import load_quota_settings
 from services.api_gateway.service import ApiGatewayService
 from services.api_gateway.tasks import create_task
@@ -64,7 +65,8 @@ def test_gateway_task_route_answers_the_requester_and_refuses_others(platform):
         session.commit()
         tokens = {u.email: auth.issue_token(u, settings.token_key, 60) for u in (owner, other)}
         task_id = task.id
-    gateway = worker_factory(ApiGatewayService, db=factory, config=settings, quota=load_quota_settings())
+    gateway = worker_factory(ApiGatewayService, db=factory, config=settings, quota=load_quota_settings(),
+                   reader=row_reader(factory.kw["bind"]))
     answer = gateway.get_task(_request("GET", f"/v1/tasks/{task_id}", tokens["o@example.org"]), task_id)
     assert answer.status_code == 200 and json.loads(answer.get_data())["state"] == "WAITING"
     with pytest.raises(ApiError) as refused:
@@ -83,7 +85,8 @@ def test_gateway_export_route_parses_before_it_authorizes(platform):
         session.add(user)
         session.commit()
         token = auth.issue_token(user, settings.token_key, 60)
-    gateway = worker_factory(ApiGatewayService, db=factory, config=settings, quota=load_quota_settings())
+    gateway = worker_factory(ApiGatewayService, db=factory, config=settings, quota=load_quota_settings(),
+                   reader=row_reader(factory.kw["bind"]))
     with pytest.raises(ApiError) as bad:
         gateway.request_export(_request("POST", "/v1/events/1/export/json", token, {"image": "yes"}), 1, "json")
     assert (bad.value.status, bad.value.code) == (400, "invalid_request")

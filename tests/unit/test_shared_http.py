@@ -51,6 +51,10 @@ class Probe:
     def named(self, request, name):
         return json_response({"name": name})
 
+    @http("GET", "/mismatch/<item>")
+    def mismatch(self, request, other):  # the route's variable is not a parameter: a programming error
+        return json_response({"other": other})
+
     @http("GET", "/plain")
     def plain(self, request):
         return 200, "plain text still works"
@@ -138,3 +142,9 @@ def test_chunked_multipart_upload(base):
 def test_nameko_style_results_still_work(base):
     response = requests.get(f"{base}/plain", timeout=5)
     assert response.status_code == 200 and response.text == "plain text still works"
+
+
+def test_a_route_whose_handler_does_not_take_its_variables_is_refused_not_called(base):
+    assert requests.get(f"{base}/named/ada", timeout=5).json() == {"name": "ada"}
+    response = requests.get(f"{base}/mismatch/x", timeout=5)
+    assert error_of(response, 400)["code"] == "bad_request"  # nameko's IncorrectSignature, as before
