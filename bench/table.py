@@ -12,7 +12,8 @@ RabbitMQ vhost and the five services as ``nameko run`` processes (``tools/stack.
   against the export floor (``json.dumps(indent=4)`` + deflate level 6 of the same files, in this process).
 
 Best of ``--repeats`` (``--repeats-large``, default one, from 20,000 sessions up) for each figure; floors likewise.
-Peak RSS is the service under test's (importer, exporter) process tree, sampled every 20 ms. The machine is shared:
+Peak RSS is the service under test's (importer, exporter), plus the private pages of a child it forked (the
+importer builds rows in one; ``bench.common.tree_rss``), sampled every 20 ms. The machine is shared:
 the 1-minute load average is printed beside each size, and ratios are what compare across runs.
 
 With ``--profile``, one more import of the largest size (not measured) runs with py-spy sampling the importer

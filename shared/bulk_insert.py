@@ -18,18 +18,20 @@ from __future__ import annotations
 import functools
 import io
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
+
+FAST_DIALECTS = ("sqlite", "postgresql")
 
 _Plan = tuple[str, list[tuple[str, Callable[[Any], Any] | None]]]
 _PLANS: dict[tuple[str, str, tuple[str, ...], frozenset[str]], _Plan] = {}
 
 
-def _plan(conn: Connection, table: sa.Table, names: tuple[str, ...], json_null: frozenset[str]) -> _Plan:
-    dialect = conn.dialect
+def _plan(dialect: Dialect, table: sa.Table, names: tuple[str, ...], json_null: frozenset[str]) -> _Plan:
     key = (dialect.name, table.name, names, json_null)
     plan = _PLANS.get(key)
     if plan is None:
@@ -85,8 +87,7 @@ def _text(value: Any) -> str:
 def _copy(cursor: Any, sql: str, lines: list[str]) -> None:
     from psycopg2 import extensions
 
-    lines.append("")  # the last row's newline
-    buffer = io.StringIO("\n".join(lines))
+    buffer = io.StringIO("\n".join(lines) + "\n")  # each row ends with a newline
     # psycopg2 refuses COPY while a green wait callback is set (eventlet's, in the services). The COPY of one batch
     # runs without yielding, so no other greenlet can see the callback unset; it is back before this returns. Keep
     # it so: a COPY on another thread while greenlets run would let one of them query blocking, and one that waits
@@ -99,6 +100,51 @@ def _copy(cursor: Any, sql: str, lines: list[str]) -> None:
         extensions.set_wait_callback(wait)
 
 
+@dataclass(frozen=True)
+class PreparedRows:
+    """One batch made ready for the driver (``prepare_rows``): plain values, nothing bound to a connection, so it
+    can be built in another process and sent over a pipe (``shared.child_stream``)."""
+
+    sql: str
+    params: list[Any]  # COPY lines on PostgreSQL, tuples of driver values on SQLite
+    copy: bool  # True: ``params`` are the lines of one ``COPY ... FROM STDIN``
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+
+def prepare_rows(dialect: Dialect, table: sa.Table, rows: Sequence[Mapping[str, Any]], *,
+                 json_null: frozenset[str] = frozenset()) -> PreparedRows:
+    """``rows`` (dicts with the same keys, naming columns of ``table``) as a batch for ``execute_prepared``; only
+    for the dialects of ``FAST_DIALECTS``."""
+    names = tuple(rows[0]) if rows else ()
+    sql, processors = _plan(dialect, table, names, json_null)
+    if dialect.name == "postgresql":
+        lines: list[Any] = ["\t".join([_text(row[name] if process is None else process(row[name]))
+                                        for name, process in processors]) for row in rows]
+        return PreparedRows(sql, lines, copy=True)
+    params = [[row[name] if process is None else process(row[name]) for name, process in processors]
+              for row in rows]
+    return PreparedRows(sql, params, copy=False)
+
+
+def execute_prepared(conn: Connection, batch: PreparedRows) -> None:
+    """Run one prepared batch on ``conn``, inside its transaction."""
+    if not batch.params:
+        return
+    dbapi = conn.connection.dbapi_connection
+    cursor = dbapi.cursor()
+    try:
+        if batch.copy:
+            _copy(cursor, batch.sql, batch.params)
+        else:
+            cursor.executemany(batch.sql, batch.params)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(batch.sql, None, exc, conn.dialect.loaded_dbapi.Error) from exc
+    finally:
+        cursor.close()
+
+
 def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], *,
                 json_null: frozenset[str] = frozenset()) -> None:
     """Insert ``rows`` (dicts with the same keys, naming columns of ``table``) on ``conn``.
@@ -107,25 +153,7 @@ def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, A
     """
     if not rows:
         return
-    if conn.dialect.name not in ("sqlite", "postgresql"):
+    if conn.dialect.name not in FAST_DIALECTS:
         conn.execute(sa.insert(table), list(rows))
         return
-    names = tuple(rows[0])
-    sql, processors = _plan(conn, table, names, json_null)
-    if conn.dialect.name == "postgresql":
-        params: list[Any] = ["\t".join([_text(row[name] if process is None else process(row[name]))
-                                         for name, process in processors]) for row in rows]
-    else:
-        params = [[row[name] if process is None else process(row[name]) for name, process in processors]
-                  for row in rows]
-    dbapi = conn.connection.dbapi_connection
-    cursor = dbapi.cursor()
-    try:
-        if conn.dialect.name == "postgresql":
-            _copy(cursor, sql, params)
-        else:
-            cursor.executemany(sql, params)
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise sa.exc.DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error) from exc
-    finally:
-        cursor.close()
+    execute_prepared(conn, prepare_rows(conn.dialect, table, rows, json_null=json_null))

@@ -75,6 +75,9 @@ class Settings:
     job_max_deliveries: int = 5
     storage_retry_seconds: float = 120.0
     job_niceness: int = 10  # JOB_NICENESS: the CPU priority job workers lower themselves to (0: unchanged)
+    # IMPORT_ROWS_IN_CHILD: large imports build their rows in a forked child while the importer inserts them
+    # (shared/child_stream.py): about 15% faster at 50,000 sessions, for the child's copied pages (about 40 MB there)
+    import_rows_in_child: bool = False
     metrics_port: int = 0  # METRICS_PORT: where this process serves Prometheus metrics (0: not served)
     # Archive limits of the importer (shared/archive/safezip.py ArchiveLimits): env name -> field, see below.
     import_limits: dict[str, int] = field(default_factory=dict)
@@ -201,6 +204,7 @@ def load_settings() -> Settings:
         job_max_deliveries=int(env_or("JOB_MAX_DELIVERIES", "5")),
         storage_retry_seconds=float(env_or("STORAGE_RETRY_SECONDS", "120")),
         job_niceness=max(0, min(19, int(env_or("JOB_NICENESS", "10")))),
+        import_rows_in_child=_flag("IMPORT_ROWS_IN_CHILD"),
         metrics_port=int(env_or("METRICS_PORT", "0")),
         import_limits={name: int(os.environ[var]) for var, name in IMPORT_LIMIT_VARIABLES.items()
                        if os.environ.get(var)},

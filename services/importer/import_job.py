@@ -260,7 +260,8 @@ def _import_archive(job: ImportJob, archive: EventArchive, stages: _Stages) -> d
                                 lambda done, total: job.on_progress("media", done, total))
         stages.done(f"media ({len(uploaded)} files)")
         result = _write(job, _Source(archive, plan, job.pause), index, archive.variant, warnings, warnings_total)
-        stages.done("write")
+        in_child = isinstance(result, LoadResult) and result.rows_built_in_child
+        stages.done("write (rows built in a child process)" if in_child else "write")
     except LeaseLost:
         raise  # the run that took over uses the same media keys: leave them
     except BaseException:
@@ -314,7 +315,8 @@ def _write(job: ImportJob, source: _Source, index: SourceIndex, variant: str, wa
                 return _completed(job)
             try:
                 result = load_event(conn, source, keep_ids=False, owner_user_id=job.requester_id, index=index,
-                                    on_progress=job.on_progress)
+                                    on_progress=job.on_progress,
+                                    rows_in_child=None if job.settings.import_rows_in_child else False)
                 counts = {**result.counts, _WARNINGS_TOTAL: warnings_total}
                 conn.execute(sa.insert(ImportedEvent).values(
                     task_id=job.task_id, event_id=result.event_id, variant=variant, counts=counts,

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session as OrmSession
 
+from shared import child_stream
 from shared.archive.legacy import normalize_value
 from shared.archive.reader import open_archive, validate_archive
 from shared.archive.records import (
@@ -47,7 +48,7 @@ from shared.archive.records import (
     nested_track,
 )
 from shared.archive.safezip import ArchiveError, ArchiveLimits
-from shared.bulk_insert import insert_rows
+from shared.bulk_insert import FAST_DIALECTS, PreparedRows, execute_prepared, insert_rows, prepare_rows
 from shared.models.events import ROLE_ORGANIZER, EventRole
 
 INT32_MAX = 2**31 - 1
@@ -89,6 +90,7 @@ class LoadResult:
     event_id: int
     id_map: dict[str, dict[int, int]] = field(default_factory=dict)  # file -> {archive id: database id}
     counts: dict[str, int] = field(default_factory=dict)
+    rows_built_in_child: bool = False  # load_event's rows_in_child, as it turned out
 
 
 # ---------------------------------------------------------------------------------------------------- value helpers
@@ -283,6 +285,7 @@ class RecordSource(Protocol):
 # ------------------------------------------------------------------------------------------------------ the loader
 
 ProgressCallback = Callable[[str, int, int], None]
+CHILD_MIN_ROWS = 3000  # rows from which load_event builds them in a child process (a fork costs milliseconds)
 BATCH_ROWS = 1000  # rows per executemany: few round trips, small enough to keep memory flat
 # Parents before children (sessions reference tracks, types, rooms; links reference sessions and speakers).
 WRITE_ORDER = ("forms", "microlocations", "sponsors", "speakers", "tracks", "session_types", "sessions")
@@ -303,10 +306,14 @@ def _connection(db: OrmSession | Connection) -> Connection:
 _BOOKKEEPING = frozenset({"extra_fields", "absent_fields"})
 
 
+def _json_null(rows: Sequence[dict[str, Any]]) -> frozenset[str]:
+    # Bookkeeping binds none_as_null: an empty value is SQL NULL (as for records made on the platform).
+    return _BOOKKEEPING if rows and "extra_fields" in rows[0] else frozenset()
+
+
 def _insert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
     """One batch on the driver's fast path (``shared/bulk_insert.py``)."""
-    # Bookkeeping binds none_as_null: an empty value is SQL NULL (as for records made on the platform).
-    insert_rows(conn, table, rows, json_null=_BOOKKEEPING if rows and "extra_fields" in rows[0] else frozenset())
+    insert_rows(conn, table, rows, json_null=_json_null(rows))
 
 
 @dataclass
@@ -419,12 +426,18 @@ def load_event(
     owner_user_id: int | None = None,
     index: SourceIndex | None = None,
     on_progress: ProgressCallback | None = None,
+    rows_in_child: bool | None = False,
 ) -> LoadResult:
     """Write ``source`` as one new event on the caller's connection, inside its transaction (the caller commits).
 
-    Records stream from the source in batches of ``BATCH_ROWS`` (Core executemany), so memory holds the compact
+    Records stream from the source in batches of ``BATCH_ROWS`` (driver fast paths), so memory holds the compact
     ``index`` (built here unless given) and one batch, never a whole file. ``on_progress("database", done, total)``
     is called after every batch.
+
+    ``rows_in_child``: build the batches (columns, derived records, differences, driver values) in a forked child
+    process while this one inserts them (``shared.child_stream``): the two take two cores, and the child's
+    copied-on-write pages about as much memory again as the index. ``None``: from ``CHILD_MIN_ROWS`` rows on, where a
+    fork pays for itself. The rows are the same either way.
     """
     load = _EventLoad(_connection(db_session), source, keep_ids, on_progress)
     event_src = load.event_source()
@@ -433,11 +446,12 @@ def load_event(
     load.insert_event(event_src)
     load.assign_ids(index)
     event_extras, event_absent = load.write_event_parts(event_src)
-    for file in WRITE_ORDER:
-        load.write_file(file)
-    load.write_speaker_links()
+    if rows_in_child is None:
+        rows_in_child = load.total >= CHILD_MIN_ROWS
+    in_child = rows_in_child and child_stream.available() and load.conn.dialect.name in FAST_DIALECTS
+    load.write_records(in_child)
     load.finish_event(event_extras, event_absent, owner_user_id)
-    return LoadResult(event_id=load.event_id, id_map=load.id_map, counts=load.counts)
+    return LoadResult(event_id=load.event_id, id_map=load.id_map, counts=load.counts, rows_built_in_child=in_child)
 
 
 class _EventLoad:
@@ -533,11 +547,44 @@ class _EventLoad:
         self.counts["social_links"] = len(link_rows)
         return differences
 
-    def write_file(self, file: str) -> None:
+    def write_records(self, in_child: bool) -> None:
+        """Every array file in ``WRITE_ORDER``, then the session-speaker links: batches built (here or in a child
+        process) and inserted here, in order."""
+        self.counts.update(dict.fromkeys((*WRITE_ORDER, "session_speakers"), 0))
+        batches = child_stream.stream_from_child(self.batches) if in_child else self.batches()
+        for key, batch in batches:
+            if isinstance(batch, PreparedRows):
+                execute_prepared(self.conn, batch)
+            else:
+                _insert(self.conn, TABLES.get(key, SESSION_SPEAKERS), batch)
+            self.counts[key] += len(batch)
+            self.progress(len(batch))
+
+    def batches(self) -> Iterator[tuple[str, PreparedRows | list[dict[str, Any]]]]:
+        """(counts key, batch) of every row ``write_records`` inserts. Reads the source and computes, writes nothing:
+        it may run in a child process."""
+        for file in WRITE_ORDER:
+            yield from self._file_batches(file)
+        links: list[dict[str, int]] = []
+        for link in self.relations.links():
+            links.append(link)
+            if len(links) >= BATCH_ROWS:
+                yield "session_speakers", self._prepare(SESSION_SPEAKERS, links)
+                links = []
+        if links:
+            yield "session_speakers", self._prepare(SESSION_SPEAKERS, links)
+
+    def _prepare(self, table: sa.Table, rows: list[dict[str, Any]]) -> PreparedRows | list[dict[str, Any]]:
+        dialect = self.conn.dialect
+        if dialect.name not in FAST_DIALECTS:
+            return rows
+        return prepare_rows(dialect, table, rows, json_null=_json_null(rows))
+
+    def _file_batches(self, file: str) -> Iterator[tuple[str, PreparedRows | list[dict[str, Any]]]]:
         """An array file, streamed a second time: the row, its derived record and the differences, in batches."""
         table, ids, names = TABLES[file], self.db_ids[file], COLUMNS[file][1:]
         batch: list[dict[str, Any]] = []
-        written = 0
+        read = 0
         remaps = source_remaps(file, self.id_map) if self.remap else None
         for position, record in enumerate(self.source.records(file)):
             if position >= len(ids) or not isinstance(record, dict):
@@ -549,29 +596,14 @@ class _EventLoad:
             derived = derive_record(file, row, self.relations.of(file, position, row))
             row["extra_fields"], row["absent_fields"] = bookkeeping(derived, record, remaps)
             batch.append(row)
+            read += 1
             if len(batch) >= BATCH_ROWS:
-                _insert(self.conn, table, batch)
-                written += len(batch)
-                self.progress(len(batch))
+                yield file, self._prepare(table, batch)
                 batch = []
-        _insert(self.conn, table, batch)
-        written += len(batch)
-        self.progress(len(batch))
-        if written != len(ids):
+        if batch:
+            yield file, self._prepare(table, batch)
+        if read != len(ids):
             raise LoadError("the file changed while it was being read", file=file)
-        self.counts[file] = written
-
-    def write_speaker_links(self) -> None:
-        links: list[dict[str, int]] = []
-        for link in self.relations.links():
-            links.append(link)
-            if len(links) >= BATCH_ROWS:
-                _insert(self.conn, SESSION_SPEAKERS, links)
-                self.progress(len(links))
-                links = []
-        _insert(self.conn, SESSION_SPEAKERS, links)
-        self.progress(len(links))
-        self.counts["session_speakers"] = self.relations.link_count
 
     def finish_event(self, event_extras: Any, event_absent: Any, owner_user_id: int | None) -> None:
         events, identifier = TABLES["event"], self.identifier
