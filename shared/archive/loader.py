@@ -552,13 +552,16 @@ class _EventLoad:
         process) and inserted here, in order."""
         self.counts.update(dict.fromkeys((*WRITE_ORDER, "session_speakers"), 0))
         batches = child_stream.stream_from_child(self.batches) if in_child else self.batches()
-        for key, batch in batches:
-            if isinstance(batch, PreparedRows):
-                execute_prepared(self.conn, batch)
-            else:
-                _insert(self.conn, TABLES.get(key, SESSION_SPEAKERS), batch)
-            self.counts[key] += len(batch)
-            self.progress(len(batch))
+        try:
+            for key, batch in batches:
+                if isinstance(batch, PreparedRows):
+                    execute_prepared(self.conn, batch)
+                else:
+                    _insert(self.conn, TABLES.get(key, SESSION_SPEAKERS), batch)
+                self.counts[key] += len(batch)
+                self.progress(len(batch))
+        finally:
+            batches.close()  # a failed insert stops the child now, not when the traceback is gone
 
     def batches(self) -> Iterator[tuple[str, PreparedRows | list[dict[str, Any]]]]:
         """(counts key, batch) of every row ``write_records`` inserts. Reads the source and computes, writes nothing:

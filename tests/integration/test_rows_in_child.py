@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import eventlet
+import psutil
 import pytest
 import sqlalchemy as sa
 
@@ -129,6 +130,27 @@ def test_a_child_killed_midway_fails_the_load_and_nothing_is_written(files, tmp_
         source = DictSource(files, change=_killed_midway(os.getpid()))
         with pytest.raises(child_stream.ChildFailed, match=f"killed by signal {signal.SIGKILL}"):
             load(url, source, rows_in_child=True)
+        assert event_count(url) == 0
+
+
+def test_an_insert_side_failure_stops_the_child_at_once(files, tmp_path):
+    class Stop(Exception):
+        pass
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        raise Stop  # in the parent, after the first batch was inserted: the child is still building
+
+    with database("sqlite", tmp_path, "db") as url:
+        engine = make_engine(url)
+        others = {p.pid for p in psutil.Process().children()}  # servers other fixtures of the run may have started
+        try:
+            with make_session_factory(engine)() as session, pytest.raises(Stop) as info:
+                load_event(session, DictSource(files), keep_ids=False, on_progress=on_progress, rows_in_child=True)
+            # The traceback (kept by pytest.raises) still holds the loader's frames: the child must be gone anyway.
+            assert info.traceback
+            assert [p for p in psutil.Process().children() if p.pid not in others] == []
+        finally:
+            engine.dispose()
         assert event_count(url) == 0
 
 
