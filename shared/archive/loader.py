@@ -48,6 +48,7 @@ from shared.archive.records import (
     nested_track,
 )
 from shared.archive.safezip import ArchiveError, ArchiveLimits
+from shared.built_ahead import built_ahead
 from shared.bulk_insert import FAST_DIALECTS, PreparedRows, execute_prepared, insert_rows, prepare_rows
 from shared.models.events import ROLE_ORGANIZER, EventRole
 
@@ -427,6 +428,7 @@ def load_event(
     index: SourceIndex | None = None,
     on_progress: ProgressCallback | None = None,
     rows_in_child: bool | None = False,
+    rows_ahead: bool | None = None,
 ) -> LoadResult:
     """Write ``source`` as one new event on the caller's connection, inside its transaction (the caller commits).
 
@@ -438,6 +440,10 @@ def load_event(
     process while this one inserts them (``shared.child_stream``): the two take two cores, and the child's
     copied-on-write pages about as much memory again as the index. ``None``: from ``CHILD_MIN_ROWS`` rows on, where a
     fork pays for itself. The rows are the same either way.
+
+    ``rows_ahead`` (when not in a child): build each batch on a native thread while the previous one is inserted
+    (``shared.built_ahead``); it pays where the insert waits for the server outside the GIL. ``None``: on
+    PostgreSQL (its ``COPY``), not on SQLite (binding holds the GIL).
     """
     load = _EventLoad(_connection(db_session), source, keep_ids, on_progress)
     event_src = load.event_source()
@@ -449,7 +455,9 @@ def load_event(
     if rows_in_child is None:
         rows_in_child = load.total >= CHILD_MIN_ROWS
     in_child = rows_in_child and child_stream.available() and load.conn.dialect.name in FAST_DIALECTS
-    load.write_records(in_child)
+    if rows_ahead is None:
+        rows_ahead = load.conn.dialect.name == "postgresql"
+    load.write_records(in_child, ahead=rows_ahead and not in_child)
     load.finish_event(event_extras, event_absent, owner_user_id)
     return LoadResult(event_id=load.event_id, id_map=load.id_map, counts=load.counts, rows_built_in_child=in_child)
 
@@ -547,11 +555,16 @@ class _EventLoad:
         self.counts["social_links"] = len(link_rows)
         return differences
 
-    def write_records(self, in_child: bool) -> None:
-        """Every array file in ``WRITE_ORDER``, then the session-speaker links: batches built (here or in a child
-        process) and inserted here, in order."""
+    def write_records(self, in_child: bool, ahead: bool = False) -> None:
+        """Every array file in ``WRITE_ORDER``, then the session-speaker links: batches built (here, on a thread
+        one batch ahead, or in a child process) and inserted here, in order."""
         self.counts.update(dict.fromkeys((*WRITE_ORDER, "session_speakers"), 0))
-        batches = child_stream.stream_from_child(self.batches) if in_child else self.batches()
+        if in_child:
+            batches = child_stream.stream_from_child(self.batches)
+        elif ahead:
+            batches = built_ahead(self.batches)
+        else:
+            batches = self.batches()
         try:
             for key, batch in batches:
                 if isinstance(batch, PreparedRows):

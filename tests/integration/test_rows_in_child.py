@@ -1,5 +1,6 @@
-"""The loader's rows built in a forked child process while the parent inserts them (``shared/child_stream.py``):
-the same rows as built inline, on SQLite and PostgreSQL; a child that fails or dies fails the load and the
+"""The loader's rows built in a forked child process while the parent inserts them (``shared/child_stream.py``),
+or one batch ahead on a native thread (``shared/built_ahead.py``): the same rows as built inline, on SQLite and
+PostgreSQL; a child that fails or dies fails the load and the
 caller's transaction writes nothing; the stream itself keeps order, raises what the child raised, kills and reaps a
 child it stops reading, and leaves the eventlet hub running while it waits."""
 
@@ -65,11 +66,12 @@ def database(kind: str, tmp_path, name: str) -> Iterator[Any]:
             yield url
 
 
-def load(url: str, source: Any, rows_in_child: bool) -> tuple[dict[str, int], dict[str, list[tuple]]]:
+def load(url: str, source: Any, rows_in_child: bool,
+         rows_ahead: bool = False) -> tuple[dict[str, int], dict[str, list[tuple]]]:
     engine = make_engine(url)
     try:
         with make_session_factory(engine)() as session:
-            result = load_event(session, source, keep_ids=False, rows_in_child=rows_in_child)
+            result = load_event(session, source, keep_ids=False, rows_in_child=rows_in_child, rows_ahead=rows_ahead)
             session.commit()
         with engine.connect() as conn:
             dump = {table.name: [tuple(row) for row in conn.execute(
@@ -90,10 +92,12 @@ def event_count(url: str) -> int:
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_rows_built_in_a_child_are_the_rows_built_inline(kind, files, tmp_path):
-    with database(kind, tmp_path, "inline") as inline_url, database(kind, tmp_path, "child") as child_url:
-        inline_counts, inline_rows = load(inline_url, DictSource(files), rows_in_child=False)
-        child_counts, child_rows = load(child_url, DictSource(files), rows_in_child=True)
+@pytest.mark.parametrize("builder", ["child", "ahead"])
+def test_rows_built_in_a_child_or_ahead_on_a_thread_are_the_rows_built_inline(builder, kind, files, tmp_path):
+    with database(kind, tmp_path, "inline") as inline_url, database(kind, tmp_path, builder) as child_url:
+        inline_counts, inline_rows = load(inline_url, DictSource(files), rows_in_child=False, rows_ahead=False)
+        child_counts, child_rows = load(child_url, DictSource(files), rows_in_child=builder == "child",
+                                        rows_ahead=builder == "ahead")
     assert inline_counts["sessions"] == SESSIONS and inline_counts["session_speakers"] > SESSIONS // 2
     assert sum(inline_counts.values()) >= CHILD_MIN_ROWS  # what load_event would build in a child unasked
     assert child_counts == inline_counts
