@@ -162,12 +162,7 @@ class Lease:
         transaction: the row stays locked until that commits, so no other run can take over before it."""
         if conn is None:
             return self.renew()
-        now = utcnow()
-        held = conn.execute(
-            sa.update(_LEASES)
-            .where(_LEASES.c.task_id == self.task_id, _LEASES.c.owner == self.owner, _LEASES.c.state == RUNNING)
-            .values(expires_at=self._expiry(now), updated_at=now)
-        ).rowcount == 1
+        held = self._extend(conn)
         if not held:
             self.lost = True
         return held
@@ -180,20 +175,21 @@ class Lease:
     def record(self, outcome: dict[str, Any]) -> bool:
         """Save the outcome this run reached, if it still holds the lease (extending it); ``False`` (and ``lost``
         set) when another run took over. Saved before it is published: a run taking over publishes it again."""
-        def save(conn: Connection) -> bool:
-            now = utcnow()
-            return conn.execute(
-                sa.update(_LEASES)
-                .where(_LEASES.c.task_id == self.task_id, _LEASES.c.owner == self.owner, _LEASES.c.state == RUNNING)
-                .values(outcome=outcome, expires_at=self._expiry(now), updated_at=now)
-            ).rowcount == 1
-
-        held = self._write(save)
+        held = self._write(lambda conn: self._extend(conn, outcome=outcome))
         if held:
             self.outcome = outcome
         else:
             self.lost = True
         return held
+
+    def _extend(self, conn: Connection, **values: Any) -> bool:
+        """One conditional UPDATE: the lease extended (and ``values`` set) only while this run holds it."""
+        now = utcnow()
+        return conn.execute(
+            sa.update(_LEASES)
+            .where(_LEASES.c.task_id == self.task_id, _LEASES.c.owner == self.owner, _LEASES.c.state == RUNNING)
+            .values(expires_at=self._expiry(now), updated_at=now, **values)
+        ).rowcount == 1
 
     def finish(self) -> None:
         """The outcome is published: later deliveries of the request do nothing."""
