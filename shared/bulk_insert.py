@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -87,7 +88,10 @@ def _text(value: Any) -> str:
 def _copy(cursor: Any, sql: str, lines: list[str]) -> None:
     from psycopg2 import extensions
 
-    buffer = io.StringIO("\n".join(lines) + "\n")  # each row ends with a newline
+    # Bytes in the connection's encoding: a StringIO holding non-Latin-1 text is read back from a 4-bytes-a-character
+    # buffer (a 1.5 MB batch took 6 MB while it was sent). Each row ends with a newline.
+    codec = extensions.encodings.get(cursor.connection.encoding, "utf-8")
+    buffer = io.BytesIO("\n".join(itertools.chain(lines, ("",))).encode(codec))
     # psycopg2 refuses COPY while a green wait callback is set (eventlet's, in the services). The COPY of one batch
     # runs without yielding, so no other greenlet can see the callback unset; it is back before this returns. Keep
     # it so: a COPY on another thread while greenlets run would let one of them query blocking, and one that waits
