@@ -157,6 +157,8 @@ class JobRun:
                 return
             done = self.recovered()
             if done is not None:
+                log.warning("%s %s: an earlier run committed it and stopped before reporting; reporting its result",
+                            self.kind, self.task_id)
                 with finishing():
                     self.succeed(done)
                 return
