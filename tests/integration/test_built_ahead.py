@@ -13,6 +13,7 @@ from eventlet import patcher
 
 from shared.archive.loader import LoadError
 from shared.built_ahead import built_ahead
+from tests.support.hub_ticks import hub_ticks
 
 _native_threading = patcher.original("threading")
 _native_time = patcher.original("time")
@@ -67,24 +68,13 @@ def test_a_consumer_that_leaves_early_stops_the_thread():
 
 
 def test_the_hub_runs_while_the_consumer_waits_and_a_green_pause_in_the_producer_works():
-    ticks = []
-
-    def ticker() -> None:
-        while True:
-            ticks.append(time.monotonic())
-            eventlet.sleep(0.01)
-
     def slow() -> Iterator[int]:
         for n in range(5):
             eventlet.sleep(0)  # as the importer's record loop does: on this thread's own hub
             _native_time.sleep(0.1)  # computing, as far as the consumer can tell
             yield n
 
-    thread = eventlet.spawn(ticker)
-    try:
-        eventlet.sleep(0)
+    with hub_ticks() as ticks:
         started = time.monotonic()
         assert list(built_ahead(slow)) == list(range(5))
-    finally:
-        thread.kill()
     assert len([t for t in ticks if t >= started]) >= 20  # ~50 ticks in 0.5 s when the hub is free

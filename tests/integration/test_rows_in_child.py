@@ -25,6 +25,7 @@ from shared.archive.records import SESSION_SPEAKERS, TABLES
 from shared.db import make_engine, make_session_factory, upgrade_to_head
 from shared.models.events import Event
 from tests.conftest import throwaway_postgres
+from tests.support.hub_ticks import hub_ticks
 
 SESSIONS = 3000
 CLOCK_COLUMNS = {"created_at", "updated_at"}  # the time of each load
@@ -208,25 +209,15 @@ def test_a_stream_left_early_kills_and_reaps_its_child():
 
 def test_the_hub_keeps_running_while_the_child_works():
     # The conftest monkey-patches eventlet: the pipe is read green, so other greenthreads run meanwhile.
-    ticks = []
-
-    def ticker() -> None:
-        while True:
-            ticks.append(time.monotonic())
-            eventlet.sleep(0.01)
-
     def slow() -> Iterator[int]:
         # Blocking: a green sleep in the child would run the hub it copied, whose epoll set is the parent's.
         eventlet.patcher.original("time").sleep(0.5)
         yield 1
 
-    thread = eventlet.spawn(ticker)
-    try:
+    with hub_ticks() as ticks:
         started = time.monotonic()
         assert list(child_stream.stream_from_child(slow)) == [1]
         waited = time.monotonic() - started
-    finally:
-        thread.kill()
     assert waited >= 0.5
     assert len([t for t in ticks if t >= started]) >= 10  # the hub ran every ~10 ms of those 0.5 s
 
