@@ -1,5 +1,6 @@
 """A generator run on a native thread, one item ahead of its consumer: the next item is built while the consumer
-waits on something that releases the GIL (the importer's ``COPY`` waiting for PostgreSQL to take a batch).
+uses the last one, and no further (two items in memory). It pays while the consumer waits on something that
+releases the GIL: the importer's ``COPY`` waiting for PostgreSQL to take a batch.
 
 The thread is the interpreter's own (``eventlet.patcher.original``), so it builds in parallel with the hub's
 thread whenever that one is blocked outside Python. The consumer waits for an item green (``tpool``): the hub keeps
@@ -22,7 +23,6 @@ T = TypeVar("T")
 _queue = patcher.original("queue")
 _threading = patcher.original("threading")
 
-AHEAD = 1  # items built and waiting: one batch in memory besides the one being inserted
 
 
 class _End:
@@ -32,13 +32,14 @@ class _End:
 
 def built_ahead(produce: Callable[[], Iterable[T]]) -> Iterator[T]:
     """The items of ``produce()``, each built on a native thread while the previous one is consumed."""
-    items: Any = _queue.Queue(maxsize=AHEAD)
+    items: Any = _queue.Queue(maxsize=1)
     stop = _threading.Event()
 
     def run() -> None:
         try:
             for item in produce():
                 items.put(item)
+                items.join()  # until the consumer took it: one item built while one is consumed, no more
                 if stop.is_set():
                     return  # before building one more
             items.put(_End())
@@ -51,6 +52,7 @@ def built_ahead(produce: Callable[[], Iterable[T]]) -> Iterator[T]:
     try:
         while True:
             item = tpool.execute(items.get) if green else items.get()
+            items.task_done()
             if isinstance(item, _End):
                 if item.error is not None:
                     raise item.error
@@ -60,7 +62,8 @@ def built_ahead(produce: Callable[[], Iterable[T]]) -> Iterator[T]:
         stop.set()
         while thread.is_alive():
             try:
-                items.get_nowait()  # a producer blocked on a full queue takes its turn, sees stop, leaves
+                items.get_nowait()  # a producer waiting for its item to be taken sees stop, and leaves
+                items.task_done()
             except _queue.Empty:
                 pass
             if green:
