@@ -24,7 +24,6 @@ _queue = patcher.original("queue")
 _threading = patcher.original("threading")
 
 
-
 class _End:
     def __init__(self, error: BaseException | None = None) -> None:
         self.error = error
