@@ -122,10 +122,12 @@ def _killed_midway(test_process: int) -> Any:
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_a_load_error_in_the_child_is_raised_and_nothing_is_written(kind, files, tmp_path):
+@pytest.mark.parametrize("builder", ["child", "ahead"])
+def test_a_load_error_while_rows_are_built_is_raised_and_nothing_is_written(builder, kind, files, tmp_path):
     with database(kind, tmp_path, "db") as url:
         with pytest.raises(LoadError) as info:
-            load(url, DictSource(files, change=_one_fewer), rows_in_child=True)
+            load(url, DictSource(files, change=_one_fewer), rows_in_child=builder == "child",
+                 rows_ahead=builder == "ahead")
         assert (info.value.file, info.value.detail) == ("sessions", "the file changed while it was being read")
         assert event_count(url) == 0
 
